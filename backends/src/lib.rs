@@ -13,6 +13,7 @@
 //! its kernels, one line in [`registry::compiled`], and its tests against
 //! [`scalar::ScalarBackend`].
 
+pub mod bench;
 pub mod conformance;
 pub mod consts;
 pub mod driver;
