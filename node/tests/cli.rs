@@ -347,3 +347,26 @@ fn selftest_passes_on_the_oracle_and_every_available_backend() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("selftest passed"));
 }
+
+#[test]
+fn keys_new_writes_private_files_and_prints_public_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("montana-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = montana(&["keys", "new", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["noise_public_key"].as_str().unwrap().len(), 64);
+    assert_eq!(v["signing_public_key"].as_str().unwrap().len(), 2 * 1952);
+    for f in ["noise_secret.key", "signing_secret.key"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    // A second run must not replace the identity.
+    assert_bad_input(
+        &["keys", "new", "--dir", dir.to_str().unwrap()],
+        &[],
+        "already exist",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod backends;
 mod error;
+mod keys;
 mod progress;
 mod selftest;
 mod vdf;
@@ -33,6 +34,9 @@ pub enum Command {
     Backends(backends::Args),
     /// Check every available backend (or one) against the scalar oracle.
     Selftest(selftest::Args),
+    /// Manage the node's identity keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -62,6 +66,7 @@ pub fn run() -> ExitCode {
         Command::Vdf(cmd) => vdf::run(cmd),
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
