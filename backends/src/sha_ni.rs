@@ -21,7 +21,7 @@ use crate::platform::{require, Feature, Platform};
 
 /// Chains interleaved per core when verifying (measured best on Zen 3; see
 /// docs/BENCHMARKS.md).
-pub const STREAMS: usize = 2;
+pub const STREAMS: usize = 4;
 
 /// SHA-256 through the SHA extensions.
 #[derive(Debug, Default, Clone, Copy)]

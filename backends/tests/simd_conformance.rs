@@ -153,11 +153,11 @@ macro_rules! backend_tests {
         mod $module {
             #[test]
             fn eval_matches_the_oracle() {
-                super::check_backend_eval($name, 48);
+                super::check_backend_eval($name, 64);
             }
             #[test]
             fn verify_matches_the_oracle_and_finds_the_corrupted_segment() {
-                super::check_backend_verify($name, 32);
+                super::check_backend_verify($name, 64);
             }
             #[test]
             fn long_chains_and_segments() {
