@@ -245,16 +245,17 @@ fn check(o: VerifyOutcome) -> Result<(), BackendError> {
 
 /// Measures the crate loops and every available backend of `registry` for
 /// each suite of `cfg`; `on_row` sees each row as it is measured.
+///
+/// The load on a shared machine drifts during a run, so the crate baseline
+/// is measured again before each backend and after the last (half a budget
+/// each) and its row is the median of those: a ratio then compares figures
+/// taken across the same stretch of time, not against one early sample.
 pub fn run(
     registry: &Registry,
     cfg: &BenchConfig,
     mut on_row: impl FnMut(&BenchRow),
 ) -> Result<BenchReport, BackendError> {
     let mut results = Vec::new();
-    let mut push = |row: BenchRow, results: &mut Vec<BenchRow>| {
-        on_row(&row);
-        results.push(row);
-    };
     for &suite in &cfg.suites {
         let row = |backend: &str, op, threads, hps| BenchRow {
             backend: backend.to_string(),
@@ -266,21 +267,22 @@ pub fn run(
             adapter: None,
             hashes_per_sec: hps,
         };
-        let hps = measure_crate(suite, cfg.seconds);
-        push(
-            row(crate_row_name(suite), Operation::Eval, 1, hps),
-            &mut results,
-        );
+        // Warm-up: clocks, caches and page faults before the first figure.
+        measure_crate(suite, (cfg.seconds / 4.0).min(0.25));
+        let crate_at = results.len();
+        let mut crate_rates = Vec::new();
         for b in registry.all() {
             if !registry.availability(b.as_ref()).is_available() {
                 continue;
             }
+            crate_rates.push(measure_crate(suite, cfg.seconds / 2.0));
             let adapter = b.adapter().map(|a| a.name);
             if b.supports(suite, Operation::Eval) {
                 let hps = measure_eval(b.as_ref(), suite, cfg.seconds)?;
                 let mut r = row(b.name(), Operation::Eval, 1, hps);
                 r.adapter = adapter.clone();
-                push(r, &mut results);
+                on_row(&r);
+                results.push(r);
             }
             if b.supports(suite, Operation::Verify) {
                 let mut counts = vec![1];
@@ -293,10 +295,21 @@ pub fn run(
                     r.segments = Some(m.segments);
                     r.segment_len = Some(m.segment_len);
                     r.adapter = adapter.clone();
-                    push(r, &mut results);
+                    on_row(&r);
+                    results.push(r);
                 }
             }
         }
+        crate_rates.push(measure_crate(suite, cfg.seconds / 2.0));
+        crate_rates.sort_by(f64::total_cmp);
+        let r = row(
+            crate_row_name(suite),
+            Operation::Eval,
+            1,
+            crate_rates[crate_rates.len() / 2],
+        );
+        on_row(&r);
+        results.insert(crate_at, r);
     }
     Ok(BenchReport {
         host: HostInfo::detect(),
