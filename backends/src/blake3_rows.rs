@@ -19,6 +19,7 @@ use crate::consts::{BLAKE3_BLOCK_LEN, BLAKE3_FLAGS, BLAKE3_IV, BLAKE3_SCHEDULE};
 /// # Safety
 /// Implementations require their CPU feature; they are `#[inline(always)]`
 /// and compiled inside the caller's `#[target_feature]` function.
+#[allow(clippy::missing_safety_doc)] // the trait's `# Safety` covers each method
 pub trait RowRotate {
     unsafe fn rot16(x: __m128i) -> __m128i;
     unsafe fn rot12(x: __m128i) -> __m128i;

@@ -173,6 +173,10 @@ fn store(abef: __m128i, cdgh: __m128i, words: &mut [u32; 8]) {
 
 /// Applies `n` chain steps to each of N chains (big-endian words of the
 /// values), interleaved on one core.
+///
+/// # Safety
+/// Safe to write, unsafe to call: the CPU must have SHA-NI and SSE4.1
+/// (`platform::Feature::ShaNi`).
 #[target_feature(enable = "sha,sse4.1")]
 pub fn advance<const N: usize>(chains: &mut [[u32; 8]; N], n: u64) {
     let mut abef = [_mm_setzero_si128(); N];
