@@ -81,11 +81,9 @@ pub struct BenchRow {
     pub hash: HashSuite,
     pub op: Operation,
     pub threads: usize,
-    /// Verification batch size K (verify rows only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Verification batch size K (verify rows; `null` for eval rows).
     pub segments: Option<usize>,
-    /// Steps per segment L (verify rows only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Steps per segment L (verify rows; `null` for eval rows).
     pub segment_len: Option<u64>,
     /// The GPU adapter (GPU rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -407,7 +405,7 @@ mod tests {
         let row = &json["results"][0];
         assert_eq!(row["backend"], "crate-sha2");
         assert_eq!(row["op"], "eval");
-        assert!(row.get("segments").is_none());
+        assert!(row["segments"].is_null() && row.get("adapter").is_none());
         assert!(report.table().contains("crate-blake3"));
     }
 }
