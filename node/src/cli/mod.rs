@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod calibrate;
 mod error;
 mod keys;
 mod progress;
@@ -37,6 +38,8 @@ pub enum Command {
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -67,6 +70,7 @@ pub fn run() -> ExitCode {
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
