@@ -13,10 +13,27 @@
 //! its kernels, one line in [`registry::compiled`], and its tests against
 //! [`scalar::ScalarBackend`].
 
+pub mod bench;
 pub mod conformance;
+pub mod consts;
 pub mod driver;
+pub mod platform;
 pub mod registry;
 pub mod scalar;
+
+// SIMD backends: one module per instruction set, intrinsics in `<isa>/kernel.rs`.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod blake3_rows;
+#[cfg(target_arch = "x86_64")]
+pub mod lanes;
+#[cfg(target_arch = "x86_64")]
+pub mod sha_ni;
+#[cfg(target_arch = "x86_64")]
+pub mod sse41;
 
 pub use registry::{Registry, SelectError};
 pub use scalar::ScalarBackend;

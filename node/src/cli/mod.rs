@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod bench;
 mod calibrate;
 mod error;
 mod keys;
@@ -35,6 +36,8 @@ pub enum Command {
     Backends(backends::Args),
     /// Check every available backend (or one) against the scalar oracle.
     Selftest(selftest::Args),
+    /// Measure every available backend against the plain crate loops.
+    Bench(bench::Args),
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -69,6 +72,7 @@ pub fn run() -> ExitCode {
         Command::Vdf(cmd) => vdf::run(cmd),
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Calibrate(args) => calibrate::run(args),
     };
