@@ -19,6 +19,8 @@
 //!   chosen one breaks at run time (a lost GPU), so following never stops.
 //! - [`monitor`]: live rates against the calibrated ones: the early sign that
 //!   the node will start to lag.
+//! - [`report`]: `montana bench --report`, the backend comparison as JSON and
+//!   SVG plots.
 
 pub mod calibrate;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod measure;
 pub mod monitor;
 pub mod network;
 mod pin;
+pub mod report;
 pub mod select;
 pub mod timestamp;
 pub mod verdict;
