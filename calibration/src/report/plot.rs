@@ -38,9 +38,10 @@ pub fn rates(report: &BenchReport, suite: HashSuite) -> Result<String, String> {
         })
         .collect();
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    let height = (120 + 28 * rows.len() as u32).max(300);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -52,34 +53,27 @@ pub fn rates(report: &BenchReport, suite: HashSuite) -> Result<String, String> {
                 ("sans-serif", 20),
             )
             .margin(12)
-            .x_label_area_size(150)
-            .y_label_area_size(70)
-            .build_cartesian_2d((0..rows.len()).into_segmented(), 0.0..max)
+            .x_label_area_size(40)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0.0..max, (0..rows.len()).into_segmented())
             .map_err(err)?;
         chart
             .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(rows.len().max(1))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    rows.get(*i).map(|r| r.0.clone()).unwrap_or_default()
-                }
-                SegmentValue::Last => String::new(),
+            .disable_y_mesh()
+            .y_labels(rows.len().max(1))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => rows.get(*i).map(|r| r.0.clone()).unwrap_or_default(),
+                _ => String::new(),
             })
-            .x_label_style(
-                ("sans-serif", 12)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
-            .y_desc("hashes per second")
-            .y_label_formatter(&|y| si(*y))
+            .x_desc("hashes per second")
+            .x_label_formatter(&|x| si(*x))
             .draw()
             .map_err(err)?;
         chart
             .draw_series(
-                Histogram::vertical(&chart)
+                Histogram::horizontal(&chart)
                     .style(BLUE.mix(0.7).filled())
-                    .margin(6)
+                    .margin(4)
                     .data(rows.iter().enumerate().map(|(i, r)| (i, r.1))),
             )
             .map_err(err)?;
