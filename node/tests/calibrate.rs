@@ -243,7 +243,7 @@ fn recommend_d_is_a_multiple_of_k_that_fits_the_window() {
     let v = json(&out);
     let d = v["d"].as_u64().unwrap();
     let rate = v["eval_hashes_per_sec"].as_f64().unwrap();
-    assert!(d >= 10 && d % 10 == 0, "{v}");
+    assert!(d >= 10 && d.is_multiple_of(10), "{v}");
     assert!(
         d as f64 <= rate * 0.5 + 1.0 && (d + 10) as f64 > rate * 0.5,
         "{v}"

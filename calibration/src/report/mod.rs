@@ -81,7 +81,9 @@ fn crossover(
     gpu: &str,
     gpus: &[&str],
 ) -> serde_json::Value {
-    let mut by_batch: BTreeMap<usize, (Option<f64>, Option<(&str, f64)>)> = BTreeMap::new();
+    /// Per batch size: the GPU's rate and the best CPU backend's.
+    type Contest<'a> = (Option<f64>, Option<(&'a str, f64)>);
+    let mut by_batch: BTreeMap<usize, Contest> = BTreeMap::new();
     for p in points.iter().filter(|p| p.hash == suite) {
         let e = by_batch.entry(p.segments).or_default();
         if p.backend == gpu {
