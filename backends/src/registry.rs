@@ -43,11 +43,11 @@ pub enum SelectError {
 
 /// Every backend compiled into this build, most specialised first.
 pub fn compiled() -> Vec<Arc<dyn Backend>> {
-    let mut v: Vec<Arc<dyn Backend>> = Vec::new();
-    #[cfg(feature = "gpu")]
-    v.push(Arc::new(crate::gpu::GpuBackend::default()));
-    v.push(Arc::new(ScalarBackend));
-    v
+    vec![
+        #[cfg(feature = "gpu")]
+        Arc::new(crate::gpu::GpuBackend::default()),
+        Arc::new(ScalarBackend),
+    ]
 }
 
 /// The backends of this build with this host's overrides applied.

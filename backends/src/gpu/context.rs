@@ -5,7 +5,9 @@
 //! memory, a lost device) and by default panics on them. Here they are
 //! captured instead: the first uncaptured error and a device loss are kept,
 //! every call checks them, and the caller gets a typed error and falls back
-//! to a CPU backend. A lost device stays lost for the life of the process.
+//! to a CPU backend. A device that failed once (lost, hung, out of memory,
+//! an error from wgpu) is not trusted again for the life of the process: it
+//! reports unavailable, so `auto` and the fallback order skip it.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,6 +28,8 @@ pub(crate) struct GpuContext {
     error: Arc<Mutex<Option<String>>>,
     /// Why the device was lost, once it has been.
     lost: Arc<Mutex<Option<String>>>,
+    /// The first failure of a call on this device.
+    failed: Mutex<Option<String>>,
 }
 
 static CONTEXT: OnceLock<Result<GpuContext, String>> = OnceLock::new();
@@ -136,6 +140,7 @@ impl GpuContext {
             limits,
             error,
             lost,
+            failed: Mutex::new(None),
         })
     }
 
@@ -146,19 +151,29 @@ impl GpuContext {
         }
     }
 
-    /// `Err` once the device is lost or wgpu has reported an error.
+    /// `Err` once the device is lost, wgpu has reported an error, or a call
+    /// has failed.
     pub fn check(&self) -> Result<(), String> {
-        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = lost.as_ref() {
+        if let Some(m) = lock(&self.lost).as_ref() {
             return Err(m.clone());
         }
-        drop(lost);
-        let error = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        match error.as_ref() {
-            Some(m) => Err(format!("GPU error: {m}")),
+        if let Some(m) = lock(&self.error).as_ref() {
+            return Err(format!("GPU error: {m}"));
+        }
+        match lock(&self.failed).as_ref() {
+            Some(m) => Err(format!("GPU failed earlier: {m}")),
             None => Ok(()),
         }
     }
+
+    /// Records that a call failed: the device is not used again.
+    pub fn mark_failed(&self, message: &str) {
+        lock(&self.failed).get_or_insert_with(|| message.to_string());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// wgpu's messages span several lines; the CLI prints one.

@@ -145,8 +145,9 @@ impl GpuBackend {
                 None => out,
             }
         }));
-        match result {
-            Ok(r) => r.map_err(Self::device_error),
+        let message = match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(message)) => message,
             Err(panic) => {
                 // The buffers may be mid-update: start afresh next call.
                 state.buffers = Buffers::default();
@@ -155,12 +156,11 @@ impl GpuBackend {
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("panic");
-                Err(Self::device_error(format!(
-                    "wgpu panicked: {}",
-                    context::one_line(what)
-                )))
+                format!("wgpu panicked: {}", context::one_line(what))
             }
-        }
+        };
+        ctx.mark_failed(&message);
+        Err(Self::device_error(message))
     }
 
     /// Each segment's value after its `steps` steps, ignoring `end`.

@@ -358,3 +358,63 @@ fn bench_measures_a_valid_synthetic_batch() {
             .all(|r| r.gpu_seconds > 0.0 && r.cpu_seconds > 0.0));
     }
 }
+
+/// Set in the child process of `a_lost_device_is_a_typed_error_and_callers_fall_back`.
+const LOST_CHILD: &str = "MONTANA_GPU_TEST_LOSE_DEVICE";
+
+#[test]
+fn a_lost_device_is_a_typed_error_and_callers_fall_back() {
+    // Losing the device is for the life of the process, so it happens in a
+    // child process running `lose_the_device_then_fall_back`.
+    if backend(GpuConfig::default()).is_none() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "gpu::tests::lose_the_device_then_fall_back",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(LOST_CHILD, "1")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("1 passed"), "{log}");
+}
+
+#[test]
+fn lose_the_device_then_fall_back() {
+    if std::env::var_os(LOST_CHILD).is_none() {
+        return; // Runs only as the child of the test above.
+    }
+    let gpu = GpuBackend::default();
+    let segs = [Segment {
+        start: Hash32::ZERO,
+        end: HashSuite::Blake3.step(&Hash32::ZERO),
+        steps: 1,
+    }];
+    assert!(gpu
+        .verify(HashSuite::Blake3, &segs, &opts())
+        .unwrap()
+        .is_valid());
+    context::context().unwrap().device.destroy();
+
+    let err = gpu.verify(HashSuite::Blake3, &segs, &opts()).unwrap_err();
+    assert!(matches!(err, BackendError::Device { .. }), "{err:?}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    let why = gpu.availability();
+    assert!(!why.is_available(), "{err} / {why:?}");
+
+    // With MONTANA_GPU_ALLOW_CPU the GPU would lead `auto`; lost, it is skipped.
+    std::env::set_var(ENV_ALLOW_CPU, "1");
+    let registry = Registry::new(compiled());
+    let fallback = registry.ranked(HashSuite::Blake3, Operation::Verify);
+    assert!(fallback.iter().all(|b| b.name() != "gpu"));
+    assert!(fallback[0]
+        .verify(HashSuite::Blake3, &segs, &opts())
+        .unwrap()
+        .is_valid());
+    println!("lost device: {err}; availability: {why:?}");
+}
