@@ -55,11 +55,11 @@ fn verify(@builtin(global_invocation_id) id: vec3<u32>) {
     lanes[i].value = v;
     lanes[i].left = left;
     if left.x == 0u && left.y == 0u {
-        let end = lanes[i].end;
-        var same = true;
-        for (var j = 0u; j < 8u; j++) {
-            same = same && v[j] == end[j];
-        }
+        // Constant indices only: indexing `v` with a variable would make
+        // GPUs keep it in local memory, slowing the loop above.
+        let e = lanes[i].end;
+        let same = v[0] == e[0] && v[1] == e[1] && v[2] == e[2] && v[3] == e[3]
+            && v[4] == e[4] && v[5] == e[5] && v[6] == e[6] && v[7] == e[7];
         flags[i] = select(MISMATCH, MATCH, same);
     }
 }

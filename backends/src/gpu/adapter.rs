@@ -90,3 +90,24 @@ pub fn adapters() -> Vec<AdapterInfo> {
         .map(|a| describe(&a.get_info()))
         .collect()
 }
+
+/// The environment variable that switches off Mesa's device-select layer.
+const NODEVICE_SELECT: &str = "NODEVICE_SELECT";
+
+/// Switches off Mesa's implicit `VK_LAYER_MESA_device_select` layer for this
+/// process, unless the user has set `NODEVICE_SELECT` themselves.
+///
+/// The layer (installed with `mesa-vulkan-drivers`) reorders devices for
+/// desktop applications by connecting to Wayland and X11; on a headless host
+/// libwayland then prints "error: XDG_RUNTIME_DIR is invalid or not set" on
+/// stderr at every probe, which breaks the CLI's one-line error contract.
+/// This backend ranks adapters itself, so the layer is of no use to it.
+///
+/// Call it first thing in `main`, before any other thread exists: it sets an
+/// environment variable, which is unsound while other threads may read the
+/// environment.
+pub fn disable_device_select_layer() {
+    if std::env::var_os(NODEVICE_SELECT).is_none() {
+        std::env::set_var(NODEVICE_SELECT, "1");
+    }
+}
