@@ -18,6 +18,7 @@ use montana_backends::Registry;
 use montana_vdf::{AdapterInfo, Backend, HashSuite, Operation, VerifyOptions};
 
 fn main() -> ExitCode {
+    montana_backends::gpu::adapter::disable_device_select_layer();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

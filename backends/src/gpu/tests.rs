@@ -418,3 +418,41 @@ fn lose_the_device_then_fall_back() {
         .is_valid());
     println!("lost device: {err}; availability: {why:?}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn suite() -> impl Strategy<Value = HashSuite> {
+        prop_oneof![Just(HashSuite::Sha256), Just(HashSuite::Blake3)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Any proof the oracle makes verifies on the GPU under any chunking
+        /// and step budget, and a flipped byte is found at its segment.
+        #[test]
+        fn oracle_proofs_under_any_chunking(
+            suite in suite(),
+            seed in any::<[u8; 32]>(),
+            k in 1u64..300,
+            len in 1u64..80,
+            lanes in 1usize..200,
+            steps in 1u32..50,
+            corrupt in any::<(prop::sample::Index, usize, u8)>(),
+        ) {
+            let Some(gpu) = backend(tiny(lanes, steps)) else { return Ok(()) };
+            let proof = oracle_proof(suite, &Hash32(seed), ChainParams::new(k * len, k).unwrap());
+            prop_assert_eq!(gpu.verify_proofs(&[proof.clone()], &opts()).unwrap(), VerifyOutcome::Valid);
+            let (idx, byte, mask) = corrupt;
+            let i = idx.index(k as usize);
+            let mut bad = proof;
+            bad.checkpoints_mut()[i].0[byte % 32] ^= mask.max(1);
+            prop_assert_eq!(
+                gpu.verify_proofs(&[bad], &opts()).unwrap(),
+                VerifyOutcome::Invalid { first_bad_segment: i }
+            );
+        }
+    }
+}
