@@ -8,8 +8,9 @@
 //! - [`adapter`]: which adapter (discrete, then integrated; a CPU adapter
 //!   only when asked for), probed once per process.
 //! - `context`: the device and both kernels, made on first use and shared.
-//! - `runner`: buffers, dispatches of a learnt step budget (`tuner`) so none
-//!   runs past ~100 ms, two buffer sets so consecutive chunks overlap.
+//! - `runner`: dispatches of a learnt step budget (`tuner`) so none runs
+//!   past ~100 ms, chunks pipelined over two buffer sets (`buffers`, kept
+//!   between calls) so upload, compute and readback overlap.
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!
 //! Every wgpu failure (no adapter, device creation, validation, out of
@@ -19,6 +20,7 @@
 pub mod adapter;
 pub mod bench;
 mod block;
+mod buffers;
 mod context;
 mod runner;
 mod shaders;
@@ -38,7 +40,8 @@ use montana_vdf::{
 
 pub use adapter::{adapters, ENV_ALLOW_CPU};
 
-use runner::{Buffers, Runner};
+use buffers::Buffers;
+use runner::Runner;
 use tuner::StepTuner;
 
 /// `auto` rank of a hardware GPU for verification: above the CPU backends,

@@ -1,4 +1,4 @@
-//! Running segments on the device: buffers, dispatches, readback.
+//! Running segments on the device: upload, dispatches, readback.
 //!
 //! A batch is cut into chunks of at most `max_lanes` segments (one
 //! invocation each). A chunk is uploaded once and walked by as many
@@ -10,11 +10,11 @@
 //! index and nothing after it needs to run.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Segment};
 
+use super::buffers::{map_read, take_mapped, Buffers, Mapped, Slot};
 use super::context::{one_line, GpuContext};
 use super::shaders::{self, FLAG_MATCH, FLAG_MISMATCH, LANE_BYTES, PARAMS_BYTES, WORKGROUP_SIZE};
 use super::tuner::StepTuner;
@@ -25,29 +25,13 @@ const MAX_IN_FLIGHT: usize = 2;
 /// How long to wait for one submission before calling the device hung.
 const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Buffers kept between calls (per backend), grown as batches need.
-#[derive(Default)]
-pub(crate) struct Buffers {
-    params: Option<wgpu::Buffer>,
-    slots: [Option<Slot>; 2],
-}
-
-/// One chunk's buffers.
-struct Slot {
-    capacity: usize,
-    lanes: wgpu::Buffer,
-    flags: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
-}
-
 /// A flag readback that has been submitted but not yet read.
 struct PendingFlags {
     slot: usize,
     base: usize,
     len: usize,
     submission: wgpu::SubmissionIndex,
-    mapped: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>>,
+    mapped: Mapped,
 }
 
 struct InFlight {
@@ -79,15 +63,7 @@ impl<'a> Runner<'a> {
             .min(
                 ctx.limits.max_compute_workgroups_per_dimension as usize * WORKGROUP_SIZE as usize,
             );
-        let device = &ctx.device;
-        bufs.params.get_or_insert_with(|| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("montana-params"),
-                size: PARAMS_BYTES as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        bufs.ensure_params(&ctx.device);
         Runner {
             ctx,
             bufs,
@@ -302,80 +278,15 @@ impl<'a> Runner<'a> {
     }
 
     fn params(&self) -> &wgpu::Buffer {
-        self.bufs.params.as_ref().expect("made in Runner::new")
+        self.bufs.params()
     }
 
     fn slot(&self, i: usize) -> &Slot {
-        self.bufs.slots[i]
-            .as_ref()
-            .expect("slot made by ensure_slot")
+        self.bufs.slot(i)
     }
 
-    /// Makes `slot` hold at least `lanes` segments (buffers only grow).
     fn ensure_slot(&mut self, i: usize, lanes: usize) {
-        if self.bufs.slots[i]
-            .as_ref()
-            .is_some_and(|s| s.capacity >= lanes)
-        {
-            return;
-        }
-        // Round up so a run of slightly growing batches does not reallocate
-        // every time.
-        let capacity = lanes.next_power_of_two().min(self.max_lanes).max(lanes);
-        let device = &self.ctx.device;
-        let buffer = |label, size, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        use wgpu::BufferUsages as U;
-        let lanes_buf = buffer(
-            "montana-lanes",
-            (capacity * LANE_BYTES) as u64,
-            U::STORAGE | U::COPY_DST | U::COPY_SRC,
-        );
-        let flags = buffer(
-            "montana-flags",
-            (capacity * 4) as u64,
-            U::STORAGE | U::COPY_SRC | U::COPY_DST,
-        );
-        let readback = buffer(
-            "montana-readback",
-            (capacity * 4) as u64,
-            U::MAP_READ | U::COPY_DST,
-        );
-        let params = self.params().clone();
-        let bind_group = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("montana-verify"),
-                layout: &self.ctx.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: params.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: lanes_buf.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: flags.as_entire_binding(),
-                    },
-                ],
-            });
-        self.bufs.slots[i] = Some(Slot {
-            capacity,
-            lanes: lanes_buf,
-            flags,
-            readback,
-            bind_group,
-        });
+        self.bufs.ensure_slot(self.ctx, i, lanes, self.max_lanes);
     }
 }
 
@@ -389,27 +300,6 @@ struct Walk {
     /// Steps every dispatch so far has allowed.
     done: u64,
     started: bool,
-}
-
-type Mapped = Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>>;
-
-/// Asks for `slice` to be mapped for reading; the result lands in the
-/// returned slot during a later `Device::poll`.
-fn map_read(slice: wgpu::BufferSlice<'_>) -> Mapped {
-    let mapped: Mapped = Arc::new(Mutex::new(None));
-    let sink = mapped.clone();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r)
-    });
-    mapped
-}
-
-fn take_mapped(mapped: &Mapped) -> Result<(), String> {
-    match mapped.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(format!("mapping a GPU buffer: {e}")),
-        None => Err("a GPU buffer was not mapped after its work finished".into()),
-    }
 }
 
 /// The index of the first mismatch flag; `Err(i)` if a segment before any

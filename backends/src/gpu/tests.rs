@@ -444,7 +444,7 @@ mod properties {
         ) {
             let Some(gpu) = backend(tiny(lanes, steps)) else { return Ok(()) };
             let proof = oracle_proof(suite, &Hash32(seed), ChainParams::new(k * len, k).unwrap());
-            prop_assert_eq!(gpu.verify_proofs(&[proof.clone()], &opts()).unwrap(), VerifyOutcome::Valid);
+            prop_assert_eq!(gpu.verify_proofs(std::slice::from_ref(&proof), &opts()).unwrap(), VerifyOutcome::Valid);
             let (idx, byte, mask) = corrupt;
             let i = idx.index(k as usize);
             let mut bad = proof;
