@@ -39,6 +39,7 @@ use montana_vdf::{
 };
 
 pub use adapter::{adapters, ENV_ALLOW_CPU};
+pub use runner::ENV_TRACE;
 
 use buffers::Buffers;
 use runner::Runner;

@@ -214,6 +214,14 @@ impl<'a> Runner<'a> {
         // It started when it was submitted or when the one before finished.
         let began = self.last_done.map_or(d.submitted, |t| t.max(d.submitted));
         self.tuner.record(d.lanes, d.steps, now - began);
+        if trace() {
+            eprintln!(
+                "gpu dispatch: {} lanes x {} steps in {:.2} ms",
+                d.lanes,
+                d.steps,
+                (now - began).as_secs_f64() * 1e3
+            );
+        }
         self.last_done = Some(now);
         Ok(())
     }
@@ -288,6 +296,15 @@ impl<'a> Runner<'a> {
     fn ensure_slot(&mut self, i: usize, lanes: usize) {
         self.bufs.ensure_slot(self.ctx, i, lanes, self.max_lanes);
     }
+}
+
+/// Environment variable: `1` prints every dispatch's size and time on
+/// stderr (to check the ~100 ms bound on a new device).
+pub const ENV_TRACE: &str = "MONTANA_GPU_TRACE";
+
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var(ENV_TRACE).is_ok_and(|v| v.trim() == "1"))
 }
 
 /// A chunk being walked.
