@@ -77,7 +77,8 @@ run() {
         k=65 l=500 small=4096 small_l=40
     fi
     for suite in blake3 sha256; do
-        step "verify-$suite-64windows" 240 "$tp" verify "$suite" $((64 * k)) "$l" 3 || status=1
+        # Every dispatch's size and time go to the .err file: none may pass ~100 ms.
+        MONTANA_GPU_TRACE=1 step "verify-$suite-64windows" 240 "$tp" verify "$suite" $((64 * k)) "$l" 3 || status=1
         step "verify-$suite-1window" 120 "$tp" verify "$suite" "$k" "$l" 5 || status=1
         # A smaller batch: where the curve bends.
         step "verify-$suite-${small}x$small_l" 120 "$tp" verify "$suite" "$small" "$small_l" 3 || status=1
@@ -85,6 +86,10 @@ run() {
         step "crossover-$suite" 240 "$tp" crossover "$suite" "$l" "$small" || status=1
     done
     cat "$OUT"/verify-*.out "$OUT"/crossover-*.out >"$OUT/results.jsonl" 2>/dev/null
+    for f in "$OUT"/verify-*-64windows.err; do
+        grep -o 'in [0-9.]* ms' "$f" | awk -v f="$(basename "$f" .err)" \
+            '{ if ($2 > max) max = $2; n++ } END { printf "%s: %d dispatches, longest %.1f ms\n", f, n, max }'
+    done | tee -a "$log"
     echo "results: $OUT/results.jsonl" | tee -a "$log"
     return $status
 }

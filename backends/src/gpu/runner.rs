@@ -93,6 +93,9 @@ impl<'a> Runner<'a> {
             self.walk(&mut walk)?;
             pending = Some(self.request_flags(slot, c * self.max_lanes, chunk.len())?);
         }
+        // Time the last dispatches too: a call of one or two dispatches
+        // must still teach the tuner.
+        self.drain()?;
         match pending {
             Some(p) => self.finish_flags(p),
             None => Ok(None),
@@ -110,6 +113,7 @@ impl<'a> Runner<'a> {
         for chunk in segments.chunks(self.max_lanes) {
             let mut walk = self.start(0, suite, chunk)?;
             self.walk(&mut walk)?;
+            self.drain()?;
             let bytes = (chunk.len() * LANE_BYTES) as u64;
             let readback = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("montana-values"),
@@ -199,6 +203,14 @@ impl<'a> Runner<'a> {
         });
         walk.done += u64::from(steps);
         while self.in_flight.len() > MAX_IN_FLIGHT {
+            self.complete_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every dispatch in flight, timing each.
+    fn drain(&mut self) -> Result<(), String> {
+        while !self.in_flight.is_empty() {
             self.complete_oldest()?;
         }
         Ok(())
