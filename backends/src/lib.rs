@@ -6,6 +6,8 @@
 //! - [`driver`]: the shared plumbing every CPU backend uses: checkpoints,
 //!   progress and cancellation around an evaluation kernel, and the
 //!   lowest-failing-index rule around a parallel verification kernel.
+//! - `gpu` (cargo feature `gpu`, on by default): verification on wgpu; a
+//!   build without it has no wgpu at all.
 //! - [`registry`]: what this host has, `auto` selection, and the
 //!   `MONTANA_BACKEND` / `MONTANA_DISABLE_BACKENDS` overrides.
 //!
@@ -27,6 +29,8 @@ pub mod bench;
 pub mod conformance;
 pub mod consts;
 pub mod driver;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod platform;
 pub mod registry;
 pub mod scalar;
