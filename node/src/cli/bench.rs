@@ -26,6 +26,16 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the comparison report to DIR: bench.json (with a sweep of
+    /// verify throughput against batch size) and SVG plots.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
+    /// Largest batch of the --report sweep (batches double from 1).
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "report")]
+    pub max_batch: usize,
+    /// Steps per segment in the --report sweep.
+    #[arg(long, value_name = "L", default_value_t = 1024, requires = "report")]
+    pub segment_len: u64,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -62,6 +72,44 @@ pub fn run(args: Args) -> Result<(), CliError> {
         print_json(&report);
     } else {
         print!("{}", report.table());
+    }
+    if let Some(dir) = &args.report {
+        write_report(&reg, &cfg, &args, report, dir)?;
+    }
+    Ok(())
+}
+
+/// `--report DIR`: the sweep, then bench.json and the plots.
+fn write_report(
+    reg: &montana_backends::Registry,
+    cfg: &BenchConfig,
+    args: &Args,
+    report: bench::BenchReport,
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
+    use montana_calibration::report;
+    if args.max_batch == 0 || args.segment_len == 0 {
+        return Err(CliError::bad_input(
+            "--max-batch and --segment-len must be at least 1",
+        ));
+    }
+    let sweep = report::SweepConfig {
+        suites: cfg.suites.clone(),
+        threads: cfg.threads,
+        segment_len: args.segment_len,
+        max_batch: args.max_batch,
+        seconds_per_point: cfg.seconds / 5.0,
+    };
+    let points = report::sweep(reg, &sweep)
+        .map_err(|e| CliError::check_failed(format!("benchmark failed: {e}")))?;
+    let full = report::build(reg, report, points);
+    let files = report::write(&full, dir).map_err(CliError::bad_input)?;
+    if !args.json {
+        println!(
+            "report written to {} ({} files)",
+            dir.display(),
+            files.len()
+        );
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod backends;
 mod bench;
+mod calibrate;
 mod error;
 mod keys;
 mod progress;
@@ -40,6 +41,8 @@ pub enum Command {
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -71,6 +74,7 @@ pub fn run() -> ExitCode {
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
