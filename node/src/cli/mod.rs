@@ -13,6 +13,7 @@ mod error;
 mod keys;
 mod progress;
 mod selftest;
+mod status;
 mod vdf;
 
 pub use error::CliError;
@@ -37,6 +38,8 @@ pub enum Command {
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Show a running node's status (window, lag, peers, heartbeats).
+    Status(status::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -67,6 +70,7 @@ pub fn run() -> ExitCode {
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
