@@ -398,3 +398,52 @@ async fn bad_configurations_are_refused() {
         Err(NetError::Bind { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_pings_count_as_heartbeat_errors() {
+    let g = genesis(2);
+    let quiet = Limits {
+        queue_len: 2,
+        idle_timeout: Duration::from_secs(60),
+        ..limits()
+    };
+    let (a, _a_rx) = start(config(&g, 0, NET, quiet.clone())).await;
+    let (b, _b_rx_never_read) = start(config(&g, 1, NET, quiet)).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+    wait_until("heartbeats flowing", || a.stats()[0].heartbeats_ok_5m >= 2).await;
+    // B's node stops reading: once its inbound channel (2) is full its
+    // connection reader waits, so A's pings go unanswered.
+    for i in 0..8 {
+        let _ = a.send(PeerId(1), Envelope::new(16, 1, i, vec![1; 1000]));
+        sleep(Duration::from_millis(10)).await;
+    }
+    wait_until("heartbeat errors counted", || {
+        let s = &a.stats()[0];
+        s.heartbeat_errors_5m >= 3 && s.heartbeat_errors_1h >= s.heartbeat_errors_5m
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_are_bounded() {
+    let g = genesis(3);
+    // Node 2 accepts from 0 and 1, but has room for one.
+    let one = Limits {
+        max_inbound: 1,
+        ..limits()
+    };
+    let (c, _c_rx) = start(config(&g, 2, NET, one)).await;
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("a and b connected, one of them to c", || {
+        connected(&a, &[1, 2]) ^ connected(&b, &[0, 2]) && c.connected().len() == 1
+    })
+    .await;
+    wait_until("refusals counted", || c.totals().inbound_refused >= 2).await;
+    assert_eq!(c.connected().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
