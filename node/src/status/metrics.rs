@@ -14,11 +14,14 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use super::StatusSnapshot;
+use crate::net::PeerStats;
 
 /// `Content-Type` of the response.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 type Labels = Vec<(String, String)>;
+/// Picks one counter out of a peer's stats.
+type PeerField = fn(&PeerStats) -> u64;
 
 fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
     let g: Gauge = Gauge::default();
@@ -78,7 +81,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     per_peer(&mut reg, "peer_connected", "1 while connected", &|i| {
         p[i].connected as u64
     });
-    let windowed: [(&str, &str, fn(&crate::net::PeerStats) -> u64); 6] = [
+    let windowed: [(&str, &str, PeerField); 6] = [
         (
             "peer_heartbeats_ok_5m",
             "Answered pings, last 5 minutes",
@@ -168,7 +171,7 @@ pub fn render(s: &StatusSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{PeerId, PeerStats};
+    use crate::net::PeerId;
 
     #[test]
     fn snapshot_values_appear_as_metrics() {
