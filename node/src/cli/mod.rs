@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod bench;
+mod calibrate;
 mod error;
 mod keys;
 mod progress;
@@ -35,9 +37,13 @@ pub enum Command {
     Backends(backends::Args),
     /// Check every available backend (or one) against the scalar oracle.
     Selftest(selftest::Args),
+    /// Measure every available backend against the plain crate loops.
+    Bench(bench::Args),
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
     /// Show a running node's status (window, lag, peers, heartbeats).
     Status(status::Args),
 }
@@ -69,7 +75,9 @@ pub fn run() -> ExitCode {
         Command::Vdf(cmd) => vdf::run(cmd),
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Status(args) => status::run(args),
     };
     match result {
