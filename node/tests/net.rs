@@ -3,6 +3,7 @@
 //! each test stops by itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,19 @@ struct Genesis {
     peers: Vec<PeerInfo>,
 }
 
+/// A loopback address nobody listens on, fixed before the node starts (the
+/// genesis names it). Drawn below Linux's ephemeral range (32768+), so no
+/// outgoing connection of a parallel test can take it in the meantime.
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(37)) % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 fn genesis(n: u16) -> Genesis {
@@ -443,6 +454,55 @@ async fn inbound_connections_are_bounded() {
     .await;
     wait_until("refusals counted", || c.totals().inbound_refused >= 2).await;
     assert_eq!(c.connected().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_garbage_connections_are_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = genesis(2);
+    let quick = Limits {
+        handshake_timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let (b, _b_rx) = start(config(&g, 1, NET, quick)).await;
+    let addr = b.local_addr();
+    // One never speaks (cut by the handshake timeout); one sends a frame of junk.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
+    junk.write_all(&[0, 4, 1, 2, 3, 4]).await.unwrap();
+    wait_until("both dropped", || b.totals().handshake_failures >= 2).await;
+    let mut buf = [0u8; 1];
+    for s in [&mut silent, &mut junk] {
+        let read = timeout(DEADLINE, s.read(&mut buf))
+            .await
+            .expect("closed by the node");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert!(b.connected().is_empty());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_are_bounded() {
+    let g = genesis(3);
+    // Node 0 dials 1 and 2, but may hold one dialed connection at a time.
+    let one = Limits {
+        max_outbound: 1,
+        ..limits()
+    };
+    let (a, _a_rx) = start(config(&g, 0, NET, one)).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    let (c, _c_rx) = start(config(&g, 2, NET, limits())).await;
+    wait_until("b and c connected", || {
+        connected(&b, &[2]) || connected(&b, &[0, 2])
+    })
+    .await;
+    wait_until("a holds one connection", || a.connected().len() == 1).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.connected().len(), 1, "{:?}", a.connected());
     for n in [&a, &b, &c] {
         n.shutdown().await;
     }
