@@ -84,6 +84,9 @@ impl Envelope {
     }
 }
 
+/// Buffer capacity a [`Decoder`] keeps between envelopes.
+const KEEP_CAPACITY: usize = 128 * 1024;
+
 /// Reassembles envelopes from decrypted chunks.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -121,6 +124,9 @@ impl Decoder {
             payload: self.buf[HEADER_LEN..end].to_vec(),
         };
         self.buf.drain(..end);
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new(); // a 1 MiB envelope's buffer is not kept per connection
+        }
         Ok(Some(env))
     }
 
