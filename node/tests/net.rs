@@ -507,3 +507,26 @@ async fn outbound_connections_are_bounded() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_disconnected_by_the_write_timeout() {
+    let g = genesis(2);
+    let short = Limits {
+        queue_len: 4,
+        idle_timeout: Duration::from_millis(800),
+        ..limits()
+    };
+    let (a, _a_rx) = start(config(&g, 0, NET, short.clone())).await;
+    let (b, _b_rx_never_read) = start(config(&g, 1, NET, short)).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+    // Keep offering 256 KiB messages until the socket buffers are full and
+    // one write stalls past the timeout.
+    let end = Instant::now() + DEADLINE;
+    while a.stats()[0].closed_5m == 0 {
+        assert!(Instant::now() < end, "write never timed out");
+        let _ = a.send(PeerId(1), Envelope::new(16, 1, 0, vec![7; 256 * 1024]));
+        sleep(Duration::from_millis(5)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
