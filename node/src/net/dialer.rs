@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout};
 use tracing::debug;
 
 use super::handshake::{self, HandshakeError};
-use super::network::{bump, Shared};
+use super::shared::{bump, Shared};
 use super::{peer, PeerId};
 
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);

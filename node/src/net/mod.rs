@@ -13,6 +13,7 @@
 //! - [`stats`]: per-peer counters in per-minute buckets (last 5 min, 1 h).
 //! - [`server`] and [`dialer`]: inbound accepts and outbound dials (with
 //!   exponential backoff and jitter), both bounded in number.
+//! - [`shared`]: per-peer slots, totals and signals the tasks share.
 //! - [`network`]: the [`Network`] handle that the node drives.
 //!
 //! One connection per pair of peers: the peer with the lower [`PeerId`] dials,
@@ -36,11 +37,13 @@ pub mod handshake;
 pub mod network;
 pub mod peer;
 pub mod server;
+pub mod shared;
 pub mod stats;
 
 pub use envelope::{Envelope, EnvelopeError, MAX_PAYLOAD};
 pub use handshake::DEFAULT_TRANSPORT;
-pub use network::{NetTotals, Network};
+pub use network::Network;
+pub use shared::NetTotals;
 
 /// Message types `0..=15` belong to the transport and are never delivered.
 pub const RESERVED_TYPES: u8 = 16;

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
 use super::envelope::Envelope;
-use super::network::{bump, Shared};
+use super::shared::{bump, Shared};
 use super::stats::Event;
 use super::{Inbound, PeerId, MSG_PING, MSG_PONG, RESERVED_TYPES};
 

@@ -13,8 +13,8 @@ use tokio::time::{sleep, timeout, Duration};
 use tracing::{debug, warn};
 
 use super::handshake::{self, HandshakeError};
-use super::network::{bump, Shared};
 use super::peer;
+use super::shared::{bump, Shared};
 
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
