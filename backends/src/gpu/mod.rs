@@ -13,6 +13,10 @@
 //!   between calls) so upload, compute and readback overlap.
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!
+//! Environment: `MONTANA_GPU_ALLOW_CPU=1` lets `auto` choose a software
+//! adapter; `MONTANA_GPU_TRACE=1` prints every dispatch's size and time;
+//! `VK_ICD_FILENAMES` picks the Vulkan driver (see `scripts/gpu-check.sh`).
+//!
 //! Every wgpu failure (no adapter, device creation, validation, out of
 //! memory, a lost or hung device, even a panic inside wgpu) becomes
 //! [`BackendError::Device`], so callers fall back to a CPU backend.
