@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod bench;
+mod calibrate;
 mod error;
 mod keys;
 mod progress;
@@ -34,9 +36,13 @@ pub enum Command {
     Backends(backends::Args),
     /// Check every available backend (or one) against the scalar oracle.
     Selftest(selftest::Args),
+    /// Measure every available backend against the plain crate loops.
+    Bench(bench::Args),
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -66,7 +72,9 @@ pub fn run() -> ExitCode {
         Command::Vdf(cmd) => vdf::run(cmd),
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
