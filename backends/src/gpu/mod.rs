@@ -53,6 +53,9 @@ use tuner::StepTuner;
 /// whose ranks are single and double digits. Calibration may reorder.
 pub const AUTO_RANK: u32 = 100;
 
+/// What [`GpuBackend::lanes`] reports on a software adapter.
+const SOFTWARE_LANES: usize = 1024;
+
 /// Knobs of the dispatch loop. The defaults suit real GPUs; tests shrink
 /// them to reach every path (chunking, step splitting) with small batches.
 #[derive(Clone, Debug)]
@@ -200,8 +203,15 @@ impl Backend for GpuBackend {
         }
     }
 
+    /// Segments it takes to fill the device: a chunk on a GPU; on a
+    /// software adapter (a few SIMD lanes per CPU core) far fewer, so that
+    /// batches sized by `lanes` (bench, calibration) stay small there.
     fn lanes(&self) -> usize {
-        self.config.max_lanes
+        if adapter::chosen_is_cpu() {
+            SOFTWARE_LANES.min(self.config.max_lanes)
+        } else {
+            self.config.max_lanes
+        }
     }
 
     fn supports(&self, _suite: HashSuite, op: Operation) -> bool {
