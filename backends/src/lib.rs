@@ -6,8 +6,6 @@
 //! - [`driver`]: the shared plumbing every CPU backend uses: checkpoints,
 //!   progress and cancellation around an evaluation kernel, and the
 //!   lowest-failing-index rule around a parallel verification kernel.
-//! - `gpu` (cargo feature `gpu`, on by default): verification on wgpu; a
-//!   build without it has no wgpu at all.
 //! - [`registry`]: what this host has, `auto` selection, and the
 //!   `MONTANA_BACKEND` / `MONTANA_DISABLE_BACKENDS` overrides.
 //!
@@ -19,6 +17,9 @@
 //!   (16-lane verify, BLAKE3 eval with native rotates). Shared hash steps:
 //!   [`lanes`] (word-sliced, generic over the vector width) and
 //!   [`blake3_rows`] (one-block row-wise BLAKE3).
+//! - `gpu` (cargo feature `gpu`, on by default): verification on wgpu
+//!   (Vulkan), one invocation per segment, kernels in `shaders/`; a build
+//!   without the feature has no wgpu at all.
 //! - [`bench`]: hashes-per-second measurements (`montana bench`, calibration).
 //!
 //! Adding a backend: one module implementing [`montana_vdf::Backend`] with

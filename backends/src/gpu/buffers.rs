@@ -7,6 +7,7 @@
 //! more than a small batch's compute.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::context::GpuContext;
 use super::shaders::{LANE_BYTES, PARAMS_BYTES};
@@ -126,11 +127,29 @@ pub(crate) fn map_read(slice: wgpu::BufferSlice<'_>) -> Mapped {
     mapped
 }
 
-/// `Ok` once a mapping asked for by [`map_read`] has succeeded.
-pub(crate) fn take_mapped(mapped: &Mapped) -> Result<(), String> {
-    match mapped.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(format!("mapping a GPU buffer: {e}")),
-        None => Err("a GPU buffer was not mapped after its work finished".into()),
+/// Waits for a mapping asked for by [`map_read`], whose work has finished.
+///
+/// Finished work does not mean the callback has run: when several threads
+/// share the device, another thread's `Device::poll` may have collected the
+/// mapping and be about to call it. So poll until the callback has run.
+pub(crate) fn wait_mapped(
+    device: &wgpu::Device,
+    mapped: &Mapped,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match mapped.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => return Err(format!("mapping a GPU buffer: {e}")),
+            None => {}
+        }
+        if Instant::now() > deadline {
+            return Err("a GPU buffer was not mapped in time after its work finished".into());
+        }
+        device
+            .poll(wgpu::PollType::Poll)
+            .map_err(|e| format!("polling the GPU: {e}"))?;
+        std::thread::sleep(Duration::from_micros(20));
     }
 }

@@ -13,6 +13,10 @@
 //!   between calls) so upload, compute and readback overlap.
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!
+//! Environment: `MONTANA_GPU_ALLOW_CPU=1` lets `auto` choose a software
+//! adapter; `MONTANA_GPU_TRACE=1` prints every dispatch's size and time;
+//! `VK_ICD_FILENAMES` picks the Vulkan driver (see `scripts/gpu-check.sh`).
+//!
 //! Every wgpu failure (no adapter, device creation, validation, out of
 //! memory, a lost or hung device, even a panic inside wgpu) becomes
 //! [`BackendError::Device`], so callers fall back to a CPU backend.
@@ -48,6 +52,9 @@ use tuner::StepTuner;
 /// `auto` rank of a hardware GPU for verification: above the CPU backends,
 /// whose ranks are single and double digits. Calibration may reorder.
 pub const AUTO_RANK: u32 = 100;
+
+/// What [`GpuBackend::lanes`] reports on a software adapter.
+const SOFTWARE_LANES: usize = 1024;
 
 /// Knobs of the dispatch loop. The defaults suit real GPUs; tests shrink
 /// them to reach every path (chunking, step splitting) with small batches.
@@ -196,8 +203,15 @@ impl Backend for GpuBackend {
         }
     }
 
+    /// Segments it takes to fill the device: a chunk on a GPU; on a
+    /// software adapter (a few SIMD lanes per CPU core) far fewer, so that
+    /// batches sized by `lanes` (bench, calibration) stay small there.
     fn lanes(&self) -> usize {
-        self.config.max_lanes
+        if adapter::chosen_is_cpu() {
+            SOFTWARE_LANES.min(self.config.max_lanes)
+        } else {
+            self.config.max_lanes
+        }
     }
 
     fn supports(&self, _suite: HashSuite, op: Operation) -> bool {

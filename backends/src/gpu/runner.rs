@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Segment};
 
-use super::buffers::{map_read, take_mapped, Buffers, Mapped, Slot};
+use super::buffers::{map_read, wait_mapped, Buffers, Mapped, Slot};
 use super::context::{one_line, GpuContext};
 use super::shaders::{self, FLAG_MATCH, FLAG_MISMATCH, LANE_BYTES, PARAMS_BYTES, WORKGROUP_SIZE};
 use super::tuner::StepTuner;
@@ -127,7 +127,7 @@ impl<'a> Runner<'a> {
             let submission = self.ctx.queue.submit([enc.finish()]);
             let mapped = map_read(readback.slice(..));
             self.wait(submission)?;
-            take_mapped(&mapped)?;
+            wait_mapped(&self.ctx.device, &mapped, POLL_TIMEOUT)?;
             let view = readback
                 .get_mapped_range(..)
                 .map_err(|e| format!("reading back values: {e}"))?;
@@ -262,7 +262,7 @@ impl<'a> Runner<'a> {
     /// Reads a chunk's flags: the batch index of its first false claim.
     fn finish_flags(&mut self, p: PendingFlags) -> Result<Option<usize>, String> {
         self.wait(p.submission)?;
-        take_mapped(&p.mapped)?;
+        wait_mapped(&self.ctx.device, &p.mapped, POLL_TIMEOUT)?;
         let readback = &self.slot(p.slot).readback;
         let result = {
             let view = readback

@@ -412,10 +412,12 @@ fn lose_the_device_then_fall_back() {
     let registry = Registry::new(compiled());
     let fallback = registry.ranked(HashSuite::Blake3, Operation::Verify);
     assert!(fallback.iter().all(|b| b.name() != "gpu"));
-    assert!(fallback[0]
-        .verify(HashSuite::Blake3, &segs, &opts())
-        .unwrap()
-        .is_valid());
+    // A caller that had picked the GPU before it failed falls back.
+    let picked = registry.all().iter().find(|b| b.name() == "gpu").unwrap();
+    assert_eq!(
+        registry.verify_with_fallback(picked, HashSuite::Blake3, &segs, &opts()),
+        Ok((VerifyOutcome::Valid, fallback[0].name()))
+    );
     println!("lost device: {err}; availability: {why:?}");
 }
 
