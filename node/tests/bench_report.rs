@@ -94,22 +94,17 @@ fn report_writes_json_with_the_sweep_and_svg_plots() {
 }
 
 #[test]
-fn report_options_are_checked() {
-    for args in [
-        &["bench", "--max-batch", "8"][..],
-        &[
-            "bench",
-            "--seconds",
-            "0.05",
-            "--report",
-            "x",
-            "--max-batch",
-            "0",
-        ][..],
-    ] {
+fn report_options_are_checked_before_measuring() {
+    let cases: [&[&str]; 3] = [
+        &["bench", "--max-batch", "8"],
+        &["bench", "--report", "x", "--max-batch", "0"],
+        &["bench", "--report", "x", "--segment-len", "0"],
+    ];
+    for args in cases {
         let out = montana(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!std::path::Path::new("x").exists());
     }
 }
