@@ -29,6 +29,7 @@ pub const MAX_LANES: usize = 16;
 /// Every method requires the CPU feature of the implementing type; they are
 /// `#[inline(always)]` so they are compiled inside the caller's
 /// `#[target_feature]` function.
+#[allow(clippy::missing_safety_doc)] // the trait's `# Safety` covers each method
 pub trait U32Lanes: Copy {
     /// Number of lanes W (at most [`MAX_LANES`]).
     const LANES: usize;

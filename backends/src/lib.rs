@@ -6,8 +6,20 @@
 //! - [`driver`]: the shared plumbing every CPU backend uses: checkpoints,
 //!   progress and cancellation around an evaluation kernel, and the
 //!   lowest-failing-index rule around a parallel verification kernel.
+//! - `gpu` (cargo feature `gpu`, on by default): verification on wgpu; a
+//!   build without it has no wgpu at all.
 //! - [`registry`]: what this host has, `auto` selection, and the
 //!   `MONTANA_BACKEND` / `MONTANA_DISABLE_BACKENDS` overrides.
+//!
+//! - [`platform`]: which SIMD features this CPU has, detected once
+//!   (`cpufeatures`); a backend without its feature reports unavailable.
+//! - SIMD backends, one module per instruction set, intrinsics in
+//!   `<isa>/kernel.rs`: `sha_ni` (SHA-256 eval, interleaved-stream verify),
+//!   `sse41` (BLAKE3 eval, 4-lane verify), `avx2` (8-lane verify), `avx512`
+//!   (16-lane verify, BLAKE3 eval with native rotates). Shared hash steps:
+//!   [`lanes`] (word-sliced, generic over the vector width) and
+//!   [`blake3_rows`] (one-block row-wise BLAKE3).
+//! - [`bench`]: hashes-per-second measurements (`montana bench`, calibration).
 //!
 //! Adding a backend: one module implementing [`montana_vdf::Backend`] with
 //! its kernels, one line in [`registry::compiled`], and its tests against
@@ -17,6 +29,8 @@ pub mod bench;
 pub mod conformance;
 pub mod consts;
 pub mod driver;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod platform;
 pub mod registry;
 pub mod scalar;

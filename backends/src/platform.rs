@@ -104,13 +104,17 @@ impl Platform {
         }
     }
 
-    /// The detected features' flag names, for benchmark reports.
+    /// The detected CPU flags (each once), for benchmark reports.
     pub fn feature_names(&self) -> Vec<&'static str> {
-        Feature::ALL
-            .into_iter()
-            .filter(|f| self.has(*f))
-            .map(Feature::cpu_flags)
-            .collect()
+        let mut names: Vec<&'static str> = Vec::new();
+        for f in Feature::ALL.into_iter().filter(|f| self.has(*f)) {
+            for flag in f.cpu_flags().split('+') {
+                if !names.contains(&flag) {
+                    names.push(flag);
+                }
+            }
+        }
+        names
     }
 }
 

@@ -45,6 +45,8 @@ pub enum SelectError {
 pub fn compiled() -> Vec<Arc<dyn Backend>> {
     #[allow(unused_mut)]
     let mut v: Vec<Arc<dyn Backend>> = Vec::new();
+    #[cfg(feature = "gpu")]
+    v.push(Arc::new(crate::gpu::GpuBackend::default()));
     #[cfg(target_arch = "x86_64")]
     v.extend([
         Arc::new(crate::avx512::Avx512Backend) as Arc<dyn Backend>,

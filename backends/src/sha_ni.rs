@@ -19,9 +19,12 @@ use crate::driver;
 use crate::lanes::check_group;
 use crate::platform::{require, Feature, Platform};
 
-/// Chains interleaved per core when verifying (measured best on Zen 3; see
-/// docs/BENCHMARKS.md).
-pub const STREAMS: usize = 2;
+/// Chains interleaved per core when verifying. Measured on Zen 3 (one core,
+/// best of 40): 1 stream 24.7 M hashes/s, 2: 48.9, 3: 54.3, 4: 54.8; the
+/// `sha256rnds2` pipe is full from 3 on, and 4 still fits the 16 XMM
+/// registers well enough to cost nothing (`cargo bench -p montana-benches --
+/// sha-ni-streams` measures it).
+pub const STREAMS: usize = 4;
 
 /// SHA-256 through the SHA extensions.
 #[derive(Debug, Default, Clone, Copy)]

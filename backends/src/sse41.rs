@@ -4,7 +4,8 @@
 //! - eval (BLAKE3): the row-wise step of [`crate::blake3_rows`] with SSE4.1
 //!   rotations; no hasher set-up or finalisation per step.
 //! - verify (both suites): 4 segments per XMM register, word-sliced
-//!   ([`crate::lanes`]); `avx2` and `sha-ni` outrank it where present.
+//!   ([`crate::lanes`]); `avx2` and `sha-ni` outrank it where present, and
+//!   `auto` uses it for BLAKE3 only (see `auto_rank`).
 
 pub mod kernel;
 
@@ -46,11 +47,15 @@ impl Backend for Sse41Backend {
         }
     }
 
-    fn auto_rank(&self, _suite: HashSuite, op: Operation) -> Option<u32> {
-        Some(match op {
-            Operation::Eval => 20,
-            Operation::Verify => 10,
-        })
+    fn auto_rank(&self, suite: HashSuite, op: Operation) -> Option<u32> {
+        match (suite, op) {
+            (_, Operation::Eval) => Some(20),
+            (HashSuite::Blake3, Operation::Verify) => Some(10),
+            // 4 lanes of software SHA-256 in 16 non-VEX registers measured
+            // about as fast as the `sha2` crate's software path, so `auto`
+            // does not bet on it; it stays reachable by name.
+            (HashSuite::Sha256, Operation::Verify) => None,
+        }
     }
 
     fn evaluate(

@@ -7,5 +7,8 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists (it sets an environment variable).
+    #[cfg(feature = "gpu")]
+    montana_backends::gpu::adapter::disable_device_select_layer();
     cli::run()
 }

@@ -6,6 +6,18 @@ use montana_vdf::Hash32;
 
 use crate::lanes::{self, U32Lanes, MAX_LANES};
 
+/// Hides a constant from LLVM (no instruction emitted), so a rotation by 16
+/// stays one `vpshufb` instead of becoming `vpshuflw` + `vpshufhw`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn opaque(mut x: __m256i) -> __m256i {
+    // SAFETY: an empty template; the register is only declared modified.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    x
+}
+
 /// Eight u32 lanes in a YMM register.
 #[derive(Clone, Copy)]
 pub struct U32x8(__m256i);
@@ -61,10 +73,10 @@ impl U32Lanes for U32x8 {
     unsafe fn ror16(self) -> Self {
         U32x8(_mm256_shuffle_epi8(
             self.0,
-            _mm256_setr_epi8(
+            opaque(_mm256_setr_epi8(
                 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10,
                 11, 8, 9, 14, 15, 12, 13,
-            ),
+            )),
         ))
     }
     #[inline(always)]

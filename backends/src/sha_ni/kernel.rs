@@ -89,7 +89,7 @@ fn group<const G: usize, const N: usize>(
 ) {
     for s in 0..N {
         let wk = match G {
-            0 | 1 => _mm_add_epi32(w[s][G], k4(G)),
+            0 | 1 => _mm_add_epi32(w[s][G], const { k4(G) }),
             2 => WK_PAD_LO,
             3 => WK_PAD_HI,
             _ => {
@@ -99,7 +99,7 @@ fn group<const G: usize, const N: usize>(
                     2 => schedule4::<2>(&mut w[s]),
                     _ => schedule4::<3>(&mut w[s]),
                 };
-                _mm_add_epi32(next, k4(G))
+                _mm_add_epi32(next, const { k4(G) })
             }
         };
         rounds4(&mut abef[s], &mut cdgh[s], wk);
@@ -173,6 +173,10 @@ fn store(abef: __m128i, cdgh: __m128i, words: &mut [u32; 8]) {
 
 /// Applies `n` chain steps to each of N chains (big-endian words of the
 /// values), interleaved on one core.
+///
+/// # Safety
+/// Safe to write, unsafe to call: the CPU must have SHA-NI and SSE4.1
+/// (`platform::Feature::ShaNi`).
 #[target_feature(enable = "sha,sse4.1")]
 pub fn advance<const N: usize>(chains: &mut [[u32; 8]; N], n: u64) {
     let mut abef = [_mm_setzero_si128(); N];

@@ -5,7 +5,7 @@ use core::arch::x86_64::*;
 
 use montana_vdf::Hash32;
 
-use crate::blake3_rows::{self, RowRotate};
+use crate::blake3_rows::{self, opaque, RowRotate};
 use crate::lanes::{self, U32Lanes, MAX_LANES};
 
 /// Byte shuffles rotating each u32 right by 16 and by 8 bits.
@@ -24,7 +24,9 @@ pub struct SseRotate;
 impl RowRotate for SseRotate {
     #[inline(always)]
     unsafe fn rot16(x: __m128i) -> __m128i {
-        _mm_shuffle_epi8(x, rot16_mask())
+        // An opaque mask keeps this one `pshufb` (latency 1): LLVM would
+        // otherwise pick `pshuflw` + `pshufhw` (latency 2) on the critical path.
+        _mm_shuffle_epi8(x, opaque(rot16_mask()))
     }
     #[inline(always)]
     unsafe fn rot12(x: __m128i) -> __m128i {
