@@ -109,20 +109,10 @@ pub fn choose<'m>(
     op: Operation,
     pin: Option<&str>,
 ) -> Option<(&'m str, f64)> {
-    if let Some(p) = pin {
-        if let Some(r) = measurements
-            .iter()
-            .find(|m| m.backend == p)
-            .and_then(|m| rate(m, op))
-        {
-            return Some((
-                measurements
-                    .iter()
-                    .find(|m| m.backend == p)?
-                    .backend
-                    .as_str(),
-                r,
-            ));
+    let pinned = pin.and_then(|p| measurements.iter().find(|m| m.backend == p));
+    if let Some(m) = pinned {
+        if let Some(r) = rate(m, op) {
+            return Some((m.backend.as_str(), r));
         }
     }
     measurements
@@ -239,20 +229,20 @@ pub fn recommend(
     probe.params.d = req.params.checkpoints;
     probe.check()?;
     let measurements = measure_all(&probe, &[Operation::Eval], progress);
-    let (backend, rate) = choose(&measurements, Operation::Eval, probe.pin()).ok_or_else(|| {
-        CalibrationError::NothingMeasured {
+    let (backend, rate) = choose(&measurements, Operation::Eval, probe.pin())
+        .map(|(b, r)| (b.to_string(), r))
+        .ok_or_else(|| CalibrationError::NothingMeasured {
             suite: req.params.hash.name().into(),
             op: "evaluate".into(),
-        }
-    })?;
+        })?;
     Ok(Recommendation {
         hash: req.params.hash,
         d: recommend_d(rate, req.params.window_secs, req.params.checkpoints),
         checkpoints: req.params.checkpoints,
         window_secs: req.params.window_secs,
-        eval_backend: backend.to_string(),
+        eval_backend: backend,
         eval_hashes_per_sec: rate,
-        measurements: measurements.clone(),
+        measurements,
     })
 }
 

@@ -4,8 +4,10 @@
 //!   evaluates a window. A short probe sizes the runs, a warm-up brings the
 //!   core to steady clocks, then the median of several timed runs.
 //! - **verify**: a batch of segments shaped like a real window proof
-//!   (segments of D/K steps), large enough to fill every thread and lane and
-//!   to last a fraction of a run, never more than K. The window's time is
+//!   (segments of D/K steps), starting with every thread's lanes busy and
+//!   doubled until a batch lasts a quarter of a run, never more than K (a
+//!   slow device, such as a software GPU, thus stays within the time
+//!   planned). The window's time is
 //!   extrapolated from it (verification is linear in segments) instead of
 //!   verifying all K. The batch cycles through a few distinct valid segments
 //!   made by the scalar oracle: each copy costs a backend exactly the same
@@ -254,6 +256,8 @@ fn eval_runs(
 pub const MAX_SAMPLE_STEPS: u64 = 1 << 22;
 /// Most segments in one timed batch (bounds memory for huge-lane backends).
 pub const MAX_BATCH: u64 = 1 << 16;
+/// Lanes per thread of the first verify batch (see `measure_verify`).
+const FIRST_BATCH_LANES: usize = 16;
 /// Distinct valid segments a batch cycles through.
 const DISTINCT_SEGMENTS: u64 = 8;
 
@@ -299,11 +303,14 @@ pub fn measure_verify(
         Ok(elapsed)
     };
 
-    // Size the batch: fill the threads and lanes, then double until a batch
-    // lasts a quarter of a run (so per-call overhead is amortised as in a
-    // real window), never past K.
+    // Size the batch: start with every thread's lanes busy (at most
+    // FIRST_BATCH_LANES per thread, so a device with a hundred thousand
+    // lanes does not start with the whole window), then double until a
+    // batch lasts a quarter of a run (per-call overhead amortised as in a
+    // real window, a GPU filled as far as time allows), never past K.
     let cap = checkpoints.min(MAX_BATCH);
-    let mut n = fill.clamp(1, cap);
+    let first = (threads as u64).saturating_mul(backend.lanes().clamp(1, FIRST_BATCH_LANES) as u64);
+    let mut n = first.clamp(1, cap);
     let mut segs = batch(n);
     let mut t = time(&segs)?;
     while t < cfg.verify_run / 4 && n < cap {
@@ -316,7 +323,10 @@ pub fn measure_verify(
     if t >= cfg.verify_run {
         rates.push((n * steps) as f64 / secs(t));
     }
-    while rates.len() < cfg.verify_runs.max(1) {
+    // A slow device (a software GPU) must not hold calibration up: stop
+    // at twice the planned time once there is a rate.
+    let deadline = cfg.verify_budget() * 2;
+    while rates.len() < cfg.verify_runs.max(1) && (rates.is_empty() || began.elapsed() < deadline) {
         let t = time(&segs)?;
         rates.push((n * steps) as f64 / secs(t));
     }
@@ -354,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn verify_batch_fills_threads_but_never_exceeds_k() {
+    fn verify_measures_the_scalar_oracle() {
         let m = measure_verify(
             &ScalarBackend,
             HashSuite::Blake3,
@@ -365,19 +375,97 @@ mod tests {
             &NoProgress,
         )
         .unwrap();
-        assert_eq!(m.batch_segments, 3);
+        // Both threads busy at first; doubled (if time allows) up to K.
+        assert!((2..=3).contains(&m.batch_segments), "{m:?}");
         assert_eq!(m.segment_steps, 100);
         assert!(m.hashes_per_sec > 0.0);
+    }
+
+    #[test]
+    fn verify_batch_grows_to_k_or_the_cap_but_never_past() {
+        // An instant device and an hour-long run: the batch doubles until
+        // it reaches K (or MAX_BATCH), whatever the machine's load.
+        let patient = MeasureConfig::uniform(Duration::from_secs(3600), 1);
+        for (k, expected) in [(3, 3), (1000, 1000), (1 << 20, MAX_BATCH)] {
+            let m = measure_verify(
+                &Device {
+                    lanes: 4,
+                    per_segment: Duration::ZERO,
+                },
+                HashSuite::Sha256,
+                10,
+                k,
+                2,
+                &patient,
+                &NoProgress,
+            )
+            .unwrap();
+            assert_eq!(m.batch_segments, expected, "K = {k}");
+        }
+    }
+
+    /// A verify-only device: `lanes` lanes, `per_segment` of sleep per
+    /// segment, every batch valid.
+    struct Device {
+        lanes: usize,
+        per_segment: Duration,
+    }
+    impl Backend for Device {
+        fn name(&self) -> &'static str {
+            "device"
+        }
+        fn kind(&self) -> montana_vdf::BackendKind {
+            montana_vdf::BackendKind::Gpu
+        }
+        fn availability(&self) -> montana_vdf::Availability {
+            montana_vdf::Availability::Available
+        }
+        fn lanes(&self) -> usize {
+            self.lanes
+        }
+        fn supports(&self, _: HashSuite, op: montana_vdf::Operation) -> bool {
+            op == montana_vdf::Operation::Verify
+        }
+        fn evaluate(
+            &self,
+            _: HashSuite,
+            _: &Hash32,
+            _: ChainParams,
+            _: &EvalControl<'_>,
+        ) -> Result<Vec<Hash32>, BackendError> {
+            unreachable!()
+        }
+        fn verify(
+            &self,
+            _: HashSuite,
+            segments: &[Segment],
+            _: &VerifyOptions,
+        ) -> Result<VerifyOutcome, BackendError> {
+            std::thread::sleep(self.per_segment * segments.len() as u32);
+            Ok(VerifyOutcome::Valid)
+        }
+    }
+
+    /// A device with a huge number of lanes that takes 200 us per segment:
+    /// its first batch is 16 lanes per thread, not the whole window.
+    #[test]
+    fn a_slow_wide_device_is_measured_on_a_small_batch() {
+        let slow_wide = Device {
+            lanes: 1 << 17,
+            per_segment: Duration::from_micros(200),
+        };
         let m = measure_verify(
-            &ScalarBackend,
+            &slow_wide,
             HashSuite::Sha256,
-            1000,
-            1 << 20,
+            50_000,
+            6_500,
             2,
             &tiny(),
             &NoProgress,
         )
         .unwrap();
-        assert!(m.batch_segments >= 2, "{m:?}");
+        // 32 segments take at least 6.4 ms, over a quarter of a 20 ms run.
+        assert_eq!(m.batch_segments, 32);
+        assert!((1..=3).contains(&m.runs.len()), "{m:?}");
     }
 }

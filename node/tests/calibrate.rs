@@ -254,3 +254,53 @@ fn recommend_d_is_a_multiple_of_k_that_fits_the_window() {
         "recommend writes no file"
     );
 }
+
+#[test]
+fn the_node_accepts_the_file_the_command_wrote() {
+    use montana_calibration::{select, NetworkParams, SelectOptions};
+    use montana_vdf::HashSuite;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = montana_in(
+        dir.path(),
+        &[
+            "--hash",
+            "sha256",
+            "--d",
+            "3000",
+            "--checkpoints",
+            "30",
+            "--window-secs",
+            "20",
+            "--threads",
+            "2",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = dir.path().join("data/calibration.toml");
+    let registry = montana_backends::Registry::from_env().unwrap();
+    let params = NetworkParams::new(HashSuite::Sha256, 3000, 30, 20.0).unwrap();
+    let opts = SelectOptions {
+        threads: 2,
+        ..SelectOptions::new(&path, params)
+    };
+    let s = select(&registry, &opts).unwrap();
+    assert_eq!(s.recalibrated, None, "the CLI's file should apply as is");
+    assert_eq!(
+        Some(s.verify.backend.name()),
+        s.calibration.verdict.verify_backend.as_deref()
+    );
+    // Another network: the node re-calibrates (quickly) and says why.
+    let other = SelectOptions {
+        params: NetworkParams { d: 6000, ..params },
+        config: montana_calibration::MeasureConfig::uniform(std::time::Duration::from_millis(5), 1),
+        ..opts
+    };
+    let s = select(&registry, &other).unwrap();
+    assert_eq!(
+        s.recalibrated.map(|r| r.to_string()),
+        Some("the network parameters changed: d 3000 -> 6000".into())
+    );
+}

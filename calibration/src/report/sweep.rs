@@ -3,6 +3,7 @@
 //! Batches of 1, 2, 4, ... segments of a fixed length, on the bench's thread
 //! count, for every available verify backend: CPU backends saturate once
 //! every lane of every thread is busy, a GPU only at thousands of segments.
+//! Every backend is measured at one batch size before the next size.
 //! Each point is the median of several calls after one untimed call (which
 //! also absorbs a GPU's pipeline set-up). Batches are copies of one valid
 //! segment: no lane or thread shares work, so copies cost what distinct
@@ -74,14 +75,21 @@ pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, 
             end,
             steps: cfg.segment_len.max(1),
         };
-        for b in registry.all() {
-            if !b.supports(suite, Operation::Verify)
-                || !registry.availability(b.as_ref()).is_available()
-            {
-                continue;
-            }
-            for n in batch_sizes(cfg.max_batch) {
-                let hps = measure_batch(b.as_ref(), suite, &vec![seg; n], cfg.threads, budget)?;
+        let backends: Vec<_> = registry
+            .all()
+            .iter()
+            .filter(|b| {
+                b.supports(suite, Operation::Verify)
+                    && registry.availability(b.as_ref()).is_available()
+            })
+            .collect();
+        // Batch size outermost: every backend is measured at one size before
+        // the next, so a change of load on a shared machine shifts the
+        // curves together instead of bending one against the others.
+        for n in batch_sizes(cfg.max_batch) {
+            let segs = vec![seg; n];
+            for b in &backends {
+                let hps = measure_batch(b.as_ref(), suite, &segs, cfg.threads, budget)?;
                 out.push(BatchPoint {
                     backend: b.name().to_string(),
                     hash: suite,

@@ -31,10 +31,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub report: Option<std::path::PathBuf>,
     /// Largest batch of the --report sweep (batches double from 1).
-    #[arg(long, value_name = "N", default_value_t = 4096, requires = "report")]
-    pub max_batch: usize,
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "report",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch: u64,
     /// Steps per segment in the --report sweep.
-    #[arg(long, value_name = "L", default_value_t = 1024, requires = "report")]
+    #[arg(long, value_name = "L", default_value_t = 1024, requires = "report",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_len: u64,
 }
 
@@ -88,16 +90,11 @@ fn write_report(
     dir: &std::path::Path,
 ) -> Result<(), CliError> {
     use montana_calibration::report;
-    if args.max_batch == 0 || args.segment_len == 0 {
-        return Err(CliError::bad_input(
-            "--max-batch and --segment-len must be at least 1",
-        ));
-    }
     let sweep = report::SweepConfig {
         suites: cfg.suites.clone(),
         threads: cfg.threads,
         segment_len: args.segment_len,
-        max_batch: args.max_batch,
+        max_batch: usize::try_from(args.max_batch).unwrap_or(usize::MAX),
         seconds_per_point: cfg.seconds / 5.0,
     };
     let points = report::sweep(reg, &sweep)
