@@ -5,3 +5,5 @@
 //! one module each.
 
 pub mod keys;
+pub mod net;
+pub mod status;

@@ -15,6 +15,7 @@ mod error;
 mod keys;
 mod progress;
 mod selftest;
+mod status;
 mod vdf;
 
 pub use error::CliError;
@@ -43,6 +44,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Measure this host's backends for a network: can it propose, can it follow?
     Calibrate(calibrate::Args),
+    /// Show a running node's status (window, lag, peers, heartbeats).
+    Status(status::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -75,6 +78,7 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

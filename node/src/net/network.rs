@@ -1,0 +1,234 @@
+//! The [`Network`] handle: start, send, broadcast, inspect, shut down.
+//!
+//! Tasks: one listener ([`super::server`]), one dialer per peer with a higher
+//! id than ours ([`super::dialer`]), and one task per live connection
+//! ([`super::peer`]), all sharing [`super::shared::Shared`]. All watch one
+//! shutdown signal and are joined by [`Network::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::envelope::Envelope;
+use super::handshake;
+use super::shared::{bump, NetTotals, Shared, Slot, Totals};
+use super::{dialer, server, Inbound, NetConfig, NetError, PeerId, PeerStats, RESERVED_TYPES};
+
+/// How long [`Network::shutdown`] waits for its tasks before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Ends everything when the last [`Network`] clone is dropped.
+struct Guard(Arc<Shared>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown.send(true);
+        self.0.close_all();
+    }
+}
+
+/// The transport of one node: connections to every genesis peer.
+#[derive(Clone)]
+pub struct Network {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    _guard: Arc<Guard>,
+}
+
+impl Network {
+    /// Listens, starts dialing, and returns the handle and the stream of
+    /// application messages (types from 16 on) received from peers.
+    pub async fn start(cfg: NetConfig) -> Result<(Network, mpsc::Receiver<Inbound>), NetError> {
+        validate(&cfg)?;
+        let params =
+            handshake::parse_suite(&cfg.transport).map_err(|e| NetError::Config(e.to_string()))?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NetError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(cfg.limits.queue_len.max(1));
+        let shared = Arc::new(Shared {
+            network_id: cfg.network_id,
+            me: cfg.me,
+            keys: cfg.keys,
+            slots: cfg.peers.iter().map(|_| Slot::default()).collect(),
+            peers: cfg.peers,
+            inbound_slots: Arc::new(Semaphore::new(cfg.limits.max_inbound)),
+            outbound_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
+            limits: cfg.limits,
+            params,
+            inbound: tx,
+            totals: Totals::default(),
+            shutdown: watch::Sender::new(false),
+            next_conn: AtomicU64::new(0),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        shared.spawn(server::accept_loop(shared.clone(), listener));
+        for p in shared.peers.iter().filter(|p| p.id > shared.me) {
+            shared.spawn(dialer::dial_loop(shared.clone(), p.id));
+        }
+        info!(me = %shared.me, listen = %local_addr, peers = shared.peers.len(), "network started");
+        Ok((
+            Network {
+                _guard: Arc::new(Guard(shared.clone())),
+                shared,
+                local_addr,
+            },
+            rx,
+        ))
+    }
+
+    /// Queues `env` for `peer` without waiting. A full queue drops the
+    /// message, counts it and says so.
+    pub fn send(&self, peer: PeerId, env: Envelope) -> Result<(), NetError> {
+        env.check()?;
+        if env.msg_type < RESERVED_TYPES {
+            return Err(NetError::ReservedType(env.msg_type));
+        }
+        if peer.0 as usize >= self.shared.peers.len() || peer == self.shared.me {
+            return Err(NetError::UnknownPeer(peer));
+        }
+        if self.shared.is_shutting_down() {
+            return Err(NetError::Shutdown);
+        }
+        let queue = match &*self.shared.slot(peer).live.lock().expect("slot lock") {
+            Some(live) => live.queue.clone(),
+            None => return Err(NetError::NotConnected(peer)),
+        };
+        queue.try_send(env).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                bump(&self.shared.totals.queue_full);
+                warn!(%peer, "send queue full; message dropped");
+                NetError::QueueFull(peer)
+            }
+            mpsc::error::TrySendError::Closed(_) => NetError::NotConnected(peer),
+        })
+    }
+
+    /// Queues `env` for every connected peer (drops counted per peer).
+    pub fn broadcast(&self, env: Envelope) {
+        for peer in self.connected() {
+            if let Err(e) = self.send(peer, env.clone()) {
+                tracing::debug!(%peer, error = %e, "broadcast skipped a peer");
+            }
+        }
+    }
+
+    /// Peers with a live, authenticated connection.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.shared
+            .peers
+            .iter()
+            .filter(|p| {
+                self.shared
+                    .slot(p.id)
+                    .live
+                    .lock()
+                    .expect("slot lock")
+                    .is_some()
+            })
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Connection state and heartbeat counters of every other peer.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        self.shared
+            .peers
+            .iter()
+            .filter(|p| p.id != self.shared.me)
+            .map(|p| {
+                let slot = self.shared.slot(p.id);
+                let connected = slot.live.lock().expect("slot lock").is_some();
+                let c = slot.counters.lock().expect("counters lock");
+                let (m5, h1) = (c.window(5), c.window(60));
+                PeerStats {
+                    peer: p.id,
+                    label: p.label.clone(),
+                    connected,
+                    heartbeats_ok_5m: m5.ok,
+                    heartbeat_errors_5m: m5.errors,
+                    closed_5m: m5.closed,
+                    heartbeats_ok_1h: h1.ok,
+                    heartbeat_errors_1h: h1.errors,
+                    closed_1h: h1.closed,
+                }
+            })
+            .collect()
+    }
+
+    /// Node-wide counters (handshake failures, drops) since start.
+    pub fn totals(&self) -> NetTotals {
+        self.shared.totals.snapshot()
+    }
+
+    /// The address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Closes every connection and the listener, and waits for all tasks.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.shutdown.send(true);
+        self.shared.close_all();
+        loop {
+            let mut tasks = std::mem::take(&mut *self.shared.tasks.lock().expect("task set lock"));
+            if tasks.is_empty() {
+                break;
+            }
+            let joined = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if joined.is_err() {
+                warn!("network tasks did not stop in time; aborting them");
+                tasks.abort_all();
+            }
+        }
+        info!(me = %self.shared.me, "network stopped");
+    }
+}
+
+fn validate(cfg: &NetConfig) -> Result<(), NetError> {
+    let bad = |m: String| Err(NetError::Config(m));
+    if cfg.peers.len() > u16::MAX as usize + 1 {
+        return bad(format!("{} peers exceed the u16 id space", cfg.peers.len()));
+    }
+    for (i, p) in cfg.peers.iter().enumerate() {
+        if p.id.0 as usize != i {
+            return bad(format!("peer at index {i} has id {}", p.id));
+        }
+    }
+    let Some(me) = cfg.peers.get(cfg.me.0 as usize) else {
+        return bad(format!("me = {} is not in the peer list", cfg.me));
+    };
+    if me.noise_public != *cfg.keys.noise_public() {
+        return bad(format!("our Noise key is not {}'s genesis key", cfg.me));
+    }
+    if me.signing_public != *cfg.keys.verifying_key() {
+        return bad(format!("our signing key is not {}'s genesis key", cfg.me));
+    }
+    let l = &cfg.limits;
+    if l.queue_len == 0 || l.max_inbound == 0 || l.max_outbound == 0 {
+        return bad("queue_len, max_inbound and max_outbound must be at least 1".into());
+    }
+    if l.heartbeat_every.is_zero() || l.idle_timeout.is_zero() || l.handshake_timeout.is_zero() {
+        return bad("timeouts and the heartbeat period must be positive".into());
+    }
+    if l.idle_timeout <= l.heartbeat_every {
+        return bad("idle_timeout must exceed heartbeat_every".into());
+    }
+    Ok(())
+}
