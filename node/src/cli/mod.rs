@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod devnet;
 mod error;
+mod genesis;
 mod keys;
 mod progress;
 mod selftest;
@@ -37,6 +39,11 @@ pub enum Command {
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Create a network's genesis manifest.
+    #[command(subcommand)]
+    Genesis(genesis::GenesisCommand),
+    /// Run a local devnet of node processes on loopback to convergence.
+    Devnet(devnet::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -67,6 +74,8 @@ pub fn run() -> ExitCode {
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Genesis(cmd) => genesis::run(cmd),
+        Command::Devnet(args) => devnet::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
