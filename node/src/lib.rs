@@ -13,8 +13,10 @@ pub mod devnet;
 pub mod genesis;
 pub mod keys;
 pub mod messages;
+pub mod net;
 pub mod node;
 pub mod proposal;
+pub mod status;
 pub mod storage;
 
 #[cfg(test)]

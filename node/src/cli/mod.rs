@@ -13,8 +13,11 @@ mod devnet;
 mod error;
 mod genesis;
 mod keys;
+mod logging;
 mod progress;
 mod selftest;
+mod start;
+mod status;
 mod vdf;
 
 pub use error::CliError;
@@ -42,8 +45,12 @@ pub enum Command {
     /// Create a network's genesis manifest.
     #[command(subcommand)]
     Genesis(genesis::GenesisCommand),
+    /// Run a node until SIGINT or SIGTERM.
+    Start(start::Args),
     /// Run a local devnet of node processes on loopback to convergence.
     Devnet(devnet::Args),
+    /// Show a running node's status (window, lag, peers, heartbeats).
+    Status(status::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -75,7 +82,9 @@ pub fn run() -> ExitCode {
         Command::Selftest(args) => selftest::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Genesis(cmd) => genesis::run(cmd),
+        Command::Start(args) => start::run(args),
         Command::Devnet(args) => devnet::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

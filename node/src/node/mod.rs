@@ -18,6 +18,7 @@ use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
 
 pub mod faults;
+pub mod net_transport;
 mod runtime;
 pub mod state;
 pub mod transport;

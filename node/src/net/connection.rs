@@ -1,0 +1,198 @@
+//! An established session: envelopes in and out as Noise transport messages.
+//!
+//! The handshake yields a [`Session`]: a [`Sealer`] (our sending cipher and
+//! nonce) and an [`Opener`] (the receiving ones). snow's stateless transport
+//! lets the two directions live in separate tasks without a lock; each side
+//! keeps its own nonce counter, which must match the peer's exactly (TCP
+//! preserves order, so a gap is a forgery or a bug and fails decryption).
+
+use std::io;
+use std::sync::Arc;
+
+use snow::StatelessTransportState;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::envelope::{Decoder, Envelope, EnvelopeError};
+use super::frame::{self, FrameError, MAX_MESSAGE, MAX_PLAINTEXT};
+use super::PeerId;
+
+/// Failures of an established connection; one line each.
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("a transport message failed to decrypt (forged, corrupt or out of order)")]
+    Decrypt,
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+    #[error("nonce space exhausted; the connection must be re-established")]
+    NonceExhausted,
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl LinkError {
+    /// Whether the peer broke the protocol (as opposed to the connection
+    /// simply going away, which restarts and crashes do).
+    pub fn is_protocol_violation(&self) -> bool {
+        match self {
+            LinkError::Frame(FrameError::Empty | FrameError::TooLarge(_)) => true,
+            LinkError::Frame(_) | LinkError::Io(_) => false,
+            LinkError::Envelope(EnvelopeError::TooLarge(_)) => true,
+            LinkError::Envelope(EnvelopeError::Truncated(_)) => false,
+            LinkError::Decrypt | LinkError::Encrypt(_) | LinkError::NonceExhausted => true,
+        }
+    }
+}
+
+/// Encrypts outgoing transport messages.
+pub struct Sealer {
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+    cipher: Vec<u8>,
+}
+
+impl Sealer {
+    pub fn new(transport: Arc<StatelessTransportState>) -> Self {
+        Sealer {
+            transport,
+            nonce: 0,
+            cipher: vec![0; MAX_MESSAGE],
+        }
+    }
+
+    /// Encrypts one message (at most [`MAX_PLAINTEXT`] bytes) and appends
+    /// its frame to `out`.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+        if self.nonce == u64::MAX {
+            return Err(LinkError::NonceExhausted);
+        }
+        let n = self
+            .transport
+            .write_message(self.nonce, plaintext, &mut self.cipher)
+            .map_err(|e| LinkError::Encrypt(e.to_string()))?;
+        self.nonce += 1;
+        frame::encode(&self.cipher[..n], out)?;
+        Ok(())
+    }
+
+    /// Encrypts an envelope into as many transport messages as it needs.
+    pub fn seal_envelope(&mut self, env: &Envelope, out: &mut Vec<u8>) -> Result<(), LinkError> {
+        let plain = env.encode()?;
+        for chunk in plain.chunks(MAX_PLAINTEXT) {
+            self.seal(chunk, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decrypts incoming transport messages.
+pub struct Opener {
+    transport: Arc<StatelessTransportState>,
+    nonce: u64,
+    plain: Vec<u8>,
+}
+
+impl Opener {
+    pub fn new(transport: Arc<StatelessTransportState>) -> Self {
+        Opener {
+            transport,
+            nonce: 0,
+            plain: vec![0; MAX_MESSAGE],
+        }
+    }
+
+    /// Decrypts one transport message.
+    pub fn open(&mut self, message: &[u8]) -> Result<&[u8], LinkError> {
+        if self.nonce == u64::MAX {
+            return Err(LinkError::NonceExhausted);
+        }
+        let n = self
+            .transport
+            .read_message(self.nonce, message, &mut self.plain)
+            .map_err(|_| LinkError::Decrypt)?;
+        self.nonce += 1;
+        Ok(&self.plain[..n])
+    }
+}
+
+/// An authenticated peer and the session keys agreed with it.
+pub struct Session {
+    pub peer: PeerId,
+    pub sealer: Sealer,
+    pub opener: Opener,
+}
+
+impl Session {
+    /// Binds the session to the two halves of its stream.
+    pub fn into_halves<R, W>(self, r: R, w: W) -> (EnvelopeReader<R>, EnvelopeWriter<W>) {
+        (
+            EnvelopeReader {
+                io: r,
+                opener: self.opener,
+                decoder: Decoder::new(),
+                frame: Vec::new(),
+            },
+            EnvelopeWriter {
+                io: w,
+                sealer: self.sealer,
+                out: Vec::new(),
+            },
+        )
+    }
+}
+
+/// Reads envelopes from the receiving half.
+pub struct EnvelopeReader<R> {
+    io: R,
+    opener: Opener,
+    decoder: Decoder,
+    frame: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> EnvelopeReader<R> {
+    /// The next envelope; `None` when the peer closed between envelopes.
+    pub async fn next(&mut self) -> Result<Option<Envelope>, LinkError> {
+        loop {
+            if let Some(env) = self.decoder.next_envelope()? {
+                return Ok(Some(env));
+            }
+            match frame::read(&mut self.io, &mut self.frame).await {
+                Ok(()) => {}
+                Err(FrameError::Closed) => {
+                    self.decoder.finish()?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let plain = self.opener.open(&self.frame)?;
+            self.decoder.push(plain);
+        }
+    }
+}
+
+/// Writes envelopes to the sending half.
+pub struct EnvelopeWriter<W> {
+    io: W,
+    sealer: Sealer,
+    out: Vec<u8>,
+}
+
+/// Buffer capacity kept between writes; a 1 MiB message borrows more briefly.
+const KEEP_CAPACITY: usize = 128 * 1024;
+
+impl<W: AsyncWrite + Unpin> EnvelopeWriter<W> {
+    pub async fn send(&mut self, env: &Envelope) -> Result<(), LinkError> {
+        self.out.clear();
+        self.sealer.seal_envelope(env, &mut self.out)?;
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await?;
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+}

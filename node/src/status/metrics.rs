@@ -1,0 +1,211 @@
+//! `/metrics`: a [`StatusSnapshot`] in the Prometheus text format.
+//!
+//! A fresh registry per scrape, filled from the snapshot: the node keeps no
+//! second set of counters that could drift from `/status`. Windowed
+//! heartbeat counts are gauges (they go down as minutes leave the window);
+//! totals since start are counters.
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use super::StatusSnapshot;
+
+/// `Content-Type` of the response.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+type Labels = Vec<(String, String)>;
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+/// Saturating u64 -> i64 for gauges.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Renders `s` as Prometheus text.
+pub fn render(s: &StatusSnapshot) -> String {
+    let mut reg = Registry::with_prefix("montana");
+    reg.register(
+        "node",
+        "Node identity and configuration",
+        Info::new(vec![
+            ("label".to_string(), s.label.clone()),
+            ("phase".to_string(), s.phase.clone()),
+            ("hash".to_string(), s.hash.clone()),
+            ("eval_backend".to_string(), s.eval_backend.clone()),
+            ("verify_backend".to_string(), s.verify_backend.clone()),
+        ]),
+    );
+    gauge(&mut reg, "window", "Last applied window", int(s.window));
+    gauge(
+        &mut reg,
+        "lag",
+        "Windows behind the best known peer",
+        int(s.lag),
+    );
+    gauge(&mut reg, "d", "Hash iterations per window", int(s.d));
+    let rate: Gauge<f64, AtomicU64> = Gauge::default();
+    rate.set(s.hash_rate);
+    reg.register("hash_rate", "Live evaluation rate, hashes per second", rate);
+
+    let per_peer = |reg: &mut Registry, name: &str, help: &str, pick: &dyn Fn(usize) -> u64| {
+        let fam: Family<Labels, Gauge> = Family::default();
+        for (i, p) in s.peers.iter().enumerate() {
+            fam.get_or_create(&vec![
+                ("peer".to_string(), p.peer.0.to_string()),
+                ("label".to_string(), p.label.clone()),
+            ])
+            .set(int(pick(i)));
+        }
+        reg.register(name, help, fam);
+    };
+    let p = &s.peers;
+    per_peer(&mut reg, "peer_connected", "1 while connected", &|i| {
+        p[i].connected as u64
+    });
+    let windowed: [(&str, &str, fn(&crate::net::PeerStats) -> u64); 6] = [
+        (
+            "peer_heartbeats_ok_5m",
+            "Answered pings, last 5 minutes",
+            |x| x.heartbeats_ok_5m,
+        ),
+        (
+            "peer_heartbeat_errors_5m",
+            "Unanswered pings, last 5 minutes",
+            |x| x.heartbeat_errors_5m,
+        ),
+        (
+            "peer_closed_5m",
+            "Closed connections, last 5 minutes",
+            |x| x.closed_5m,
+        ),
+        ("peer_heartbeats_ok_1h", "Answered pings, last hour", |x| {
+            x.heartbeats_ok_1h
+        }),
+        (
+            "peer_heartbeat_errors_1h",
+            "Unanswered pings, last hour",
+            |x| x.heartbeat_errors_1h,
+        ),
+        ("peer_closed_1h", "Closed connections, last hour", |x| {
+            x.closed_1h
+        }),
+    ];
+    for (name, help, f) in windowed {
+        per_peer(&mut reg, name, help, &|i| f(&p[i]));
+    }
+
+    let n = &s.net;
+    counter(
+        &mut reg,
+        "net_handshakes",
+        "Completed handshakes",
+        n.handshakes_ok,
+    );
+    counter(
+        &mut reg,
+        "net_handshake_failures",
+        "Failed handshakes",
+        n.handshake_failures,
+    );
+    counter(
+        &mut reg,
+        "net_unknown_peers",
+        "Handshakes from keys not in the genesis",
+        n.unknown_peers,
+    );
+    counter(
+        &mut reg,
+        "net_bad_signatures",
+        "Handshakes with a bad signature",
+        n.bad_signatures,
+    );
+    counter(
+        &mut reg,
+        "net_dial_failures",
+        "Dials that reached no listener",
+        n.dial_failures,
+    );
+    counter(
+        &mut reg,
+        "net_inbound_refused",
+        "Inbound connections over the limit",
+        n.inbound_refused,
+    );
+    counter(
+        &mut reg,
+        "net_queue_full",
+        "Messages dropped on a full peer queue",
+        n.queue_full,
+    );
+    counter(
+        &mut reg,
+        "net_protocol_errors",
+        "Connections closed for a protocol error",
+        n.protocol_errors,
+    );
+
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{PeerId, PeerStats};
+
+    #[test]
+    fn snapshot_values_appear_as_metrics() {
+        let s = StatusSnapshot {
+            label: "n0".into(),
+            phase: "following".into(),
+            window: 42,
+            lag: 1,
+            d: 1000,
+            hash: "sha256".into(),
+            hash_rate: 2.5e6,
+            peers: vec![PeerStats {
+                peer: PeerId(3),
+                label: "n3".into(),
+                connected: true,
+                heartbeats_ok_5m: 17,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(has("montana_window 42"), "{text}");
+        assert!(has("montana_lag 1"), "{text}");
+        assert!(has("montana_hash_rate 2500000.0"), "{text}");
+        assert!(
+            has(r#"montana_peer_connected{peer="3",label="n3"} 1"#),
+            "{text}"
+        );
+        assert!(
+            has(r#"montana_peer_heartbeats_ok_5m{peer="3",label="n3"} 17"#),
+            "{text}"
+        );
+        assert!(has("montana_net_queue_full_total 0"), "{text}");
+        assert!(
+            text.contains(r#"montana_node_info{label="n0",phase="following""#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,449 @@
+//! The transport end to end, on loopback: handshakes, envelopes, heartbeats,
+//! refusals, reconnects and bounded queues. Every wait has a deadline, so
+//! each test stops by itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use montana_node::keys::NodeKeys;
+use montana_node::net::{
+    Envelope, Inbound, Limits, NetConfig, NetError, Network, PeerId, PeerInfo, DEFAULT_TRANSPORT,
+    MAX_PAYLOAD,
+};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::{sleep, timeout, Instant};
+
+const NET: [u8; 32] = [0x42; 32];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Genesis {
+    keys: Vec<Arc<NodeKeys>>,
+    peers: Vec<PeerInfo>,
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn genesis(n: u16) -> Genesis {
+    let keys: Vec<Arc<NodeKeys>> = (0..n)
+        .map(|_| Arc::new(NodeKeys::generate().unwrap()))
+        .collect();
+    let peers = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| PeerInfo {
+            id: PeerId(i as u16),
+            label: format!("n{i}"),
+            address: free_addr(),
+            noise_public: *k.noise_public(),
+            signing_public: k.verifying_key().clone(),
+        })
+        .collect();
+    Genesis { keys, peers }
+}
+
+fn limits() -> Limits {
+    Limits {
+        heartbeat_every: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(10),
+        queue_len: 64,
+        ..Limits::default()
+    }
+}
+
+fn config(g: &Genesis, me: u16, network_id: [u8; 32], limits: Limits) -> NetConfig {
+    NetConfig {
+        network_id,
+        me: PeerId(me),
+        listen: g.peers[me as usize].address,
+        keys: g.keys[me as usize].clone(),
+        peers: g.peers.clone(),
+        limits,
+        transport: DEFAULT_TRANSPORT.to_string(),
+    }
+}
+
+async fn start(cfg: NetConfig) -> (Network, Receiver<Inbound>) {
+    Network::start(cfg).await.expect("network starts")
+}
+
+/// Polls `cond` until it holds, failing the test after [`DEADLINE`].
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
+    timeout(DEADLINE, rx.recv())
+        .await
+        .expect("message within the deadline")
+        .expect("network still running")
+}
+
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn connected(n: &Network, peers: &[u16]) -> bool {
+    n.connected() == peers.iter().map(|&p| PeerId(p)).collect::<Vec<_>>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_exchange_envelopes_of_every_size() {
+    let g = genesis(2);
+    let (a, mut a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, mut b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("both connected", || {
+        connected(&a, &[1]) && connected(&b, &[0])
+    })
+    .await;
+
+    // Sizes around one Noise message's capacity (65,519 bytes of plaintext,
+    // 14 of them the header) and the 1 MiB maximum (17 messages).
+    let sizes = [
+        0,
+        1,
+        65_505,
+        65_506,
+        65_519,
+        200_000,
+        MAX_PAYLOAD - 1,
+        MAX_PAYLOAD,
+    ];
+    for (i, &len) in sizes.iter().enumerate() {
+        let env = Envelope::new(16 + i as u8, 1, i as u64 * 1000, payload(len, i as u8));
+        a.send(PeerId(1), env.clone()).unwrap();
+        let got = recv(&mut b_rx).await;
+        assert_eq!(got.peer, PeerId(0));
+        assert_eq!(got.envelope, env, "size {len}");
+    }
+    let reply = Envelope::new(17, 2, u64::MAX, payload(MAX_PAYLOAD, 9));
+    b.send(PeerId(0), reply.clone()).unwrap();
+    assert_eq!(recv(&mut a_rx).await.envelope, reply);
+
+    // Refused before queuing.
+    let over = Envelope::new(16, 1, 0, vec![0; MAX_PAYLOAD + 1]);
+    assert!(matches!(
+        a.send(PeerId(1), over),
+        Err(NetError::Envelope(_))
+    ));
+    let ping = Envelope::new(1, 1, 0, vec![]);
+    assert!(matches!(
+        a.send(PeerId(1), ping),
+        Err(NetError::ReservedType(1))
+    ));
+    let e = Envelope::new(16, 1, 0, vec![]);
+    assert!(matches!(
+        a.send(PeerId(5), e.clone()),
+        Err(NetError::UnknownPeer(_))
+    ));
+    assert!(matches!(
+        a.send(PeerId(0), e),
+        Err(NetError::UnknownPeer(_))
+    ));
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_connection_per_pair_and_broadcast() {
+    let g = genesis(3);
+    let mut nodes = Vec::new();
+    for me in 0..3 {
+        nodes.push(start(config(&g, me, NET, limits())).await);
+    }
+    wait_until("all connected", || {
+        connected(&nodes[0].0, &[1, 2])
+            && connected(&nodes[1].0, &[0, 2])
+            && connected(&nodes[2].0, &[0, 1])
+    })
+    .await;
+    for (n, _) in &nodes {
+        // Node 0 dialed 2, node 2 accepted 2, node 1 did one of each.
+        assert_eq!(n.totals().handshakes_ok, 2, "{:?}", n.totals());
+    }
+    for (me, (n, _)) in nodes.iter().enumerate() {
+        n.broadcast(Envelope::new(
+            16,
+            1,
+            me as u64,
+            payload(MAX_PAYLOAD - 3, me as u8),
+        ));
+    }
+    for (me, (_, rx)) in nodes.iter_mut().enumerate() {
+        let mut from: Vec<u16> = Vec::new();
+        for _ in 0..2 {
+            let got = recv(rx).await;
+            assert_eq!(got.envelope.request_id, got.peer.0 as u64);
+            assert_eq!(
+                got.envelope.payload,
+                payload(MAX_PAYLOAD - 3, got.peer.0 as u8)
+            );
+            from.push(got.peer.0);
+        }
+        from.sort();
+        let others: Vec<u16> = (0..3).filter(|&p| p != me as u16).collect();
+        assert_eq!(from, others);
+    }
+    for (n, _) in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_network_id_fails_the_handshake() {
+    let g = genesis(2);
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, [0x43; 32], limits())).await;
+    wait_until("both saw failed handshakes", || {
+        a.totals().handshake_failures >= 2 && b.totals().handshake_failures >= 2
+    })
+    .await;
+    assert!(a.connected().is_empty() && b.connected().is_empty());
+    assert_eq!(a.totals().handshakes_ok + b.totals().handshakes_ok, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_genesis_is_dropped() {
+    let g = genesis(2);
+    // The outsider's own genesis lists itself as peer 0 and our node as peer
+    // 1, so it dials us; our genesis has someone else as peer 0.
+    let outsider = genesis(1);
+    let mut its_view = Genesis {
+        keys: vec![outsider.keys[0].clone(), g.keys[1].clone()],
+        peers: vec![outsider.peers[0].clone(), g.peers[1].clone()],
+    };
+    its_view.peers[1].id = PeerId(1);
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    let (x, _x_rx) = start(config(&its_view, 0, NET, limits())).await;
+    wait_until("outsider refused twice", || b.totals().unknown_peers >= 2).await;
+    assert!(b.connected().is_empty() && x.connected().is_empty());
+    assert_eq!(b.totals().handshakes_ok, 0);
+    x.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_handshake_signature_is_dropped() {
+    let g = genesis(2);
+    // Node 1 believes peer 0 signs with another key.
+    let mut view = Genesis {
+        keys: g.keys.clone(),
+        peers: g.peers.clone(),
+    };
+    view.peers[0].signing_public = NodeKeys::generate().unwrap().verifying_key().clone();
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&view, 1, NET, limits())).await;
+    wait_until("bad signatures counted", || b.totals().bad_signatures >= 2).await;
+    assert!(b.connected().is_empty());
+    assert_eq!(b.totals().handshakes_ok, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_counted_per_peer() {
+    let g = genesis(2);
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("heartbeats answered both ways", || {
+        let (sa, sb) = (a.stats(), b.stats());
+        sa.len() == 1 && sb.len() == 1 && sa[0].heartbeats_ok_5m >= 5 && sb[0].heartbeats_ok_5m >= 5
+    })
+    .await;
+    let s = &a.stats()[0];
+    assert_eq!(
+        (s.peer, s.label.as_str(), s.connected),
+        (PeerId(1), "n1", true)
+    );
+    assert!(s.heartbeats_ok_1h >= s.heartbeats_ok_5m);
+    assert_eq!(s.closed_5m, 0);
+    // Pings are never delivered to the node.
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_either_peer_restarts() {
+    let g = genesis(2);
+    let (a, a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+
+    // The accepting side restarts: the dialer notices and redials.
+    b.shutdown().await;
+    drop(b);
+    wait_until("a sees b gone", || {
+        a.connected().is_empty() && a.stats()[0].closed_5m >= 1
+    })
+    .await;
+    let (b, mut b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("reconnected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+    let env = Envelope::new(16, 1, 1, b"after restart".to_vec());
+    a.send(PeerId(1), env.clone()).unwrap();
+    assert_eq!(recv(&mut b_rx).await.envelope, env);
+
+    // The dialing side restarts.
+    a.shutdown().await;
+    drop((a, a_rx));
+    wait_until("b sees a gone", || b.connected().is_empty()).await;
+    let (a, mut a_rx) = start(config(&g, 0, NET, limits())).await;
+    wait_until("reconnected again", || {
+        connected(&a, &[1]) && connected(&b, &[0])
+    })
+    .await;
+    b.send(PeerId(0), env.clone()).unwrap();
+    assert_eq!(recv(&mut a_rx).await.envelope, env);
+    assert!(b.stats()[0].closed_5m >= 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_without_blocking_or_growing() {
+    let g = genesis(2);
+    let small = Limits {
+        queue_len: 4,
+        idle_timeout: Duration::from_secs(60),
+        heartbeat_every: Duration::from_secs(1),
+        ..limits()
+    };
+    let (a, _a_rx) = start(config(&g, 0, NET, small.clone())).await;
+    // B never reads its inbound messages: a node that fell behind.
+    let (b, _b_rx_never_read) = start(config(&g, 1, NET, small)).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+
+    let before = rss();
+    let chunk = 256 * 1024;
+    let attempts = 1_000; // 256 MiB offered
+    let (mut ok, mut full) = (0u64, 0u64);
+    let offered = timeout(DEADLINE, async {
+        for i in 0..attempts {
+            match a.send(PeerId(1), Envelope::new(16, 1, i, vec![i as u8; chunk])) {
+                Ok(()) => ok += 1,
+                Err(NetError::QueueFull(_)) => full += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+            if i % 50 == 0 {
+                tokio::task::yield_now().await; // let the writer drain what it can
+            }
+        }
+    })
+    .await;
+    assert!(offered.is_ok(), "send blocked");
+    assert_eq!(ok + full, attempts);
+    assert_eq!(a.totals().queue_full, full);
+    // What got through is bounded by the queue, B's inbound channel and the
+    // socket buffers, not by what was offered.
+    assert!(ok < 200, "{ok} accepted of {attempts}");
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 96 << 20, "RSS grew by {} MiB", grown >> 20);
+    assert!(connected(&a, &[1]), "the slow peer stays connected");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configurations_are_refused() {
+    let g = genesis(2);
+    let mut cfg = config(&g, 0, NET, limits());
+    cfg.transport = "Noise_NN_25519_ChaChaPoly_BLAKE2s".into();
+    assert!(matches!(
+        Network::start(cfg).await,
+        Err(NetError::Config(_))
+    ));
+    let mut cfg = config(&g, 0, NET, limits());
+    cfg.keys = g.keys[1].clone();
+    assert!(matches!(
+        Network::start(cfg).await,
+        Err(NetError::Config(_))
+    ));
+    let mut cfg = config(&g, 0, NET, limits());
+    cfg.me = PeerId(2);
+    assert!(matches!(
+        Network::start(cfg).await,
+        Err(NetError::Config(_))
+    ));
+    let mut cfg = config(&g, 0, NET, limits());
+    cfg.limits.idle_timeout = cfg.limits.heartbeat_every;
+    assert!(matches!(
+        Network::start(cfg).await,
+        Err(NetError::Config(_))
+    ));
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(&g, 0, NET, limits());
+    cfg.listen = taken.local_addr().unwrap();
+    assert!(matches!(
+        Network::start(cfg).await,
+        Err(NetError::Bind { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_pings_count_as_heartbeat_errors() {
+    let g = genesis(2);
+    let quiet = Limits {
+        queue_len: 2,
+        idle_timeout: Duration::from_secs(60),
+        ..limits()
+    };
+    let (a, _a_rx) = start(config(&g, 0, NET, quiet.clone())).await;
+    let (b, _b_rx_never_read) = start(config(&g, 1, NET, quiet)).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+    wait_until("heartbeats flowing", || a.stats()[0].heartbeats_ok_5m >= 2).await;
+    // B's node stops reading: once its inbound channel (2) is full its
+    // connection reader waits, so A's pings go unanswered.
+    for i in 0..8 {
+        let _ = a.send(PeerId(1), Envelope::new(16, 1, i, vec![1; 1000]));
+        sleep(Duration::from_millis(10)).await;
+    }
+    wait_until("heartbeat errors counted", || {
+        let s = &a.stats()[0];
+        s.heartbeat_errors_5m >= 3 && s.heartbeat_errors_1h >= s.heartbeat_errors_5m
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_are_bounded() {
+    let g = genesis(3);
+    // Node 2 accepts from 0 and 1, but has room for one.
+    let one = Limits {
+        max_inbound: 1,
+        ..limits()
+    };
+    let (c, _c_rx) = start(config(&g, 2, NET, one)).await;
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("a and b connected, one of them to c", || {
+        connected(&a, &[1, 2]) ^ connected(&b, &[0, 2]) && c.connected().len() == 1
+    })
+    .await;
+    wait_until("refusals counted", || c.totals().inbound_refused >= 2).await;
+    assert_eq!(c.connected().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
