@@ -43,7 +43,17 @@ pub enum SelectError {
 
 /// Every backend compiled into this build, most specialised first.
 pub fn compiled() -> Vec<Arc<dyn Backend>> {
-    vec![Arc::new(ScalarBackend)]
+    #[allow(unused_mut)]
+    let mut v: Vec<Arc<dyn Backend>> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        Arc::new(crate::avx512::Avx512Backend) as Arc<dyn Backend>,
+        Arc::new(crate::avx2::Avx2Backend),
+        Arc::new(crate::sha_ni::ShaNiBackend),
+        Arc::new(crate::sse41::Sse41Backend),
+    ]);
+    v.push(Arc::new(ScalarBackend));
+    v
 }
 
 /// The backends of this build with this host's overrides applied.

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backends;
+mod bench;
+mod calibrate;
 mod devnet;
 mod error;
 mod genesis;
@@ -39,6 +41,8 @@ pub enum Command {
     Backends(backends::Args),
     /// Check every available backend (or one) against the scalar oracle.
     Selftest(selftest::Args),
+    /// Measure every available backend against the plain crate loops.
+    Bench(bench::Args),
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -51,6 +55,8 @@ pub enum Command {
     Devnet(devnet::Args),
     /// Show a running node's status (window, lag, peers, heartbeats).
     Status(status::Args),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -80,11 +86,13 @@ pub fn run() -> ExitCode {
         Command::Vdf(cmd) => vdf::run(cmd),
         Command::Backends(args) => backends::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Genesis(cmd) => genesis::run(cmd),
         Command::Start(args) => start::run(args),
         Command::Devnet(args) => devnet::run(args),
         Command::Status(args) => status::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,53 @@
+//! # montana-calibration: what this host can do for a given network
+//!
+//! Before joining, an operator measures every backend of this host against the
+//! network's parameters (hash, D, K, window seconds) and learns whether the
+//! host can evaluate a window in time (propose) and verify one in time
+//! (follow). The node then starts with the winners and keeps an eye on them.
+//!
+//! - [`measure`]: eval rate on one pinned thread, verify throughput on a
+//!   window-shaped sample of segments, each a median of several runs.
+//! - [`verdict`]: the rules turning two rates into `can_evaluate`, `margin`,
+//!   `can_follow` and a [`Role`].
+//! - [`calibrate()`]: measures every available backend and decides; plus
+//!   [`recommend_d`], the genesis tool's D for a target window.
+//! - [`file`]: the TOML calibration file, with the host [`fingerprint`] and
+//!   the network parameters it was made for.
+//! - [`select()`]: the node's entry point: load the file or re-calibrate (and
+//!   say why), and return the chosen backends.
+//! - [`fallback`]: a `Backend` that moves to the next best backend when the
+//!   chosen one breaks at run time (a lost GPU), so following never stops.
+//! - [`monitor`]: live rates against the calibrated ones: the early sign that
+//!   the node will start to lag.
+//! - [`report`]: `montana bench --report`, the backend comparison as JSON and
+//!   SVG plots.
+
+pub mod calibrate;
+pub mod error;
+pub mod fallback;
+pub mod file;
+pub mod fingerprint;
+pub mod measure;
+pub mod monitor;
+pub mod network;
+mod pin;
+pub mod report;
+pub mod select;
+pub mod timestamp;
+pub mod verdict;
+
+pub use calibrate::{calibrate, recommend_d, CalibrationRequest, Recommendation};
+pub use error::CalibrationError;
+pub use fallback::FallbackBackend;
+pub use file::{CalibrationFile, FileError, Settings};
+pub use fingerprint::{GpuFingerprint, HostFingerprint};
+pub use measure::{
+    BackendMeasurement, EvalMeasurement, MeasureConfig, NoProgress, Progress, VerifyMeasurement,
+};
+pub use monitor::{Health, MonitorStatus, RateMonitor};
+pub use network::NetworkParams;
+pub use select::{select, Chosen, Recalibration, SelectOptions, Selection};
+pub use verdict::{decide, Role, Verdict, FOLLOW_SHARE, PROPOSER_MARGIN};
+
+/// The program version recorded in (and compared against) calibration files.
+pub const PROGRAM_VERSION: &str = concat!("montana ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,383 @@
+//! Measuring one backend: eval rate and verify throughput.
+//!
+//! - **eval**: one chain on one thread pinned to its core, the way a node
+//!   evaluates a window. A short probe sizes the runs, a warm-up brings the
+//!   core to steady clocks, then the median of several timed runs.
+//! - **verify**: a batch of segments shaped like a real window proof
+//!   (segments of D/K steps), large enough to fill every thread and lane and
+//!   to last a fraction of a run, never more than K. The window's time is
+//!   extrapolated from it (verification is linear in segments) instead of
+//!   verifying all K. The batch cycles through a few distinct valid segments
+//!   made by the scalar oracle: each copy costs a backend exactly the same
+//!   work, and generating K distinct ones would cost as much as the window.
+//!
+//! Every duration is in [`MeasureConfig`], so tests run in milliseconds.
+
+use std::time::{Duration, Instant};
+
+use montana_backends::scalar;
+use montana_vdf::{
+    Backend, BackendError, ChainParams, EvalControl, Hash32, HashSuite, Segment, VerifyOptions,
+    VerifyOutcome, MAX_ITERATIONS,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::pin::pin_current_thread;
+
+/// Durations and repetitions of the measurements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeasureConfig {
+    /// Untimed evaluation before the timed runs (steady clocks).
+    pub eval_warmup: Duration,
+    /// Length of one timed evaluation run.
+    pub eval_run: Duration,
+    /// Timed evaluation runs; the median counts.
+    pub eval_runs: usize,
+    /// Target length of one timed verification batch.
+    pub verify_run: Duration,
+    /// Timed verification batches; the median counts.
+    pub verify_runs: usize,
+}
+
+impl MeasureConfig {
+    /// A full calibration: several runs of a few seconds.
+    pub fn full() -> Self {
+        MeasureConfig {
+            eval_warmup: Duration::from_millis(1000),
+            eval_run: Duration::from_millis(2000),
+            eval_runs: 3,
+            verify_run: Duration::from_millis(1000),
+            verify_runs: 3,
+        }
+    }
+
+    /// `--quick`: the node's start-up re-calibration, a few seconds in all.
+    pub fn quick() -> Self {
+        MeasureConfig {
+            eval_warmup: Duration::from_millis(100),
+            eval_run: Duration::from_millis(300),
+            eval_runs: 3,
+            verify_run: Duration::from_millis(200),
+            verify_runs: 3,
+        }
+    }
+
+    /// Every run lasting `run` (warm-up a third of it), `runs` times.
+    pub fn uniform(run: Duration, runs: usize) -> Self {
+        MeasureConfig {
+            eval_warmup: run / 3,
+            eval_run: run,
+            eval_runs: runs.max(1),
+            verify_run: run,
+            verify_runs: runs.max(1),
+        }
+    }
+
+    /// Rough wall time of one eval measurement, for progress bars.
+    pub fn eval_budget(&self) -> Duration {
+        self.eval_run / 4 + self.eval_warmup + self.eval_run * self.eval_runs.max(1) as u32
+    }
+
+    /// Rough wall time of one verify measurement, for progress bars.
+    pub fn verify_budget(&self) -> Duration {
+        self.verify_run / 2 + self.verify_run * self.verify_runs.max(1) as u32
+    }
+}
+
+/// Where measurements report how far they are (the CLI draws bars; the node
+/// and tests pass [`NoProgress`]). Units are milliseconds of planned time.
+pub trait Progress: Sync {
+    fn begin(&self, _label: &str, _planned_ms: u64) {}
+    fn update(&self, _done_ms: u64) {}
+    fn end(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// One backend's evaluation rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalMeasurement {
+    /// Median of the runs.
+    pub hashes_per_sec: f64,
+    /// Every timed run's rate.
+    pub runs: Vec<f64>,
+    /// Whether the measuring thread was pinned to one core.
+    pub pinned: bool,
+}
+
+/// One backend's verification throughput with `threads` threads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyMeasurement {
+    /// Median batch: segments x steps / seconds, all threads together.
+    pub hashes_per_sec: f64,
+    /// Every timed batch's rate.
+    pub runs: Vec<f64>,
+    pub threads: usize,
+    /// Segments per timed batch.
+    pub batch_segments: u64,
+    /// Steps per sampled segment (D/K, or less when D/K is huge).
+    pub segment_steps: u64,
+}
+
+/// Everything measured for one backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendMeasurement {
+    pub backend: String,
+    pub kind: String,
+    pub lanes: usize,
+    /// Whether calibration may choose it (`false` for a software GPU
+    /// adapter or a backend never chosen automatically).
+    pub eligible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalMeasurement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyMeasurement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+}
+
+/// The median of non-empty `v` (mean of the middle two for even lengths).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// A distinct start value per run, so no run can reuse another's result.
+fn start_value(suite: HashSuite, tag: &str, i: u64) -> Hash32 {
+    let mut bytes = format!("montana-calibration/{tag}/").into_bytes();
+    bytes.extend_from_slice(&i.to_le_bytes());
+    suite.hash(&bytes)
+}
+
+/// Seconds as a non-zero divisor.
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64().max(1e-9)
+}
+
+/// Measures `backend`'s single-chain evaluation rate on a pinned thread.
+pub fn measure_eval(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    cfg: &MeasureConfig,
+    progress: &dyn Progress,
+) -> Result<EvalMeasurement, BackendError> {
+    backend.check_supported(suite, montana_vdf::Operation::Eval)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let pinned = pin_current_thread();
+            eval_runs(backend, suite, cfg, progress).map(|runs| EvalMeasurement {
+                hashes_per_sec: median(&runs),
+                runs,
+                pinned,
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(BackendError::Device {
+                backend: backend.name().to_string(),
+                message: "evaluation panicked during calibration".into(),
+            })
+        })
+    })
+}
+
+fn eval_runs(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    cfg: &MeasureConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<f64>, BackendError> {
+    let began = Instant::now();
+    let tick = |_: u64| progress.update(began.elapsed().as_millis() as u64);
+    let mut counter = 0u64;
+    let mut run = |n: u64| -> Result<Duration, BackendError> {
+        counter += 1;
+        let start = start_value(suite, "eval", counter);
+        let params = ChainParams::new(n.clamp(1, MAX_ITERATIONS), 1)?;
+        let ctl = EvalControl {
+            cancel: None,
+            progress: Some(&tick),
+        };
+        let t = Instant::now();
+        backend.evaluate(suite, &start, params, &ctl)?;
+        let elapsed = t.elapsed();
+        progress.update(began.elapsed().as_millis() as u64);
+        Ok(elapsed)
+    };
+
+    // Probe: grow n until a run lasts an eighth of a timed run.
+    let probe_target = secs(cfg.eval_run / 8);
+    let mut n = 1u64 << 12;
+    let mut rate;
+    loop {
+        let t = secs(run(n)?);
+        rate = n as f64 / t;
+        if t >= probe_target || n >= MAX_ITERATIONS / 2 {
+            break;
+        }
+        // Jump towards the target, at most 16x at a time (timers are coarse).
+        let factor = (probe_target / t).clamp(2.0, 16.0);
+        n = ((n as f64) * factor) as u64;
+    }
+    let steps_for = |d: Duration, rate: f64| ((rate * d.as_secs_f64()) as u64).max(1);
+    if !cfg.eval_warmup.is_zero() {
+        run(steps_for(cfg.eval_warmup, rate))?;
+    }
+    let mut rates = Vec::with_capacity(cfg.eval_runs);
+    for _ in 0..cfg.eval_runs.max(1) {
+        let n = steps_for(cfg.eval_run, rate);
+        let t = secs(run(n)?);
+        rates.push(n as f64 / t);
+        rate = median(&rates);
+    }
+    Ok(rates)
+}
+
+/// Longest segment a verify sample uses; longer D/K are sampled at this
+/// length and scaled (verification time is linear in steps).
+pub const MAX_SAMPLE_STEPS: u64 = 1 << 22;
+/// Most segments in one timed batch (bounds memory for huge-lane backends).
+pub const MAX_BATCH: u64 = 1 << 16;
+/// Distinct valid segments a batch cycles through.
+const DISTINCT_SEGMENTS: u64 = 8;
+
+/// Measures `backend`'s verification throughput on `threads` threads with
+/// segments of `segment_len` steps, for a window of `checkpoints` segments.
+pub fn measure_verify(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    segment_len: u64,
+    checkpoints: u64,
+    threads: usize,
+    cfg: &MeasureConfig,
+    progress: &dyn Progress,
+) -> Result<VerifyMeasurement, BackendError> {
+    backend.check_supported(suite, montana_vdf::Operation::Verify)?;
+    let began = Instant::now();
+    let threads = threads.max(1);
+    let steps = segment_len.clamp(1, MAX_SAMPLE_STEPS);
+    let checkpoints = checkpoints.max(1);
+    let fill = (threads as u64).saturating_mul(backend.lanes().max(1) as u64);
+    let distinct: Vec<Segment> = (0..DISTINCT_SEGMENTS.min(fill).min(checkpoints))
+        .map(|i| {
+            let start = start_value(suite, "verify", i);
+            let mut end = start;
+            scalar::advance(suite, &mut end, steps);
+            Segment { start, end, steps }
+        })
+        .collect();
+    let batch =
+        |n: u64| -> Vec<Segment> { distinct.iter().copied().cycle().take(n as usize).collect() };
+    let opts = VerifyOptions::threads(threads);
+    let time = |segs: &[Segment]| -> Result<Duration, BackendError> {
+        let t = Instant::now();
+        let outcome = backend.verify(suite, segs, &opts)?;
+        let elapsed = t.elapsed();
+        progress.update(began.elapsed().as_millis() as u64);
+        if outcome != VerifyOutcome::Valid {
+            return Err(BackendError::Device {
+                backend: backend.name().to_string(),
+                message: format!("rejected a valid calibration sample ({outcome:?})"),
+            });
+        }
+        Ok(elapsed)
+    };
+
+    // Size the batch: fill the threads and lanes, then double until a batch
+    // lasts a quarter of a run (so per-call overhead is amortised as in a
+    // real window), never past K.
+    let cap = checkpoints.min(MAX_BATCH);
+    let mut n = fill.clamp(1, cap);
+    let mut segs = batch(n);
+    let mut t = time(&segs)?;
+    while t < cfg.verify_run / 4 && n < cap {
+        n = n.saturating_mul(2).min(cap);
+        segs = batch(n);
+        t = time(&segs)?;
+    }
+    let mut rates = vec![];
+    // A sizing batch that already took a whole run counts as one.
+    if t >= cfg.verify_run {
+        rates.push((n * steps) as f64 / secs(t));
+    }
+    while rates.len() < cfg.verify_runs.max(1) {
+        let t = time(&segs)?;
+        rates.push((n * steps) as f64 / secs(t));
+    }
+    Ok(VerifyMeasurement {
+        hashes_per_sec: median(&rates),
+        runs: rates,
+        threads,
+        batch_segments: n,
+        segment_steps: steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use montana_backends::ScalarBackend;
+
+    fn tiny() -> MeasureConfig {
+        MeasureConfig::uniform(Duration::from_millis(20), 3)
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn eval_measures_a_positive_rate() {
+        let m = measure_eval(&ScalarBackend, HashSuite::Sha256, &tiny(), &NoProgress).unwrap();
+        assert_eq!(m.runs.len(), 3);
+        assert!(m.hashes_per_sec > 0.0 && m.hashes_per_sec.is_finite());
+        assert_eq!(m.hashes_per_sec, median(&m.runs));
+    }
+
+    #[test]
+    fn verify_batch_fills_threads_but_never_exceeds_k() {
+        let m = measure_verify(
+            &ScalarBackend,
+            HashSuite::Blake3,
+            100,
+            3,
+            2,
+            &tiny(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(m.batch_segments, 3);
+        assert_eq!(m.segment_steps, 100);
+        assert!(m.hashes_per_sec > 0.0);
+        let m = measure_verify(
+            &ScalarBackend,
+            HashSuite::Sha256,
+            1000,
+            1 << 20,
+            2,
+            &tiny(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(m.batch_segments >= 2, "{m:?}");
+    }
+}

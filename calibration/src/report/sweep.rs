@@ -1,0 +1,148 @@
+//! Verification throughput against batch size.
+//!
+//! Batches of 1, 2, 4, ... segments of a fixed length, on the bench's thread
+//! count, for every available verify backend: CPU backends saturate once
+//! every lane of every thread is busy, a GPU only at thousands of segments.
+//! Each point is the median of several calls after one untimed call (which
+//! also absorbs a GPU's pipeline set-up). Batches are copies of one valid
+//! segment: no lane or thread shares work, so copies cost what distinct
+//! segments cost.
+
+use std::time::{Duration, Instant};
+
+use montana_backends::{scalar, Registry};
+use montana_vdf::{
+    Backend, BackendError, HashSuite, Operation, Segment, VerifyOptions, VerifyOutcome,
+};
+use serde::Serialize;
+
+use crate::measure::median;
+
+/// What to sweep.
+#[derive(Clone, Debug)]
+pub struct SweepConfig {
+    pub suites: Vec<HashSuite>,
+    pub threads: usize,
+    /// Steps per segment.
+    pub segment_len: u64,
+    /// Largest batch (the sweep doubles from 1 up to it).
+    pub max_batch: usize,
+    /// Time spent on each point (at least three calls are made).
+    pub seconds_per_point: f64,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BatchPoint {
+    pub backend: String,
+    #[serde(serialize_with = "suite_name")]
+    pub hash: HashSuite,
+    pub threads: usize,
+    pub segments: usize,
+    pub segment_len: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    pub hashes_per_sec: f64,
+}
+
+fn suite_name<S: serde::Serializer>(s: &HashSuite, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name())
+}
+
+/// The batch sizes swept: powers of two up to `max` (and `max` itself).
+pub fn batch_sizes(max: usize) -> Vec<usize> {
+    let max = max.max(1);
+    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |n| n.checked_mul(2))
+        .take_while(|n| *n <= max)
+        .collect();
+    if v.last() != Some(&max) {
+        v.push(max);
+    }
+    v
+}
+
+/// Sweeps every available verify backend of `registry`.
+pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, BackendError> {
+    let mut out = Vec::new();
+    let budget = Duration::from_secs_f64(cfg.seconds_per_point.clamp(0.001, 600.0));
+    for &suite in &cfg.suites {
+        let start = suite.hash(b"montana bench --report");
+        let mut end = start;
+        scalar::advance(suite, &mut end, cfg.segment_len.max(1));
+        let seg = Segment {
+            start,
+            end,
+            steps: cfg.segment_len.max(1),
+        };
+        for b in registry.all() {
+            if !b.supports(suite, Operation::Verify)
+                || !registry.availability(b.as_ref()).is_available()
+            {
+                continue;
+            }
+            for n in batch_sizes(cfg.max_batch) {
+                let hps = measure_batch(b.as_ref(), suite, &vec![seg; n], cfg.threads, budget)?;
+                out.push(BatchPoint {
+                    backend: b.name().to_string(),
+                    hash: suite,
+                    threads: cfg.threads.max(1),
+                    segments: n,
+                    segment_len: seg.steps,
+                    adapter: b
+                        .adapter()
+                        .map(|a| format!("{} ({})", a.name, a.device_type)),
+                    hashes_per_sec: hps,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Median hashes per second of verifying `segs`, over at least three calls
+/// and about `budget` (never more than three budgets).
+fn measure_batch(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    segs: &[Segment],
+    threads: usize,
+    budget: Duration,
+) -> Result<f64, BackendError> {
+    let opts = VerifyOptions::threads(threads);
+    let work = segs.iter().map(|s| s.steps).sum::<u64>() as f64;
+    let call = || -> Result<f64, BackendError> {
+        let t = Instant::now();
+        let outcome = backend.verify(suite, segs, &opts)?;
+        let dt = t.elapsed().as_secs_f64().max(1e-9);
+        if outcome != VerifyOutcome::Valid {
+            return Err(BackendError::Device {
+                backend: backend.name().into(),
+                message: format!("rejected a valid benchmark batch ({outcome:?})"),
+            });
+        }
+        Ok(work / dt)
+    };
+    call()?;
+    let began = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < 3 || began.elapsed() < budget {
+        rates.push(call()?);
+        if began.elapsed() >= budget * 3 {
+            break;
+        }
+    }
+    Ok(median(&rates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_double_up_to_the_maximum() {
+        assert_eq!(batch_sizes(1), [1]);
+        assert_eq!(batch_sizes(8), [1, 2, 4, 8]);
+        assert_eq!(batch_sizes(12), [1, 2, 4, 8, 12]);
+        assert_eq!(batch_sizes(0), [1]);
+    }
+}
