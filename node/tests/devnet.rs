@@ -39,6 +39,7 @@ fn start(plan: &devnet::Plan, i: usize, extra: &[&str], env: &[(&str, &str)]) ->
         .arg(&n.dir)
         .arg("--genesis")
         .arg(&plan.genesis_path)
+        .arg("--skip-calibration")
         .args(extra)
         .envs(env.iter().copied())
         .env("MONTANA_LOG", "info")

@@ -80,15 +80,15 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let d = match a.d {
         Some(d) => d,
         None => {
-            let chosen = backend_choice::choose(a.hash, None)?;
-            let rate = devnet::measure_eval_rate(chosen.eval.as_ref(), a.hash)
-                .map_err(CliError::check_failed)?;
+            let eval = super::registry()?.auto(a.hash, montana_vdf::Operation::Eval)?;
+            let rate =
+                devnet::measure_eval_rate(eval.as_ref(), a.hash).map_err(CliError::check_failed)?;
             let d = devnet::d_for(rate, a.window_secs, a.checkpoints);
             eprintln!(
                 "devnet: {} eval rate {:.1} M steps/s on {}: D = {d} for {} s windows",
                 a.hash,
                 rate / 1e6,
-                chosen.eval.name(),
+                eval.name(),
                 a.window_secs
             );
             d
@@ -96,6 +96,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
     };
     let plan = devnet::plan(&dir, a.nodes, a.hash, d, a.checkpoints, a.window_secs)
         .map_err(CliError::bad_input)?;
+    calibrate_once(&plan)?;
     eprintln!(
         "devnet: {} nodes in {}, D = {d}, K = {}, {} windows",
         a.nodes,
@@ -133,6 +134,31 @@ pub fn run(a: Args) -> Result<(), CliError> {
 }
 
 const INTERRUPTED: &str = "interrupted";
+
+/// One quick calibration for this host and the devnet's genesis, copied into
+/// every node's data dir: the nodes share the host, so measuring N times in
+/// parallel would only measure each other.
+fn calibrate_once(plan: &Plan) -> Result<(), CliError> {
+    use montana_calibration::{calibrate, CalibrationRequest, MeasureConfig, NoProgress};
+    let registry = super::registry()?;
+    let req = CalibrationRequest {
+        registry: &registry,
+        params: backend_choice::network_params(&plan.genesis),
+        threads: montana_vdf::VerifyOptions::default().threads,
+        config: MeasureConfig::quick(),
+        quick: true,
+        program_version: montana_calibration::PROGRAM_VERSION.to_string(),
+        pin: None,
+    };
+    let file = calibrate(&req, &NoProgress)
+        .map_err(|e| CliError::check_failed(format!("calibration: {e}")))?;
+    for n in &plan.nodes {
+        let path = n.dir.join(backend_choice::CALIBRATION_FILE);
+        file.save(&path)
+            .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
 
 /// Set by SIGINT/SIGTERM: the run ends and the nodes are stopped cleanly.
 fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
+use montana_node::backend_choice::Calibration;
 use montana_node::net::Network;
 use montana_node::node::net_transport::{self, NetTransport};
 use montana_node::node::{Node, NodeConfig};
@@ -41,6 +42,10 @@ pub struct Args {
     /// Proposer only: stop proposing after this window (devnets, tests).
     #[arg(long)]
     pub last_window: Option<u64>,
+    /// Take the best available backends without the calibration file or a
+    /// quick calibration (tests).
+    #[arg(long)]
+    pub skip_calibration: bool,
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -51,12 +56,25 @@ pub fn run(a: Args) -> Result<(), CliError> {
         keys_dir: a.keys,
         backend: a.backend,
         last_window: a.last_window,
+        calibration: if a.skip_calibration {
+            Calibration::Skip
+        } else {
+            Calibration::Use
+        },
     };
     let node = Node::open(&cfg).map_err(|e| {
         error!(error = %e, "cannot start");
         CliError::bad_input(e)
     })?;
-    info!(label = node.label(), reason = %node.backends.reason, "backends chosen");
+    info!(
+        label = node.label(),
+        eval = node.backends.eval.name(),
+        verify = node.backends.verify.name(),
+        eval_rate = node.backends.eval_rate.unwrap_or(0.0),
+        verify_rate = node.backends.verify_rate.unwrap_or(0.0),
+        reason = %node.backends.reason,
+        "backends chosen"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

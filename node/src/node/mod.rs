@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::backend_choice::{self, Chosen};
+use crate::backend_choice::{self, Calibration, Chosen};
 use crate::genesis::{Genesis, GenesisError};
 use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub backend: Option<String>,
     /// The proposer stops proposing after this window (devnets, tests).
     pub last_window: Option<u64>,
+    /// Use (or run) the calibration, or take the best backends unmeasured.
+    pub calibration: Calibration,
 }
 
 /// Why a node cannot start or had to stop; one line each.
@@ -53,7 +55,7 @@ pub enum NodeError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("backend: {0}")]
-    Backend(#[from] montana_backends::SelectError),
+    Backend(#[from] backend_choice::ChoiceError),
     #[error("{0}")]
     Faults(String),
     #[error("network: {0}")]
@@ -104,9 +106,14 @@ impl Node {
                 noise,
             });
         }
-        let backends = backend_choice::choose(genesis.hash, cfg.backend.as_deref())?;
         let faults = faults::from_env().map_err(NodeError::Faults)?;
         let store = Store::open(&cfg.data_dir, &genesis)?;
+        let backends = backend_choice::choose(
+            &genesis,
+            &cfg.data_dir,
+            cfg.backend.as_deref(),
+            cfg.calibration,
+        )?;
         Ok(Node {
             network_id: genesis.network_id(),
             me: me as u16,

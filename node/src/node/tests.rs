@@ -59,6 +59,7 @@ fn config(c: &Cluster, i: usize) -> NodeConfig {
         keys_dir: None,
         backend: None,
         last_window: None,
+        calibration: crate::backend_choice::Calibration::Skip,
     }
 }
 
