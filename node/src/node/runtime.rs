@@ -97,6 +97,7 @@ pub(super) async fn run(
     let started_at = Instant::now();
     let peers = r.node.genesis.peers.len() - 1;
     let mut started = false;
+    let mut last_connected = 0;
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut tip_every = tokio::time::interval(TIP_EVERY);
@@ -107,6 +108,13 @@ pub(super) async fn run(
             Some(m) = inbound.recv() => r.on_incoming(m)?,
             Some(d) = done_rx.recv() => r.on_done(d)?,
             _ = tick.tick() => {
+                // A new connection learns our tip now, not at the next round:
+                // a restarted follower starts catching up at once.
+                let connected = r.transport.summary().connected;
+                if connected > last_connected {
+                    r.send_tip();
+                }
+                last_connected = connected;
                 if !started
                     && (r.transport.summary().connected >= peers
                         || started_at.elapsed() >= START_GRACE)
