@@ -181,7 +181,7 @@ impl Genesis {
                 self.checkpoints
             )));
         }
-        if self.d == 0 || self.d % self.checkpoints != 0 {
+        if self.d == 0 || !self.d.is_multiple_of(self.checkpoints) {
             return Err(invalid(format!(
                 "d {} must be a positive multiple of checkpoints {}",
                 self.d, self.checkpoints

@@ -249,7 +249,8 @@ mod tests {
     fn header_fields_are_signed() {
         let keys = NodeKeys::generate().unwrap();
         let p = sample(&keys);
-        let mut edits: Vec<Box<dyn Fn(&mut ProposalHeader)>> = vec![
+        type Edit = Box<dyn Fn(&mut ProposalHeader)>;
+        let mut edits: Vec<Edit> = vec![
             Box::new(|h| h.window += 1),
             Box::new(|h| h.link[0] ^= 1),
             Box::new(|h| h.t.0[0] ^= 1),
