@@ -52,6 +52,8 @@ struct Runner {
     cancel: Arc<AtomicBool>,
     in_flight: usize,
     last_applied_at: Instant,
+    /// The snapshot last written to `state.json`.
+    last_written: NodeState,
     /// Seconds the last verification took per window.
     last_verify_secs: f64,
     verify_threads: usize,
@@ -90,6 +92,7 @@ pub(super) async fn run(
         in_flight: 0,
         last_applied_at: Instant::now(),
         last_verify_secs: 0.0,
+        last_written: NodeState::default(),
         verify_threads: VerifyOptions::default().threads,
     };
     r.publish();
@@ -372,7 +375,7 @@ impl Runner {
     }
 
     /// Refreshes the shared snapshot and `DIR/state.json`.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let tip = self.chain.tip();
         let mut s = self.state.lock().unwrap();
         s.phase = self.chain.phase().into();
@@ -383,8 +386,12 @@ impl Runner {
             s.rejected.insert((*k).to_string(), *v);
         }
         s.set_peers(&self.transport.summary());
-        if let Err(e) = s.write(&self.node.data_dir) {
-            debug!(error = %e, "state file not written");
+        // Only when something changed: no disk write every tick.
+        if *s != self.last_written {
+            match s.write(&self.node.data_dir) {
+                Ok(()) => self.last_written = s.clone(),
+                Err(e) => debug!(error = %e, "state file not written"),
+            }
         }
     }
 }
