@@ -1,9 +1,23 @@
 //! # montana-node: the Montana network node
 //!
-//! The library half of the `montana` binary. Today: the node's identity
-//! ([`keys`]). The transport, windows, storage and status layers join here,
-//! one module each.
+//! The library half of the `montana` binary: the node's identity
+//! ([`keys`]), the genesis manifest ([`genesis`]), proposals ([`proposal`])
+//! and messages ([`messages`]), storage ([`storage`]), the window state
+//! machine ([`chain`]), the running node ([`node`]) and the local devnet
+//! ([`devnet`]).
 
+pub mod backend_choice;
+pub mod chain;
+pub mod codec;
+pub mod devnet;
+pub mod genesis;
 pub mod keys;
+pub mod messages;
 pub mod net;
+pub mod node;
+pub mod proposal;
 pub mod status;
+pub mod storage;
+
+#[cfg(test)]
+mod testutil;

@@ -11,10 +11,14 @@ use clap::{Parser, Subcommand};
 mod backends;
 mod bench;
 mod calibrate;
+mod devnet;
 mod error;
+mod genesis;
 mod keys;
+mod logging;
 mod progress;
 mod selftest;
+mod start;
 mod status;
 mod vdf;
 
@@ -42,10 +46,17 @@ pub enum Command {
     /// Manage the node's identity keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Measure this host's backends for a network: can it propose, can it follow?
-    Calibrate(calibrate::Args),
+    /// Create a network's genesis manifest.
+    #[command(subcommand)]
+    Genesis(genesis::GenesisCommand),
+    /// Run a node until SIGINT or SIGTERM.
+    Start(start::Args),
+    /// Run a local devnet of node processes on loopback to convergence.
+    Devnet(devnet::Args),
     /// Show a running node's status (window, lag, peers, heartbeats).
     Status(status::Args),
+    /// Measure this host's backends for a network: can it propose, can it follow?
+    Calibrate(calibrate::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -77,8 +88,11 @@ pub fn run() -> ExitCode {
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Keys(cmd) => keys::run(cmd),
-        Command::Calibrate(args) => calibrate::run(args),
+        Command::Genesis(cmd) => genesis::run(cmd),
+        Command::Start(args) => start::run(args),
+        Command::Devnet(args) => devnet::run(args),
         Command::Status(args) => status::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

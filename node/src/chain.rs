@@ -1,0 +1,551 @@
+//! The window state machine, without I/O.
+//!
+//! It takes events (a proposal or a batch of them from a peer, a peer's tip,
+//! the result of a verification or an evaluation, a timer tick) and returns
+//! [`Action`]s for the node to carry out (verify a batch on the verify
+//! backend, evaluate the next window, store and broadcast, request missing
+//! windows). Nothing here touches the network, the disk or a backend, so
+//! every rule is unit-tested with plain values.
+//!
+//! Rules:
+//! - The proposer (the genesis bootstrap peer) evaluates T(W+1) from its tip
+//!   and applies its own proposal; nobody else may propose.
+//! - A follower checks proposer, signature, window and link (the previous
+//!   proposal's hash, the network id for window 1) before spending any
+//!   hashing, then verifies the checkpoints, then applies. It never advances
+//!   on its own: the only way forward is a verified proposal.
+//! - Behind: ask a peer for the missing windows and verify whatever
+//!   consecutive run is at hand in one backend call (many windows per call).
+//! - Invalid proposals are rejected with a reason and counted; the machine
+//!   keeps going.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
+
+use crate::genesis::Genesis;
+use crate::keys::VerifyingKey;
+use crate::messages::MAX_REQUEST;
+use crate::proposal::Proposal;
+use crate::storage::Tip;
+
+/// A peer, by its index in the genesis peer list.
+pub type PeerIndex = u16;
+
+/// Most windows verified in one backend call.
+pub const MAX_BATCH_WINDOWS: usize = 64;
+/// Most checkpoints held in proposals waiting for their turn (32 MiB).
+pub const MAX_WAITING_CHECKPOINTS: usize = 1 << 20;
+/// How long a GetProposals may stay unanswered before it is asked again.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Candidates kept per window (a forged one must not push out a real one).
+const CANDIDATES_PER_WINDOW: usize = 4;
+
+/// Why a proposal was rejected. `kind()` names the counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    WrongProposer { claimed: PeerIndex },
+    NotFromProposer,
+    BadSignature,
+    WrongParams(String),
+    WrongWindow { expected: u64, got: u64 },
+    WrongPrevious,
+    BadCheckpoint { segment: usize },
+}
+
+impl Reject {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reject::WrongProposer { .. } => "wrong_proposer",
+            Reject::NotFromProposer => "not_from_proposer",
+            Reject::BadSignature => "bad_signature",
+            Reject::WrongParams(_) => "wrong_params",
+            Reject::WrongWindow { .. } => "wrong_window",
+            Reject::WrongPrevious => "wrong_previous",
+            Reject::BadCheckpoint { .. } => "bad_checkpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reject::WrongProposer { claimed } => {
+                write!(f, "wrong proposer: claims peer {claimed}")
+            }
+            Reject::NotFromProposer => f.write_str("the proposer received a proposal"),
+            Reject::BadSignature => f.write_str("bad signature"),
+            Reject::WrongParams(why) => write!(f, "wrong parameters: {why}"),
+            Reject::WrongWindow { expected, got } => {
+                write!(f, "wrong window: expected {expected}, got {got}")
+            }
+            Reject::WrongPrevious => f.write_str("wrong previous proposal hash"),
+            Reject::BadCheckpoint { segment } => {
+                write!(f, "bad checkpoint: segment {segment} does not verify")
+            }
+        }
+    }
+}
+
+/// Consecutive proposals to verify together, with their proofs.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub from: Option<PeerIndex>,
+    pub proposals: Vec<Proposal>,
+    pub proofs: Vec<Proof>,
+}
+
+/// What the node must do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Verify `batch` (one `verify_proofs` call), then call
+    /// [`Chain::on_verified`].
+    Verify(Batch),
+    /// Evaluate window `window` from `start` (= T(window-1)) with K
+    /// checkpoints, sign it with `link`, then call [`Chain::on_evaluated`].
+    Evaluate {
+        window: u64,
+        start: Hash32,
+        link: [u8; 32],
+    },
+    /// Persist these verified proposals (one atomic batch); the tip has moved.
+    Apply(Vec<Proposal>),
+    /// Send this new proposal to every peer.
+    Broadcast(Proposal),
+    /// Ask `peer` for windows `from..from+count`.
+    Request {
+        peer: PeerIndex,
+        from: u64,
+        count: u32,
+    },
+    /// Log this rejection (already counted).
+    Rejected {
+        peer: Option<PeerIndex>,
+        window: u64,
+        reason: Reject,
+    },
+}
+
+/// The fixed rules from the genesis.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub suite: HashSuite,
+    pub d: u64,
+    pub checkpoints: u32,
+    pub proposer: PeerIndex,
+    pub proposer_key: VerifyingKey,
+}
+
+impl Rules {
+    pub fn from_genesis(g: &Genesis) -> Self {
+        let proposer = g.proposer();
+        Rules {
+            suite: g.hash,
+            d: g.d,
+            checkpoints: g.checkpoints as u32,
+            proposer,
+            proposer_key: g.peers[proposer as usize]
+                .signing_public()
+                .expect("validated genesis"),
+        }
+    }
+}
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Chain {
+    rules: Rules,
+    me: PeerIndex,
+    tip: Tip,
+    /// Highest window any peer has shown us.
+    best_known: u64,
+    best_peer: Option<PeerIndex>,
+    /// Checked-so-far proposals above the tip, by window.
+    waiting: BTreeMap<u64, Vec<(Option<PeerIndex>, Proposal)>>,
+    waiting_checkpoints: usize,
+    /// A verification (follower) or evaluation (proposer) is running.
+    busy: bool,
+    /// The last window of the batch being verified (0 when none).
+    verifying_upto: u64,
+    /// (peer, up to window, when) of the outstanding GetProposals.
+    requested: Option<(PeerIndex, u64, Instant)>,
+    rejected: BTreeMap<&'static str, u64>,
+    stopped: bool,
+    /// The proposer proposes only after [`Chain::start`].
+    started: bool,
+    /// The proposer proposes no window past this one (devnets, tests).
+    last_window: Option<u64>,
+}
+
+impl Chain {
+    pub fn new(rules: Rules, me: PeerIndex, tip: Tip) -> Self {
+        Chain {
+            rules,
+            me,
+            best_known: tip.window,
+            best_peer: None,
+            tip,
+            waiting: BTreeMap::new(),
+            waiting_checkpoints: 0,
+            busy: false,
+            verifying_upto: 0,
+            requested: None,
+            rejected: BTreeMap::new(),
+            stopped: false,
+            started: false,
+            last_window: None,
+        }
+    }
+
+    /// Makes the proposer stop proposing after `window` (it keeps serving).
+    pub fn set_last_window(&mut self, window: Option<u64>) {
+        self.last_window = window;
+    }
+
+    fn reached_last_window(&self) -> bool {
+        self.last_window.is_some_and(|l| self.tip.window >= l)
+    }
+
+    pub fn is_proposer(&self) -> bool {
+        self.me == self.rules.proposer
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    /// Windows between the tip and the best one a peer has shown.
+    pub fn lag(&self) -> u64 {
+        self.best_known.saturating_sub(self.tip.window)
+    }
+
+    pub fn best_known(&self) -> u64 {
+        self.best_known
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejected
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// "proposing", "done" (the proposer past its last window),
+    /// "verifying", "catching-up", "following" or "stopped".
+    pub fn phase(&self) -> &'static str {
+        if self.stopped {
+            "stopped"
+        } else if self.is_proposer() && self.reached_last_window() {
+            "done"
+        } else if self.is_proposer() {
+            "proposing"
+        } else if self.lag() > 1 {
+            "catching-up"
+        } else if self.busy {
+            "verifying"
+        } else {
+            "following"
+        }
+    }
+
+    /// No new work after this (shutdown); in-flight results are still taken.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Lets the proposer begin (the node calls it once its peers are
+    /// connected); returns the first actions.
+    pub fn start(&mut self) -> Vec<Action> {
+        self.started = true;
+        self.next_work(Instant::now())
+    }
+
+    /// A proposal pushed by `peer`.
+    pub fn on_proposal(&mut self, peer: PeerIndex, p: Proposal, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.admit(Some(peer), p, &mut out);
+        out.extend(self.next_work(now));
+        out
+    }
+
+    /// Proposals answering our GetProposals.
+    pub fn on_proposals(
+        &mut self,
+        peer: PeerIndex,
+        ps: Vec<Proposal>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if matches!(self.requested, Some((p, _, _)) if p == peer) {
+            self.requested = None;
+        }
+        for p in ps {
+            self.admit(Some(peer), p, &mut out);
+        }
+        out.extend(self.next_work(now));
+        out
+    }
+
+    /// A peer's tip: how far the network is.
+    pub fn on_tip(&mut self, peer: PeerIndex, window: u64, now: Instant) -> Vec<Action> {
+        self.saw(peer, window);
+        self.next_work(now)
+    }
+
+    /// Periodic: re-asks an unanswered request.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        if matches!(self.requested, Some((_, _, at)) if now.duration_since(at) >= REQUEST_TIMEOUT) {
+            self.requested = None;
+        }
+        self.next_work(now)
+    }
+
+    /// The result of an [`Action::Verify`]; `Err` is a backend failure (the
+    /// batch goes back to wait for a retry, nobody is blamed).
+    pub fn on_verified(
+        &mut self,
+        batch: Batch,
+        outcome: Result<VerifyOutcome, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.busy = false;
+        self.verifying_upto = 0;
+        let mut out = Vec::new();
+        let k = self.rules.checkpoints as usize;
+        let good = match outcome {
+            Ok(VerifyOutcome::Valid) => batch.proposals.len(),
+            Ok(VerifyOutcome::Invalid { first_bad_segment }) => {
+                let bad = first_bad_segment / k;
+                let p = &batch.proposals[bad];
+                self.reject(
+                    batch.from,
+                    p.window(),
+                    Reject::BadCheckpoint {
+                        segment: first_bad_segment % k,
+                    },
+                    &mut out,
+                );
+                bad
+            }
+            Err(_) => {
+                for p in batch.proposals {
+                    self.wait(batch.from, p);
+                }
+                return out;
+            }
+        };
+        let applied: Vec<Proposal> = batch.proposals.into_iter().take(good).collect();
+        if !applied.is_empty() {
+            for p in &applied {
+                self.tip = self.tip.after(p);
+            }
+            self.best_known = self.best_known.max(self.tip.window);
+            self.prune();
+            out.push(Action::Apply(applied));
+        }
+        out.extend(self.next_work(now));
+        out
+    }
+
+    /// The proposer's own signed proposal for the window it was asked to
+    /// evaluate: apply and broadcast it.
+    pub fn on_evaluated(&mut self, p: Proposal, now: Instant) -> Vec<Action> {
+        self.busy = false;
+        let mut out = Vec::new();
+        if p.window() == self.tip.window + 1 && p.header.link == self.tip.hash {
+            self.tip = self.tip.after(&p);
+            self.best_known = self.best_known.max(self.tip.window);
+            out.push(Action::Apply(vec![p.clone()]));
+            out.push(Action::Broadcast(p));
+        }
+        out.extend(self.next_work(now));
+        out
+    }
+
+    /// An evaluation that did not finish (cancelled or failed).
+    pub fn on_evaluation_failed(&mut self) {
+        self.busy = false;
+    }
+
+    fn saw(&mut self, peer: PeerIndex, window: u64) {
+        if window > self.best_known {
+            self.best_known = window;
+            self.best_peer = Some(peer);
+        }
+    }
+
+    fn reject(&mut self, peer: Option<PeerIndex>, window: u64, r: Reject, out: &mut Vec<Action>) {
+        *self.rejected.entry(r.kind()).or_default() += 1;
+        out.push(Action::Rejected {
+            peer,
+            window,
+            reason: r,
+        });
+    }
+
+    /// The checks that need no hashing, then into the waiting room.
+    fn admit(&mut self, peer: Option<PeerIndex>, p: Proposal, out: &mut Vec<Action>) {
+        let w = p.window();
+        let h = &p.header;
+        let r = &self.rules;
+        let verdict = if self.is_proposer() {
+            Err(Reject::NotFromProposer)
+        } else if h.proposer != r.proposer {
+            Err(Reject::WrongProposer {
+                claimed: h.proposer,
+            })
+        } else if !p.signed_by(&r.proposer_key) {
+            Err(Reject::BadSignature)
+        } else if h.suite != r.suite || h.d != r.d || h.checkpoints != r.checkpoints {
+            Err(Reject::WrongParams(format!(
+                "{}/D={}/K={}",
+                h.suite, h.d, h.checkpoints
+            )))
+        } else if w == self.tip.window && p.hash() != self.tip.hash {
+            // A different proposal for the window just applied.
+            Err(Reject::WrongWindow {
+                expected: self.tip.window + 1,
+                got: w,
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(reason) = verdict {
+            return self.reject(peer, w, reason, out);
+        }
+        // Signed by the proposer: the window exists.
+        if let Some(peer) = peer {
+            self.saw(peer, w);
+        }
+        if w <= self.tip.window {
+            return; // already applied: a duplicate (catch-up and push overlap)
+        }
+        self.wait(peer, p);
+    }
+
+    fn wait(&mut self, peer: Option<PeerIndex>, p: Proposal) {
+        let k = p.checkpoints.len();
+        if self.waiting_checkpoints + k > MAX_WAITING_CHECKPOINTS {
+            return; // fetched again later
+        }
+        let slot = self.waiting.entry(p.window()).or_default();
+        let h = p.hash();
+        if slot.len() >= CANDIDATES_PER_WINDOW || slot.iter().any(|(_, q)| q.hash() == h) {
+            return;
+        }
+        slot.push((peer, p));
+        self.waiting_checkpoints += k;
+    }
+
+    /// Drops waiting proposals at or below the tip.
+    fn prune(&mut self) {
+        let keep = self.waiting.split_off(&(self.tip.window + 1));
+        for (_, v) in std::mem::replace(&mut self.waiting, keep) {
+            for (_, p) in v {
+                self.waiting_checkpoints -= p.checkpoints.len();
+            }
+        }
+    }
+
+    /// Takes the next consecutive run of waiting proposals that links onto
+    /// the tip, rejecting candidates whose link is wrong.
+    fn take_batch(&mut self, out: &mut Vec<Action>) -> Option<Batch> {
+        let mut link = self.tip.hash;
+        let mut start = self.tip.t;
+        let mut batch = Batch {
+            from: None,
+            proposals: Vec::new(),
+            proofs: Vec::new(),
+        };
+        let mut w = self.tip.window + 1;
+        let mut unlinked = Vec::new();
+        while batch.proposals.len() < MAX_BATCH_WINDOWS {
+            let Some(slot) = self.waiting.get_mut(&w) else {
+                break;
+            };
+            // The first candidate that links on; the others that do not link
+            // are rejected (they cannot become valid).
+            let mut chosen = None;
+            let mut i = 0;
+            while i < slot.len() {
+                if slot[i].1.header.link == link {
+                    if chosen.is_none() {
+                        chosen = Some(slot.remove(i));
+                        continue;
+                    }
+                    i += 1;
+                } else if batch.proposals.is_empty() {
+                    // Linking onto the tip is final: a mismatch is wrong.
+                    unlinked.push(slot.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if slot.is_empty() {
+                self.waiting.remove(&w);
+            }
+            for (peer, p) in unlinked.drain(..) {
+                self.waiting_checkpoints -= p.checkpoints.len();
+                self.reject(peer, p.window(), Reject::WrongPrevious, out);
+            }
+            let Some((peer, p)) = chosen else {
+                break;
+            };
+            self.waiting_checkpoints -= p.checkpoints.len();
+            if batch.from.is_none() {
+                batch.from = peer;
+            }
+            batch.proofs.push(p.proof(start));
+            link = p.hash();
+            start = p.header.t;
+            batch.proposals.push(p);
+            w += 1;
+        }
+        (!batch.proposals.is_empty()).then_some(batch)
+    }
+
+    fn next_work(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.stopped || self.busy {
+            return out;
+        }
+        if self.is_proposer() {
+            if !self.started || self.reached_last_window() {
+                return out;
+            }
+            self.busy = true;
+            out.push(Action::Evaluate {
+                window: self.tip.window + 1,
+                start: self.tip.t,
+                link: self.tip.hash,
+            });
+            return out;
+        }
+        if let Some(batch) = self.take_batch(&mut out) {
+            self.busy = true;
+            self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());
+            out.push(Action::Verify(batch));
+        }
+        // Ask for what is missing beyond what we hold (waiting or being
+        // verified), one request at a time.
+        let mut have = self.tip.window.max(self.verifying_upto);
+        while self.waiting.contains_key(&(have + 1)) {
+            have += 1;
+        }
+        let from = have + 1;
+        if self.requested.is_none() && self.best_known >= from {
+            if let Some(peer) = self.best_peer {
+                let count = (self.best_known - from + 1).min(MAX_REQUEST as u64) as u32;
+                self.requested = Some((peer, from + count as u64 - 1, now));
+                out.push(Action::Request { peer, from, count });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

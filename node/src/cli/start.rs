@@ -1,0 +1,140 @@
+//! `montana start`: run a node until SIGINT or SIGTERM.
+//!
+//! Everything the operator can get wrong (genesis, keys, data dir, backend,
+//! addresses) is checked before the network starts and reported as one line
+//! on stderr with exit code 2; a node that cannot start must say why, not
+//! crash-loop silently.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::Args as ClapArgs;
+use montana_node::backend_choice::Calibration;
+use montana_node::net::Network;
+use montana_node::node::net_transport::{self, NetTransport};
+use montana_node::node::{Node, NodeConfig};
+use montana_node::status::{self, STATUS_ADDR_FILE};
+use tracing::{error, info};
+
+use super::CliError;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// The node's data dir (database, state, default keys dir).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The network's genesis manifest.
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// Keys dir (default: DATA_DIR/keys).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Listen address (default: this node's address in the genesis).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Status server address (/status, /metrics); port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub status_addr: SocketAddr,
+    /// Pin one backend for evaluation and verification (default: auto).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Proposer only: stop proposing after this window (devnets, tests).
+    #[arg(long)]
+    pub last_window: Option<u64>,
+    /// Take the best available backends without the calibration file or a
+    /// quick calibration (tests).
+    #[arg(long)]
+    pub skip_calibration: bool,
+}
+
+pub fn run(a: Args) -> Result<(), CliError> {
+    super::logging::init();
+    let cfg = NodeConfig {
+        data_dir: a.data_dir.clone(),
+        genesis: a.genesis,
+        keys_dir: a.keys,
+        backend: a.backend,
+        last_window: a.last_window,
+        calibration: if a.skip_calibration {
+            Calibration::Skip
+        } else {
+            Calibration::Use
+        },
+    };
+    let node = Node::open(&cfg).map_err(|e| {
+        error!(error = %e, "cannot start");
+        CliError::bad_input(e)
+    })?;
+    info!(
+        label = node.label(),
+        eval = node.backends.eval.name(),
+        verify = node.backends.verify.name(),
+        eval_rate = node.backends.eval_rate.unwrap_or(0.0),
+        verify_rate = node.backends.verify_rate.unwrap_or(0.0),
+        reason = %node.backends.reason,
+        "backends chosen"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::check_failed(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(serve(node, a.listen, a.status_addr, a.data_dir))
+}
+
+async fn serve(
+    node: Node,
+    listen: Option<SocketAddr>,
+    status_addr: SocketAddr,
+    data_dir: PathBuf,
+) -> Result<(), CliError> {
+    let net_cfg = net_transport::net_config(&node, listen).map_err(CliError::bad_input)?;
+    let (net, inbound) = Network::start(net_cfg).await.map_err(CliError::bad_input)?;
+    let state = Arc::new(Mutex::new(node.initial_state()));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let source = {
+        let (state, net) = (state.clone(), net.clone());
+        Arc::new(move || net_transport::snapshot(&state.lock().unwrap(), &net))
+    };
+    let mut rx = stop_rx.clone();
+    let bound = status::serve(status_addr, source, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })
+    .await
+    .map_err(CliError::bad_input)?;
+    let addr_file = data_dir.join(STATUS_ADDR_FILE);
+    std::fs::write(&addr_file, format!("{bound}\n"))
+        .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", addr_file.display())))?;
+
+    let transport = Arc::new(NetTransport(net.clone()));
+    let result = node
+        .run(
+            transport,
+            net_transport::forward(inbound),
+            state,
+            shutdown_signal(),
+        )
+        .await;
+    net.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = std::fs::remove_file(&addr_file);
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            error!(error = %e, "node stopped on an error");
+            Err(CliError::check_failed(e))
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

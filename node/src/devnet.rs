@@ -1,0 +1,270 @@
+//! A local devnet's plan and verdict, without processes: keys and a genesis
+//! for N nodes on loopback ports, D from a quick measurement of this host's
+//! eval rate, and the final check that every node ended on the same window
+//! with the same T, and that T is the TimeChain's.
+//!
+//! `montana devnet` (cli/devnet.rs) runs the processes around this.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use montana_backends::ScalarBackend;
+use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, TimeChain};
+use serde::Serialize;
+
+use crate::genesis::{Genesis, GenesisPeer};
+use crate::keys::NodeKeys;
+use crate::node::NodeState;
+
+/// One planned node.
+#[derive(Clone, Debug)]
+pub struct DevnetNode {
+    pub label: String,
+    pub dir: PathBuf,
+    pub address: SocketAddr,
+}
+
+/// What `plan` wrote.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub genesis_path: PathBuf,
+    pub genesis: Genesis,
+    pub nodes: Vec<DevnetNode>,
+}
+
+/// Steps per second of `backend` evaluating `suite` on this host: the
+/// median of three short runs (about 0.1 s each after a probe).
+pub fn measure_eval_rate(backend: &dyn Backend, suite: HashSuite) -> Result<f64, String> {
+    let run = |n: u64| -> Result<f64, String> {
+        let params = ChainParams::new(n, 1).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        backend
+            .evaluate(suite, &Hash32([7; 32]), params, &EvalControl::none())
+            .map_err(|e| e.to_string())?;
+        Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
+    };
+    let probe = run(200_000)?;
+    let n = ((probe * 0.1) as u64).max(100_000);
+    let mut rates = [run(n)?, run(n)?, run(n)?];
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[1])
+}
+
+/// D for windows of about `window_secs` at `rate`, a positive multiple of K.
+pub fn d_for(rate: f64, window_secs: f64, k: u64) -> u64 {
+    let d = (rate * window_secs / k as f64).round() as u64;
+    d.max(1) * k
+}
+
+/// Free loopback ports (bound then released; the OS hands them out in turn).
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// Writes keys for `n` nodes under `dir/nodeI/keys`, a peers file and a
+/// genesis (node0 is the proposer).
+pub fn plan(
+    dir: &Path,
+    n: usize,
+    suite: HashSuite,
+    d: u64,
+    k: u64,
+    window_secs: f64,
+) -> Result<Plan, String> {
+    let ports = free_ports(n).map_err(|e| format!("no free loopback ports: {e}"))?;
+    let mut peers = Vec::with_capacity(n);
+    let mut nodes = Vec::with_capacity(n);
+    for (i, port) in ports.into_iter().enumerate() {
+        let label = format!("node{i}");
+        let node_dir = dir.join(&label);
+        let keys = NodeKeys::generate().map_err(|e| e.to_string())?;
+        keys.save(&node_dir.join("keys"))
+            .map_err(|e| e.to_string())?;
+        let pk = keys.public_keys();
+        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        peers.push(GenesisPeer {
+            label: label.clone(),
+            address,
+            noise_public_key: pk.noise_public_key,
+            signing_public_key: pk.signing_public_key,
+            bootstrap: i == 0,
+        });
+        nodes.push(DevnetNode {
+            label,
+            dir: node_dir,
+            address,
+        });
+    }
+    let peers_path = dir.join("peers.json");
+    std::fs::write(
+        &peers_path,
+        serde_json::to_string_pretty(&peers).expect("plain data"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", peers_path.display()))?;
+    let genesis = Genesis::new(peers, suite, d, k, window_secs).map_err(|e| e.to_string())?;
+    let genesis_path = dir.join("genesis.json");
+    std::fs::write(&genesis_path, genesis.to_json())
+        .map_err(|e| format!("cannot write {}: {e}", genesis_path.display()))?;
+    Ok(Plan {
+        genesis_path,
+        genesis,
+        nodes,
+    })
+}
+
+/// One node in the devnet's JSON verdict.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct NodeReport {
+    pub label: String,
+    pub phase: String,
+    pub window: u64,
+    pub t: String,
+    pub lag: u64,
+}
+
+/// The devnet's last JSON line.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub hash: HashSuite,
+    pub d: u64,
+    pub checkpoints: u64,
+    pub windows: u64,
+    pub converged: bool,
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Builds the report and checks convergence: every node reported, all on
+/// the same window with the same T, and that T equals the TimeChain's
+/// `T(window)` recomputed here with the scalar oracle.
+pub fn verdict(
+    genesis: &Genesis,
+    windows: u64,
+    states: &[Option<NodeState>],
+) -> (Report, Result<(), String>) {
+    let nodes: Vec<NodeReport> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Some(s) => NodeReport {
+                label: s.label.clone(),
+                phase: s.phase.clone(),
+                window: s.window,
+                t: s.t.clone(),
+                lag: s.lag,
+            },
+            None => NodeReport {
+                label: genesis.peers[i].label.clone(),
+                phase: "unknown".into(),
+                window: 0,
+                t: String::new(),
+                lag: 0,
+            },
+        })
+        .collect();
+    let check = (|| {
+        if let Some(i) = states.iter().position(Option::is_none) {
+            return Err(format!("{} reported no state", genesis.peers[i].label));
+        }
+        let first = &nodes[0];
+        for n in &nodes[1..] {
+            if (n.window, &n.t) != (first.window, &first.t) {
+                return Err(format!(
+                    "{} ended on window {} but {} on window {} (or with another T)",
+                    n.label, n.window, first.label, first.window
+                ));
+            }
+        }
+        if first.window < windows {
+            return Err(format!(
+                "the devnet reached window {} of {windows}",
+                first.window
+            ));
+        }
+        let expected = TimeChain::new(genesis.hash, genesis.d)
+            .window(&ScalarBackend, first.window, &EvalControl::none())
+            .map_err(|e| e.to_string())?;
+        if expected.to_hex() != first.t {
+            return Err(format!(
+                "T({}) = {} differs from the TimeChain's {expected}",
+                first.window, first.t
+            ));
+        }
+        Ok(())
+    })();
+    let report = Report {
+        hash: genesis.hash,
+        d: genesis.d,
+        checkpoints: genesis.checkpoints,
+        windows,
+        converged: check.is_ok(),
+        nodes,
+    };
+    (report, check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn d_is_a_positive_multiple_of_k() {
+        assert_eq!(d_for(10_000_000.0, 1.0, 1_000), 10_000_000);
+        assert_eq!(d_for(1_234_567.0, 1.0, 1_000), 1_235_000);
+        assert_eq!(d_for(10.0, 1.0, 1_000), 1_000);
+        let r = measure_eval_rate(&ScalarBackend, HashSuite::Sha256).unwrap();
+        assert!(r > 0.0);
+    }
+
+    #[test]
+    fn plan_and_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path(), 3, HashSuite::Sha256, 300, 3, 1.0).unwrap();
+        assert_eq!(Genesis::load(&p.genesis_path).unwrap(), p.genesis);
+        assert_eq!(p.genesis.proposer(), 0);
+        for n in &p.nodes {
+            NodeKeys::load(&n.dir.join("keys")).unwrap();
+        }
+        let t2 = TimeChain::new(HashSuite::Sha256, 300)
+            .window(&ScalarBackend, 2, &EvalControl::none())
+            .unwrap();
+        let state = |label: &str, window, t: String| {
+            Some(NodeState {
+                label: label.into(),
+                window,
+                t,
+                phase: "stopped".into(),
+                ..Default::default()
+            })
+        };
+        let good: Vec<_> = (0..3)
+            .map(|i| state(&format!("node{i}"), 2, t2.to_hex()))
+            .collect();
+        let (r, ok) = verdict(&p.genesis, 2, &good);
+        assert!(ok.is_ok() && r.converged, "{ok:?}");
+        assert_eq!(r.nodes.len(), 3);
+        let json = serde_json::to_value(&r).unwrap();
+        for k in ["hash", "d", "checkpoints", "windows", "nodes"] {
+            assert!(json.get(k).is_some(), "{k}");
+        }
+        // Short of the target, split, wrong T, a missing node: all fail.
+        assert!(verdict(&p.genesis, 3, &good).1.is_err());
+        let mut split = good.clone();
+        split[2] = state("node2", 1, t2.to_hex());
+        assert!(verdict(&p.genesis, 2, &split).1.is_err());
+        let wrong: Vec<_> = (0..3)
+            .map(|i| state(&format!("node{i}"), 2, Hash32::ZERO.to_hex()))
+            .collect();
+        assert!(verdict(&p.genesis, 2, &wrong).1.is_err());
+        let mut missing = good.clone();
+        missing[1] = None;
+        let (r, ok) = verdict(&p.genesis, 2, &missing);
+        assert!(ok.is_err() && !r.converged);
+    }
+}

@@ -1,0 +1,90 @@
+//! Deliberate misbehaviour for the integration tests: a proposer that also
+//! sends bad proposals, so the tests can check that every follower rejects
+//! them. Read from `MONTANA_TEST_FAULTS` (never set in production), e.g.
+//! `forge@3,corrupt@5`: at window 3 first send a proposal signed by a key
+//! that is not the proposer's; at window 5 first send a proposal with one
+//! corrupted checkpoint, correctly signed (only the VDF check can catch it).
+
+use crate::keys::NodeKeys;
+use crate::proposal::Proposal;
+
+/// The environment variable holding the fault list.
+pub const ENV_FAULTS: &str = "MONTANA_TEST_FAULTS";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Forge(u64),
+    CorruptCheckpoint(u64),
+}
+
+/// Parses `kind@window,...`; unknown entries are an error (a typo must not
+/// silently test nothing).
+pub fn parse(s: &str) -> Result<Vec<Fault>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (kind, w) = e
+                .split_once('@')
+                .ok_or_else(|| format!("fault '{e}' is not kind@window"))?;
+            let w: u64 = w.parse().map_err(|_| format!("fault '{e}': bad window"))?;
+            match kind {
+                "forge" => Ok(Fault::Forge(w)),
+                "corrupt" => Ok(Fault::CorruptCheckpoint(w)),
+                _ => Err(format!("unknown fault kind '{kind}' (forge, corrupt)")),
+            }
+        })
+        .collect()
+}
+
+pub fn from_env() -> Result<Vec<Fault>, String> {
+    parse(&std::env::var(ENV_FAULTS).unwrap_or_default())
+}
+
+/// The bad proposals to send before the real `p`.
+pub fn bad_twins(faults: &[Fault], keys: &NodeKeys, p: &Proposal) -> Vec<Proposal> {
+    let h = &p.header;
+    faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::Forge(w) if w == h.window => {
+                let stranger = NodeKeys::generate().ok()?;
+                Some(Proposal::sign(
+                    &stranger,
+                    h.suite,
+                    h.window,
+                    h.link,
+                    h.d,
+                    h.proposer,
+                    p.checkpoints.clone(),
+                ))
+            }
+            Fault::CorruptCheckpoint(w) if w == h.window => {
+                let mut cps = p.checkpoints.clone();
+                let i = cps.len() / 2;
+                cps[i].0[0] ^= 0x80;
+                Some(Proposal::sign(
+                    keys, h.suite, h.window, h.link, h.d, h.proposer, cps,
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_lists() {
+        assert_eq!(
+            parse("forge@3, corrupt@5").unwrap(),
+            vec![Fault::Forge(3), Fault::CorruptCheckpoint(5)]
+        );
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("melt@3").is_err());
+        assert!(parse("forge").is_err());
+        assert!(parse("forge@x").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! What the node needs from a transport, as a trait, so the window loop can
+//! run over the real Noise network (`crate::net`) or, in tests, over an
+//! in-process hub.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+/// One application message from a peer.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub peer: u16,
+    pub msg_type: u8,
+    pub version: u8,
+    pub request_id: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Connection health for the status snapshot and the devnet table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerSummary {
+    pub connected: usize,
+    pub heartbeats_ok_5m: u64,
+    pub heartbeat_errors_5m: u64,
+}
+
+/// Sending side of a transport.
+pub trait Transport: Send + Sync {
+    /// Queues a message for one peer; an error means it was dropped.
+    fn send(
+        &self,
+        peer: u16,
+        msg_type: u8,
+        request_id: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), String>;
+    /// Queues a message for every connected peer.
+    fn broadcast(&self, msg_type: u8, payload: Vec<u8>);
+    fn summary(&self) -> PeerSummary {
+        PeerSummary::default()
+    }
+}
+
+/// An in-process transport: every node's inbound queue in one table.
+#[derive(Clone, Default)]
+pub struct LocalHub {
+    queues: Arc<Mutex<Vec<Option<mpsc::UnboundedSender<Incoming>>>>>,
+}
+
+/// One node's handle on a [`LocalHub`].
+pub struct LocalPort {
+    hub: LocalHub,
+    me: u16,
+}
+
+impl LocalHub {
+    /// Attaches node `me` (replacing a previous attachment: a restart).
+    pub fn attach(&self, me: u16) -> (LocalPort, mpsc::Receiver<Incoming>) {
+        let (tx, mut urx) = mpsc::unbounded_channel();
+        let (btx, brx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some(m) = urx.recv().await {
+                if btx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut q = self.queues.lock().unwrap();
+        if q.len() <= me as usize {
+            q.resize(me as usize + 1, None);
+        }
+        q[me as usize] = Some(tx);
+        (
+            LocalPort {
+                hub: self.clone(),
+                me,
+            },
+            brx,
+        )
+    }
+
+    /// Detaches node `me` (it stops receiving: a crash or a shutdown).
+    pub fn detach(&self, me: u16) {
+        if let Some(q) = self.queues.lock().unwrap().get_mut(me as usize) {
+            *q = None;
+        }
+    }
+}
+
+impl Transport for LocalPort {
+    fn send(
+        &self,
+        peer: u16,
+        msg_type: u8,
+        request_id: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        let q = self.hub.queues.lock().unwrap();
+        let tx = q
+            .get(peer as usize)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| format!("peer {peer} is not connected"))?;
+        tx.send(Incoming {
+            peer: self.me,
+            msg_type,
+            version: crate::messages::MSG_VERSION,
+            request_id,
+            payload,
+        })
+        .map_err(|_| format!("peer {peer} is gone"))
+    }
+
+    fn broadcast(&self, msg_type: u8, payload: Vec<u8>) {
+        let n = self.hub.queues.lock().unwrap().len();
+        for peer in 0..n as u16 {
+            if peer != self.me {
+                let _ = self.send(peer, msg_type, 0, payload.clone());
+            }
+        }
+    }
+
+    fn summary(&self) -> PeerSummary {
+        let q = self.hub.queues.lock().unwrap();
+        PeerSummary {
+            connected: q
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| *i != self.me as usize && t.is_some())
+                .count(),
+            ..PeerSummary::default()
+        }
+    }
+}
