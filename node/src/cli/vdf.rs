@@ -161,9 +161,20 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
     };
     let text = read_input(a.file.as_ref())?;
     let proof = montana_vdf::json::from_str(&text)?;
-    let backend = registry()?.select(&a.backend, proof.suite(), Operation::Verify)?;
+    let registry = registry()?;
+    let backend = registry.select(&a.backend, proof.suite(), Operation::Verify)?;
+    let segments = proof.segments();
     let started = Instant::now();
-    let outcome = backend.verify_proofs(std::slice::from_ref(&proof), &opts)?;
+    // A backend chosen by `auto` that fails on the device (a GPU lost) falls
+    // back down the ranking; a backend named on the command line does not.
+    let (outcome, used) = if a.backend == montana_backends::registry::AUTO {
+        registry.verify_with_fallback(&backend, proof.suite(), &segments, &opts)?
+    } else {
+        (
+            backend.verify(proof.suite(), &segments, &opts)?,
+            backend.name(),
+        )
+    };
     let out = VerifyOutput {
         valid: outcome.is_valid(),
         first_bad_segment: match outcome {
@@ -173,7 +184,7 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
         hash: proof.suite(),
         iterations: proof.iterations(),
         checkpoints: proof.checkpoints().len(),
-        backend: backend.name(),
+        backend: used,
         seconds: started.elapsed().as_secs_f64(),
     };
     print_json(&out);
