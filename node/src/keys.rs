@@ -61,6 +61,12 @@ pub enum Domain {
     Handshake,
     /// A proposal header.
     Proposal,
+    /// A prevote (consensus::vote).
+    Prevote,
+    /// A precommit (consensus::vote); a Cement carries these.
+    Precommit,
+    /// A proposer's progress beacon.
+    Beacon,
 }
 
 impl Domain {
@@ -68,6 +74,9 @@ impl Domain {
         match self {
             Domain::Handshake => b"montana/handshake/v1",
             Domain::Proposal => b"montana/proposal/v1",
+            Domain::Prevote => b"montana/prevote/v1",
+            Domain::Precommit => b"montana/precommit/v1",
+            Domain::Beacon => b"montana/beacon/v1",
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod backend_choice;
 pub mod chain;
 pub mod codec;
+pub mod consensus;
 pub mod devnet;
 pub mod genesis;
 pub mod keys;
