@@ -5,4 +5,5 @@
 pub mod active;
 pub mod agreement;
 pub mod merkle;
+pub mod state;
 pub mod vote;
