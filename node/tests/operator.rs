@@ -288,6 +288,10 @@ fn soak_records_every_node_and_a_killed_one_as_unreachable() {
     let after = lines(&out);
     assert!(after.len() > recorded.len());
     assert_eq!(after[..recorded.len()], recorded[..]);
+    // node2 is down during the whole second run: its label comes from the file.
+    let resumed = &after[recorded.len()]["nodes"][2];
+    assert_eq!(resumed["label"], "node2", "{resumed}");
+    assert_eq!(resumed["reachable"], false);
 
     // And the recording turns into a report (node2 unreachable: sync fails).
     let report_dir = dir.path().join("report");

@@ -82,7 +82,11 @@ fn lines(title: &str, y_desc: &str, series: &Series) -> Result<String, String> {
             .configure_mesh()
             .x_desc("minutes since the first poll")
             .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.1}"))
+            .x_label_formatter(&|x| match max_x {
+                m if m < 2.0 => format!("{x:.2}"),
+                m if m < 100.0 => format!("{x:.1}"),
+                _ => format!("{x:.0}"),
+            })
             .y_label_formatter(&|y| format!("{y:.1}"))
             .draw()
             .map_err(err)?;

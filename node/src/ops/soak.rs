@@ -279,6 +279,21 @@ pub fn read_records(path: &Path) -> Result<Vec<SoakRecord>, SoakError> {
     Ok(out)
 }
 
+/// The last complete record of a soak file, if any (reads only its tail).
+pub fn last_record(path: &Path) -> Option<SoakRecord> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 1 << 20;
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+}
+
 /// Polls every target once, in parallel; `labels` holds the last label seen
 /// per target and is updated.
 pub fn poll_once(
@@ -328,7 +343,21 @@ pub fn run(
     cfg.check()?;
     let mut writer = SoakWriter::open(&cfg.out, cfg.max_bytes)?;
     let timeout = cfg.interval.min(MAX_POLL_TIMEOUT);
-    let mut labels = vec![String::new(); cfg.targets.len()];
+    // A restarted soak knows the labels of nodes that are down now.
+    let known = last_record(&cfg.out);
+    let mut labels: Vec<String> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let addr = t.to_string();
+            known
+                .iter()
+                .flat_map(|r| &r.nodes)
+                .find(|n| n.addr == addr)
+                .map(|n| n.label.clone())
+                .unwrap_or_default()
+        })
+        .collect();
     let started = Instant::now();
     let end = cfg.duration.map(|d| started + d);
     let mut polls = 0;
@@ -433,6 +462,8 @@ mod tests {
         assert_eq!(polls.last(), Some(&39));
         assert!(polls.windows(2).all(|w| w[1] == w[0] + 1), "{polls:?}");
         assert_eq!(read_records(&path).unwrap()[0].nodes.len(), 2);
+        assert_eq!(last_record(&path).map(|r| r.poll), Some(39));
+        assert!(last_record(&dir.path().join("none")).is_none());
     }
 
     #[test]
