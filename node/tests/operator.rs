@@ -300,6 +300,8 @@ fn soak_records_every_node_and_a_killed_one_as_unreachable() {
         .arg(&out)
         .arg("--logs")
         .arg(plan.nodes[0].dir.join("node.log"))
+        .arg("--status")
+        .arg(addrs[0].to_string())
         .arg("--out")
         .arg(&report_dir)
         .output()
@@ -307,7 +309,12 @@ fn soak_records_every_node_and_a_killed_one_as_unreachable() {
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert!(stdout.lines().any(|l| l.starts_with("sync ")), "{r:?}");
     assert!(matches!(r.status.code(), Some(0) | Some(1)), "{r:?}");
-    assert!(report_dir.join(report::REPORT_FILE).exists());
+    let md = std::fs::read_to_string(report_dir.join(report::REPORT_FILE)).unwrap();
+    assert!(
+        md.contains(&format!("- {}: node0 ", addrs[0])),
+        "live status missing: {md}"
+    );
+    assert!(md.contains("| node2 |"), "{md}");
 }
 
 #[test]

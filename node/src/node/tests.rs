@@ -299,3 +299,30 @@ async fn status_names_the_backends_in_use_after_a_fallback() {
     assert_eq!(p.node_id.len(), 64);
     assert_ne!(p.node_id, live.node_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_proposer_went_quiet_shows_a_stall() {
+    // Window length 0.1 s: a stall is no new window for more than 0.3 s.
+    let c = cluster(2, 100_000, 50);
+    let proposer = start_with(&c, 0, Some(2), vec![]);
+    let follower = start(&c, 1);
+    wait_until("window 2 on both", || {
+        c.data.iter().all(|d| window_of(d) == 2)
+    })
+    .await;
+    wait_until("the follower stalled", || {
+        NodeState::read(&c.data[1]).is_some_and(|s| s.stalled)
+    })
+    .await;
+    let f = NodeState::read(&c.data[1]).unwrap();
+    assert_eq!((f.phase.as_str(), f.lag), ("following", 0), "{f:?}");
+    assert!(f.last_applied_secs_ago > 0.3, "{f:?}");
+    assert!(f.phase_shown().starts_with("following (stalled"), "{f:?}");
+    // The proposer is past its last window on purpose: done, not stalled.
+    let p = NodeState::read(&c.data[0]).unwrap();
+    assert_eq!(p.phase, "done");
+    assert!(!p.stalled, "{p:?}");
+    stop(&c, 1, follower).await;
+    let p = stop(&c, 0, proposer).await;
+    assert!(!p.stalled);
+}
