@@ -389,16 +389,28 @@ fn judge(a: &Analysis) -> Vec<ComponentVerdict> {
     vec![transport, consensus, sync, storage]
 }
 
+/// Distinct warning and error lines counted separately.
+const MAX_DISTINCT: usize = 10_000;
+
 /// The most frequent warning and error lines of `logs`, normalised (time
 /// stamps and `key=value` fields dropped), most frequent first.
 pub fn frequent_problems(logs: &[PathBuf]) -> Result<Vec<(String, u64)>, ReportError> {
+    use std::io::BufRead;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for path in logs {
-        let text = std::fs::read(path).map_err(|source| ReportError::Log {
+        let wrap = |source| ReportError::Log {
             path: path.display().to_string(),
             source,
-        })?;
-        for line in String::from_utf8_lossy(&text).lines() {
+        };
+        // Streamed line by line: a log may be far larger than memory.
+        let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(wrap)?);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            if reader.read_until(b'\n', &mut raw).map_err(wrap)? == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&raw);
             let words: Vec<&str> = line.split_whitespace().collect();
             let Some(at) = words
                 .iter()
@@ -411,7 +423,14 @@ pub fn frequent_problems(logs: &[PathBuf]) -> Result<Vec<(String, u64)>, ReportE
                 .copied()
                 .filter(|w| !w.contains('='))
                 .collect();
-            *counts.entry(msg.join(" ")).or_default() += 1;
+            let key = msg.join(" ");
+            // Bounded: past MAX_DISTINCT kinds, new ones are counted together.
+            let key = if counts.len() >= MAX_DISTINCT && !counts.contains_key(&key) {
+                "(other lines)".to_string()
+            } else {
+                key
+            };
+            *counts.entry(key).or_default() += 1;
         }
     }
     let mut v: Vec<(String, u64)> = counts.into_iter().collect();
@@ -784,6 +803,24 @@ mod tests {
             "x:1", "", "down",
         )]]));
         assert!(a.verdicts.iter().all(|v| v.verdict == Verdict::NoData));
+    }
+
+    #[test]
+    fn log_lines_are_counted_boundedly() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("node.log");
+        let mut text = String::new();
+        for i in 0..MAX_DISTINCT + 50 {
+            text += &format!("2026-11-30T20:00:00Z  WARN x: odd thing {i} peer=1\n");
+        }
+        text += "2026-11-30T20:00:00Z  INFO x: fine\nno newline at the end  ERROR x: odd thing 0";
+        std::fs::write(&log, text).unwrap();
+        let p = frequent_problems(&[log]).unwrap();
+        // 50 WARN kinds past the cap, and the torn ERROR line (a new kind).
+        assert_eq!(p[0], ("(other lines)".to_string(), 51));
+        assert_eq!(p[1], ("WARN x: odd thing 0".to_string(), 1));
+        assert_eq!(p.len(), 15);
+        assert!(frequent_problems(&[dir.path().join("none")]).is_err());
     }
 
     #[test]
