@@ -102,7 +102,9 @@ fn chromium() -> Option<String> {
 /// The DOM after the page ran its script for a few (virtual) seconds.
 fn dump_dom(browser: &str, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(browser)
+    // Under coreutils' timeout: a hung browser must not hang the test.
+    let out = Command::new("timeout")
+        .args(["120", browser])
         .args([
             "--headless",
             "--no-sandbox",
@@ -119,7 +121,10 @@ fn dump_dom(browser: &str, url: &str) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run chromium");
-    assert!(out.status.success(), "chromium failed: {out:?}");
+    assert!(
+        out.status.success(),
+        "chromium failed or timed out: {out:?}"
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
