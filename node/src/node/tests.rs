@@ -316,7 +316,7 @@ async fn a_follower_whose_proposer_went_quiet_shows_a_stall() {
     .await;
     let f = NodeState::read(&c.data[1]).unwrap();
     assert_eq!((f.phase.as_str(), f.lag), ("following", 0), "{f:?}");
-    assert!(f.last_applied_secs_ago > 0.3, "{f:?}");
+    assert!(f.last_applied_secs_ago >= 0.3, "{f:?}"); // rounded to 0.1 s
     assert!(f.phase_shown().starts_with("following (stalled"), "{f:?}");
     // The proposer is past its last window on purpose: done, not stalled.
     let p = NodeState::read(&c.data[0]).unwrap();
