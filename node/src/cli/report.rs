@@ -16,7 +16,7 @@ use super::CliError;
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// The soak file written by `montana soak` (FILE.1 is read first when present).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub soak: PathBuf,
     /// Also show these nodes' live /status (HOST:PORT).
     #[arg(long = "status", value_name = "ADDR", num_args = 1..)]
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub logs: Vec<PathBuf>,
     /// Directory for report.md and the SVG plots.
-    #[arg(long, default_value = "soak-report")]
+    #[arg(long, value_name = "DIR", default_value = "soak-report")]
     pub out: PathBuf,
 }
 

@@ -21,16 +21,16 @@ pub struct Args {
     #[arg(long = "status", value_name = "ADDR", num_args = 1.., required = true)]
     pub status: Vec<String>,
     /// Seconds between polls.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub interval: f64,
     /// The JSON-lines file to append to.
-    #[arg(long, default_value = "soak.jsonl")]
+    #[arg(long, value_name = "FILE", default_value = "soak.jsonl")]
     pub out: PathBuf,
     /// Stop after this many seconds (default: until SIGINT or SIGTERM).
-    #[arg(long)]
+    #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
     /// Rotate the file to FILE.1 when it would grow past this many bytes.
-    #[arg(long, default_value_t = soak::DEFAULT_MAX_BYTES)]
+    #[arg(long, value_name = "N", default_value_t = soak::DEFAULT_MAX_BYTES)]
     pub max_bytes: u64,
 }
 
