@@ -3,8 +3,8 @@
 //! The library half of the `montana` binary: the node's identity
 //! ([`keys`]), the genesis manifest ([`genesis`]), proposals ([`proposal`])
 //! and messages ([`messages`]), storage ([`storage`]), the window state
-//! machine ([`chain`]), the running node ([`node`]) and the local devnet
-//! ([`devnet`]).
+//! machine ([`chain`]), the running node ([`node`]), the local devnet
+//! ([`devnet`]) and the operator's soak and report tools ([`ops`]).
 
 pub mod backend_choice;
 pub mod chain;
@@ -16,6 +16,7 @@ pub mod keys;
 pub mod messages;
 pub mod net;
 pub mod node;
+pub mod ops;
 pub mod proposal;
 pub mod status;
 pub mod storage;

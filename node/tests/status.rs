@@ -21,7 +21,10 @@ fn snapshot(window: u64) -> StatusSnapshot {
         hash: "sha256".into(),
         eval_backend: "scalar".into(),
         verify_backend: "sha-ni".into(),
-        hash_rate: 1.5e7,
+        eval_rate: 1.5e7,
+        verify_rate: 4.5e7,
+        membership: "active".into(),
+        node_id: "ab".repeat(32),
         peers: vec![PeerStats {
             peer: PeerId(1),
             label: "n1".into(),
@@ -35,6 +38,7 @@ fn snapshot(window: u64) -> StatusSnapshot {
             queue_full: 3,
             ..Default::default()
         },
+        ..Default::default()
     }
 }
 

@@ -328,7 +328,7 @@ fn draw_table(plan: &Plan, states: &[Option<NodeState>], redraw: bool) {
             Some(s) => out.push_str(&format!(
                 "{:<8} {:<12} {:>7} {:>4} {:>6} {:>10} {:>9}  {}\n",
                 n.label,
-                s.phase,
+                s.phase_shown(),
                 s.window,
                 s.lag,
                 s.connected,

@@ -17,7 +17,9 @@ mod genesis;
 mod keys;
 mod logging;
 mod progress;
+mod report;
 mod selftest;
+mod soak;
 mod start;
 mod status;
 mod vdf;
@@ -57,6 +59,10 @@ pub enum Command {
     Status(status::Args),
     /// Measure this host's backends for a network: can it propose, can it follow?
     Calibrate(calibrate::Args),
+    /// Poll nodes' /status and append one JSON line per poll to a file.
+    Soak(soak::Args),
+    /// Turn a soak file into report.md with SVG plots and a verdict per component.
+    Report(report::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -93,6 +99,8 @@ pub fn run() -> ExitCode {
         Command::Devnet(args) => devnet::run(args),
         Command::Status(args) => status::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Soak(args) => soak::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -73,16 +73,17 @@ fn resolve(t: &Target) -> Result<SocketAddr, CliError> {
 fn table(s: &StatusSnapshot) -> String {
     let mut out = format!(
         "label      {}\nphase      {}\nwindow     {} (lag {})\nchain      {}, d = {}\n\
-         backends   eval {}, verify {}\nhash rate  {:.3} MH/s\n",
+         backends   eval {}, verify {}\nrates      eval {:.3} MH/s, verify {:.3} MH/s\n",
         s.label,
-        s.phase,
+        s.phase_shown(),
         s.window,
         s.lag,
         s.hash,
         s.d,
         s.eval_backend,
         s.verify_backend,
-        s.hash_rate / 1e6
+        s.eval_rate / 1e6,
+        s.verify_rate / 1e6
     );
     out += &format!(
         "{:<6} {:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",

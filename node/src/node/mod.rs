@@ -136,18 +136,34 @@ impl Node {
         &self.genesis.peers[self.me as usize].label
     }
 
+    /// SHA-256 of this node's ML-DSA-65 public key, lowercase hex.
+    pub fn node_id(&self) -> String {
+        montana_vdf::HashSuite::Sha256
+            .hash(&self.keys.verifying_key().to_bytes())
+            .to_hex()
+    }
+
     /// The initial snapshot (before [`Node::run`] updates it).
     pub fn initial_state(&self) -> NodeState {
         let tip = self.store.tip();
         NodeState {
             label: self.label().to_string(),
+            node_id: self.node_id(),
+            host: state::host_name(),
             pid: std::process::id(),
+            network_id: hex::encode(self.network_id),
             phase: "starting".into(),
+            // Genesis peers are members from the start; joining (another
+            // issue) will start joiners at `none`.
+            membership: "active".into(),
+            joined: false,
             window: tip.window,
             t: tip.t.to_hex(),
             hash: self.genesis.hash.name().into(),
             d: self.genesis.d,
             checkpoints: self.genesis.checkpoints,
+            window_secs: self.genesis.window_secs,
+            rss_bytes: state::rss_bytes(),
             eval_backend: self.backends.eval.name().into(),
             verify_backend: self.backends.verify.name().into(),
             ..NodeState::default()

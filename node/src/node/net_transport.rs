@@ -45,6 +45,14 @@ impl Transport for NetTransport {
             heartbeat_errors_5m: stats.iter().map(|s| s.heartbeat_errors_5m).sum(),
         }
     }
+
+    fn peers(&self) -> Vec<crate::net::PeerStats> {
+        self.0.stats()
+    }
+
+    fn totals(&self) -> crate::net::NetTotals {
+        self.0.totals()
+    }
 }
 
 /// The transport configuration from the genesis: every peer with its keys,
@@ -93,19 +101,12 @@ pub fn forward(mut rx: mpsc::Receiver<Inbound>) -> mpsc::Receiver<Incoming> {
     out
 }
 
-/// The `/status` view of the node.
+/// The `/status` view of the node: its state, with the peers' counters
+/// read now rather than at the last tick.
 pub fn snapshot(s: &NodeState, net: &Network) -> StatusSnapshot {
     StatusSnapshot {
-        label: s.label.clone(),
-        phase: s.phase.clone(),
-        window: s.window,
-        lag: s.lag,
-        d: s.d,
-        hash: s.hash.clone(),
-        eval_backend: s.eval_backend.clone(),
-        verify_backend: s.verify_backend.clone(),
-        hash_rate: s.hash_rate,
         peers: net.stats(),
         net: net.totals(),
+        ..s.clone()
     }
 }

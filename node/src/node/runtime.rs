@@ -27,6 +27,9 @@ const TIP_EVERY: Duration = Duration::from_secs(2);
 /// first window, so that a fresh network follows window 1 live instead of
 /// fetching it (after this it proposes regardless).
 const START_GRACE: Duration = Duration::from_secs(10);
+/// `state.json` is rewritten at once when something other than a timer or
+/// a counter changed, and at least this often otherwise.
+const STATE_FILE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for backend work in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,8 +55,10 @@ struct Runner {
     cancel: Arc<AtomicBool>,
     in_flight: usize,
     last_applied_at: Instant,
-    /// The snapshot last written to `state.json`.
+    started_at: Instant,
+    /// The stable view of the snapshot last written to `state.json`, and when.
     last_written: NodeState,
+    last_written_at: Instant,
     /// Seconds the last verification took per window.
     last_verify_secs: f64,
     verify_threads: usize,
@@ -91,8 +96,10 @@ pub(super) async fn run(
         cancel: Arc::new(AtomicBool::new(false)),
         in_flight: 0,
         last_applied_at: Instant::now(),
+        started_at: Instant::now(),
         last_verify_secs: 0.0,
         last_written: NodeState::default(),
+        last_written_at: Instant::now(),
         verify_threads: VerifyOptions::default().threads,
     };
     r.publish();
@@ -276,7 +283,7 @@ impl Runner {
                 self.last_verify_secs = took.as_secs_f64() / windows;
                 {
                     let mut s = self.state.lock().unwrap();
-                    s.hash_rate = windows * self.node.genesis.d as f64 / took.as_secs_f64();
+                    s.verify_rate = windows * self.node.genesis.d as f64 / took.as_secs_f64();
                 }
                 debug!(
                     windows = batch.proposals.len(),
@@ -288,7 +295,7 @@ impl Runner {
             }
             Done::Evaluated { result, took } => match result {
                 Ok((p, bad)) => {
-                    self.state.lock().unwrap().hash_rate =
+                    self.state.lock().unwrap().eval_rate =
                         self.node.genesis.d as f64 / took.as_secs_f64();
                     for b in bad {
                         warn!(window = b.window(), "test fault: sending a bad proposal");
@@ -323,7 +330,15 @@ impl Runner {
         let actions = match msg {
             Message::Proposal(p) => self.chain.on_proposal(m.peer, p, now),
             Message::Proposals(ps) => self.chain.on_proposals(m.peer, ps, now),
-            Message::Tip(t) => self.chain.on_tip(m.peer, t.window, now),
+            Message::Tip(t) => {
+                // Bounded: peers are the genesis peers the transport admitted.
+                self.state
+                    .lock()
+                    .unwrap()
+                    .peer_tips
+                    .insert(m.peer, t.window);
+                self.chain.on_tip(m.peer, t.window, now)
+            }
             Message::GetProposals { from, count } => {
                 self.serve(m.peer, m.request_id, from, count)?;
                 Vec::new()
@@ -377,19 +392,36 @@ impl Runner {
     /// Refreshes the shared snapshot and `DIR/state.json`.
     fn publish(&mut self) {
         let tip = self.chain.tip();
+        let now = Instant::now();
         let mut s = self.state.lock().unwrap();
         s.phase = self.chain.phase().into();
         s.window = tip.window;
         s.t = tip.t.to_hex();
         s.lag = self.chain.lag();
+        s.set_since_applied(now.duration_since(self.last_applied_at));
+        s.uptime_secs = now.duration_since(self.started_at).as_secs();
+        s.rss_bytes = super::state::rss_bytes();
+        // The backends serving calls now: a fallback backend names the one
+        // it moved to after a run-time failure.
+        s.eval_backend = self.node.backends.eval.name().into();
+        s.verify_backend = self.node.backends.verify.name().into();
         for (k, v) in self.chain.rejected() {
             s.rejected.insert((*k).to_string(), *v);
         }
         s.set_peers(&self.transport.summary());
-        // Only when something changed: no disk write every tick.
-        if *s != self.last_written {
+        s.peers = self.transport.peers();
+        s.net = self.transport.totals();
+        // At once when something changed, else every few seconds (timers and
+        // counters): no disk write every tick.
+        let stable = s.stable_view();
+        if stable != self.last_written
+            || now.duration_since(self.last_written_at) >= STATE_FILE_EVERY
+        {
             match s.write(&self.node.data_dir) {
-                Ok(()) => self.last_written = s.clone(),
+                Ok(()) => {
+                    self.last_written = stable;
+                    self.last_written_at = now;
+                }
                 Err(e) => debug!(error = %e, "state file not written"),
             }
         }

@@ -206,3 +206,123 @@ fn start_up_errors_name_the_problem() {
     cfg.backend = Some("warp-drive".into());
     assert!(matches!(Node::open(&cfg), Err(NodeError::Backend(_))));
 }
+
+/// A verify backend whose device is gone: every call fails like a lost GPU.
+struct LostDevice;
+
+impl montana_vdf::Backend for LostDevice {
+    fn name(&self) -> &'static str {
+        "lost-device"
+    }
+    fn kind(&self) -> montana_vdf::BackendKind {
+        montana_vdf::BackendKind::Gpu
+    }
+    fn availability(&self) -> montana_vdf::Availability {
+        montana_vdf::Availability::Available
+    }
+    fn lanes(&self) -> usize {
+        1
+    }
+    fn supports(&self, _: HashSuite, _: montana_vdf::Operation) -> bool {
+        true
+    }
+    fn evaluate(
+        &self,
+        _: HashSuite,
+        _: &montana_vdf::Hash32,
+        _: montana_vdf::ChainParams,
+        _: &montana_vdf::EvalControl<'_>,
+    ) -> Result<Vec<montana_vdf::Hash32>, montana_vdf::BackendError> {
+        Err(self.lost())
+    }
+    fn verify(
+        &self,
+        _: HashSuite,
+        _: &[montana_vdf::Segment],
+        _: &montana_vdf::VerifyOptions,
+    ) -> Result<montana_vdf::VerifyOutcome, montana_vdf::BackendError> {
+        Err(self.lost())
+    }
+}
+
+impl LostDevice {
+    fn lost(&self) -> montana_vdf::BackendError {
+        montana_vdf::BackendError::Device {
+            backend: "lost-device".into(),
+            message: "device lost".into(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_backends_in_use_after_a_fallback() {
+    let c = cluster(2, 100_000, 50);
+    let proposer = start_with(&c, 0, Some(3), vec![]);
+    // The follower's backends: a failing device with scalar behind it.
+    let mut node = Node::open(&config(&c, 1)).unwrap();
+    let scalar: Arc<dyn montana_vdf::Backend> = Arc::new(montana_backends::ScalarBackend);
+    let fallback = |primary: Arc<dyn montana_vdf::Backend>| -> Arc<dyn montana_vdf::Backend> {
+        Arc::new(montana_calibration::fallback::FallbackBackend::new(
+            primary,
+            vec![scalar.clone()],
+        ))
+    };
+    node.backends.verify = fallback(Arc::new(LostDevice));
+    node.backends.eval = fallback(Arc::new(LostDevice));
+    let state = Arc::new(Mutex::new(node.initial_state()));
+    assert_eq!(state.lock().unwrap().verify_backend, "lost-device");
+    let (port, inbound) = c.hub.attach(1);
+    let (stop_tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(Arc::new(port), inbound, state.clone(), async {
+        let _ = rx.await;
+    }));
+    wait_until("the follower on window 3", || window_of(&c.data[1]) == 3).await;
+    // The follower verified on scalar after the device failed: /status and
+    // state.json say so (the follower never evaluated, so eval is unchanged).
+    let live = state.lock().unwrap().clone();
+    assert_eq!(live.verify_backend, "scalar", "{live:?}");
+    assert_eq!(live.eval_backend, "lost-device");
+    assert!(live.verify_rate > 0.0 && live.eval_rate == 0.0, "{live:?}");
+    let text = crate::status::render_metrics(&live);
+    assert!(text.contains(r#"verify_backend="scalar""#), "{text}");
+    assert_eq!(
+        NodeState::read(&c.data[1]).unwrap().verify_backend,
+        "scalar"
+    );
+    c.hub.detach(1);
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+    let p = stop(&c, 0, proposer).await;
+    assert!(p.eval_rate > 0.0 && p.verify_rate == 0.0, "{p:?}");
+    assert_eq!(p.membership, "active");
+    assert!(!p.joined);
+    assert_eq!(p.node_id.len(), 64);
+    assert_ne!(p.node_id, live.node_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_proposer_went_quiet_shows_a_stall() {
+    // Window length 0.1 s: a stall is no new window for more than 0.3 s.
+    let c = cluster(2, 100_000, 50);
+    let proposer = start_with(&c, 0, Some(2), vec![]);
+    let follower = start(&c, 1);
+    wait_until("window 2 on both", || {
+        c.data.iter().all(|d| window_of(d) == 2)
+    })
+    .await;
+    wait_until("the follower stalled", || {
+        NodeState::read(&c.data[1]).is_some_and(|s| s.stalled)
+    })
+    .await;
+    let f = NodeState::read(&c.data[1]).unwrap();
+    assert_eq!((f.phase.as_str(), f.lag), ("following", 0), "{f:?}");
+    assert!(f.last_applied_secs_ago >= 0.3, "{f:?}"); // rounded to 0.1 s
+    assert!(f.phase_shown().starts_with("following (stalled"), "{f:?}");
+    // The proposer is past its last window on purpose: done, not stalled.
+    let p = NodeState::read(&c.data[0]).unwrap();
+    assert_eq!(p.phase, "done");
+    assert!(!p.stalled, "{p:?}");
+    stop(&c, 1, follower).await;
+    let p = stop(&c, 0, proposer).await;
+    assert!(!p.stalled);
+}

@@ -39,6 +39,14 @@ pub trait Transport: Send + Sync {
     fn summary(&self) -> PeerSummary {
         PeerSummary::default()
     }
+    /// Every peer's connection and heartbeat counters (none in-process).
+    fn peers(&self) -> Vec<crate::net::PeerStats> {
+        Vec::new()
+    }
+    /// Transport counters since start.
+    fn totals(&self) -> crate::net::NetTotals {
+        crate::net::NetTotals::default()
+    }
 }
 
 /// An in-process transport: every node's inbound queue in one table.

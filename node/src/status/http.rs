@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
@@ -14,7 +14,11 @@ use tracing::{info, warn};
 
 use super::{metrics, StatusError, StatusSnapshot, StatusSource};
 
-/// Binds `addr`, serves `/status` and `/metrics` until `shutdown` resolves,
+/// The status page: one self-contained HTML file (no external assets) that
+/// polls `/status` itself.
+pub const PAGE: &str = include_str!("page.html");
+
+/// Binds `addr`, serves `/` (the status page), `/status` and `/metrics` until `shutdown` resolves,
 /// and returns the bound address (so port 0 works).
 pub async fn serve(
     addr: SocketAddr,
@@ -25,6 +29,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await.map_err(bind)?;
     let local = listener.local_addr().map_err(bind)?;
     let app = Router::new()
+        .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(source);
@@ -38,6 +43,10 @@ pub async fn serve(
     });
     info!(addr = %local, "status server listening");
     Ok(local)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
 }
 
 async fn status(State(source): State<StatusSource>) -> Json<StatusSnapshot> {

@@ -40,6 +40,15 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+fn gauge_f64(reg: &mut Registry, name: &str, help: &str, v: f64) {
+    let g: Gauge<f64, AtomicU64> = Gauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+/// The values `montana_membership{state=...}` takes; the current one is 1.
+pub const MEMBERSHIP_STATES: [&str; 4] = ["none", "syncing", "candidate", "active"];
+
 /// Renders `s` as Prometheus text.
 pub fn render(s: &StatusSnapshot) -> String {
     let mut reg = Registry::with_prefix("montana");
@@ -48,6 +57,9 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Node identity and configuration",
         Info::new(vec![
             ("label".to_string(), s.label.clone()),
+            ("node_id".to_string(), s.node_id.clone()),
+            ("network_id".to_string(), s.network_id.clone()),
+            ("host".to_string(), s.host.clone()),
             ("phase".to_string(), s.phase.clone()),
             ("hash".to_string(), s.hash.clone()),
             ("eval_backend".to_string(), s.eval_backend.clone()),
@@ -62,9 +74,76 @@ pub fn render(s: &StatusSnapshot) -> String {
         int(s.lag),
     );
     gauge(&mut reg, "d", "Hash iterations per window", int(s.d));
-    let rate: Gauge<f64, AtomicU64> = Gauge::default();
-    rate.set(s.hash_rate);
-    reg.register("hash_rate", "Live evaluation rate, hashes per second", rate);
+    gauge(
+        &mut reg,
+        "cemented_window",
+        "Highest window cemented by a quorum (0 before any)",
+        int(s.cemented),
+    );
+    let membership: Family<Labels, Gauge> = Family::default();
+    for state in MEMBERSHIP_STATES {
+        membership
+            .get_or_create(&vec![("state".to_string(), state.to_string())])
+            .set((s.membership == state) as i64);
+    }
+    reg.register(
+        "membership",
+        "1 for the node's membership state, 0 for the others",
+        membership,
+    );
+    gauge_f64(
+        &mut reg,
+        "eval_rate",
+        "Rate of the last evaluation, hashes per second",
+        s.eval_rate,
+    );
+    gauge_f64(
+        &mut reg,
+        "verify_rate",
+        "Rate of the last verification (all threads), hashes per second",
+        s.verify_rate,
+    );
+    gauge_f64(
+        &mut reg,
+        "verify_share",
+        "Share of the last window spent verifying",
+        s.verify_share,
+    );
+    gauge_f64(
+        &mut reg,
+        "last_applied_seconds",
+        "Seconds since the last window was applied",
+        s.last_applied_secs_ago,
+    );
+    gauge(
+        &mut reg,
+        "stalled",
+        "1 while no window came for more than 3 window lengths",
+        s.stalled as i64,
+    );
+    gauge(
+        &mut reg,
+        "uptime_seconds",
+        "Seconds since the node started",
+        int(s.uptime_secs),
+    );
+    gauge(
+        &mut reg,
+        "rss_bytes",
+        "Resident memory of the node process",
+        int(s.rss_bytes),
+    );
+    let rejected: Family<Labels, Counter> = Family::default();
+    for (reason, n) in &s.rejected {
+        rejected
+            .get_or_create(&vec![("reason".to_string(), reason.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "rejected",
+        "Rejected proposals and messages, by reason",
+        rejected,
+    );
 
     let per_peer = |reg: &mut Registry, name: &str, help: &str, pick: &dyn Fn(usize) -> u64| {
         let fam: Family<Labels, Gauge> = Family::default();
@@ -182,7 +261,10 @@ mod tests {
             lag: 1,
             d: 1000,
             hash: "sha256".into(),
-            hash_rate: 2.5e6,
+            eval_rate: 2.5e6,
+            verify_rate: 7.0e6,
+            membership: "active".into(),
+            cemented: 40,
             peers: vec![PeerStats {
                 peer: PeerId(3),
                 label: "n3".into(),
@@ -192,11 +274,25 @@ mod tests {
             }],
             ..Default::default()
         };
+        let mut s = s;
+        s.rejected.insert("bad_signature".into(), 2);
         let text = render(&s);
         let has = |line: &str| text.lines().any(|l| l == line);
         assert!(has("montana_window 42"), "{text}");
         assert!(has("montana_lag 1"), "{text}");
-        assert!(has("montana_hash_rate 2500000.0"), "{text}");
+        assert!(has("montana_eval_rate 2500000.0"), "{text}");
+        assert!(has("montana_verify_rate 7000000.0"), "{text}");
+        assert!(has("montana_cemented_window 40"), "{text}");
+        assert!(has(r#"montana_membership{state="active"} 1"#), "{text}");
+        assert!(has(r#"montana_membership{state="none"} 0"#), "{text}");
+        assert!(
+            has(r#"montana_rejected_total{reason="bad_signature"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP montana_verify_rate Rate of the last verification"),
+            "{text}"
+        );
         assert!(
             has(r#"montana_peer_connected{peer="3",label="n3"} 1"#),
             "{text}"
@@ -207,7 +303,8 @@ mod tests {
         );
         assert!(has("montana_net_queue_full_total 0"), "{text}");
         assert!(
-            text.contains(r#"montana_node_info{label="n0",phase="following""#),
+            text.contains(r#"montana_node_info{label="n0",node_id="","#)
+                && text.contains(r#",phase="following","#),
             "{text}"
         );
     }

@@ -1,5 +1,6 @@
-//! The node's status over HTTP: `/status` (JSON) and `/metrics` (Prometheus
-//! text format), served on a loopback address by default.
+//! The node's status over HTTP: `/` (a self-contained status page for a
+//! browser), `/status` (JSON) and `/metrics` (Prometheus text format),
+//! served on a loopback address by default.
 //!
 //! The node owns the numbers: it passes a closure returning a fresh
 //! [`StatusSnapshot`], called once per request, so the server holds no state
@@ -9,43 +10,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::net::{NetTotals, PeerStats};
 
 mod client;
 mod http;
 mod metrics;
 
 pub use client::{fetch, get};
-pub use http::serve;
+pub use http::{serve, PAGE};
 pub use metrics::render as render_metrics;
 
 /// File in the node's data dir holding the status server's bound address
 /// (`HOST:PORT`), written by the node, read by `montana status --data-dir`.
 pub const STATUS_ADDR_FILE: &str = "status.addr";
 
-/// Everything `/status` reports; the node fills it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(default)]
-pub struct StatusSnapshot {
-    pub label: String,
-    pub phase: String,
-    /// Last applied window.
-    pub window: u64,
-    /// Windows behind the best known peer.
-    pub lag: u64,
-    pub d: u64,
-    pub hash: String,
-    pub eval_backend: String,
-    pub verify_backend: String,
-    /// Live evaluation rate, hashes per second.
-    pub hash_rate: f64,
-    pub peers: Vec<PeerStats>,
-    /// Transport counters since start.
-    pub net: NetTotals,
-}
+/// Everything `/status` reports: the node's state itself (one type for
+/// `/status` and `state.json`; fields in docs/SPEC.md, "Node state").
+pub type StatusSnapshot = crate::node::NodeState;
 
 /// The closure the server calls per request.
 pub type StatusSource = Arc<dyn Fn() -> StatusSnapshot + Send + Sync>;
