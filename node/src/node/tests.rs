@@ -73,10 +73,20 @@ fn start_with(
     last_window: Option<u64>,
     faults: Vec<faults::Fault>,
 ) -> Running {
+    start_tweaked(c, i, last_window, |node| node.set_faults(faults))
+}
+
+/// Starts node `i` after `tweak` (e.g. an injected backend).
+fn start_tweaked(
+    c: &Cluster,
+    i: usize,
+    last_window: Option<u64>,
+    tweak: impl FnOnce(&mut Node),
+) -> Running {
     let mut cfg = config(c, i);
     cfg.last_window = last_window;
     let mut node = Node::open(&cfg).unwrap();
-    node.set_faults(faults);
+    tweak(&mut node);
     let (port, inbound) = c.hub.attach(i as u16);
     let state = Arc::new(Mutex::new(node.initial_state()));
     let (stop, rx) = oneshot::channel();
@@ -205,4 +215,79 @@ fn start_up_errors_name_the_problem() {
     let mut cfg = config(&c, 1);
     cfg.backend = Some("warp-drive".into());
     assert!(matches!(Node::open(&cfg), Err(NodeError::Backend(_))));
+}
+
+/// A backend that panics on every call (a driver bug, a path never run).
+struct Panicking(&'static str);
+
+impl montana_vdf::Backend for Panicking {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn kind(&self) -> montana_vdf::BackendKind {
+        montana_vdf::BackendKind::Simd
+    }
+    fn availability(&self) -> montana_vdf::Availability {
+        montana_vdf::Availability::Available
+    }
+    fn lanes(&self) -> usize {
+        1
+    }
+    fn supports(&self, _: HashSuite, _: montana_vdf::Operation) -> bool {
+        true
+    }
+    fn evaluate(
+        &self,
+        _: HashSuite,
+        _: &montana_vdf::Hash32,
+        _: montana_vdf::ChainParams,
+        _: &montana_vdf::EvalControl<'_>,
+    ) -> Result<Vec<montana_vdf::Hash32>, montana_vdf::BackendError> {
+        panic!("injected evaluate panic")
+    }
+    fn verify(
+        &self,
+        _: HashSuite,
+        _: &[montana_vdf::Segment],
+        _: &montana_vdf::VerifyOptions,
+    ) -> Result<montana_vdf::VerifyOutcome, montana_vdf::BackendError> {
+        panic!("injected verify panic")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_backend_falls_back_to_scalar_instead_of_hanging() {
+    let c = cluster(2, 100_000, 10);
+    let p = start_tweaked(&c, 0, Some(3), |n| {
+        n.backends.eval = Arc::new(Panicking("avx2"))
+    });
+    let f = start_tweaked(&c, 1, None, |n| {
+        n.backends.verify = Arc::new(Panicking("avx2"))
+    });
+    wait_until("window 3 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 3)
+    })
+    .await;
+    let (ps, fs) = (stop(&c, 0, p).await, stop(&c, 1, f).await);
+    assert_eq!(ps.eval_backend, "scalar");
+    assert_eq!(fs.verify_backend, "scalar");
+    assert_eq!(fs.rejected_total(), 0, "nobody blamed: {:?}", fs.rejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_scalar_backend_stops_the_node_with_one_clear_line() {
+    let c = cluster(2, 100_000, 10);
+    let f = start(&c, 1);
+    let p = start_tweaked(&c, 0, Some(3), |n| {
+        n.backends.eval = Arc::new(Panicking("scalar"))
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(60), p.task)
+        .await
+        .expect("the node stops instead of hanging")
+        .unwrap();
+    let e = ended.err().expect("an error").to_string();
+    assert!(e.contains("eval backend scalar panicked"), "{e}");
+    assert!(e.contains("injected evaluate panic"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    stop(&c, 1, f).await;
 }
