@@ -22,6 +22,7 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut peers = Vec::new();
     let mut data = Vec::new();
+    let ports = crate::devnet::free_ports(n).unwrap();
     for i in 0..n {
         let dd = dir.path().join(format!("node{i}"));
         let keys = NodeKeys::generate().unwrap();
@@ -29,7 +30,7 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
         let pk = keys.public_keys();
         peers.push(GenesisPeer {
             label: format!("node{i}"),
-            address: format!("127.0.0.1:{}", 7100 + i).parse().unwrap(),
+            address: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
             noise_public_key: pk.noise_public_key,
             signing_public_key: pk.signing_public_key,
             bootstrap: i == 0,
@@ -290,4 +291,83 @@ async fn a_panicking_scalar_backend_stops_the_node_with_one_clear_line() {
     assert!(e.contains("injected evaluate panic"), "{e}");
     assert_eq!(e.lines().count(), 1);
     stop(&c, 1, f).await;
+}
+
+/// Node `i` over the real transport (loopback, its genesis address).
+async fn start_net(
+    c: &Cluster,
+    i: usize,
+    last_window: Option<u64>,
+) -> (Running, crate::net::Network) {
+    let mut cfg = config(c, i);
+    cfg.last_window = last_window;
+    let node = Node::open(&cfg).unwrap();
+    let net_cfg = net_transport::net_config(&node, None).unwrap();
+    let (net, inbound) = crate::net::Network::start(net_cfg).await.unwrap();
+    let state = Arc::new(Mutex::new(node.initial_state()));
+    let (stop, rx) = oneshot::channel();
+    let transport = Arc::new(net_transport::NetTransport(net.clone()));
+    let task = tokio::spawn(
+        node.run(transport, net_transport::forward(inbound), state, async {
+            let _ = rx.await;
+        }),
+    );
+    (Running { stop, task }, net)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_proposals_flood_from_a_slow_reader_stays_bounded() {
+    use crate::messages::{Message, MSG_GET_PROPOSALS, MSG_VERSION};
+    use crate::net::{Envelope, Limits, PeerId};
+    const LAST: u64 = 40;
+    // K = 1000: each proposal is ~35 KB, so an answer is a full 1 MiB.
+    let c = cluster(3, 100_000, 1000);
+    let (p, net0) = start_net(&c, 0, Some(LAST)).await;
+    let (f, net1) = start_net(&c, 1, None).await;
+    // Peer 2 is the attacker: a genesis peer that asks for everything as
+    // fast as it can and never reads what it is sent.
+    let attacker_node = Node::open(&config(&c, 2)).unwrap();
+    let attacker_cfg = net_transport::net_config(&attacker_node, None).unwrap();
+    drop(attacker_node);
+    let (attacker, _never_read) = crate::net::Network::start(attacker_cfg).await.unwrap();
+    wait_until("the attacker connected to both", || {
+        attacker.connected().len() == 2
+    })
+    .await;
+    wait_until("a few windows to serve", || window_of(&c.data[0]) >= 3).await;
+    let ask = Message::GetProposals {
+        from: 1,
+        count: 256,
+    }
+    .encode();
+    let bound = Limits::default().max_queued_bytes;
+    let (mut asked, mut peak) = (0u64, 0usize);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    // At least 5 s of flood, and until the follower has every window.
+    while window_of(&c.data[1]) < LAST || started.elapsed() < Duration::from_secs(5) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower stopped advancing"
+        );
+        for peer in [0, 1] {
+            let env = Envelope::new(MSG_GET_PROPOSALS, MSG_VERSION, asked, ask.clone());
+            if attacker.send(PeerId(peer), env).is_ok() {
+                asked += 1;
+            }
+        }
+        peak = peak
+            .max(net0.queued_bytes(PeerId(2)))
+            .max(net1.queued_bytes(PeerId(2)));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(asked >= 200, "only {asked} requests sent");
+    eprintln!("{asked} requests sent; peak {peak} bytes queued for the attacker");
+    assert!(peak <= bound, "{peak} bytes queued for the slow reader");
+    attacker.shutdown().await;
+    let s1 = stop(&c, 1, f).await;
+    let s0 = stop(&c, 0, p).await;
+    net0.shutdown().await;
+    net1.shutdown().await;
+    assert_eq!((s1.window, &s1.t), (LAST, &s0.t));
 }
