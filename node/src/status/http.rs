@@ -12,10 +12,12 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use super::guard::GuardedListener;
 use super::{metrics, StatusError, StatusSnapshot, StatusSource};
 
 /// Binds `addr`, serves `/status` and `/metrics` until `shutdown` resolves,
-/// and returns the bound address (so port 0 works).
+/// and returns the bound address (so port 0 works). Connections are bounded
+/// in number, request bytes and time (see [`super::guard`]).
 pub async fn serve(
     addr: SocketAddr,
     source: Arc<dyn Fn() -> StatusSnapshot + Send + Sync>,
@@ -29,7 +31,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(source);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(GuardedListener::new(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
         {

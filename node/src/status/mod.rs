@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::net::{NetTotals, PeerStats};
 
 mod client;
+pub mod guard;
 mod http;
 mod metrics;
 
