@@ -225,11 +225,11 @@ impl NodeKeys {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", dir))?;
         write_secret(
             &dir.join(NOISE_SECRET_FILE),
-            &Zeroizing::new(hex::encode(&*self.noise_secret)),
+            &Zeroizing::new(hex::encode(self.noise_secret.as_slice())),
         )?;
         write_secret(
             &dir.join(SIGNING_SECRET_FILE),
-            &Zeroizing::new(hex::encode(&*self.signing_secret)),
+            &Zeroizing::new(hex::encode(self.signing_secret.as_slice())),
         )?;
         let public = serde_json::to_string_pretty(&self.public_keys()).expect("plain data");
         let p = dir.join(PUBLIC_FILE);

@@ -23,14 +23,14 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
     let mut peers = Vec::new();
     let mut data = Vec::new();
     let ports = crate::devnet::free_ports(n).unwrap();
-    for i in 0..n {
+    for (i, port) in ports.iter().enumerate() {
         let dd = dir.path().join(format!("node{i}"));
         let keys = NodeKeys::generate().unwrap();
         keys.save(&dd.join("keys")).unwrap();
         let pk = keys.public_keys();
         peers.push(GenesisPeer {
             label: format!("node{i}"),
-            address: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
+            address: format!("127.0.0.1:{port}").parse().unwrap(),
             noise_public_key: pk.noise_public_key,
             signing_public_key: pk.signing_public_key,
             bootstrap: i == 0,
@@ -286,7 +286,7 @@ async fn a_panicking_scalar_backend_stops_the_node_with_one_clear_line() {
         .await
         .expect("the node stops instead of hanging")
         .unwrap();
-    let e = ended.err().expect("an error").to_string();
+    let e = ended.expect_err("an error").to_string();
     assert!(e.contains("eval backend scalar panicked"), "{e}");
     assert!(e.contains("injected evaluate panic"), "{e}");
     assert_eq!(e.lines().count(), 1);
