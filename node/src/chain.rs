@@ -9,7 +9,10 @@
 //!
 //! Rules:
 //! - The proposer (the genesis bootstrap peer) evaluates T(W+1) from its tip
-//!   and applies its own proposal; nobody else may propose.
+//!   and applies its own proposal; nobody else may propose. Before its first
+//!   proposal of a run, a proposer whose tip is below what a trusted peer
+//!   claims (it lost its data) catches up from its peers like a follower, so
+//!   it never re-evaluates windows the network already has.
 //! - A follower checks proposer, signature, window and link (the previous
 //!   proposal's hash, the network id for window 1) before spending any
 //!   hashing, then verifies the checkpoints, then applies. It never advances
@@ -211,6 +214,9 @@ pub struct Chain {
     stopped: bool,
     /// The proposer proposes only after [`Chain::start`].
     started: bool,
+    /// The proposer has asked for an evaluation in this run (from then on
+    /// it takes no proposals from peers).
+    proposed: bool,
     /// The proposer proposes no window past this one (devnets, tests).
     last_window: Option<u64>,
 }
@@ -233,6 +239,7 @@ impl Chain {
             rejected: BTreeMap::new(),
             stopped: false,
             started: false,
+            proposed: false,
             last_window: None,
         }
     }
@@ -285,6 +292,18 @@ impl Chain {
             .fold(self.tip.window, u64::max)
     }
 
+    /// Peers that have told us their tip (or sent a proposal).
+    pub fn heard_from(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// A proposer that has not proposed yet in this run and whose tip is
+    /// below what a trusted peer claims (it lost its data): it catches up
+    /// like a follower before it proposes.
+    fn proposer_catching_up(&self) -> bool {
+        self.is_proposer() && !self.proposed && self.best_known() > self.tip.window
+    }
+
     /// Whether `peer` is demoted for not serving what it claimed.
     pub fn is_demoted(&self, peer: PeerIndex) -> bool {
         self.claims
@@ -308,7 +327,7 @@ impl Chain {
             "stopped"
         } else if self.is_proposer() && self.reached_last_window() {
             "done"
-        } else if self.is_proposer() {
+        } else if self.is_proposer() && !self.proposer_catching_up() {
             "proposing"
         } else if self.lag() > 1 {
             "catching-up"
@@ -508,7 +527,7 @@ impl Chain {
         let w = p.window();
         let h = &p.header;
         let r = &self.rules;
-        let verdict = if self.is_proposer() {
+        let verdict = if self.is_proposer() && self.proposed {
             Err(Reject::NotFromProposer)
         } else if h.proposer != r.proposer {
             Err(Reject::WrongProposer {
@@ -657,11 +676,12 @@ impl Chain {
         if self.stopped || self.busy {
             return out;
         }
-        if self.is_proposer() {
+        if self.is_proposer() && !self.proposer_catching_up() {
             if !self.started || self.reached_last_window() {
                 return out;
             }
             self.busy = true;
+            self.proposed = true;
             out.push(Action::Evaluate {
                 window: self.tip.window + 1,
                 start: self.tip.t,

@@ -501,3 +501,52 @@ fn proposer_evaluates_applies_and_broadcasts() {
     assert!(c.on_tick(now()).is_empty());
     assert_eq!(c.phase(), "stopped");
 }
+
+fn proposer(n: &Net) -> Chain {
+    Chain::new(Rules::from_genesis(&n.g), 0, Tip::genesis(&n.g))
+}
+
+#[test]
+fn a_proposer_that_lost_its_data_catches_up_before_proposing() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 5);
+    let mut c = proposer(&n);
+    // Its peers are at window 5; it restarted from an empty data dir. It
+    // asks for them at once, and starting does not make it propose.
+    assert_eq!(requests(&c.on_tip(1, 5, now())), vec![(1, 1, 5)]);
+    assert!(c.start().is_empty());
+    assert_eq!(c.phase(), "catching-up");
+    let out = {
+        let a = c.on_proposals(1, ps.clone(), now());
+        drive(&mut c, a)
+    };
+    assert_eq!(applied(&out), vec![1, 2, 3, 4, 5]);
+    // Caught up: it proposes window 6, and takes no proposals any more.
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Evaluate { window: 6, .. })));
+    assert_eq!(c.phase(), "proposing");
+    let out = c.on_proposal(1, ps[4].clone(), now());
+    assert_eq!(rejections(&out), vec!["not_from_proposer"]);
+}
+
+#[test]
+fn a_lying_tip_delays_a_restarted_proposer_only_until_its_request_times_out() {
+    let n = net();
+    let mut c = proposer(&n);
+    let t = now();
+    assert_eq!(
+        requests(&c.on_tip(2, u64::MAX, t)),
+        vec![(2, 1, MAX_REQUEST)]
+    );
+    assert!(c.start().is_empty());
+    let out = c.on_tick(t + REQUEST_TIMEOUT);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Evaluate { window: 1, .. })));
+    // Once proposing, claims no longer hold it back.
+    let ps = chain(&n.g, &n.keys[0], 1);
+    c.on_evaluated(ps[0].clone(), t + REQUEST_TIMEOUT);
+    c.on_tip(1, 1000, t + REQUEST_TIMEOUT);
+    assert_eq!(c.phase(), "proposing");
+}

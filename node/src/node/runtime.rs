@@ -34,9 +34,10 @@ use crate::proposal::Proposal;
 
 /// How often the node tells its peers its tip.
 const TIP_EVERY: Duration = Duration::from_secs(2);
-/// How long the proposer waits for every genesis peer to connect before its
-/// first window, so that a fresh network follows window 1 live instead of
-/// fetching it (after this it proposes regardless).
+/// How long the proposer waits for every genesis peer to connect and tell
+/// its tip before its first window, so that a fresh network follows window
+/// 1 live instead of fetching it, and a proposer that lost its data learns
+/// that it is behind (after this it proposes regardless).
 const START_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for backend work in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -175,8 +176,11 @@ pub(super) async fn run(
                     r.send_tip();
                 }
                 last_connected = connected;
+                // Every peer connected and its tip heard (a proposer that
+                // lost its data must learn it is behind before proposing).
                 if !started
-                    && (r.transport.summary().connected >= peers
+                    && ((r.transport.summary().connected >= peers
+                        && r.chain.heard_from() >= peers)
                         || started_at.elapsed() >= START_GRACE)
                 {
                     started = true;

@@ -371,3 +371,31 @@ async fn a_get_proposals_flood_from_a_slow_reader_stays_bounded() {
     net1.shutdown().await;
     assert_eq!((s1.window, &s1.t), (LAST, &s0.t));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposer_that_lost_its_data_catches_up_from_its_peers() {
+    let c = cluster(3, 200_000, 20);
+    let f1 = start(&c, 1);
+    let f2 = start(&c, 2);
+    let p = start_with(&c, 0, Some(5), vec![]);
+    wait_until("window 5 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 5)
+    })
+    .await;
+    stop(&c, 0, p).await;
+    // Its database and state are gone; keys and genesis remain.
+    std::fs::remove_dir_all(c.data[0].join("db")).unwrap();
+    std::fs::remove_file(c.data[0].join("state.json")).unwrap();
+    let p = start_with(&c, 0, Some(8), vec![]);
+    wait_until("window 8 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 8)
+    })
+    .await;
+    let s0 = stop(&c, 0, p).await;
+    for (i, f) in [(1, f1), (2, f2)] {
+        let s = stop(&c, i, f).await;
+        assert_eq!((s.window, &s.t), (8, &s0.t));
+        assert_eq!(s.rejected_total(), 0, "{:?}", s.rejected);
+    }
+    assert_eq!(s0.rejected_total(), 0, "{:?}", s0.rejected);
+}
