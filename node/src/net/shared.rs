@@ -30,6 +30,7 @@ use crate::keys::NodeKeys;
 
 /// Node-wide transport counters since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NetTotals {
     pub handshakes_ok: u64,
     /// Every failed handshake, the two kinds below included.
