@@ -670,7 +670,7 @@ async fn a_flooding_peer_does_not_delay_the_others() {
     // C says one thing; A reads on.
     c.send(PeerId(0), Envelope::new(17, 1, 2, b"from c".to_vec()))
         .unwrap();
-    sleep(Duration::from_millis(300)).await;
+    sleep(Duration::from_secs(1)).await;
     let mut before = 0;
     loop {
         let m = recv(&mut a_rx).await;
@@ -681,8 +681,9 @@ async fn a_flooding_peer_does_not_delay_the_others() {
         assert_eq!(m.peer, PeerId(1));
         before += 1;
     }
-    // Behind at most what the node's channel held, not B's whole backlog.
-    assert!(before <= 12, "{before} of B's messages came first");
+    // Behind about what the node's channel held (8), not B's whole backlog
+    // (at c396514: the node-wide channel's 64 and more).
+    assert!(before <= 24, "{before} of B's messages came first");
     for n in [&a, &b, &c] {
         n.shutdown().await;
     }
