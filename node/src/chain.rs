@@ -9,7 +9,10 @@
 //!
 //! Rules:
 //! - The proposer (the genesis bootstrap peer) evaluates T(W+1) from its tip
-//!   and applies its own proposal; nobody else may propose.
+//!   and applies its own proposal; nobody else may propose. Before its first
+//!   proposal of a run, a proposer whose tip is below what a trusted peer
+//!   claims (it lost its data) catches up from its peers like a follower, so
+//!   it never re-evaluates windows the network already has.
 //! - A follower checks proposer, signature, window and link (the previous
 //!   proposal's hash, the network id for window 1) before spending any
 //!   hashing, then verifies the checkpoints, then applies. It never advances
@@ -18,14 +21,24 @@
 //!   consecutive run is at hand in one backend call (many windows per call).
 //! - Invalid proposals are rejected with a reason and counted; the machine
 //!   keeps going.
+//! - Admission runs the cheap checks (proposer, parameters, window,
+//!   duplicate) before the ML-DSA signature check, so replays and junk cost
+//!   no signature verification.
+//! - A peer's Tip is a claim, not a fact: each peer's latest claim is kept
+//!   apart, requests go to the peer claiming the most, and a peer whose
+//!   request times out or comes back without anything new is demoted (its
+//!   claim dropped, its Tips ignored for a back-off that doubles per strike,
+//!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]); the next request goes
+//!   to another peer. A peer that claims window 2^64-1 and serves nothing
+//!   cannot stop catch-up or spin a request loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 
 use crate::genesis::Genesis;
-use crate::keys::VerifyingKey;
+use crate::keys::{VerifyingKey, SIGNATURE_LEN};
 use crate::messages::MAX_REQUEST;
 use crate::proposal::Proposal;
 use crate::storage::Tip;
@@ -35,10 +48,17 @@ pub type PeerIndex = u16;
 
 /// Most windows verified in one backend call.
 pub const MAX_BATCH_WINDOWS: usize = 64;
-/// Most checkpoints held in proposals waiting for their turn (32 MiB).
-pub const MAX_WAITING_CHECKPOINTS: usize = 1 << 20;
-/// How long a GetProposals may stay unanswered before it is asked again.
+/// Most bytes held in proposals waiting for their turn (header, signature
+/// and checkpoints counted: many small proposals weigh what they weigh).
+pub const MAX_WAITING_BYTES: usize = 32 << 20;
+/// Proposals further than this above the tip are not held (fetched later);
+/// dropped before their signature is checked.
+pub const WAITING_HORIZON: u64 = 4096;
+/// How long a GetProposals may stay unanswered before the peer is demoted
+/// and another is asked.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest demotion of a peer that did not serve what it claimed.
+pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
 /// Candidates kept per window (a forged one must not push out a real one).
 const CANDIDATES_PER_WINDOW: usize = 4;
 
@@ -152,28 +172,51 @@ impl Rules {
     }
 }
 
+/// What one peer claims to have, and how far we trust the claim.
+#[derive(Clone, Copy, Debug, Default)]
+struct Claim {
+    /// The peer's latest Tip, raised by the proposals it sends us.
+    window: u64,
+    /// Failed requests since it last delivered something new.
+    strikes: u32,
+    /// While set, its claim does not count and its Tips are ignored.
+    demoted_until: Option<Instant>,
+}
+
+/// Encoded size of a proposal, as the waiting room counts it.
+fn weight(p: &Proposal) -> usize {
+    crate::proposal::HEADER_LEN + SIGNATURE_LEN + 32 * p.checkpoints.len()
+}
+
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Chain {
     rules: Rules,
     me: PeerIndex,
     tip: Tip,
-    /// Highest window any peer has shown us.
-    best_known: u64,
-    best_peer: Option<PeerIndex>,
+    /// Each peer's claim (unverified Tips, raised by signed proposals).
+    claims: HashMap<PeerIndex, Claim>,
     /// Checked-so-far proposals above the tip, by window.
     waiting: BTreeMap<u64, Vec<(Option<PeerIndex>, Proposal)>>,
-    waiting_checkpoints: usize,
+    waiting_bytes: usize,
+    waiting_budget: usize,
+    /// ML-DSA signature checks done by admission (cheap checks come first).
+    signature_checks: u64,
     /// A verification (follower) or evaluation (proposer) is running.
     busy: bool,
     /// The last window of the batch being verified (0 when none).
     verifying_upto: u64,
-    /// (peer, up to window, when) of the outstanding GetProposals.
+    /// Hashes of the proposals being verified (replays are not re-checked).
+    verifying: Vec<[u8; 32]>,
+    /// (peer, from, when) of the outstanding GetProposals.
     requested: Option<(PeerIndex, u64, Instant)>,
     rejected: BTreeMap<&'static str, u64>,
     stopped: bool,
     /// The proposer proposes only after [`Chain::start`].
     started: bool,
+    /// The proposer has asked for an evaluation in this run (from then on
+    /// it takes no proposals from peers).
+    proposed: bool,
     /// The proposer proposes no window past this one (devnets, tests).
     last_window: Option<u64>,
 }
@@ -183,19 +226,38 @@ impl Chain {
         Chain {
             rules,
             me,
-            best_known: tip.window,
-            best_peer: None,
+            claims: HashMap::new(),
             tip,
             waiting: BTreeMap::new(),
-            waiting_checkpoints: 0,
+            waiting_bytes: 0,
+            waiting_budget: MAX_WAITING_BYTES,
+            signature_checks: 0,
             busy: false,
             verifying_upto: 0,
+            verifying: Vec::new(),
             requested: None,
             rejected: BTreeMap::new(),
             stopped: false,
             started: false,
+            proposed: false,
             last_window: None,
         }
+    }
+
+    /// Bounds the bytes held in the waiting room (default
+    /// [`MAX_WAITING_BYTES`]).
+    pub fn set_waiting_budget(&mut self, bytes: usize) {
+        self.waiting_budget = bytes;
+    }
+
+    /// Bytes of proposals held in the waiting room.
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
+    }
+
+    /// ML-DSA proposal signatures checked so far.
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks
     }
 
     /// Makes the proposer stop proposing after `window` (it keeps serving).
@@ -215,13 +277,38 @@ impl Chain {
         self.tip
     }
 
-    /// Windows between the tip and the best one a peer has shown.
+    /// Windows between the tip and the best one a trusted peer claims.
     pub fn lag(&self) -> u64 {
-        self.best_known.saturating_sub(self.tip.window)
+        self.best_known().saturating_sub(self.tip.window)
     }
 
+    /// The highest window claimed by a peer that is not demoted (at least
+    /// the tip).
     pub fn best_known(&self) -> u64 {
-        self.best_known
+        self.claims
+            .values()
+            .filter(|c| c.demoted_until.is_none())
+            .map(|c| c.window)
+            .fold(self.tip.window, u64::max)
+    }
+
+    /// Peers that have told us their tip (or sent a proposal).
+    pub fn heard_from(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// A proposer that has not proposed yet in this run and whose tip is
+    /// below what a trusted peer claims (it lost its data): it catches up
+    /// like a follower before it proposes.
+    fn proposer_catching_up(&self) -> bool {
+        self.is_proposer() && !self.proposed && self.best_known() > self.tip.window
+    }
+
+    /// Whether `peer` is demoted for not serving what it claimed.
+    pub fn is_demoted(&self, peer: PeerIndex) -> bool {
+        self.claims
+            .get(&peer)
+            .is_some_and(|c| c.demoted_until.is_some())
     }
 
     /// Rejections so far, by reason.
@@ -240,7 +327,7 @@ impl Chain {
             "stopped"
         } else if self.is_proposer() && self.reached_last_window() {
             "done"
-        } else if self.is_proposer() {
+        } else if self.is_proposer() && !self.proposer_catching_up() {
             "proposing"
         } else if self.lag() > 1 {
             "catching-up"
@@ -249,6 +336,10 @@ impl Chain {
         } else {
             "following"
         }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
     }
 
     /// No new work after this (shutdown); in-flight results are still taken.
@@ -279,26 +370,46 @@ impl Chain {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if matches!(self.requested, Some((p, _, _)) if p == peer) {
-            self.requested = None;
-        }
+        let answering = matches!(self.requested, Some((p, _, _)) if p == peer);
+        let mut new = 0;
         for p in ps {
-            self.admit(Some(peer), p, &mut out);
+            new += self.admit(Some(peer), p, &mut out) as usize;
+        }
+        if answering {
+            self.requested = None;
+            if new == 0 {
+                // Asked for windows it claims, answered nothing new.
+                self.demote(peer, now);
+            } else {
+                self.claims.entry(peer).or_default().strikes = 0;
+            }
         }
         out.extend(self.next_work(now));
         out
     }
 
     /// A peer's tip: how far the network is.
+    /// A demoted peer's Tips are ignored until its demotion ends.
     pub fn on_tip(&mut self, peer: PeerIndex, window: u64, now: Instant) -> Vec<Action> {
-        self.saw(peer, window);
+        let c = self.claims.entry(peer).or_default();
+        match c.demoted_until {
+            Some(until) if now < until => {}
+            _ => {
+                c.demoted_until = None;
+                c.window = window;
+            }
+        }
         self.next_work(now)
     }
 
-    /// Periodic: re-asks an unanswered request.
+    /// Periodic: demotes the peer of a request unanswered for
+    /// [`REQUEST_TIMEOUT`] and asks another.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
-        if matches!(self.requested, Some((_, _, at)) if now.duration_since(at) >= REQUEST_TIMEOUT) {
-            self.requested = None;
+        if let Some((peer, _, at)) = self.requested {
+            if now.saturating_duration_since(at) >= REQUEST_TIMEOUT {
+                self.requested = None;
+                self.demote(peer, now);
+            }
         }
         self.next_work(now)
     }
@@ -313,6 +424,7 @@ impl Chain {
     ) -> Vec<Action> {
         self.busy = false;
         self.verifying_upto = 0;
+        self.verifying.clear();
         let mut out = Vec::new();
         let k = self.rules.checkpoints as usize;
         let good = match outcome {
@@ -342,7 +454,6 @@ impl Chain {
             for p in &applied {
                 self.tip = self.tip.after(p);
             }
-            self.best_known = self.best_known.max(self.tip.window);
             self.prune();
             out.push(Action::Apply(applied));
         }
@@ -357,7 +468,6 @@ impl Chain {
         let mut out = Vec::new();
         if p.window() == self.tip.window + 1 && p.header.link == self.tip.hash {
             self.tip = self.tip.after(&p);
-            self.best_known = self.best_known.max(self.tip.window);
             out.push(Action::Apply(vec![p.clone()]));
             out.push(Action::Broadcast(p));
         }
@@ -370,11 +480,35 @@ impl Chain {
         self.busy = false;
     }
 
+    /// `peer` sent a proposer-signed proposal for `window`: it has it
+    /// (a demoted peer stays demoted until its back-off ends).
     fn saw(&mut self, peer: PeerIndex, window: u64) {
-        if window > self.best_known {
-            self.best_known = window;
-            self.best_peer = Some(peer);
+        let c = self.claims.entry(peer).or_default();
+        if c.demoted_until.is_none() {
+            c.window = c.window.max(window);
         }
+    }
+
+    /// Drops `peer`'s claim and ignores its Tips for a while (doubling with
+    /// each strike).
+    fn demote(&mut self, peer: PeerIndex, now: Instant) {
+        let c = self.claims.entry(peer).or_default();
+        c.strikes = c.strikes.saturating_add(1);
+        let backoff = REQUEST_TIMEOUT
+            .saturating_mul(1 << (c.strikes - 1).min(16))
+            .min(MAX_DEMOTION);
+        c.window = 0;
+        c.demoted_until = Some(now + backoff);
+    }
+
+    /// The peer to ask for windows from `from`: the trusted one claiming the
+    /// most (lowest index on a tie).
+    fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
+        self.claims
+            .iter()
+            .filter(|(_, c)| c.demoted_until.is_none() && c.window >= from)
+            .map(|(p, c)| (*p, c.window))
+            .max_by_key(|&(p, w)| (w, std::cmp::Reverse(p)))
     }
 
     fn reject(&mut self, peer: Option<PeerIndex>, window: u64, r: Reject, out: &mut Vec<Action>) {
@@ -386,26 +520,27 @@ impl Chain {
         });
     }
 
-    /// The checks that need no hashing, then into the waiting room.
-    fn admit(&mut self, peer: Option<PeerIndex>, p: Proposal, out: &mut Vec<Action>) {
+    /// The checks that need no hashing, cheapest first (the ML-DSA
+    /// signature last), then into the waiting room. Returns whether the
+    /// proposal was new (held for verification).
+    fn admit(&mut self, peer: Option<PeerIndex>, p: Proposal, out: &mut Vec<Action>) -> bool {
         let w = p.window();
         let h = &p.header;
         let r = &self.rules;
-        let verdict = if self.is_proposer() {
+        let verdict = if self.is_proposer() && self.proposed {
             Err(Reject::NotFromProposer)
         } else if h.proposer != r.proposer {
             Err(Reject::WrongProposer {
                 claimed: h.proposer,
             })
-        } else if !p.signed_by(&r.proposer_key) {
-            Err(Reject::BadSignature)
         } else if h.suite != r.suite || h.d != r.d || h.checkpoints != r.checkpoints {
             Err(Reject::WrongParams(format!(
                 "{}/D={}/K={}",
                 h.suite, h.d, h.checkpoints
             )))
         } else if w == self.tip.window && p.hash() != self.tip.hash {
-            // A different proposal for the window just applied.
+            // A different proposal for the window just applied: wrong
+            // whoever signed it, so no signature check is spent on it.
             Err(Reject::WrongWindow {
                 expected: self.tip.window + 1,
                 got: w,
@@ -414,30 +549,59 @@ impl Chain {
             Ok(())
         };
         if let Err(reason) = verdict {
-            return self.reject(peer, w, reason, out);
+            self.reject(peer, w, reason, out);
+            return false;
         }
-        // Signed by the proposer: the window exists.
+        if w <= self.tip.window || w > self.tip.window.saturating_add(WAITING_HORIZON) {
+            // Already applied (catch-up and push overlap), or too far ahead
+            // to hold (fetched when its turn comes).
+            return false;
+        }
+        let hash = p.hash();
+        if self.verifying.contains(&hash)
+            || self
+                .waiting
+                .get(&w)
+                .is_some_and(|slot| slot.iter().any(|(_, q)| q.hash() == hash))
+        {
+            return false; // already being verified, or waiting
+        }
+        self.signature_checks += 1;
+        if !p.signed_by(&self.rules.proposer_key) {
+            self.reject(peer, w, Reject::BadSignature, out);
+            return false;
+        }
+        // Signed by the proposer: the window exists, and the peer has it.
         if let Some(peer) = peer {
             self.saw(peer, w);
         }
-        if w <= self.tip.window {
-            return; // already applied: a duplicate (catch-up and push overlap)
-        }
-        self.wait(peer, p);
+        self.wait(peer, p)
     }
 
-    fn wait(&mut self, peer: Option<PeerIndex>, p: Proposal) {
-        let k = p.checkpoints.len();
-        if self.waiting_checkpoints + k > MAX_WAITING_CHECKPOINTS {
-            return; // fetched again later
+    /// Holds `p` until its turn; false if it was not kept (the room is
+    /// full in bytes, or the window has enough candidates).
+    fn wait(&mut self, peer: Option<PeerIndex>, p: Proposal) -> bool {
+        let size = weight(&p);
+        // Full: make room by dropping the highest windows held, but only for
+        // a lower one (the next window must always fit, or nothing moves).
+        while self.waiting_bytes + size > self.waiting_budget {
+            match self.waiting.last_key_value() {
+                Some((&top, _)) if top > p.window() => {
+                    for (_, q) in self.waiting.remove(&top).unwrap_or_default() {
+                        self.waiting_bytes -= weight(&q);
+                    }
+                }
+                _ => return false, // fetched again later
+            }
         }
         let slot = self.waiting.entry(p.window()).or_default();
         let h = p.hash();
         if slot.len() >= CANDIDATES_PER_WINDOW || slot.iter().any(|(_, q)| q.hash() == h) {
-            return;
+            return false;
         }
         slot.push((peer, p));
-        self.waiting_checkpoints += k;
+        self.waiting_bytes += size;
+        true
     }
 
     /// Drops waiting proposals at or below the tip.
@@ -445,7 +609,7 @@ impl Chain {
         let keep = self.waiting.split_off(&(self.tip.window + 1));
         for (_, v) in std::mem::replace(&mut self.waiting, keep) {
             for (_, p) in v {
-                self.waiting_checkpoints -= p.checkpoints.len();
+                self.waiting_bytes -= weight(&p);
             }
         }
     }
@@ -488,13 +652,13 @@ impl Chain {
                 self.waiting.remove(&w);
             }
             for (peer, p) in unlinked.drain(..) {
-                self.waiting_checkpoints -= p.checkpoints.len();
+                self.waiting_bytes -= weight(&p);
                 self.reject(peer, p.window(), Reject::WrongPrevious, out);
             }
             let Some((peer, p)) = chosen else {
                 break;
             };
-            self.waiting_checkpoints -= p.checkpoints.len();
+            self.waiting_bytes -= weight(&p);
             if batch.from.is_none() {
                 batch.from = peer;
             }
@@ -512,11 +676,12 @@ impl Chain {
         if self.stopped || self.busy {
             return out;
         }
-        if self.is_proposer() {
+        if self.is_proposer() && !self.proposer_catching_up() {
             if !self.started || self.reached_last_window() {
                 return out;
             }
             self.busy = true;
+            self.proposed = true;
             out.push(Action::Evaluate {
                 window: self.tip.window + 1,
                 start: self.tip.t,
@@ -527,6 +692,7 @@ impl Chain {
         if let Some(batch) = self.take_batch(&mut out) {
             self.busy = true;
             self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());
+            self.verifying = batch.proposals.iter().map(Proposal::hash).collect();
             out.push(Action::Verify(batch));
         }
         // Ask for what is missing beyond what we hold (waiting or being
@@ -536,10 +702,10 @@ impl Chain {
             have += 1;
         }
         let from = have + 1;
-        if self.requested.is_none() && self.best_known >= from {
-            if let Some(peer) = self.best_peer {
-                let count = (self.best_known - from + 1).min(MAX_REQUEST as u64) as u32;
-                self.requested = Some((peer, from + count as u64 - 1, now));
+        if self.requested.is_none() {
+            if let Some((peer, claimed)) = self.pick_peer(from) {
+                let count = (claimed - from + 1).min(MAX_REQUEST as u64) as u32;
+                self.requested = Some((peer, from, now));
                 out.push(Action::Request { peer, from, count });
             }
         }

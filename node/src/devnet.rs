@@ -57,6 +57,30 @@ pub fn d_for(rate: f64, window_secs: f64, k: u64) -> u64 {
     d.max(1) * k
 }
 
+/// Creates a new directory under `parent` with an unpredictable name
+/// (`montana-devnet-` and 16 random hex digits) and mode 0700. It never
+/// reuses a path that exists (a name taken, e.g. planted by another user of
+/// a shared temp dir, is skipped), so nobody else can read or pre-seed it.
+pub fn fresh_private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for _ in 0..16 {
+        let path = parent.join(format!("montana-devnet-{:016x}", rand::random::<u64>()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::AlreadyExists,
+        "no free directory name after 16 tries",
+    ))
+}
+
 /// Free loopback ports (bound then released; the OS hands them out in turn).
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -212,6 +236,24 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_devnet_dir_is_fresh_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let a = fresh_private_dir(parent.path()).unwrap();
+        let b = fresh_private_dir(parent.path()).unwrap();
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+            assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+            let name = d.file_name().unwrap().to_str().unwrap();
+            let suffix = name.strip_prefix("montana-devnet-").unwrap();
+            assert_eq!(suffix.len(), 16);
+            assert_ne!(suffix, format!("{}", std::process::id()));
+        }
+    }
 
     #[test]
     fn d_is_a_positive_multiple_of_k() {

@@ -10,6 +10,11 @@
 //! `signing_secret.key` (hex, mode 0600) and `public.json` (both public keys,
 //! hex). Existing keys are never overwritten: losing a node's identity would
 //! drop it from its network's genesis.
+//!
+//! In memory, both secrets (and the hex text they are read from or written
+//! as) live in `zeroize` wrappers, wiped when dropped; the ML-DSA secret is
+//! kept as bytes and expanded into the library's key type only for the
+//! moment of signing.
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +25,7 @@ use pqcrypto_mldsa::mldsa65;
 use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// File names inside a keys directory.
 pub const NOISE_SECRET_FILE: &str = "noise_secret.key";
@@ -139,13 +145,17 @@ impl VerifyingKey {
     }
 }
 
-/// A node's full identity.
+/// A node's full identity. The secrets are wiped from memory on drop.
 pub struct NodeKeys {
-    noise_secret: [u8; 32],
+    noise_secret: Zeroizing<[u8; 32]>,
     noise_public: [u8; 32],
-    signing_secret: mldsa65::SecretKey,
+    /// ML-DSA-65 secret key bytes.
+    signing_secret: Zeroizing<Vec<u8>>,
     signing_public: VerifyingKey,
 }
+
+/// Every secret field is a [`Zeroizing`] wrapper.
+impl ZeroizeOnDrop for NodeKeys {}
 
 impl std::fmt::Debug for NodeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,11 +177,12 @@ impl NodeKeys {
                 what: "X25519 key generation",
                 why: e.to_string(),
             })?;
+        let private = Zeroizing::new(kp.private);
         let (pk, sk) = mldsa65::keypair();
         Ok(NodeKeys {
-            noise_secret: to32(&kp.private, "X25519 secret key")?,
+            noise_secret: Zeroizing::new(to32(&private, "X25519 secret key")?),
             noise_public: to32(&kp.public, "X25519 public key")?,
-            signing_secret: sk,
+            signing_secret: Zeroizing::new(sk.as_bytes().to_vec()),
             signing_public: VerifyingKey(pk),
         })
     }
@@ -198,7 +209,9 @@ impl NodeKeys {
 
     /// Signs `msg` in `domain` (a detached ML-DSA-65 signature).
     pub fn sign(&self, domain: Domain, msg: &[u8]) -> Vec<u8> {
-        mldsa65::detached_sign_ctx(msg, domain.context(), &self.signing_secret)
+        let sk = mldsa65::SecretKey::from_bytes(&self.signing_secret)
+            .expect("length checked when loaded or generated");
+        mldsa65::detached_sign_ctx(msg, domain.context(), &sk)
             .as_bytes()
             .to_vec()
     }
@@ -221,11 +234,11 @@ impl NodeKeys {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", dir))?;
         write_secret(
             &dir.join(NOISE_SECRET_FILE),
-            &hex::encode(self.noise_secret),
+            &Zeroizing::new(hex::encode(self.noise_secret.as_slice())),
         )?;
         write_secret(
             &dir.join(SIGNING_SECRET_FILE),
-            &hex::encode(self.signing_secret.as_bytes()),
+            &Zeroizing::new(hex::encode(self.signing_secret.as_slice())),
         )?;
         let public = serde_json::to_string_pretty(&self.public_keys()).expect("plain data");
         let p = dir.join(PUBLIC_FILE);
@@ -240,16 +253,17 @@ impl NodeKeys {
         let signing_secret = read_secret(&dir.join(SIGNING_SECRET_FILE))?;
         let noise_path = dir.join(NOISE_SECRET_FILE);
         let noise_secret =
-            to32(&noise_secret, "X25519 secret key").map_err(|e| KeyError::Malformed {
-                path: noise_path,
-                why: e.to_string(),
-            })?;
+            Zeroizing::new(to32(&noise_secret, "X25519 secret key").map_err(|e| {
+                KeyError::Malformed {
+                    path: noise_path,
+                    why: e.to_string(),
+                }
+            })?);
         let signing_path = dir.join(SIGNING_SECRET_FILE);
-        let signing_secret =
-            mldsa65::SecretKey::from_bytes(&signing_secret).map_err(|e| KeyError::Malformed {
-                path: signing_path.clone(),
-                why: e.to_string(),
-            })?;
+        mldsa65::SecretKey::from_bytes(&signing_secret).map_err(|e| KeyError::Malformed {
+            path: signing_path.clone(),
+            why: e.to_string(),
+        })?;
         let public = fs::read_to_string(dir.join(PUBLIC_FILE)).map_err(|source| KeyError::Io {
             action: "read",
             path: dir.join(PUBLIC_FILE),
@@ -320,7 +334,7 @@ fn write_secret(path: &Path, hex_text: &str) -> Result<(), KeyError> {
         })
 }
 
-fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let meta = fs::metadata(path).map_err(|source| KeyError::Io {
         action: "read",
         path: path.to_path_buf(),
@@ -333,20 +347,34 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| KeyError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
-    })?;
-    hex::decode(text.trim()).map_err(|e| KeyError::Malformed {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })
+    })?);
+    hex::decode(text.trim())
+        .map(Zeroizing::new)
+        .map_err(|e| KeyError::Malformed {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_wiped_on_drop() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+        let keys = NodeKeys::generate().unwrap();
+        wiped_on_drop(&keys);
+        wiped_on_drop(&keys.noise_secret);
+        wiped_on_drop(&keys.signing_secret);
+        // Signing from the wiped-on-drop bytes still works.
+        let sig = keys.sign(Domain::Proposal, b"m");
+        assert!(keys.verifying_key().verify(Domain::Proposal, b"m", &sig));
+    }
 
     #[test]
     fn save_load_round_trip_and_mode() {

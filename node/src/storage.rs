@@ -15,6 +15,7 @@
 //! not compress).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use montana_vdf::Hash32;
 use rocksdb::{
@@ -105,7 +106,7 @@ impl Tip {
 
 /// The open database and the tip it holds.
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
     tip: Tip,
 }
@@ -175,7 +176,7 @@ impl Store {
             }
         })?;
         let mut store = Store {
-            db,
+            db: Arc::new(db),
             path,
             tip: Tip::genesis(genesis),
         };
@@ -244,6 +245,15 @@ impl Store {
         self.get(CF_PROPOSALS, &window.to_be_bytes())
     }
 
+    /// A read-only handle for serving stored proposals from other threads
+    /// (it sees every window applied before each read).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }
+    }
+
     /// The stored proposal of `window`, decoded.
     pub fn proposal(&self, window: u64) -> Result<Option<Proposal>, StoreError> {
         match self.proposal_bytes(window)? {
@@ -288,6 +298,29 @@ impl Store {
             path: self.path.clone(),
             why: why.to_string(),
         }
+    }
+}
+
+/// Reads stored proposals; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl StoreReader {
+    /// The stored proposal bytes of `window`, if applied.
+    pub fn proposal_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_PROPOSALS)
+            .expect("column families opened");
+        self.db
+            .get_cf(cf, window.to_be_bytes())
+            .map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                why: e.into_string(),
+            })
     }
 }
 

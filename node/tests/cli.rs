@@ -370,3 +370,13 @@ fn keys_new_writes_private_files_and_prints_public_keys() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_fault_injector_is_only_in_test_builds() {
+    // Built without `--features test-faults` (the README's build), the
+    // binary does not even contain the variable's name.
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_montana")).unwrap();
+    let needle = b"MONTANA_TEST_FAULTS";
+    let present = bin.windows(needle.len()).any(|w| w == needle);
+    assert_eq!(present, cfg!(feature = "test-faults"));
+}

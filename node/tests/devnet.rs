@@ -191,6 +191,8 @@ fn a_killed_follower_restarts_and_catches_up() {
     }
 }
 
+/// Needs the fault injector: `--features test-faults` (scripts/test).
+#[cfg(feature = "test-faults")]
 #[test]
 fn every_follower_rejects_forged_and_corrupted_proposals() {
     let dir = tempfile::tempdir().unwrap();

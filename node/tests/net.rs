@@ -530,3 +530,161 @@ async fn a_peer_that_stops_reading_is_disconnected_by_the_write_timeout() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Everything this test binary logs (tracing's fmt output), captured once.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn captured_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let c = Captured::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(c.clone())
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sub);
+        c
+    })
+}
+
+/// Log lines that mention an address starting with `prefix`.
+fn log_lines_mentioning(prefix: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&captured_log().0.lock().unwrap()).to_string();
+    text.lines()
+        .filter(|l| l.contains(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
+    use tokio::io::AsyncReadExt;
+    captured_log();
+    let g = genesis(2);
+    // Node 1 accepts from node 0 (which dials from 127.0.0.1).
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    let target = b.local_addr();
+    // 200 idle sockets from 20 other loopback addresses, reopened as soon as
+    // the node closes one, for as long as the test runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = Arc::new(AtomicU32::new(0));
+    let mut idlers = Vec::new();
+    for i in 0..200u32 {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        let ip = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % 20) as u8);
+        idlers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind((ip, 0).into()).unwrap();
+                let Ok(mut conn) = s.connect(target).await else {
+                    sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                let mut buf = [0u8; 64];
+                // Idle until the node closes it (or the test ends).
+                let _ = timeout(Duration::from_secs(1), async {
+                    while !matches!(conn.read(&mut buf).await, Ok(0) | Err(_)) {}
+                })
+                .await;
+            }
+        }));
+    }
+    wait_until("the idle sockets are in", || {
+        opened.load(Ordering::Relaxed) >= 200
+    })
+    .await;
+    // The genesis peer connects and handshakes while they stay.
+    let (a, _a_rx) = start(config(&g, 0, NET, limits())).await;
+    wait_until("the genesis peer connected", || {
+        connected(&a, &[1]) && connected(&b, &[0])
+    })
+    .await;
+    // Keep the flood up past the 5 s handshake deadline.
+    sleep(Duration::from_secs(6)).await;
+    assert!(connected(&b, &[0]), "still connected under the flood");
+    stop.store(true, Ordering::Relaxed);
+    for t in idlers {
+        let _ = t.await;
+    }
+    let t = b.totals();
+    assert!(t.refused_per_ip > 0 && t.refused_pool_full > 0, "{t:?}");
+    assert_eq!(
+        t.inbound_refused,
+        t.refused_per_ip + t.refused_pool_full + t.refused_inbound_full
+    );
+    assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
+    // Hundreds of refusals and failures, at most one line per address.
+    let lines = log_lines_mentioning("127.0.1.");
+    assert!(
+        !lines.is_empty() && lines.len() <= 20,
+        "{} lines for {} refusals and {} failures:\n{}",
+        lines.len(),
+        t.inbound_refused,
+        t.handshake_failures,
+        lines.join("\n")
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_does_not_delay_the_others() {
+    let g = genesis(3);
+    let patient = Limits {
+        idle_timeout: Duration::from_secs(60),
+        heartbeat_every: Duration::from_secs(1),
+        ..limits()
+    };
+    let (a, mut a_rx) = start(config(&g, 0, NET, patient.clone())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, patient.clone())).await;
+    let (c, _c_rx) = start(config(&g, 2, NET, patient)).await;
+    wait_until("all connected", || {
+        connected(&a, &[1, 2]) && connected(&b, &[0, 2]) && connected(&c, &[0, 1])
+    })
+    .await;
+    // B floods A, which is not reading, until everything between them is full.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        let _ = b.send(PeerId(0), Envelope::new(16, 1, 1, vec![1; 16 * 1024]));
+        sleep(Duration::from_millis(1)).await;
+    }
+    // C says one thing; A reads on.
+    c.send(PeerId(0), Envelope::new(17, 1, 2, b"from c".to_vec()))
+        .unwrap();
+    sleep(Duration::from_secs(1)).await;
+    let mut before = 0;
+    loop {
+        let m = recv(&mut a_rx).await;
+        if m.peer == PeerId(2) {
+            assert_eq!(m.envelope.payload, b"from c");
+            break;
+        }
+        assert_eq!(m.peer, PeerId(1));
+        before += 1;
+    }
+    // Behind about what the node's channel held (8), not B's whole backlog
+    // (at c396514: the node-wide channel's 64 and more).
+    assert!(before <= 24, "{before} of B's messages came first");
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}

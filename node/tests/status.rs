@@ -189,3 +189,46 @@ fn montana_status_bad_input_and_unreachable_nodes() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Reads until the server closes the connection (or `within` passes);
+/// returns what it sent and whether it closed.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).to_string(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_silent_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _stop) = server().await;
+    // 100 KiB of headers: cut off, never answered.
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let _ = big.write_all(header.as_bytes()).await;
+    let (answer, closed) = read_until_closed(&mut big, Duration::from_secs(30)).await;
+    assert!(closed, "still open");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A client that says nothing is closed after the read timeout.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(40)).await;
+    assert!(closed, "a silent client kept its connection");
+    assert!(t0.elapsed() >= status::guard::READ_TIMEOUT / 2);
+    // A normal request is still served.
+    assert!(get(addr, "/status").await.is_ok());
+}

@@ -107,18 +107,171 @@ fn follower_never_advances_without_a_proposal() {
     out.extend(c.on_tick(now() + Duration::from_secs(120)));
     assert!(applied(&out).is_empty());
     assert_eq!(c.tip().window, 0);
+    // It asked the peer that knows for the missing windows, never twice at
+    // once; unanswered, the peer is demoted (its claim no longer counts).
+    assert_eq!(requests(&out), vec![(0, 1, 5)]);
+    assert!(c.is_demoted(0));
+    assert_eq!(c.lag(), 0);
+    // Its next Tip after the back-off is believed again and asked again.
+    let out = c.on_tip(0, 5, now() + Duration::from_secs(240));
     assert_eq!(c.lag(), 5);
     assert_eq!(c.phase(), "catching-up");
-    // It asked the peer that knows for the missing windows, and asks again
-    // after a timeout, never twice at once.
-    let reqs: Vec<_> = out
+    assert_eq!(requests(&out), vec![(0, 1, 5)]);
+}
+
+fn requests(actions: &[Action]) -> Vec<(PeerIndex, u64, u32)> {
+    actions
         .iter()
         .filter_map(|a| match a {
             Action::Request { peer, from, count } => Some((*peer, *from, *count)),
             _ => None,
         })
-        .collect();
-    assert_eq!(reqs, vec![(0, 1, 5), (0, 1, 5)]);
+        .collect()
+}
+
+#[test]
+fn a_lying_tip_is_dropped_when_its_request_times_out() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 3);
+    let mut c = follower(&n);
+    let t0 = now();
+    // Peer 2 claims the last possible window.
+    let out = c.on_tip(2, u64::MAX, t0);
+    assert_eq!(requests(&out), vec![(2, 1, MAX_REQUEST)]);
+    assert_eq!(c.lag(), u64::MAX);
+    // The honest proposer's tip meanwhile: one request at a time.
+    assert!(requests(&c.on_tip(0, 3, t0)).is_empty());
+    // Peer 2 never answers: demoted, its claim dropped, peer 0 asked.
+    let out = c.on_tick(t0 + REQUEST_TIMEOUT);
+    assert!(c.is_demoted(2));
+    assert_eq!(c.lag(), 3);
+    assert_eq!(requests(&out), vec![(0, 1, 3)]);
+    // Its Tips are ignored while it is demoted.
+    assert!(c.on_tip(2, u64::MAX, t0 + REQUEST_TIMEOUT).is_empty());
+    assert_eq!(c.lag(), 3);
+    let out = {
+        let a = c.on_proposals(0, ps.clone(), t0 + REQUEST_TIMEOUT);
+        drive(&mut c, a)
+    };
+    assert_eq!(applied(&out), vec![1, 2, 3]);
+    assert_eq!(c.lag(), 0);
+    assert_eq!(c.phase(), "following");
+}
+
+#[test]
+fn empty_answers_demote_the_peer_instead_of_spinning() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 2);
+    let mut c = follower(&n);
+    let t = now();
+    let mut asked_liar = requests(&c.on_tip(2, u64::MAX, t)).len();
+    // It answers nothing, as fast as it can, and keeps claiming.
+    for _ in 0..100 {
+        let mut out = c.on_proposals(2, vec![], t);
+        out.extend(c.on_tip(2, u64::MAX, t));
+        out.extend(c.on_tick(t));
+        asked_liar += requests(&out).iter().filter(|r| r.0 == 2).count();
+    }
+    assert_eq!(asked_liar, 1, "one request, not a loop");
+    assert!(c.is_demoted(2));
+    assert_eq!(c.lag(), 0);
+    // Catch-up from the honest proposer still works at once.
+    let out = c.on_tip(0, 2, t);
+    assert_eq!(requests(&out), vec![(0, 1, 2)]);
+    let out = {
+        let a = c.on_proposals(0, ps.clone(), t);
+        drive(&mut c, a)
+    };
+    assert_eq!(applied(&out), vec![1, 2]);
+    // Answering with what we already have is no answer either.
+    let later = t + REQUEST_TIMEOUT;
+    let out = c.on_tip(2, u64::MAX, later);
+    assert_eq!(requests(&out), vec![(2, 3, MAX_REQUEST)]);
+    assert!(requests(&c.on_proposals(2, ps, later)).is_empty());
+    assert!(c.is_demoted(2));
+    // Second strike: the back-off doubled (10 s).
+    assert!(c.on_tip(2, u64::MAX, later + REQUEST_TIMEOUT).is_empty());
+    assert!(c.is_demoted(2));
+    assert_eq!(
+        requests(&c.on_tip(2, u64::MAX, later + 2 * REQUEST_TIMEOUT)),
+        vec![(2, 3, MAX_REQUEST)]
+    );
+}
+
+#[test]
+fn cheap_checks_come_before_the_signature() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 2);
+    let mut c = follower(&n);
+    let pending = c_on_proposal(&mut c, &ps[0]);
+    assert_eq!(c.signature_checks(), 1);
+    // Replays while it is verified cost nothing.
+    for _ in 0..10 {
+        assert!(c_on_proposal(&mut c, &ps[0]).is_empty());
+    }
+    assert_eq!(c.signature_checks(), 1);
+    assert_eq!(applied(&drive(&mut c, pending)), vec![1]);
+    // Replays of an applied window, a forgery of one, a proposal too far
+    // ahead, wrong parameters: no signature check, no counted rejection
+    // except the parameters.
+    let forged = Proposal::sign(
+        &n.keys[2],
+        n.g.hash,
+        1,
+        ps[0].header.link,
+        n.g.d,
+        0,
+        ps[0].checkpoints.clone(),
+    );
+    let far = Proposal::sign(
+        &n.keys[0],
+        n.g.hash,
+        2 + WAITING_HORIZON,
+        [1; 32],
+        n.g.d,
+        0,
+        ps[1].checkpoints.clone(),
+    );
+    let wrong_d = Proposal::sign(
+        &n.keys[2],
+        n.g.hash,
+        2,
+        ps[1].header.link,
+        n.g.d * 2,
+        0,
+        ps[1].checkpoints.clone(),
+    );
+    let mut out = Vec::new();
+    for p in [&ps[0], &ps[0], &forged, &far, &wrong_d] {
+        out.extend(push(&mut c, p));
+    }
+    assert_eq!(rejections(&out), vec!["wrong_params"]);
+    assert_eq!(c.signature_checks(), 1);
+    assert!(c.waiting_bytes() == 0);
+    // The next real window: one more check.
+    assert_eq!(applied(&push(&mut c, &ps[1])), vec![2]);
+    assert_eq!(c.signature_checks(), 2);
+}
+
+#[test]
+fn the_waiting_room_is_bounded_in_bytes() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 6);
+    let mut c = follower(&n);
+    let one = weight(&ps[0]);
+    c.set_waiting_budget(3 * one);
+    // Windows 2..=6 arrive before window 1: three fit.
+    for p in &ps[1..] {
+        c_on_proposal(&mut c, p);
+    }
+    assert_eq!(c.waiting_bytes(), 3 * one);
+    // The next window always fits: the highest one held makes room.
+    let out = {
+        let a = c_on_proposal(&mut c, &ps[0]);
+        drive(&mut c, a)
+    };
+    assert_eq!(applied(&out), vec![1, 2, 3]);
+    assert_eq!(c.waiting_bytes(), 0);
 }
 
 #[test]
@@ -347,4 +500,53 @@ fn proposer_evaluates_applies_and_broadcasts() {
     c.on_evaluation_failed();
     assert!(c.on_tick(now()).is_empty());
     assert_eq!(c.phase(), "stopped");
+}
+
+fn proposer(n: &Net) -> Chain {
+    Chain::new(Rules::from_genesis(&n.g), 0, Tip::genesis(&n.g))
+}
+
+#[test]
+fn a_proposer_that_lost_its_data_catches_up_before_proposing() {
+    let n = net();
+    let ps = chain(&n.g, &n.keys[0], 5);
+    let mut c = proposer(&n);
+    // Its peers are at window 5; it restarted from an empty data dir. It
+    // asks for them at once, and starting does not make it propose.
+    assert_eq!(requests(&c.on_tip(1, 5, now())), vec![(1, 1, 5)]);
+    assert!(c.start().is_empty());
+    assert_eq!(c.phase(), "catching-up");
+    let out = {
+        let a = c.on_proposals(1, ps.clone(), now());
+        drive(&mut c, a)
+    };
+    assert_eq!(applied(&out), vec![1, 2, 3, 4, 5]);
+    // Caught up: it proposes window 6, and takes no proposals any more.
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Evaluate { window: 6, .. })));
+    assert_eq!(c.phase(), "proposing");
+    let out = c.on_proposal(1, ps[4].clone(), now());
+    assert_eq!(rejections(&out), vec!["not_from_proposer"]);
+}
+
+#[test]
+fn a_lying_tip_delays_a_restarted_proposer_only_until_its_request_times_out() {
+    let n = net();
+    let mut c = proposer(&n);
+    let t = now();
+    assert_eq!(
+        requests(&c.on_tip(2, u64::MAX, t)),
+        vec![(2, 1, MAX_REQUEST)]
+    );
+    assert!(c.start().is_empty());
+    let out = c.on_tick(t + REQUEST_TIMEOUT);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Evaluate { window: 1, .. })));
+    // Once proposing, claims no longer hold it back.
+    let ps = chain(&n.g, &n.keys[0], 1);
+    c.on_evaluated(ps[0].clone(), t + REQUEST_TIMEOUT);
+    c.on_tip(1, 1000, t + REQUEST_TIMEOUT);
+    assert_eq!(c.phase(), "proposing");
 }

@@ -40,7 +40,8 @@ pub struct Args {
     /// Steps per window (default: measured from this host's eval rate).
     #[arg(long)]
     pub d: Option<u64>,
-    /// Working directory (default: a new directory under the system temp dir).
+    /// Working directory (default: a new private directory, mode 0700 with
+    /// an unpredictable name, under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Print the result as one JSON object on the last stdout line.
@@ -62,7 +63,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
     }
     let dir = match &a.dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("montana-devnet-{}", std::process::id())),
+        None => devnet::fresh_private_dir(&std::env::temp_dir()).map_err(|e| {
+            CliError::bad_input(format!(
+                "cannot create a devnet directory under {}: {e}",
+                std::env::temp_dir().display()
+            ))
+        })?,
     };
     if dir.exists()
         && std::fs::read_dir(&dir)

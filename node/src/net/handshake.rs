@@ -52,6 +52,16 @@ pub enum HandshakeError {
     BadSignature(PeerId),
     #[error("handshake timed out")]
     Timeout,
+    #[error("handshake message {0} carries a payload of {1} bytes (must be empty)")]
+    UnexpectedPayload(u8, usize),
+}
+
+/// Every handshake message of this protocol has an empty payload.
+fn expect_empty(message: u8, n: usize) -> Result<(), HandshakeError> {
+    match n {
+        0 => Ok(()),
+        n => Err(HandshakeError::UnexpectedPayload(message, n)),
+    }
 }
 
 /// Parses and checks a transport suite name: a Noise `XX` pattern.
@@ -118,7 +128,7 @@ where
     let n = hs.write_message(&[], &mut msg)?; // -> e, e1
     frame::write(io, &msg[..n]).await?;
     frame::read(io, &mut inbuf).await?; // <- e, ee, ekem1, s, es
-    hs.read_message(&inbuf, &mut payload)?;
+    expect_empty(2, hs.read_message(&inbuf, &mut payload)?)?;
     let peer = ctx.identify(hs.get_remote_static())?;
     if peer != expected {
         return Err(HandshakeError::WrongPeer {
@@ -142,11 +152,11 @@ where
     let mut inbuf = Vec::new();
 
     frame::read(io, &mut inbuf).await?; // -> e, e1
-    hs.read_message(&inbuf, &mut payload)?;
+    expect_empty(1, hs.read_message(&inbuf, &mut payload)?)?;
     let n = hs.write_message(&[], &mut msg)?; // <- e, ee, ekem1, s, es
     frame::write(io, &msg[..n]).await?;
     frame::read(io, &mut inbuf).await?; // -> s, se
-    hs.read_message(&inbuf, &mut payload)?;
+    expect_empty(3, hs.read_message(&inbuf, &mut payload)?)?;
     let peer = ctx.identify(hs.get_remote_static())?;
     if peer >= ctx.me {
         return Err(HandshakeError::WrongDirection(peer));
@@ -355,6 +365,48 @@ mod tests {
             ),
             "{:?}",
             i.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn handshake_payloads_must_be_empty() {
+        let g = genesis(2);
+        let params = parse_suite(DEFAULT_TRANSPORT).unwrap();
+        let cr = Context {
+            params: &params,
+            network_id: &NET,
+            me: PeerId(1),
+            keys: &g.keys[1],
+            peers: &g.peers,
+        };
+        // An initiator (peer 0) that smuggles bytes into its last message.
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let keys = g.keys[0].clone();
+        let p2 = params.clone();
+        let init = async move {
+            let mut hs = snow::Builder::new(p2)
+                .local_private_key(keys.noise_secret())
+                .unwrap()
+                .prologue(&NET)
+                .unwrap()
+                .build_initiator()
+                .unwrap();
+            let mut msg = vec![0u8; MAX_MESSAGE];
+            let mut inbuf = Vec::new();
+            let n = hs.write_message(&[], &mut msg).unwrap();
+            frame::write(&mut a, &msg[..n]).await.unwrap();
+            frame::read(&mut a, &mut inbuf).await.unwrap();
+            hs.read_message(&inbuf, &mut vec![0u8; MAX_MESSAGE])
+                .unwrap();
+            let n = hs.write_message(b"smuggled", &mut msg).unwrap();
+            frame::write(&mut a, &msg[..n]).await.unwrap();
+            a
+        };
+        let (_a, r) = tokio::join!(init, respond(&mut b, &cr));
+        assert!(
+            matches!(r, Err(HandshakeError::UnexpectedPayload(3, 8))),
+            "{:?}",
+            r.err()
         );
     }
 

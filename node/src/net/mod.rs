@@ -11,6 +11,9 @@
 //! - [`peer`]: one connection's life: reader, writer with its bounded queue,
 //!   heartbeat, idle and write timeouts.
 //! - [`stats`]: per-peer counters in per-minute buckets (last 5 min, 1 h).
+//! - [`gate`]: the budget of unauthenticated inbound sockets (a pool, two
+//!   per source IP, an allowance for genesis addresses, a 5 s deadline) and
+//!   the once-a-minute-per-IP logging of refusals.
 //! - [`server`] and [`dialer`]: inbound accepts and outbound dials (with
 //!   exponential backoff and jitter), both bounded in number.
 //! - [`shared`]: per-peer slots, totals and signals the tasks share.
@@ -33,6 +36,7 @@ pub mod connection;
 pub mod dialer;
 pub mod envelope;
 pub mod frame;
+pub mod gate;
 pub mod handshake;
 pub mod network;
 pub mod peer;
@@ -79,12 +83,20 @@ pub struct PeerInfo {
 /// Bounds that keep a node's resources finite whatever its peers do.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Accepted connections (including those still in their handshake).
+    /// Authenticated inbound connections. Sockets still in their handshake
+    /// have their own, smaller budget (see [`gate`]).
     pub max_inbound: usize,
     /// Dialed connections (including those still in their handshake).
     pub max_outbound: usize,
-    /// Envelopes waiting to be written to one peer; a full queue drops.
+    /// Envelopes waiting to be written to one peer (a full queue drops), and
+    /// envelopes from one peer waiting for the node (a full queue stops
+    /// reading that peer).
     pub queue_len: usize,
+    /// Bytes waiting to be written to one peer; beyond, sends are dropped.
+    pub max_queued_bytes: usize,
+    /// Bytes from one peer waiting for the node; beyond, that peer's reader
+    /// waits.
+    pub inbound_bytes: usize,
     /// TCP connect + Noise handshake + signature exchange.
     pub handshake_timeout: Duration,
     /// A connection that receives nothing (not even a heartbeat) for this
@@ -100,6 +112,8 @@ impl Default for Limits {
             max_inbound: 64,
             max_outbound: 64,
             queue_len: 256,
+            max_queued_bytes: 8 << 20,
+            inbound_bytes: 4 << 20,
             handshake_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(5),
@@ -141,6 +155,9 @@ pub struct PeerStats {
     pub heartbeats_ok_1h: u64,
     pub heartbeat_errors_1h: u64,
     pub closed_1h: u64,
+    /// Bytes queued for this peer and not yet written.
+    #[serde(default)]
+    pub queued_bytes: u64,
 }
 
 /// Errors of the [`Network`] API; one line each.

@@ -1,27 +1,41 @@
 //! The [`Network`] handle: start, send, broadcast, inspect, shut down.
 //!
 //! Tasks: one listener ([`super::server`]), one dialer per peer with a higher
-//! id than ours ([`super::dialer`]), and one task per live connection
-//! ([`super::peer`]), all sharing [`super::shared::Shared`]. All watch one
-//! shutdown signal and are joined by [`Network::shutdown`].
+//! id than ours ([`super::dialer`]), one task per live connection
+//! ([`super::peer`]) and one delivery task, all sharing
+//! [`super::shared::Shared`]. All watch one shutdown signal and are joined by
+//! [`Network::shutdown`].
+//!
+//! Inbound messages wait in one bounded queue per peer (at most `queue_len`
+//! envelopes and `inbound_bytes` bytes); the delivery task takes from the
+//! queues in turn (round robin) into the node's channel, so a peer that
+//! floods fills only its own queue and stalls only its own reader. Outbound,
+//! each peer's queue is bounded in envelopes and in bytes
+//! (`max_queued_bytes`); a broadcast queues one shared copy of the envelope.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::envelope::Envelope;
+use super::envelope::{Envelope, HEADER_LEN};
+use super::gate::Gate;
 use super::handshake;
-use super::shared::{bump, NetTotals, Shared, Slot, Totals};
+use super::shared::{bump, Delivery, NetTotals, Shared, Slot, Totals};
 use super::{dialer, server, Inbound, NetConfig, NetError, PeerId, PeerStats, RESERVED_TYPES};
 
 /// How long [`Network::shutdown`] waits for its tasks before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Capacity of the node's channel (messages already taken in turn from the
+/// peers' queues); `queue_len` if smaller.
+const DELIVERY_QUEUE: usize = 8;
 
 /// Ends everything when the last [`Network`] clone is dropped.
 struct Guard(Arc<Shared>);
@@ -58,23 +72,38 @@ impl Network {
             addr: cfg.listen,
             source,
         })?;
-        let (tx, rx) = mpsc::channel(cfg.limits.queue_len.max(1));
+        let (tx, rx) = mpsc::channel(cfg.limits.queue_len.clamp(1, DELIVERY_QUEUE));
+        let mut queues = Vec::with_capacity(cfg.peers.len());
+        let mut slots = Vec::with_capacity(cfg.peers.len());
+        for _ in &cfg.peers {
+            let (ptx, prx) = mpsc::channel(cfg.limits.queue_len.max(1));
+            slots.push(Slot::new(ptx, cfg.limits.inbound_bytes));
+            queues.push(prx);
+        }
+        let gate = Gate::new(
+            cfg.limits.max_inbound,
+            cfg.peers
+                .iter()
+                .filter(|p| p.id < cfg.me)
+                .map(|p| p.address.ip()),
+        );
         let shared = Arc::new(Shared {
             network_id: cfg.network_id,
             me: cfg.me,
             keys: cfg.keys,
-            slots: cfg.peers.iter().map(|_| Slot::default()).collect(),
+            slots,
             peers: cfg.peers,
             inbound_slots: Arc::new(Semaphore::new(cfg.limits.max_inbound)),
             outbound_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
             limits: cfg.limits,
             params,
-            inbound: tx,
             totals: Totals::default(),
+            gate: Mutex::new(gate),
             shutdown: watch::Sender::new(false),
             next_conn: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         });
+        shared.spawn(deliver(queues, tx, shared.shutdown_signal()));
         shared.spawn(server::accept_loop(shared.clone(), listener));
         for p in shared.peers.iter().filter(|p| p.id > shared.me) {
             shared.spawn(dialer::dial_loop(shared.clone(), p.id));
@@ -90,9 +119,13 @@ impl Network {
         ))
     }
 
-    /// Queues `env` for `peer` without waiting. A full queue drops the
-    /// message, counts it and says so.
+    /// Queues `env` for `peer` without waiting. A full queue (in envelopes
+    /// or in bytes) drops the message, counts it and says so.
     pub fn send(&self, peer: PeerId, env: Envelope) -> Result<(), NetError> {
+        self.send_shared(peer, Arc::new(env))
+    }
+
+    fn send_shared(&self, peer: PeerId, env: Arc<Envelope>) -> Result<(), NetError> {
         env.check()?;
         if env.msg_type < RESERVED_TYPES {
             return Err(NetError::ReservedType(env.msg_type));
@@ -103,27 +136,53 @@ impl Network {
         if self.shared.is_shutting_down() {
             return Err(NetError::Shutdown);
         }
-        let queue = match &*self.shared.slot(peer).live.lock().expect("slot lock") {
-            Some(live) => live.queue.clone(),
+        let (queue, queued) = match &*self.shared.slot(peer).live.lock().expect("slot lock") {
+            Some(live) => (live.queue.clone(), live.queued.clone()),
             None => return Err(NetError::NotConnected(peer)),
         };
-        queue.try_send(env).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                bump(&self.shared.totals.queue_full);
-                warn!(%peer, "send queue full; message dropped");
-                NetError::QueueFull(peer)
+        let size = HEADER_LEN + env.payload.len();
+        let full = || {
+            bump(&self.shared.totals.queue_full);
+            debug!(%peer, "send queue full; message dropped");
+            NetError::QueueFull(peer)
+        };
+        let before = queued.fetch_add(size, Ordering::AcqRel);
+        if before + size > self.shared.limits.max_queued_bytes {
+            queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(full());
+        }
+        queue.try_send(env).map_err(|e| {
+            queued.fetch_sub(size, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => full(),
+                mpsc::error::TrySendError::Closed(_) => NetError::NotConnected(peer),
             }
-            mpsc::error::TrySendError::Closed(_) => NetError::NotConnected(peer),
         })
     }
 
-    /// Queues `env` for every connected peer (drops counted per peer).
+    /// Queues `env` for every connected peer, one shared copy for all
+    /// (drops counted per peer).
     pub fn broadcast(&self, env: Envelope) {
+        let env = Arc::new(env);
         for peer in self.connected() {
-            if let Err(e) = self.send(peer, env.clone()) {
-                tracing::debug!(%peer, error = %e, "broadcast skipped a peer");
+            if let Err(e) = self.send_shared(peer, env.clone()) {
+                debug!(%peer, error = %e, "broadcast skipped a peer");
             }
         }
+    }
+
+    /// Bytes queued for `peer` and not yet written (0 if not connected).
+    pub fn queued_bytes(&self, peer: PeerId) -> usize {
+        if peer.0 as usize >= self.shared.peers.len() {
+            return 0;
+        }
+        self.shared
+            .slot(peer)
+            .live
+            .lock()
+            .expect("slot lock")
+            .as_ref()
+            .map_or(0, |l| l.queued.load(Ordering::Acquire))
     }
 
     /// Peers with a live, authenticated connection.
@@ -151,7 +210,13 @@ impl Network {
             .filter(|p| p.id != self.shared.me)
             .map(|p| {
                 let slot = self.shared.slot(p.id);
-                let connected = slot.live.lock().expect("slot lock").is_some();
+                let queued = slot
+                    .live
+                    .lock()
+                    .expect("slot lock")
+                    .as_ref()
+                    .map(|l| l.queued.load(Ordering::Acquire));
+                let connected = queued.is_some();
                 let c = slot.counters.lock().expect("counters lock");
                 let (m5, h1) = (c.window(5), c.window(60));
                 PeerStats {
@@ -164,6 +229,7 @@ impl Network {
                     heartbeats_ok_1h: h1.ok,
                     heartbeat_errors_1h: h1.errors,
                     closed_1h: h1.closed,
+                    queued_bytes: queued.unwrap_or(0) as u64,
                 }
             })
             .collect()
@@ -230,5 +296,61 @@ fn validate(cfg: &NetConfig) -> Result<(), NetError> {
     if l.idle_timeout <= l.heartbeat_every {
         return bad("idle_timeout must exceed heartbeat_every".into());
     }
+    let largest = HEADER_LEN + super::MAX_PAYLOAD;
+    if l.max_queued_bytes < largest || l.inbound_bytes < largest {
+        return bad(format!(
+            "max_queued_bytes and inbound_bytes must hold the largest message ({largest} bytes)"
+        ));
+    }
+    if l.inbound_bytes > Semaphore::MAX_PERMITS {
+        return bad("inbound_bytes is too large".into());
+    }
     Ok(())
+}
+
+/// The delivery task: takes one message from each peer's queue in turn and
+/// passes it to the node's channel, releasing its share of the peer's byte
+/// budget once the node's channel holds it.
+async fn deliver(
+    mut queues: Vec<mpsc::Receiver<Delivery>>,
+    out: mpsc::Sender<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0;
+    loop {
+        let taken = poll_fn(|cx| {
+            let n = queues.len();
+            let mut closed = 0;
+            for i in 0..n {
+                let k = (next + i) % n;
+                match queues[k].poll_recv(cx) {
+                    Poll::Ready(Some(d)) => {
+                        next = k + 1;
+                        return Poll::Ready(Some(d));
+                    }
+                    Poll::Ready(None) => closed += 1,
+                    Poll::Pending => {}
+                }
+            }
+            if closed == n {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        });
+        let (inbound, permit) = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            d = taken => match d {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            sent = out.send(inbound) => if sent.is_err() {
+                return;
+            },
+        }
+        drop(permit);
+    }
 }

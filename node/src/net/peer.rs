@@ -3,8 +3,10 @@
 //! Two loops run side by side until either ends:
 //! - reading: decrypts envelopes; answers Ping with Pong (through a small
 //!   control queue, so heartbeats never wait behind bulk data), matches Pongs,
-//!   delivers application types to the node; nothing received for
-//!   `idle_timeout` (heartbeats included) closes the connection.
+//!   delivers application types into this peer's bounded inbound queue
+//!   (waiting, and so not reading, while it is full: only this peer is
+//!   slowed); nothing received for `idle_timeout` (heartbeats included)
+//!   closes the connection.
 //! - writing: sends control messages first, then a Ping every
 //!   `heartbeat_every`, then the peer's bounded queue; a write stalled for
 //!   `idle_timeout` (a peer that stopped reading) closes the connection.
@@ -14,7 +16,7 @@
 //! its slot drops it (a newer connection replaced it) or on shutdown.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +25,7 @@ use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
-use super::envelope::Envelope;
+use super::envelope::{Envelope, HEADER_LEN};
 use super::shared::{bump, Shared};
 use super::stats::Event;
 use super::{Inbound, PeerId, MSG_PING, MSG_PONG, RESERVED_TYPES};
@@ -83,7 +85,7 @@ where
 
     let ended = tokio::select! {
         e = read_loop(&shared, peer, &mut reader, &control_tx, &pending_ping) => e,
-        e = write_loop(&shared, peer, &mut writer, &mut control_rx, reg.queue, &pending_ping) => e,
+        e = write_loop(&shared, peer, &mut writer, &mut control_rx, reg.queue, &reg.queued, &pending_ping) => e,
         _ = reg.closed => Ended::Replaced,
         _ = shutdown.wait_for(|stop| *stop) => Ended::Shutdown,
     };
@@ -132,11 +134,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             t if t < RESERVED_TYPES => debug!(%peer, msg_type = t, "unknown transport message"),
             _ => {
+                let slot = shared.slot(peer);
+                let cost = (HEADER_LEN + env.payload.len()) as u32;
+                let Ok(permit) = slot.inbound_budget.clone().acquire_many_owned(cost).await else {
+                    return Ended::NodeGone;
+                };
                 let inbound = Inbound {
                     peer,
                     envelope: env,
                 };
-                if shared.inbound.send(inbound).await.is_err() {
+                if slot.inbound.send((inbound, permit)).await.is_err() {
                     return Ended::NodeGone;
                 }
             }
@@ -149,7 +156,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     peer: PeerId,
     writer: &mut EnvelopeWriter<W>,
     control: &mut mpsc::Receiver<Envelope>,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Arc<Envelope>>,
+    queued: &AtomicUsize,
     pending_ping: &AtomicU64,
 ) -> Ended {
     let every = shared.limits.heartbeat_every;
@@ -157,9 +165,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_ping: u64 = 1;
     loop {
-        let env = tokio::select! {
+        let env: Arc<Envelope> = tokio::select! {
             biased;
-            Some(env) = control.recv() => env,
+            Some(env) = control.recv() => Arc::new(env),
             _ = tick.tick() => {
                 if pending_ping.swap(next_ping, Ordering::AcqRel) != 0 {
                     shared.record(peer, Event::HeartbeatError);
@@ -167,10 +175,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 let ping = Envelope::new(MSG_PING, HEARTBEAT_VERSION, next_ping, vec![]);
                 next_ping = next_ping.wrapping_add(1).max(1);
-                ping
+                Arc::new(ping)
             }
             env = queue.recv() => match env {
-                Some(env) => env,
+                Some(env) => {
+                    let sent = timeout(shared.limits.idle_timeout, writer.send(&env)).await;
+                    queued.fetch_sub(HEADER_LEN + env.payload.len(), Ordering::AcqRel);
+                    match sent {
+                        Err(_) => return Ended::WriteStalled,
+                        Ok(Err(e)) => return Ended::Failed(e),
+                        Ok(Ok(())) => continue,
+                    }
+                }
                 None => return Ended::Replaced,
             },
         };

@@ -1,17 +1,21 @@
-//! Accepting inbound connections, at most `max_inbound` at a time.
+//! Accepting inbound connections.
 //!
-//! A connection holds its inbound permit from accept (handshake included,
-//! so a flood of half-open handshakes is bounded too) until it closes; one
-//! arriving when none is free is closed at once and counted.
+//! Two budgets (see [`super::gate`]): a socket still in its handshake holds
+//! an unauthenticated slot (a small pool, at most two per source IP, an
+//! allowance for the genesis peers' own addresses, a 5 s deadline); once
+//! authenticated it holds one of `max_inbound` connection slots until it
+//! closes. A socket refused by either is closed at once and counted by
+//! reason; refusals and failed handshakes are logged at most once a minute
+//! per source IP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep, timeout, Duration};
 use tracing::{debug, warn};
 
+use super::gate::{Refusal, Ticket, HANDSHAKE_DEADLINE};
 use super::handshake::{self, HandshakeError};
 use super::peer;
 use super::shared::{bump, Shared};
@@ -34,33 +38,55 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        match shared.inbound_slots.clone().try_acquire_owned() {
-            Ok(permit) => shared.spawn(serve_inbound(shared.clone(), stream, remote, permit)),
-            Err(_) => {
-                bump(&shared.totals.inbound_refused);
-                warn!(%remote, "inbound connection limit reached; refused");
+        let admitted = if shared.inbound_slots.available_permits() == 0 {
+            Err(Refusal::InboundFull)
+        } else {
+            shared.gate().admit(remote.ip())
+        };
+        match admitted {
+            Ok(ticket) => {
+                let held = Held {
+                    shared: shared.clone(),
+                    ticket: Some(ticket),
+                };
+                shared.spawn(serve_inbound(shared.clone(), stream, remote, held));
             }
+            Err(why) => shared.refused(remote, why),
         }
     }
 }
 
-async fn serve_inbound(
+/// An unauthenticated slot, given back when dropped.
+struct Held {
     shared: Arc<Shared>,
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+    ticket: Option<Ticket>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.shared.gate().release(t);
+        }
+    }
+}
+
+async fn serve_inbound(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAddr, held: Held) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown_signal();
     let ctx = shared.handshake_context();
+    let deadline = shared.limits.handshake_timeout.min(HANDSHAKE_DEADLINE);
     let result = tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => return,
-        r = timeout(shared.limits.handshake_timeout, handshake::respond(&mut stream, &ctx)) => r,
+        r = timeout(deadline, handshake::respond(&mut stream, &ctx)) => r,
     };
+    drop(held);
     let session = match result {
         Ok(Ok(session)) => session,
         Ok(Err(e)) => return shared.handshake_failed(remote, &e),
         Err(_) => return shared.handshake_failed(remote, &HandshakeError::Timeout),
+    };
+    let Ok(_permit) = shared.inbound_slots.clone().try_acquire_owned() else {
+        return shared.refused(remote, Refusal::InboundFull);
     };
     bump(&shared.totals.handshakes_ok);
     debug!(%remote, peer = %session.peer, "inbound handshake complete");

@@ -4,6 +4,9 @@
 //! `forge@3,corrupt@5`: at window 3 first send a proposal signed by a key
 //! that is not the proposer's; at window 5 first send a proposal with one
 //! corrupted checkpoint, correctly signed (only the VDF check can catch it).
+//!
+//! Compiled only with the `test-faults` cargo feature (and in unit tests):
+//! the production binary contains no fault injector.
 
 use crate::keys::NodeKeys;
 use crate::proposal::Proposal;

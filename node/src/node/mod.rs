@@ -17,9 +17,11 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
 
+#[cfg(any(test, feature = "test-faults"))]
 pub mod faults;
 pub mod net_transport;
 mod runtime;
+pub mod serve;
 pub mod state;
 pub mod transport;
 
@@ -58,6 +60,12 @@ pub enum NodeError {
     Backend(#[from] backend_choice::ChoiceError),
     #[error("{0}")]
     Faults(String),
+    #[error("the {op} backend {backend} panicked ({message}) and there is no backend left to fall back to")]
+    BackendPanicked {
+        op: &'static str,
+        backend: &'static str,
+        message: String,
+    },
     #[error("network: {0}")]
     Net(String),
     #[error("cannot write {path}: {source}")]
@@ -78,6 +86,7 @@ pub struct Node {
     pub backends: Chosen,
     pub data_dir: PathBuf,
     pub last_window: Option<u64>,
+    #[cfg(any(test, feature = "test-faults"))]
     faults: Vec<faults::Fault>,
 }
 
@@ -106,6 +115,7 @@ impl Node {
                 noise,
             });
         }
+        #[cfg(any(test, feature = "test-faults"))]
         let faults = faults::from_env().map_err(NodeError::Faults)?;
         let store = Store::open(&cfg.data_dir, &genesis)?;
         let backends = backend_choice::choose(
@@ -122,12 +132,14 @@ impl Node {
             backends,
             data_dir: cfg.data_dir.clone(),
             last_window: cfg.last_window,
+            #[cfg(any(test, feature = "test-faults"))]
             faults,
             genesis,
         })
     }
 
     /// Replaces the test faults read from the environment.
+    #[cfg(any(test, feature = "test-faults"))]
     pub fn set_faults(&mut self, faults: Vec<faults::Fault>) {
         self.faults = faults;
     }

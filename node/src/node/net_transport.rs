@@ -37,6 +37,10 @@ impl Transport for NetTransport {
             .broadcast(Envelope::new(msg_type, MSG_VERSION, 0, payload));
     }
 
+    fn queued_bytes(&self, peer: u16) -> usize {
+        self.0.queued_bytes(PeerId(peer))
+    }
+
     fn summary(&self) -> PeerSummary {
         let stats = self.0.stats();
         PeerSummary {

@@ -4,16 +4,27 @@
 //! `tokio::task::spawn_blocking` and reports back on a channel, so the loop
 //! keeps answering peers while hashing. Storage writes are synced before
 //! the loop moves on: a window reported applied survives a crash.
+//!
+//! A backend that panics does not leave the node busy forever: the panic is
+//! caught in its thread and reported like a failure; the node logs it, falls
+//! back to the scalar backend for that operation (the reference, always
+//! available) and retries; if the scalar backend itself panics, the node
+//! stops with [`NodeError::BackendPanicked`].
 
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use montana_vdf::{ChainParams, EvalControl, VerifyOptions, VerifyOutcome};
+use montana_backends::ScalarBackend;
+use montana_vdf::{Backend, ChainParams, EvalControl, Operation, VerifyOptions, VerifyOutcome};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+#[cfg(any(test, feature = "test-faults"))]
 use super::faults;
+use super::serve::ServeBudget;
 use super::state::NodeState;
 use super::transport::{Incoming, Transport};
 use super::{Node, NodeError};
@@ -23,9 +34,10 @@ use crate::proposal::Proposal;
 
 /// How often the node tells its peers its tip.
 const TIP_EVERY: Duration = Duration::from_secs(2);
-/// How long the proposer waits for every genesis peer to connect before its
-/// first window, so that a fresh network follows window 1 live instead of
-/// fetching it (after this it proposes regardless).
+/// How long the proposer waits for every genesis peer to connect and tell
+/// its tip before its first window, so that a fresh network follows window
+/// 1 live instead of fetching it, and a proposer that lost its data learns
+/// that it is behind (after this it proposes regardless).
 const START_GRACE: Duration = Duration::from_secs(10);
 /// `state.json` is rewritten at once when something other than a timer or
 /// a counter changed, and at least this often otherwise.
@@ -33,17 +45,54 @@ const STATE_FILE_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for backend work in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Backend work that finished.
+/// Backend work that finished. `panicked` carries the panic message of a
+/// backend that panicked (the outcome is then an error).
 enum Done {
     Verified {
         batch: Batch,
         outcome: Result<VerifyOutcome, String>,
         took: Duration,
+        panicked: Option<String>,
     },
     Evaluated {
         result: Result<(Proposal, Vec<Proposal>), String>,
         took: Duration,
+        panicked: Option<String>,
     },
+    /// A GetProposals answer was built (and queued): its size in bytes.
+    Served {
+        peer: u16,
+        result: Result<usize, crate::storage::StoreError>,
+    },
+}
+
+/// `Some(e)` if `e` differs from the last error remembered in `last`
+/// (which becomes `e`): the caller logs it; `None` for a repeat.
+fn first_occurrence(last: &mut Option<String>, e: String) -> Option<String> {
+    if last.as_deref() == Some(e.as_str()) {
+        return None;
+    }
+    *last = Some(e.clone());
+    Some(e)
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs backend work, turning a panic into an error and its message.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> (Result<T, String>, Option<String>) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => (r, None),
+        Err(p) => {
+            let msg = panic_message(&*p);
+            (Err(format!("backend panicked: {msg}")), Some(msg))
+        }
+    }
 }
 
 struct Runner {
@@ -53,7 +102,11 @@ struct Runner {
     state: Arc<Mutex<NodeState>>,
     done_tx: mpsc::UnboundedSender<Done>,
     cancel: Arc<AtomicBool>,
+    /// Backend work running.
     in_flight: usize,
+    /// GetProposals answers being built.
+    serving: usize,
+    budget: ServeBudget,
     last_applied_at: Instant,
     started_at: Instant,
     /// The stable view of the snapshot last written to `state.json`, and when.
@@ -61,6 +114,8 @@ struct Runner {
     last_written_at: Instant,
     /// Seconds the last verification took per window.
     last_verify_secs: f64,
+    /// The last error writing `state.json`, logged once until it changes.
+    state_write_error: Option<String>,
     verify_threads: usize,
 }
 
@@ -95,11 +150,14 @@ pub(super) async fn run(
         done_tx,
         cancel: Arc::new(AtomicBool::new(false)),
         in_flight: 0,
+        serving: 0,
+        budget: ServeBudget::default(),
         last_applied_at: Instant::now(),
         started_at: Instant::now(),
         last_verify_secs: 0.0,
         last_written: NodeState::default(),
         last_written_at: Instant::now(),
+        state_write_error: None,
         verify_threads: VerifyOptions::default().threads,
     };
     r.publish();
@@ -125,8 +183,11 @@ pub(super) async fn run(
                     r.send_tip();
                 }
                 last_connected = connected;
+                // Every peer connected and its tip heard (a proposer that
+                // lost its data must learn it is behind before proposing).
                 if !started
-                    && (r.transport.summary().connected >= peers
+                    && ((r.transport.summary().connected >= peers
+                        && r.chain.heard_from() >= peers)
                         || started_at.elapsed() >= START_GRACE)
                 {
                     started = true;
@@ -147,7 +208,7 @@ pub(super) async fn run(
     r.chain.stop();
     r.cancel.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while r.in_flight > 0 {
+    while r.in_flight > 0 || r.serving > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, done_rx.recv()).await {
             Ok(Some(d)) => r.on_done(d)?,
@@ -225,13 +286,16 @@ impl Runner {
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let outcome = backend
-                .verify_proofs(&batch.proofs, &opts)
-                .map_err(|e| e.to_string());
+            let (outcome, panicked) = guarded(|| {
+                backend
+                    .verify_proofs(&batch.proofs, &opts)
+                    .map_err(|e| e.to_string())
+            });
             let _ = tx.send(Done::Verified {
                 batch,
                 outcome,
                 took: t0.elapsed(),
+                panicked,
             });
         });
     }
@@ -243,11 +307,12 @@ impl Runner {
         let g = &self.node.genesis;
         let (suite, d, k, me) = (g.hash, g.d, g.checkpoints, self.node.me);
         let cancel = self.cancel.clone();
+        #[cfg(any(test, feature = "test-faults"))]
         let faults = self.node.faults.clone();
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let result = (|| {
+            let (result, panicked) = guarded(|| {
                 let params = ChainParams::new(d, k).map_err(|e| e.to_string())?;
                 let ctl = EvalControl {
                     cancel: Some(&cancel),
@@ -257,26 +322,40 @@ impl Runner {
                     .evaluate(suite, &start, params, &ctl)
                     .map_err(|e| e.to_string())?;
                 let p = Proposal::sign(&keys, suite, window, link, d, me, cps);
+                #[cfg(any(test, feature = "test-faults"))]
                 let bad = faults::bad_twins(&faults, &keys, &p);
+                #[cfg(not(any(test, feature = "test-faults")))]
+                let bad = Vec::new();
                 Ok((p, bad))
-            })();
+            });
             let _ = tx.send(Done::Evaluated {
                 result,
                 took: t0.elapsed(),
+                panicked,
             });
         });
     }
 
     fn on_done(&mut self, d: Done) -> Result<(), NodeError> {
-        self.in_flight -= 1;
         let now = Instant::now();
+        if let Done::Served { peer, result } = d {
+            self.serving -= 1;
+            let bytes = result?;
+            self.budget.done(peer, bytes);
+            return Ok(());
+        }
+        self.in_flight -= 1;
         match d {
+            Done::Served { .. } => unreachable!("handled above"),
             Done::Verified {
                 batch,
                 outcome,
                 took,
+                panicked,
             } => {
-                if let Err(e) = &outcome {
+                if let Some(msg) = panicked {
+                    self.backend_panicked(Operation::Verify, msg)?;
+                } else if let Err(e) = &outcome {
                     error!(error = %e, "verify backend failed; will retry");
                 }
                 let windows = batch.proposals.len() as f64;
@@ -293,7 +372,11 @@ impl Runner {
                 let a = self.chain.on_verified(batch, outcome, now);
                 self.exec(a)
             }
-            Done::Evaluated { result, took } => match result {
+            Done::Evaluated {
+                result,
+                took,
+                panicked,
+            } => match result {
                 Ok((p, bad)) => {
                     self.state.lock().unwrap().eval_rate =
                         self.node.genesis.d as f64 / took.as_secs_f64();
@@ -306,13 +389,46 @@ impl Runner {
                 }
                 Err(e) => {
                     self.chain.on_evaluation_failed();
-                    if !self.cancel.load(Ordering::Relaxed) {
+                    if let Some(msg) = panicked {
+                        self.backend_panicked(Operation::Eval, msg)?;
+                    } else if !self.cancel.load(Ordering::Relaxed) {
                         error!(error = %e, "evaluation failed; retrying");
                     }
                     Ok(())
                 }
             },
         }
+    }
+
+    /// A backend panicked: fall back to the scalar backend for `op`, or stop
+    /// if the scalar backend is the one that panicked.
+    fn backend_panicked(&mut self, op: Operation, message: String) -> Result<(), NodeError> {
+        let slot = match op {
+            Operation::Eval => &mut self.node.backends.eval,
+            Operation::Verify => &mut self.node.backends.verify,
+        };
+        let backend = slot.name();
+        if backend == ScalarBackend.name() {
+            error!(op = op.name(), backend, %message, "backend panicked; no fallback left, stopping");
+            return Err(NodeError::BackendPanicked {
+                op: op.name(),
+                backend,
+                message,
+            });
+        }
+        error!(
+            op = op.name(),
+            backend,
+            %message,
+            "backend panicked; falling back to scalar"
+        );
+        *slot = Arc::new(ScalarBackend);
+        let mut s = self.state.lock().unwrap();
+        match op {
+            Operation::Eval => s.eval_backend = ScalarBackend.name().into(),
+            Operation::Verify => s.verify_backend = ScalarBackend.name().into(),
+        }
+        Ok(())
     }
 
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
@@ -340,48 +456,62 @@ impl Runner {
                 self.chain.on_tip(m.peer, t.window, now)
             }
             Message::GetProposals { from, count } => {
-                self.serve(m.peer, m.request_id, from, count)?;
+                self.serve(m.peer, m.request_id, from, count);
                 Vec::new()
             }
         };
         self.exec(actions)
     }
 
-    /// Answers GetProposals from storage: consecutive windows from `from`,
-    /// as many as fit one message.
-    fn serve(
-        &mut self,
-        peer: u16,
-        request_id: u64,
-        from: u64,
-        count: u32,
-    ) -> Result<(), NodeError> {
-        let tip = self.node.store.tip().window;
-        if from == 0 || from > tip {
-            return Ok(());
+    /// Answers GetProposals from storage, within the peer's budget
+    /// ([`super::serve`]): consecutive windows from `from`, as many as fit
+    /// one message, read and queued on a blocking thread so the event loop
+    /// never waits on the database for a peer.
+    fn serve(&mut self, peer: u16, request_id: u64, from: u64, count: u32) {
+        let tip = self.chain.tip().window;
+        if from == 0 || from > tip || self.chain.is_stopped() {
+            return;
+        }
+        let backlog = self.transport.queued_bytes(peer);
+        if let Err(why) = self.budget.admit(peer, backlog, Instant::now()) {
+            debug!(
+                peer,
+                from,
+                reason = why.name(),
+                "request over budget; dropped"
+            );
+            return;
         }
         let last = tip.min(from.saturating_add(count.min(messages::MAX_REQUEST) as u64) - 1);
-        let mut encoded = Vec::new();
-        let mut size = 0usize;
-        for w in from..=last {
-            let Some(b) = self.node.store.proposal_bytes(w)? else {
-                break;
-            };
-            size += b.len() + 4;
-            encoded.push(b);
-            if size >= messages::MAX_PAYLOAD {
-                break;
-            }
-        }
-        let (payload, n) = messages::encode_proposals(encoded);
-        debug!(peer, from, n, "serving proposals");
-        if let Err(e) = self
-            .transport
-            .send(peer, MSG_PROPOSALS, request_id, payload)
-        {
-            debug!(peer, error = %e, "answer not sent");
-        }
-        Ok(())
+        let reader = self.node.store.reader();
+        let transport = self.transport.clone();
+        let tx = self.done_tx.clone();
+        self.serving += 1;
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let mut encoded = Vec::new();
+                let mut size = 0usize;
+                for w in from..=last {
+                    let Some(b) = reader.proposal_bytes(w)? else {
+                        break;
+                    };
+                    size += b.len() + 4;
+                    encoded.push(b);
+                    if size >= messages::MAX_PAYLOAD {
+                        break;
+                    }
+                }
+                let (payload, n) = messages::encode_proposals(encoded);
+                let bytes = payload.len();
+                debug!(peer, from, n, "serving proposals");
+                if let Err(e) = transport.send(peer, MSG_PROPOSALS, request_id, payload) {
+                    debug!(peer, error = %e, "answer not sent");
+                    return Ok(0);
+                }
+                Ok(bytes)
+            })();
+            let _ = tx.send(Done::Served { peer, result });
+        });
     }
 
     fn send_tip(&self) {
@@ -421,9 +551,41 @@ impl Runner {
                 Ok(()) => {
                     self.last_written = stable;
                     self.last_written_at = now;
+                    if self.state_write_error.take().is_some() {
+                        info!("state file written again");
+                    }
                 }
-                Err(e) => debug!(error = %e, "state file not written"),
+                Err(e) => {
+                    if let Some(e) = first_occurrence(&mut self.state_write_error, e.to_string()) {
+                        warn!(error = %e, "state file not written (said once per distinct error)");
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_error_is_reported_once() {
+        let mut last = None;
+        assert!(first_occurrence(&mut last, "disk full".into()).is_some());
+        for _ in 0..100 {
+            assert!(first_occurrence(&mut last, "disk full".into()).is_none());
+        }
+        assert!(first_occurrence(&mut last, "permission denied".into()).is_some());
+        assert!(first_occurrence(&mut last, "disk full".into()).is_some());
+    }
+
+    #[test]
+    fn panics_become_errors_with_their_message() {
+        let (r, p) = guarded::<()>(|| panic!("boom {}", 7));
+        assert_eq!(p.as_deref(), Some("boom 7"));
+        assert!(r.unwrap_err().contains("boom 7"));
+        let (r, p) = guarded(|| Ok(3));
+        assert_eq!((r, p), (Ok(3), None));
     }
 }

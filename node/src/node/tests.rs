@@ -22,14 +22,15 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut peers = Vec::new();
     let mut data = Vec::new();
-    for i in 0..n {
+    let ports = crate::devnet::free_ports(n).unwrap();
+    for (i, port) in ports.iter().enumerate() {
         let dd = dir.path().join(format!("node{i}"));
         let keys = NodeKeys::generate().unwrap();
         keys.save(&dd.join("keys")).unwrap();
         let pk = keys.public_keys();
         peers.push(GenesisPeer {
             label: format!("node{i}"),
-            address: format!("127.0.0.1:{}", 7100 + i).parse().unwrap(),
+            address: format!("127.0.0.1:{port}").parse().unwrap(),
             noise_public_key: pk.noise_public_key,
             signing_public_key: pk.signing_public_key,
             bootstrap: i == 0,
@@ -73,10 +74,20 @@ fn start_with(
     last_window: Option<u64>,
     faults: Vec<faults::Fault>,
 ) -> Running {
+    start_tweaked(c, i, last_window, |node| node.set_faults(faults))
+}
+
+/// Starts node `i` after `tweak` (e.g. an injected backend).
+fn start_tweaked(
+    c: &Cluster,
+    i: usize,
+    last_window: Option<u64>,
+    tweak: impl FnOnce(&mut Node),
+) -> Running {
     let mut cfg = config(c, i);
     cfg.last_window = last_window;
     let mut node = Node::open(&cfg).unwrap();
-    node.set_faults(faults);
+    tweak(&mut node);
     let (port, inbound) = c.hub.attach(i as u16);
     let state = Arc::new(Mutex::new(node.initial_state()));
     let (stop, rx) = oneshot::channel();
@@ -325,4 +336,186 @@ async fn a_follower_whose_proposer_went_quiet_shows_a_stall() {
     stop(&c, 1, follower).await;
     let p = stop(&c, 0, proposer).await;
     assert!(!p.stalled);
+}
+
+/// A backend that panics on every call (a driver bug, a path never run).
+struct Panicking(&'static str);
+
+impl montana_vdf::Backend for Panicking {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn kind(&self) -> montana_vdf::BackendKind {
+        montana_vdf::BackendKind::Simd
+    }
+    fn availability(&self) -> montana_vdf::Availability {
+        montana_vdf::Availability::Available
+    }
+    fn lanes(&self) -> usize {
+        1
+    }
+    fn supports(&self, _: HashSuite, _: montana_vdf::Operation) -> bool {
+        true
+    }
+    fn evaluate(
+        &self,
+        _: HashSuite,
+        _: &montana_vdf::Hash32,
+        _: montana_vdf::ChainParams,
+        _: &montana_vdf::EvalControl<'_>,
+    ) -> Result<Vec<montana_vdf::Hash32>, montana_vdf::BackendError> {
+        panic!("injected evaluate panic")
+    }
+    fn verify(
+        &self,
+        _: HashSuite,
+        _: &[montana_vdf::Segment],
+        _: &montana_vdf::VerifyOptions,
+    ) -> Result<montana_vdf::VerifyOutcome, montana_vdf::BackendError> {
+        panic!("injected verify panic")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_backend_falls_back_to_scalar_instead_of_hanging() {
+    let c = cluster(2, 100_000, 10);
+    let p = start_tweaked(&c, 0, Some(3), |n| {
+        n.backends.eval = Arc::new(Panicking("avx2"))
+    });
+    let f = start_tweaked(&c, 1, None, |n| {
+        n.backends.verify = Arc::new(Panicking("avx2"))
+    });
+    wait_until("window 3 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 3)
+    })
+    .await;
+    let (ps, fs) = (stop(&c, 0, p).await, stop(&c, 1, f).await);
+    assert_eq!(ps.eval_backend, "scalar");
+    assert_eq!(fs.verify_backend, "scalar");
+    assert_eq!(fs.rejected_total(), 0, "nobody blamed: {:?}", fs.rejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_scalar_backend_stops_the_node_with_one_clear_line() {
+    let c = cluster(2, 100_000, 10);
+    let f = start(&c, 1);
+    let p = start_tweaked(&c, 0, Some(3), |n| {
+        n.backends.eval = Arc::new(Panicking("scalar"))
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(60), p.task)
+        .await
+        .expect("the node stops instead of hanging")
+        .unwrap();
+    let e = ended.expect_err("an error").to_string();
+    assert!(e.contains("eval backend scalar panicked"), "{e}");
+    assert!(e.contains("injected evaluate panic"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    stop(&c, 1, f).await;
+}
+
+/// Node `i` over the real transport (loopback, its genesis address).
+async fn start_net(
+    c: &Cluster,
+    i: usize,
+    last_window: Option<u64>,
+) -> (Running, crate::net::Network) {
+    let mut cfg = config(c, i);
+    cfg.last_window = last_window;
+    let node = Node::open(&cfg).unwrap();
+    let net_cfg = net_transport::net_config(&node, None).unwrap();
+    let (net, inbound) = crate::net::Network::start(net_cfg).await.unwrap();
+    let state = Arc::new(Mutex::new(node.initial_state()));
+    let (stop, rx) = oneshot::channel();
+    let transport = Arc::new(net_transport::NetTransport(net.clone()));
+    let task = tokio::spawn(
+        node.run(transport, net_transport::forward(inbound), state, async {
+            let _ = rx.await;
+        }),
+    );
+    (Running { stop, task }, net)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_proposals_flood_from_a_slow_reader_stays_bounded() {
+    use crate::messages::{Message, MSG_GET_PROPOSALS, MSG_VERSION};
+    use crate::net::{Envelope, Limits, PeerId};
+    const LAST: u64 = 40;
+    // K = 1000: each proposal is ~35 KB, so an answer is a full 1 MiB.
+    let c = cluster(3, 100_000, 1000);
+    let (p, net0) = start_net(&c, 0, Some(LAST)).await;
+    let (f, net1) = start_net(&c, 1, None).await;
+    // Peer 2 is the attacker: a genesis peer that asks for everything as
+    // fast as it can and never reads what it is sent.
+    let attacker_node = Node::open(&config(&c, 2)).unwrap();
+    let attacker_cfg = net_transport::net_config(&attacker_node, None).unwrap();
+    drop(attacker_node);
+    let (attacker, _never_read) = crate::net::Network::start(attacker_cfg).await.unwrap();
+    wait_until("the attacker connected to both", || {
+        attacker.connected().len() == 2
+    })
+    .await;
+    wait_until("a few windows to serve", || window_of(&c.data[0]) >= 3).await;
+    let ask = Message::GetProposals {
+        from: 1,
+        count: 256,
+    }
+    .encode();
+    let bound = Limits::default().max_queued_bytes;
+    let (mut asked, mut peak) = (0u64, 0usize);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    // At least 5 s of flood, and until the follower has every window.
+    while window_of(&c.data[1]) < LAST || started.elapsed() < Duration::from_secs(5) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower stopped advancing"
+        );
+        for peer in [0, 1] {
+            let env = Envelope::new(MSG_GET_PROPOSALS, MSG_VERSION, asked, ask.clone());
+            if attacker.send(PeerId(peer), env).is_ok() {
+                asked += 1;
+            }
+        }
+        peak = peak
+            .max(net0.queued_bytes(PeerId(2)))
+            .max(net1.queued_bytes(PeerId(2)));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(asked >= 200, "only {asked} requests sent");
+    eprintln!("{asked} requests sent; peak {peak} bytes queued for the attacker");
+    assert!(peak <= bound, "{peak} bytes queued for the slow reader");
+    attacker.shutdown().await;
+    let s1 = stop(&c, 1, f).await;
+    let s0 = stop(&c, 0, p).await;
+    net0.shutdown().await;
+    net1.shutdown().await;
+    assert_eq!((s1.window, &s1.t), (LAST, &s0.t));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposer_that_lost_its_data_catches_up_from_its_peers() {
+    let c = cluster(3, 200_000, 20);
+    let f1 = start(&c, 1);
+    let f2 = start(&c, 2);
+    let p = start_with(&c, 0, Some(5), vec![]);
+    wait_until("window 5 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 5)
+    })
+    .await;
+    stop(&c, 0, p).await;
+    // Its database and state are gone; keys and genesis remain.
+    std::fs::remove_dir_all(c.data[0].join("db")).unwrap();
+    std::fs::remove_file(c.data[0].join("state.json")).unwrap();
+    let p = start_with(&c, 0, Some(8), vec![]);
+    wait_until("window 8 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 8)
+    })
+    .await;
+    let s0 = stop(&c, 0, p).await;
+    for (i, f) in [(1, f1), (2, f2)] {
+        let s = stop(&c, i, f).await;
+        assert_eq!((s.window, &s.t), (8, &s0.t));
+        assert_eq!(s.rejected_total(), 0, "{:?}", s.rejected);
+    }
+    assert_eq!(s0.rejected_total(), 0, "{:?}", s0.rejected);
 }

@@ -47,6 +47,10 @@ pub trait Transport: Send + Sync {
     fn totals(&self) -> crate::net::NetTotals {
         crate::net::NetTotals::default()
     }
+    /// Bytes queued for `peer` and not yet written.
+    fn queued_bytes(&self, _peer: u16) -> usize {
+        0
+    }
 }
 
 /// An in-process transport: every node's inbound queue in one table.

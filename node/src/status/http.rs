@@ -12,14 +12,17 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use super::guard::GuardedListener;
 use super::{metrics, StatusError, StatusSnapshot, StatusSource};
 
 /// The status page: one self-contained HTML file (no external assets) that
 /// polls `/status` itself.
 pub const PAGE: &str = include_str!("page.html");
 
-/// Binds `addr`, serves `/` (the status page), `/status` and `/metrics` until `shutdown` resolves,
-/// and returns the bound address (so port 0 works).
+/// Binds `addr`, serves `/` (the status page), `/status` and `/metrics` until
+/// `shutdown` resolves, and returns the bound address (so port 0 works).
+/// Connections are bounded in number, request bytes and time (see
+/// [`super::guard`]).
 pub async fn serve(
     addr: SocketAddr,
     source: Arc<dyn Fn() -> StatusSnapshot + Send + Sync>,
@@ -34,7 +37,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(source);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(GuardedListener::new(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
         {

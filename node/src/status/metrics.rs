@@ -223,11 +223,20 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Dials that reached no listener",
         n.dial_failures,
     );
-    counter(
-        &mut reg,
+    let refused: Family<Labels, Counter> = Family::default();
+    for (reason, v) in [
+        ("pool_full", n.refused_pool_full),
+        ("per_ip", n.refused_per_ip),
+        ("inbound_full", n.refused_inbound_full),
+    ] {
+        refused
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(v);
+    }
+    reg.register(
         "net_inbound_refused",
-        "Inbound connections over the limit",
-        n.inbound_refused,
+        "Inbound sockets refused, by reason (unauthenticated pool full, two handshakes from that IP already, every authenticated slot taken)",
+        refused,
     );
     counter(
         &mut reg,
@@ -302,6 +311,10 @@ mod tests {
             "{text}"
         );
         assert!(has("montana_net_queue_full_total 0"), "{text}");
+        assert!(
+            has(r#"montana_net_inbound_refused_total{reason="per_ip"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"montana_node_info{label="n0",node_id="","#)
                 && text.contains(r#",phase="following","#),

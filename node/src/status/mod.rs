@@ -13,6 +13,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 mod client;
+pub mod guard;
 mod http;
 mod metrics;
 

@@ -1,0 +1,159 @@
+//! How much a peer may ask of us: the budget for answering GetProposals.
+//!
+//! Each request costs up to [`crate::messages::MAX_REQUEST`] database reads
+//! and a 1 MiB answer, so every peer gets, independently:
+//! - one answer in preparation at a time ([`Refused::Busy`]);
+//! - [`REQUESTS_PER_SEC`] requests per second, in bursts of up to
+//!   [`REQUEST_BURST`] ([`Refused::Rate`]);
+//! - [`BYTES_PER_SEC`] answer bytes per second, in bursts of up to
+//!   [`BYTES_BURST`]; an answer is charged after it is built, so the budget
+//!   can go into debt and the peer waits until it is repaid
+//!   ([`Refused::Bytes`]);
+//! - no answer while [`MAX_BACKLOG`] bytes are still queued for it (a peer
+//!   that reads slowly gets nothing more to read; [`Refused::Backlog`]).
+//!
+//! A refused request is dropped (the asker times out and asks elsewhere).
+//! An honest follower asks one request at a time, so it stays far inside
+//! these bounds. Answers are built off the event loop (see the runtime).
+//! Sans-IO: the runtime asks with the current time.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Sustained requests per second per peer.
+pub const REQUESTS_PER_SEC: f64 = 10.0;
+/// Requests a peer may make at once after a quiet period.
+pub const REQUEST_BURST: f64 = 20.0;
+/// Sustained answer bytes per second per peer (4 MiB/s).
+pub const BYTES_PER_SEC: f64 = (4 << 20) as f64;
+/// Answer bytes a peer may take at once after a quiet period (16 MiB).
+pub const BYTES_BURST: f64 = (16 << 20) as f64;
+/// No answer while this many bytes wait in the peer's send queue (2 MiB).
+pub const MAX_BACKLOG: usize = 2 << 20;
+
+/// Why a request was not answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Busy,
+    Rate,
+    Bytes,
+    Backlog,
+}
+
+impl Refused {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refused::Busy => "busy",
+            Refused::Rate => "rate",
+            Refused::Bytes => "bytes",
+            Refused::Backlog => "backlog",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    requests: f64,
+    bytes: f64,
+    at: Instant,
+    busy: bool,
+}
+
+/// Per-peer budgets; see the module docs.
+#[derive(Debug, Default)]
+pub struct ServeBudget {
+    peers: HashMap<u16, Bucket>,
+}
+
+impl ServeBudget {
+    /// May `peer`'s request be answered now? `backlog`: bytes already queued
+    /// for it. On `Ok` the peer is busy until [`ServeBudget::done`].
+    pub fn admit(&mut self, peer: u16, backlog: usize, now: Instant) -> Result<(), Refused> {
+        let b = self.peers.entry(peer).or_insert(Bucket {
+            requests: REQUEST_BURST,
+            bytes: BYTES_BURST,
+            at: now,
+            busy: false,
+        });
+        let dt = now.saturating_duration_since(b.at).as_secs_f64();
+        b.at = now.max(b.at);
+        b.requests = (b.requests + dt * REQUESTS_PER_SEC).min(REQUEST_BURST);
+        b.bytes = (b.bytes + dt * BYTES_PER_SEC).min(BYTES_BURST);
+        if b.busy {
+            return Err(Refused::Busy);
+        }
+        if backlog >= MAX_BACKLOG {
+            return Err(Refused::Backlog);
+        }
+        if b.requests < 1.0 {
+            return Err(Refused::Rate);
+        }
+        if b.bytes <= 0.0 {
+            return Err(Refused::Bytes);
+        }
+        b.requests -= 1.0;
+        b.busy = true;
+        Ok(())
+    }
+
+    /// The answer to `peer` was built: `bytes` long (0 if none was sent).
+    pub fn done(&mut self, peer: u16, bytes: usize) {
+        if let Some(b) = self.peers.get_mut(&peer) {
+            b.busy = false;
+            b.bytes -= bytes as f64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn one_at_a_time_rate_bytes_and_backlog() {
+        let mut s = ServeBudget::default();
+        let t = Instant::now();
+        s.admit(1, 0, t).unwrap();
+        assert_eq!(s.admit(1, 0, t), Err(Refused::Busy));
+        // Other peers have their own budget.
+        s.admit(2, 0, t).unwrap();
+        s.done(1, 1000);
+        // The burst, then the sustained rate.
+        let mut served = 1;
+        while s.admit(1, 0, t).is_ok() {
+            s.done(1, 1000);
+            served += 1;
+        }
+        assert_eq!(served, REQUEST_BURST as usize);
+        assert_eq!(s.admit(1, 0, t), Err(Refused::Rate));
+        let later = t + Duration::from_millis(100);
+        s.admit(1, 0, later).unwrap();
+        s.done(1, 0);
+        // A slow reader gets nothing more while its backlog is full.
+        assert_eq!(
+            s.admit(1, MAX_BACKLOG, later + Duration::from_secs(10)),
+            Err(Refused::Backlog)
+        );
+    }
+
+    #[test]
+    fn bytes_are_bounded_per_second() {
+        let mut s = ServeBudget::default();
+        let t = Instant::now();
+        // 1 MiB answers: a 16 MiB burst, then 4 MiB per second.
+        let mut sent = 0usize;
+        let mut now = t;
+        for _ in 0..400 {
+            now += Duration::from_millis(50);
+            if s.admit(7, 0, now).is_ok() {
+                s.done(7, 1 << 20);
+                sent += 1 << 20;
+            }
+        }
+        let secs = now.duration_since(t).as_secs_f64();
+        let bound = BYTES_BURST + BYTES_PER_SEC * secs + (1 << 20) as f64;
+        assert!(sent as f64 <= bound, "{sent} > {bound}");
+        assert!(sent as f64 >= BYTES_PER_SEC * secs * 0.9, "{sent} too few");
+    }
+}
