@@ -171,7 +171,7 @@ fn bad_input_exits_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["--hash", "md5"], "md5"),
         (&["--d", "10", "--checkpoints", "3"], "divide"),
-        (&["--d", "0"], "iterations"),
+        (&["--d", "0"], "--d"),
         (&["--window-secs", "0"], "window"),
         (&["--window-secs", "nan"], "window"),
         (&["--threads", "0"], "threads"),
