@@ -126,6 +126,22 @@ pub fn choose(
     calibration: Calibration,
 ) -> Result<Chosen, ChoiceError> {
     let registry = registry_from_env()?;
+    if let (None, Some(forced)) = (pinned, registry.forced()) {
+        // MONTANA_BACKEND applies to the operations its backend supports;
+        // one it names that cannot run here is that variable's error.
+        for op in Operation::ALL {
+            match registry.get(forced, genesis.hash, op) {
+                Ok(_) | Err(SelectError::Unsupported { .. }) => {}
+                Err(source) => {
+                    return Err(ChoiceError::Env {
+                        var: ENV_BACKEND,
+                        value: forced.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
     if calibration == Calibration::Skip {
         let name = pinned.or(registry.forced()).unwrap_or(AUTO).to_string();
         // A name that supports neither operation is a typo or a wrong
