@@ -67,10 +67,7 @@ pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, 
     sweep_until(registry, cfg, &mut |_| {}, &|| false)
 }
 
-fn verify_backends<'r>(
-    registry: &'r Registry,
-    suite: HashSuite,
-) -> Vec<&'r std::sync::Arc<dyn Backend>> {
+fn verify_backends(registry: &Registry, suite: HashSuite) -> Vec<&std::sync::Arc<dyn Backend>> {
     registry
         .all()
         .iter()

@@ -158,7 +158,7 @@ pub fn check_writable_file(path: &std::path::Path, flag: &str) -> Result<(), Cli
         Some(d) => d.to_path_buf(),
         None => std::path::PathBuf::from("."),
     };
-    check_writable_dir(&parent).map_err(|why| fail(why))
+    check_writable_dir(&parent).map_err(fail)
 }
 
 /// Creates `dir` if needed and checks that a file can be written in it.
