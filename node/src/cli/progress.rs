@@ -55,8 +55,8 @@ impl Meter {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total.max(1));
             let template = format!(
-                "{what}: {{elapsed_precise}} [{{bar:40}}] {{percent:>3}}% \
-                 {{human_pos}}/{{human_len}} {unit}, eta {{eta}} {{msg}}"
+                "{what}: [{{bar:20}}] {{percent:>3}}% \
+                 {{human_pos}}/{{human_len}} {unit}, eta {{eta}} {{wide_msg}}"
             );
             bar.set_style(
                 ProgressStyle::with_template(&template)
