@@ -589,3 +589,26 @@ fn backend_pins_apply_to_what_the_backend_supports() {
         );
     }
 }
+
+/// A proposer alone says that it waits for its peers (and how long), then
+/// proposes anyway, and says when it reached its last window.
+#[test]
+fn a_lone_proposer_says_it_waits_then_that_it_reached_the_last_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = small_plan(dir.path(), 2);
+    let mut nodes = Nodes(vec![Some(start(&plan, 0, &["--last-window", "1"], &[]))]);
+    let log = || std::fs::read_to_string(plan.nodes[0].dir.join("node.log")).unwrap_or_default();
+    wait_until("the last window on the proposer", &plan, 90, || {
+        log().contains("last window reached; staying up")
+    });
+    terminate(&mut nodes.0[0]);
+    let text = log();
+    let waiting = text
+        .find("waiting for peers (0 of 1, up to 10 s)")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        waiting < text.find("last window reached").unwrap(),
+        "{text}"
+    );
+    assert_eq!(window(&plan.nodes[0].dir), 1);
+}
