@@ -127,6 +127,15 @@ async fn serve(
     ran: &mut bool,
 ) -> Result<(), CliError> {
     let net_cfg = net_transport::net_config(&node, listen).map_err(CliError::bad_input)?;
+    // A taken status port fails now, before the network starts (stopping
+    // it again takes seconds); the real bind below still reports a race.
+    if status_addr.port() != 0 {
+        std::net::TcpListener::bind(status_addr).map_err(|e| {
+            CliError::bad_input(format!(
+                "status server (--status-addr): cannot listen on {status_addr}: {e}"
+            ))
+        })?;
+    }
     let (net, inbound) = Network::start(net_cfg)
         .await
         .map_err(|e| CliError::bad_input(format!("p2p listener: {e}")))?;
