@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Keep the default working directory after a converged run.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dir")]
     pub keep: bool,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
@@ -81,7 +81,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             check_dir(d)?;
             d.clone()
         }
-        None => std::env::temp_dir().join(format!("montana-devnet-{}", std::process::id())),
+        None => fresh_temp_dir(),
     };
     let interrupted = super::interrupt::flag();
     std::fs::create_dir_all(&dir)
@@ -104,6 +104,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
         ),
     }
     result
+}
+
+/// A new path under the system temp dir (never one an earlier run kept).
+fn fresh_temp_dir() -> PathBuf {
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    std::iter::once(format!("montana-devnet-{pid}"))
+        .chain((1..).map(|i| format!("montana-devnet-{pid}-{i}")))
+        .map(|name| base.join(name))
+        .find(|p| !p.exists())
+        .expect("an unbounded sequence of names")
 }
 
 /// `--dir` must be an empty directory or a path that does not exist yet.
