@@ -39,7 +39,8 @@ pub struct Args {
     /// Status server address (/status, /metrics); port 0 picks one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub status_addr: SocketAddr,
-    /// Pin one backend for evaluation and verification (default: auto).
+    /// Pin one backend for the operations it supports (a verify-only
+    /// backend such as avx2 or gpu pins verification; default: auto).
     #[arg(long)]
     pub backend: Option<String>,
     /// Proposer only: stop proposing after this window (devnets, tests).
