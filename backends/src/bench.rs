@@ -52,10 +52,44 @@ impl Default for BenchConfig {
 pub fn run(
     registry: &Registry,
     cfg: &BenchConfig,
+    on_row: impl FnMut(&BenchRow),
+) -> Result<BenchReport, BackendError> {
+    run_until(registry, cfg, on_row, &|| false)
+}
+
+/// The rows [`run`] measures for `cfg` on `registry` (for progress).
+pub fn planned_rows(registry: &Registry, cfg: &BenchConfig) -> usize {
+    let per_suite = |suite| {
+        registry
+            .all()
+            .iter()
+            .filter(|b| registry.availability(b.as_ref()).is_available())
+            .map(|b| {
+                let eval = usize::from(b.supports(suite, Operation::Eval));
+                let verify = if b.supports(suite, Operation::Verify) {
+                    1 + usize::from(cfg.threads > 1)
+                } else {
+                    0
+                };
+                eval + verify
+            })
+            .sum::<usize>()
+            + 1
+    };
+    cfg.suites.iter().map(|s| per_suite(*s)).sum()
+}
+
+/// [`run`], stopping early once `stop()` says so (checked before each
+/// measurement): the report then holds the rows measured so far (a suite
+/// cut short has no crate row).
+pub fn run_until(
+    registry: &Registry,
+    cfg: &BenchConfig,
     mut on_row: impl FnMut(&BenchRow),
+    stop: &dyn Fn() -> bool,
 ) -> Result<BenchReport, BackendError> {
     let mut results = Vec::new();
-    for &suite in &cfg.suites {
+    'suites: for &suite in &cfg.suites {
         let row = |backend: &str, op, threads, hps| BenchRow {
             backend: backend.to_string(),
             hash: suite,
@@ -74,6 +108,9 @@ pub fn run(
             if !registry.availability(b.as_ref()).is_available() {
                 continue;
             }
+            if stop() {
+                break 'suites;
+            }
             crate_rates.push(measure_crate(suite, cfg.seconds / 2.0));
             let adapter = b.adapter().map(|a| a.name);
             if b.supports(suite, Operation::Eval) {
@@ -89,6 +126,9 @@ pub fn run(
                     counts.push(cfg.threads);
                 }
                 for threads in counts {
+                    if stop() {
+                        break 'suites;
+                    }
                     let m = measure_verify(b.as_ref(), suite, threads, cfg.seconds)?;
                     let mut r = row(b.name(), Operation::Verify, threads, m.hashes_per_sec);
                     r.segments = Some(m.segments);
@@ -130,7 +170,10 @@ mod tests {
             seconds: 0.05,
             threads: 2,
         };
-        let report = run(&registry, &cfg, |_| {}).unwrap();
+        let mut seen = 0;
+        let report = run(&registry, &cfg, |_| seen += 1).unwrap();
+        assert_eq!(report.results.len(), planned_rows(&registry, &cfg));
+        assert_eq!(seen, report.results.len());
         for suite in HashSuite::ALL {
             assert!(report.crate_rate(suite).unwrap() > 0.0);
             for b in registry
@@ -160,5 +203,25 @@ mod tests {
         assert_eq!(row["op"], "eval");
         assert!(row["segments"].is_null() && row.get("adapter").is_none());
         assert!(report.table().contains("crate-blake3"));
+    }
+
+    #[test]
+    fn a_stopped_run_keeps_the_rows_measured_so_far() {
+        let registry = Registry::new(vec![std::sync::Arc::new(crate::ScalarBackend)]);
+        let cfg = BenchConfig {
+            suites: vec![HashSuite::Sha256],
+            seconds: 0.02,
+            threads: 1,
+        };
+        let none = run_until(&registry, &cfg, |_| {}, &|| true).unwrap();
+        assert!(none.results.is_empty());
+        // Stop after the first row: the eval row is kept, verify is skipped.
+        let rows = std::cell::Cell::new(0);
+        let some = run_until(&registry, &cfg, |_| rows.set(rows.get() + 1), &|| {
+            rows.get() >= 1
+        })
+        .unwrap();
+        assert_eq!(some.results.len(), 1, "{:?}", some.results);
+        assert_eq!(some.results[0].op, Operation::Eval);
     }
 }

@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use montana_backends::registry::{AUTO, ENV_BACKEND, ENV_DISABLE};
 use montana_backends::{Registry, SelectError};
 use montana_calibration::{select, CalibrationError, NetworkParams, SelectOptions};
 use montana_vdf::{Backend, Operation};
@@ -36,6 +37,54 @@ pub enum ChoiceError {
     Select(#[from] SelectError),
     #[error("calibration: {0}")]
     Calibration(#[from] CalibrationError),
+    /// A bad `MONTANA_BACKEND` or `MONTANA_DISABLE_BACKENDS`: the line
+    /// names the variable, since the command line shows nothing wrong.
+    #[error("{var}={value}: {source}")]
+    Env {
+        var: &'static str,
+        value: String,
+        source: SelectError,
+    },
+}
+
+/// Every compiled backend with `MONTANA_DISABLE_BACKENDS` and
+/// `MONTANA_BACKEND` applied; an unknown name fails naming its variable.
+pub fn registry_from_env() -> Result<Registry, ChoiceError> {
+    let forced = std::env::var(ENV_BACKEND)
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let disabled = std::env::var(ENV_DISABLE).unwrap_or_default();
+    registry_with(forced.as_deref(), &disabled)
+}
+
+fn registry_with(forced: Option<&str>, disabled: &str) -> Result<Registry, ChoiceError> {
+    let env = |var, value: &str| {
+        let value = value.to_string();
+        move |source| ChoiceError::Env { var, value, source }
+    };
+    Registry::new(montana_backends::registry::compiled())
+        .with_overrides(None, disabled)
+        .map_err(env(ENV_DISABLE, disabled))?
+        .with_overrides(forced, "")
+        .map_err(env(ENV_BACKEND, forced.unwrap_or_default()))
+}
+
+/// The backend for one operation when `name` is pinned without a
+/// calibration: the pin where it supports the operation (a verify-only
+/// backend such as avx2 or gpu pins verification only), `auto` for the rest.
+fn pinned_or_auto(
+    registry: &Registry,
+    name: &str,
+    suite: montana_vdf::HashSuite,
+    op: Operation,
+) -> Result<Arc<dyn Backend>, SelectError> {
+    if name == AUTO {
+        return registry.auto(suite, op);
+    }
+    match registry.get(name, suite, op) {
+        Err(SelectError::Unsupported { .. }) => registry.auto(suite, op),
+        other => other,
+    }
 }
 
 /// The backends the node uses, and why they were chosen.
@@ -76,21 +125,62 @@ pub fn choose(
     pinned: Option<&str>,
     calibration: Calibration,
 ) -> Result<Chosen, ChoiceError> {
-    let registry = Registry::from_env()?;
+    let registry = registry_from_env()?;
+    if let (None, Some(forced)) = (pinned, registry.forced()) {
+        // MONTANA_BACKEND applies to the operations its backend supports;
+        // one it names that cannot run here is that variable's error.
+        for op in Operation::ALL {
+            match registry.get(forced, genesis.hash, op) {
+                Ok(_) | Err(SelectError::Unsupported { .. }) => {}
+                Err(source) => {
+                    return Err(ChoiceError::Env {
+                        var: ENV_BACKEND,
+                        value: forced.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
     if calibration == Calibration::Skip {
-        let name = pinned
-            .or(registry.forced())
-            .unwrap_or(montana_backends::registry::AUTO)
-            .to_string();
+        let name = pinned.or(registry.forced()).unwrap_or(AUTO).to_string();
+        // A name that supports neither operation is a typo or a wrong
+        // backend, not a partial pin.
+        // An error about the backend MONTANA_BACKEND forced says so.
+        let named = |e: SelectError| match (&e, pinned, registry.forced()) {
+            (
+                SelectError::Unavailable { name, .. } | SelectError::Unsupported { name, .. },
+                None,
+                Some(forced),
+            ) if name == forced => ChoiceError::Env {
+                var: ENV_BACKEND,
+                value: forced.to_string(),
+                source: e,
+            },
+            _ => ChoiceError::Select(e),
+        };
+        if name != AUTO
+            && !Operation::ALL
+                .iter()
+                .any(|op| registry.get(&name, genesis.hash, *op).is_ok())
+        {
+            registry
+                .get(&name, genesis.hash, Operation::Verify)
+                .map_err(named)?;
+            registry
+                .get(&name, genesis.hash, Operation::Eval)
+                .map_err(named)?;
+        }
         return Ok(Chosen {
-            eval: registry.select(&name, genesis.hash, Operation::Eval)?,
-            verify: registry.select(&name, genesis.hash, Operation::Verify)?,
+            eval: pinned_or_auto(&registry, &name, genesis.hash, Operation::Eval).map_err(named)?,
+            verify: pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify)
+                .map_err(named)?,
             eval_rate: None,
             verify_rate: None,
             reason: format!("{name} (calibration skipped)"),
         });
     }
-    if let Some(name) = pinned.filter(|n| *n != montana_backends::registry::AUTO) {
+    if let Some(name) = pinned.filter(|n| *n != AUTO) {
         // A typo must fail here, with the registry's list of names.
         registry.get(name, genesis.hash, Operation::Verify)?;
     }
@@ -130,6 +220,43 @@ mod tests {
         for mode in [Calibration::Skip, Calibration::Use] {
             assert!(choose(&g, dir.path(), Some("no-such"), mode).is_err());
         }
+    }
+
+    #[test]
+    fn a_verify_only_pin_applies_to_verification_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(1);
+        let g = Genesis::new(p, HashSuite::Sha256, 1_000, 10, 1.0).unwrap();
+        let registry = registry_with(None, "").unwrap();
+        let verify_only = registry.all().iter().find(|b| {
+            registry.availability(b.as_ref()).is_available()
+                && b.supports(HashSuite::Sha256, Operation::Verify)
+                && !b.supports(HashSuite::Sha256, Operation::Eval)
+        });
+        let Some(b) = verify_only else {
+            eprintln!("no verify-only backend available on this host; nothing to check");
+            return;
+        };
+        let c = choose(&g, dir.path(), Some(b.name()), Calibration::Skip).unwrap();
+        assert_eq!(c.verify.name(), b.name());
+        assert!(c.eval.supports(HashSuite::Sha256, Operation::Eval));
+        assert!(c.reason.contains(b.name()), "{}", c.reason);
+    }
+
+    #[test]
+    fn environment_errors_name_their_variable() {
+        let e = registry_with(Some("nope"), "").unwrap_err().to_string();
+        assert!(
+            e.starts_with("MONTANA_BACKEND=nope: unknown backend 'nope'"),
+            "{e}"
+        );
+        let e = registry_with(None, "scalar,nah").unwrap_err().to_string();
+        assert!(
+            e.starts_with("MONTANA_DISABLE_BACKENDS=scalar,nah: unknown backend 'nah'"),
+            "{e}"
+        );
+        let r = registry_with(Some("scalar"), "sse41").unwrap();
+        assert_eq!(r.forced(), Some("scalar"));
     }
 
     #[test]

@@ -3,19 +3,28 @@
 //! eval rate, and the final check that every node ended on the same window
 //! with the same T, and that T is the TimeChain's.
 //!
+//! The TimeChain check ([`check_timechain`]) verifies the checkpoints a node
+//! stored for every window, all segments in parallel with the scalar oracle,
+//! from T0 up to T(W): since T(w) = H^D(T(w-1)) and each window's
+//! checkpoints chain from the previous window's T, this proves T(W) exactly
+//! as a sequential recomputation would, in a fraction of its time on a
+//! multi-core host. It reports progress and can be cancelled.
+//!
 //! `montana devnet` (cli/devnet.rs) runs the processes around this.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use montana_backends::ScalarBackend;
-use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, TimeChain};
+use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, Segment};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::genesis::{Genesis, GenesisPeer};
 use crate::keys::NodeKeys;
 use crate::node::NodeState;
+use crate::storage::Store;
 
 /// One planned node.
 #[derive(Clone, Debug)]
@@ -159,15 +168,21 @@ pub struct Report {
     pub hash: HashSuite,
     pub d: u64,
     pub checkpoints: u64,
+    /// The windows asked for (`--windows`).
     pub windows: u64,
+    /// The window every node reached (the lowest node window).
+    pub window: u64,
+    /// Stopped by SIGINT or SIGTERM before the run (or its check) finished;
+    /// an interrupted run is never `converged`.
+    pub interrupted: bool,
     pub converged: bool,
     pub nodes: Vec<NodeReport>,
 }
 
-/// Builds the report and checks convergence: every node reported, all on
-/// the same window with the same T, and that T equals the TimeChain's
-/// `T(window)` recomputed here with the scalar oracle.
-pub fn verdict(
+/// Builds the report and compares the nodes: every node reported, all on
+/// the same window (at least `windows`) with the same T. `converged` is
+/// left false: it is set once [`check_timechain`] has also passed.
+pub fn compare(
     genesis: &Genesis,
     windows: u64,
     states: &[Option<NodeState>],
@@ -211,15 +226,6 @@ pub fn verdict(
                 first.window
             ));
         }
-        let expected = TimeChain::new(genesis.hash, genesis.d)
-            .window(&ScalarBackend, first.window, &EvalControl::none())
-            .map_err(|e| e.to_string())?;
-        if expected.to_hex() != first.t {
-            return Err(format!(
-                "T({}) = {} differs from the TimeChain's {expected}",
-                first.window, first.t
-            ));
-        }
         Ok(())
     })();
     let report = Report {
@@ -227,15 +233,96 @@ pub fn verdict(
         d: genesis.d,
         checkpoints: genesis.checkpoints,
         windows,
-        converged: check.is_ok(),
+        window: nodes.iter().map(|n| n.window).min().unwrap_or(0),
+        interrupted: false,
+        converged: false,
         nodes,
     };
     (report, check)
 }
 
+/// Why [`check_timechain`] did not pass.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckError {
+    /// The cancel flag was raised.
+    Interrupted,
+    /// The stored chain is not the TimeChain; one line.
+    Failed(String),
+}
+
+/// Checks that the node with data dir `dir` (stopped) stored the TimeChain
+/// up to `window` and that its T(window) is `expected_t` (hex): every
+/// window's proposal is present, has the genesis's suite, D and K, and its
+/// checkpoints chain from the previous window's T (T0 first); every segment
+/// is verified with the scalar oracle, in parallel. `on_steps` is called
+/// with the steps verified as they are (from several threads);
+/// `cancel` stops the check with [`CheckError::Interrupted`].
+pub fn check_timechain(
+    genesis: &Genesis,
+    dir: &Path,
+    window: u64,
+    expected_t: &str,
+    on_steps: &(dyn Fn(u64) + Sync),
+    cancel: &AtomicBool,
+) -> Result<(), CheckError> {
+    let fail = |m: String| CheckError::Failed(m);
+    let store = Store::open(dir, genesis).map_err(|e| fail(e.to_string()))?;
+    let mut segments: Vec<(u64, Segment)> = Vec::new();
+    let mut t = genesis.timechain().t0();
+    for w in 1..=window {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(CheckError::Interrupted);
+        }
+        let p = store
+            .proposal(w)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("window {w} is missing from {}", dir.display())))?;
+        let h = &p.header;
+        if (h.suite, h.d, h.checkpoints as u64) != (genesis.hash, genesis.d, genesis.checkpoints) {
+            return Err(fail(format!(
+                "window {w} was evaluated with {}, D = {}, K = {}, not the genesis's parameters",
+                h.suite, h.d, h.checkpoints
+            )));
+        }
+        segments.extend(p.proof(t).segments().into_iter().map(|s| (w, s)));
+        t = h.t;
+    }
+    drop(store);
+    if t.to_hex() != expected_t {
+        return Err(fail(format!(
+            "the stored T({window}) = {t} differs from the reported {expected_t}"
+        )));
+    }
+    let suite = genesis.hash;
+    let bad = segments
+        .par_iter()
+        .map(|(w, seg)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CheckError::Interrupted);
+            }
+            let mut x = seg.start;
+            montana_backends::scalar::advance(suite, &mut x, seg.steps);
+            on_steps(seg.steps);
+            if x == seg.end {
+                Ok(())
+            } else {
+                Err(fail(format!(
+                    "window {w}: a checkpoint is not the TimeChain's (T({window}) is wrong)"
+                )))
+            }
+        })
+        .find_any(|r| r.is_err());
+    match bad {
+        Some(Err(e)) => Err(e),
+        _ if cancel.load(Ordering::Relaxed) => Err(CheckError::Interrupted),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use montana_backends::ScalarBackend;
 
     #[test]
     fn the_default_devnet_dir_is_fresh_and_private() {
@@ -264,8 +351,18 @@ mod tests {
         assert!(r > 0.0);
     }
 
+    fn state(label: &str, window: u64, t: String) -> Option<NodeState> {
+        Some(NodeState {
+            label: label.into(),
+            window,
+            t,
+            phase: "stopped".into(),
+            ..Default::default()
+        })
+    }
+
     #[test]
-    fn plan_and_verdict() {
+    fn plan_and_compare() {
         let dir = tempfile::tempdir().unwrap();
         let p = plan(dir.path(), 3, HashSuite::Sha256, 300, 3, 1.0).unwrap();
         assert_eq!(Genesis::load(&p.genesis_path).unwrap(), p.genesis);
@@ -273,40 +370,109 @@ mod tests {
         for n in &p.nodes {
             NodeKeys::load(&n.dir.join("keys")).unwrap();
         }
-        let t2 = TimeChain::new(HashSuite::Sha256, 300)
-            .window(&ScalarBackend, 2, &EvalControl::none())
-            .unwrap();
-        let state = |label: &str, window, t: String| {
-            Some(NodeState {
-                label: label.into(),
-                window,
-                t,
-                phase: "stopped".into(),
-                ..Default::default()
-            })
-        };
+        let t2 = Hash32([9; 32]).to_hex();
         let good: Vec<_> = (0..3)
-            .map(|i| state(&format!("node{i}"), 2, t2.to_hex()))
+            .map(|i| state(&format!("node{i}"), 2, t2.clone()))
             .collect();
-        let (r, ok) = verdict(&p.genesis, 2, &good);
-        assert!(ok.is_ok() && r.converged, "{ok:?}");
+        let (r, ok) = compare(&p.genesis, 2, &good);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!((r.window, r.interrupted, r.converged), (2, false, false));
         assert_eq!(r.nodes.len(), 3);
         let json = serde_json::to_value(&r).unwrap();
-        for k in ["hash", "d", "checkpoints", "windows", "nodes"] {
+        for k in [
+            "hash",
+            "d",
+            "checkpoints",
+            "windows",
+            "window",
+            "interrupted",
+            "converged",
+            "nodes",
+        ] {
             assert!(json.get(k).is_some(), "{k}");
         }
-        // Short of the target, split, wrong T, a missing node: all fail.
-        assert!(verdict(&p.genesis, 3, &good).1.is_err());
+        // Short of the target, split, a missing node: all fail.
+        assert!(compare(&p.genesis, 3, &good).1.is_err());
         let mut split = good.clone();
-        split[2] = state("node2", 1, t2.to_hex());
-        assert!(verdict(&p.genesis, 2, &split).1.is_err());
-        let wrong: Vec<_> = (0..3)
-            .map(|i| state(&format!("node{i}"), 2, Hash32::ZERO.to_hex()))
-            .collect();
-        assert!(verdict(&p.genesis, 2, &wrong).1.is_err());
+        split[2] = state("node2", 1, t2.clone());
+        let (r, ok) = compare(&p.genesis, 1, &split);
+        assert!(ok.is_err());
+        assert_eq!(r.window, 1, "the lowest node window");
         let mut missing = good.clone();
         missing[1] = None;
-        let (r, ok) = verdict(&p.genesis, 2, &missing);
-        assert!(ok.is_err() && !r.converged);
+        assert!(compare(&p.genesis, 2, &missing).1.is_err());
+    }
+
+    /// Stores windows 1..=n in `node`'s data dir, evaluated with the oracle;
+    /// `corrupt` replaces one checkpoint of that window (consistently signed).
+    fn store_windows(p: &Plan, node: usize, n: u64, corrupt: Option<u64>) -> Hash32 {
+        use crate::proposal::Proposal;
+        let g = &p.genesis;
+        let keys = NodeKeys::load(&p.nodes[node].dir.join("keys")).unwrap();
+        let mut store = Store::open(&p.nodes[node].dir, g).unwrap();
+        let params = ChainParams::new(g.d, g.checkpoints).unwrap();
+        for w in 1..=n {
+            let tip = store.tip();
+            let mut cps = ScalarBackend
+                .evaluate(g.hash, &tip.t, params, &EvalControl::none())
+                .unwrap();
+            if corrupt == Some(w) {
+                cps[0] = Hash32([0xee; 32]);
+            }
+            let prop = Proposal::sign(&keys, g.hash, w, tip.hash, g.d, 0, cps);
+            store.apply(&[prop]).unwrap();
+        }
+        store.tip().t
+    }
+
+    #[test]
+    fn the_stored_chain_is_checked_against_the_timechain() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path(), 2, HashSuite::Sha256, 3_000, 30, 1.0).unwrap();
+        let t = store_windows(&p, 0, 4, None);
+        let expected = p
+            .genesis
+            .timechain()
+            .window(&ScalarBackend, 4, &EvalControl::none())
+            .unwrap();
+        assert_eq!(t, expected);
+        let steps = std::sync::atomic::AtomicU64::new(0);
+        let count = |n: u64| {
+            steps.fetch_add(n, Ordering::Relaxed);
+        };
+        let go = AtomicBool::new(false);
+        let dir0 = &p.nodes[0].dir;
+        assert_eq!(
+            check_timechain(&p.genesis, dir0, 4, &t.to_hex(), &count, &go),
+            Ok(())
+        );
+        assert_eq!(
+            steps.load(Ordering::Relaxed),
+            4 * 3_000,
+            "every step verified"
+        );
+        // Fewer windows check too; a T that is not the stored one fails.
+        assert_eq!(
+            check_timechain(&p.genesis, dir0, 4, &Hash32::ZERO.to_hex(), &count, &go)
+                .map_err(|_| ()),
+            Err(())
+        );
+        // A window beyond the stored ones is missing.
+        assert!(matches!(
+            check_timechain(&p.genesis, dir0, 5, &t.to_hex(), &count, &go),
+            Err(CheckError::Failed(m)) if m.contains("missing")
+        ));
+        // Cancelled: interrupted, not failed.
+        let stop = AtomicBool::new(true);
+        assert_eq!(
+            check_timechain(&p.genesis, dir0, 4, &t.to_hex(), &count, &stop),
+            Err(CheckError::Interrupted)
+        );
+        // A node that stored a wrong checkpoint in window 3 fails, naming it.
+        let bad_t = store_windows(&p, 1, 4, Some(3));
+        match check_timechain(&p.genesis, &p.nodes[1].dir, 4, &bad_t.to_hex(), &count, &go) {
+            Err(CheckError::Failed(m)) => assert!(m.contains("window 3"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -57,6 +57,10 @@ fn available_verify_backends(suite: &str) -> Vec<String> {
 fn report_writes_json_with_the_sweep_and_svg_plots() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
+    // An earlier run's plot of another suite goes; the user's own file stays.
+    std::fs::create_dir_all(&report).unwrap();
+    std::fs::write(report.join("hashes-per-sec-blake3.svg"), "<svg/>").unwrap();
+    std::fs::write(report.join("notes.txt"), "mine").unwrap();
     let out = montana(&[
         "bench",
         "--hash",
@@ -112,7 +116,59 @@ fn report_writes_json_with_the_sweep_and_svg_plots() {
             assert!(svg.contains(b.as_str()), "{name} should name {b}");
         }
     }
-    assert!(!report.join("hashes-per-sec-blake3.svg").exists());
+    assert!(
+        !report.join("hashes-per-sec-blake3.svg").exists(),
+        "the report dir holds only this run's report files"
+    );
+    assert!(report.join("notes.txt").exists());
+}
+
+#[test]
+fn an_unwritable_report_dir_fails_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for target in [file.clone(), file.join("report")] {
+        let out = montana(&["bench", "--report", target.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("--report"), "{err}");
+        assert!(out.stdout.is_empty(), "nothing was measured: {out:?}");
+    }
+}
+
+/// SIGINT during `bench --report` (not on a terminal): exit 130, the rows
+/// measured so far are printed and written, with progress lines on stderr.
+#[test]
+fn an_interrupted_report_keeps_what_was_measured() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let child = Command::new(env!("CARGO_BIN_EXE_montana"))
+        .args(["bench", "--seconds", "0.5", "--threads", "2", "--report"])
+        .arg(&report)
+        .envs(cpu_only())
+        .env("MONTANA_PROGRESS_SECS", "0.1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two suites of every backend at half a second a row: far longer than this.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("bench: "), "progress lines: {err}");
+    assert!(err.lines().last().unwrap().contains("interrupted"), "{err}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("hashes/s"), "{table}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("bench.json")).unwrap()).unwrap();
+    assert!(!v["results"].as_array().unwrap().is_empty());
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn bad_input_exits_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["--hash", "md5"], "md5"),
         (&["--d", "10", "--checkpoints", "3"], "divide"),
-        (&["--d", "0"], "iterations"),
+        (&["--d", "0"], "--d"),
         (&["--window-secs", "0"], "window"),
         (&["--window-secs", "nan"], "window"),
         (&["--threads", "0"], "threads"),
@@ -183,6 +183,13 @@ fn bad_input_exits_2_with_one_line() {
         (&["--recommend-d"], "--window-secs"),
         (&["--recommend-d", "--window-secs", "1", "--d", "5"], "--d"),
         (&["--no-such-flag"], "--no-such-flag"),
+        // Checked before measuring, not after.
+        (
+            &["--out", "bad.json/calibration.toml"],
+            "--out bad.json/calibration.toml",
+        ),
+        (&["--out", "."], "is a directory"),
+        (&["--data-dir", "bad.json"], "--data-dir"),
     ];
     for (args, needle) in cases {
         let out = montana_in(dir.path(), args);
@@ -253,6 +260,26 @@ fn recommend_d_is_a_multiple_of_k_that_fits_the_window() {
         !dir.path().join("calibration.toml").exists(),
         "recommend writes no file"
     );
+}
+
+#[test]
+fn recommend_d_without_quick_says_quick_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_montana"))
+            .args(["calibrate", "--recommend-d", "--window-secs", "1"])
+            .args(["--checkpoints", "10", "--run-ms", "5", "--runs", "1"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--quick"), "{}", stderr(&out));
+    let quick = run(&["--quick"]);
+    assert_eq!(quick.status.code(), Some(0), "{}", stderr(&quick));
+    assert!(!stderr(&quick).contains("--quick"), "{}", stderr(&quick));
 }
 
 #[test]

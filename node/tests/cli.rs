@@ -218,6 +218,17 @@ fn bad_input_exits_2_with_one_line() {
         &["vdf", "timechain", "--windows", "1", "--d", "0"],
         "at least 1",
     );
+    // The flag is named (not the library's "iterations").
+    e(&["vdf", "timechain", "--windows", "1", "--d", "0"], "'--d");
+    e(
+        &["vdf", "timechain", "--windows", "1", "--d", "1.5"],
+        "whole number",
+    );
+    e(
+        &["vdf", "timechain", "--windows", "1", "--d", "1e-3"],
+        "'--d",
+    );
+    e(&["vdf", "eval", "--iterations", "1e30"], "too large");
     e(&["vdf", "verify", "/nonexistent/proof.json"], "cannot read");
     e(&["vdf", "verify", "--threads", "0"], "threads");
     e(&["selftest", "--backend", "nope"], "unknown backend");
@@ -265,6 +276,17 @@ fn unavailable_or_unsupported_backends_are_bad_input() {
         &["backends"],
         &[("MONTANA_DISABLE_BACKENDS", "nope")],
         "unknown backend",
+    );
+    // The line says which variable holds the bad name.
+    assert_bad_input(
+        &["backends"],
+        &[("MONTANA_BACKEND", "nope")],
+        "MONTANA_BACKEND=nope:",
+    );
+    assert_bad_input(
+        &["vdf", "eval", "--iterations", "10"],
+        &[("MONTANA_DISABLE_BACKENDS", "scalar,nah")],
+        "MONTANA_DISABLE_BACKENDS=scalar,nah:",
     );
     // A backend that does not support an operation is named as such.
     let list = json(&montana(&["backends", "--json"]));
@@ -356,6 +378,13 @@ fn keys_new_writes_private_files_and_prints_public_keys() {
     let out = montana(&["keys", "new", "--dir", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let v = json(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for f in ["noise_secret.key", "signing_secret.key", "public.json"] {
+        assert!(
+            err.contains(dir.join(f).to_str().unwrap()),
+            "names {f}: {err}"
+        );
+    }
     assert_eq!(v["noise_public_key"].as_str().unwrap().len(), 64);
     assert_eq!(v["signing_public_key"].as_str().unwrap().len(), 2 * 1952);
     for f in ["noise_secret.key", "signing_secret.key"] {
@@ -379,4 +408,94 @@ fn the_fault_injector_is_only_in_test_builds() {
     let needle = b"MONTANA_TEST_FAULTS";
     let present = bin.windows(needle.len()).any(|w| w == needle);
     assert_eq!(present, cfg!(feature = "test-faults"));
+}
+
+#[test]
+fn no_subcommand_prints_the_full_help() {
+    for (args, words) in [
+        (
+            &[][..],
+            &["Usage: montana", "Commands:", "devnet", "calibrate"][..],
+        ),
+        (
+            &["vdf"][..],
+            &["Usage: montana vdf", "eval", "verify", "timechain"][..],
+        ),
+        (&["keys"][..], &["Usage: montana keys", "new"][..]),
+    ] {
+        let out = montana(args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        for w in words {
+            assert!(text.contains(w), "{args:?}: {text}");
+        }
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    let about = String::from_utf8_lossy(&montana(&[]).stdout).into_owned();
+    assert!(!about.contains("(later)"), "{about}");
+}
+
+#[test]
+fn typos_get_clap_suggestions_on_one_line() {
+    assert_bad_input(&["benc"], &[], "'bench'");
+    assert_bad_input(&["vdf", "timechian"], &[], "'timechain'");
+    assert_bad_input(&["backends", "--jsn"], &[], "--json");
+}
+
+#[test]
+fn numeric_flags_accept_separators_and_exact_scientific_forms() {
+    let t = |d: &str| {
+        let out = montana(&["vdf", "timechain", "--windows", "2", "--d", d, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{d}: {out:?}");
+        json(&out)
+    };
+    let plain = t("1500");
+    for d in ["1_500", "1,500", "1.5e3", "15e2", "1.500E3"] {
+        let v = t(d);
+        assert_eq!((&v["d"], &v["t"]), (&plain["d"], &plain["t"]), "{d}");
+    }
+    assert_eq!(plain["d"], 1500);
+}
+
+#[test]
+fn human_output_groups_thousands_and_aligns() {
+    let out = montana(&["vdf", "timechain", "--windows", "2", "--d", "1500"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1,500"), "{text}");
+    let value_columns: Vec<usize> = text
+        .lines()
+        .map(|l| {
+            let end = l.find(' ').unwrap();
+            end + l[end..].find(|c: char| c != ' ').unwrap()
+        })
+        .collect();
+    assert!(
+        value_columns.windows(2).all(|w| w[0] == w[1]),
+        "aligned: {text}"
+    );
+}
+
+/// Not on a terminal, a long evaluation prints plain progress lines on
+/// stderr (every MONTANA_PROGRESS_SECS); a short one prints nothing.
+#[test]
+fn long_evaluations_report_progress_on_stderr() {
+    let out = montana_with(
+        &["vdf", "eval", "--iterations", "30_000_000", "--json"],
+        &[("MONTANA_PROGRESS_SECS", "0.1")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("vdf eval: ") && l.contains(" of 30,000,000 steps (")),
+        "{err}"
+    );
+    assert_eq!(json(&out)["iterations"], 30_000_000);
+    let quick = montana_with(
+        &["vdf", "eval", "--iterations", "1000"],
+        &[("MONTANA_PROGRESS_SECS", "0.1")],
+        None,
+    );
+    assert!(quick.stderr.is_empty(), "{quick:?}");
 }

@@ -134,6 +134,11 @@ fn four_node_devnet_converges() {
     let last = stdout.lines().last().expect("a JSON line");
     let v: Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["windows"], 4);
+    assert_eq!(
+        (&v["converged"], &v["interrupted"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+    assert!(v["window"].as_u64().unwrap() >= 4);
     assert_eq!(v["hash"], "sha256");
     assert_eq!(v["checkpoints"], 100);
     let d = v["d"].as_u64().unwrap();
@@ -224,4 +229,388 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
         let log = std::fs::read_to_string(d.join("node.log")).unwrap();
         assert!(log.contains("rejected proposal"), "{log}");
     }
+}
+
+/// A `montana devnet` child with stdout and stderr in files (so a test can
+/// watch stderr while it runs), killed on drop.
+struct Devnet {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Devnet {
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Devnet {
+        let out = dir.join("devnet.out");
+        let err = dir.join("devnet.err");
+        let child = Command::new(BIN)
+            .arg("devnet")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Devnet {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn wait_for_stderr(&self, needle: &str, secs: u64) {
+        self.wait_until(needle, secs, |err| err.contains(needle));
+    }
+
+    fn wait_until(&self, what: &str, secs: u64, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(&self.stderr()) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on stderr in {secs} s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigint(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGINT);
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns the code, stderr and the last
+    /// stdout line as JSON.
+    fn finish(&mut self, secs: u64) -> (Option<i32>, String, Value) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("devnet did not stop within {secs} s:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = std::fs::read_to_string(&self.out).unwrap();
+        let last = stdout.lines().last().unwrap_or("null").to_string();
+        let json = serde_json::from_str(&last)
+            .unwrap_or_else(|e| panic!("{e}: {stdout:?}\n{}", self.stderr()));
+        (status.code(), self.stderr(), json)
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn small_devnet_args<'a>(windows: &'a str, d: &'a str, work: &'a Path) -> Vec<&'a str> {
+    vec![
+        "--nodes",
+        "2",
+        "--windows",
+        windows,
+        "--window-secs",
+        "0.05",
+        "--checkpoints",
+        "100",
+        "--d",
+        d,
+        "--json",
+        "--dir",
+        work.to_str().unwrap(),
+    ]
+}
+
+#[test]
+fn an_interrupted_devnet_exits_130_and_reports_the_window_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("net");
+    let mut net = Devnet::spawn(
+        dir.path(),
+        &small_devnet_args("1000", "400_000", &work),
+        &[],
+    );
+    // One line per window the slowest node reaches (windows may be skipped).
+    net.wait_until("window 2 or more", 120, |err| {
+        err.lines().any(|l| {
+            l.strip_prefix("devnet: window ")
+                .and_then(|r| r.strip_suffix(" of 1000, all nodes"))
+                .and_then(|w| w.parse::<u64>().ok())
+                .is_some_and(|w| w >= 2)
+        })
+    });
+    net.sigint();
+    let (code, err, v) = net.finish(90);
+    assert_eq!(code, Some(130), "{err}");
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert_eq!(v["converged"], false, "{v}");
+    assert_eq!(v["windows"], 1000);
+    let w = v["window"].as_u64().unwrap();
+    assert!((2..1000).contains(&w), "{v}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains(&format!("interrupted at window {w} of 1000")),
+        "{err}"
+    );
+    assert!(!err.contains("converged"), "{err}");
+    assert!(err.contains("node.log"), "says where the logs are: {err}");
+    assert!(
+        work.join("node0").join("node.log").exists(),
+        "--dir is kept"
+    );
+}
+
+/// The final check (every stored window verified against the TimeChain)
+/// shows progress and stops on SIGINT with exit 130.
+#[test]
+fn sigint_during_the_final_check_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("net");
+    // Windows of 20 M steps: the check takes seconds even on a fast host.
+    let mut net = Devnet::spawn(
+        dir.path(),
+        &small_devnet_args("3", "2e7", &work),
+        &[("MONTANA_PROGRESS_SECS", "0.1")],
+    );
+    net.wait_for_stderr("checking T(3)", 300);
+    net.wait_for_stderr("devnet check: ", 120);
+    net.sigint();
+    let (code, err, v) = net.finish(60);
+    assert_eq!(code, Some(130), "{err}");
+    assert_eq!(
+        (&v["interrupted"], &v["converged"], &v["window"]),
+        (&Value::Bool(true), &Value::Bool(false), &Value::from(3)),
+        "{v}"
+    );
+    assert!(err.contains("interrupted while checking T(3)"), "{err}");
+}
+
+#[test]
+fn the_default_dir_is_removed_after_a_converged_run_unless_kept() {
+    for keep in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "devnet",
+            "--nodes",
+            "2",
+            "--windows",
+            "2",
+            "--window-secs",
+            "0.05",
+            "--checkpoints",
+            "100",
+            "--d",
+            "400_000",
+        ];
+        if keep {
+            args.push("--keep");
+        }
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("montana-devnet-"))
+            .collect();
+        assert_eq!(left.len(), usize::from(keep), "keep {keep}: {left:?}");
+    }
+}
+
+#[test]
+fn bad_devnet_arguments_fail_with_one_line_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--dir", f], "is a file"),
+        (&["--dir", dir.path().to_str().unwrap()], "is not empty"),
+        (&["--checkpoints", "0"], "'--checkpoints"),
+        (
+            &["--d", "1000", "--checkpoints", "300"],
+            "multiple of --checkpoints",
+        ),
+        (&["--nodes", "1"], "--nodes"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(BIN)
+            .arg("devnet")
+            .args(args)
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // Nothing was left in the temp dir by the failed runs.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("montana-devnet-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `montana start` that cannot bind: exit 2, one error line naming the
+/// socket (no log line repeating it), and no database left behind.
+#[test]
+fn a_failed_start_names_the_socket_once_and_leaves_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = small_plan(dir.path(), 2);
+    let n1 = &plan.nodes[1];
+    let run = |data: &Path, extra: &[&str]| {
+        Command::new(BIN)
+            .arg("start")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--genesis")
+            .arg(&plan.genesis_path)
+            .arg("--keys")
+            .arg(n1.dir.join("keys"))
+            .arg("--skip-calibration")
+            .args(extra)
+            .env("MONTANA_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let check = |out: &std::process::Output, socket: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.to_lowercase().contains("error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "printed once: {err}");
+        assert!(errors[0].starts_with(&format!("error: {socket}")), "{err}");
+        assert!(errors[0].contains("in use"), "{err}");
+    };
+    // The p2p port is taken.
+    let taken = std::net::TcpListener::bind(n1.address).unwrap();
+    let out = run(&n1.dir, &[]);
+    check(&out, "p2p listener");
+    assert!(!n1.dir.join("db").exists(), "no half-made database");
+    assert!(n1.dir.join("keys").exists(), "what was there stays");
+    // A data dir the start created goes entirely.
+    let fresh = dir.path().join("fresh");
+    check(&run(&fresh, &[]), "p2p listener");
+    assert!(!fresh.exists());
+    // The status server's port is taken.
+    let status = taken.local_addr().unwrap().to_string();
+    let out = run(
+        &n1.dir,
+        &["--listen", "127.0.0.1:0", "--status-addr", &status],
+    );
+    check(&out, "status server");
+    assert!(!n1.dir.join("db").exists());
+}
+
+/// Backends the `backends --json` list shows, by what they can do here.
+fn backends_where(f: impl Fn(&Value) -> bool) -> Vec<String> {
+    let out = Command::new(BIN)
+        .args(["backends", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| f(b))
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn supports(b: &Value, pair: &str) -> bool {
+    b["supports"].as_array().unwrap().iter().any(|s| s == pair)
+}
+
+/// `--backend` with a verify-only backend on a follower pins verification
+/// (it never evaluates), and MONTANA_BACKEND naming a backend this host
+/// cannot run fails with one line naming the variable.
+#[test]
+fn backend_pins_apply_to_what_the_backend_supports() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = small_plan(dir.path(), 2);
+    let verify_only = backends_where(|b| {
+        b["available"] == true && supports(b, "sha256/verify") && !supports(b, "sha256/eval")
+    });
+    if let Some(name) = verify_only.first() {
+        let mut nodes = Nodes(vec![Some(start(&plan, 1, &["--backend", name], &[]))]);
+        wait_until("the follower running", &plan, 60, || {
+            state(&plan.nodes[1].dir).is_some_and(|s| s.verify_backend == *name)
+        });
+        terminate(&mut nodes.0[0]);
+    }
+    for name in backends_where(|b| b["available"] == false) {
+        let out = Command::new(BIN)
+            .arg("start")
+            .arg("--data-dir")
+            .arg(&plan.nodes[1].dir)
+            .arg("--genesis")
+            .arg(&plan.genesis_path)
+            .env("MONTANA_BACKEND", &name)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(
+            errors[0].contains(&format!("MONTANA_BACKEND={name}:")),
+            "{err}"
+        );
+    }
+}
+
+/// A proposer alone says that it waits for its peers (and how long), then
+/// proposes anyway, and says when it reached its last window.
+#[test]
+fn a_lone_proposer_says_it_waits_then_that_it_reached_the_last_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = small_plan(dir.path(), 2);
+    let mut nodes = Nodes(vec![Some(start(&plan, 0, &["--last-window", "1"], &[]))]);
+    let log = || std::fs::read_to_string(plan.nodes[0].dir.join("node.log")).unwrap_or_default();
+    wait_until("the last window on the proposer", &plan, 90, || {
+        log().contains("last window reached; staying up")
+    });
+    terminate(&mut nodes.0[0]);
+    let text = log();
+    let waiting = text
+        .find("waiting for peers (0 of 1, up to 10 s)")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        waiting < text.find("last window reached").unwrap(),
+        "{text}"
+    );
+    assert_eq!(window(&plan.nodes[0].dir), 1);
 }

@@ -166,7 +166,11 @@ fn montana_status_bad_input_and_unreachable_nodes() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string() // closed when `l` drops
     };
-    let cases: [(&[&str], i32, &str); 5] = [
+    let gone = missing.path().join("no-such-dir");
+    let gone = gone.to_str().unwrap();
+    // One rule: a stopped node is exit 1 whichever way it is named; a data
+    // dir that does not exist is bad input (2).
+    let cases: [(&[&str], i32, &str); 6] = [
         (&["status"], 2, "required"),
         (
             &["status", "--addr", "x:1", "--data-dir", m],
@@ -178,7 +182,8 @@ fn montana_status_bad_input_and_unreachable_nodes() {
             2,
             "invalid status address",
         ),
-        (&["status", "--data-dir", m], 2, STATUS_ADDR_FILE),
+        (&["status", "--data-dir", m], 1, STATUS_ADDR_FILE),
+        (&["status", "--data-dir", gone], 2, "does not exist"),
         (&["status", "--addr", &closed], 1, "cannot reach"),
     ];
     for (args, code, needle) in cases {

@@ -81,6 +81,7 @@ impl BenchReport {
 
     /// A fixed-width table, with each rate also as a ratio to its suite's
     /// crate loop.
+    /// The human table; rates grouped in thousands (`115,201,469`).
     pub fn table(&self) -> String {
         let mut out = format!(
             "host: {} [{}]\n{:<14} {:<7} {:<7} {:>7} {:>9} {:>11} {:>14} {:>9}\n",
@@ -103,17 +104,44 @@ impl BenchReport {
                 .unwrap_or_else(|| "-".into());
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             out.push_str(&format!(
-                "{:<14} {:<7} {:<7} {:>7} {:>9} {:>11} {:>14.0} {:>9}\n",
+                "{:<14} {:<7} {:<7} {:>7} {:>9} {:>11} {:>14} {:>9}\n",
                 r.backend,
                 r.hash.name(),
                 r.op.name(),
                 r.threads,
                 opt(r.segments.map(|s| s.to_string())),
                 opt(r.segment_len.map(|s| s.to_string())),
-                r.hashes_per_sec,
+                grouped(r.hashes_per_sec),
                 ratio
             ));
         }
         out
+    }
+}
+
+/// A rate rounded to an integer with thousands separators.
+fn grouped(x: f64) -> String {
+    if !(x.is_finite() && x >= 0.0) {
+        return format!("{x:.0}");
+    }
+    let digits = format!("{x:.0}");
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod grouping_tests {
+    #[test]
+    fn rates_are_grouped_in_thousands() {
+        assert_eq!(super::grouped(115_201_469.4), "115,201,469");
+        assert_eq!(super::grouped(999.0), "999");
+        assert_eq!(super::grouped(1_000.0), "1,000");
+        assert_eq!(super::grouped(0.0), "0");
     }
 }

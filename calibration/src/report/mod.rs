@@ -27,7 +27,7 @@ use montana_backends::Registry;
 use montana_vdf::{BackendKind, HashSuite};
 use serde::Serialize;
 
-pub use sweep::{sweep, BatchPoint, SweepConfig};
+pub use sweep::{planned_points, sweep, sweep_until, BatchPoint, SweepConfig};
 
 /// Everything `bench.json` holds.
 #[derive(Clone, Debug, Serialize)]

@@ -24,6 +24,12 @@ fn si(x: f64) -> String {
     }
 }
 
+/// The y axis of the bar chart: exactly one segment per row. (`0..n`
+/// segmented has n + 1 segments: the last one was an empty top row.)
+fn row_axis(rows: usize) -> plotters::coord::types::RangedCoordusize {
+    (0..rows.max(1) - 1).into()
+}
+
 /// Bars of hashes per second for one suite: every bench row.
 pub fn rates(report: &BenchReport, suite: HashSuite) -> Result<String, String> {
     let rows: Vec<(String, f64)> = report
@@ -55,7 +61,7 @@ pub fn rates(report: &BenchReport, suite: HashSuite) -> Result<String, String> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(170)
-            .build_cartesian_2d(0.0..max, (0..rows.len()).into_segmented())
+            .build_cartesian_2d(0.0..max, row_axis(rows.len()).into_segmented())
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -157,4 +163,24 @@ pub fn verify_vs_batch(
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod row_axis_tests {
+    use plotters::coord::ranged1d::{DiscreteRanged, IntoSegmentedCoord};
+
+    #[test]
+    fn one_segment_per_bar_and_no_empty_row() {
+        // A segmented axis counts its bands plus the closing `Last` value.
+        for n in [1usize, 2, 7] {
+            assert_eq!(
+                super::row_axis(n).into_segmented().size(),
+                n + 1,
+                "{n} rows"
+            );
+            // What the chart used before: one band too many (the empty row).
+            let old: plotters::coord::types::RangedCoordusize = (0..n).into();
+            assert_eq!(old.into_segmented().size(), n + 2);
+        }
+    }
 }

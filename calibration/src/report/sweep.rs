@@ -64,6 +64,35 @@ pub fn batch_sizes(max: usize) -> Vec<usize> {
 
 /// Sweeps every available verify backend of `registry`.
 pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, BackendError> {
+    sweep_until(registry, cfg, &mut |_| {}, &|| false)
+}
+
+fn verify_backends(registry: &Registry, suite: HashSuite) -> Vec<&std::sync::Arc<dyn Backend>> {
+    registry
+        .all()
+        .iter()
+        .filter(|b| {
+            b.supports(suite, Operation::Verify) && registry.availability(b.as_ref()).is_available()
+        })
+        .collect()
+}
+
+/// The points [`sweep`] measures for `cfg` (for progress).
+pub fn planned_points(registry: &Registry, cfg: &SweepConfig) -> usize {
+    cfg.suites
+        .iter()
+        .map(|s| verify_backends(registry, *s).len() * batch_sizes(cfg.max_batch).len())
+        .sum()
+}
+
+/// [`sweep`], calling `on_point` after each point and stopping before the
+/// next once `stop()` says so: the points measured so far are returned.
+pub fn sweep_until(
+    registry: &Registry,
+    cfg: &SweepConfig,
+    on_point: &mut dyn FnMut(&BatchPoint),
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<BatchPoint>, BackendError> {
     let mut out = Vec::new();
     let budget = Duration::from_secs_f64(cfg.seconds_per_point.clamp(0.001, 600.0));
     for &suite in &cfg.suites {
@@ -75,20 +104,16 @@ pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, 
             end,
             steps: cfg.segment_len.max(1),
         };
-        let backends: Vec<_> = registry
-            .all()
-            .iter()
-            .filter(|b| {
-                b.supports(suite, Operation::Verify)
-                    && registry.availability(b.as_ref()).is_available()
-            })
-            .collect();
+        let backends = verify_backends(registry, suite);
         // Batch size outermost: every backend is measured at one size before
         // the next, so a change of load on a shared machine shifts the
         // curves together instead of bending one against the others.
         for n in batch_sizes(cfg.max_batch) {
             let segs = vec![seg; n];
             for b in &backends {
+                if stop() {
+                    return Ok(out);
+                }
                 let hps = measure_batch(b.as_ref(), suite, &segs, cfg.threads, budget)?;
                 out.push(BatchPoint {
                     backend: b.name().to_string(),
@@ -101,6 +126,7 @@ pub fn sweep(registry: &Registry, cfg: &SweepConfig) -> Result<Vec<BatchPoint>, 
                         .map(|a| format!("{} ({})", a.name, a.device_type)),
                     hashes_per_sec: hps,
                 });
+                on_point(out.last().expect("just pushed"));
             }
         }
     }
@@ -152,5 +178,28 @@ mod tests {
         assert_eq!(batch_sizes(8), [1, 2, 4, 8]);
         assert_eq!(batch_sizes(12), [1, 2, 4, 8, 12]);
         assert_eq!(batch_sizes(0), [1]);
+    }
+
+    #[test]
+    fn a_stopped_sweep_keeps_the_points_measured_so_far() {
+        let registry = Registry::new(vec![std::sync::Arc::new(montana_backends::ScalarBackend)]);
+        let cfg = SweepConfig {
+            suites: vec![HashSuite::Sha256],
+            threads: 1,
+            segment_len: 16,
+            max_batch: 8,
+            seconds_per_point: 0.001,
+        };
+        assert_eq!(planned_points(&registry, &cfg), 4);
+        let mut seen = 0;
+        let all = sweep_until(&registry, &cfg, &mut |_| seen += 1, &|| false).unwrap();
+        assert_eq!((all.len(), seen), (4, 4));
+        let done = std::cell::Cell::new(0);
+        let some = sweep_until(&registry, &cfg, &mut |_| done.set(done.get() + 1), &|| {
+            done.get() >= 2
+        })
+        .unwrap();
+        assert_eq!(some.len(), 2);
+        assert_eq!(some[1].segments, 2);
     }
 }

@@ -4,12 +4,14 @@
 //! The measuring lives in `montana_backends::bench` (calibration reuses it);
 //! this file only parses arguments and prints.
 
-use std::io::IsTerminal as _;
+use std::sync::atomic::Ordering;
 
 use clap::Args as ClapArgs;
 use montana_backends::bench::{self, BenchConfig};
 use montana_vdf::HashSuite;
 
+use super::number::group_f64;
+use super::progress::Meter;
 use super::{print_json, registry, CliError};
 
 #[derive(ClapArgs, Debug)]
@@ -18,10 +20,10 @@ pub struct Args {
     #[arg(long = "hash", value_name = "HASH")]
     pub suite: Option<HashSuite>,
     /// Seconds per measurement (each row is the median of 5 slices of it).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::number::parse_positive_f64)]
     pub seconds: f64,
     /// Threads for the many-thread verification rows (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_positive_usize)]
     pub threads: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -32,11 +34,11 @@ pub struct Args {
     pub report: Option<std::path::PathBuf>,
     /// Largest batch of the --report sweep (batches double from 1).
     #[arg(long, value_name = "N", default_value_t = 4096, requires = "report",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = super::number::parse_positive_u64)]
     pub max_batch: u64,
     /// Steps per segment in the --report sweep.
     #[arg(long, value_name = "L", default_value_t = 1024, requires = "report",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = super::number::parse_positive_u64)]
     pub segment_len: u64,
 }
 
@@ -46,8 +48,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "--seconds must be a number above 0 and at most 3600",
         ));
     }
-    if args.threads == Some(0) {
-        return Err(CliError::bad_input("--threads must be at least 1"));
+    if let Some(dir) = &args.report {
+        // Before minutes of measuring, not after.
+        super::check_writable_dir(dir)
+            .map_err(|e| CliError::bad_input(format!("--report {}: {e}", dir.display())))?;
     }
     let reg = registry()?;
     let mut cfg = BenchConfig {
@@ -60,34 +64,61 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(t) = args.threads {
         cfg.threads = t;
     }
-    let live = std::io::stderr().is_terminal();
-    let report = bench::run(&reg, &cfg, |row| {
-        if live {
-            eprintln!(
-                "measured {} {}/{} on {} thread(s): {:.0} hashes/s",
-                row.backend, row.hash, row.op, row.threads, row.hashes_per_sec
-            );
-        }
-    })
+    let interrupted = super::interrupt::flag();
+    let stop = || interrupted.load(Ordering::Relaxed);
+    let meter = Meter::new(
+        "bench",
+        bench::planned_rows(&reg, &cfg) as u64,
+        "measurements",
+    );
+    let report = bench::run_until(
+        &reg,
+        &cfg,
+        |row| {
+            meter.set_message(format!(
+                "{} {}/{} on {} thread(s): {} hashes/s",
+                row.backend,
+                row.hash,
+                row.op,
+                row.threads,
+                group_f64(row.hashes_per_sec)
+            ));
+            meter.inc(1);
+        },
+        &stop,
+    )
     .map_err(|e| CliError::check_failed(format!("benchmark failed: {e}")))?;
+    meter.finish();
     if args.json {
         print_json(&report);
     } else {
         print!("{}", report.table());
     }
     if let Some(dir) = &args.report {
-        write_report(&reg, &cfg, &args, report, dir)?;
+        write_report(&reg, &cfg, &args, report, dir, &stop)?;
+    }
+    if stop() {
+        return Err(CliError::interrupted(match &args.report {
+            Some(dir) => format!(
+                "bench interrupted; {} holds what was measured",
+                dir.display()
+            ),
+            None => "bench interrupted; the table holds what was measured".into(),
+        }));
     }
     Ok(())
 }
 
-/// `--report DIR`: the sweep, then bench.json and the plots.
+/// `--report DIR`: the sweep, then bench.json and the plots. An interrupted
+/// sweep writes the points measured so far. Report files of an earlier run
+/// that this run did not write are removed: the directory describes one run.
 fn write_report(
     reg: &montana_backends::Registry,
     cfg: &BenchConfig,
     args: &Args,
     report: bench::BenchReport,
     dir: &std::path::Path,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), CliError> {
     use montana_calibration::report;
     let sweep = report::SweepConfig {
@@ -97,10 +128,25 @@ fn write_report(
         max_batch: usize::try_from(args.max_batch).unwrap_or(usize::MAX),
         seconds_per_point: cfg.seconds / 5.0,
     };
-    let points = report::sweep(reg, &sweep)
-        .map_err(|e| CliError::check_failed(format!("benchmark failed: {e}")))?;
+    let meter = Meter::new(
+        "bench --report sweep",
+        report::planned_points(reg, &sweep) as u64,
+        "points",
+    );
+    let points = report::sweep_until(
+        reg,
+        &sweep,
+        &mut |p| {
+            meter.set_message(format!("{} {} x {}", p.backend, p.hash.name(), p.segments));
+            meter.inc(1);
+        },
+        stop,
+    )
+    .map_err(|e| CliError::check_failed(format!("benchmark failed: {e}")))?;
+    meter.finish();
     let full = report::build(reg, report, points);
     let files = report::write(&full, dir).map_err(CliError::bad_input)?;
+    remove_stale_report_files(dir, &files);
     if !args.json {
         println!(
             "report written to {} ({} files)",
@@ -109,4 +155,26 @@ fn write_report(
         );
     }
     Ok(())
+}
+
+/// Whether `name` is a file `montana bench --report` writes.
+fn is_report_file(name: &str) -> bool {
+    name == "bench.json"
+        || (name.ends_with(".svg")
+            && (name.starts_with("hashes-per-sec-") || name.starts_with("verify-vs-batch-")))
+}
+
+/// Removes report files in `dir` that are not in `written` (left by an
+/// earlier run, e.g. a plot of a suite this run did not measure).
+fn remove_stale_report_files(dir: &std::path::Path, written: &[std::path::PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        if is_report_file(&name.to_string_lossy()) && !written.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }

@@ -18,11 +18,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use montana_calibration::file::FILE_NAME;
 use montana_calibration::{
     calibrate::recommend, BackendMeasurement, CalibrationError, CalibrationFile,
-    CalibrationRequest, MeasureConfig, NetworkParams, NoProgress, Progress,
+    CalibrationRequest, MeasureConfig, NetworkParams, Progress,
 };
 use montana_vdf::HashSuite;
 use serde::Serialize;
 
+use super::number::group;
+use super::progress::Meter;
 use super::{print_json, registry, CliError};
 
 /// Exit code when the host cannot follow the network.
@@ -34,28 +36,28 @@ pub struct Args {
     #[arg(long, value_name = "H")]
     pub hash: Option<String>,
     /// Iterations per window [default: 325000000].
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", value_parser = super::number::parse_positive_u64)]
     pub d: Option<u64>,
     /// Checkpoints per window proof [default: 6500].
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = super::number::parse_positive_u64)]
     pub checkpoints: Option<u64>,
     /// Target window duration in seconds [default: 60].
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", value_parser = super::number::parse_positive_f64)]
     pub window_secs: Option<f64>,
     /// Take hash, d, checkpoints and window_secs from a genesis manifest.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["hash", "d", "checkpoints", "window_secs"])]
     pub genesis: Option<PathBuf>,
     /// Verification threads [default: every CPU].
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = super::number::parse_positive_usize)]
     pub threads: Option<usize>,
     /// Short measurements (a few seconds in all), as the node does at start-up.
     #[arg(long)]
     pub quick: bool,
     /// Length of each timed run in milliseconds (overrides the defaults).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = super::number::parse_positive_u64)]
     pub run_ms: Option<u64>,
     /// Timed runs per measurement (overrides the defaults).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::number::parse_positive_usize)]
     pub runs: Option<usize>,
     /// Write DIR/calibration.toml (where the node looks for it).
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
@@ -69,7 +71,8 @@ pub struct Args {
     /// Exit 0 even when this host cannot follow.
     #[arg(long)]
     pub allow_slow: bool,
-    /// Print the D (a multiple of K) that makes a window last --window-secs here.
+    /// Print the D (a multiple of K) that makes a window last --window-secs
+    /// here (full measurements take a while; add --quick for a few seconds).
     #[arg(long, requires = "window_secs", conflicts_with_all = ["d", "genesis", "data_dir", "out", "allow_slow"])]
     pub recommend_d: bool,
 }
@@ -111,21 +114,37 @@ pub fn run(args: Args) -> Result<(), CliError> {
         program_version: montana_calibration::PROGRAM_VERSION.into(),
         pin: None,
     };
-    let bars = Bars::new();
-    let progress: &dyn Progress = match &bars {
-        Some(b) => b,
-        None => &NoProgress,
+    let path = match (&args.data_dir, &args.out) {
+        (Some(dir), _) => dir.join(FILE_NAME),
+        (None, Some(out)) => out.clone(),
+        (None, None) => PathBuf::from(FILE_NAME),
     };
+    if !args.recommend_d {
+        // Before minutes of measuring, not after.
+        let flag = if args.data_dir.is_some() {
+            "--data-dir"
+        } else {
+            "--out"
+        };
+        super::check_writable_file(&path, flag)?;
+    }
+    let bars = Bars::new();
+    let progress: &dyn Progress = &bars;
 
     if args.recommend_d {
+        if !args.quick {
+            eprintln!(
+                "calibrate: measuring this host's eval rate (full measurements take a while; --quick takes a few seconds)"
+            );
+        }
         let rec = recommend(&req, progress).map_err(from_calibration)?;
         if args.json {
             print_json(&rec);
         } else {
             println!(
                 "D = {} (K = {}): a {} s window at {} steps/s with {} ({})",
-                rec.d,
-                rec.checkpoints,
+                group(rec.d),
+                group(rec.checkpoints),
                 rec.window_secs,
                 si(rec.eval_hashes_per_sec),
                 rec.eval_backend,
@@ -136,11 +155,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
 
     let file = montana_calibration::calibrate(&req, progress).map_err(from_calibration)?;
-    let path = match (&args.data_dir, &args.out) {
-        (Some(dir), _) => dir.join(FILE_NAME),
-        (None, Some(out)) => out.clone(),
-        (None, None) => PathBuf::from(FILE_NAME),
-    };
+    drop(bars);
     file.save(&path)
         .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())))?;
     if args.json {
@@ -234,8 +249,8 @@ fn print_table(file: &CalibrationFile, path: &std::path::Path) {
     println!(
         "calibration for {}, D = {}, K = {}, window {} s, {} verify thread(s){}",
         n.hash.name(),
-        n.d,
-        n.checkpoints,
+        group(n.d),
+        group(n.checkpoints),
         n.window_secs,
         file.settings.threads,
         if file.settings.quick { ", quick" } else { "" }
@@ -295,40 +310,60 @@ fn print_table(file: &CalibrationFile, path: &std::path::Path) {
     println!("written to    {}", path.display());
 }
 
-/// One progress bar per measurement, on stderr, only on a terminal.
-struct Bars {
-    bar: Mutex<Option<ProgressBar>>,
+/// Progress of a calibration: one bar per measurement on a terminal;
+/// otherwise a plain line every few seconds naming the measurement under
+/// way (see `progress.rs`).
+enum Bars {
+    Terminal(Mutex<Option<ProgressBar>>),
+    Plain(Meter),
 }
 
 impl Bars {
-    fn new() -> Option<Self> {
-        std::io::stderr().is_terminal().then(|| Bars {
-            bar: Mutex::new(None),
-        })
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            Bars::Terminal(Mutex::new(None))
+        } else {
+            Bars::Plain(Meter::new("calibrate", 0, "measurements done"))
+        }
     }
 }
 
 impl Progress for Bars {
     fn begin(&self, label: &str, planned_ms: u64) {
-        let bar = ProgressBar::new(planned_ms.max(1));
-        bar.set_style(
-            ProgressStyle::with_template("{msg:<22} [{bar:30}] {percent:>3}%")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(label.to_string());
-        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        match self {
+            Bars::Terminal(slot) => {
+                let bar = ProgressBar::new(planned_ms.max(1));
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:<22} [{bar:30}] {percent:>3}%")
+                        .expect("static template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(label.to_string());
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+            }
+            Bars::Plain(m) => m.set_message(format!("measuring {label}")),
+        }
     }
 
     fn update(&self, done_ms: u64) {
-        if let Some(bar) = &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
-            bar.set_position(done_ms.min(bar.length().unwrap_or(done_ms)));
+        match self {
+            Bars::Terminal(slot) => {
+                if let Some(bar) = &*slot.lock().unwrap_or_else(|e| e.into_inner()) {
+                    bar.set_position(done_ms.min(bar.length().unwrap_or(done_ms)));
+                }
+            }
+            Bars::Plain(m) => m.inc(0),
         }
     }
 
     fn end(&self) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bar.finish_and_clear();
+        match self {
+            Bars::Terminal(slot) => {
+                if let Some(bar) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    bar.finish_and_clear();
+                }
+            }
+            Bars::Plain(m) => m.inc(1),
         }
     }
 }

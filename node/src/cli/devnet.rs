@@ -2,48 +2,64 @@
 //!
 //! Plans keys and a genesis (`montana_node::devnet`), starts one
 //! `montana start` child per node (the proposer with `--last-window W`),
-//! shows a live table, and once every node reports window W (or on Ctrl-C,
+//! shows a live table (a progress line per window when stderr is not a
+//! terminal), and once every node reports window W (or on SIGINT/SIGTERM,
 //! or when a node dies) sends every child SIGTERM, waits for clean exits,
-//! and checks convergence. Exit 0 only if all nodes ended on the same window
-//! with the same T and that T is the TimeChain's.
+//! and checks convergence: the same window and T on every node, and that T
+//! is the TimeChain's (every stored window verified in parallel against the
+//! scalar oracle, with progress).
+//!
+//! Exit 0 converged; 1 not; 2 bad arguments; 130 interrupted (by SIGINT or
+//! SIGTERM, during the run or the final check): the JSON then says
+//! `"interrupted":true`, `"converged":false` and the window reached. The
+//! default working directory (under the system temp dir) is removed after a
+//! converged run unless `--keep`; a `--dir` is always kept, and a run that
+//! fails or is interrupted keeps its directory and says where the logs are.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 use montana_node::backend_choice;
-use montana_node::devnet::{self, Plan};
+use montana_node::devnet::{self, CheckError, Plan};
 use montana_node::node::NodeState;
 use montana_vdf::HashSuite;
 
+use super::number::group;
+use super::progress::Meter;
 use super::{print_json, CliError};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// Number of nodes (node0 proposes).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::number::parse_usize)]
     pub nodes: usize,
     /// Stop after this many windows.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::number::parse_positive_u64)]
     pub windows: u64,
     /// Target seconds per window (D is measured to match on this host).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::number::parse_positive_f64)]
     pub window_secs: f64,
     /// Hash suite: sha256 or blake3.
     #[arg(long, default_value = "sha256")]
     pub hash: HashSuite,
     /// Checkpoints per proposal.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = super::number::parse_positive_u64)]
     pub checkpoints: u64,
     /// Steps per window (default: measured from this host's eval rate).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_positive_u64)]
     pub d: Option<u64>,
-    /// Working directory (default: a new private directory, mode 0700 with
-    /// an unpredictable name, under the system temp dir).
+    /// Working directory, kept after the run (default: a new private
+    /// directory, mode 0700 with an unpredictable name, under the system
+    /// temp dir, removed after a converged run unless --keep).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the default working directory after a converged run.
+    #[arg(long, conflicts_with = "dir")]
+    pub keep: bool,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -53,16 +69,19 @@ pub fn run(a: Args) -> Result<(), CliError> {
     if !(2..=64).contains(&a.nodes) {
         return Err(CliError::bad_input("--nodes must be between 2 and 64"));
     }
-    if a.windows == 0 {
-        return Err(CliError::bad_input("--windows must be at least 1"));
-    }
-    if !(a.window_secs.is_finite() && a.window_secs > 0.0) {
-        return Err(CliError::bad_input(
-            "--window-secs must be a positive number",
-        ));
+    if let Some(d) = a.d {
+        if d % a.checkpoints != 0 {
+            return Err(CliError::bad_input(format!(
+                "--d {d} must be a multiple of --checkpoints {}",
+                a.checkpoints
+            )));
+        }
     }
     let dir = match &a.dir {
-        Some(d) => d.clone(),
+        Some(d) => {
+            check_dir(d)?;
+            d.clone()
+        }
         None => devnet::fresh_private_dir(&std::env::temp_dir()).map_err(|e| {
             CliError::bad_input(format!(
                 "cannot create a devnet directory under {}: {e}",
@@ -70,19 +89,56 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ))
         })?,
     };
-    if dir.exists()
-        && std::fs::read_dir(&dir)
-            .map(|mut r| r.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(CliError::bad_input(format!(
-            "{} exists and is not empty (a devnet starts from nothing)",
-            dir.display()
-        )));
-    }
+    let interrupted = super::interrupt::flag();
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::bad_input(format!("cannot create {}: {e}", dir.display())))?;
+    let remove_after = a.dir.is_none() && !a.keep;
+    let result = run_in(&a, &dir, &interrupted);
+    match &result {
+        Ok(()) if remove_after => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(()) => {}
+        Err(e) if e.code == super::error::BAD_INPUT && a.dir.is_none() => {
+            // Nothing ran: nothing to look at.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(_) => eprintln!(
+            "devnet: kept {} (node logs in {})",
+            dir.display(),
+            dir.join("node*").join("node.log").display()
+        ),
+    }
+    result
+}
 
+/// `--dir` must be an empty directory or a path that does not exist yet.
+fn check_dir(d: &Path) -> Result<(), CliError> {
+    match std::fs::metadata(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CliError::bad_input(format!(
+            "--dir {}: {e}",
+            d.display()
+        ))),
+        Ok(m) if !m.is_dir() => Err(CliError::bad_input(format!(
+            "--dir {} is a file, not a directory (give a new or empty directory)",
+            d.display()
+        ))),
+        Ok(_) => match std::fs::read_dir(d).map(|mut r| r.next().is_some()) {
+            Err(e) => Err(CliError::bad_input(format!(
+                "--dir {}: cannot read it: {e}",
+                d.display()
+            ))),
+            Ok(true) => Err(CliError::bad_input(format!(
+                "--dir {} is not empty (a devnet starts from nothing; give a new or empty directory)",
+                d.display()
+            ))),
+            Ok(false) => Ok(()),
+        },
+    }
+}
+
+fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError> {
     let d = match a.d {
         Some(d) => d,
         None => {
@@ -91,55 +147,107 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 devnet::measure_eval_rate(eval.as_ref(), a.hash).map_err(CliError::check_failed)?;
             let d = devnet::d_for(rate, a.window_secs, a.checkpoints);
             eprintln!(
-                "devnet: {} eval rate {:.1} M steps/s on {}: D = {d} for {} s windows",
+                "devnet: {} eval rate {} steps/s on {}: D = {} for {} s windows",
                 a.hash,
-                rate / 1e6,
+                super::number::group_f64(rate),
                 eval.name(),
+                group(d),
                 a.window_secs
             );
             d
         }
     };
-    let plan = devnet::plan(&dir, a.nodes, a.hash, d, a.checkpoints, a.window_secs)
+    let plan = devnet::plan(dir, a.nodes, a.hash, d, a.checkpoints, a.window_secs)
         .map_err(CliError::bad_input)?;
     calibrate_once(&plan)?;
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(CliError::interrupted(
+            "devnet interrupted before any node started",
+        ));
+    }
     eprintln!(
-        "devnet: {} nodes in {}, D = {d}, K = {}, {} windows",
+        "devnet: {} nodes in {}, D = {}, K = {}, {} windows",
         a.nodes,
         dir.display(),
-        a.checkpoints,
+        group(d),
+        group(a.checkpoints),
         a.windows
     );
 
-    let interrupted = interrupt_flag();
     let mut children = spawn_nodes(&plan, a.windows)?;
-    let outcome = watch(&plan, &mut children, a.windows, a.window_secs, &interrupted);
+    let outcome = watch(&plan, &mut children, a.windows, a.window_secs, interrupted);
     stop_nodes(&mut children);
 
     let states: Vec<Option<NodeState>> =
         plan.nodes.iter().map(|n| NodeState::read(&n.dir)).collect();
-    // Interrupted runs are judged on convergence where they stopped.
-    let interrupted_run = matches!(&outcome, Err(e) if e == INTERRUPTED);
-    let required = if interrupted_run { 0 } else { a.windows };
-    let (mut report, check) = devnet::verdict(&plan.genesis, required, &states);
-    report.windows = a.windows;
+    let (mut report, compared) = devnet::compare(&plan.genesis, a.windows, &states);
+    let result = match outcome {
+        Err(Stop::Interrupted) => Err(CliError::interrupted(format!(
+            "devnet interrupted at window {} of {}",
+            report.window, a.windows
+        ))),
+        Err(Stop::Failed(e)) => Err(CliError::check_failed(e)),
+        Ok(()) => match compared {
+            Err(e) => Err(CliError::check_failed(e)),
+            Ok(()) => final_check(&plan, &report.nodes[0].t, report.window, interrupted),
+        },
+    };
+    report.interrupted = matches!(&result, Err(e) if e.code == super::error::INTERRUPTED);
+    report.converged = result.is_ok();
     if a.json {
         print_json(&report);
     } else {
         draw_table(&plan, &states, false);
     }
-    if !interrupted_run {
-        outcome.map_err(CliError::check_failed)?;
-    }
-    check.map_err(CliError::check_failed)?;
+    result?;
     eprintln!(
         "devnet: all {} nodes converged on window {} (T checks against the TimeChain)",
-        a.nodes, report.nodes[0].window
+        a.nodes, report.window
     );
     Ok(())
 }
 
-const INTERRUPTED: &str = "interrupted";
+/// T(W) against the TimeChain: node0's stored windows, every checkpoint
+/// verified with the scalar oracle in parallel, with progress; SIGINT stops it.
+fn final_check(
+    plan: &Plan,
+    t: &str,
+    window: u64,
+    interrupted: &AtomicBool,
+) -> Result<(), CliError> {
+    eprintln!(
+        "devnet: checking T({window}) against the TimeChain (every window's checkpoints, scalar oracle, {} threads)",
+        rayon::current_num_threads()
+    );
+    let meter = Meter::new(
+        "devnet check",
+        window.saturating_mul(plan.genesis.d),
+        "steps",
+    );
+    let on_steps = |n: u64| meter.inc(n);
+    let result = devnet::check_timechain(
+        &plan.genesis,
+        &plan.nodes[0].dir,
+        window,
+        t,
+        &on_steps,
+        interrupted,
+    );
+    meter.finish();
+    match result {
+        Ok(()) => Ok(()),
+        Err(CheckError::Interrupted) => Err(CliError::interrupted(format!(
+            "devnet interrupted while checking T({window}) (the nodes had reached it)"
+        ))),
+        Err(CheckError::Failed(e)) => Err(CliError::check_failed(e)),
+    }
+}
+
+/// Why the watch ended early.
+enum Stop {
+    Interrupted,
+    Failed(String),
+}
 
 /// One quick calibration for this host and the devnet's genesis, copied into
 /// every node's data dir: the nodes share the host, so measuring N times in
@@ -164,40 +272,6 @@ fn calibrate_once(plan: &Plan) -> Result<(), CliError> {
             .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
-}
-
-/// Set by SIGINT/SIGTERM: the run ends and the nodes are stopped cleanly.
-fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        let _ = signal_hook_flag(sig, flag.clone());
-    }
-    flag
-}
-
-fn signal_hook_flag(
-    sig: i32,
-    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<()> {
-    // A small tokio runtime thread turns the signal into the flag.
-    std::thread::Builder::new()
-        .name(format!("signal-{sig}"))
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("signal runtime");
-            rt.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                if let Ok(mut s) = signal(SignalKind::from_raw(sig)) {
-                    s.recv().await;
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-        })
-        .map(|_| ())
 }
 
 fn spawn_nodes(plan: &Plan, windows: u64) -> Result<Vec<Child>, CliError> {
@@ -242,8 +316,8 @@ fn watch(
     children: &mut [Child],
     windows: u64,
     window_secs: f64,
-    interrupted: &std::sync::atomic::AtomicBool,
-) -> Result<(), String> {
+    interrupted: &AtomicBool,
+) -> Result<(), Stop> {
     let tty = std::io::stderr().is_terminal();
     // Generous: a shared 2-core host runs N verifiers and one evaluator.
     let stall = Duration::from_secs_f64(30.0 + 20.0 * window_secs * plan.nodes.len() as f64);
@@ -269,7 +343,7 @@ fn watch(
         let now = (min.unwrap_or(0), max.unwrap_or(0));
         if now != best {
             if !tty && now.0 != best.0 {
-                eprintln!("devnet: windows {}..{} across nodes", now.0, now.1);
+                eprintln!("devnet: window {} of {windows}, all nodes", now.0);
             }
             best = now;
             last_progress = Instant::now();
@@ -277,20 +351,23 @@ fn watch(
         if now.0 >= windows {
             return Ok(());
         }
-        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(INTERRUPTED.into());
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(Stop::Interrupted);
         }
         for (i, c) in children.iter_mut().enumerate() {
             if let Ok(Some(status)) = c.try_wait() {
-                return Err(format!(
+                return Err(Stop::Failed(format!(
                     "{} exited early ({status}); see {}",
                     plan.nodes[i].label,
                     plan.nodes[i].dir.join("node.log").display()
-                ));
+                )));
             }
         }
         if last_progress.elapsed() > stall {
-            return Err(format!("no progress for {} s", stall.as_secs()));
+            return Err(Stop::Failed(format!(
+                "no progress for {} s",
+                stall.as_secs()
+            )));
         }
     }
 }

@@ -5,6 +5,9 @@
 //!   disagreeing with the oracle).
 //! - 2: bad input (bad hex, out-of-bounds parameters, unknown or unavailable
 //!   backend, malformed proof); one line on stderr, no panic, no backtrace.
+//! - 3: `montana calibrate` only: this host cannot follow the network.
+//! - 130: interrupted (SIGINT or SIGTERM) before the command finished: what
+//!   it had measured or reached is still reported.
 
 use std::fmt;
 
@@ -19,11 +22,20 @@ pub struct CliError {
 pub const BAD_INPUT: u8 = 2;
 /// Exit code for a failed check.
 pub const CHECK_FAILED: u8 = 1;
+/// Exit code for a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
 
 impl CliError {
     pub fn bad_input(message: impl fmt::Display) -> Self {
         CliError {
             code: BAD_INPUT,
+            message: one_line(message),
+        }
+    }
+
+    pub fn interrupted(message: impl fmt::Display) -> Self {
+        CliError {
+            code: INTERRUPTED,
             message: one_line(message),
         }
     }
@@ -67,9 +79,24 @@ macro_rules! bad_input_from {
 bad_input_from!(
     montana_vdf::ParamError,
     montana_vdf::DecodeError,
-    montana_vdf::ParseError,
-    montana_backends::SelectError
+    montana_vdf::ParseError
 );
+
+/// A backend that `MONTANA_BACKEND` forced and that cannot serve says where
+/// the name came from: the command line shows nothing wrong.
+impl From<montana_backends::SelectError> for CliError {
+    fn from(e: montana_backends::SelectError) -> Self {
+        use montana_backends::registry::ENV_BACKEND;
+        use montana_backends::SelectError::*;
+        let forced = std::env::var(ENV_BACKEND).unwrap_or_default();
+        match &e {
+            Unavailable { name, .. } | Unsupported { name, .. } if *name == forced.trim() => {
+                CliError::bad_input(format!("{ENV_BACKEND}={forced}: {e}"))
+            }
+            _ => CliError::bad_input(e),
+        }
+    }
+}
 
 impl From<montana_vdf::BackendError> for CliError {
     fn from(e: montana_vdf::BackendError) -> Self {

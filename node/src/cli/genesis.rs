@@ -26,13 +26,13 @@ pub struct NewArgs {
     #[arg(long, default_value = "sha256")]
     pub hash: HashSuite,
     /// Steps per window (a multiple of --checkpoints).
-    #[arg(long, default_value_t = DEFAULT_D)]
+    #[arg(long, default_value_t = DEFAULT_D, value_parser = super::number::parse_positive_u64)]
     pub d: u64,
     /// Checkpoints per proposal (at most 32,000).
-    #[arg(long, default_value_t = DEFAULT_CHECKPOINTS)]
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINTS, value_parser = super::number::parse_positive_u64)]
     pub checkpoints: u64,
     /// Target seconds per window.
-    #[arg(long, default_value_t = DEFAULT_WINDOW_SECS)]
+    #[arg(long, default_value_t = DEFAULT_WINDOW_SECS, value_parser = super::number::parse_positive_f64)]
     pub window_secs: f64,
 }
 

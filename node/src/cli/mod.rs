@@ -14,8 +14,10 @@ mod calibrate;
 mod devnet;
 mod error;
 mod genesis;
+mod interrupt;
 mod keys;
 mod logging;
+mod number;
 mod progress;
 mod report;
 mod selftest;
@@ -28,7 +30,13 @@ pub use error::CliError;
 
 /// montana: a hardware-accelerated TimeChain VDF node.
 #[derive(Parser, Debug)]
-#[command(name = "montana", version, about, propagate_version = true)]
+#[command(
+    name = "montana",
+    version,
+    about,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -37,7 +45,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Evaluate, verify and inspect TimeChain proofs.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Vdf(vdf::VdfCommand),
     /// List the compute backends of this build and what this host can run.
     Backends(backends::Args),
@@ -46,10 +54,10 @@ pub enum Command {
     /// Measure every available backend against the plain crate loops.
     Bench(bench::Args),
     /// Manage the node's identity keys.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Keys(keys::KeysCommand),
     /// Create a network's genesis manifest.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Genesis(genesis::GenesisCommand),
     /// Run a node until SIGINT or SIGTERM.
     Start(start::Args),
@@ -69,22 +77,18 @@ pub enum Command {
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `montana`, `montana vdf`: the full help, as --help prints it.
+            print!("{}", e.render());
+            return ExitCode::SUCCESS;
+        }
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's first paragraph names the problem (and, for missing
-            // arguments, lists them on the following lines): one line of it.
-            let text = e.render().to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .skip_while(|l| l.trim().is_empty())
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{}", first.join(" "));
+            eprintln!("{}", parse_error_line(&e.render().to_string()));
             return ExitCode::from(error::BAD_INPUT);
         }
     };
@@ -111,9 +115,35 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The registry with this process's environment overrides applied.
+/// Clap's error as one line: its first paragraph names the problem (and,
+/// for missing arguments, lists them on the following lines), and a `tip:`
+/// (a similar subcommand or flag exists) follows in parentheses.
+fn parse_error_line(text: &str) -> String {
+    let mut paragraphs = text
+        .split("\n\n")
+        .map(|p| {
+            p.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !p.is_empty());
+    let mut line = paragraphs.next().unwrap_or_default().join(" ");
+    let tips: Vec<String> = paragraphs
+        .flatten()
+        .filter(|l| l.starts_with("tip:"))
+        .map(str::to_string)
+        .collect();
+    if !tips.is_empty() {
+        line = format!("{line} ({})", tips.join("; "));
+    }
+    line
+}
+
+/// The registry with this process's environment overrides applied; an
+/// error names the variable it comes from.
 pub fn registry() -> Result<montana_backends::Registry, CliError> {
-    Ok(montana_backends::Registry::from_env()?)
+    montana_node::backend_choice::registry_from_env().map_err(CliError::bad_input)
 }
 
 /// Prints a value as one line of JSON on standard output.
@@ -122,4 +152,32 @@ pub fn print_json(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string(value).expect("serialising plain data cannot fail")
     );
+}
+
+/// Checks, before any long measurement, that `path` can be written as a
+/// file: not a directory, its parent creatable, a file creatable there.
+/// `flag` names the option in the error line.
+pub fn check_writable_file(path: &std::path::Path, flag: &str) -> Result<(), CliError> {
+    let fail = |why: String| CliError::bad_input(format!("{flag} {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(fail("is a directory (give a file name)".into()));
+    }
+    let parent = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => std::path::PathBuf::from("."),
+    };
+    check_writable_dir(&parent).map_err(fail)
+}
+
+/// Creates `dir` if needed and checks that a file can be written in it.
+pub fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".montana-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

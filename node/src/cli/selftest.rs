@@ -21,10 +21,10 @@ pub struct Args {
     #[arg(long)]
     pub backend: Option<String>,
     /// Time budget in seconds, shared by the backends checked (each gets at least one round).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = super::number::parse_f64)]
     pub seconds: f64,
     /// Seed for the random cases (printed, so a failure can be replayed).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_u64)]
     pub seed: Option<u64>,
 }
 

@@ -1,12 +1,15 @@
 //! `montana start`: run a node until SIGINT or SIGTERM.
 //!
 //! Everything the operator can get wrong (genesis, keys, data dir, backend,
-//! addresses) is checked before the network starts and reported as one line
-//! on stderr with exit code 2; a node that cannot start must say why, not
-//! crash-loop silently.
+//! addresses) is checked before the network starts and reported once, as
+//! one line on stderr (`error: ...`, no log line repeating it) with exit
+//! code 2; a node that cannot start must say why, not crash-loop silently.
+//! A port clash names the socket (the p2p listener or the status server).
+//! A start that fails before the node runs removes the database it created
+//! (and the data dir, if it created that), so the next try starts clean.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
@@ -15,7 +18,7 @@ use montana_node::net::Network;
 use montana_node::node::net_transport::{self, NetTransport};
 use montana_node::node::{Node, NodeConfig};
 use montana_node::status::{self, STATUS_ADDR_FILE};
-use tracing::{error, info};
+use tracing::info;
 
 use super::CliError;
 
@@ -36,11 +39,12 @@ pub struct Args {
     /// Status server address (/status, /metrics); port 0 picks one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub status_addr: SocketAddr,
-    /// Pin one backend for evaluation and verification (default: auto).
+    /// Pin one backend for the operations it supports (a verify-only
+    /// backend such as avx2 or gpu pins verification; default: auto).
     #[arg(long)]
     pub backend: Option<String>,
     /// Proposer only: stop proposing after this window (devnets, tests).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_u64)]
     pub last_window: Option<u64>,
     /// Take the best available backends without the calibration file or a
     /// quick calibration (tests).
@@ -50,6 +54,16 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), CliError> {
     super::logging::init();
+    let fresh = Fresh::note(&a.data_dir);
+    let mut ran = false;
+    let result = start(a, &mut ran);
+    if result.is_err() && !ran {
+        fresh.undo();
+    }
+    result
+}
+
+fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
     let cfg = NodeConfig {
         data_dir: a.data_dir.clone(),
         genesis: a.genesis,
@@ -62,10 +76,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             Calibration::Use
         },
     };
-    let node = Node::open(&cfg).map_err(|e| {
-        error!(error = %e, "cannot start");
-        CliError::bad_input(e)
-    })?;
+    let node = Node::open(&cfg).map_err(CliError::bad_input)?;
     info!(
         label = node.label(),
         eval = node.backends.eval.name(),
@@ -80,7 +91,33 @@ pub fn run(a: Args) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::check_failed(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve(node, a.listen, a.status_addr, a.data_dir))
+    rt.block_on(serve(node, a.listen, a.status_addr, a.data_dir, ran))
+}
+
+/// What a start found in the data dir, so that a failed start can remove
+/// what it made (nothing that was there before).
+struct Fresh {
+    data_dir: PathBuf,
+    dir_existed: bool,
+    db_existed: bool,
+}
+
+impl Fresh {
+    fn note(data_dir: &Path) -> Self {
+        Fresh {
+            data_dir: data_dir.to_path_buf(),
+            dir_existed: data_dir.exists(),
+            db_existed: data_dir.join("db").exists(),
+        }
+    }
+
+    fn undo(&self) {
+        if !self.dir_existed {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        } else if !self.db_existed {
+            let _ = std::fs::remove_dir_all(self.data_dir.join("db"));
+        }
+    }
 }
 
 async fn serve(
@@ -88,9 +125,21 @@ async fn serve(
     listen: Option<SocketAddr>,
     status_addr: SocketAddr,
     data_dir: PathBuf,
+    ran: &mut bool,
 ) -> Result<(), CliError> {
     let net_cfg = net_transport::net_config(&node, listen).map_err(CliError::bad_input)?;
-    let (net, inbound) = Network::start(net_cfg).await.map_err(CliError::bad_input)?;
+    // A taken status port fails now, before the network starts (stopping
+    // it again takes seconds); the real bind below still reports a race.
+    if status_addr.port() != 0 {
+        std::net::TcpListener::bind(status_addr).map_err(|e| {
+            CliError::bad_input(format!(
+                "status server (--status-addr): cannot listen on {status_addr}: {e}"
+            ))
+        })?;
+    }
+    let (net, inbound) = Network::start(net_cfg)
+        .await
+        .map_err(|e| CliError::bad_input(format!("p2p listener: {e}")))?;
     let state = Arc::new(Mutex::new(node.initial_state()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -99,15 +148,30 @@ async fn serve(
         Arc::new(move || net_transport::snapshot(&state.lock().unwrap(), &net))
     };
     let mut rx = stop_rx.clone();
-    let bound = status::serve(status_addr, source, async move {
+    let bound = match status::serve(status_addr, source, async move {
         let _ = rx.wait_for(|s| *s).await;
     })
     .await
-    .map_err(CliError::bad_input)?;
+    {
+        Ok(bound) => bound,
+        Err(e) => {
+            net.shutdown().await;
+            return Err(CliError::bad_input(format!(
+                "status server (--status-addr): {e}"
+            )));
+        }
+    };
     let addr_file = data_dir.join(STATUS_ADDR_FILE);
-    std::fs::write(&addr_file, format!("{bound}\n"))
-        .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", addr_file.display())))?;
+    if let Err(e) = std::fs::write(&addr_file, format!("{bound}\n")) {
+        net.shutdown().await;
+        let _ = stop_tx.send(true);
+        return Err(CliError::bad_input(format!(
+            "cannot write {}: {e}",
+            addr_file.display()
+        )));
+    }
 
+    *ran = true;
     let transport = Arc::new(NetTransport(net.clone()));
     let result = node
         .run(
@@ -122,10 +186,7 @@ async fn serve(
     let _ = std::fs::remove_file(&addr_file);
     match result {
         Ok(_) => Ok(()),
-        Err(e) => {
-            error!(error = %e, "node stopped on an error");
-            Err(CliError::check_failed(e))
-        }
+        Err(e) => Err(CliError::check_failed(format!("node stopped: {e}"))),
     }
 }
 

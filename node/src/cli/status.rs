@@ -1,9 +1,14 @@
 //! `montana status --addr HOST:PORT | --data-dir DIR [--json]`: a running
 //! node's `/status`, as a table or (with `--json`) one line of JSON.
 //!
-//! `--data-dir` reads the address the node wrote to `DIR/status.addr`.
-//! Exit 2 for bad arguments or no address file, 1 if the node does not
-//! answer (or answers badly).
+//! `--data-dir` reads the address the node wrote to `DIR/status.addr`
+//! (written while the node runs, removed when it stops).
+//!
+//! One rule for the exit code, whichever way the node is named: 2 when the
+//! arguments are wrong (an address that does not parse, a data dir that does
+//! not exist); 1 when the node is not running or does not answer (no
+//! `status.addr` in an existing data dir, nothing listening on the address,
+//! a bad answer). A stopped node is exit 1 via `--data-dir` and via `--addr`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -51,16 +56,29 @@ fn resolve(t: &Target) -> Result<SocketAddr, CliError> {
     let text = match (&t.addr, &t.data_dir) {
         (Some(a), _) => a.clone(),
         (None, Some(dir)) => {
+            if !dir.is_dir() {
+                return Err(CliError::bad_input(format!(
+                    "data dir {} does not exist (give the node's --data-dir)",
+                    dir.display()
+                )));
+            }
             let path = dir.join(STATUS_ADDR_FILE);
-            std::fs::read_to_string(&path)
-                .map_err(|e| {
-                    CliError::bad_input(format!(
-                        "cannot read {} ({e}); is the node running with this data dir?",
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim().to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(CliError::check_failed(format!(
+                        "no node is running on {} ({} is absent: a running node writes it)",
+                        dir.display(),
                         path.display()
-                    ))
-                })?
-                .trim()
-                .to_string()
+                    )))
+                }
+                Err(e) => {
+                    return Err(CliError::bad_input(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
         }
         (None, None) => return Err(CliError::bad_input("give --addr or --data-dir")),
     };

@@ -16,6 +16,7 @@ use montana_vdf::{
 };
 use serde::Serialize;
 
+use super::number::{group, group_f64};
 use super::{print_json, progress, registry, CliError};
 
 #[derive(Subcommand, Debug)]
@@ -37,10 +38,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub seed: Option<Hash32>,
     /// N, the number of steps (1..=2^40).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_positive_u64)]
     pub iterations: u64,
     /// K, evenly spaced checkpoints (must divide N).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::number::parse_positive_u64)]
     pub checkpoints: u64,
     /// Backend name, or auto.
     #[arg(long, default_value = "auto")]
@@ -56,7 +57,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "auto")]
     pub backend: String,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_positive_usize)]
     pub threads: Option<usize>,
     /// Proof JSON file; standard input when absent or "-".
     pub file: Option<PathBuf>,
@@ -65,10 +66,10 @@ pub struct VerifyArgs {
 #[derive(Args, Debug)]
 pub struct TimechainArgs {
     /// W, the window whose value T(W) to compute (0 = genesis).
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_u64)]
     pub windows: u64,
     /// D, steps per window.
-    #[arg(long)]
+    #[arg(long, value_parser = super::number::parse_positive_u64)]
     pub d: u64,
     /// Hash suite: sha256 or blake3.
     #[arg(long = "hash", value_name = "HASH", default_value = "sha256")]
@@ -102,12 +103,8 @@ fn eval(a: EvalArgs) -> Result<(), CliError> {
     let backend = registry()?.select(&a.backend, a.suite, Operation::Eval)?;
     let seed = a.seed.unwrap_or_else(|| TimeChain::new(a.suite, 1).t0());
 
-    let bar = progress::steps_bar(params.iterations());
-    let report = |done: u64| {
-        if let Some(b) = &bar {
-            b.set_position(done)
-        }
-    };
+    let meter = progress::Meter::steps("vdf eval", params.iterations());
+    let report = |done: u64| meter.set_position(done);
     let ctl = EvalControl {
         cancel: None,
         progress: Some(&report),
@@ -115,9 +112,7 @@ fn eval(a: EvalArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let proof = backend.prove(a.suite, &seed, params, &ctl)?;
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    meter.finish();
 
     if a.json {
         print_json(&EvalOutput {
@@ -128,14 +123,14 @@ fn eval(a: EvalArgs) -> Result<(), CliError> {
     } else {
         println!("hash        {}", a.suite);
         println!("seed        {}", proof.start());
-        println!("iterations  {}", proof.iterations());
-        println!("checkpoints {}", proof.checkpoints().len());
+        println!("iterations  {}", group(proof.iterations()));
+        println!("checkpoints {}", group(proof.checkpoints().len() as u64));
         println!("output      {}", proof.output());
         println!(
-            "backend     {} ({:.3} s, {:.2} M steps/s)",
+            "backend     {} ({:.3} s, {} steps/s)",
             backend.name(),
             seconds,
-            proof.iterations() as f64 / seconds.max(1e-9) / 1e6
+            group_f64(proof.iterations() as f64 / seconds.max(1e-9))
         );
     }
     Ok(())
@@ -229,24 +224,18 @@ fn timechain(a: TimechainArgs) -> Result<(), CliError> {
     let backend = registry()?.select(&a.backend, a.suite, Operation::Eval)?;
     let chain = TimeChain::new(a.suite, a.d);
     let total = a.d.saturating_mul(a.windows);
-    let bar = progress::steps_bar(total);
+    let meter = progress::Meter::steps("vdf timechain", total);
     let started = Instant::now();
     let mut t = chain.t0();
     for w in 0..a.windows {
-        let report = |done: u64| {
-            if let Some(b) = &bar {
-                b.set_position(w * a.d + done)
-            }
-        };
+        let report = |done: u64| meter.set_position(w * a.d + done);
         let ctl = EvalControl {
             cancel: None,
             progress: Some(&report),
         };
         t = chain.next(backend.as_ref(), &t, &ctl)?;
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    meter.finish();
     let out = TimechainOutput {
         hash: a.suite,
         d: a.d,
@@ -259,10 +248,54 @@ fn timechain(a: TimechainArgs) -> Result<(), CliError> {
     if a.json {
         print_json(&out);
     } else {
-        println!("hash     {}", out.hash);
-        println!("d        {}", out.d);
-        println!("t0       {}", out.t0);
-        println!("T({})  {}", out.windows, out.t);
+        print!("{}", timechain_text(&out));
     }
     Ok(())
+}
+
+/// The text form of `vdf timechain`: labels padded to one column.
+fn timechain_text(out: &TimechainOutput) -> String {
+    let t_label = format!("T({})", out.windows);
+    let rows = [
+        ("hash", out.hash.to_string()),
+        ("d", group(out.d)),
+        ("windows", group(out.windows)),
+        ("t0", out.t0.to_string()),
+        (t_label.as_str(), out.t.to_string()),
+        ("backend", format!("{} ({:.3} s)", out.backend, out.seconds)),
+    ];
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(l, v)| format!("{l:<width$}  {v}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timechain_text_is_aligned() {
+        let out = TimechainOutput {
+            hash: HashSuite::Sha256,
+            d: 1_000_000,
+            windows: 12_345,
+            t0: Hash32([1; 32]),
+            t: Hash32([2; 32]),
+            backend: "scalar",
+            seconds: 0.5,
+        };
+        let text = timechain_text(&out);
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let label_end = l.find(' ').unwrap();
+                label_end + l[label_end..].find(|c: char| c != ' ').unwrap()
+            })
+            .collect();
+        assert_eq!(columns.len(), 6, "{text}");
+        assert!(columns.iter().all(|c| *c == columns[0]), "{text}");
+        assert!(text.contains("T(12345)"), "{text}");
+        assert!(text.contains("1,000,000"), "{text}");
+    }
 }

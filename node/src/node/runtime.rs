@@ -166,6 +166,9 @@ pub(super) async fn run(
     let peers = r.node.genesis.peers.len() - 1;
     let mut started = false;
     let mut last_connected = 0;
+    // What the operator was last told: peers waited for, last window reached.
+    let mut told_waiting: Option<usize> = None;
+    let mut told_done = false;
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut tip_every = tokio::time::interval(TIP_EVERY);
@@ -183,6 +186,18 @@ pub(super) async fn run(
                     r.send_tip();
                 }
                 last_connected = connected;
+                if !started
+                    && connected < peers
+                    && started_at.elapsed() < START_GRACE
+                    && r.chain.is_proposer()
+                    && told_waiting != Some(connected)
+                {
+                    told_waiting = Some(connected);
+                    info!(
+                        "waiting for peers ({connected} of {peers}, up to {} s)",
+                        START_GRACE.as_secs()
+                    );
+                }
                 // Every peer connected and its tip heard (a proposer that
                 // lost its data must learn it is behind before proposing).
                 if !started
@@ -196,6 +211,10 @@ pub(super) async fn run(
                 }
                 let a = r.chain.on_tick(Instant::now());
                 r.exec(a)?;
+                if !told_done && r.chain.phase() == "done" {
+                    told_done = true;
+                    info!(window = r.chain.tip().window, "last window reached; staying up");
+                }
                 r.publish();
             }
             _ = tip_every.tick() => r.send_tip(),
