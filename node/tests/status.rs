@@ -22,6 +22,7 @@ fn snapshot(window: u64) -> StatusSnapshot {
         eval_backend: "scalar".into(),
         verify_backend: "sha-ni".into(),
         hash_rate: 1.5e7,
+        backend_faults: 0,
         peers: vec![PeerStats {
             peer: PeerId(1),
             label: "n1".into(),

@@ -105,6 +105,7 @@ pub fn snapshot(s: &NodeState, net: &Network) -> StatusSnapshot {
         eval_backend: s.eval_backend.clone(),
         verify_backend: s.verify_backend.clone(),
         hash_rate: s.hash_rate,
+        backend_faults: s.backend_faults,
         peers: net.stats(),
         net: net.totals(),
     }

@@ -382,6 +382,10 @@ impl Runner {
         s.window = tip.window;
         s.t = tip.t.to_hex();
         s.lag = self.chain.lag();
+        // The backends in use after any fallback, and how many were refused.
+        s.eval_backend = self.node.backends.eval.name().into();
+        s.verify_backend = self.node.backends.verify.name().into();
+        s.backend_faults = self.node.backends.faults.get();
         for (k, v) in self.chain.rejected() {
             s.rejected.insert((*k).to_string(), *v);
         }

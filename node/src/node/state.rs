@@ -35,6 +35,10 @@ pub struct NodeState {
     /// Share of the last window's duration spent verifying (followers).
     pub verify_share: f64,
     pub rejected: BTreeMap<String, u64>,
+    /// Backends refused at run time (a device failure, or a wrong verdict
+    /// caught by the scalar oracle or the known-bad sample).
+    #[serde(default)]
+    pub backend_faults: u64,
     pub connected: usize,
     pub heartbeats_ok_5m: u64,
     pub heartbeat_errors_5m: u64,

@@ -65,6 +65,12 @@ pub fn render(s: &StatusSnapshot) -> String {
     let rate: Gauge<f64, AtomicU64> = Gauge::default();
     rate.set(s.hash_rate);
     reg.register("hash_rate", "Live evaluation rate, hashes per second", rate);
+    counter(
+        &mut reg,
+        "backend_faults",
+        "Backends refused at run time (device failure or a wrong verdict)",
+        s.backend_faults,
+    );
 
     let per_peer = |reg: &mut Registry, name: &str, help: &str, pick: &dyn Fn(usize) -> u64| {
         let fam: Family<Labels, Gauge> = Family::default();
@@ -183,6 +189,7 @@ mod tests {
             d: 1000,
             hash: "sha256".into(),
             hash_rate: 2.5e6,
+            backend_faults: 1,
             peers: vec![PeerStats {
                 peer: PeerId(3),
                 label: "n3".into(),
@@ -206,6 +213,7 @@ mod tests {
             "{text}"
         );
         assert!(has("montana_net_queue_full_total 0"), "{text}");
+        assert!(has("montana_backend_faults_total 1"), "{text}");
         assert!(
             text.contains(r#"montana_node_info{label="n0",phase="following""#),
             "{text}"

@@ -42,6 +42,8 @@ pub struct StatusSnapshot {
     pub verify_backend: String,
     /// Live evaluation rate, hashes per second.
     pub hash_rate: f64,
+    /// Backends refused at run time (failed, or a wrong verdict).
+    pub backend_faults: u64,
     pub peers: Vec<PeerStats>,
     /// Transport counters since start.
     pub net: NetTotals,
