@@ -9,7 +9,7 @@
 //!   only when asked for), probed once per process.
 //! - `context`: the device and both kernels, made on first use and shared.
 //! - `runner`: dispatches of a learnt step budget (`tuner`) so none runs
-//!   past ~100 ms, chunks pipelined over two buffer sets (`buffers`, kept
+//!   past ~100 ms nor asks for more than [`MAX_STEPS_PER_DISPATCH`] steps, chunks pipelined over two buffer sets (`buffers`, kept
 //!   between calls) so upload, compute and readback overlap.
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!

@@ -451,6 +451,30 @@ fn segments_of_131_008_steps_and_more_verify() {
     }
 }
 
+#[test]
+fn no_config_asks_for_more_steps_per_dispatch_than_the_cap() {
+    // No device needed: the cap is applied when the backend is made.
+    assert_eq!(
+        GpuConfig::default().max_steps_per_dispatch,
+        MAX_STEPS_PER_DISPATCH
+    );
+    for asked in [65_536, 131_072, u32::MAX] {
+        let gpu = GpuBackend::new(tiny(1, asked));
+        assert_eq!(gpu.config.max_steps_per_dispatch, MAX_STEPS_PER_DISPATCH);
+        let state = gpu.state.lock().unwrap();
+        assert!(state
+            .tuners
+            .iter()
+            .all(|t| t.budget(1) <= MAX_STEPS_PER_DISPATCH));
+        // However fast the device looks, the learnt budget stays capped.
+        let mut t = state.tuners[0].clone();
+        t.record(1, 60_000, Duration::from_micros(1));
+        assert_eq!(t.budget(1), MAX_STEPS_PER_DISPATCH);
+    }
+    let small = GpuBackend::new(tiny(1, 1_000));
+    assert_eq!(small.config.max_steps_per_dispatch, 1_000);
+}
+
 /// Set in the child process of `a_loop_cut_short_is_a_device_error_not_a_verdict`.
 const CUT_CHILD: &str = "MONTANA_GPU_TEST_CUT_LOOP";
 
