@@ -6,6 +6,12 @@
 // so the host can split a long segment over several short dispatches
 // (drivers kill dispatches that run too long). When no steps are left it
 // compares the value with the claimed end and writes a pass flag.
+//
+// The host never asks for more than 65,535 steps per dispatch: llvmpipe
+// (lavapipe) ends every loop of an invocation after 65,535 iterations in all
+// (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS), silently. Should a driver still
+// end the loop early, the lane is flagged CUT, a device failure on the host,
+// never a verdict.
 
 struct Lane {
     // The chain value so far, in the suite's word order.
@@ -23,10 +29,12 @@ struct Params {
     steps: u32,
 }
 
-// Per segment: 0 = still walking, 1 = end matches, 2 = end differs.
+// Per segment: 0 = still walking, 1 = end matches, 2 = end differs,
+// 3 = the driver ended the step loop early.
 const WALKING: u32 = 0u;
 const MATCH: u32 = 1u;
 const MISMATCH: u32 = 2u;
+const CUT: u32 = 3u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> lanes: array<Lane>;
@@ -44,8 +52,14 @@ fn verify(@builtin(global_invocation_id) id: vec3<u32>) {
         n = left.x;
     }
     var v = lanes[i].value;
-    for (var k = 0u; k < n; k++) {
+    var k = 0u;
+    while k < n {
         v = chain_step(v);
+        k++;
+    }
+    if k != n {
+        flags[i] = CUT;
+        return;
     }
     // left -= n, borrowing from the high word.
     if left.x < n {

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use montana_vdf::{
-    Backend, ChainParams, EvalControl, Hash32, HashSuite, Operation, Proof, VerifyOptions,
+    Backend, ChainParams, EvalControl, Hash32, HashSuite, Operation, Proof, Segment, VerifyOptions,
     VerifyOutcome,
 };
 use rand::Rng;
@@ -197,6 +197,164 @@ pub fn random_round(
     Ok(report)
 }
 
+/// `p - 1`, `p` and `p + 1` for every `p` of `points` (lengths of at least
+/// one step), sorted, without duplicates: the lengths on both sides of each
+/// boundary.
+pub fn around(points: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = points
+        .into_iter()
+        .flat_map(|p| [p.saturating_sub(1), p, p.saturating_add(1)])
+        .filter(|&l| l >= 1)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The lengths around every power of two from 1 to `2^max_exp`.
+pub fn powers_of_two(max_exp: u32) -> Vec<u64> {
+    around((0..=max_exp.min(40)).map(|k| 1u64 << k))
+}
+
+/// Independent segments of the given lengths made by the oracle, each from
+/// its own start value (derived from `seed` and its index).
+pub fn oracle_segments(suite: HashSuite, lengths: &[u64], seed: u64) -> Vec<Segment> {
+    use rayon::prelude::*;
+    lengths
+        .par_iter()
+        .enumerate()
+        .map(|(i, &steps)| {
+            let start = suite.hash(format!("conformance {seed} {i} {steps}").as_bytes());
+            let mut end = start;
+            crate::scalar::advance(suite, &mut end, steps);
+            Segment { start, end, steps }
+        })
+        .collect()
+}
+
+/// One segment of every length in `lengths` (the oracle's, see
+/// [`oracle_segments`]), checked in one batch that mixes them all: sorted
+/// by length, then a few one- to three-step segments after the longest, so
+/// short and long share lane groups and chunks. The batch must verify.
+/// Then the longest segment, and `extra` more drawn at random, are
+/// corrupted one at a time (in the batch cut after it) and must be reported
+/// at their index.
+///
+/// A backend that stops walking at some length (a step counter that wraps,
+/// a dispatch split that loses steps) rejects the valid batch; one that
+/// accepts a claim without walking it misses the corrupted longest segment.
+pub fn check_lengths(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    lengths: &[u64],
+    extra: usize,
+    opts: &VerifyOptions,
+    rng: &mut impl Rng,
+) -> Result<Report, Disagreement> {
+    if lengths.is_empty() {
+        return Ok(Report::default());
+    }
+    let mut sorted = lengths.to_vec();
+    sorted.sort_unstable();
+    let mut batch = oracle_segments(suite, &sorted, rng.random());
+    let longest = batch.len() - 1;
+    batch.extend(oracle_segments(suite, &[1, 3, 2, 1], rng.random()));
+    let describe = || {
+        format!(
+            "{}: {suite}/verify of {} segments of {}..={} steps ({} threads)",
+            backend.name(),
+            batch.len(),
+            sorted[0],
+            sorted[longest],
+            opts.threads
+        )
+    };
+    let run = |segs: &[Segment]| {
+        backend
+            .verify(suite, segs, opts)
+            .map_err(|e| Disagreement(format!("{} failed: {e}", describe())))
+    };
+    let got = run(&batch)?;
+    if got != VerifyOutcome::Valid {
+        let at = match got {
+            VerifyOutcome::Invalid { first_bad_segment } => {
+                batch.get(first_bad_segment).map_or(String::new(), |s| {
+                    format!(" (a segment of {} steps)", s.steps)
+                })
+            }
+            VerifyOutcome::Valid => String::new(),
+        };
+        return Err(Disagreement(format!(
+            "{} rejected valid segments: {got}{at}",
+            describe()
+        )));
+    }
+    let mut report = Report {
+        evaluations: 0,
+        batches: 1,
+        segments: batch.len(),
+    };
+    let mut targets = vec![longest];
+    targets.extend((0..extra).map(|_| rng.random_range(0..=longest)));
+    for i in targets {
+        let mut bad = batch[..=i].to_vec();
+        bad[i].end.0[rng.random_range(0..32)] ^= rng.random_range(1..=255u8);
+        let want = VerifyOutcome::Invalid {
+            first_bad_segment: i,
+        };
+        let got = run(&bad)?;
+        report.batches += 1;
+        report.segments += bad.len();
+        if got != want {
+            return Err(Disagreement(format!(
+                "{} with the segment of {} steps (index {i}) corrupted: expected {want}, got {got}",
+                describe(),
+                bad[i].steps
+            )));
+        }
+    }
+    Ok(report)
+}
+
+/// Where `backend` cuts a segment's steps into pieces, as segment lengths:
+/// a GPU's first dispatch (before any timing, 64 steps by default), its
+/// step cap per dispatch and twice that, and 131,008 steps (a fresh tuner's
+/// first dispatch past the cap, issue 15). The CPU backends walk a segment
+/// in one piece: none.
+pub fn splits(backend: &dyn Backend) -> Vec<u64> {
+    if backend.kind() != montana_vdf::BackendKind::Gpu {
+        return Vec::new();
+    }
+    #[cfg(feature = "gpu")]
+    let cap = u64::from(crate::gpu::MAX_STEPS_PER_DISPATCH);
+    #[cfg(not(feature = "gpu"))]
+    let cap = 65_535;
+    vec![64, cap, 2 * cap, 131_008]
+}
+
+/// Every boundary length check for `backend` on both suites it verifies:
+/// around each power of two up to `2^max_exp` steps, and around each of
+/// `splits` (where the backend cuts work: a GPU's steps per dispatch).
+pub fn check_boundaries(
+    backend: &dyn Backend,
+    max_exp: u32,
+    splits: &[u64],
+    opts: &VerifyOptions,
+    rng: &mut impl Rng,
+) -> Result<Report, Disagreement> {
+    let mut lengths = powers_of_two(max_exp);
+    lengths.extend(around(splits.iter().copied()));
+    lengths.sort_unstable();
+    lengths.dedup();
+    let mut report = Report::default();
+    for suite in HashSuite::ALL {
+        if backend.supports(suite, Operation::Verify) {
+            report.add(check_lengths(backend, suite, &lengths, 2, opts, rng)?);
+        }
+    }
+    Ok(report)
+}
+
 fn rng_range(rng: &mut impl Rng, lo: u64, hi: u64) -> u64 {
     rng.random_range(lo..=hi.max(lo))
 }
@@ -204,7 +362,7 @@ fn rng_range(rng: &mut impl Rng, lo: u64, hi: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use montana_vdf::{Availability, BackendError, BackendKind, Segment};
+    use montana_vdf::{Availability, BackendError, BackendKind};
     use rand::SeedableRng;
 
     /// A backend that gets the last segment of every batch wrong.
@@ -248,6 +406,95 @@ mod tests {
                 first_bad_segment: segments.len() - 1,
             })
         }
+    }
+
+    /// A backend that walks at most 65,535 steps of any segment (as the GPU
+    /// did on lavapipe before issue 15), then compares.
+    struct Truncating;
+    impl Backend for Truncating {
+        fn name(&self) -> &'static str {
+            "truncating"
+        }
+        fn kind(&self) -> BackendKind {
+            BackendKind::Gpu
+        }
+        fn availability(&self) -> Availability {
+            Availability::Available
+        }
+        fn lanes(&self) -> usize {
+            1
+        }
+        fn supports(&self, _: HashSuite, op: Operation) -> bool {
+            op == Operation::Verify
+        }
+        fn evaluate(
+            &self,
+            suite: HashSuite,
+            _: &Hash32,
+            _: ChainParams,
+            _: &EvalControl<'_>,
+        ) -> Result<Vec<Hash32>, BackendError> {
+            self.check_supported(suite, Operation::Eval)?;
+            unreachable!()
+        }
+        fn verify(
+            &self,
+            suite: HashSuite,
+            segments: &[Segment],
+            _: &VerifyOptions,
+        ) -> Result<VerifyOutcome, BackendError> {
+            Ok(segments
+                .iter()
+                .position(|s| {
+                    let mut v = s.start;
+                    crate::scalar::advance(suite, &mut v, s.steps.min(65_535));
+                    v != s.end
+                })
+                .map_or(VerifyOutcome::Valid, |i| VerifyOutcome::Invalid {
+                    first_bad_segment: i,
+                }))
+        }
+    }
+
+    #[test]
+    fn boundary_lengths() {
+        assert_eq!(around([1, 8, 9]), [1, 2, 7, 8, 9, 10]);
+        let p = powers_of_two(20);
+        assert_eq!(&p[..5], &[1, 2, 3, 4, 5]);
+        assert_eq!(p.last(), Some(&((1 << 20) + 1)));
+        assert!(splits(&ScalarBackend).is_empty());
+        assert!(splits(&Truncating).contains(&131_008));
+    }
+
+    #[test]
+    fn the_oracle_passes_every_boundary_and_a_segment_of_2_pow_22() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let opts = VerifyOptions::threads(2);
+        let r = check_boundaries(&ScalarBackend, 20, &[1_000], &opts, &mut rng).unwrap();
+        // Per suite: the valid batch, the longest and two more corrupted.
+        assert_eq!(r.batches, 2 * 4);
+        check_lengths(
+            &ScalarBackend,
+            HashSuite::Sha256,
+            &[1 << 22],
+            0,
+            &opts,
+            &mut rng,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_backend_that_stops_short_of_long_segments_is_caught() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let opts = VerifyOptions::threads(1);
+        check_boundaries(&Truncating, 15, &[], &opts, &mut rng).unwrap();
+        let e = check_boundaries(&Truncating, 17, &[], &opts, &mut rng).unwrap_err();
+        assert!(
+            e.0.contains("rejected valid segments: invalid at segment")
+                && e.0.contains("(a segment of 65536 steps)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -228,6 +228,11 @@ impl Registry {
     /// name of the backend that produced it, or `first`'s error if every
     /// backend failed. Any other error is returned at once. For `auto` only: a
     /// backend the user named should fail loudly instead.
+    ///
+    /// Device failures only: the node and `montana vdf verify` use
+    /// `montana_calibration::FallbackBackend`, which also checks verdicts
+    /// (a known-bad sample at first use, the scalar oracle before a
+    /// rejection).
     pub fn verify_with_fallback(
         &self,
         first: &Arc<dyn Backend>,

@@ -10,7 +10,9 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use montana_backends::conformance::{check_eval, check_verify, oracle_proof};
+use montana_backends::conformance::{
+    check_boundaries, check_eval, check_lengths, check_verify, oracle_proof,
+};
 use montana_backends::driver::EVAL_CHUNK;
 use montana_backends::registry::{compiled, Registry};
 use montana_vdf::{
@@ -148,6 +150,37 @@ fn check_backend_long(name: &str) {
     }
 }
 
+/// Segment lengths around every power of two up to 2^20 steps, mixed with
+/// short ones in one batch; then one segment of 2^22 steps in each suite.
+fn check_backend_boundaries(name: &str) {
+    let Some(b) = runnable(name) else { return };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let splits = montana_backends::conformance::splits(b.as_ref());
+    // Two threads: the batch is split between workers as well.
+    check_boundaries(
+        b.as_ref(),
+        20,
+        &splits,
+        &VerifyOptions::threads(2),
+        &mut rng,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for suite in HashSuite::ALL
+        .into_iter()
+        .filter(|&s| b.supports(s, Operation::Verify))
+    {
+        check_lengths(
+            b.as_ref(),
+            suite,
+            &[1 << 22],
+            0,
+            &VerifyOptions::threads(2),
+            &mut rng,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 macro_rules! backend_tests {
     ($module:ident, $name:literal) => {
         mod $module {
@@ -162,6 +195,10 @@ macro_rules! backend_tests {
             #[test]
             fn long_chains_and_segments() {
                 super::check_backend_long($name);
+            }
+            #[test]
+            fn segment_lengths_across_every_boundary() {
+                super::check_backend_boundaries($name);
             }
         }
     };

@@ -16,7 +16,9 @@
 //! - [`select()`]: the node's entry point: load the file or re-calibrate (and
 //!   say why), and return the chosen backends.
 //! - [`fallback`]: a `Backend` that moves to the next best backend when the
-//!   chosen one breaks at run time (a lost GPU), so following never stops.
+//!   chosen one breaks at run time (a lost GPU) or gives a wrong verdict (a
+//!   known-bad sample at first use, the scalar oracle before any rejection),
+//!   so following never stops and no valid proposal is rejected.
 //! - [`monitor`]: live rates against the calibrated ones: the early sign that
 //!   the node will start to lag.
 //! - [`report`]: `montana bench --report`, the backend comparison as JSON and

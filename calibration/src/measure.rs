@@ -294,10 +294,12 @@ pub fn measure_verify(
         let outcome = backend.verify(suite, segs, &opts)?;
         let elapsed = t.elapsed();
         progress.update(began.elapsed().as_millis() as u64);
-        if outcome != VerifyOutcome::Valid {
+        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
             return Err(BackendError::Device {
                 backend: backend.name().to_string(),
-                message: format!("rejected a valid calibration sample ({outcome:?})"),
+                message: format!(
+                    "rejected a valid calibration sample at segment {first_bad_segment}"
+                ),
             });
         }
         Ok(elapsed)

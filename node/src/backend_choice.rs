@@ -4,17 +4,23 @@
 //! calibration file `DATA_DIR/calibration.toml` if it still applies to this
 //! host and this genesis, else a quick re-calibration (saved, with the
 //! reason logged); `--backend` / `MONTANA_BACKEND` pins one. Both backends
-//! come wrapped in the calibration's fallback, so a backend failing at run
-//! time (a lost GPU) hands over to the next best instead of stopping the
-//! node. `Calibration::Skip` takes the registry's best available backends
-//! without measuring (tests, and nodes whose devnet calibrated once for all).
+//! come wrapped in the calibration's fallback (also with
+//! `Calibration::Skip`), so a backend failing at run time (a lost GPU) or
+//! giving a wrong verdict (checked against the scalar oracle, see
+//! `montana_calibration::fallback`) hands over to the next best instead of
+//! stopping the node or rejecting a valid proposal. `Calibration::Skip`
+//! takes the registry's best available backends without measuring (tests,
+//! and nodes whose devnet calibrated once for all).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use montana_backends::registry::{AUTO, ENV_BACKEND, ENV_DISABLE};
 use montana_backends::{Registry, SelectError};
-use montana_calibration::{select, CalibrationError, NetworkParams, SelectOptions};
+use montana_calibration::fallback::FaultCounter;
+use montana_calibration::{
+    select, CalibrationError, FallbackBackend, NetworkParams, SelectOptions,
+};
 use montana_vdf::{Backend, Operation};
 use thiserror::Error;
 
@@ -97,6 +103,9 @@ pub struct Chosen {
     pub verify_rate: Option<f64>,
     /// One line for the start-up log.
     pub reason: String,
+    /// Backends refused at run time (failed or gave a wrong verdict), shared
+    /// by both wrappers: `montana_backend_faults_total`.
+    pub faults: FaultCounter,
 }
 
 impl std::fmt::Debug for Chosen {
@@ -142,6 +151,13 @@ pub fn choose(
             }
         }
     }
+    let faults = FaultCounter::default();
+    let wrap = |b: Arc<dyn Backend>, op| -> Arc<dyn Backend> {
+        Arc::new(
+            FallbackBackend::from_registry(b, &registry, genesis.hash, op)
+                .with_faults(faults.clone()),
+        )
+    };
     if calibration == Calibration::Skip {
         let name = pinned.or(registry.forced()).unwrap_or(AUTO).to_string();
         // A name that supports neither operation is a typo or a wrong
@@ -172,12 +188,19 @@ pub fn choose(
                 .map_err(named)?;
         }
         return Ok(Chosen {
-            eval: pinned_or_auto(&registry, &name, genesis.hash, Operation::Eval).map_err(named)?,
-            verify: pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify)
-                .map_err(named)?,
+            eval: wrap(
+                pinned_or_auto(&registry, &name, genesis.hash, Operation::Eval).map_err(named)?,
+                Operation::Eval,
+            ),
+            verify: wrap(
+                pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify)
+                    .map_err(named)?,
+                Operation::Verify,
+            ),
             eval_rate: None,
             verify_rate: None,
             reason: format!("{name} (calibration skipped)"),
+            faults,
         });
     }
     if let Some(name) = pinned.filter(|n| *n != AUTO) {
@@ -193,11 +216,12 @@ pub fn choose(
         (Some(why), Some(e)) => format!("re-calibrated ({why}), not saved: {e}"),
     };
     Ok(Chosen {
-        eval: Arc::new(sel.eval_with_fallback(&registry)),
-        verify: Arc::new(sel.verify_with_fallback(&registry)),
+        eval: wrap(sel.eval.backend.clone(), Operation::Eval),
+        verify: wrap(sel.verify.backend.clone(), Operation::Verify),
         eval_rate: Some(sel.eval.hashes_per_sec),
         verify_rate: Some(sel.verify.hashes_per_sec),
         reason,
+        faults,
     })
 }
 

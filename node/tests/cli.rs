@@ -234,6 +234,7 @@ fn bad_input_exits_2_with_one_line() {
     e(&["selftest", "--backend", "nope"], "unknown backend");
     e(&["selftest", "--seconds=-1"], "seconds");
     e(&["selftest", "--seconds", "NaN"], "seconds");
+    e(&["selftest", "--max-exp", "31"], "max-exp");
 
     let malformed = |text: &str, needle: &str| {
         let out = montana_with(&["vdf", "verify"], &[], Some(text));
@@ -353,6 +354,47 @@ fn backends_lists_the_oracle_with_its_pairs() {
 }
 
 #[test]
+fn long_segments_verify_on_every_available_backend() {
+    // Issue 15: the GPU answered "invalid" from 131,008 steps per segment.
+    let env = [("MONTANA_GPU_ALLOW_CPU", "1")];
+    let list = json(&montana_with(&["backends", "--json"], &env, None));
+    for suite in HashSuite::ALL {
+        let verify = format!("{suite}/verify");
+        for steps in ["131007", "131008", "262144"] {
+            let eval = montana(&[
+                "vdf",
+                "eval",
+                "--hash",
+                suite.name(),
+                "--iterations",
+                steps,
+                "--backend",
+                "scalar",
+                "--json",
+            ]);
+            assert_eq!(eval.status.code(), Some(0), "{eval:?}");
+            let proof = String::from_utf8_lossy(&eval.stdout).into_owned();
+            let named = list.as_array().unwrap().iter().filter(|b| {
+                b["available"] == true
+                    && b["supports"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&verify.as_str().into())
+            });
+            for name in named.map(|b| b["name"].as_str().unwrap()).chain(["auto"]) {
+                let out = montana_with(&["vdf", "verify", "--backend", name], &env, Some(&proof));
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{suite} {steps} steps on {name}: {out:?}"
+                );
+                assert_eq!(json(&out)["valid"], true);
+            }
+        }
+    }
+}
+
+#[test]
 fn selftest_passes_on_the_oracle_and_every_available_backend() {
     let out = montana(&[
         "selftest",
@@ -365,7 +407,8 @@ fn selftest_passes_on_the_oracle_and_every_available_backend() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("scalar"));
-    let out = montana(&["selftest", "--seconds", "1"]);
+    // The boundary sweep to 2^18 steps: past 131,008, where the GPU failed.
+    let out = montana(&["selftest", "--seconds", "1", "--max-exp", "18"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("selftest passed"));
 }

@@ -25,6 +25,7 @@ fn snapshot(window: u64) -> StatusSnapshot {
         verify_rate: 4.5e7,
         membership: "active".into(),
         node_id: "ab".repeat(32),
+        backend_faults: 0,
         peers: vec![PeerStats {
             peer: PeerId(1),
             label: "n1".into(),

@@ -164,6 +164,18 @@ impl VerifyOutcome {
     }
 }
 
+/// `valid`, or `invalid at segment i`: how errors and logs print an outcome.
+impl fmt::Display for VerifyOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyOutcome::Valid => f.write_str("valid"),
+            VerifyOutcome::Invalid { first_bad_segment } => {
+                write!(f, "invalid at segment {first_bad_segment}")
+            }
+        }
+    }
+}
+
 /// A compute backend. See the module docs.
 pub trait Backend: Send + Sync {
     /// The instruction-set name: `scalar`, `sha-ni`, `sse41`, `avx2`, `avx512`, `gpu`.

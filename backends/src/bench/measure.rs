@@ -139,7 +139,7 @@ fn check(o: VerifyOutcome) -> Result<(), BackendError> {
         VerifyOutcome::Valid => Ok(()),
         VerifyOutcome::Invalid { first_bad_segment } => Err(BackendError::Device {
             backend: "bench".into(),
-            message: format!("rejected a valid benchmark segment ({first_bad_segment})"),
+            message: format!("rejected a valid benchmark batch at segment {first_bad_segment}"),
         }),
     }
 }

@@ -84,10 +84,10 @@ pub fn time_verify(
         let t = Instant::now();
         let outcome = backend.verify(suite, segments, opts)?;
         times.push(t.elapsed().as_secs_f64());
-        if outcome != VerifyOutcome::Valid {
+        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
             return Err(BackendError::Device {
                 backend: backend.name().into(),
-                message: format!("rejected a valid synthetic batch: {outcome:?}"),
+                message: format!("rejected a valid synthetic batch at segment {first_bad_segment}"),
             });
         }
     }

@@ -9,7 +9,7 @@
 //!   only when asked for), probed once per process.
 //! - `context`: the device and both kernels, made on first use and shared.
 //! - `runner`: dispatches of a learnt step budget (`tuner`) so none runs
-//!   past ~100 ms, chunks pipelined over two buffer sets (`buffers`, kept
+//!   past ~100 ms nor asks for more than [`MAX_STEPS_PER_DISPATCH`] steps, chunks pipelined over two buffer sets (`buffers`, kept
 //!   between calls) so upload, compute and readback overlap.
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!
@@ -56,6 +56,17 @@ pub const AUTO_RANK: u32 = 100;
 /// What [`GpuBackend::lanes`] reports on a software adapter.
 const SOFTWARE_LANES: usize = 1024;
 
+/// The most steps one dispatch may ask of a lane, whatever the config: the
+/// kernel's step loop must stay within every driver's loop limit. llvmpipe
+/// (lavapipe) ends all loops of an invocation after 65,535 iterations in
+/// total (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: a dispatch of
+/// 65,536 steps walked one step short, and a segment whose last dispatch
+/// was that long read as invalid (issue 15: a fresh tuner reaches 65,536
+/// steps after 65,472, so every segment of 131,008 steps or more failed).
+/// On a hardware GPU a dispatch this long is rarely cut: with the device
+/// full, the ~50 ms target is reached far earlier.
+pub const MAX_STEPS_PER_DISPATCH: u32 = 65_535;
+
 /// Knobs of the dispatch loop. The defaults suit real GPUs; tests shrink
 /// them to reach every path (chunking, step splitting) with small batches.
 #[derive(Clone, Debug)]
@@ -64,7 +75,7 @@ pub struct GpuConfig {
     pub target_dispatch: Duration,
     /// Steps of the first dispatch, before any timing is known.
     pub initial_steps: u32,
-    /// A hard cap on steps per dispatch.
+    /// A hard cap on steps per dispatch (at most [`MAX_STEPS_PER_DISPATCH`]).
     pub max_steps_per_dispatch: u32,
     /// Segments per chunk (one invocation each); bounded by device limits.
     pub max_lanes: usize,
@@ -75,7 +86,7 @@ impl Default for GpuConfig {
         GpuConfig {
             target_dispatch: Duration::from_millis(50),
             initial_steps: 64,
-            max_steps_per_dispatch: u32::MAX,
+            max_steps_per_dispatch: MAX_STEPS_PER_DISPATCH,
             // Enough to fill an H100 (132 SMs x 2,048 resident threads ~
             // 270k) in two chunks while keeping chunks small enough to
             // overlap; 65,536 invocations already reach ~95% of peak there.
@@ -112,7 +123,20 @@ impl std::fmt::Debug for GpuBackend {
 }
 
 impl GpuBackend {
-    pub fn new(config: GpuConfig) -> Self {
+    /// A backend with `config`, its step cap held to [`MAX_STEPS_PER_DISPATCH`].
+    pub fn new(mut config: GpuConfig) -> Self {
+        config.max_steps_per_dispatch = config.max_steps_per_dispatch.min(MAX_STEPS_PER_DISPATCH);
+        Self::build(config)
+    }
+
+    /// `config` as given, even past the drivers' loop limit: for the test
+    /// that shows a loop cut short is a device error, never a verdict.
+    #[cfg(test)]
+    fn unclamped(config: GpuConfig) -> Self {
+        Self::build(config)
+    }
+
+    fn build(config: GpuConfig) -> Self {
         let tuner = StepTuner::new(
             config.target_dispatch,
             config.initial_steps,

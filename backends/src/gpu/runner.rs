@@ -16,7 +16,9 @@ use montana_vdf::{Hash32, HashSuite, Segment};
 
 use super::buffers::{map_read, wait_mapped, Buffers, Mapped, Slot};
 use super::context::{one_line, GpuContext};
-use super::shaders::{self, FLAG_MATCH, FLAG_MISMATCH, LANE_BYTES, PARAMS_BYTES, WORKGROUP_SIZE};
+use super::shaders::{
+    self, FLAG_CUT, FLAG_MATCH, FLAG_MISMATCH, LANE_BYTES, PARAMS_BYTES, WORKGROUP_SIZE,
+};
 use super::tuner::StepTuner;
 
 /// Dispatches queued on the device at once.
@@ -274,7 +276,11 @@ impl<'a> Runner<'a> {
         match result {
             Ok(None) => Ok(None),
             Ok(Some(i)) => Ok(Some(p.base + i)),
-            Err(i) => Err(format!("GPU left segment {} unfinished", p.base + i)),
+            Err((i, FLAG_CUT)) => Err(format!(
+                "the GPU driver ended the step loop of segment {} early",
+                p.base + i
+            )),
+            Err((i, _)) => Err(format!("GPU left segment {} unfinished", p.base + i)),
         }
     }
 
@@ -331,14 +337,15 @@ struct Walk {
     started: bool,
 }
 
-/// The index of the first mismatch flag; `Err(i)` if a segment before any
-/// mismatch has no verdict at all (a kernel or host bug, never a verdict).
-fn first_false(flags: &[u8]) -> Result<Option<usize>, usize> {
+/// The index of the first mismatch flag; `Err((i, flag))` if a segment
+/// before any mismatch has no verdict at all (a loop the driver cut short,
+/// a kernel or host bug: never a verdict).
+fn first_false(flags: &[u8]) -> Result<Option<usize>, (usize, u32)> {
     for (i, b) in flags.chunks_exact(4).enumerate() {
         match u32::from_le_bytes(b.try_into().expect("4 bytes")) {
             FLAG_MATCH => {}
             FLAG_MISMATCH => return Ok(Some(i)),
-            _ => return Err(i),
+            other => return Err((i, other)),
         }
     }
     Ok(None)
@@ -353,7 +360,8 @@ mod tests {
         let enc = |v: &[u32]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
         assert_eq!(first_false(&enc(&[1, 1, 1])), Ok(None));
         assert_eq!(first_false(&enc(&[1, 2, 2])), Ok(Some(1)));
-        assert_eq!(first_false(&enc(&[1, 0, 2])), Err(1));
+        assert_eq!(first_false(&enc(&[1, 0, 2])), Err((1, 0)));
+        assert_eq!(first_false(&enc(&[1, 3, 2])), Err((1, FLAG_CUT)));
         assert_eq!(first_false(&enc(&[2, 0])), Ok(Some(0)));
     }
 }

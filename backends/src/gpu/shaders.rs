@@ -28,6 +28,9 @@ pub const PARAMS_BYTES: usize = 16;
 /// The pass flags the kernel writes per segment.
 pub const FLAG_MATCH: u32 = 1;
 pub const FLAG_MISMATCH: u32 = 2;
+/// The driver ended the kernel's step loop before its count (see
+/// [`super::MAX_STEPS_PER_DISPATCH`]): a device failure, not a verdict.
+pub const FLAG_CUT: u32 = 3;
 
 /// The complete WGSL source of `suite`'s verification kernel.
 pub fn source(suite: HashSuite) -> String {

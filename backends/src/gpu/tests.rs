@@ -421,6 +421,151 @@ fn lose_the_device_then_fall_back() {
     println!("lost device: {err}; availability: {why:?}");
 }
 
+/// Issue 15: a fresh backend walked 64, 64, 64, 256, ... 16,384 steps per
+/// dispatch (65,472 in all), then 65,536, one past llvmpipe's loop limit: a
+/// segment of 131,008 steps or more read as invalid. Now no dispatch asks
+/// for more than [`MAX_STEPS_PER_DISPATCH`] steps.
+#[test]
+fn segments_of_131_008_steps_and_more_verify() {
+    if backend(GpuConfig::default()).is_none() {
+        return;
+    }
+    for suite in HashSuite::ALL {
+        for steps in [131_007u64, 131_008, 262_144] {
+            // Fresh backends: the learnt budget is what the bug needed.
+            let fresh = backend(GpuConfig::default()).unwrap();
+            let proof = oracle_proof(suite, &Hash32([4; 32]), ChainParams::new(steps, 1).unwrap());
+            check(&fresh, std::slice::from_ref(&proof), steps);
+        }
+        // The same without timing: a config asking for one dispatch of
+        // 131,008 steps (or 65,536) gets the capped budget instead.
+        for (cap, steps) in [
+            (131_072u32, 131_008u64),
+            (65_536, 65_536),
+            (u32::MAX, 200_000),
+        ] {
+            let gpu = backend(tiny(1, cap)).unwrap();
+            let proof = oracle_proof(suite, &Hash32([5; 32]), ChainParams::new(steps, 1).unwrap());
+            check(&gpu, std::slice::from_ref(&proof), steps);
+        }
+    }
+}
+
+#[test]
+fn no_config_asks_for_more_steps_per_dispatch_than_the_cap() {
+    // No device needed: the cap is applied when the backend is made.
+    assert_eq!(
+        GpuConfig::default().max_steps_per_dispatch,
+        MAX_STEPS_PER_DISPATCH
+    );
+    for asked in [65_536, 131_072, u32::MAX] {
+        let gpu = GpuBackend::new(tiny(1, asked));
+        assert_eq!(gpu.config.max_steps_per_dispatch, MAX_STEPS_PER_DISPATCH);
+        let state = gpu.state.lock().unwrap();
+        assert!(state
+            .tuners
+            .iter()
+            .all(|t| t.budget(1) <= MAX_STEPS_PER_DISPATCH));
+        // However fast the device looks, the learnt budget stays capped.
+        let mut t = state.tuners[0].clone();
+        t.record(1, 60_000, Duration::from_micros(1));
+        assert_eq!(t.budget(1), MAX_STEPS_PER_DISPATCH);
+    }
+    let small = GpuBackend::new(tiny(1, 1_000));
+    assert_eq!(small.config.max_steps_per_dispatch, 1_000);
+}
+
+/// Set in the child process of `a_loop_cut_short_is_a_device_error_not_a_verdict`.
+const CUT_CHILD: &str = "MONTANA_GPU_TEST_CUT_LOOP";
+
+#[test]
+fn a_loop_cut_short_is_a_device_error_not_a_verdict() {
+    // A device error marks the device failed for the life of the process:
+    // the uncapped dispatch runs in a child process.
+    if backend(GpuConfig::default()).is_none() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "gpu::tests::run_past_the_loop_limit",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CUT_CHILD, "1")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("1 passed"), "{log}");
+}
+
+#[test]
+fn run_past_the_loop_limit() {
+    if std::env::var_os(CUT_CHILD).is_none() {
+        return; // Runs only as the child of the test above.
+    }
+    // One dispatch of 65,536 steps: llvmpipe ends the loop one step short.
+    let gpu = GpuBackend::unclamped(tiny(1, 65_536));
+    for suite in HashSuite::ALL {
+        let proof = oracle_proof(
+            suite,
+            &Hash32([6; 32]),
+            ChainParams::new(65_536, 1).unwrap(),
+        );
+        match gpu.verify_proofs(std::slice::from_ref(&proof), &opts()) {
+            // A driver without the limit walks it all.
+            Ok(VerifyOutcome::Valid) => println!("{suite}: no loop limit on this driver"),
+            Err(BackendError::Device { message, .. }) => {
+                assert!(
+                    message.contains("ended the step loop of segment 0 early"),
+                    "{message}"
+                );
+                println!("{suite}: {message}");
+                return;
+            }
+            other => panic!("{suite}: a loop cut short must not be a verdict: {other:?}"),
+        }
+    }
+}
+
+/// Segment lengths across every boundary the GPU has: around each power of
+/// two up to 2^20 steps and each dispatch split, in batches mixing 1-step
+/// and million-step segments, with the default (learnt) budget, a fixed
+/// small budget, and chunks smaller than the batch.
+#[test]
+fn segment_lengths_across_every_boundary() {
+    let Some(gpu) = backend(GpuConfig::default()) else {
+        return;
+    };
+    let mut rng = rng(15);
+    let splits = conformance::splits(&gpu);
+    assert!(splits.contains(&131_008), "{splits:?}");
+    conformance::check_boundaries(&gpu, 20, &splits, &opts(), &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A fixed budget of 1,000 steps: splits at every multiple of it; 16
+    // lanes per chunk: the batch spans several chunks.
+    let fixed = backend(tiny(16, 1_000)).unwrap();
+    conformance::check_boundaries(&fixed, 14, &[1_000, 2_000, 3_000], &opts(), &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// One segment of 2^22 steps in each suite, valid then corrupted (on
+/// lavapipe with 2 cores: about 2 s for BLAKE3 and 4 s for SHA-256,
+/// oracle included).
+#[test]
+fn a_segment_of_four_million_steps() {
+    let Some(gpu) = backend(GpuConfig::default()) else {
+        return;
+    };
+    for suite in HashSuite::ALL {
+        let t = std::time::Instant::now();
+        conformance::check_lengths(&gpu, suite, &[1 << 22], 0, &opts(), &mut rng(22))
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!("{suite}: 2^22 steps checked twice in {:?}", t.elapsed());
+    }
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;

@@ -148,10 +148,10 @@ fn measure_batch(
         let t = Instant::now();
         let outcome = backend.verify(suite, segs, &opts)?;
         let dt = t.elapsed().as_secs_f64().max(1e-9);
-        if outcome != VerifyOutcome::Valid {
+        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
             return Err(BackendError::Device {
                 backend: backend.name().into(),
-                message: format!("rejected a valid benchmark batch ({outcome:?})"),
+                message: format!("rejected a valid benchmark batch at segment {first_bad_segment}"),
             });
         }
         Ok(work / dt)

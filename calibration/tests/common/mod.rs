@@ -26,6 +26,11 @@ pub enum Mode {
     InstantValid,
     /// Every call fails as a lost device would.
     DeviceLost,
+    /// Like the oracle, but calls any segment of at least this many steps
+    /// invalid (the GPU on lavapipe before issue 15's fix).
+    RejectFrom(u64),
+    /// Calls every non-empty batch invalid at segment 0.
+    RejectFirst,
 }
 
 /// A configurable backend: name, mode, optional adapter type, and a call
@@ -129,6 +134,19 @@ impl Backend for Fake {
             Mode::DeviceLost => Err(self.lost()),
             Mode::InstantValid => Ok(VerifyOutcome::Valid),
             Mode::Correct => ScalarBackend.verify(suite, segments, opts),
+            Mode::RejectFrom(n) => match segments.iter().position(|s| s.steps >= n) {
+                Some(i) => match ScalarBackend.verify(suite, &segments[..i], opts)? {
+                    VerifyOutcome::Valid => Ok(VerifyOutcome::Invalid {
+                        first_bad_segment: i,
+                    }),
+                    early => Ok(early),
+                },
+                None => ScalarBackend.verify(suite, segments, opts),
+            },
+            Mode::RejectFirst if segments.is_empty() => Ok(VerifyOutcome::Valid),
+            Mode::RejectFirst => Ok(VerifyOutcome::Invalid {
+                first_bad_segment: 0,
+            }),
         }
     }
 }

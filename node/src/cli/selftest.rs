@@ -3,8 +3,10 @@
 //! Random proofs made by the scalar oracle are checked through each available
 //! backend (or the one named): evaluations must match checkpoint for
 //! checkpoint, valid batches must verify, and a corrupted checkpoint must be
-//! reported at its index. This is how a new machine, or a GPU server, is
-//! checked with the binary alone.
+//! reported at its index. First, once per backend, segment lengths around
+//! every boundary it has (each power of two up to `2^--max-exp` steps, a
+//! GPU's dispatch splits) in one mixed batch. This is how a new machine, or
+//! a GPU server, is checked with the binary alone.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,10 @@ pub struct Args {
     /// Seed for the random cases (printed, so a failure can be replayed).
     #[arg(long, value_parser = super::number::parse_u64)]
     pub seed: Option<u64>,
+    /// Check segment lengths around every power of two up to 2^EXP steps
+    /// (and each backend's dispatch splits) once per backend; 0 skips.
+    #[arg(long, value_name = "EXP", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub max_exp: u32,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -70,6 +76,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let started = Instant::now();
         let mut total = Report::default();
+        if args.max_exp > 0 {
+            let splits = conformance::splits(backend.as_ref());
+            let report = conformance::check_boundaries(
+                backend.as_ref(),
+                args.max_exp,
+                &splits,
+                &VerifyOptions::threads(threads),
+                &mut rng,
+            )
+            .map_err(|d| CliError::check_failed(format!("selftest failed: {d}")))?;
+            total.add(report);
+        }
         let mut rounds = 0u64;
         loop {
             // Alternate single-threaded and all-core verification, and every

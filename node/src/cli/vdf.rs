@@ -10,9 +10,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use montana_calibration::FallbackBackend;
 use montana_vdf::json::ProofJson;
 use montana_vdf::{
-    ChainParams, EvalControl, Hash32, HashSuite, Operation, TimeChain, VerifyOptions, VerifyOutcome,
+    Backend, ChainParams, EvalControl, Hash32, HashSuite, Operation, TimeChain, VerifyOptions,
+    VerifyOutcome,
 };
 use serde::Serialize;
 
@@ -160,10 +162,15 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let backend = registry.select(&a.backend, proof.suite(), Operation::Verify)?;
     let segments = proof.segments();
     let started = Instant::now();
-    // A backend chosen by `auto` that fails on the device (a GPU lost) falls
-    // back down the ranking; a backend named on the command line does not.
+    // A backend chosen by `auto` goes through the node's fallback wrapper:
+    // one that fails on the device (a GPU lost), flunks the known-bad sample
+    // or rejects a segment the scalar oracle accepts is left for the next
+    // in the ranking. A backend named on the command line answers alone.
     let (outcome, used) = if a.backend == montana_backends::registry::AUTO {
-        registry.verify_with_fallback(&backend, proof.suite(), &segments, &opts)?
+        let fallback =
+            FallbackBackend::from_registry(backend, &registry, proof.suite(), Operation::Verify);
+        let outcome = fallback.verify(proof.suite(), &segments, &opts)?;
+        (outcome, fallback.name())
     } else {
         (
             backend.verify(proof.suite(), &segments, &opts)?,

@@ -554,6 +554,7 @@ impl Runner {
         // it moved to after a run-time failure.
         s.eval_backend = self.node.backends.eval.name().into();
         s.verify_backend = self.node.backends.verify.name().into();
+        s.backend_faults = self.node.backends.faults.get();
         for (k, v) in self.chain.rejected() {
             s.rejected.insert((*k).to_string(), *v);
         }

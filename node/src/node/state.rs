@@ -74,6 +74,10 @@ pub struct NodeState {
     pub rss_bytes: u64,
     /// Rejected proposals and messages, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Backends refused at run time (a device failure, or a wrong verdict
+    /// caught by the scalar oracle or the known-bad sample).
+    #[serde(default)]
+    pub backend_faults: u64,
     pub connected: usize,
     pub heartbeats_ok_5m: u64,
     pub heartbeat_errors_5m: u64,

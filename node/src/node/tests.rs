@@ -88,6 +88,10 @@ fn start_tweaked(
     cfg.last_window = last_window;
     let mut node = Node::open(&cfg).unwrap();
     tweak(&mut node);
+    run_node(c, i, node)
+}
+
+fn run_node(c: &Cluster, i: usize, node: Node) -> Running {
     let (port, inbound) = c.hub.attach(i as u16);
     let state = Arc::new(Mutex::new(node.initial_state()));
     let (stop, rx) = oneshot::channel();
@@ -518,4 +522,108 @@ async fn a_proposer_that_lost_its_data_catches_up_from_its_peers() {
         assert_eq!(s.rejected_total(), 0, "{:?}", s.rejected);
     }
     assert_eq!(s0.rejected_total(), 0, "{:?}", s0.rejected);
+}
+
+/// A verify backend that answers like the oracle except that it calls any
+/// segment of `from` steps or more invalid (the GPU on lavapipe before
+/// issue 15), or, with `from == 0`, calls every batch valid.
+struct Faulty {
+    from: u64,
+}
+
+impl montana_vdf::Backend for Faulty {
+    fn name(&self) -> &'static str {
+        "faulty"
+    }
+    fn kind(&self) -> montana_vdf::BackendKind {
+        montana_vdf::BackendKind::Gpu
+    }
+    fn availability(&self) -> montana_vdf::Availability {
+        montana_vdf::Availability::Available
+    }
+    fn lanes(&self) -> usize {
+        1
+    }
+    fn supports(&self, _: HashSuite, op: montana_vdf::Operation) -> bool {
+        op == montana_vdf::Operation::Verify
+    }
+    fn evaluate(
+        &self,
+        suite: HashSuite,
+        _: &montana_vdf::Hash32,
+        _: montana_vdf::ChainParams,
+        _: &montana_vdf::EvalControl<'_>,
+    ) -> Result<Vec<montana_vdf::Hash32>, montana_vdf::BackendError> {
+        self.check_supported(suite, montana_vdf::Operation::Eval)?;
+        unreachable!("verify only")
+    }
+    fn verify(
+        &self,
+        suite: HashSuite,
+        segments: &[montana_vdf::Segment],
+        opts: &montana_vdf::VerifyOptions,
+    ) -> Result<montana_vdf::VerifyOutcome, montana_vdf::BackendError> {
+        use montana_vdf::VerifyOutcome;
+        if self.from == 0 {
+            return Ok(VerifyOutcome::Valid);
+        }
+        if let Some(i) = segments.iter().position(|s| s.steps >= self.from) {
+            return Ok(VerifyOutcome::Invalid {
+                first_bad_segment: i,
+            });
+        }
+        montana_backends::ScalarBackend.verify(suite, segments, opts)
+    }
+}
+
+/// Node `i` of `c` verifying with `faulty` first, then the oracle.
+fn start_with_verifier(c: &Cluster, i: usize, faulty: Faulty) -> Running {
+    use montana_calibration::FallbackBackend;
+    let mut node = Node::open(&config(c, i)).unwrap();
+    let chain = FallbackBackend::new(
+        Arc::new(faulty),
+        vec![Arc::new(montana_backends::ScalarBackend)],
+    )
+    .with_faults(node.backends.faults.clone());
+    node.backends.verify = Arc::new(chain);
+    run_node(c, i, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_backend_that_rejects_valid_proposals_is_refused_not_believed() {
+    // Issue 15: segments of 2,000 steps, a backend wrong from 1,000 on (it
+    // passes the known-bad sample, whose segments are shorter).
+    let c = cluster(2, 20_000, 10);
+    let follower = start_with_verifier(&c, 1, Faulty { from: 1_000 });
+    let proposer = start_with(&c, 0, Some(3), vec![]);
+    wait_until("window 3 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 3)
+    })
+    .await;
+    let p = stop(&c, 0, proposer).await;
+    let s = stop(&c, 1, follower).await;
+    assert_eq!((s.window, &s.t), (3, &p.t));
+    assert_eq!(s.rejected_total(), 0, "{:?}", s.rejected);
+    assert_eq!(s.backend_faults, 1);
+    assert_eq!(s.verify_backend, "scalar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_backend_that_accepts_everything_is_refused_at_first_use() {
+    // Issue 12, defect 7: window 2 has a corrupted checkpoint; a backend
+    // accepting it would apply it (and then refuse the real window 2).
+    let c = cluster(2, 20_000, 10);
+    let follower = start_with_verifier(&c, 1, Faulty { from: 0 });
+    let faults = faults::parse("corrupt@2").unwrap();
+    let proposer = start_with(&c, 0, Some(3), faults);
+    wait_until("window 3 everywhere", || {
+        c.data.iter().all(|d| window_of(d) == 3)
+    })
+    .await;
+    let p = stop(&c, 0, proposer).await;
+    let s = stop(&c, 1, follower).await;
+    assert_eq!((s.window, &s.t), (3, &p.t));
+    assert_eq!(s.rejected.get("bad_checkpoint"), Some(&1), "{s:?}");
+    assert_eq!(s.backend_faults, 1);
+    assert_eq!(s.verify_backend, "scalar");
 }

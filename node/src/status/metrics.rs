@@ -144,6 +144,12 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Rejected proposals and messages, by reason",
         rejected,
     );
+    counter(
+        &mut reg,
+        "backend_faults",
+        "Backends refused at run time (device failure or a wrong verdict)",
+        s.backend_faults,
+    );
 
     let per_peer = |reg: &mut Registry, name: &str, help: &str, pick: &dyn Fn(usize) -> u64| {
         let fam: Family<Labels, Gauge> = Family::default();
@@ -274,6 +280,7 @@ mod tests {
             verify_rate: 7.0e6,
             membership: "active".into(),
             cemented: 40,
+            backend_faults: 1,
             peers: vec![PeerStats {
                 peer: PeerId(3),
                 label: "n3".into(),
@@ -311,6 +318,7 @@ mod tests {
             "{text}"
         );
         assert!(has("montana_net_queue_full_total 0"), "{text}");
+        assert!(has("montana_backend_faults_total 1"), "{text}");
         assert!(
             has(r#"montana_net_inbound_refused_total{reason="per_ip"} 0"#),
             "{text}"
