@@ -193,8 +193,7 @@ pub fn choose(
                 Operation::Eval,
             ),
             verify: wrap(
-                pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify)
-                    .map_err(named)?,
+                pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify).map_err(named)?,
                 Operation::Verify,
             ),
             eval_rate: None,

@@ -152,14 +152,25 @@ pub fn plan(
     })
 }
 
-/// One node in the devnet's JSON verdict.
+/// One node in the devnet's JSON verdict: the node-state fields of the
+/// shared contracts (docs/SPEC.md section 11.1) that exist so far
+/// (`state_root` comes with consensus state).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct NodeReport {
     pub label: String,
+    pub node_id: String,
     pub phase: String,
+    pub membership: String,
+    pub joined: bool,
     pub window: u64,
+    pub cemented: u64,
     pub t: String,
+    pub snapshot_window: Option<u64>,
     pub lag: u64,
+    pub rss_bytes: u64,
+    pub verify_share: f64,
+    pub eval_backend: String,
+    pub verify_backend: String,
 }
 
 /// The devnet's last JSON line.
@@ -193,17 +204,35 @@ pub fn compare(
         .map(|(i, s)| match s {
             Some(s) => NodeReport {
                 label: s.label.clone(),
+                node_id: s.node_id.clone(),
                 phase: s.phase.clone(),
+                membership: s.membership.clone(),
+                joined: s.joined,
                 window: s.window,
+                cemented: s.cemented,
                 t: s.t.clone(),
+                snapshot_window: s.snapshot_window,
                 lag: s.lag,
+                rss_bytes: s.rss_bytes,
+                verify_share: s.verify_share,
+                eval_backend: s.eval_backend.clone(),
+                verify_backend: s.verify_backend.clone(),
             },
             None => NodeReport {
                 label: genesis.peers[i].label.clone(),
+                node_id: String::new(),
                 phase: "unknown".into(),
+                membership: "none".into(),
+                joined: false,
                 window: 0,
+                cemented: 0,
                 t: String::new(),
+                snapshot_window: None,
                 lag: 0,
+                rss_bytes: 0,
+                verify_share: 0.0,
+                eval_backend: String::new(),
+                verify_backend: String::new(),
             },
         })
         .collect();

@@ -152,7 +152,26 @@ fn four_node_devnet_converges() {
         assert_eq!(n["window"].as_u64(), Some(w), "{n}");
         assert_eq!(n["t"].as_str(), Some(t.as_str()), "{n}");
         assert_eq!(n["phase"], "stopped", "{n}");
+        // The contract's node fields (shared/contracts.md) that exist so far.
+        assert_eq!(n["node_id"].as_str().map(str::len), Some(64), "{n}");
+        assert_eq!(
+            (&n["membership"], &n["joined"]),
+            (&Value::from("active"), &Value::Bool(false)),
+            "{n}"
+        );
+        assert!(n["snapshot_window"].is_null(), "{n}");
+        assert!(n["cemented"].is_u64() && n["lag"].is_u64(), "{n}");
+        assert!(n["rss_bytes"].as_u64().unwrap() > 0, "{n}");
+        assert!(
+            n["verify_share"].is_f64() && n["eval_backend"].is_string(),
+            "{n}"
+        );
     }
+    let ids: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "node ids are distinct");
 }
 
 #[test]
