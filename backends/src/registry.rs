@@ -12,10 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use montana_vdf::{
-    Availability, Backend, BackendError, HashSuite, Operation, Segment, VerifyOptions,
-    VerifyOutcome,
-};
+use montana_vdf::{Availability, Backend, HashSuite, Operation};
 use thiserror::Error;
 
 use crate::scalar::ScalarBackend;
@@ -221,48 +218,15 @@ impl Registry {
         v.sort_by_key(|(r, i, _)| (std::cmp::Reverse(*r), *i));
         v.into_iter().map(|(_, _, b)| b.clone()).collect()
     }
-
-    /// Verifies with `first` (what `auto` chose) and, if it fails at run time
-    /// with [`BackendError::Device`] (a lost GPU, a driver error), with each
-    /// backend of [`Registry::ranked`] in turn. Returns the outcome and the
-    /// name of the backend that produced it, or `first`'s error if every
-    /// backend failed. Any other error is returned at once. For `auto` only: a
-    /// backend the user named should fail loudly instead.
-    ///
-    /// Device failures only: the node and `montana vdf verify` use
-    /// `montana_calibration::FallbackBackend`, which also checks verdicts
-    /// (a known-bad sample at first use, the scalar oracle before a
-    /// rejection).
-    pub fn verify_with_fallback(
-        &self,
-        first: &Arc<dyn Backend>,
-        suite: HashSuite,
-        segments: &[Segment],
-        opts: &VerifyOptions,
-    ) -> Result<(VerifyOutcome, &'static str), BackendError> {
-        let err = match first.verify(suite, segments, opts) {
-            Ok(outcome) => return Ok((outcome, first.name())),
-            Err(e @ BackendError::Device { .. }) => e,
-            Err(e) => return Err(e),
-        };
-        for b in self.ranked(suite, Operation::Verify) {
-            if b.name() == first.name() {
-                continue;
-            }
-            match b.verify(suite, segments, opts) {
-                Ok(outcome) => return Ok((outcome, b.name())),
-                Err(BackendError::Device { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(err)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use montana_vdf::{BackendKind, ChainParams, EvalControl, Hash32};
+    use montana_vdf::{
+        BackendError, BackendKind, ChainParams, EvalControl, Hash32, Segment, VerifyOptions,
+        VerifyOutcome,
+    };
 
     /// A verify-only backend with a configurable rank and availability.
     struct Fake(&'static str, Option<u32>, bool);
@@ -394,84 +358,6 @@ mod tests {
         assert!(matches!(
             registry().with_overrides(None, "typo"),
             Err(SelectError::Unknown { .. })
-        ));
-    }
-
-    /// A verify backend whose device has failed.
-    struct Failing;
-    impl Backend for Failing {
-        fn name(&self) -> &'static str {
-            "failing"
-        }
-        fn kind(&self) -> BackendKind {
-            BackendKind::Gpu
-        }
-        fn availability(&self) -> Availability {
-            Availability::Available
-        }
-        fn lanes(&self) -> usize {
-            1
-        }
-        fn supports(&self, _: HashSuite, op: Operation) -> bool {
-            op == Operation::Verify
-        }
-        fn auto_rank(&self, _: HashSuite, _: Operation) -> Option<u32> {
-            Some(100)
-        }
-        fn evaluate(
-            &self,
-            suite: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            self.check_supported(suite, Operation::Eval)?;
-            unreachable!()
-        }
-        fn verify(
-            &self,
-            _: HashSuite,
-            _: &[Segment],
-            _: &VerifyOptions,
-        ) -> Result<VerifyOutcome, BackendError> {
-            Err(BackendError::Device {
-                backend: "failing".into(),
-                message: "device lost".into(),
-            })
-        }
-    }
-
-    #[test]
-    fn a_failing_backend_falls_back_down_the_ranking() {
-        let r = Registry::new(vec![Arc::new(Failing), Arc::new(ScalarBackend)]);
-        let suite = HashSuite::Blake3;
-        let first = r.auto(suite, Operation::Verify).unwrap();
-        assert_eq!(first.name(), "failing");
-        let good = Segment {
-            start: Hash32::ZERO,
-            end: suite.step(&Hash32::ZERO),
-            steps: 1,
-        };
-        let bad = Segment { steps: 2, ..good };
-        let opts = VerifyOptions::threads(1);
-        assert_eq!(
-            r.verify_with_fallback(&first, suite, &[good], &opts),
-            Ok((VerifyOutcome::Valid, "scalar"))
-        );
-        assert_eq!(
-            r.verify_with_fallback(&first, suite, &[good, bad], &opts),
-            Ok((
-                VerifyOutcome::Invalid {
-                    first_bad_segment: 1
-                },
-                "scalar"
-            ))
-        );
-        // Nothing to fall back to: the first error.
-        let alone = Registry::new(vec![Arc::new(Failing)]);
-        assert!(matches!(
-            alone.verify_with_fallback(&first, suite, &[good], &opts),
-            Err(BackendError::Device { .. })
         ));
     }
 
