@@ -8,6 +8,11 @@
 //!   `auto` still serves the others.
 //! - `MONTANA_DISABLE_BACKENDS=a,b` hides backends: they report unavailable
 //!   and are never chosen.
+//!
+//! Naming a backend (`MONTANA_BACKEND`, [`Registry::get`], which serves
+//! `--backend`) tells it so ([`mark_named`]): the GPU backend then looks for
+//! a software adapter too, which it does not load for `auto` alone on a host
+//! without a GPU device (see `gpu::adapter`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -56,6 +61,17 @@ pub fn compiled() -> Vec<Arc<dyn Backend>> {
     ]);
     v.push(Arc::new(ScalarBackend));
     v
+}
+
+/// Records that the user named backend `name`: the GPU backend may then
+/// open a software adapter (see the module docs).
+pub fn mark_named(name: &str) {
+    #[cfg(feature = "gpu")]
+    if name == "gpu" {
+        crate::gpu::adapter::mark_named();
+    }
+    #[cfg(not(feature = "gpu"))]
+    let _ = name;
 }
 
 /// The backends of this build with this host's overrides applied.
@@ -111,6 +127,7 @@ impl Registry {
             None | Some(AUTO) => {}
             Some(name) => {
                 self.find(name)?;
+                mark_named(name);
                 self.forced = Some(name.to_string());
             }
         }
@@ -130,6 +147,14 @@ impl Registry {
     /// The forced backend's name, if `MONTANA_BACKEND` named one.
     pub fn forced(&self) -> Option<&str> {
         self.forced.as_deref()
+    }
+
+    /// Tells every backend it was named, so that each shows what this host
+    /// has (a software GPU adapter included): for `montana backends`.
+    pub fn name_all(&self) {
+        for b in &self.backends {
+            mark_named(b.name());
+        }
     }
 
     /// Availability after overrides (a disabled backend is unavailable).
@@ -161,6 +186,7 @@ impl Registry {
         op: Operation,
     ) -> Result<Arc<dyn Backend>, SelectError> {
         let b = self.find(name)?;
+        mark_named(name);
         if let Availability::Unavailable(reason) = self.availability(b.as_ref()) {
             return Err(SelectError::Unavailable {
                 name: name.to_string(),

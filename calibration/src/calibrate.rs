@@ -2,9 +2,10 @@
 //! suite, choose the best eval and verify backends, and decide.
 //!
 //! Unavailable backends (missing CPU features, disabled by
-//! `MONTANA_DISABLE_BACKENDS`) are skipped. A software GPU adapter
-//! (device type `Cpu`) and backends `auto` never picks are measured and
-//! reported but never chosen. A backend whose measurement fails is reported
+//! `MONTANA_DISABLE_BACKENDS`, the gpu backend on a host without a GPU
+//! device unless named or `MONTANA_GPU_ALLOW_CPU=1`) are skipped. A software
+//! GPU adapter (device type `Cpu`) and backends `auto` never picks are
+//! measured and reported but never chosen. A backend whose measurement fails is reported
 //! with its error and not chosen: one broken path must not stop calibration.
 
 use montana_backends::Registry;

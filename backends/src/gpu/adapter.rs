@@ -9,8 +9,19 @@
 //!
 //! Probing loads the Vulkan loader and asks every driver for its devices,
 //! which takes tens to hundreds of milliseconds, so it happens once per
-//! process and is cached.
+//! process and is cached. It also costs memory for the life of the process:
+//! on a host with Mesa and no GPU, loading lavapipe and the other Mesa
+//! drivers took a node from 24-31 MB resident to 76-89 MB (issue 14). So
+//! the backend does not probe unless the adapter it would find could be
+//! used ([`may_probe`]): the user named the backend (`--backend gpu`,
+//! `MONTANA_BACKEND=gpu`, `montana backends`), `MONTANA_GPU_ALLOW_CPU=1`
+//! is set, `VK_ICD_FILENAMES`/`VK_DRIVER_FILES` pick a driver, or the host
+//! has a GPU device node (`/dev/dri/renderD*`, `/dev/nvidiactl`,
+//! `/dev/dxg`). Without any of these only a software adapter could be
+//! found, and `auto` would never pick it, so the backend reports itself
+//! unavailable without loading Vulkan at all.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use montana_vdf::AdapterInfo;
@@ -26,9 +37,13 @@ pub(crate) struct Probe {
     pub adapters: Vec<wgpu::Adapter>,
 }
 
-/// The cached probe.
+static PROBE: OnceLock<Probe> = OnceLock::new();
+
+/// Set once the user has named the GPU backend in this process.
+static NAMED: AtomicBool = AtomicBool::new(false);
+
+/// The cached probe (made on first call).
 pub(crate) fn probe() -> &'static Probe {
-    static PROBE: OnceLock<Probe> = OnceLock::new();
     PROBE.get_or_init(|| {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::VULKAN,
@@ -65,6 +80,45 @@ pub(crate) fn chosen_is_cpu() -> bool {
 /// Whether `MONTANA_GPU_ALLOW_CPU` lets `auto` use a software adapter.
 pub(crate) fn cpu_allowed() -> bool {
     std::env::var(ENV_ALLOW_CPU).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// Records that the user named the GPU backend (the registry calls it for
+/// `--backend gpu`, `MONTANA_BACKEND=gpu` and `montana backends`): from now
+/// on this process may probe, and a software adapter counts as available.
+pub fn mark_named() {
+    NAMED.store(true, Ordering::Relaxed);
+}
+
+/// Whether this process has probed (loaded Vulkan) already.
+pub fn probed() -> bool {
+    PROBE.get().is_some()
+}
+
+/// Whether looking for adapters is worth its cost: see the module docs.
+pub(crate) fn may_probe() -> bool {
+    probed() || NAMED.load(Ordering::Relaxed) || cpu_allowed() || driver_chosen() || device_node()
+}
+
+/// Whether the user picked a Vulkan driver by its manifest.
+fn driver_chosen() -> bool {
+    ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Whether the host has a device node a hardware Vulkan driver would open:
+/// a DRM render node (AMD, Intel, NVIDIA with modesetting, Mesa's hardware
+/// drivers), NVIDIA's control device, or WSL's GPU device. Costs a
+/// directory listing, not a driver load.
+fn device_node() -> bool {
+    let render = std::fs::read_dir("/dev/dri").is_ok_and(|dir| {
+        dir.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    });
+    render
+        || ["/dev/nvidiactl", "/dev/dxg"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
 }
 
 /// What `montana backends` shows for an adapter.

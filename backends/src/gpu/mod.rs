@@ -14,7 +14,9 @@
 //! - [`bench`]: throughput and CPU/GPU crossover measurement.
 //!
 //! Environment: `MONTANA_GPU_ALLOW_CPU=1` lets `auto` choose a software
-//! adapter; `MONTANA_GPU_TRACE=1` prints every dispatch's size and time;
+//! adapter (and lets the backend look for one: [`adapter`] does not load
+//! Vulkan on a host without a GPU device unless asked to);
+//! `MONTANA_GPU_TRACE=1` prints every dispatch's size and time;
 //! `VK_ICD_FILENAMES` picks the Vulkan driver (see `scripts/gpu-check.sh`).
 //!
 //! Every wgpu failure (no adapter, device creation, validation, out of
@@ -221,6 +223,14 @@ impl Backend for GpuBackend {
         if let Some(why) = context::failure() {
             return Availability::Unavailable(why);
         }
+        if !adapter::may_probe() {
+            // Only a software adapter could be found, and auto never picks
+            // one: loading Vulkan would only cost memory (issue 14).
+            return Availability::Unavailable(format!(
+                "no GPU device on this host (no /dev/dri/renderD*, /dev/nvidiactl); \
+                 a software Vulkan adapter is used only with --backend gpu or {ENV_ALLOW_CPU}=1"
+            ));
+        }
         match adapter::chosen() {
             Some(_) => Availability::Available,
             None => Availability::Unavailable("no GPU adapter found (Vulkan)".into()),
@@ -231,7 +241,7 @@ impl Backend for GpuBackend {
     /// software adapter (a few SIMD lanes per CPU core) far fewer, so that
     /// batches sized by `lanes` (bench, calibration) stay small there.
     fn lanes(&self) -> usize {
-        if adapter::chosen_is_cpu() {
+        if adapter::may_probe() && adapter::chosen_is_cpu() {
             SOFTWARE_LANES.min(self.config.max_lanes)
         } else {
             self.config.max_lanes
@@ -243,13 +253,19 @@ impl Backend for GpuBackend {
     }
 
     fn auto_rank(&self, _suite: HashSuite, op: Operation) -> Option<u32> {
-        if op != Operation::Verify || (adapter::chosen_is_cpu() && !adapter::cpu_allowed()) {
+        if op != Operation::Verify
+            || !adapter::may_probe()
+            || (adapter::chosen_is_cpu() && !adapter::cpu_allowed())
+        {
             return None;
         }
         Some(AUTO_RANK)
     }
 
     fn adapter(&self) -> Option<AdapterInfo> {
+        if !adapter::may_probe() {
+            return None;
+        }
         adapter::chosen().map(|a| adapter::describe(&a.get_info()))
     }
 

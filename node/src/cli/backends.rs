@@ -33,6 +33,8 @@ struct BackendRow {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let reg = registry()?;
+    // Shows what this host has, a software GPU adapter included.
+    reg.name_all();
     let rows: Vec<BackendRow> = reg
         .all()
         .iter()

@@ -54,6 +54,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                         reg.names().join(", ")
                     ))
                 })?;
+            // Named: the gpu backend may open a software adapter.
+            montana_backends::registry::mark_named(name);
             if let Some(reason) = reg.availability(b.as_ref()).reason() {
                 return Err(CliError::bad_input(format!(
                     "backend '{name}' is not available on this host: {reason}"
