@@ -46,7 +46,7 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
-    #[error("database {path} is corrupt: {why}")]
+    #[error("database {path} is corrupt: {why}; move it aside (mv {path} {path}.bad) and start again to catch up from the peers (README: Recovering a node)")]
     Corrupt { path: PathBuf, why: String },
     #[error(
         "window {got} cannot be applied on top of window {tip} (windows apply in order, once)"
@@ -145,6 +145,9 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
         path: dir.to_path_buf(),
         why,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail("not a directory (a file is in its place)".into()));
+    }
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
     if !dir.is_dir() {
         return Err(fail("not a directory".into()));
@@ -155,48 +158,80 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens the database at `path`; damage RocksDB reports in a database
+/// that `existed` is [`StoreError::Corrupt`].
+fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError> {
+    let mut opts = options();
+    opts.create_if_missing(!existed);
+    let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, options()));
+    let db = if read_only {
+        DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+    } else {
+        DB::open_cf_descriptors(&opts, path, cfs)
+    };
+    db.map_err(|e| {
+        let kind = e.kind();
+        let why = e.into_string();
+        if existed
+            && matches!(
+                kind,
+                rocksdb::ErrorKind::Corruption | rocksdb::ErrorKind::InvalidArgument
+            )
+        {
+            return StoreError::Corrupt {
+                path: path.to_path_buf(),
+                why,
+            };
+        }
+        let why = if why.contains("lock") || why.contains("LOCK") {
+            format!("{why} (is another node running on this data dir?)")
+        } else {
+            why
+        };
+        StoreError::Db {
+            path: path.to_path_buf(),
+            why,
+        }
+    })
+}
+
 impl Store {
     /// Opens (or creates) `data_dir/db` for `genesis`'s network.
     pub fn open(data_dir: &Path, genesis: &Genesis) -> Result<Self, StoreError> {
         check_data_dir(data_dir)?;
         let path = data_dir.join("db");
-        let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, options()));
-        let db = DB::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
-            let why = e.into_string();
-            let why = if why.contains("lock") || why.contains("LOCK") {
-                format!("{why} (is another node running on this data dir?)")
-            } else {
-                why
-            };
-            StoreError::Db {
+        // An existing database is never created afresh: RocksDB would start
+        // an empty one where CURRENT is missing, and the node would then
+        // re-initialise from the genesis, silently dropping what it held.
+        let existed = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+        if existed && !path.join("CURRENT").exists() {
+            return Err(StoreError::Corrupt {
+                path,
+                why: "its CURRENT file is missing".into(),
+            });
+        }
+        // An existing database is first checked read-only: RocksDB repairs
+        // some damage (a truncated MANIFEST) by rewriting files as it
+        // opens, so a refused start would otherwise change what it refused.
+        if existed {
+            let checked = Store {
+                db: Arc::new(open_db(&path, existed, true)?),
                 path: path.clone(),
-                why,
-            }
-        })?;
+                tip: Tip::genesis(genesis),
+            };
+            checked.load_tip(genesis, existed)?;
+        }
         let mut store = Store {
-            db: Arc::new(db),
+            db: Arc::new(open_db(&path, existed, false)?),
             path,
             tip: Tip::genesis(genesis),
         };
-        let id = genesis.network_id();
-        match store.get(CF_METADATA, KEY_NETWORK_ID)? {
-            Some(found) if found != id => {
-                return Err(StoreError::OtherNetwork {
-                    path: store.path.clone(),
-                    found: hex::encode(found),
-                    expected: hex::encode(id),
-                })
-            }
-            Some(_) => {
-                let tip = store
-                    .get(CF_METADATA, KEY_TIP)?
-                    .ok_or_else(|| store.corrupt("network id without a tip"))?;
-                store.tip =
-                    Tip::from_bytes(&tip).ok_or_else(|| store.corrupt("tip record length"))?;
-            }
+        match store.load_tip(genesis, existed)? {
+            Some(tip) => store.tip = tip,
             None => {
+                let id = genesis.network_id();
                 let mut batch = WriteBatch::default();
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
@@ -208,6 +243,46 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// The stored tip, checked against the network and its own proposal;
+    /// `None` for a new database (never for one that `existed`).
+    fn load_tip(&self, genesis: &Genesis, existed: bool) -> Result<Option<Tip>, StoreError> {
+        let id = genesis.network_id();
+        match self.get(CF_METADATA, KEY_NETWORK_ID)? {
+            Some(found) if found != id => Err(StoreError::OtherNetwork {
+                path: self.path.clone(),
+                found: hex::encode(found),
+                expected: hex::encode(id),
+            }),
+            Some(_) => {
+                let tip = self
+                    .get(CF_METADATA, KEY_TIP)?
+                    .ok_or_else(|| self.corrupt("network id without a tip"))?;
+                let tip = Tip::from_bytes(&tip).ok_or_else(|| self.corrupt("tip record length"))?;
+                // The tip and its proposal are written in one batch: a tip
+                // without its proposal means records were lost.
+                if tip.window > 0 {
+                    let w = tip.window;
+                    match self.proposal(w)? {
+                        Some(p) if p.hash() == tip.hash => {}
+                        Some(_) => {
+                            return Err(self.corrupt(&format!(
+                                "the proposal of the tip window {w} does not match the tip"
+                            )))
+                        }
+                        None => {
+                            return Err(self.corrupt(&format!(
+                                "the proposal of the tip window {w} is missing"
+                            )))
+                        }
+                    }
+                }
+                Ok(Some(tip))
+            }
+            None if existed => Err(self.corrupt("its records are gone (no network id)")),
+            None => Ok(None),
+        }
     }
 
     /// The last applied window.
@@ -276,12 +351,16 @@ impl Store {
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .get_cf(self.cf(cf), key)
-            .map_err(|e| StoreError::Db {
-                path: self.path.clone(),
-                why: e.into_string(),
-            })
+        self.db.get_cf(self.cf(cf), key).map_err(|e| {
+            if e.kind() == rocksdb::ErrorKind::Corruption {
+                self.corrupt(&e.into_string())
+            } else {
+                StoreError::Db {
+                    path: self.path.clone(),
+                    why: e.into_string(),
+                }
+            }
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
