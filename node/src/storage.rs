@@ -54,6 +54,13 @@ pub enum StoreError {
     OutOfOrder { tip: u64, got: u64 },
 }
 
+impl StoreError {
+    /// A write failed for want of disk space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Db { why, .. } if why.contains("No space left on device") || why.contains("NoSpace"))
+    }
+}
+
 /// The last applied window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tip {
@@ -106,7 +113,8 @@ impl Tip {
 
 /// The open database and the tip it holds.
 pub struct Store {
-    db: Arc<DB>,
+    /// `None` only inside [`Store::reopen`].
+    db: Option<Arc<DB>>,
     path: PathBuf,
     tip: Tip,
 }
@@ -217,14 +225,14 @@ impl Store {
         // opens, so a refused start would otherwise change what it refused.
         if existed {
             let checked = Store {
-                db: Arc::new(open_db(&path, existed, true)?),
+                db: Some(Arc::new(open_db(&path, existed, true)?)),
                 path: path.clone(),
                 tip: Tip::genesis(genesis),
             };
             checked.load_tip(genesis, existed)?;
         }
         let mut store = Store {
-            db: Arc::new(open_db(&path, existed, false)?),
+            db: Some(Arc::new(open_db(&path, existed, false)?)),
             path,
             tip: Tip::genesis(genesis),
         };
@@ -324,7 +332,7 @@ impl Store {
     /// (it sees every window applied before each read).
     pub fn reader(&self) -> StoreReader {
         StoreReader {
-            db: self.db.clone(),
+            db: self.db().clone(),
             path: self.path.clone(),
         }
     }
@@ -341,17 +349,52 @@ impl Store {
 
     /// The number of peers recorded.
     pub fn peer_count(&self) -> usize {
-        self.db
+        self.db()
             .iterator_cf(self.cf(CF_PEERS), rocksdb::IteratorMode::Start)
             .count()
     }
 
+    fn db(&self) -> &Arc<DB> {
+        self.db.as_ref().expect("the database is open")
+    }
+
+    /// Closes and reopens the database, which RocksDB needs after a failed
+    /// write (a full disk): until then it refuses every write. Returns false
+    /// while a reader is still using the database (it does nothing then) or
+    /// while there is still no room to open it for writing. The
+    /// reopened database must hold the tip this store had: the failed write
+    /// left nothing behind.
+    pub fn reopen(&mut self) -> Result<bool, StoreError> {
+        if Arc::strong_count(self.db()) > 1 {
+            return Ok(false);
+        }
+        // RocksDB refuses a second handle on one database in one process:
+        // the old one is closed first.
+        drop(self.db.take());
+        match open_db(&self.path, true, false) {
+            Ok(db) => self.db = Some(Arc::new(db)),
+            Err(e) => {
+                // Still no room to open it for writing: keep serving reads
+                // from a read-only handle (it writes nothing) and try later.
+                self.db = Some(Arc::new(open_db(&self.path, true, true)?));
+                return if e.is_no_space() { Ok(false) } else { Err(e) };
+            }
+        }
+        let tip = self
+            .get(CF_METADATA, KEY_TIP)?
+            .and_then(|b| Tip::from_bytes(&b));
+        if tip != Some(self.tip) {
+            return Err(self.corrupt("the tip changed while the disk was full"));
+        }
+        Ok(true)
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families opened")
+        self.db().cf_handle(name).expect("column families opened")
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(cf), key).map_err(|e| {
+        self.db().get_cf(self.cf(cf), key).map_err(|e| {
             if e.kind() == rocksdb::ErrorKind::Corruption {
                 self.corrupt(&e.into_string())
             } else {
@@ -366,7 +409,7 @@ impl Store {
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(|e| StoreError::Db {
+        self.db().write_opt(batch, &wo).map_err(|e| StoreError::Db {
             path: self.path.clone(),
             why: e.into_string(),
         })
