@@ -502,6 +502,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tip_without_its_proposal_is_refused_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let ps = chain(&g, &k[0], 3);
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            s.apply(&ps).unwrap();
+            // The tip's proposal disappears (a lost record).
+            let cf = s.cf(CF_PROPOSALS);
+            s.db().delete_cf(cf, 3u64.to_be_bytes()).unwrap();
+        }
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("tip window 3 is missing"), "{e}");
+        assert!(e.to_string().contains("move it aside"), "{e}");
+        {
+            // A proposal that does not match the tip.
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_PROPOSALS).unwrap();
+            db.put_cf(cf, 3u64.to_be_bytes(), ps[1].to_bytes()).unwrap();
+        }
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(e.to_string().contains("does not match the tip"), "{e}");
+    }
+
+    #[test]
     fn refuses_another_network_and_unusable_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let (g, _) = genesis();
