@@ -46,12 +46,19 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
-    #[error("database {path} is corrupt: {why}")]
+    #[error("database {path} is corrupt: {why}; move it aside (mv {path} {path}.bad) and start again to catch up from the peers (README: Recovering a node)")]
     Corrupt { path: PathBuf, why: String },
     #[error(
         "window {got} cannot be applied on top of window {tip} (windows apply in order, once)"
     )]
     OutOfOrder { tip: u64, got: u64 },
+}
+
+impl StoreError {
+    /// A write failed for want of disk space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Db { why, .. } if why.contains("No space left on device") || why.contains("NoSpace"))
+    }
 }
 
 /// The last applied window.
@@ -106,7 +113,8 @@ impl Tip {
 
 /// The open database and the tip it holds.
 pub struct Store {
-    db: Arc<DB>,
+    /// `None` only inside [`Store::reopen`].
+    db: Option<Arc<DB>>,
     path: PathBuf,
     tip: Tip,
 }
@@ -145,6 +153,9 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
         path: dir.to_path_buf(),
         why,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail("not a directory (a file is in its place)".into()));
+    }
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
     if !dir.is_dir() {
         return Err(fail("not a directory".into()));
@@ -155,48 +166,80 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens the database at `path`; damage RocksDB reports in a database
+/// that `existed` is [`StoreError::Corrupt`].
+fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError> {
+    let mut opts = options();
+    opts.create_if_missing(!existed);
+    let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, options()));
+    let db = if read_only {
+        DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+    } else {
+        DB::open_cf_descriptors(&opts, path, cfs)
+    };
+    db.map_err(|e| {
+        let kind = e.kind();
+        let why = e.into_string();
+        if existed
+            && matches!(
+                kind,
+                rocksdb::ErrorKind::Corruption | rocksdb::ErrorKind::InvalidArgument
+            )
+        {
+            return StoreError::Corrupt {
+                path: path.to_path_buf(),
+                why,
+            };
+        }
+        let why = if why.contains("lock") || why.contains("LOCK") {
+            format!("{why} (is another node running on this data dir?)")
+        } else {
+            why
+        };
+        StoreError::Db {
+            path: path.to_path_buf(),
+            why,
+        }
+    })
+}
+
 impl Store {
     /// Opens (or creates) `data_dir/db` for `genesis`'s network.
     pub fn open(data_dir: &Path, genesis: &Genesis) -> Result<Self, StoreError> {
         check_data_dir(data_dir)?;
         let path = data_dir.join("db");
-        let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, options()));
-        let db = DB::open_cf_descriptors(&options(), &path, cfs).map_err(|e| {
-            let why = e.into_string();
-            let why = if why.contains("lock") || why.contains("LOCK") {
-                format!("{why} (is another node running on this data dir?)")
-            } else {
-                why
-            };
-            StoreError::Db {
+        // An existing database is never created afresh: RocksDB would start
+        // an empty one where CURRENT is missing, and the node would then
+        // re-initialise from the genesis, silently dropping what it held.
+        let existed = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+        if existed && !path.join("CURRENT").exists() {
+            return Err(StoreError::Corrupt {
+                path,
+                why: "its CURRENT file is missing".into(),
+            });
+        }
+        // An existing database is first checked read-only: RocksDB repairs
+        // some damage (a truncated MANIFEST) by rewriting files as it
+        // opens, so a refused start would otherwise change what it refused.
+        if existed {
+            let checked = Store {
+                db: Some(Arc::new(open_db(&path, existed, true)?)),
                 path: path.clone(),
-                why,
-            }
-        })?;
+                tip: Tip::genesis(genesis),
+            };
+            checked.load_tip(genesis, existed)?;
+        }
         let mut store = Store {
-            db: Arc::new(db),
+            db: Some(Arc::new(open_db(&path, existed, false)?)),
             path,
             tip: Tip::genesis(genesis),
         };
-        let id = genesis.network_id();
-        match store.get(CF_METADATA, KEY_NETWORK_ID)? {
-            Some(found) if found != id => {
-                return Err(StoreError::OtherNetwork {
-                    path: store.path.clone(),
-                    found: hex::encode(found),
-                    expected: hex::encode(id),
-                })
-            }
-            Some(_) => {
-                let tip = store
-                    .get(CF_METADATA, KEY_TIP)?
-                    .ok_or_else(|| store.corrupt("network id without a tip"))?;
-                store.tip =
-                    Tip::from_bytes(&tip).ok_or_else(|| store.corrupt("tip record length"))?;
-            }
+        match store.load_tip(genesis, existed)? {
+            Some(tip) => store.tip = tip,
             None => {
+                let id = genesis.network_id();
                 let mut batch = WriteBatch::default();
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
@@ -208,6 +251,46 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// The stored tip, checked against the network and its own proposal;
+    /// `None` for a new database (never for one that `existed`).
+    fn load_tip(&self, genesis: &Genesis, existed: bool) -> Result<Option<Tip>, StoreError> {
+        let id = genesis.network_id();
+        match self.get(CF_METADATA, KEY_NETWORK_ID)? {
+            Some(found) if found != id => Err(StoreError::OtherNetwork {
+                path: self.path.clone(),
+                found: hex::encode(found),
+                expected: hex::encode(id),
+            }),
+            Some(_) => {
+                let tip = self
+                    .get(CF_METADATA, KEY_TIP)?
+                    .ok_or_else(|| self.corrupt("network id without a tip"))?;
+                let tip = Tip::from_bytes(&tip).ok_or_else(|| self.corrupt("tip record length"))?;
+                // The tip and its proposal are written in one batch: a tip
+                // without its proposal means records were lost.
+                if tip.window > 0 {
+                    let w = tip.window;
+                    match self.proposal(w)? {
+                        Some(p) if p.hash() == tip.hash => {}
+                        Some(_) => {
+                            return Err(self.corrupt(&format!(
+                                "the proposal of the tip window {w} does not match the tip"
+                            )))
+                        }
+                        None => {
+                            return Err(self.corrupt(&format!(
+                                "the proposal of the tip window {w} is missing"
+                            )))
+                        }
+                    }
+                }
+                Ok(Some(tip))
+            }
+            None if existed => Err(self.corrupt("its records are gone (no network id)")),
+            None => Ok(None),
+        }
     }
 
     /// The last applied window.
@@ -249,7 +332,7 @@ impl Store {
     /// (it sees every window applied before each read).
     pub fn reader(&self) -> StoreReader {
         StoreReader {
-            db: self.db.clone(),
+            db: self.db().clone(),
             path: self.path.clone(),
         }
     }
@@ -266,28 +349,67 @@ impl Store {
 
     /// The number of peers recorded.
     pub fn peer_count(&self) -> usize {
-        self.db
+        self.db()
             .iterator_cf(self.cf(CF_PEERS), rocksdb::IteratorMode::Start)
             .count()
     }
 
+    fn db(&self) -> &Arc<DB> {
+        self.db.as_ref().expect("the database is open")
+    }
+
+    /// Closes and reopens the database, which RocksDB needs after a failed
+    /// write (a full disk): until then it refuses every write. Returns false
+    /// while a reader is still using the database (it does nothing then) or
+    /// while there is still no room to open it for writing. The
+    /// reopened database must hold the tip this store had: the failed write
+    /// left nothing behind.
+    pub fn reopen(&mut self) -> Result<bool, StoreError> {
+        if Arc::strong_count(self.db()) > 1 {
+            return Ok(false);
+        }
+        // RocksDB refuses a second handle on one database in one process:
+        // the old one is closed first.
+        drop(self.db.take());
+        match open_db(&self.path, true, false) {
+            Ok(db) => self.db = Some(Arc::new(db)),
+            Err(e) => {
+                // Still no room to open it for writing: keep serving reads
+                // from a read-only handle (it writes nothing) and try later.
+                self.db = Some(Arc::new(open_db(&self.path, true, true)?));
+                return if e.is_no_space() { Ok(false) } else { Err(e) };
+            }
+        }
+        let tip = self
+            .get(CF_METADATA, KEY_TIP)?
+            .and_then(|b| Tip::from_bytes(&b));
+        if tip != Some(self.tip) {
+            return Err(self.corrupt("the tip changed while the disk was full"));
+        }
+        Ok(true)
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families opened")
+        self.db().cf_handle(name).expect("column families opened")
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .get_cf(self.cf(cf), key)
-            .map_err(|e| StoreError::Db {
-                path: self.path.clone(),
-                why: e.into_string(),
-            })
+        self.db().get_cf(self.cf(cf), key).map_err(|e| {
+            if e.kind() == rocksdb::ErrorKind::Corruption {
+                self.corrupt(&e.into_string())
+            } else {
+                StoreError::Db {
+                    path: self.path.clone(),
+                    why: e.into_string(),
+                }
+            }
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(|e| StoreError::Db {
+        self.db().write_opt(batch, &wo).map_err(|e| StoreError::Db {
             path: self.path.clone(),
             why: e.into_string(),
         })
@@ -377,6 +499,32 @@ mod tests {
             assert_eq!(s.proposal(p.window()).unwrap().as_ref(), Some(p));
         }
         assert_eq!(s.peer_count(), 2);
+    }
+
+    #[test]
+    fn a_tip_without_its_proposal_is_refused_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let ps = chain(&g, &k[0], 3);
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            s.apply(&ps).unwrap();
+            // The tip's proposal disappears (a lost record).
+            let cf = s.cf(CF_PROPOSALS);
+            s.db().delete_cf(cf, 3u64.to_be_bytes()).unwrap();
+        }
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("tip window 3 is missing"), "{e}");
+        assert!(e.to_string().contains("move it aside"), "{e}");
+        {
+            // A proposal that does not match the tip.
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_PROPOSALS).unwrap();
+            db.put_cf(cf, 3u64.to_be_bytes(), ps[1].to_bytes()).unwrap();
+        }
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(e.to_string().contains("does not match the tip"), "{e}");
     }
 
     #[test]

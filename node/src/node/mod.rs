@@ -118,6 +118,9 @@ impl Node {
         #[cfg(any(test, feature = "test-faults"))]
         let faults = faults::from_env().map_err(NodeError::Faults)?;
         let store = Store::open(&cfg.data_dir, &genesis)?;
+        if let Some(line) = NodeState::set_aside_if_corrupt(&cfg.data_dir) {
+            tracing::warn!("{line}");
+        }
         let backends = backend_choice::choose(
             &genesis,
             &cfg.data_dir,

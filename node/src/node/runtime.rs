@@ -42,6 +42,10 @@ const START_GRACE: Duration = Duration::from_secs(10);
 /// `state.json` is rewritten at once when something other than a timer or
 /// a counter changed, and at least this often otherwise.
 const STATE_FILE_EVERY: Duration = Duration::from_secs(5);
+/// How often a node with a full disk tries to write again.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// Verified windows kept in memory while the disk is full, at most.
+const MAX_UNWRITTEN: usize = 1024;
 /// How long shutdown waits for backend work in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,6 +121,12 @@ struct Runner {
     /// The last error writing `state.json`, logged once until it changes.
     state_write_error: Option<String>,
     verify_threads: usize,
+    /// Verified windows not yet in the database because the disk is full;
+    /// written, in order, as soon as space returns.
+    unwritten: Vec<Proposal>,
+    /// The disk is full: said once, until writing works again.
+    disk_full: bool,
+    last_write_try: Instant,
 }
 
 pub(super) async fn run(
@@ -159,6 +169,9 @@ pub(super) async fn run(
         last_written_at: Instant::now(),
         state_write_error: None,
         verify_threads: VerifyOptions::default().threads,
+        unwritten: Vec::new(),
+        disk_full: false,
+        last_write_try: Instant::now(),
     };
     r.publish();
     r.send_tip();
@@ -209,6 +222,9 @@ pub(super) async fn run(
                     let a = r.chain.start();
                     r.exec(a)?;
                 }
+                if r.disk_full && r.last_write_try.elapsed() >= WRITE_RETRY {
+                    r.write_unwritten()?;
+                }
                 let a = r.chain.on_tick(Instant::now());
                 r.exec(a)?;
                 if !told_done && r.chain.phase() == "done" {
@@ -233,6 +249,13 @@ pub(super) async fn run(
             Ok(Some(d)) => r.on_done(d)?,
             _ => break,
         }
+    }
+    r.write_unwritten()?;
+    if !r.unwritten.is_empty() {
+        warn!(
+            windows = r.unwritten.len(),
+            "stopping with verified windows not written (disk full); the next start catches them up from the peers"
+        );
     }
     r.publish();
     let final_state = r.state.lock().unwrap().clone();
@@ -280,7 +303,63 @@ impl Runner {
     }
 
     fn apply(&mut self, ps: &[Proposal]) -> Result<(), NodeError> {
-        let tip = self.node.store.apply(ps)?;
+        self.unwritten.extend_from_slice(ps);
+        if !self.disk_full {
+            return self.write_unwritten();
+        }
+        // Paused: the tick tries again; memory stays bounded.
+        if self.unwritten.len() > MAX_UNWRITTEN {
+            return Err(NodeError::Write {
+                path: self.node.data_dir.join("db").display().to_string(),
+                source: std::io::Error::other(format!(
+                    "no space left on device for {MAX_UNWRITTEN} windows; stopping"
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the windows kept in memory. A full disk pauses writing (said
+    /// once, with the database path); the windows stay in memory, in order,
+    /// and are written at the first tick that finds space again (at most
+    /// once per [`WRITE_RETRY`]). Past [`MAX_UNWRITTEN`] windows the node
+    /// stops (see [`Runner::apply`]).
+    fn write_unwritten(&mut self) -> Result<(), NodeError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.last_write_try = Instant::now();
+        if self.disk_full && (self.serving > 0 || !self.node.store.reopen()?) {
+            // A reader is busy, or still no room: the next tick tries again.
+            return Ok(());
+        }
+        let ps = std::mem::take(&mut self.unwritten);
+        match self.node.store.apply(&ps) {
+            Ok(tip) => {
+                if std::mem::take(&mut self.disk_full) {
+                    info!(
+                        windows = ps.len(),
+                        "database writable again; the windows kept in memory are written"
+                    );
+                }
+                self.applied(&ps, tip);
+                Ok(())
+            }
+            Err(e) if self.disk_full || e.is_no_space() => {
+                if !self.disk_full {
+                    self.disk_full = true;
+                    warn!(
+                        "{e}; not applying until space returns (verified windows kept in memory, up to {MAX_UNWRITTEN})"
+                    );
+                }
+                self.unwritten = ps;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn applied(&mut self, ps: &[Proposal], tip: crate::storage::Tip) {
         let now = Instant::now();
         for p in ps {
             info!(window = p.window(), t = %p.header.t, "applied window");
@@ -295,7 +374,6 @@ impl Runner {
         self.last_applied_at = now;
         debug_assert_eq!(tip, self.chain.tip());
         self.publish();
-        Ok(())
     }
 
     fn spawn_verify(&mut self, batch: Batch) {

@@ -145,6 +145,25 @@ impl NodeState {
         std::fs::rename(&tmp, dir.join(STATE_FILE))
     }
 
+    /// At start: a `dir/state.json` that is not a valid snapshot is moved
+    /// to `state.json.corrupt` (kept for the operator) and the node writes a
+    /// new one from its database, the source of truth (the file only
+    /// mirrors `/status`). Returns the line to log when it did so.
+    pub fn set_aside_if_corrupt(dir: &Path) -> Option<String> {
+        let path = dir.join(STATE_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        let e = serde_json::from_slice::<NodeState>(&bytes).err()?;
+        let aside = dir.join(format!("{STATE_FILE}.corrupt"));
+        let kept = match std::fs::rename(&path, &aside) {
+            Ok(()) => format!("kept as {}", aside.display()),
+            Err(r) => format!("could not keep it as {}: {r}", aside.display()),
+        };
+        Some(format!(
+            "{} is not a valid state snapshot ({e}); {kept}; rewritten from the database",
+            path.display()
+        ))
+    }
+
     /// Reads `dir/state.json`, if there is a complete one.
     pub fn read(dir: &Path) -> Option<Self> {
         let b = std::fs::read(dir.join(STATE_FILE)).ok()?;
