@@ -1,16 +1,24 @@
 //! The node's storage: RocksDB under `DIR/db/`.
 //!
 //! Column families:
-//! - `metadata`: `network_id` (32 bytes: a data dir belongs to one network)
-//!   and `tip` (the last applied window: window u64 LE, T 32, proposal hash 32).
+//! - `metadata`: `network_id` (32 bytes: a data dir belongs to one network),
+//!   `tip` (the last cemented window: window u64 LE, T 32, proposal hash 32),
+//!   `state_root` (32: the state root after `tip`), `applied` (the window
+//!   after the tip once its T is verified: window u64 LE, T 32) and
+//!   `signed` (the highest (window, round, step) this node signed, and its
+//!   lock: `chain::Signed`).
 //! - `proposals`: window (u64 big-endian, so keys sort by window) -> the
-//!   proposal bytes (docs/SPEC.md section 7).
+//!   cemented proposal's bytes (docs/SPEC.md section 7).
+//! - `cements`: window (u64 BE) -> the window's canonical Cement (the one
+//!   the next window's proposal names; this node's own until then).
+//! - `state`: consensus state entries (docs/SPEC.md 9.6), key -> value.
 //! - `peers`: peer index (u16 big-endian) -> the genesis peer as JSON.
 //!
-//! Applying windows writes their proposals and the new tip in one atomic
-//! `WriteBatch` with the write-ahead log synced: once [`Store::apply`]
-//! returns, a crash loses nothing, and a restart resumes from exactly that
-//! tip (never applying a window twice). Options are sized for a 1 GB host:
+//! Cementing windows writes their proposals, Cements, the state entries
+//! they change, the new root and the new tip in one atomic `WriteBatch`
+//! with the write-ahead log synced: once [`Store::cement`] returns, a crash
+//! loses nothing, and a restart resumes from exactly that tip (never
+//! applying or paying a window twice). Options are sized for a 1 GB host:
 //! an 8 MiB block cache and 4 MiB write buffers, no compression (hashes do
 //! not compress).
 
@@ -24,14 +32,23 @@ use rocksdb::{
 };
 use thiserror::Error;
 
+use crate::chain::{Cemented, Signed};
+use crate::consensus::active::NodeId;
+use crate::consensus::state::State;
+use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
 use crate::proposal::Proposal;
 
 const CF_METADATA: &str = "metadata";
 const CF_PROPOSALS: &str = "proposals";
+const CF_CEMENTS: &str = "cements";
+const CF_STATE: &str = "state";
 const CF_PEERS: &str = "peers";
 const KEY_NETWORK_ID: &[u8] = b"network_id";
 const KEY_TIP: &[u8] = b"tip";
+const KEY_ROOT: &[u8] = b"state_root";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_SIGNED: &[u8] = b"signed";
 
 /// Storage failures; one line each, naming the path where it helps.
 #[derive(Debug, Error)]
@@ -171,7 +188,7 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
 fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError> {
     let mut opts = options();
     opts.create_if_missing(!existed);
-    let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
+    let cfs = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, options()));
     let db = if read_only {
@@ -243,6 +260,11 @@ impl Store {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
+                let state = genesis.initial_state();
+                for (k, v) in state.entries() {
+                    batch.put_cf(store.cf(CF_STATE), k, v);
+                }
+                batch.put_cf(store.cf(CF_METADATA), KEY_ROOT, state.root().0);
                 for (i, p) in genesis.peers.iter().enumerate() {
                     let json = serde_json::to_vec(p).expect("plain data");
                     batch.put_cf(store.cf(CF_PEERS), (i as u16).to_be_bytes(), json);
@@ -298,29 +320,128 @@ impl Store {
         self.tip
     }
 
-    /// Stores consecutive proposals from `tip + 1` and moves the tip to the
-    /// last, in one synced atomic batch. The caller has verified them.
-    pub fn apply(&mut self, proposals: &[Proposal]) -> Result<Tip, StoreError> {
+    /// Stores consecutive cemented windows from `tip + 1` (proposals,
+    /// Cements, the canonical bundle of each window before, the accounts
+    /// `state` holds for the ids paid, the root) and moves the tip to the
+    /// last, in one synced atomic batch. The caller has verified them;
+    /// `state` is the state after the last.
+    pub fn cement(&mut self, windows: &[Cemented], state: &State) -> Result<Tip, StoreError> {
         let mut tip = self.tip;
         let mut batch = WriteBatch::default();
-        for p in proposals {
+        let mut paid: Vec<NodeId> = Vec::new();
+        for c in windows {
+            let p = &c.proposal;
             if p.window() != tip.window + 1 {
                 return Err(StoreError::OutOfOrder {
                     tip: tip.window,
                     got: p.window(),
                 });
             }
-            batch.put_cf(
-                self.cf(CF_PROPOSALS),
-                p.window().to_be_bytes(),
-                p.to_bytes(),
-            );
+            let w = p.window().to_be_bytes();
+            batch.put_cf(self.cf(CF_PROPOSALS), w, p.to_bytes());
+            batch.put_cf(self.cf(CF_CEMENTS), w, c.cement.encode());
+            if let Some(prev) = &c.prev_bundle {
+                batch.put_cf(self.cf(CF_CEMENTS), (p.window() - 1).to_be_bytes(), prev.encode());
+            }
+            paid.extend_from_slice(&c.paid);
             tip = tip.after(p);
         }
+        paid.sort();
+        paid.dedup();
+        for id in paid {
+            let key = crate::consensus::state::account_key(&id);
+            batch.put_cf(self.cf(CF_STATE), key, state.balance(&id).to_le_bytes());
+        }
+        batch.put_cf(self.cf(CF_METADATA), KEY_ROOT, state.root().0);
         batch.put_cf(self.cf(CF_METADATA), KEY_TIP, tip.to_bytes());
+        batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
         self.write(batch)?;
         self.tip = tip;
         Ok(tip)
+    }
+
+    /// Records (synced) that the window after the tip is applied: its T
+    /// verified.
+    pub fn applied(&mut self, window: u64, t: &Hash32) -> Result<(), StoreError> {
+        let mut v = window.to_le_bytes().to_vec();
+        v.extend_from_slice(&t.0);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_APPLIED, v);
+        self.write(batch)
+    }
+
+    /// The applied window after the tip, if recorded.
+    pub fn applied_window(&self) -> Result<Option<(u64, Hash32)>, StoreError> {
+        Ok(self.get(CF_METADATA, KEY_APPLIED)?.and_then(|b| {
+            (b.len() == 40).then(|| {
+                (
+                    u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+                    Hash32(b[8..].try_into().expect("32 bytes")),
+                )
+            })
+        }))
+    }
+
+    /// Records (synced) the highest step this node signed. Called before
+    /// the signed message is sent.
+    pub fn save_signed(&mut self, s: &Signed) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_SIGNED, s.to_bytes());
+        self.write(batch)
+    }
+
+    /// The highest step this node signed, if any.
+    pub fn signed(&self) -> Result<Option<Signed>, StoreError> {
+        match self.get(CF_METADATA, KEY_SIGNED)? {
+            None => Ok(None),
+            Some(b) => Signed::from_bytes(&b)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("the signed-step record")),
+        }
+    }
+
+    /// The consensus state after the tip (checked against the stored
+    /// root), the maker of the tip's proposal and the tip's stored Cement.
+    pub fn consensus(&self, genesis: &Genesis) -> Result<(State, NodeId, Option<Cement>), StoreError> {
+        let mut accounts = std::collections::BTreeMap::new();
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.corrupt(&e.into_string()))?;
+            if let Some(id) = crate::consensus::state::account_of_key(&k) {
+                let b: [u8; 8] = v[..]
+                    .try_into()
+                    .map_err(|_| self.corrupt("an account balance is not 8 bytes"))?;
+                accounts.insert(id, u64::from_le_bytes(b));
+            }
+        }
+        let state = State::new(genesis.active_set(), accounts);
+        let stored = self
+            .get(CF_METADATA, KEY_ROOT)?
+            .ok_or_else(|| self.corrupt("no state root"))?;
+        if stored[..] != state.root().0[..] {
+            return Err(self.corrupt("the accounts do not match the stored state root"));
+        }
+        let (proposer, cement) = if self.tip.window == 0 {
+            (genesis.node_id(genesis.proposer()), None)
+        } else {
+            let p = self
+                .proposal(self.tip.window)?
+                .ok_or_else(|| self.corrupt("the tip's proposal is missing"))?;
+            let c = self
+                .get(CF_CEMENTS, &self.tip.window.to_be_bytes())?
+                .map(|b| Cement::decode(&b))
+                .transpose()
+                .map_err(|e| self.corrupt(&format!("the tip's Cement: {e}")))?;
+            (p.header.proposer, c)
+        };
+        Ok((state, proposer, cement))
+    }
+
+    /// The stored Cement bytes of `window`.
+    pub fn cement_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_CEMENTS, &window.to_be_bytes())
     }
 
     /// The stored proposal bytes of `window`, if applied.
@@ -431,12 +552,18 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// The stored proposal bytes of `window`, if applied.
+    /// The stored proposal bytes of `window`, if cemented.
     pub fn proposal_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_PROPOSALS)
-            .expect("column families opened");
+        self.read(CF_PROPOSALS, window)
+    }
+
+    /// The stored Cement bytes of `window`, if cemented.
+    pub fn cement_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(CF_CEMENTS, window)
+    }
+
+    fn read(&self, cf: &str, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.db.cf_handle(cf).expect("column families opened");
         self.db
             .get_cf(cf, window.to_be_bytes())
             .map_err(|e| StoreError::Db {

@@ -8,8 +8,9 @@
 //! Compiled only with the `test-faults` cargo feature (and in unit tests):
 //! the production binary contains no fault injector.
 
+use crate::consensus::propose::{Propose, ProposeKey};
 use crate::keys::NodeKeys;
-use crate::proposal::Proposal;
+use crate::proposal::{Basis, Proposal};
 
 /// The environment variable holding the fault list.
 pub const ENV_FAULTS: &str = "MONTANA_TEST_FAULTS";
@@ -44,33 +45,47 @@ pub fn from_env() -> Result<Vec<Fault>, String> {
     parse(&std::env::var(ENV_FAULTS).unwrap_or_default())
 }
 
-/// The bad proposals to send before the real `p`.
-pub fn bad_twins(faults: &[Fault], keys: &NodeKeys, p: &Proposal) -> Vec<Proposal> {
+/// The bad Proposes to send before the real `m` (round 0 only): a forged
+/// one (its proposal signed by a key outside the active set: rejected
+/// before it can take the round) and a corrupted one (correctly signed,
+/// one checkpoint wrong: it takes round 0, fails verification everywhere,
+/// and the next round's proposer carries the window).
+pub fn bad_twins(faults: &[Fault], keys: &NodeKeys, m: &Propose) -> Vec<Propose> {
+    let p = &m.proposal;
     let h = &p.header;
+    if m.key.round != 0 || m.key.valid_round.is_some() {
+        return Vec::new();
+    }
+    let basis = Basis {
+        window: h.window,
+        link: h.link,
+        bundle: h.bundle,
+        state_root: h.state_root,
+    };
     faults
         .iter()
-        .filter_map(|f| match *f {
-            Fault::Forge(w) if w == h.window => {
-                let stranger = NodeKeys::generate().ok()?;
-                Some(Proposal::sign(
-                    &stranger,
-                    h.suite,
-                    h.window,
-                    h.link,
-                    h.d,
-                    h.proposer,
-                    p.checkpoints.clone(),
-                ))
-            }
-            Fault::CorruptCheckpoint(w) if w == h.window => {
-                let mut cps = p.checkpoints.clone();
-                let i = cps.len() / 2;
-                cps[i].0[0] ^= 0x80;
-                Some(Proposal::sign(
-                    keys, h.suite, h.window, h.link, h.d, h.proposer, cps,
-                ))
-            }
-            _ => None,
+        .filter_map(|f| {
+            let bad = match *f {
+                Fault::Forge(w) if w == h.window => {
+                    let stranger = NodeKeys::generate().ok()?;
+                    Proposal::sign(&stranger, h.suite, h.d, basis, p.checkpoints.clone())
+                }
+                Fault::CorruptCheckpoint(w) if w == h.window => {
+                    let mut cps = p.checkpoints.clone();
+                    let i = cps.len() / 2;
+                    cps[i].0[0] ^= 0x80;
+                    if i + 1 == cps.len() {
+                        return None; // K = 1: T itself, caught by decoding
+                    }
+                    Proposal::sign(keys, h.suite, h.d, basis, cps)
+                }
+                _ => return None,
+            };
+            let key = ProposeKey {
+                value: montana_vdf::Hash32(bad.hash()),
+                ..m.key
+            };
+            Some(Propose::sign(key, bad, keys))
         })
         .collect()
 }

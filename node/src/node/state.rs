@@ -46,6 +46,14 @@ pub struct NodeState {
     pub cemented: u64,
     /// T(window), 64 lowercase hex.
     pub t: String,
+    /// The state root after everything up to `cemented` (docs/SPEC.md 9.5),
+    /// 64 lowercase hex.
+    pub state_root: String,
+    /// The agreement round of the window being decided (null when none).
+    pub round: Option<u32>,
+    /// Seconds from applying the last window to cementing it here (null
+    /// before one was both applied and cemented live).
+    pub cement_latency_secs: Option<f64>,
     /// The window this node fast-synced from; null if it never did.
     pub snapshot_window: Option<u64>,
     /// Windows behind the best window a peer has shown.
@@ -232,6 +240,7 @@ mod tests {
             "window",
             "cemented",
             "t",
+            "state_root",
             "snapshot_window",
             "lag",
             "rss_bytes",
