@@ -128,6 +128,7 @@ pub fn plan(
             noise_public_key: pk.noise_public_key,
             signing_public_key: pk.signing_public_key,
             bootstrap: i == 0,
+            weight: 1,
         });
         nodes.push(DevnetNode {
             label,

@@ -91,6 +91,7 @@ fn seeds_decode_and_are_written_when_asked() {
         noise_public_key: [&keys, &other][i as usize].public_keys().noise_public_key,
         signing_public_key: [&keys, &other][i as usize].public_keys().signing_public_key,
         bootstrap: boot,
+        weight: 1,
     };
     if let Ok(g) = Genesis::new(
         vec![peer(0, true), peer(1, false)],

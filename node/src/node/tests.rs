@@ -34,6 +34,7 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
             noise_public_key: pk.noise_public_key,
             signing_public_key: pk.signing_public_key,
             bootstrap: i == 0,
+            weight: 1,
         });
         data.push(dd);
     }
