@@ -778,7 +778,7 @@ impl Chain {
             to: None,
             msg: Message::Vote(Box::new(vote.clone())),
         });
-        self.count_vote(vote, more);
+        let _ = self.count_vote(vote, more);
     }
 
     /// Counts a checked vote in the live agreement.

@@ -154,8 +154,7 @@ pub fn plan(
 }
 
 /// One node in the devnet's JSON verdict: the node-state fields of the
-/// shared contracts (docs/SPEC.md section 11.1) that exist so far
-/// (`state_root` comes with consensus state).
+/// shared contracts (docs/SPEC.md section 11.1).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct NodeReport {
     pub label: String,
@@ -166,6 +165,7 @@ pub struct NodeReport {
     pub window: u64,
     pub cemented: u64,
     pub t: String,
+    pub state_root: String,
     pub snapshot_window: Option<u64>,
     pub lag: u64,
     pub rss_bytes: u64,
@@ -191,13 +191,16 @@ pub struct Report {
     pub nodes: Vec<NodeReport>,
 }
 
-/// Builds the report and compares the nodes: every node reported, all on
-/// the same window (at least `windows`) with the same T. `converged` is
-/// left false: it is set once [`check_timechain`] has also passed.
+/// Builds the report and compares the surviving nodes (those not in
+/// `killed`, which are reported with phase `killed`): every one reported,
+/// all applied and cemented the same window (at least `windows`) with the
+/// same T and state root. `converged` is left false: it is set once
+/// [`check_timechain`] has also passed.
 pub fn compare(
     genesis: &Genesis,
     windows: u64,
     states: &[Option<NodeState>],
+    killed: &[usize],
 ) -> (Report, Result<(), String>) {
     let nodes: Vec<NodeReport> = states
         .iter()
@@ -212,6 +215,7 @@ pub fn compare(
                 window: s.window,
                 cemented: s.cemented,
                 t: s.t.clone(),
+                state_root: s.state_root.clone(),
                 snapshot_window: s.snapshot_window,
                 lag: s.lag,
                 rss_bytes: s.rss_bytes,
@@ -228,6 +232,7 @@ pub fn compare(
                 window: 0,
                 cemented: 0,
                 t: String::new(),
+                state_root: String::new(),
                 snapshot_window: None,
                 lag: 0,
                 rss_bytes: 0,
@@ -237,23 +242,43 @@ pub fn compare(
             },
         })
         .collect();
+    let mut nodes = nodes;
+    for &i in killed {
+        if let Some(n) = nodes.get_mut(i) {
+            n.phase = "killed".into();
+        }
+    }
+    let alive: Vec<usize> = (0..nodes.len()).filter(|i| !killed.contains(i)).collect();
     let check = (|| {
-        if let Some(i) = states.iter().position(Option::is_none) {
+        if let Some(&i) = alive.iter().find(|&&i| states[i].is_none()) {
             return Err(format!("{} reported no state", genesis.peers[i].label));
         }
-        let first = &nodes[0];
-        for n in &nodes[1..] {
-            if (n.window, &n.t) != (first.window, &first.t) {
+        let Some(&f) = alive.first() else {
+            return Err("no node survived".into());
+        };
+        let first = &nodes[f];
+        for &i in &alive[1..] {
+            let n = &nodes[i];
+            if (n.window, n.cemented, &n.t, &n.state_root)
+                != (first.window, first.cemented, &first.t, &first.state_root)
+            {
                 return Err(format!(
-                    "{} ended on window {} but {} on window {} (or with another T)",
-                    n.label, n.window, first.label, first.window
+                    "{} ended on window {} (cemented {}, root {}) but {} on window {} (cemented {}, root {}), or with another T",
+                    n.label,
+                    n.window,
+                    n.cemented,
+                    short(&n.state_root),
+                    first.label,
+                    first.window,
+                    first.cemented,
+                    short(&first.state_root)
                 ));
             }
         }
-        if first.window < windows {
+        if first.cemented < windows {
             return Err(format!(
-                "the devnet reached window {} of {windows}",
-                first.window
+                "the devnet cemented window {} of {windows}",
+                first.cemented
             ));
         }
         Ok(())
@@ -263,12 +288,20 @@ pub fn compare(
         d: genesis.d,
         checkpoints: genesis.checkpoints,
         windows,
-        window: nodes.iter().map(|n| n.window).min().unwrap_or(0),
+        window: alive
+            .iter()
+            .map(|&i| nodes[i].cemented)
+            .min()
+            .unwrap_or(0),
         interrupted: false,
         converged: false,
         nodes,
     };
     (report, check)
+}
+
+fn short(h: &str) -> &str {
+    &h[..16.min(h.len())]
 }
 
 /// Why [`check_timechain`] did not pass.
