@@ -78,6 +78,8 @@ pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
 /// A node one window behind a peer's claim waits this long for the live
 /// agreement before it fetches the window instead.
 pub const CATCH_UP_DELAY: Duration = Duration::from_secs(2);
+/// How often an undecided window's own latest votes are sent again.
+pub const RESEND_EVERY: Duration = Duration::from_secs(2);
 /// Proposals (values) held for the live window.
 const MAX_VALUES: usize = 16;
 /// Verified Cements held for the cemented tip (candidates for bundles).
@@ -317,6 +319,13 @@ struct Claim {
     demoted_until: Option<Instant>,
 }
 
+fn sig_prefix(sig: &[u8]) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    let n = sig.len().min(16);
+    p[..n].copy_from_slice(&sig[..n]);
+    p
+}
+
 fn weight(p: &Proposal) -> usize {
     crate::proposal::HEADER_LEN + SIGNATURE_LEN + 32 * p.checkpoints.len()
 }
@@ -343,13 +352,22 @@ struct Live {
     to_validate: VecDeque<Hash32>,
     /// The value being verified on the backend.
     verifying: Option<Hash32>,
-    /// Votes counted (for dedup before any signature check).
-    votes: HashSet<VoteKey>,
+    /// Votes counted, with the first bytes of their signature (dedup before
+    /// any signature check: the same bytes again are a resend, ignored; the
+    /// same vote re-signed is counted as `vote_duplicate`).
+    votes: HashMap<VoteKey, [u8; 16]>,
     /// Precommits with their signatures, to assemble a Cement.
     precommits: HashMap<(u32, Hash32), Vec<Vote>>,
     /// The round in which this node must propose a new value once T is known.
     want_propose: Option<u32>,
     last_beacon: Option<Instant>,
+    /// When the missing bundle of a waiting value was last asked for.
+    asked_bundle: Option<Instant>,
+    /// This node's latest votes in this window, sent again every
+    /// [`RESEND_EVERY`] while the window is undecided (a node that was
+    /// down or cut off when they were sent gets them then).
+    mine: Vec<Vote>,
+    last_resend: Instant,
 }
 
 /// The state machine. See the module docs.
@@ -390,6 +408,8 @@ pub struct Chain {
     stopped: bool,
     started: bool,
     last_window: Option<u64>,
+    /// The latest time an event brought.
+    clock: Instant,
 }
 
 impl Chain {
@@ -438,6 +458,7 @@ impl Chain {
             stopped: false,
             started: false,
             last_window: None,
+            clock: Instant::now(),
         }
     }
 
@@ -548,6 +569,7 @@ impl Chain {
     /// Starts the agreement (the node calls it once its peers had a chance
     /// to connect).
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
         self.started = true;
         self.open_window(now, &mut out);
@@ -559,6 +581,7 @@ impl Chain {
 
     /// A message from `peer` (requests are the node's to serve).
     pub fn on_message(&mut self, peer: PeerIndex, msg: Message, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
         match msg {
             Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, now),
@@ -608,6 +631,7 @@ impl Chain {
     /// Periodic: demotes the peer of a request unanswered for
     /// [`REQUEST_TIMEOUT`], sends a Beacon when one is due.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
         if let Some((peer, _, at)) = self.requested {
             if now.saturating_duration_since(at) >= REQUEST_TIMEOUT {
@@ -616,12 +640,24 @@ impl Chain {
             }
         }
         self.beacon(now, &mut out);
+        if let Some(live) = self.live.as_mut() {
+            if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
+                live.last_resend = now;
+                for v in &live.mine {
+                    out.push(Action::Send {
+                        to: None,
+                        msg: Message::Vote(Box::new(v.clone())),
+                    });
+                }
+            }
+        }
         self.next_work(now, &mut out);
         out
     }
 
     /// A timer armed by [`Action::Arm`] fired.
     pub fn on_timeout(&mut self, window: u64, timer: Timeout, round: u32, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
         if let Some(live) = self.live.as_mut().filter(|l| l.window == window) {
             let mut outs = Vec::new();
@@ -658,10 +694,13 @@ impl Chain {
             proposed_rounds: HashSet::new(),
             to_validate: VecDeque::new(),
             verifying: None,
-            votes: HashSet::new(),
+            votes: HashMap::new(),
             precommits: HashMap::new(),
             want_propose: None,
             last_beacon: None,
+            asked_bundle: None,
+            mine: Vec::new(),
+            last_resend: now,
         });
         self.known.retain(|(w, _)| *w >= window);
         self.drive(outs, now, out);
@@ -778,6 +817,11 @@ impl Chain {
             to: None,
             msg: Message::Vote(Box::new(vote.clone())),
         });
+        if let Some(live) = self.live.as_mut() {
+            // The latest prevote and precommit are what a late node needs.
+            live.mine.retain(|v| v.key.kind != kind);
+            live.mine.push(vote.clone());
+        }
         let _ = self.count_vote(vote, more);
     }
 
@@ -798,7 +842,7 @@ impl Chain {
                 more,
             )
             .map_err(|e| e.kind())?;
-        live.votes.insert(k);
+        live.votes.insert(k, sig_prefix(&vote.signature));
         if let (VoteKind::Precommit, Some(v)) = (k.kind, k.value) {
             live.precommits.entry((k.round, v)).or_default().push(vote);
         }
@@ -974,6 +1018,7 @@ impl Chain {
 
     /// The result of an [`Action::Evaluate`]: K checkpoints of `window`.
     pub fn on_evaluated(&mut self, window: u64, checkpoints: Vec<Hash32>, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
         self.evaluating = None;
         if window > self.tip.window && checkpoints.len() == self.rules.checkpoints as usize {
@@ -1096,9 +1141,18 @@ impl Chain {
             };
             match self.check_value(&p) {
                 Err(None) => {
-                    // The bundle it names has not arrived: ask its sender.
+                    // The bundle it names has not arrived: ask its sender
+                    // (at most once per request timeout).
+                    let now = self.clock;
                     let live = self.live.as_mut().expect("live");
                     live.to_validate.push_back(v);
+                    if live
+                        .asked_bundle
+                        .is_some_and(|t| now.saturating_duration_since(t) < REQUEST_TIMEOUT)
+                    {
+                        return;
+                    }
+                    live.asked_bundle = Some(now);
                     if let Some(peer) = peer {
                         out.push(Action::Send {
                             to: Some(peer),
@@ -1112,7 +1166,7 @@ impl Chain {
                 }
                 Err(Some(reason)) => {
                     self.reject(peer, p.window(), reason, out);
-                    self.validated(v, false, Instant::now(), out);
+                    self.validated(v, false, self.clock, out);
                 }
                 Ok(()) => {
                     let window = p.window();
@@ -1120,7 +1174,7 @@ impl Chain {
                         .known_checkpoints(window)
                         .is_some_and(|c| crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash)
                     {
-                        self.validated(v, true, Instant::now(), out);
+                        self.validated(v, true, self.clock, out);
                         continue;
                     }
                     let live = self.live.as_mut().expect("live");
@@ -1201,9 +1255,12 @@ impl Chain {
         if self.rules.set.index_of(&k.signer).is_none() {
             return self.reject(peer, k.window, Reject::Vote("vote_non_member"), out);
         }
-        if live.votes.contains(&k) {
-            // The same vote again, perhaps re-signed: counted once, and no
-            // signature check spent on it.
+        if let Some(prefix) = live.votes.get(&k) {
+            // The same vote again: a resend (same bytes) is ignored; a
+            // re-signed copy is counted. Neither costs a signature check.
+            if *prefix == sig_prefix(&v.signature) {
+                return;
+            }
             return self.reject(peer, k.window, Reject::Vote("vote_duplicate"), out);
         }
         self.signature_checks += 1;
@@ -1238,7 +1295,7 @@ impl Chain {
         let live = self.live.as_mut().expect("checked");
         let mut outs = Vec::new();
         live.agreement.on_beacon(b.round, b.signer, &mut outs);
-        self.drive(outs, Instant::now(), out);
+        self.drive(outs, self.clock, out);
     }
 
     fn on_cement(&mut self, peer: Option<PeerIndex>, c: Cement, now: Instant, out: &mut Vec<Action>) {
@@ -1364,6 +1421,7 @@ impl Chain {
     /// The result of an [`Action::Verify`]; `Err` is a backend failure (the
     /// work goes back to wait for a retry, nobody is blamed).
     pub fn on_verified(&mut self, batch: Batch, outcome: Result<VerifyOutcome, String>, now: Instant) -> Vec<Action> {
+        self.clock = now;
         self.verifying = false;
         self.verifying_upto = 0;
         let mut out = Vec::new();

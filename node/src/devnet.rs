@@ -418,6 +418,8 @@ mod tests {
         Some(NodeState {
             label: label.into(),
             window,
+            cemented: window,
+            state_root: "ab".repeat(32),
             t,
             phase: "stopped".into(),
             ..Default::default()
@@ -437,7 +439,7 @@ mod tests {
         let good: Vec<_> = (0..3)
             .map(|i| state(&format!("node{i}"), 2, t2.clone()))
             .collect();
-        let (r, ok) = compare(&p.genesis, 2, &good);
+        let (r, ok) = compare(&p.genesis, 2, &good, &[]);
         assert!(ok.is_ok(), "{ok:?}");
         assert_eq!((r.window, r.interrupted, r.converged), (2, false, false));
         assert_eq!(r.nodes.len(), 3);
@@ -455,36 +457,41 @@ mod tests {
             assert!(json.get(k).is_some(), "{k}");
         }
         // Short of the target, split, a missing node: all fail.
-        assert!(compare(&p.genesis, 3, &good).1.is_err());
+        assert!(compare(&p.genesis, 3, &good, &[]).1.is_err());
         let mut split = good.clone();
         split[2] = state("node2", 1, t2.clone());
-        let (r, ok) = compare(&p.genesis, 1, &split);
+        let (r, ok) = compare(&p.genesis, 1, &split, &[]);
         assert!(ok.is_err());
         assert_eq!(r.window, 1, "the lowest node window");
         let mut missing = good.clone();
         missing[1] = None;
-        assert!(compare(&p.genesis, 2, &missing).1.is_err());
+        assert!(compare(&p.genesis, 2, &missing, &[]).1.is_err());
+        // Another state root on one node: not converged.
+        let mut forked = good.clone();
+        forked[1].as_mut().unwrap().state_root = "cd".repeat(32);
+        assert!(compare(&p.genesis, 2, &forked, &[]).1.is_err());
+        // A killed node is left out of the comparison and reported killed.
+        let (r, ok) = compare(&p.genesis, 2, &split, &[2]);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(r.nodes[2].phase, "killed");
     }
 
     /// Stores windows 1..=n in `node`'s data dir, evaluated with the oracle;
     /// `corrupt` replaces one checkpoint of that window (consistently signed).
     fn store_windows(p: &Plan, node: usize, n: u64, corrupt: Option<u64>) -> Hash32 {
-        use crate::proposal::Proposal;
         let g = &p.genesis;
-        let keys = NodeKeys::load(&p.nodes[node].dir.join("keys")).unwrap();
-        let mut store = Store::open(&p.nodes[node].dir, g).unwrap();
-        let params = ChainParams::new(g.d, g.checkpoints).unwrap();
-        for w in 1..=n {
-            let tip = store.tip();
-            let mut cps = ScalarBackend
-                .evaluate(g.hash, &tip.t, params, &EvalControl::none())
-                .unwrap();
+        let keys: Vec<NodeKeys> = p
+            .nodes
+            .iter()
+            .map(|n| NodeKeys::load(&n.dir.join("keys")).unwrap())
+            .collect();
+        let (ws, state) = crate::testutil::cemented_chain(g, &keys, 0, n, |w, cps| {
             if corrupt == Some(w) {
                 cps[0] = Hash32([0xee; 32]);
             }
-            let prop = Proposal::sign(&keys, g.hash, w, tip.hash, g.d, 0, cps);
-            store.apply(&[prop]).unwrap();
-        }
+        });
+        let mut store = Store::open(&p.nodes[node].dir, g).unwrap();
+        store.cement(&ws, &state).unwrap();
         store.tip().t
     }
 

@@ -578,7 +578,7 @@ mod tests {
     use super::*;
     use crate::genesis::tests::peers;
     use crate::keys::NodeKeys;
-    use crate::testutil::chain;
+    use crate::testutil::cemented_chain;
     use montana_vdf::HashSuite;
 
     fn genesis() -> (Genesis, Vec<NodeKeys>) {
@@ -587,55 +587,93 @@ mod tests {
     }
 
     #[test]
-    fn restart_resumes_from_the_last_applied_window() {
+    fn restart_resumes_from_the_last_cemented_window_with_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let (g, k) = genesis();
-        let ps = chain(&g, &k[0], 5);
+        let (ws, state) = cemented_chain(&g, &k, 0, 5, |_, _| {});
+        let state_at = |n: usize| {
+            let (_, s) = cemented_chain(&g, &k, 0, n as u64, |_, _| {});
+            s
+        };
         {
             let mut s = Store::open(dir.path(), &g).unwrap();
             assert_eq!(s.tip(), Tip::genesis(&g));
             assert_eq!(s.peer_count(), 2);
-            s.apply(&ps[..2]).unwrap();
-            s.apply(&ps[2..3]).unwrap();
+            s.cement(&ws[..2], &state_at(2)).unwrap();
+            s.cement(&ws[2..3], &state_at(3)).unwrap();
             assert_eq!(s.tip().window, 3);
         }
         let mut s = Store::open(dir.path(), &g).unwrap();
-        assert_eq!(
-            s.tip(),
-            Tip::genesis(&g).after(&ps[0]).after(&ps[1]).after(&ps[2])
-        );
-        assert_eq!(s.tip().t, ps[2].header.t);
+        let tip = Tip::genesis(&g)
+            .after(&ws[0].proposal)
+            .after(&ws[1].proposal)
+            .after(&ws[2].proposal);
+        assert_eq!(s.tip(), tip);
+        let (st, proposer, bundle) = s.consensus(&g).unwrap();
+        assert_eq!(st, state_at(3));
+        assert_eq!(proposer, ws[2].proposal.header.proposer);
+        assert_eq!(bundle.as_ref(), Some(&ws[2].cement));
         // Nothing applied twice, nothing skipped.
         assert!(matches!(
-            s.apply(&ps[2..3]),
+            s.cement(&ws[2..3], &state_at(3)),
             Err(StoreError::OutOfOrder { tip: 3, got: 3 })
         ));
         assert!(matches!(
-            s.apply(&ps[4..5]),
+            s.cement(&ws[4..5], &state),
             Err(StoreError::OutOfOrder { tip: 3, got: 5 })
         ));
         // A batch failing half-way writes nothing.
-        assert!(s.apply(&[ps[3].clone(), ps[3].clone()]).is_err());
+        assert!(s.cement(&[ws[3].clone(), ws[3].clone()], &state).is_err());
         assert_eq!(s.tip().window, 3);
         drop(s);
         let mut s = Store::open(dir.path(), &g).unwrap();
         assert_eq!(s.tip().window, 3);
         assert!(s.proposal(4).unwrap().is_none());
-        s.apply(&ps[3..]).unwrap();
-        for p in &ps {
-            assert_eq!(s.proposal(p.window()).unwrap().as_ref(), Some(p));
+        s.cement(&ws[3..], &state).unwrap();
+        for c in &ws {
+            assert_eq!(s.proposal(c.proposal.window()).unwrap().as_ref(), Some(&c.proposal));
         }
-        assert_eq!(s.peer_count(), 2);
+        assert_eq!(s.consensus(&g).unwrap().0, state);
+        // The signed step survives a restart.
+        let signed = Signed {
+            window: 6,
+            round: 1,
+            step: 2,
+            locked: Some((montana_vdf::Hash32([4; 32]), 1)),
+        };
+        s.save_signed(&signed).unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.signed().unwrap(), Some(signed));
+    }
+
+    #[test]
+    fn accounts_that_do_not_match_the_root_are_refused_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            s.cement(&ws, &state).unwrap();
+            let id = g.node_id(0);
+            let cf = s.cf(CF_STATE);
+            s.db()
+                .put_cf(cf, crate::consensus::state::account_key(&id), 1u64.to_le_bytes())
+                .unwrap();
+        }
+        let s = Store::open(dir.path(), &g).unwrap();
+        let e = s.consensus(&g).unwrap_err();
+        assert!(e.to_string().contains("state root"), "{e}");
     }
 
     #[test]
     fn a_tip_without_its_proposal_is_refused_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let (g, k) = genesis();
-        let ps = chain(&g, &k[0], 3);
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
         {
             let mut s = Store::open(dir.path(), &g).unwrap();
-            s.apply(&ps).unwrap();
+            s.cement(&ws, &state).unwrap();
             // The tip's proposal disappears (a lost record).
             let cf = s.cf(CF_PROPOSALS);
             s.db().delete_cf(cf, 3u64.to_be_bytes()).unwrap();
@@ -648,7 +686,7 @@ mod tests {
             // A proposal that does not match the tip.
             let db = open_db(&dir.path().join("db"), true, false).unwrap();
             let cf = db.cf_handle(CF_PROPOSALS).unwrap();
-            db.put_cf(cf, 3u64.to_be_bytes(), ps[1].to_bytes()).unwrap();
+            db.put_cf(cf, 3u64.to_be_bytes(), ws[1].proposal.to_bytes()).unwrap();
         }
         let e = Store::open(dir.path(), &g).unwrap_err();
         assert!(e.to_string().contains("does not match the tip"), "{e}");

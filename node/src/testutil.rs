@@ -11,6 +11,7 @@ use crate::keys::NodeKeys;
 use crate::proposal::{Basis, Proposal};
 use crate::storage::Tip;
 use montana_vdf::Hash32;
+use std::borrow::Borrow;
 
 /// The K checkpoints of one window from `start`, by the reference step.
 pub fn checkpoints(g: &Genesis, start: Hash32) -> Vec<Hash32> {
@@ -25,10 +26,11 @@ pub fn checkpoints(g: &Genesis, start: Hash32) -> Vec<Hash32> {
 }
 
 /// A Cement of `p` (round 0) signed by every key in `keys`.
-pub fn cement_of(g: &Genesis, keys: &[NodeKeys], p: &Proposal) -> Cement {
+pub fn cement_of<K: Borrow<NodeKeys>>(g: &Genesis, keys: &[K], p: &Proposal) -> Cement {
     let votes: Vec<Vote> = keys
         .iter()
         .map(|k| {
+            let k = k.borrow();
             Vote::sign(
                 VoteKey {
                     kind: VoteKind::Precommit,
@@ -48,9 +50,9 @@ pub fn cement_of(g: &Genesis, keys: &[NodeKeys], p: &Proposal) -> Cement {
 /// Windows 1..=n made by `keys[maker]`, each cemented by all of `keys`
 /// (the genesis peers' keys), and the state after the last. `edit` may
 /// change a window's checkpoints before it is signed.
-pub fn cemented_chain(
+pub fn cemented_chain<K: Borrow<NodeKeys>>(
     g: &Genesis,
-    keys: &[NodeKeys],
+    keys: &[K],
     maker: usize,
     n: u64,
     mut edit: impl FnMut(u64, &mut Vec<Hash32>),
@@ -75,7 +77,7 @@ pub fn cemented_chain(
             bundle: prev.as_ref().map_or([0; 32], |(_, c)| c.hash().0),
             state_root: state.root(),
         };
-        let p = Proposal::sign(&keys[maker], g.hash, g.d, basis, cps);
+        let p = Proposal::sign(keys[maker].borrow(), g.hash, g.d, basis, cps);
         let cement = cement_of(g, keys, &p);
         tip = tip.after(&p);
         prev = Some((p.header.proposer, cement.clone()));

@@ -15,7 +15,8 @@ use montana_node::keys::NodeKeys;
 use montana_node::messages::Message;
 use montana_node::net::envelope::Envelope;
 use montana_node::net::frame;
-use montana_node::proposal::Proposal;
+use montana_node::consensus::propose::{Beacon, Propose, ProposeKey};
+use montana_node::proposal::{Basis, Proposal};
 use montana_node::storage::Tip;
 use montana_vdf::json::ProofJson;
 use montana_vdf::{encoding, ChainParams, Hash32, HashSuite, Proof};
@@ -48,17 +49,56 @@ fn seeds_decode_and_are_written_when_asked() {
     }
 
     // Proposals and the messages that carry them.
-    let prop = Proposal::sign(&keys, HashSuite::Sha256, 3, [7; 32], 400, 0, cps.clone());
+    let basis = Basis {
+        window: 3,
+        link: [7; 32],
+        bundle: [6; 32],
+        state_root: Hash32([5; 32]),
+    };
+    let prop = Proposal::sign(&keys, HashSuite::Sha256, 400, basis, cps.clone());
     write(dir, "proposal", "one", &prop.to_bytes());
+    let me = NodeId::of(keys.verifying_key());
+    let propose = Propose::sign(
+        ProposeKey {
+            network_id: [1; 32],
+            window: 3,
+            round: 1,
+            valid_round: Some(0),
+            value: Hash32(prop.hash()),
+            signer: me,
+        },
+        prop.clone(),
+        &keys,
+    );
+    let pc = Vote::sign(
+        VoteKey {
+            kind: VoteKind::Precommit,
+            network_id: [1; 32],
+            window: 3,
+            round: 1,
+            value: Some(Hash32(prop.hash())),
+            signer: me,
+        },
+        &keys,
+    );
+    let cement = Cement::from_votes(std::slice::from_ref(&pc)).unwrap();
     let msgs = [
-        Message::Proposal(prop.clone()),
         Message::GetProposals { from: 1, count: 16 },
         Message::Proposals(vec![prop.clone(), prop.clone()]),
-        Message::Tip(Tip {
-            window: 3,
-            t: cps[3],
-            hash: [5; 32],
-        }),
+        Message::Tip {
+            cemented: Tip {
+                window: 3,
+                t: cps[3],
+                hash: [5; 32],
+            },
+            applied: 4,
+        },
+        Message::Propose(Box::new(propose)),
+        Message::Vote(Box::new(pc)),
+        Message::Cement(Box::new(cement.clone())),
+        Message::Beacon(Box::new(Beacon::sign([1; 32], 3, 1, &keys))),
+        Message::GetCements { from: 2, count: 2 },
+        Message::Cements(vec![cement]),
     ];
     for (i, m) in msgs.iter().enumerate() {
         let mut b = vec![m.msg_type(), 1];
