@@ -21,7 +21,7 @@ use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, Segment}
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::genesis::{Genesis, GenesisPeer};
+use crate::genesis::{synthetic_accounts, ConsensusParams, Genesis, GenesisPeer};
 use crate::keys::NodeKeys;
 use crate::node::NodeState;
 use crate::storage::Store;
@@ -102,7 +102,8 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
 }
 
 /// Writes keys for `n` nodes under `dir/nodeI/keys`, a peers file and a
-/// genesis (node0 is the proposer).
+/// genesis (node0 is the proposer; the default consensus rules, no
+/// accounts).
 pub fn plan(
     dir: &Path,
     n: usize,
@@ -110,6 +111,20 @@ pub fn plan(
     d: u64,
     k: u64,
     window_secs: f64,
+) -> Result<Plan, String> {
+    plan_with_accounts(dir, n, suite, d, k, window_secs, 0)
+}
+
+/// [`plan`] with `accounts` synthetic initial accounts in the genesis
+/// ([`crate::genesis::synthetic_accounts`]).
+pub fn plan_with_accounts(
+    dir: &Path,
+    n: usize,
+    suite: HashSuite,
+    d: u64,
+    k: u64,
+    window_secs: f64,
+    accounts: u64,
 ) -> Result<Plan, String> {
     let ports = free_ports(n).map_err(|e| format!("no free loopback ports: {e}"))?;
     let mut peers = Vec::with_capacity(n);
@@ -142,7 +157,10 @@ pub fn plan(
         serde_json::to_string_pretty(&peers).expect("plain data"),
     )
     .map_err(|e| format!("cannot write {}: {e}", peers_path.display()))?;
-    let genesis = Genesis::new(peers, suite, d, k, window_secs).map_err(|e| e.to_string())?;
+    let mut consensus = ConsensusParams::defaults(window_secs);
+    consensus.accounts = synthetic_accounts(accounts);
+    let genesis =
+        Genesis::new_with(peers, suite, d, k, window_secs, consensus).map_err(|e| e.to_string())?;
     let genesis_path = dir.join("genesis.json");
     std::fs::write(&genesis_path, genesis.to_json())
         .map_err(|e| format!("cannot write {}: {e}", genesis_path.display()))?;
@@ -424,6 +442,18 @@ mod tests {
             phase: "stopped".into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn plan_writes_a_version_2_genesis_with_the_accounts_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan_with_accounts(dir.path(), 2, HashSuite::Sha256, 300, 3, 0.5, 5).unwrap();
+        let g = Genesis::load(&p.genesis_path).unwrap();
+        assert_eq!(g, p.genesis);
+        assert_eq!(g.version, 2);
+        assert_eq!(g.proposer_timeout_secs, 1.5);
+        assert_eq!(g.accounts, crate::genesis::synthetic_accounts(5));
+        assert_eq!(g.initial_state().accounts().len(), 5);
     }
 
     #[test]

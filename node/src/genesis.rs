@@ -1211,7 +1211,8 @@ pub(crate) mod tests {
             Genesis::load(&path).map_err(|e| e.to_string())
         };
         assert!(load(&|_| {}).is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "1/2",
                 Box::new(|v| v["quorum"] = serde_json::json!({"num": 1, "den": 3})),

@@ -1,7 +1,9 @@
 //! The node's storage: RocksDB under `DIR/db/`.
 //!
 //! Column families:
-//! - `metadata`: `network_id` (32 bytes: a data dir belongs to one network),
+//! - `metadata`: `schema_version` (u32 LE, [`SCHEMA_VERSION`]: the layout
+//!   of everything below; written when the database is created),
+//!   `network_id` (32 bytes: a data dir belongs to one network),
 //!   `tip` (the last cemented window: window u64 LE, T 32, proposal hash 32),
 //!   `state_root` (32: the state root after `tip`), `applied` (the window
 //!   after the tip once its T is verified: window u64 LE, T 32) and
@@ -44,7 +46,13 @@ const CF_PROPOSALS: &str = "proposals";
 const CF_CEMENTS: &str = "cements";
 const CF_STATE: &str = "state";
 const CF_PEERS: &str = "peers";
+const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";
 const KEY_NETWORK_ID: &[u8] = b"network_id";
+
+/// The database layout this build reads and writes. Version 1 (no
+/// `schema_version` record) is what nodes wrote before consensus (genesis
+/// version 1); a database of any other version is refused, never misread.
+pub const SCHEMA_VERSION: u32 = 2;
 const KEY_TIP: &[u8] = b"tip";
 const KEY_ROOT: &[u8] = b"state_root";
 const KEY_APPLIED: &[u8] = b"applied";
@@ -63,6 +71,8 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
+    #[error("database {path} was written by another montana version (schema {found}, this node needs {SCHEMA_VERSION}); move it aside or use another --data-dir")]
+    Schema { path: PathBuf, found: u32 },
     #[error("database {path} is corrupt: {why}; move it aside (mv {path} {path}.bad) and start again to catch up from the peers (README: Recovering a node)")]
     Corrupt { path: PathBuf, why: String },
     #[error(
@@ -258,6 +268,11 @@ impl Store {
             None => {
                 let id = genesis.network_id();
                 let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    store.cf(CF_METADATA),
+                    KEY_SCHEMA_VERSION,
+                    SCHEMA_VERSION.to_le_bytes(),
+                );
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
                 let state = genesis.initial_state();
@@ -275,9 +290,43 @@ impl Store {
         Ok(store)
     }
 
-    /// The stored tip, checked against the network and its own proposal;
-    /// `None` for a new database (never for one that `existed`).
+    /// The schema version of a database that holds records: the stored
+    /// `schema_version`, or 1 for records without one (what nodes wrote
+    /// before it existed); `None` for a database with no records.
+    fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        match self.get(CF_METADATA, KEY_SCHEMA_VERSION)? {
+            Some(b) => {
+                let b: [u8; 4] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| self.corrupt("schema_version record length"))?;
+                Ok(Some(u32::from_le_bytes(b)))
+            }
+            None if self.get(CF_METADATA, KEY_NETWORK_ID)?.is_some()
+                || self.get(CF_METADATA, KEY_TIP)?.is_some() =>
+            {
+                Ok(Some(1))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The stored tip, checked against the schema version, the network and
+    /// its own proposal; `None` for a new database (never for one that
+    /// `existed`).
     fn load_tip(&self, genesis: &Genesis, existed: bool) -> Result<Option<Tip>, StoreError> {
+        // First: a database of another version is named as such, not as
+        // another network (its network id comes from another genesis
+        // version too).
+        match self.schema_version()? {
+            Some(SCHEMA_VERSION) | None => {}
+            Some(found) => {
+                return Err(StoreError::Schema {
+                    path: self.path.clone(),
+                    found,
+                })
+            }
+        }
         let id = genesis.network_id();
         match self.get(CF_METADATA, KEY_NETWORK_ID)? {
             Some(found) if found != id => Err(StoreError::OtherNetwork {
@@ -690,6 +739,54 @@ mod tests {
         }
         let e = Store::open(dir.path(), &g).unwrap_err();
         assert!(e.to_string().contains("does not match the tip"), "{e}");
+    }
+
+    #[test]
+    fn a_database_of_another_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            assert_eq!(
+                s.get(CF_METADATA, KEY_SCHEMA_VERSION).unwrap(),
+                Some(SCHEMA_VERSION.to_le_bytes().to_vec()),
+                "written when the database is created"
+            );
+            s.apply(&chain(&g, &k[0], 2)).unwrap();
+        }
+        let path = dir.path().join("db");
+        let set = |v: Option<&[u8]>| {
+            let db = open_db(&path, true, false).unwrap();
+            let cf = db.cf_handle(CF_METADATA).unwrap();
+            match v {
+                Some(v) => db.put_cf(cf, KEY_SCHEMA_VERSION, v).unwrap(),
+                None => db.delete_cf(cf, KEY_SCHEMA_VERSION).unwrap(),
+            }
+        };
+        // What the node wrote before schema_version existed: version 1.
+        set(None);
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 1, .. }), "{e}");
+        let line = e.to_string();
+        assert_eq!(line.lines().count(), 1);
+        assert!(
+            line.contains("another montana version (schema 1, this node needs 2)"),
+            "{line}"
+        );
+        assert!(line.contains("another --data-dir"), "{line}");
+        // Even when the genesis is another one: the version is named first.
+        let (other, _) = genesis();
+        let e = Store::open(dir.path(), &other).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 1, .. }), "{e}");
+        set(Some(&3u32.to_le_bytes()));
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 3, .. }), "{e}");
+        set(Some(&[2, 0]));
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        // Put back, the database opens where it was.
+        set(Some(&SCHEMA_VERSION.to_le_bytes()));
+        assert_eq!(Store::open(dir.path(), &g).unwrap().tip().window, 2);
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub struct Args {
     /// window, and keep going with the others (needs 4 or more nodes).
     #[arg(long, value_parser = super::number::parse_positive_u64)]
     pub kill_proposer_after: Option<u64>,
+    /// N synthetic initial accounts in the genesis (balance 1 each; see
+    /// `montana genesis new --accounts`), for scale tests.
+    #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
+    pub accounts: u64,
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -175,8 +179,23 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
             d
         }
     };
-    let plan = devnet::plan(dir, a.nodes, a.hash, d, a.checkpoints, a.window_secs)
-        .map_err(CliError::bad_input)?;
+    if a.accounts > montana_node::genesis::MAX_ACCOUNTS as u64 {
+        return Err(CliError::bad_input(format!(
+            "--accounts {} is over the cap of {}",
+            a.accounts,
+            montana_node::genesis::MAX_ACCOUNTS
+        )));
+    }
+    let plan = devnet::plan_with_accounts(
+        dir,
+        a.nodes,
+        a.hash,
+        d,
+        a.checkpoints,
+        a.window_secs,
+        a.accounts,
+    )
+    .map_err(CliError::bad_input)?;
     calibrate_once(&plan)?;
     if interrupted.load(Ordering::Relaxed) {
         return Err(CliError::interrupted(

@@ -1,9 +1,15 @@
-//! `montana genesis new`: a genesis manifest from a peers file.
+//! `montana genesis new`: a genesis manifest (version 2) from a peers file
+//! and the consensus rules given as flags.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use montana_node::genesis::{Genesis, DEFAULT_CHECKPOINTS, DEFAULT_D, DEFAULT_WINDOW_SECS};
+use montana_node::consensus::active::Quorum;
+use montana_node::consensus::state::Emission;
+use montana_node::genesis::{
+    synthetic_accounts, ConsensusParams, Genesis, DEFAULT_CHECKPOINTS, DEFAULT_D,
+    DEFAULT_EMISSION_PER_WINDOW, DEFAULT_PROPOSER_BPS, DEFAULT_WINDOW_SECS, MAX_ACCOUNTS,
+};
 use montana_vdf::HashSuite;
 
 use super::{print_json, CliError};
@@ -34,13 +40,74 @@ pub struct NewArgs {
     /// Target seconds per window.
     #[arg(long, default_value_t = DEFAULT_WINDOW_SECS, value_parser = super::number::parse_positive_f64)]
     pub window_secs: f64,
+    /// A window is cemented by more than this fraction of the active
+    /// weight: NUM/DEN, at least 1/2 and below 1.
+    #[arg(long, default_value = "2/3", value_parser = parse_quorum)]
+    pub quorum: Quorum,
+    /// Seconds without a proposal or beacon before the next round
+    /// (default: 3 x --window-secs).
+    #[arg(long, value_parser = super::number::parse_positive_f64)]
+    pub proposer_timeout_secs: Option<f64>,
+    /// Units minted per cemented window.
+    #[arg(long, default_value_t = DEFAULT_EMISSION_PER_WINDOW, value_parser = super::number::parse_u64)]
+    pub emission_per_window: u64,
+    /// The proposer's share of each window's emission, in basis points
+    /// (0 to 10,000); the rest goes to the window's precommitters.
+    #[arg(long, default_value_t = DEFAULT_PROPOSER_BPS, value_parser = parse_bps)]
+    pub proposer_bps: u16,
+    /// N synthetic initial accounts with balance 1 each, ids
+    /// SHA-256("montana/synthetic-account" || u64 LE i) (scale tests).
+    #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
+    pub accounts: u64,
+}
+
+/// `NUM/DEN`, checked like the genesis checks it.
+pub fn parse_quorum(s: &str) -> Result<Quorum, String> {
+    let (n, d) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not NUM/DEN (e.g. 2/3)"))?;
+    let part = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?} is not NUM/DEN with integers 0 to 65,535"))
+    };
+    Quorum::new(part(n)?, part(d)?)
+}
+
+/// Basis points, 0 to 10,000.
+fn parse_bps(s: &str) -> Result<u16, String> {
+    let v = super::number::parse_u64(s)?;
+    if v > 10_000 {
+        return Err(format!("{v} is over 10,000 basis points"));
+    }
+    Ok(v as u16)
+}
+
+/// The consensus rules the flags ask for.
+fn consensus(a: &NewArgs) -> Result<ConsensusParams, CliError> {
+    if a.accounts > MAX_ACCOUNTS as u64 {
+        return Err(CliError::bad_input(format!(
+            "--accounts {} is over the cap of {MAX_ACCOUNTS}",
+            a.accounts
+        )));
+    }
+    let mut c = ConsensusParams::defaults(a.window_secs);
+    c.quorum = a.quorum;
+    if let Some(t) = a.proposer_timeout_secs {
+        c.proposer_timeout_secs = t;
+    }
+    c.emission =
+        Emission::new(a.emission_per_window, a.proposer_bps).map_err(CliError::bad_input)?;
+    c.accounts = synthetic_accounts(a.accounts);
+    Ok(c)
 }
 
 pub fn run(cmd: GenesisCommand) -> Result<(), CliError> {
     match cmd {
         GenesisCommand::New(a) => {
             let peers = Genesis::load_peers(&a.peers).map_err(CliError::bad_input)?;
-            let g = Genesis::new(peers, a.hash, a.d, a.checkpoints, a.window_secs)
+            let c = consensus(&a)?;
+            let g = Genesis::new_with(peers, a.hash, a.d, a.checkpoints, a.window_secs, c)
                 .map_err(CliError::bad_input)?;
             if a.out.exists() {
                 return Err(CliError::bad_input(format!(
@@ -55,6 +122,7 @@ pub fn run(cmd: GenesisCommand) -> Result<(), CliError> {
                 "network_id": hex::encode(g.network_id()),
                 "out": a.out.display().to_string(),
                 "peers": g.peers.len(),
+                "accounts": g.accounts.len(),
             }));
             Ok(())
         }
