@@ -1243,11 +1243,14 @@ impl Chain {
         if k.window == window + 1 {
             return self.keep_early(Early::Vote(peer.unwrap_or(0), v));
         }
-        if k.window + 1 == window || (k.window < window && k.window > 0) {
-            return; // late: the window is cemented here already
+        if k.window == 0 || k.window > window.saturating_add(WAITING_HORIZON) {
+            // No such window can be voted on.
+            return self.reject(peer, k.window, Reject::Vote("vote_wrong_window"), out);
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
-            return self.reject(peer, k.window, Reject::Vote("vote_wrong_window"), out);
+            // Late (cemented here already) or ahead of this node (it
+            // catches up from cements): not counted either way.
+            return;
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);

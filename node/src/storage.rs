@@ -752,7 +752,8 @@ mod tests {
                 Some(SCHEMA_VERSION.to_le_bytes().to_vec()),
                 "written when the database is created"
             );
-            s.apply(&chain(&g, &k[0], 2)).unwrap();
+            let (ws, state) = cemented_chain(&g, &k, 0, 2, |_, _| {});
+            s.cement(&ws, &state).unwrap();
         }
         let path = dir.path().join("db");
         let set = |v: Option<&[u8]>| {
