@@ -155,8 +155,14 @@ async fn two_nodes_exchange_envelopes_of_every_size() {
         Err(NetError::ReservedType(1))
     ));
     let e = Envelope::new(16, 1, 0, vec![]);
+    // Ids from the genesis peer count on name connections of nodes outside
+    // the genesis: none here. Beyond every slot: no such peer.
     assert!(matches!(
         a.send(PeerId(5), e.clone()),
+        Err(NetError::NotConnected(_))
+    ));
+    assert!(matches!(
+        a.send(PeerId(60_000), e.clone()),
         Err(NetError::UnknownPeer(_))
     ));
     assert!(matches!(
