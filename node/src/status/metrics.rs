@@ -246,6 +246,18 @@ pub fn render(s: &StatusSnapshot) -> String {
     );
     counter(
         &mut reg,
+        "net_joiner_handshakes",
+        "Handshakes completed by nodes outside the genesis",
+        n.joiner_handshakes,
+    );
+    counter(
+        &mut reg,
+        "net_addrs_ignored",
+        "Address lists ignored (over the rate, or malformed)",
+        n.addrs_ignored,
+    );
+    counter(
+        &mut reg,
         "net_queue_full",
         "Messages dropped on a full peer queue",
         n.queue_full,
