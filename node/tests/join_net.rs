@@ -557,3 +557,29 @@ async fn address_lists_are_bounded_rate_limited_and_checked() {
     assert_eq!(j.known_addresses(), 34);
     j.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_no_slot_for_us_is_redialed_with_backoff_not_in_a_loop() {
+    let g = genesis(3);
+    // C has one member slot; A and B both dial it.
+    let one = Limits {
+        max_peers: 1,
+        ..limits()
+    };
+    let (c, _c_rx) = start(member(&g, 2, one)).await;
+    let (a, _a_rx) = start(member(&g, 0, limits())).await;
+    let (b, _b_rx) = start(member(&g, 1, limits())).await;
+    wait_until("C holds one of them", || c.connected().len() == 1).await;
+    wait_until("the other refused", || c.totals().refused_members_full >= 1).await;
+    let t0 = c.totals().refused_members_full;
+    sleep(Duration::from_secs(4)).await;
+    // The refused dialer sees its connection closed at once each time: its
+    // backoff grows (0.1, 0.2, 0.4, ... s) instead of restarting at 100 ms,
+    // so a handful of tries in 4 s, not dozens.
+    let tries = c.totals().refused_members_full - t0;
+    assert!(tries <= 8, "{tries} refused handshakes in 4 s");
+    assert_eq!(c.connected().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}

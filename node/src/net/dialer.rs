@@ -13,8 +13,9 @@
 //!
 //! Failed attempts back off exponentially from [`BACKOFF_MIN`] to
 //! [`BACKOFF_MAX`], each wait drawn uniformly from its upper half (jitter,
-//! so restarted nodes do not redial in lockstep); a successful handshake
-//! resets it. At most `max_outbound` dials are in progress at once.
+//! so restarted nodes do not redial in lockstep); a connection that lasts
+//! [`SETTLED`] resets it (one closed at once, e.g. by a peer with no slot
+//! for us, does not). At most `max_outbound` dials are in progress at once.
 //!
 //! [`AddressBook`]: super::discovery::AddressBook
 
@@ -37,6 +38,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A node outside the genesis starts at most one dial from its address
 /// book per this period.
 pub const BOOK_DIAL_EVERY: Duration = Duration::from_millis(200);
+/// A connection that ends sooner than this (e.g. the other side had no
+/// slot for us and closed it) counts as a failed attempt: the backoff keeps
+/// growing instead of redialing at once.
+pub const SETTLED: Duration = Duration::from_secs(1);
 
 /// The wait before the next attempt: uniform in `[backoff/2, backoff]`.
 pub fn jittered(backoff: Duration) -> Duration {
@@ -73,7 +78,8 @@ async fn attempt(shared: &Shared, address: SocketAddr, expect: Expect) -> Attemp
 }
 
 /// Runs a connection we dialed: admits it (a member slot or a pool slot),
-/// then serves it until it ends. Returns whether it was admitted.
+/// then serves it until it ends. Returns whether it was admitted and lasted
+/// at least [`SETTLED`].
 async fn run_dialed(
     shared: &Arc<Shared>,
     address: SocketAddr,
@@ -90,9 +96,10 @@ async fn run_dialed(
     };
     bump(&shared.totals.handshakes_ok);
     on_admitted(admission.link.peer);
+    let started = Instant::now();
     let (r, w) = stream.into_split();
     peer::run(shared.clone(), session, admission, r, w).await;
-    true
+    started.elapsed() >= SETTLED
 }
 
 /// Whether a slot for `node` is free now (a member slot for a member).
@@ -180,12 +187,12 @@ async fn dial_from_book(shared: Arc<Shared>, address: SocketAddr) {
     let now = || Instant::now().into_std();
     match attempt {
         Attempt::Connected(stream, session) => {
-            let admitted = run_dialed(&shared, address, stream, session, |peer| {
+            let settled = run_dialed(&shared, address, stream, session, |peer| {
                 book.lock().expect("book lock").connected(address, peer);
             })
             .await;
             let mut b = book.lock().expect("book lock");
-            if admitted {
+            if settled {
                 b.disconnected(address, now());
             } else {
                 b.failed(address, now());
