@@ -583,3 +583,40 @@ async fn a_peer_with_no_slot_for_us_is_redialed_with_backoff_not_in_a_loop() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_dialled_in_random_order_not_by_lowest_id() {
+    let g = genesis(6);
+    let mut others = Vec::new();
+    for me in 1..6 {
+        others.push(start(member(&g, me, limits())).await);
+    }
+    // Node 0 dials the five others but has two member slots. Restarted a
+    // few times, it does not always pick peers 1 and 2 (each time that
+    // chance is 1 in 10).
+    let two = Limits {
+        max_peers: 2,
+        ..limits()
+    };
+    let mut picks = Vec::new();
+    for _ in 0..4 {
+        let (a, a_rx) = start(member(&g, 0, two.clone())).await;
+        wait_until("two members connected", || a.connected().len() == 2).await;
+        sleep(Duration::from_millis(300)).await;
+        let set = a.connected();
+        assert_eq!(set.len(), 2, "{set:?}");
+        picks.push(set);
+        a.shutdown().await;
+        drop((a, a_rx));
+        if picks.iter().any(|p| *p != [PeerId(1), PeerId(2)]) {
+            break;
+        }
+    }
+    assert!(
+        picks.iter().any(|p| *p != [PeerId(1), PeerId(2)]),
+        "always the lowest ids: {picks:?}"
+    );
+    for (n, _) in &others {
+        n.shutdown().await;
+    }
+}
