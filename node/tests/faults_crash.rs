@@ -50,7 +50,7 @@ fn crash_run(follower_kills: usize, proposer_kills: usize) {
     }
     let mut kills = [0usize; 3];
     for (k, &v) in victims.iter().enumerate() {
-        let moment = if rng.next() % 2 == 0 {
+        let moment = if rng.next() >> 63 == 0 {
             Moment::Anywhere(rng.range(0, 1500))
         } else {
             Moment::AfterWindow(rng.range(0, 40))
