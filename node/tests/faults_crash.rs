@@ -104,7 +104,12 @@ fn crash_run(follower_kills: usize, proposer_kills: usize) {
         let (starts, applied) = check_applied_log(&log).unwrap_or_else(|e| panic!("node{i}: {e}"));
         // The first start, one per kill, and the two of `converge`.
         assert_eq!(starts, 1 + kills[i] + 1, "node{i}'s starts");
-        assert!(applied as u64 <= end.window, "node{i}: {applied} applied");
+        // Most windows are logged (a kill can hide the rest of a batch).
+        assert!(
+            applied as u64 <= end.window && 2 * applied as u64 >= end.window,
+            "node{i}: {applied} of {} windows logged as applied",
+            end.window
+        );
         println!("node{i}: {starts} starts, {applied} windows applied, each once, in order");
     }
     // Nothing lost: the proposer's stored chain (the others agree on T) is
