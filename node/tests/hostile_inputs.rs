@@ -152,22 +152,27 @@ fn a_replayed_handshake_is_refused() {
     });
 }
 
-/// An authenticated genesis peer (node1, played by this test) sends the
+/// An authenticated genesis peer (node3, played by this test) sends the
 /// running proposer (node0) every malformed kind of message: each is
 /// counted once as `malformed` and dropped; an unknown type is ignored
-/// without a count; the node keeps running and stays connected.
+/// without a count; the node keeps running and stays connected. (Three
+/// running nodes, so they are a quorum of the four once windows are
+/// cemented.)
 #[test]
 fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
     let dir = common::tempdir();
-    let plan = small_plan(dir.path(), 2);
-    let listen = plan.nodes[1].address;
-    let cfg = as_network_config(&plan, 1, listen);
+    let plan = small_plan(dir.path(), 4);
+    let listen = plan.nodes[3].address;
+    let cfg = as_network_config(&plan, 3, listen);
     let mut c = Cluster::new(plan);
-    c.start(0, &[]);
+    for i in [2, 1, 0] {
+        c.start(i, &[]);
+    }
     let rt = rt();
     let (peer, _rx) = rt.block_on(Network::start(cfg)).unwrap();
-    c.wait_until("node0 proposing with node1 connected", 90, |c| {
-        c.window(0) >= 2 && peer.connected() == vec![PeerId(0)]
+    let everyone = vec![PeerId(0), PeerId(1), PeerId(2)];
+    c.wait_until("node0 proposing with node3 connected", 90, |c| {
+        c.window(0) >= 2 && peer.connected() == everyone
     });
     let tip = Message::Tip(montana_node::storage::Tip {
         window: 1,
@@ -220,7 +225,7 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
     std::thread::sleep(Duration::from_millis(500));
     let s = c.state(0).unwrap();
     assert_eq!(s["rejected"]["malformed"], counted, "{s}");
-    assert_eq!(peer.connected(), vec![PeerId(0)], "still connected");
+    assert_eq!(peer.connected(), everyone, "still connected");
     let log = c.log(0);
     assert_eq!(
         log.matches("malformed message").count() as u64,
@@ -228,7 +233,9 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
         "one line each: {log}"
     );
     rt.block_on(peer.shutdown());
-    c.terminate(0);
+    for i in 0..3 {
+        c.terminate(i);
+    }
 }
 
 /// Runs `montana start` expecting a refusal; returns its one stderr line.
