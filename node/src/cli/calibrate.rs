@@ -112,7 +112,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         config,
         quick: args.quick,
         program_version: montana_calibration::PROGRAM_VERSION.into(),
-        pin: None,
     };
     let path = match (&args.data_dir, &args.out) {
         (Some(dir), _) => dir.join(FILE_NAME),
@@ -156,6 +155,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
     let file = montana_calibration::calibrate(&req, progress).map_err(from_calibration)?;
     drop(bars);
+    super::save_host_rates(&montana_calibration::rates::from_calibration(&file));
     file.save(&path)
         .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())))?;
     if args.json {
