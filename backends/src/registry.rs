@@ -339,10 +339,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use montana_vdf::{
-        BackendError, BackendKind, ChainParams, EvalControl, Hash32, Segment, VerifyOptions,
-        VerifyOutcome,
-    };
+    use montana_vdf::{BackendError, BackendKind, Segment, VerifyOptions, VerifyOutcome};
 
     /// A verify-only backend with a configurable rank and availability.
     struct Fake(&'static str, Option<u32>, bool);
@@ -368,16 +365,6 @@ mod tests {
         }
         fn auto_rank(&self, _: HashSuite, _: Operation) -> Option<u32> {
             self.1
-        }
-        fn evaluate(
-            &self,
-            suite: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            self.check_supported(suite, Operation::Eval)?;
-            unreachable!()
         }
         fn verify(
             &self,

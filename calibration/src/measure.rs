@@ -428,15 +428,6 @@ mod tests {
         fn supports(&self, _: HashSuite, op: montana_vdf::Operation) -> bool {
             op == montana_vdf::Operation::Verify
         }
-        fn evaluate(
-            &self,
-            _: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            unreachable!()
-        }
         fn verify(
             &self,
             _: HashSuite,
