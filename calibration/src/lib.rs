@@ -23,10 +23,14 @@
 //!   so following never stops and no valid proposal is rejected.
 //! - [`monitor`]: live rates against the calibrated ones: the early sign that
 //!   the node will start to lag.
+//! - [`drift`]: the node's every evaluation and verification against the
+//!   rate its backend was resolved with; a sustained drop (with hysteresis)
+//!   is one event, for the log, /status and a re-ranking.
 //! - [`report`]: `montana bench --report`, the backend comparison as JSON and
 //!   SVG plots.
 
 pub mod calibrate;
+pub mod drift;
 pub mod error;
 pub mod file;
 pub mod fingerprint;
@@ -41,6 +45,7 @@ pub mod timestamp;
 pub mod verdict;
 
 pub use calibrate::{calibrate, recommend_d, CalibrationRequest, Recommendation};
+pub use drift::{DriftConfig, DriftEvent, DriftState, DriftWatch};
 pub use error::CalibrationError;
 pub use file::{CalibrationFile, FileError, Settings};
 pub use fingerprint::{GpuFingerprint, HostFingerprint};
