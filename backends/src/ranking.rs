@@ -137,8 +137,7 @@ impl Ranking {
 mod tests {
     use super::*;
     use montana_vdf::{
-        Availability, BackendError, BackendKind, ChainParams, EvalControl, Hash32, Segment,
-        VerifyOptions, VerifyOutcome,
+        Availability, BackendError, BackendKind, Segment, VerifyOptions, VerifyOutcome,
     };
 
     struct Named(&'static str);
@@ -157,15 +156,6 @@ mod tests {
         }
         fn supports(&self, _: HashSuite, _: Operation) -> bool {
             true
-        }
-        fn evaluate(
-            &self,
-            _: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            Err(BackendError::Cancelled)
         }
         fn verify(
             &self,
