@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
-use montana_node::backend_choice::Calibration;
+use montana_backends::PinScope;
+use montana_node::backend_choice::{BackendRequest, Calibration};
 use montana_node::net::Network;
 use montana_node::node::net_transport::{self, JoinOptions, NetTransport};
 use montana_node::node::{Node, NodeConfig};
@@ -76,7 +77,10 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
         data_dir: a.data_dir.clone(),
         genesis: a.genesis,
         keys_dir: a.keys,
-        backend: a.backend,
+        backends: BackendRequest {
+            choice: super::backend_choice(a.backend.as_deref(), PinScope::SomeOperation),
+            host_rates: super::host_rates_path(),
+        },
         last_window: a.last_window,
         calibration: if a.skip_calibration {
             Calibration::Skip
