@@ -260,7 +260,7 @@ fn a_backend_failure_reads_as_one_line_of_text() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "backend 'wrong' failed: rejected a valid calibration sample at segment 0"
+        "backend 'wrong' failed: rejected a valid measurement batch at segment 0"
     );
     assert_eq!(
         VerifyOutcome::Invalid {
