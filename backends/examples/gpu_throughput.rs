@@ -79,7 +79,9 @@ fn run(args: &[String]) -> Result<(), String> {
                 Some(_) => VerifyOptions::threads(num(4, None)? as usize),
                 None => VerifyOptions::default(),
             };
-            let registry = Registry::from_env().map_err(|e| e.to_string())?;
+            // The best CPU backend by the static ranking (an example program:
+            // no MONTANA_* choice applies).
+            let registry = Registry::new(montana_backends::registry::compiled());
             let cpu = registry
                 .ranked(suite, Operation::Verify)
                 .into_iter()

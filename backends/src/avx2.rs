@@ -8,8 +8,8 @@
 pub mod kernel;
 
 use montana_vdf::{
-    Availability, Backend, BackendError, BackendKind, ChainParams, EvalControl, Hash32, HashSuite,
-    Operation, Segment, VerifyOptions, VerifyOutcome,
+    Availability, Backend, BackendError, BackendKind, HashSuite, Operation, Segment, VerifyOptions,
+    VerifyOutcome,
 };
 
 use crate::lanes::{self, LaneKernel};
@@ -43,17 +43,6 @@ impl Backend for Avx2Backend {
     fn auto_rank(&self, _suite: HashSuite, _op: Operation) -> Option<u32> {
         // SHA-256: below `sha-ni` (measured); BLAKE3: the widest available here.
         Some(20)
-    }
-
-    fn evaluate(
-        &self,
-        suite: HashSuite,
-        _start: &Hash32,
-        _params: ChainParams,
-        _ctl: &EvalControl<'_>,
-    ) -> Result<Vec<Hash32>, BackendError> {
-        self.check_supported(suite, Operation::Eval)?;
-        unreachable!("avx2 supports no evaluation")
     }
 
     fn verify(

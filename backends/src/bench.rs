@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use montana_vdf::{BackendError, HashSuite, Operation, VerifyOptions};
 
-pub use measure::{measure_crate, measure_eval, measure_verify, VerifyRate, SLICES};
+pub use measure::{
+    measure_crate, measure_eval, measure_verify, median, time_valid_verify, VerifyRate, SLICES,
+};
 pub use report::{crate_row_name, BenchReport, BenchRow, HostInfo};
 
 use crate::registry::Registry;
@@ -140,12 +142,11 @@ pub fn run_until(
             }
         }
         crate_rates.push(measure_crate(suite, cfg.seconds / 2.0));
-        crate_rates.sort_by(f64::total_cmp);
         let r = row(
             crate_row_name(suite),
             Operation::Eval,
             1,
-            crate_rates[crate_rates.len() / 2],
+            median(&crate_rates),
         );
         on_row(&r);
         results.insert(crate_at, r);

@@ -427,16 +427,6 @@ mod tests {
         fn supports(&self, _: HashSuite, op: Operation) -> bool {
             op == Operation::Verify
         }
-        fn evaluate(
-            &self,
-            suite: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            self.check_supported(suite, Operation::Eval)?;
-            unreachable!()
-        }
         fn verify(
             &self,
             suite: HashSuite,

@@ -6,8 +6,14 @@
 //! - [`driver`]: the shared plumbing every CPU backend uses: checkpoints,
 //!   progress and cancellation around an evaluation kernel, and the
 //!   lowest-failing-index rule around a parallel verification kernel.
-//! - [`registry`]: what this host has, `auto` selection, and the
-//!   `MONTANA_BACKEND` / `MONTANA_DISABLE_BACKENDS` overrides.
+//! - [`choice`]: the user's backend choice as one typed value (the CLI
+//!   parses `--backend`, `MONTANA_BACKEND`, `MONTANA_DISABLE_BACKENDS` and
+//!   the GPU probe variables into it once; this crate reads no environment).
+//! - [`registry`]: what this host has, and [`Registry::resolve`], the one
+//!   path by which every caller gets a backend to run.
+//! - [`ranking`]: `auto`'s order: measured rates when the host has them,
+//!   else the static ranks.
+//! - [`fallback`]: the one fallback rule around every resolved backend.
 //!
 //! - [`platform`]: which SIMD features this CPU has, detected once
 //!   (`cpufeatures`); a backend without its feature reports unavailable.
@@ -27,12 +33,15 @@
 //! [`scalar::ScalarBackend`].
 
 pub mod bench;
+pub mod choice;
 pub mod conformance;
 pub mod consts;
 pub mod driver;
+pub mod fallback;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod platform;
+pub mod ranking;
 pub mod registry;
 pub mod scalar;
 
@@ -50,5 +59,8 @@ pub mod sha_ni;
 #[cfg(target_arch = "x86_64")]
 pub mod sse41;
 
-pub use registry::{Registry, SelectError};
+pub use choice::{BackendChoice, ChoiceError, GpuPolicy, Origin, Pin, PinScope};
+pub use fallback::{FallbackBackend, FaultCounter};
+pub use ranking::{Ranking, Rate};
+pub use registry::{Registry, Resolved, SelectError, Why};
 pub use scalar::ScalarBackend;

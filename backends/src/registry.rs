@@ -1,33 +1,31 @@
 //! The registry: which backends this build has, which this host can run, and
-//! which one serves a given (suite, operation).
+//! the one path by which every caller gets a backend to run:
+//! [`Registry::resolve`].
 //!
-//! `auto` picks, among available backends supporting the pair, the one with
-//! the highest [`Backend::auto_rank`] (ties: the earlier in [`compiled`]).
-//! Two environment variables let tests reach every path on one machine:
-//! - `MONTANA_BACKEND=name` forces that backend for the pairs it supports;
-//!   `auto` still serves the others.
-//! - `MONTANA_DISABLE_BACKENDS=a,b` hides backends: they report unavailable
-//!   and are never chosen.
+//! A registry carries the user's [`BackendChoice`] (parsed once by the CLI:
+//! `--backend`, `MONTANA_BACKEND`, `MONTANA_DISABLE_BACKENDS`, the GPU probe
+//! policy); this crate reads no environment variables. `resolve(suite, op,
+//! ranking)` applies the pin where it applies ([`PinScope`]), else takes
+//! the [`Ranking`]'s leader (measured rates, or the static ranks), and
+//! wraps the choice in the one fallback rule ([`FallbackBackend`]: a failed
+//! or lying backend is replaced by the next in the same order). The CLI
+//! verbs, the node, calibration and the devnet all call it.
 //!
-//! Naming a backend (`MONTANA_BACKEND`, [`Registry::get`], which serves
-//! `--backend`) tells it so ([`mark_named`]): the GPU backend then looks for
-//! a software adapter too, which it does not load for `auto` alone on a host
-//! without a GPU device (see `gpu::adapter`).
+//! Naming a backend (a pin, [`Registry::get`]) tells it so
+//! ([`mark_named`]): the GPU backend then looks for a software adapter too,
+//! which it does not load for `auto` alone on a host without a GPU device
+//! (see `gpu::adapter`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use montana_vdf::{Availability, Backend, HashSuite, Operation};
 use thiserror::Error;
 
+use crate::choice::{BackendChoice, ChoiceError, Pin, PinScope};
+pub use crate::choice::{AUTO, ENV_BACKEND, ENV_DISABLE};
+use crate::fallback::FallbackBackend;
+use crate::ranking::{Ranked, Ranking};
 use crate::scalar::ScalarBackend;
-
-/// Environment variable forcing one backend.
-pub const ENV_BACKEND: &str = "MONTANA_BACKEND";
-/// Environment variable hiding a comma-separated list of backends.
-pub const ENV_DISABLE: &str = "MONTANA_DISABLE_BACKENDS";
-/// The name that means "the best available".
-pub const AUTO: &str = "auto";
 
 /// Why no backend could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -74,64 +72,95 @@ pub fn mark_named(name: &str) {
     let _ = name;
 }
 
-/// The backends of this build with this host's overrides applied.
+/// The backend [`Registry::resolve`] chose for one (suite, operation).
+pub struct Resolved {
+    /// The choice wrapped in the fallback rule, falling back along the
+    /// same ranking.
+    pub backend: FallbackBackend,
+    /// Why it leads.
+    pub why: Why,
+    /// Its measured rate (steps/s) when the ranking has one.
+    pub hashes_per_sec: Option<f64>,
+}
+
+impl Resolved {
+    /// The chosen backend's name (before any fallback).
+    pub fn name(&self) -> &'static str {
+        self.backend.chain_names()[0]
+    }
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("backend", &self.backend)
+            .field("why", &self.why)
+            .field("hashes_per_sec", &self.hashes_per_sec)
+            .finish()
+    }
+}
+
+/// Why a backend was resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The user pinned it (`--backend`, `MONTANA_BACKEND`).
+    Pinned,
+    /// The fastest of this host's measurements (within the tie rule).
+    Measured,
+    /// The static ranking (no measurement of this pair).
+    Static,
+}
+
+/// The backends of this build with the user's choice applied.
 #[derive(Clone)]
 pub struct Registry {
     backends: Vec<Arc<dyn Backend>>,
-    disabled: BTreeSet<String>,
-    forced: Option<String>,
+    choice: BackendChoice,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("backends", &self.names())
-            .field("disabled", &self.disabled)
-            .field("forced", &self.forced)
+            .field("choice", &self.choice)
             .finish()
     }
 }
 
 impl Registry {
-    /// A registry of the given backends, with no overrides.
+    /// A registry of the given backends, `auto` with nothing disabled.
     pub fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
         Registry {
             backends,
-            disabled: BTreeSet::new(),
-            forced: None,
+            choice: BackendChoice::auto(),
         }
     }
 
-    /// Every compiled backend, with `MONTANA_BACKEND` and
-    /// `MONTANA_DISABLE_BACKENDS` applied. An unknown name in either is an
-    /// error: a typo must not silently test the wrong path.
-    pub fn from_env() -> Result<Self, SelectError> {
-        let forced = std::env::var(ENV_BACKEND)
-            .ok()
-            .filter(|s| !s.trim().is_empty());
-        let disabled = std::env::var(ENV_DISABLE).unwrap_or_default();
-        Registry::new(compiled()).with_overrides(forced.as_deref(), &disabled)
-    }
-
-    /// Applies a forced backend (or `auto`/`None`) and a disabled list.
-    pub fn with_overrides(
-        mut self,
-        forced: Option<&str>,
-        disabled: &str,
-    ) -> Result<Self, SelectError> {
-        for name in disabled.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            self.find(name)?;
-            self.disabled.insert(name.to_string());
+    /// Applies the user's choice. An unknown name (pinned or disabled) is an
+    /// error naming where it came from: a typo must not silently test the
+    /// wrong path. Sets the GPU probe policy for this process.
+    pub fn with_choice(mut self, choice: BackendChoice) -> Result<Self, ChoiceError> {
+        for name in &choice.disabled {
+            self.find(name).map_err(|source| ChoiceError::Env {
+                var: ENV_DISABLE,
+                value: choice.disabled_text.clone(),
+                source,
+            })?;
         }
-        match forced.map(str::trim) {
-            None | Some(AUTO) => {}
-            Some(name) => {
-                self.find(name)?;
-                mark_named(name);
-                self.forced = Some(name.to_string());
-            }
+        if let Some(pin) = &choice.pin {
+            self.find(&pin.name)
+                .map_err(|e| ChoiceError::from_pin(pin, e))?;
+            mark_named(&pin.name);
         }
+        #[cfg(feature = "gpu")]
+        crate::gpu::adapter::set_policy(choice.gpu);
+        self.choice = choice;
         Ok(self)
+    }
+
+    /// The choice this registry applies.
+    pub fn choice(&self) -> &BackendChoice {
+        &self.choice
     }
 
     /// Backend names in registry order.
@@ -144,11 +173,6 @@ impl Registry {
         &self.backends
     }
 
-    /// The forced backend's name, if `MONTANA_BACKEND` named one.
-    pub fn forced(&self) -> Option<&str> {
-        self.forced.as_deref()
-    }
-
     /// Tells every backend it was named, so that each shows what this host
     /// has (a software GPU adapter included): for `montana backends`.
     pub fn name_all(&self) {
@@ -157,9 +181,9 @@ impl Registry {
         }
     }
 
-    /// Availability after overrides (a disabled backend is unavailable).
+    /// Availability after the choice (a disabled backend is unavailable).
     pub fn availability(&self, backend: &dyn Backend) -> Availability {
-        if self.disabled.contains(backend.name()) {
+        if self.choice.disabled.contains(backend.name()) {
             return Availability::Unavailable(format!("disabled by {ENV_DISABLE}"));
         }
         backend.availability()
@@ -178,7 +202,9 @@ impl Registry {
             })
     }
 
-    /// The named backend, which must exist, be available and support the pair.
+    /// The named backend, which must exist, be available and support the
+    /// pair: for tools that test one backend (selftest, bench), never to
+    /// pick one to run (that is [`Registry::resolve`]).
     pub fn get(
         &self,
         name: &str,
@@ -203,56 +229,117 @@ impl Registry {
         Ok(b.clone())
     }
 
-    /// `auto` for `name == "auto"`, else [`Registry::get`].
-    pub fn select(
+    /// The backend to run for (suite, op): the one resolution path.
+    ///
+    /// 1. A pin: a backend this host cannot run is an error (naming the
+    ///    flag or variable). Where it supports the pair it is chosen; where
+    ///    it does not, [`PinScope`] decides: `WhereSupported` leaves the
+    ///    pair to the ranking, `SomeOperation` too unless the backend
+    ///    supports no operation of the suite (an error), `Exactly` is an
+    ///    error.
+    /// 2. Otherwise the ranking's leader among the backends `auto` may
+    ///    choose (see [`crate::ranking`]).
+    ///
+    /// The result falls back along the ranking's order.
+    pub fn resolve(
         &self,
-        name: &str,
         suite: HashSuite,
         op: Operation,
-    ) -> Result<Arc<dyn Backend>, SelectError> {
-        if name == AUTO {
-            self.auto(suite, op)
-        } else {
-            self.get(name, suite, op)
-        }
-    }
-
-    /// The forced backend if it supports the pair, else the best available.
-    pub fn auto(&self, suite: HashSuite, op: Operation) -> Result<Arc<dyn Backend>, SelectError> {
-        if let Some(name) = &self.forced {
-            let b = self.find(name)?;
-            if b.supports(suite, op) {
-                return self.get(name, suite, op);
+        ranking: &Ranking,
+    ) -> Result<Resolved, ChoiceError> {
+        let order = self.order(suite, op, ranking);
+        let rest = |skip: &str| -> Vec<Arc<dyn Backend>> {
+            order
+                .iter()
+                .filter(|r| r.backend.name() != skip)
+                .map(|r| r.backend.clone())
+                .collect()
+        };
+        if let Some(pin) = &self.choice.pin {
+            if let Some(b) = self.pinned(pin, suite, op)? {
+                return Ok(Resolved {
+                    hashes_per_sec: ranking.rate(b.name(), suite, op),
+                    backend: FallbackBackend::new(b.clone(), rest(b.name())),
+                    why: Why::Pinned,
+                });
             }
         }
-        self.ranked(suite, op)
-            .into_iter()
-            .next()
-            .ok_or(SelectError::NoneAvailable { suite, op })
+        let Some(first) = order.first() else {
+            return Err(SelectError::NoneAvailable { suite, op }.into());
+        };
+        Ok(Resolved {
+            backend: FallbackBackend::new(first.backend.clone(), rest(first.backend.name())),
+            why: if first.hashes_per_sec.is_some() {
+                Why::Measured
+            } else {
+                Why::Static
+            },
+            hashes_per_sec: first.hashes_per_sec,
+        })
     }
 
-    /// Available backends for the pair that `auto` may choose, best first:
-    /// the fallback order when one fails at run time.
-    pub fn ranked(&self, suite: HashSuite, op: Operation) -> Vec<Arc<dyn Backend>> {
-        let mut v: Vec<(u32, usize, &Arc<dyn Backend>)> = self
+    /// The pinned backend for the pair, `None` when the ranking serves it.
+    fn pinned(
+        &self,
+        pin: &Pin,
+        suite: HashSuite,
+        op: Operation,
+    ) -> Result<Option<Arc<dyn Backend>>, ChoiceError> {
+        let err = |e| ChoiceError::from_pin(pin, e);
+        let b = self.find(&pin.name).map_err(err)?;
+        if let Availability::Unavailable(reason) = self.availability(b.as_ref()) {
+            return Err(err(SelectError::Unavailable {
+                name: pin.name.clone(),
+                reason,
+            }));
+        }
+        if b.supports(suite, op) {
+            return Ok(Some(b.clone()));
+        }
+        let any_op = Operation::ALL.iter().any(|o| b.supports(suite, *o));
+        match pin.scope {
+            PinScope::WhereSupported => Ok(None),
+            PinScope::SomeOperation if any_op => Ok(None),
+            PinScope::SomeOperation | PinScope::Exactly => Err(err(SelectError::Unsupported {
+                name: pin.name.clone(),
+                suite,
+                op,
+            })),
+        }
+    }
+
+    /// Backends `auto` may choose for the pair, best first by `ranking`.
+    pub fn order(&self, suite: HashSuite, op: Operation, ranking: &Ranking) -> Vec<Ranked> {
+        let candidates = self
             .backends
             .iter()
-            .enumerate()
-            .filter(|(_, b)| b.supports(suite, op) && self.availability(b.as_ref()).is_available())
-            .filter_map(|(i, b)| b.auto_rank(suite, op).map(|r| (r, i, b)))
+            .filter(|b| b.supports(suite, op) && self.availability(b.as_ref()).is_available())
+            .filter_map(|b| b.auto_rank(suite, op).map(|r| (b.clone(), r)))
             .collect();
-        v.sort_by_key(|(r, i, _)| (std::cmp::Reverse(*r), *i));
-        v.into_iter().map(|(_, _, b)| b.clone()).collect()
+        ranking.order(suite, op, candidates)
+    }
+
+    /// What [`Registry::resolve`] runs for the pair with the static
+    /// ranking, unwrapped (tests, and callers that only need a name).
+    pub fn auto(&self, suite: HashSuite, op: Operation) -> Result<Arc<dyn Backend>, ChoiceError> {
+        self.resolve(suite, op, &Ranking::Static)
+            .map(|r| r.backend.active_backend().clone())
+    }
+
+    /// Available backends for the pair that `auto` may choose, in static
+    /// order: the fallback order when nothing was measured.
+    pub fn ranked(&self, suite: HashSuite, op: Operation) -> Vec<Arc<dyn Backend>> {
+        self.order(suite, op, &Ranking::Static)
+            .into_iter()
+            .map(|r| r.backend)
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use montana_vdf::{
-        BackendError, BackendKind, ChainParams, EvalControl, Hash32, Segment, VerifyOptions,
-        VerifyOutcome,
-    };
+    use montana_vdf::{BackendError, BackendKind, Segment, VerifyOptions, VerifyOutcome};
 
     /// A verify-only backend with a configurable rank and availability.
     struct Fake(&'static str, Option<u32>, bool);
@@ -278,16 +365,6 @@ mod tests {
         }
         fn auto_rank(&self, _: HashSuite, _: Operation) -> Option<u32> {
             self.1
-        }
-        fn evaluate(
-            &self,
-            suite: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            self.check_supported(suite, Operation::Eval)?;
-            unreachable!()
         }
         fn verify(
             &self,
@@ -331,24 +408,34 @@ mod tests {
         assert_eq!(ranked, ["wide", "scalar"]);
     }
 
+    fn choice(flag: Option<&str>, scope: PinScope, env: Option<&str>, off: &str) -> BackendChoice {
+        BackendChoice::parse(crate::choice::ChoiceInputs {
+            flag,
+            flag_scope: Some(scope),
+            env_backend: env,
+            env_disable: Some(off),
+            gpu: Default::default(),
+        })
+    }
+
     #[test]
-    fn named_selection_is_strict() {
+    fn named_lookup_is_strict() {
         let r = registry();
         assert!(matches!(
-            r.select("nope", HashSuite::Sha256, Operation::Eval),
+            r.get("nope", HashSuite::Sha256, Operation::Eval),
             Err(SelectError::Unknown { .. })
         ));
         assert!(matches!(
-            r.select("wider", HashSuite::Blake3, Operation::Verify),
+            r.get("wider", HashSuite::Blake3, Operation::Verify),
             Err(SelectError::Unavailable { .. })
         ));
         assert!(matches!(
-            r.select("wide", HashSuite::Sha256, Operation::Verify),
+            r.get("wide", HashSuite::Sha256, Operation::Verify),
             Err(SelectError::Unsupported { .. })
         ));
         // A software GPU is never chosen by auto but can be asked for by name.
         assert_eq!(
-            r.select("soft-gpu", HashSuite::Blake3, Operation::Verify)
+            r.get("soft-gpu", HashSuite::Blake3, Operation::Verify)
                 .unwrap()
                 .name(),
             "soft-gpu"
@@ -356,35 +443,193 @@ mod tests {
     }
 
     #[test]
-    fn overrides_force_and_disable() {
-        let r = registry().with_overrides(Some("soft-gpu"), "").unwrap();
-        assert_eq!(
-            r.auto(HashSuite::Blake3, Operation::Verify).unwrap().name(),
-            "soft-gpu"
+    fn unknown_names_fail_naming_their_source() {
+        let e = registry()
+            .with_choice(choice(None, PinScope::Exactly, Some("typo"), ""))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("MONTANA_BACKEND=typo: unknown backend 'typo'"),
+            "{e}"
         );
-        // Pairs the forced backend lacks are served by auto.
-        assert_eq!(
-            r.auto(HashSuite::Sha256, Operation::Eval).unwrap().name(),
-            "scalar"
+        let e = registry()
+            .with_choice(choice(Some("typo"), PinScope::Exactly, None, ""))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("unknown backend 'typo'"), "{e}");
+        let e = registry()
+            .with_choice(choice(None, PinScope::Exactly, None, "wide, nah"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("MONTANA_DISABLE_BACKENDS=wide, nah: unknown backend 'nah'"),
+            "{e}"
         );
+    }
 
-        let r = registry().with_overrides(None, "wide, scalar").unwrap();
+    /// resolve over a grid of (choice, suite, op, availability): the
+    /// expected backend name, or the error's start.
+    #[test]
+    fn resolve_over_a_grid_of_choices() {
+        use HashSuite::{Blake3 as B, Sha256 as S};
+        use Operation::{Eval as E, Verify as V};
+        use PinScope::{Exactly as X, SomeOperation as O, WhereSupported as W};
+        let grid: &[(
+            Option<&str>,
+            PinScope,
+            Option<&str>,
+            &str,
+            HashSuite,
+            Operation,
+            &str,
+        )] = &[
+            // auto: the best available rank; the oracle where nothing else.
+            (None, X, None, "", B, V, "wide"),
+            (None, X, None, "", S, V, "scalar"),
+            (None, X, None, "", B, E, "scalar"),
+            (None, X, None, "wide", B, V, "scalar"),
+            (
+                None,
+                X,
+                None,
+                "wide,scalar",
+                B,
+                V,
+                "error: no available backend",
+            ),
+            // A pin where it supports the pair.
+            (Some("scalar"), X, None, "", B, V, "scalar"),
+            (None, X, Some("scalar"), "", B, V, "scalar"),
+            (None, X, Some("soft-gpu"), "", B, V, "soft-gpu"),
+            // A pin where it does not: the scope decides.
+            (None, X, Some("wide"), "", B, E, "scalar"),
+            (None, X, Some("wide"), "", S, V, "scalar"),
+            (Some("wide"), W, None, "", S, E, "scalar"),
+            (Some("wide"), O, None, "", B, E, "scalar"),
+            (
+                Some("wide"),
+                O,
+                None,
+                "",
+                S,
+                E,
+                "error: backend 'wide' does not support",
+            ),
+            (
+                Some("wide"),
+                X,
+                None,
+                "",
+                B,
+                E,
+                "error: backend 'wide' does not support",
+            ),
+            // A pin this host cannot run is an error for every pair.
+            (
+                Some("wider"),
+                O,
+                None,
+                "",
+                S,
+                E,
+                "error: backend 'wider' is not available",
+            ),
+            (
+                None,
+                X,
+                Some("wider"),
+                "",
+                S,
+                E,
+                "error: MONTANA_BACKEND=wider: backend 'wider' is not available",
+            ),
+            (
+                None,
+                X,
+                Some("scalar"),
+                "scalar",
+                S,
+                E,
+                "error: MONTANA_BACKEND=scalar: backend 'scalar' is not available",
+            ),
+            // The flag wins over the variable; auto defers to it.
+            (Some("scalar"), X, Some("wide"), "", B, V, "scalar"),
+            (Some("auto"), X, Some("soft-gpu"), "", B, V, "soft-gpu"),
+        ];
+        for (flag, scope, env, off, suite, op, want) in grid {
+            let r = registry()
+                .with_choice(choice(*flag, *scope, *env, off))
+                .unwrap();
+            let got = match r.resolve(*suite, *op, &Ranking::Static) {
+                Ok(res) => res.name().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            assert!(
+                got.starts_with(want),
+                "{flag:?} {scope:?} {env:?} off={off:?} {suite}/{op}: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_follows_measurements_and_falls_back_along_them() {
+        use crate::ranking::Rate;
+        let r = Registry::new(vec![
+            Arc::new(Fake("wide", Some(10), true)),
+            Arc::new(Fake("wider", Some(20), true)),
+            Arc::new(ScalarBackend),
+        ]);
+        let s = r
+            .resolve(HashSuite::Blake3, Operation::Verify, &Ranking::Static)
+            .unwrap();
+        assert_eq!(
+            (s.name(), s.why, s.hashes_per_sec),
+            ("wider", Why::Static, None)
+        );
+        let rate = |b: &str, hps| Rate {
+            backend: b.into(),
+            suite: HashSuite::Blake3,
+            op: Operation::Verify,
+            threads: 1,
+            hashes_per_sec: hps,
+        };
+        let m = Ranking::Measured(vec![
+            rate("wide", 300.0),
+            rate("wider", 100.0),
+            rate("scalar", 10.0),
+        ]);
+        let res = r.resolve(HashSuite::Blake3, Operation::Verify, &m).unwrap();
+        assert_eq!(
+            (res.name(), res.why, res.hashes_per_sec),
+            ("wide", Why::Measured, Some(300.0))
+        );
+        assert_eq!(res.backend.chain_names(), ["wide", "wider", "scalar"]);
+        // A pin keeps its measured rate and the measured fallback order.
+        let pinned = r
+            .clone()
+            .with_choice(BackendChoice::pinned("scalar", PinScope::Exactly))
+            .unwrap()
+            .resolve(HashSuite::Blake3, Operation::Verify, &m)
+            .unwrap();
+        assert_eq!(
+            (pinned.name(), pinned.why, pinned.hashes_per_sec),
+            ("scalar", Why::Pinned, Some(10.0))
+        );
+        assert_eq!(pinned.backend.chain_names(), ["scalar", "wide", "wider"]);
+    }
+
+    #[test]
+    fn disabled_backends_are_unavailable() {
+        let r = registry()
+            .with_choice(choice(None, PinScope::Exactly, None, "wide, scalar"))
+            .unwrap();
         assert!(matches!(
             r.auto(HashSuite::Blake3, Operation::Verify),
-            Err(SelectError::NoneAvailable { .. })
+            Err(ChoiceError::Select(SelectError::NoneAvailable { .. }))
         ));
         assert_eq!(
             r.availability(&ScalarBackend).reason(),
             Some("disabled by MONTANA_DISABLE_BACKENDS")
         );
-        assert!(matches!(
-            registry().with_overrides(Some("typo"), ""),
-            Err(SelectError::Unknown { .. })
-        ));
-        assert!(matches!(
-            registry().with_overrides(None, "typo"),
-            Err(SelectError::Unknown { .. })
-        ));
     }
 
     #[test]

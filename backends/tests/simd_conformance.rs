@@ -227,3 +227,28 @@ fn auto_picks_a_simd_backend_where_the_cpu_has_one() {
         }
     }
 }
+
+/// A backend asked for a pair it does not implement answers `Unsupported`
+/// (verify-only backends keep the trait's default `evaluate`), never a panic.
+#[test]
+fn unsupported_pairs_are_a_typed_error() {
+    for b in compiled() {
+        for suite in HashSuite::ALL {
+            if b.supports(suite, Operation::Eval) || !b.availability().is_available() {
+                continue;
+            }
+            let params = montana_vdf::ChainParams::new(10, 1).unwrap();
+            let r = b.evaluate(
+                suite,
+                &montana_vdf::Hash32::ZERO,
+                params,
+                &montana_vdf::EvalControl::none(),
+            );
+            assert!(
+                matches!(r, Err(montana_vdf::BackendError::Unsupported { .. })),
+                "{} {suite}: {r:?}",
+                b.name()
+            );
+        }
+    }
+}

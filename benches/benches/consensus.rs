@@ -65,7 +65,11 @@ fn cement(c: &mut Criterion) {
         println!("cement of {n} members: {} bytes", bytes.len());
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &cement, |b, cement| {
-            b.iter(|| cement.verify(&NET, WINDOW, &set, Quorum::default()).unwrap())
+            b.iter(|| {
+                cement
+                    .verify(&NET, WINDOW, &set, Quorum::default())
+                    .unwrap()
+            })
         });
         // Decoding it from the wire, for comparison (no signature work).
         g.bench_with_input(BenchmarkId::new("decode", n), &bytes, |b, bytes| {

@@ -1,6 +1,9 @@
 //! A whole calibration: measure every available backend for the network's
 //! suite, choose the best eval and verify backends, and decide.
 //!
+//! The verdict's backends are the ones [`Registry::resolve`] runs with
+//! these measurements (the one resolution path).
+//!
 //! Unavailable backends (missing CPU features, disabled by
 //! `MONTANA_DISABLE_BACKENDS`, the gpu backend on a host without a GPU
 //! device unless named or `MONTANA_GPU_ALLOW_CPU=1`) are skipped. A software
@@ -8,7 +11,7 @@
 //! measured and reported but never chosen. A backend whose measurement fails is reported
 //! with its error and not chosen: one broken path must not stop calibration.
 
-use montana_backends::Registry;
+use montana_backends::{Ranking, Rate, Registry};
 use montana_vdf::{Backend, HashSuite, Operation, MAX_ITERATIONS};
 use serde::Serialize;
 
@@ -20,7 +23,8 @@ use crate::network::NetworkParams;
 use crate::timestamp;
 use crate::verdict::{decide, Verdict};
 
-/// What to calibrate for, and how long to measure.
+/// What to calibrate for, and how long to measure. A pinned backend
+/// (`--backend`, `MONTANA_BACKEND`) comes with the registry's choice.
 #[derive(Clone, Debug)]
 pub struct CalibrationRequest<'a> {
     pub registry: &'a Registry,
@@ -32,32 +36,19 @@ pub struct CalibrationRequest<'a> {
     pub quick: bool,
     /// Recorded in the fingerprint ([`crate::PROGRAM_VERSION`]).
     pub program_version: String,
-    /// A backend to use where it supports the operation (`--backend`);
-    /// `MONTANA_BACKEND` (the registry's forced backend) applies otherwise.
-    pub pin: Option<String>,
 }
 
 impl CalibrationRequest<'_> {
-    fn pin(&self) -> Option<&str> {
-        self.pin
-            .as_deref()
-            .filter(|p| *p != montana_backends::registry::AUTO)
-            .or(self.registry.forced())
-    }
-
-    fn check(&self) -> Result<(), CalibrationError> {
+    fn check(&self, ops: &[Operation]) -> Result<(), CalibrationError> {
         self.params.validate()?;
         if self.threads == 0 {
             return Err(CalibrationError::ZeroThreads);
         }
-        if let Some(pin) = self.pin() {
-            // The pinned backend must exist and, for each operation it
-            // implements, be usable here.
-            for op in Operation::ALL {
-                match self.registry.get(pin, self.params.hash, op) {
-                    Ok(_) | Err(montana_backends::SelectError::Unsupported { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        if self.registry.choice().pin.is_some() {
+            // A pin this host cannot serve fails now, not after measuring.
+            for op in ops {
+                self.registry
+                    .resolve(self.params.hash, *op, &Ranking::Static)?;
             }
         }
         Ok(())
@@ -69,9 +60,9 @@ pub fn calibrate(
     req: &CalibrationRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<CalibrationFile, CalibrationError> {
-    req.check()?;
+    req.check(&Operation::ALL)?;
     let measurements = measure_all(req, &Operation::ALL, progress);
-    let verdict = verdict_for(&req.params, &measurements, req.pin());
+    let verdict = verdict_for(req.registry, &req.params, &measurements);
     Ok(CalibrationFile {
         format: FORMAT_VERSION,
         created: timestamp::now(),
@@ -83,44 +74,42 @@ pub fn calibrate(
     })
 }
 
-/// The verdict for measurements: the pinned backend where it was measured,
-/// else the fastest eligible one, for each operation.
-pub fn verdict_for(
-    params: &NetworkParams,
-    measurements: &[BackendMeasurement],
-    pin: Option<&str>,
-) -> Verdict {
-    decide(
-        params,
-        choose(measurements, Operation::Eval, pin),
-        choose(measurements, Operation::Verify, pin),
-    )
-}
-
-fn rate(m: &BackendMeasurement, op: Operation) -> Option<f64> {
-    match op {
-        Operation::Eval => m.eval.as_ref().map(|e| e.hashes_per_sec),
-        Operation::Verify => m.verify.as_ref().map(|v| v.hashes_per_sec),
-    }
-}
-
-/// (backend, rate) chosen for `op`.
-pub fn choose<'m>(
-    measurements: &'m [BackendMeasurement],
-    op: Operation,
-    pin: Option<&str>,
-) -> Option<(&'m str, f64)> {
-    let pinned = pin.and_then(|p| measurements.iter().find(|m| m.backend == p));
-    if let Some(m) = pinned {
-        if let Some(r) = rate(m, op) {
-            return Some((m.backend.as_str(), r));
+/// The measured rates of `measurements` (eligible backends only) as the
+/// ranking [`Registry::resolve`] follows.
+pub fn ranking(suite: HashSuite, measurements: &[BackendMeasurement]) -> Ranking {
+    let mut rates = Vec::new();
+    for m in measurements.iter().filter(|m| m.eligible) {
+        let rate = |op, threads, hashes_per_sec| Rate {
+            backend: m.backend.clone(),
+            suite,
+            op,
+            threads,
+            hashes_per_sec,
+        };
+        if let Some(e) = &m.eval {
+            rates.push(rate(Operation::Eval, 1, e.hashes_per_sec));
+        }
+        if let Some(v) = &m.verify {
+            rates.push(rate(Operation::Verify, v.threads, v.hashes_per_sec));
         }
     }
-    measurements
-        .iter()
-        .filter(|m| m.eligible)
-        .filter_map(|m| rate(m, op).map(|r| (m.backend.as_str(), r)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+    Ranking::Measured(rates)
+}
+
+/// The verdict for measurements: for each operation, the backend
+/// [`Registry::resolve`] runs with them (a pin, else the fastest within the
+/// tie rule) at its measured rate.
+pub fn verdict_for(
+    registry: &Registry,
+    params: &NetworkParams,
+    measurements: &[BackendMeasurement],
+) -> Verdict {
+    let ranking = ranking(params.hash, measurements);
+    let pick = |op| {
+        let r = registry.resolve(params.hash, op, &ranking).ok()?;
+        Some((r.name(), r.hashes_per_sec?))
+    };
+    decide(params, pick(Operation::Eval), pick(Operation::Verify))
 }
 
 /// Whether an adapter is a software rasteriser (wgpu's `DeviceType::Cpu`).
@@ -228,10 +217,14 @@ pub fn recommend(
     let mut probe = req.clone();
     // D plays no part in an eval measurement; any valid value will do.
     probe.params.d = req.params.checkpoints;
-    probe.check()?;
+    probe.check(&[Operation::Eval])?;
     let measurements = measure_all(&probe, &[Operation::Eval], progress);
-    let (backend, rate) = choose(&measurements, Operation::Eval, probe.pin())
-        .map(|(b, r)| (b.to_string(), r))
+    let ranking = ranking(req.params.hash, &measurements);
+    let (backend, rate) = req
+        .registry
+        .resolve(req.params.hash, Operation::Eval, &ranking)
+        .ok()
+        .and_then(|r| Some((r.name().to_string(), r.hashes_per_sec?)))
         .ok_or_else(|| CalibrationError::NothingMeasured {
             suite: req.params.hash.name().into(),
             op: "evaluate".into(),

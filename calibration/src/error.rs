@@ -1,6 +1,6 @@
 //! Errors of calibration and selection, one line each (the CLI prints them).
 
-use montana_backends::SelectError;
+use montana_backends::{ChoiceError, SelectError};
 use montana_vdf::ParamError;
 use thiserror::Error;
 
@@ -21,4 +21,6 @@ pub enum CalibrationError {
     NothingMeasured { suite: String, op: String },
     #[error(transparent)]
     Select(#[from] SelectError),
+    #[error(transparent)]
+    Choice(#[from] ChoiceError),
 }

@@ -43,18 +43,25 @@ pub struct HostFingerprint {
     pub gpus: Vec<GpuFingerprint>,
 }
 
+/// (CPU model, hashing features, logical CPUs) of this host, without
+/// probing any GPU: the key of the per-host rate cache.
+pub fn cpu_identity() -> (String, Vec<String>, usize) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let (model, features, listed) = parse_cpuinfo(&cpuinfo);
+    let cpus = if listed > 0 {
+        listed
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    (model, features, cpus)
+}
+
 impl HostFingerprint {
     /// This host now: `/proc/cpuinfo`, `/proc/meminfo`, and the adapters of
     /// the registry's available GPU backends.
     pub fn detect(registry: &Registry, program_version: &str) -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let (cpu_model, cpu_features, listed) = parse_cpuinfo(&cpuinfo);
-        let logical_cpus = if listed > 0 {
-            listed
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
+        let (cpu_model, cpu_features, logical_cpus) = cpu_identity();
         let gpus = registry
             .all()
             .iter()

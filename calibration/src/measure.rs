@@ -17,10 +17,11 @@
 
 use std::time::{Duration, Instant};
 
+use montana_backends::bench::time_valid_verify;
 use montana_backends::scalar;
 use montana_vdf::{
     Backend, BackendError, ChainParams, EvalControl, Hash32, HashSuite, Segment, VerifyOptions,
-    VerifyOutcome, MAX_ITERATIONS,
+    MAX_ITERATIONS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -148,17 +149,8 @@ pub struct BackendMeasurement {
     pub verify_error: Option<String>,
 }
 
-/// The median of non-empty `v` (mean of the middle two for even lengths).
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => s[n / 2],
-        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
+/// The median, shared with every rate measurer (`montana_backends::bench`).
+pub use montana_backends::bench::median;
 
 /// A distinct start value per run, so no run can reuse another's result.
 fn start_value(suite: HashSuite, tag: &str, i: u64) -> Hash32 {
@@ -290,18 +282,8 @@ pub fn measure_verify(
         |n: u64| -> Vec<Segment> { distinct.iter().copied().cycle().take(n as usize).collect() };
     let opts = VerifyOptions::threads(threads);
     let time = |segs: &[Segment]| -> Result<Duration, BackendError> {
-        let t = Instant::now();
-        let outcome = backend.verify(suite, segs, &opts)?;
-        let elapsed = t.elapsed();
+        let elapsed = time_valid_verify(backend, suite, segs, &opts)?;
         progress.update(began.elapsed().as_millis() as u64);
-        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
-            return Err(BackendError::Device {
-                backend: backend.name().to_string(),
-                message: format!(
-                    "rejected a valid calibration sample at segment {first_bad_segment}"
-                ),
-            });
-        }
         Ok(elapsed)
     };
 
@@ -345,16 +327,10 @@ pub fn measure_verify(
 mod tests {
     use super::*;
     use montana_backends::ScalarBackend;
+    use montana_vdf::VerifyOutcome;
 
     fn tiny() -> MeasureConfig {
         MeasureConfig::uniform(Duration::from_millis(20), 3)
-    }
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]
@@ -427,15 +403,6 @@ mod tests {
         }
         fn supports(&self, _: HashSuite, op: montana_vdf::Operation) -> bool {
             op == montana_vdf::Operation::Verify
-        }
-        fn evaluate(
-            &self,
-            _: HashSuite,
-            _: &Hash32,
-            _: ChainParams,
-            _: &EvalControl<'_>,
-        ) -> Result<Vec<Hash32>, BackendError> {
-            unreachable!()
         }
         fn verify(
             &self,

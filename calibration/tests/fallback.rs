@@ -1,4 +1,5 @@
-//! The fallback wrapper: a backend that fails at run time is replaced by the
+//! The fallback wrapper (`montana_backends::fallback`; these tests share
+//! the calibration tests' fakes): a backend that fails at run time is replaced by the
 //! next best, once, logged once, and the results stay the oracle's.
 
 mod common;
@@ -7,8 +8,8 @@ use std::sync::Arc;
 
 use common::{Fake, LogCapture, Mode};
 use montana_backends::conformance::oracle_proof;
+use montana_backends::FallbackBackend;
 use montana_backends::{Registry, ScalarBackend};
-use montana_calibration::FallbackBackend;
 use montana_vdf::{
     Backend, BackendError, ChainParams, EvalControl, HashSuite, Operation, Proof, VerifyOptions,
     VerifyOutcome,
@@ -203,7 +204,7 @@ fn every_backend_reached_by_a_fallback_is_checked_at_its_first_use() {
     let lost = Arc::new(Fake::gpu("gpu", Mode::DeviceLost, "DiscreteGpu").verify_only());
     let lenient = Arc::new(Fake::new("lenient", Mode::InstantValid).verify_only());
     let correct = Arc::new(Fake::new("correct", Mode::Correct).verify_only());
-    let faults = montana_calibration::fallback::FaultCounter::default();
+    let faults = montana_backends::fallback::FaultCounter::default();
     let fb = FallbackBackend::new(lost.clone(), vec![lenient.clone(), correct.clone()])
         .with_faults(faults.clone());
     for suite in HashSuite::ALL {
@@ -227,7 +228,7 @@ fn every_backend_reached_by_a_fallback_is_checked_at_its_first_use() {
 
 #[test]
 fn the_known_bad_sample_is_wrong_at_exactly_one_segment() {
-    use montana_calibration::fallback::known_bad_sample;
+    use montana_backends::fallback::known_bad_sample;
     for suite in HashSuite::ALL {
         let (segments, bad) = known_bad_sample(suite);
         assert!(segments.len() > 8 && bad >= 8 && bad < segments.len());
@@ -259,7 +260,7 @@ fn a_backend_failure_reads_as_one_line_of_text() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "backend 'wrong' failed: rejected a valid calibration sample at segment 0"
+        "backend 'wrong' failed: rejected a valid measurement batch at segment 0"
     );
     assert_eq!(
         VerifyOutcome::Invalid {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{tiny, Fake, LogCapture, Mode};
-use montana_backends::{Registry, ScalarBackend};
+use montana_backends::{BackendChoice, PinScope, Registry, ScalarBackend};
 use montana_calibration::{
     calibrate, select, CalibrationFile, CalibrationRequest, FileError, NetworkParams, NoProgress,
     Recalibration, Role, SelectOptions,
@@ -40,7 +40,6 @@ fn request(registry: &Registry) -> CalibrationRequest<'_> {
         config: tiny(),
         quick: true,
         program_version: montana_calibration::PROGRAM_VERSION.into(),
-        pin: None,
     }
 }
 
@@ -115,9 +114,9 @@ fn select_calibrates_when_missing_then_reuses_the_file() {
     );
     assert_eq!(first.save_error, None);
     assert!(path.exists());
-    assert_eq!(first.eval.backend.name(), "scalar");
+    assert_eq!(first.eval.name(), "scalar");
     assert_eq!(
-        Some(first.verify.hashes_per_sec),
+        first.verify.hashes_per_sec,
         first.calibration.verdict.verify_hashes_per_sec
     );
 
@@ -218,6 +217,12 @@ fn software_adapters_are_measured_but_never_chosen() {
     assert_eq!(file.host.gpus[0].device_type, "Cpu");
 }
 
+fn pinned(reg: &Registry, name: &str, scope: PinScope) -> Registry {
+    reg.clone()
+        .with_choice(BackendChoice::pinned(name, scope))
+        .unwrap()
+}
+
 #[test]
 fn a_real_fast_backend_wins_until_it_is_gone_and_pins_override() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,46 +230,65 @@ fn a_real_fast_backend_wins_until_it_is_gone_and_pins_override() {
     let fast = || Arc::new(Fake::new("fast", Mode::InstantValid).verify_only());
     let reg = Registry::new(vec![fast(), Arc::new(ScalarBackend)]);
     let s = select(&reg, &options(&path)).unwrap();
-    assert_eq!(s.verify.backend.name(), "fast");
-    assert_eq!(s.eval.backend.name(), "scalar");
+    assert_eq!(s.verify.name(), "fast");
+    assert_eq!(s.eval.name(), "scalar");
+    // The calibration's verdict names what resolve runs.
+    assert_eq!(
+        s.calibration.verdict.verify_backend.as_deref(),
+        Some("fast")
+    );
 
     // Pinned by name: scalar for both operations, at its measured rate.
-    let mut opts = options(&path);
-    opts.pin = Some("scalar".into());
-    let s = select(&reg, &opts).unwrap();
+    let s = select(
+        &pinned(&reg, "scalar", PinScope::SomeOperation),
+        &options(&path),
+    )
+    .unwrap();
     assert_eq!(s.recalibrated, None);
-    assert_eq!(s.verify.backend.name(), "scalar");
+    assert_eq!(s.verify.name(), "scalar");
     let measured = s.calibration.measurement("scalar").unwrap();
     assert_eq!(
         s.verify.hashes_per_sec,
-        measured.verify.as_ref().unwrap().hashes_per_sec
+        Some(measured.verify.as_ref().unwrap().hashes_per_sec)
     );
 
-    // MONTANA_BACKEND does the same through the registry.
-    let forced = reg.clone().with_overrides(Some("scalar"), "").unwrap();
-    assert_eq!(
-        select(&forced, &options(&path))
-            .unwrap()
-            .verify
-            .backend
-            .name(),
-        "scalar"
-    );
+    // A verify-only pin pins verification; evaluation follows the file.
+    let s = select(
+        &pinned(&reg, "fast", PinScope::SomeOperation),
+        &options(&path),
+    )
+    .unwrap();
+    assert_eq!((s.eval.name(), s.verify.name()), ("scalar", "fast"));
 
-    // Disabled since calibration: the file names a backend that is gone.
-    // (Disabling does not touch the fingerprint: "fast" is not a GPU.)
-    let without = reg.clone().with_overrides(None, "fast").unwrap();
+    // Disabled since calibration: the file's fastest is skipped and the
+    // next measured one leads, without re-calibrating.
+    let without = reg
+        .clone()
+        .with_choice(BackendChoice::parse(
+            montana_backends::choice::ChoiceInputs {
+                env_disable: Some("fast"),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
     let s = select(&without, &options(&path)).unwrap();
-    assert_eq!(
-        s.recalibrated,
-        Some(Recalibration::BackendGone("fast".into()))
-    );
-    assert_eq!(s.verify.backend.name(), "scalar");
+    assert_eq!(s.recalibrated, None);
+    assert_eq!(s.verify.name(), "scalar");
 
     // A pin that is not available here is an error, not a silent choice.
-    let mut opts = options(&path);
-    opts.pin = Some("fast".into());
-    assert!(select(&without, &opts).is_err());
+    let disabled_and_pinned = reg
+        .clone()
+        .with_choice(BackendChoice::parse(
+            montana_backends::choice::ChoiceInputs {
+                flag: Some("fast"),
+                flag_scope: Some(PinScope::SomeOperation),
+                env_disable: Some("fast"),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let e = select(&disabled_and_pinned, &options(&path)).unwrap_err();
+    assert!(e.to_string().contains("not available"), "{e}");
 }
 
 #[test]
@@ -273,8 +297,8 @@ fn selection_hands_out_fallback_wrappers_and_a_monitor() {
     let path = dir.path().join("calibration.toml");
     let reg = scalar_only();
     let s = select(&reg, &options(&path)).unwrap();
-    assert_eq!(s.verify_with_fallback(&reg).chain_names(), ["scalar"]);
-    assert_eq!(s.eval_with_fallback(&reg).chain_names(), ["scalar"]);
+    assert_eq!(s.verify.backend.chain_names(), ["scalar"]);
+    assert_eq!(s.eval.backend.chain_names(), ["scalar"]);
     let mut m = s.monitor();
     assert!(!m.record_verify_share(0.01).is_drift());
 }

@@ -11,4 +11,6 @@ pub const TARGETS: &[&str] = &[
     "genesis_json",
     "vote",
     "cement",
+    "handshake",
+    "status_http",
 ];

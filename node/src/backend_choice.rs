@@ -1,33 +1,31 @@
 //! Which backends the node evaluates and verifies with.
 //!
-//! One function between start-up and the calibration crate (issue 5): the
-//! calibration file `DATA_DIR/calibration.toml` if it still applies to this
-//! host and this genesis, else a quick re-calibration (saved, with the
-//! reason logged); `--backend` / `MONTANA_BACKEND` pins one. Both backends
-//! come wrapped in the calibration's fallback (also with
-//! `Calibration::Skip`), so a backend failing at run time (a lost GPU) or
-//! giving a wrong verdict (checked against the scalar oracle, see
-//! `montana_calibration::fallback`) hands over to the next best instead of
-//! stopping the node or rejecting a valid proposal. `Calibration::Skip`
-//! takes the registry's best available backends without measuring (tests,
-//! and nodes whose devnet calibrated once for all).
+//! One function between start-up and the one resolution path
+//! ([`Registry::resolve`]): the user's choice arrives typed (the CLI parsed
+//! `--backend`, `MONTANA_BACKEND` and `MONTANA_DISABLE_BACKENDS` once) and
+//! the ranking comes from measurements: the calibration file
+//! `DATA_DIR/calibration.toml` if it still applies to this host and this
+//! genesis, else a quick re-calibration (saved, with the reason logged);
+//! with `Calibration::Skip` (tests, and nodes whose devnet calibrated once
+//! for all) the per-host rate cache when the CLI found one, else the
+//! static ranking. Both backends come wrapped in the one fallback rule
+//! (`montana_backends::fallback`), so a backend failing at run time (a lost
+//! GPU) or giving a wrong verdict hands over to the next best instead of
+//! stopping the node or rejecting a valid proposal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use montana_backends::registry::{AUTO, ENV_BACKEND, ENV_DISABLE};
-use montana_backends::{Registry, SelectError};
-use montana_calibration::fallback::FaultCounter;
-use montana_calibration::{
-    select, CalibrationError, FallbackBackend, NetworkParams, SelectOptions,
-};
+use montana_backends::registry::compiled;
+use montana_backends::{BackendChoice, FaultCounter, Ranking, Registry, Resolved};
+use montana_calibration::{select, CalibrationError, NetworkParams, SelectOptions};
 use montana_vdf::{Backend, Operation};
 use thiserror::Error;
 
 use crate::genesis::Genesis;
 
 /// File name of the calibration inside a data dir.
-pub const CALIBRATION_FILE: &str = "calibration.toml";
+pub const CALIBRATION_FILE: &str = montana_calibration::file::FILE_NAME;
 
 /// Whether to consult (and if needed run) the calibration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,57 +38,19 @@ pub enum Calibration {
 #[derive(Debug, Error)]
 pub enum ChoiceError {
     #[error("{0}")]
-    Select(#[from] SelectError),
+    Choice(#[from] montana_backends::ChoiceError),
     #[error("calibration: {0}")]
     Calibration(#[from] CalibrationError),
-    /// A bad `MONTANA_BACKEND` or `MONTANA_DISABLE_BACKENDS`: the line
-    /// names the variable, since the command line shows nothing wrong.
-    #[error("{var}={value}: {source}")]
-    Env {
-        var: &'static str,
-        value: String,
-        source: SelectError,
-    },
 }
 
-/// Every compiled backend with `MONTANA_DISABLE_BACKENDS` and
-/// `MONTANA_BACKEND` applied; an unknown name fails naming its variable.
-pub fn registry_from_env() -> Result<Registry, ChoiceError> {
-    let forced = std::env::var(ENV_BACKEND)
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let disabled = std::env::var(ENV_DISABLE).unwrap_or_default();
-    registry_with(forced.as_deref(), &disabled)
-}
-
-fn registry_with(forced: Option<&str>, disabled: &str) -> Result<Registry, ChoiceError> {
-    let env = |var, value: &str| {
-        let value = value.to_string();
-        move |source| ChoiceError::Env { var, value, source }
-    };
-    Registry::new(montana_backends::registry::compiled())
-        .with_overrides(None, disabled)
-        .map_err(env(ENV_DISABLE, disabled))?
-        .with_overrides(forced, "")
-        .map_err(env(ENV_BACKEND, forced.unwrap_or_default()))
-}
-
-/// The backend for one operation when `name` is pinned without a
-/// calibration: the pin where it supports the operation (a verify-only
-/// backend such as avx2 or gpu pins verification only), `auto` for the rest.
-fn pinned_or_auto(
-    registry: &Registry,
-    name: &str,
-    suite: montana_vdf::HashSuite,
-    op: Operation,
-) -> Result<Arc<dyn Backend>, SelectError> {
-    if name == AUTO {
-        return registry.auto(suite, op);
-    }
-    match registry.get(name, suite, op) {
-        Err(SelectError::Unsupported { .. }) => registry.auto(suite, op),
-        other => other,
-    }
+/// What the node was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct BackendRequest {
+    /// The user's choice, parsed once by the CLI.
+    pub choice: BackendChoice,
+    /// The per-host rate cache (the CLI resolves its path); used with
+    /// `Calibration::Skip`.
+    pub host_rates: Option<PathBuf>,
 }
 
 /// The backends the node uses, and why they were chosen.
@@ -131,94 +91,48 @@ pub fn network_params(g: &Genesis) -> NetworkParams {
 pub fn choose(
     genesis: &Genesis,
     data_dir: &Path,
-    pinned: Option<&str>,
+    request: &BackendRequest,
     calibration: Calibration,
 ) -> Result<Chosen, ChoiceError> {
-    let registry = registry_from_env()?;
-    if let (None, Some(forced)) = (pinned, registry.forced()) {
-        // MONTANA_BACKEND applies to the operations its backend supports;
-        // one it names that cannot run here is that variable's error.
-        for op in Operation::ALL {
-            match registry.get(forced, genesis.hash, op) {
-                Ok(_) | Err(SelectError::Unsupported { .. }) => {}
-                Err(source) => {
-                    return Err(ChoiceError::Env {
-                        var: ENV_BACKEND,
-                        value: forced.to_string(),
-                        source,
-                    })
-                }
-            }
-        }
-    }
+    let registry = Registry::new(compiled()).with_choice(request.choice.clone())?;
     let faults = FaultCounter::default();
-    let wrap = |b: Arc<dyn Backend>, op| -> Arc<dyn Backend> {
-        Arc::new(
-            FallbackBackend::from_registry(b, &registry, genesis.hash, op)
-                .with_faults(faults.clone()),
-        )
-    };
-    if calibration == Calibration::Skip {
-        let name = pinned.or(registry.forced()).unwrap_or(AUTO).to_string();
-        // A name that supports neither operation is a typo or a wrong
-        // backend, not a partial pin.
-        // An error about the backend MONTANA_BACKEND forced says so.
-        let named = |e: SelectError| match (&e, pinned, registry.forced()) {
-            (
-                SelectError::Unavailable { name, .. } | SelectError::Unsupported { name, .. },
-                None,
-                Some(forced),
-            ) if name == forced => ChoiceError::Env {
-                var: ENV_BACKEND,
-                value: forced.to_string(),
-                source: e,
-            },
-            _ => ChoiceError::Select(e),
-        };
-        if name != AUTO
-            && !Operation::ALL
-                .iter()
-                .any(|op| registry.get(&name, genesis.hash, *op).is_ok())
-        {
-            registry
-                .get(&name, genesis.hash, Operation::Verify)
-                .map_err(named)?;
-            registry
-                .get(&name, genesis.hash, Operation::Eval)
-                .map_err(named)?;
+    let wrap =
+        |r: Resolved| -> Arc<dyn Backend> { Arc::new(r.backend.with_faults(faults.clone())) };
+    let pin = request
+        .choice
+        .pin_name()
+        .unwrap_or(montana_backends::choice::AUTO);
+    let (eval, verify, reason) = if calibration == Calibration::Skip {
+        let (ranking, warning) =
+            montana_calibration::rates::ranking_at(request.host_rates.as_deref());
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
         }
-        return Ok(Chosen {
-            eval: wrap(
-                pinned_or_auto(&registry, &name, genesis.hash, Operation::Eval).map_err(named)?,
-                Operation::Eval,
-            ),
-            verify: wrap(
-                pinned_or_auto(&registry, &name, genesis.hash, Operation::Verify).map_err(named)?,
-                Operation::Verify,
-            ),
-            eval_rate: None,
-            verify_rate: None,
-            reason: format!("{name} (calibration skipped)"),
-            faults,
-        });
-    }
-    if let Some(name) = pinned.filter(|n| *n != AUTO) {
-        // A typo must fail here, with the registry's list of names.
-        registry.get(name, genesis.hash, Operation::Verify)?;
-    }
-    let mut opts = SelectOptions::new(data_dir.join(CALIBRATION_FILE), network_params(genesis));
-    opts.pin = pinned.map(str::to_string);
-    let sel = select(&registry, &opts)?;
-    let reason = match (&sel.recalibrated, &sel.save_error) {
-        (None, _) => format!("calibration file {}", opts.path.display()),
-        (Some(why), None) => format!("re-calibrated ({why}), saved to {}", opts.path.display()),
-        (Some(why), Some(e)) => format!("re-calibrated ({why}), not saved: {e}"),
+        let source = match ranking {
+            Ranking::Measured(_) => "calibration skipped, host rate cache",
+            Ranking::Static => "calibration skipped",
+        };
+        let resolve = |op| registry.resolve(genesis.hash, op, &ranking);
+        (
+            resolve(Operation::Eval)?,
+            resolve(Operation::Verify)?,
+            format!("{pin} ({source})"),
+        )
+    } else {
+        let opts = SelectOptions::new(data_dir.join(CALIBRATION_FILE), network_params(genesis));
+        let sel = select(&registry, &opts)?;
+        let reason = match (&sel.recalibrated, &sel.save_error) {
+            (None, _) => format!("calibration file {}", opts.path.display()),
+            (Some(why), None) => format!("re-calibrated ({why}), saved to {}", opts.path.display()),
+            (Some(why), Some(e)) => format!("re-calibrated ({why}), not saved: {e}"),
+        };
+        (sel.eval, sel.verify, reason)
     };
     Ok(Chosen {
-        eval: wrap(sel.eval.backend.clone(), Operation::Eval),
-        verify: wrap(sel.verify.backend.clone(), Operation::Verify),
-        eval_rate: Some(sel.eval.hashes_per_sec),
-        verify_rate: Some(sel.verify.hashes_per_sec),
+        eval_rate: eval.hashes_per_sec,
+        verify_rate: verify.hashes_per_sec,
+        eval: wrap(eval),
+        verify: wrap(verify),
         reason,
         faults,
     })
@@ -228,20 +142,47 @@ pub fn choose(
 mod tests {
     use super::*;
     use crate::genesis::tests::peers;
+    use montana_backends::PinScope;
     use montana_vdf::HashSuite;
+
+    fn request(name: &str, scope: PinScope) -> BackendRequest {
+        BackendRequest {
+            choice: BackendChoice::pinned(name, scope),
+            host_rates: None,
+        }
+    }
 
     #[test]
     fn skip_picks_available_backends_and_rejects_unknown_names() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = peers(1);
         let g = Genesis::new(p, HashSuite::Sha256, 1_000, 10, 1.0).unwrap();
-        let c = choose(&g, dir.path(), None, Calibration::Skip).unwrap();
+        let c = choose(
+            &g,
+            dir.path(),
+            &BackendRequest::default(),
+            Calibration::Skip,
+        )
+        .unwrap();
         assert!(c.eval.supports(HashSuite::Sha256, Operation::Eval));
         assert!(c.verify.supports(HashSuite::Sha256, Operation::Verify));
-        let c = choose(&g, dir.path(), Some("scalar"), Calibration::Skip).unwrap();
+        let c = choose(
+            &g,
+            dir.path(),
+            &request("scalar", PinScope::SomeOperation),
+            Calibration::Skip,
+        )
+        .unwrap();
         assert_eq!(c.verify.name(), "scalar");
         for mode in [Calibration::Skip, Calibration::Use] {
-            assert!(choose(&g, dir.path(), Some("no-such"), mode).is_err());
+            let e = choose(
+                &g,
+                dir.path(),
+                &request("no-such", PinScope::SomeOperation),
+                mode,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("unknown backend 'no-such'"), "{e}");
         }
     }
 
@@ -250,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = peers(1);
         let g = Genesis::new(p, HashSuite::Sha256, 1_000, 10, 1.0).unwrap();
-        let registry = registry_with(None, "").unwrap();
+        let registry = Registry::new(compiled());
         let verify_only = registry.all().iter().find(|b| {
             registry.availability(b.as_ref()).is_available()
                 && b.supports(HashSuite::Sha256, Operation::Verify)
@@ -260,26 +201,42 @@ mod tests {
             eprintln!("no verify-only backend available on this host; nothing to check");
             return;
         };
-        let c = choose(&g, dir.path(), Some(b.name()), Calibration::Skip).unwrap();
-        assert_eq!(c.verify.name(), b.name());
-        assert!(c.eval.supports(HashSuite::Sha256, Operation::Eval));
-        assert!(c.reason.contains(b.name()), "{}", c.reason);
+        for scope in [PinScope::SomeOperation, PinScope::WhereSupported] {
+            let c = choose(&g, dir.path(), &request(b.name(), scope), Calibration::Skip).unwrap();
+            assert_eq!(c.verify.name(), b.name());
+            assert!(c.eval.supports(HashSuite::Sha256, Operation::Eval));
+            assert!(c.reason.contains(b.name()), "{}", c.reason);
+        }
     }
 
     #[test]
-    fn environment_errors_name_their_variable() {
-        let e = registry_with(Some("nope"), "").unwrap_err().to_string();
-        assert!(
-            e.starts_with("MONTANA_BACKEND=nope: unknown backend 'nope'"),
-            "{e}"
-        );
-        let e = registry_with(None, "scalar,nah").unwrap_err().to_string();
-        assert!(
-            e.starts_with("MONTANA_DISABLE_BACKENDS=scalar,nah: unknown backend 'nah'"),
-            "{e}"
-        );
-        let r = registry_with(Some("scalar"), "sse41").unwrap();
-        assert_eq!(r.forced(), Some("scalar"));
+    fn the_host_rate_cache_ranks_when_calibration_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(1);
+        let g = Genesis::new(p, HashSuite::Sha256, 1_000, 10, 1.0).unwrap();
+        // A cache saying the oracle is the fastest verifier on this host.
+        let path = dir.path().join("rates.toml");
+        let rate = |backend: &str, hps| montana_backends::Rate {
+            backend: backend.into(),
+            suite: HashSuite::Sha256,
+            op: Operation::Verify,
+            threads: 1,
+            hashes_per_sec: hps,
+        };
+        let rates: Vec<_> = Registry::new(compiled())
+            .ranked(HashSuite::Sha256, Operation::Verify)
+            .iter()
+            .map(|b| rate(b.name(), if b.name() == "scalar" { 1e12 } else { 1.0 }))
+            .collect();
+        montana_calibration::rates::save(&path, "test", &rates).unwrap();
+        let req = BackendRequest {
+            choice: BackendChoice::auto(),
+            host_rates: Some(path),
+        };
+        let c = choose(&g, dir.path(), &req, Calibration::Skip).unwrap();
+        assert_eq!(c.verify.name(), "scalar");
+        assert_eq!(c.verify_rate, Some(1e12));
+        assert!(c.reason.contains("host rate cache"), "{}", c.reason);
     }
 
     #[test]
@@ -287,11 +244,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = peers(1);
         let g = Genesis::new(p, HashSuite::Sha256, 100_000, 100, 1.0).unwrap();
-        let first = choose(&g, dir.path(), Some("scalar"), Calibration::Use).unwrap();
+        let req = request("scalar", PinScope::SomeOperation);
+        let first = choose(&g, dir.path(), &req, Calibration::Use).unwrap();
         assert!(first.reason.contains("re-calibrated"), "{}", first.reason);
         assert!(dir.path().join(CALIBRATION_FILE).exists());
         assert!(first.verify_rate.unwrap() > 0.0);
-        let again = choose(&g, dir.path(), Some("scalar"), Calibration::Use).unwrap();
+        let again = choose(&g, dir.path(), &req, Calibration::Use).unwrap();
         assert!(
             again.reason.starts_with("calibration file"),
             "{}",

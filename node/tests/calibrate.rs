@@ -17,6 +17,8 @@ fn montana_in(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .args(FAST)
         .current_dir(dir)
+        // The host rate cache a calibration writes: inside the test's dir.
+        .env("XDG_CACHE_HOME", dir)
         .output()
         .expect("spawn montana")
 }
@@ -271,6 +273,7 @@ fn recommend_d_without_quick_says_quick_exists() {
             .args(["--checkpoints", "10", "--run-ms", "5", "--runs", "1"])
             .args(extra)
             .current_dir(dir.path())
+            .env("XDG_CACHE_HOME", dir.path())
             .output()
             .unwrap()
     };
@@ -307,7 +310,18 @@ fn the_node_accepts_the_file_the_command_wrote() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let path = dir.path().join("data/calibration.toml");
-    let registry = montana_backends::Registry::from_env().unwrap();
+    // The registry as the CLI builds it (the same inherited variables).
+    let env = |v: &str| std::env::var(v).ok();
+    let (forced, disabled) = (env("MONTANA_BACKEND"), env("MONTANA_DISABLE_BACKENDS"));
+    let registry = montana_backends::Registry::new(montana_backends::registry::compiled())
+        .with_choice(montana_backends::BackendChoice::parse(
+            montana_backends::choice::ChoiceInputs {
+                env_backend: forced.as_deref(),
+                env_disable: disabled.as_deref(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
     let params = NetworkParams::new(HashSuite::Sha256, 3000, 30, 20.0).unwrap();
     let opts = SelectOptions {
         threads: 2,
@@ -316,7 +330,7 @@ fn the_node_accepts_the_file_the_command_wrote() {
     let s = select(&registry, &opts).unwrap();
     assert_eq!(s.recalibrated, None, "the CLI's file should apply as is");
     assert_eq!(
-        Some(s.verify.backend.name()),
+        Some(s.verify.name()),
         s.calibration.verdict.verify_backend.as_deref()
     );
     // Another network: the node re-calibrates (quickly) and says why.

@@ -2,15 +2,130 @@
 //! Figures are not checked (speed goals live in docs/BENCHMARKS.md, not in
 //! tests); only that every row is there and positive.
 
-use std::process::{Command, Output};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// Runs montana with its rate cache in a scratch directory (a bench writes
+/// one; tests must not touch the user's).
 fn montana(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_montana"))
+    let cache = tempfile::tempdir().unwrap();
+    montana_cached(cache.path(), args, None)
+}
+
+/// Runs montana with `cache` as `XDG_CACHE_HOME`, no backend pinned or
+/// disabled, and `stdin` as its input.
+fn montana_cached(cache: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_montana"))
         .args(args)
-        .output()
-        .expect("run montana")
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("MONTANA_BACKEND")
+        .env_remove("MONTANA_DISABLE_BACKENDS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run montana");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().expect("run montana")
+}
+
+/// `montana bench` writes this host's rate cache; `auto` then ranks from
+/// it, and a corrupt cache is ignored with one warning line.
+#[test]
+fn bench_writes_the_host_rate_cache_and_auto_ranks_from_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = montana_cached(
+        cache.path(),
+        &[
+            "bench",
+            "--hash",
+            "sha256",
+            "--seconds",
+            "0.05",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("montana"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = &files[0];
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("rates-") && name.ends_with(".toml"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("backend = \"scalar\""), "{text}");
+    assert!(!text.contains("crate-sha2"), "{text}");
+
+    // Measurements saying the oracle verifies fastest by far: auto follows.
+    let list: Value = serde_json::from_slice(&montana(&["backends", "--json"]).stdout).unwrap();
+    let mut rates = String::from("format = 1\nhost = \"test\"\n");
+    for b in list.as_array().unwrap() {
+        let name = b["name"].as_str().unwrap();
+        let hps = if name == "scalar" { 1e15 } else { 1.0 };
+        rates += &format!(
+            "[[rates]]\nbackend = \"{name}\"\nhash = \"sha256\"\nop = \"verify\"\nthreads = 1\nhashes_per_sec = {hps:e}\n"
+        );
+    }
+    std::fs::write(path, rates).unwrap();
+    let proof = montana_cached(
+        cache.path(),
+        &[
+            "vdf",
+            "eval",
+            "--iterations",
+            "1000",
+            "--checkpoints",
+            "10",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        proof.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proof.stderr)
+    );
+    let proof = String::from_utf8(proof.stdout).unwrap();
+    let verify = |cache: &Path| montana_cached(cache, &["vdf", "verify"], Some(&proof));
+    let out = verify(cache.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "scalar", "{v}");
+
+    std::fs::write(path, "not = [toml").unwrap();
+    let out = verify(cache.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("warning: ignoring the rate cache"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
 }
 
 #[test]

@@ -166,7 +166,148 @@ fn seeds_decode_and_are_written_when_asked() {
     write(dir, "vote", "nil_prevote", &nil.encode());
     let c = Cement::from_votes(&[v]).unwrap();
     write(dir, "cement", "one", &c.encode());
+
+    // Handshakes: what each side of a real handshake read from the other
+    // (the target's role byte first: 0 we respond, 1 we dial).
+    let (to_responder, to_initiator) = recorded_handshake();
+    let mut seed = vec![0u8];
+    seed.extend_from_slice(&to_responder);
+    write(dir, "handshake", "respond", &seed);
+    let mut seed = vec![1u8];
+    seed.extend_from_slice(&to_initiator);
+    write(dir, "handshake", "dial", &seed);
+
+    // Status server requests.
+    for (name, req) in STATUS_REQUESTS {
+        write(dir, "status_http", name, req.as_bytes());
+    }
     check_and_write(all);
+}
+
+/// Requests a status client may send; the GETs of existing paths must be
+/// answered 200 by the real server (checked below).
+const STATUS_REQUESTS: [(&str, &str); 5] = [
+    ("status", "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    ("metrics", "GET /metrics HTTP/1.0\r\n\r\n"),
+    (
+        "two",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /status HTTP/1.1\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "post",
+        "POST /status HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    ),
+    (
+        "chunked",
+        "GET /status HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ),
+];
+
+/// A real handshake between two genesis peers over in-memory pipes, through
+/// a relay that records each direction: (what the responder read, what the
+/// initiator read).
+fn recorded_handshake() -> (Vec<u8>, Vec<u8>) {
+    use montana_node::net::handshake::{self, Context};
+    use montana_node::net::{PeerId, PeerInfo, DEFAULT_TRANSPORT};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys: Vec<NodeKeys> = (0..2).map(|_| NodeKeys::generate().unwrap()).collect();
+    let peers: Vec<PeerInfo> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| PeerInfo {
+            id: PeerId(i as u16),
+            label: format!("n{i}"),
+            address: "127.0.0.1:9".parse().unwrap(),
+            noise_public: *k.noise_public(),
+            signing_public: k.verifying_key().clone(),
+        })
+        .collect();
+    let params = handshake::parse_suite(DEFAULT_TRANSPORT).unwrap();
+    let ctx = |me: u16| Context {
+        params: &params,
+        network_id: &[0x42; 32],
+        me: PeerId(me),
+        keys: &keys[me as usize],
+        peers: &peers,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut a, a_relay) = tokio::io::duplex(1 << 20);
+        let (mut b, b_relay) = tokio::io::duplex(1 << 20);
+        // Copies one direction, recording it, until the writer side closes.
+        async fn pipe(
+            mut from: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+            mut to: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        ) -> Vec<u8> {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = from.read(&mut buf).await {
+                if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            seen
+        }
+        let (ar, aw) = tokio::io::split(a_relay);
+        let (br, bw) = tokio::io::split(b_relay);
+        let up = tokio::spawn(pipe(ar, bw));
+        let down = tokio::spawn(pipe(br, aw));
+        let (c0, c1) = (ctx(0), ctx(1));
+        let (i, r) = tokio::join!(
+            handshake::initiate(&mut a, &c0, PeerId(1)),
+            handshake::respond(&mut b, &c1)
+        );
+        assert!(i.is_ok() && r.is_ok(), "the recorded handshake completed");
+        drop((a, b));
+        (up.await.unwrap(), down.await.unwrap())
+    })
+}
+
+/// The GET seeds are answered 200 by the real status server.
+fn status_seeds_are_served(all: &Seeds) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let source = std::sync::Arc::new(montana_node::status::StatusSnapshot::default);
+        let addr = montana_node::status::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            source,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        for (_, name, bytes) in all.0.iter().filter(|s| s.0 == "status_http") {
+            // The write side stays open (hyper does not answer a client
+            // that half-closed first); read up to the end of the head.
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(bytes).await.unwrap();
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            let answer = String::from_utf8_lossy(&answer);
+            let expect = if name == "post" { " 405 " } else { " 200 " };
+            assert!(answer.starts_with("HTTP/1."), "{name}: {answer}");
+            assert!(
+                answer.lines().next().unwrap().contains(expect),
+                "{name}: {answer}"
+            );
+        }
+    });
 }
 
 /// Every seed must be accepted by the decoder its target fuzzes.
@@ -181,10 +322,12 @@ fn check_and_write(all: Seeds) {
             "envelope",
             "frame",
             "genesis_json",
+            "handshake",
             "message",
             "proof_json",
             "proof_mtvp",
             "proposal",
+            "status_http",
             "vote"
         ]
     );
@@ -222,10 +365,27 @@ fn check_and_write(all: Seeds) {
                 n == 5 && d.finish().is_ok()
             }
             "frame" => bytes.len() == 2 + 1 + 2 + 48 + 2 + 1000,
+            // Three frames to the responder (two Noise messages and the
+            // signature), two to the initiator.
+            "handshake" => {
+                let mut rest = &bytes[1..];
+                let mut frames = 0;
+                while rest.len() >= 2 {
+                    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                    if rest.len() < 2 + len {
+                        break;
+                    }
+                    rest = &rest[2 + len..];
+                    frames += 1;
+                }
+                rest.is_empty() && frames == if bytes[0] == 0 { 3 } else { 2 }
+            }
+            "status_http" => true, // served: status_seeds_are_served
             _ => false,
         };
         assert!(ok, "seed {target}/{name} does not decode");
     }
+    status_seeds_are_served(&all);
     if let Some(dir) = std::env::var_os("MONTANA_FUZZ_SEEDS") {
         let dir = Path::new(&dir);
         for (target, name, bytes) in &all.0 {

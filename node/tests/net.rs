@@ -69,10 +69,12 @@ fn limits() -> Limits {
 fn config(g: &Genesis, me: u16, network_id: [u8; 32], limits: Limits) -> NetConfig {
     NetConfig {
         network_id,
-        me: PeerId(me),
+        me: Some(PeerId(me)),
         listen: g.peers[me as usize].address,
         keys: g.keys[me as usize].clone(),
         peers: g.peers.clone(),
+        bootstrap: Vec::new(),
+        members: None,
         limits,
         transport: DEFAULT_TRANSPORT.to_string(),
     }
@@ -153,8 +155,14 @@ async fn two_nodes_exchange_envelopes_of_every_size() {
         Err(NetError::ReservedType(1))
     ));
     let e = Envelope::new(16, 1, 0, vec![]);
+    // Ids from the genesis peer count on name connections of nodes outside
+    // the genesis: none here. Beyond every slot: no such peer.
     assert!(matches!(
         a.send(PeerId(5), e.clone()),
+        Err(NetError::NotConnected(_))
+    ));
+    assert!(matches!(
+        a.send(PeerId(60_000), e.clone()),
         Err(NetError::UnknownPeer(_))
     ));
     assert!(matches!(
@@ -389,7 +397,7 @@ async fn bad_configurations_are_refused() {
         Err(NetError::Config(_))
     ));
     let mut cfg = config(&g, 0, NET, limits());
-    cfg.me = PeerId(2);
+    cfg.me = Some(PeerId(2));
     assert!(matches!(
         Network::start(cfg).await,
         Err(NetError::Config(_))
@@ -440,9 +448,9 @@ async fn unanswered_pings_count_as_heartbeat_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_connections_are_bounded() {
     let g = genesis(3);
-    // Node 2 accepts from 0 and 1, but has room for one.
+    // Node 2 accepts from 0 and 1, but has room for one member.
     let one = Limits {
-        max_inbound: 1,
+        max_peers: 1,
         ..limits()
     };
     let (c, _c_rx) = start(config(&g, 2, NET, one)).await;
@@ -488,9 +496,9 @@ async fn silent_and_garbage_connections_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_connections_are_bounded() {
     let g = genesis(3);
-    // Node 0 dials 1 and 2, but may hold one dialed connection at a time.
+    // Node 0 dials 1 and 2, but has room for one member.
     let one = Limits {
-        max_outbound: 1,
+        max_peers: 1,
         ..limits()
     };
     let (a, _a_rx) = start(config(&g, 0, NET, one)).await;
@@ -629,7 +637,7 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
     assert!(t.refused_per_ip > 0 && t.refused_pool_full > 0, "{t:?}");
     assert_eq!(
         t.inbound_refused,
-        t.refused_per_ip + t.refused_pool_full + t.refused_inbound_full
+        t.refused_per_ip + t.refused_pool_full + t.refused_members_full
     );
     assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
     // Hundreds of refusals and failures, at most one line per address.

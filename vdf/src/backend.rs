@@ -205,13 +205,20 @@ pub trait Backend: Send + Sync {
 
     /// Runs one chain of `params.iterations()` steps from `start` and returns
     /// its `params.checkpoints()` evenly spaced checkpoints.
+    ///
+    /// Verify-only backends (`avx2`, `gpu`: a chain is latency-bound, lanes
+    /// do not help it) keep this default, which answers
+    /// [`BackendError::Unsupported`]; a backend that evaluates overrides it
+    /// and declares the pairs in [`Backend::supports`].
     fn evaluate(
         &self,
         suite: HashSuite,
-        start: &Hash32,
-        params: ChainParams,
-        ctl: &EvalControl<'_>,
-    ) -> Result<Vec<Hash32>, BackendError>;
+        _start: &Hash32,
+        _params: ChainParams,
+        _ctl: &EvalControl<'_>,
+    ) -> Result<Vec<Hash32>, BackendError> {
+        Err(self.unsupported(suite, Operation::Eval))
+    }
 
     /// Checks every segment; reports the lowest failing index.
     fn verify(
@@ -239,11 +246,16 @@ pub trait Backend: Send + Sync {
         if self.supports(suite, op) {
             Ok(())
         } else {
-            Err(BackendError::Unsupported {
-                backend: self.name().to_string(),
-                suite: suite.name().to_string(),
-                op: op.name().to_string(),
-            })
+            Err(self.unsupported(suite, op))
+        }
+    }
+
+    /// The error for a pair this backend does not implement.
+    fn unsupported(&self, suite: HashSuite, op: Operation) -> BackendError {
+        BackendError::Unsupported {
+            backend: self.name().to_string(),
+            suite: suite.name().to_string(),
+            op: op.name().to_string(),
         }
     }
 

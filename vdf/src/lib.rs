@@ -12,6 +12,7 @@
 //!   recomputing a chain that cannot be split.
 //! - [`encoding`]: the canonical binary form of a proof (consensus bytes) and
 //!   [`json`]: the same proof as JSON for tools.
+//! - [`NetworkParams`]: a network's suite, D, K and window target, defined once.
 //! - [`Backend`]: what a compute backend (scalar, SIMD, GPU) must provide.
 //!
 //! Nothing here is hardware-specific or async: the reference step lives here,
@@ -22,6 +23,7 @@ pub mod encoding;
 pub mod error;
 pub mod hash;
 pub mod json;
+pub mod network;
 pub mod params;
 pub mod proof;
 pub mod segment;
@@ -34,6 +36,7 @@ pub use backend::{
 };
 pub use error::{BackendError, DecodeError, ParamError, ParseError};
 pub use hash::Hash32;
+pub use network::{NetworkError, NetworkParams};
 pub use params::{ChainParams, MAX_CHECKPOINTS, MAX_ITERATIONS};
 pub use proof::Proof;
 pub use segment::Segment;

@@ -1,4 +1,7 @@
-//! Timing one figure: the median of several slices, sized to a budget.
+//! Timing one figure: the median of several slices, sized to a budget; and
+//! the primitives every rate measurer of the project shares (`montana
+//! bench`, calibration, the `--report` sweep, the GPU throughput figures):
+//! [`median`] and [`time_valid_verify`].
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,40 @@ use crate::scalar;
 
 /// Timed slices per measurement; the reported rate is their median.
 pub const SLICES: usize = 5;
+
+/// The median of `v` (the mean of the middle two for even lengths; 0 for
+/// none). NaNs sort last (`total_cmp`).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Times one `verify` call on a batch that must be valid. A backend that
+/// rejects it is broken: a [`BackendError::Device`] naming it and the
+/// segment, so no rate is ever reported for a wrong answer.
+pub fn time_valid_verify(
+    backend: &dyn Backend,
+    suite: HashSuite,
+    segments: &[Segment],
+    opts: &VerifyOptions,
+) -> Result<Duration, BackendError> {
+    let t = Instant::now();
+    let outcome = backend.verify(suite, segments, opts)?;
+    let elapsed = t.elapsed();
+    match outcome {
+        VerifyOutcome::Valid => Ok(elapsed),
+        VerifyOutcome::Invalid { first_bad_segment } => Err(BackendError::Device {
+            backend: backend.name().into(),
+            message: format!("rejected a valid measurement batch at segment {first_bad_segment}"),
+        }),
+    }
+}
 
 /// Runs `work(n)` (which does about n hashes and returns how many it did) in
 /// slices of about `budget / SLICES`, after sizing n, and returns the median
@@ -42,8 +79,7 @@ fn median_rate(
         }
         rates.push(done as f64 / t.elapsed().as_secs_f64());
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[SLICES / 2])
+    Ok(median(&rates))
 }
 
 fn budget(seconds: f64) -> Duration {
@@ -109,9 +145,7 @@ pub fn measure_verify(
     };
     let mut segs = batch(len);
     loop {
-        let t = Instant::now();
-        check(backend.verify(suite, &segs, &opts)?)?;
-        let dt = t.elapsed();
+        let dt = time_valid_verify(backend, suite, &segs, &opts)?;
         if dt >= target || len >= 1 << 30 {
             break;
         }
@@ -123,7 +157,7 @@ pub fn measure_verify(
     let rate = median_rate(budget(seconds), |n| {
         let batches = n.div_ceil(per_call).max(1);
         for _ in 0..batches {
-            check(backend.verify(suite, &segs, &opts)?)?;
+            time_valid_verify(backend, suite, &segs, &opts)?;
         }
         Ok(batches * per_call)
     })?;
@@ -134,12 +168,34 @@ pub fn measure_verify(
     })
 }
 
-fn check(o: VerifyOutcome) -> Result<(), BackendError> {
-    match o {
-        VerifyOutcome::Valid => Ok(()),
-        VerifyOutcome::Invalid { first_bad_segment } => Err(BackendError::Device {
-            backend: "bench".into(),
-            message: format!("rejected a valid benchmark batch at segment {first_bad_segment}"),
-        }),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_rejected_valid_batch_is_a_device_error() {
+        let suite = HashSuite::Sha256;
+        let start = Hash32([1; 32]);
+        let good = Segment {
+            start,
+            end: suite.iterate(&start, 3),
+            steps: 3,
+        };
+        let bad = Segment { steps: 4, ..good };
+        let opts = VerifyOptions::threads(1);
+        assert!(time_valid_verify(&crate::ScalarBackend, suite, &[good], &opts).is_ok());
+        let e = time_valid_verify(&crate::ScalarBackend, suite, &[good, bad], &opts).unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Device { backend, message }
+                if backend == "scalar" && message.contains("segment 1")),
+            "{e}"
+        );
     }
 }

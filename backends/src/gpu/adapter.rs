@@ -28,8 +28,9 @@ use montana_vdf::AdapterInfo;
 
 use super::block::block_on;
 
-/// Environment variable letting `auto` choose a CPU (software) adapter.
-pub const ENV_ALLOW_CPU: &str = "MONTANA_GPU_ALLOW_CPU";
+/// Environment variable letting `auto` choose a CPU (software) adapter
+/// (read by the CLI into [`crate::GpuPolicy`]).
+pub const ENV_ALLOW_CPU: &str = crate::choice::ENV_GPU_ALLOW_CPU;
 
 /// The result of looking for adapters, kept for the life of the process.
 pub(crate) struct Probe {
@@ -41,6 +42,17 @@ static PROBE: OnceLock<Probe> = OnceLock::new();
 
 /// Set once the user has named the GPU backend in this process.
 static NAMED: AtomicBool = AtomicBool::new(false);
+/// The GPU policy's `allow_cpu` ([`set_policy`]).
+static ALLOW_CPU: AtomicBool = AtomicBool::new(false);
+/// The GPU policy's `driver_chosen` ([`set_policy`]).
+static DRIVER_CHOSEN: AtomicBool = AtomicBool::new(false);
+
+/// Applies the user's GPU policy (the registry does, from the choice the
+/// CLI parsed); this crate reads no environment variables.
+pub fn set_policy(policy: crate::GpuPolicy) {
+    ALLOW_CPU.store(policy.allow_cpu, Ordering::Relaxed);
+    DRIVER_CHOSEN.store(policy.driver_chosen, Ordering::Relaxed);
+}
 
 /// The cached probe (made on first call).
 pub(crate) fn probe() -> &'static Probe {
@@ -79,7 +91,7 @@ pub(crate) fn chosen_is_cpu() -> bool {
 
 /// Whether `MONTANA_GPU_ALLOW_CPU` lets `auto` use a software adapter.
 pub(crate) fn cpu_allowed() -> bool {
-    std::env::var(ENV_ALLOW_CPU).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+    ALLOW_CPU.load(Ordering::Relaxed)
 }
 
 /// Records that the user named the GPU backend (the registry calls it for
@@ -101,9 +113,7 @@ pub(crate) fn may_probe() -> bool {
 
 /// Whether the user picked a Vulkan driver by its manifest.
 fn driver_chosen() -> bool {
-    ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    DRIVER_CHOSEN.load(Ordering::Relaxed)
 }
 
 /// Whether the host has a device node a hardware Vulkan driver would open:

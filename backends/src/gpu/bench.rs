@@ -11,14 +11,11 @@
 //! against the scalar oracle, and the timed runs then verify those claims:
 //! upload, compute, readback and comparison, exactly like a real batch.
 
-use std::time::Instant;
-
-use montana_vdf::{
-    AdapterInfo, Backend, BackendError, Hash32, HashSuite, Segment, VerifyOptions, VerifyOutcome,
-};
+use montana_vdf::{AdapterInfo, Backend, BackendError, Hash32, HashSuite, Segment, VerifyOptions};
 use rand::{Rng, SeedableRng};
 
 use super::GpuBackend;
+use crate::bench::{median, time_valid_verify};
 use crate::scalar;
 
 /// One throughput measurement.
@@ -79,20 +76,10 @@ pub fn time_verify(
     opts: &VerifyOptions,
     runs: usize,
 ) -> Result<f64, BackendError> {
-    let mut times = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        let outcome = backend.verify(suite, segments, opts)?;
-        times.push(t.elapsed().as_secs_f64());
-        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
-            return Err(BackendError::Device {
-                backend: backend.name().into(),
-                message: format!("rejected a valid synthetic batch at segment {first_bad_segment}"),
-            });
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let times = (0..runs.max(1))
+        .map(|_| time_valid_verify(backend, suite, segments, opts).map(|t| t.as_secs_f64()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(median(&times))
 }
 
 /// End-to-end GPU verification rate on `segments` x `steps` (one warm-up

@@ -40,8 +40,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use montana_vdf::{
-    AdapterInfo, Availability, Backend, BackendError, BackendKind, ChainParams, EvalControl,
-    Hash32, HashSuite, Operation, Segment, VerifyOptions, VerifyOutcome,
+    AdapterInfo, Availability, Backend, BackendError, BackendKind, Hash32, HashSuite, Operation,
+    Segment, VerifyOptions, VerifyOutcome,
 };
 
 pub use adapter::{adapters, ENV_ALLOW_CPU};
@@ -269,21 +269,8 @@ impl Backend for GpuBackend {
         adapter::chosen().map(|a| adapter::describe(&a.get_info()))
     }
 
-    fn evaluate(
-        &self,
-        suite: HashSuite,
-        _start: &Hash32,
-        _params: ChainParams,
-        _ctl: &EvalControl<'_>,
-    ) -> Result<Vec<Hash32>, BackendError> {
-        // A chain is latency-bound: one invocation would walk it alone.
-        self.check_supported(suite, Operation::Eval)?;
-        Err(BackendError::Unsupported {
-            backend: self.name().into(),
-            suite: suite.name().into(),
-            op: Operation::Eval.name().into(),
-        })
-    }
+    // No `evaluate`: a chain is latency-bound, one invocation would walk it
+    // alone (the trait's default answers Unsupported).
 
     fn verify(
         &self,

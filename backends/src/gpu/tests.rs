@@ -224,8 +224,14 @@ fn verify_only_and_never_auto_on_a_software_adapter() {
         "gpu"
     );
     if info.device_type == "Cpu" {
-        // The only test touching this variable.
-        std::env::remove_var(ENV_ALLOW_CPU);
+        // The only test touching the policy.
+        let allow = |allow_cpu| {
+            adapter::set_policy(crate::GpuPolicy {
+                allow_cpu,
+                ..Default::default()
+            })
+        };
+        allow(false);
         assert_eq!(gpu.auto_rank(HashSuite::Sha256, Operation::Verify), None);
         assert_ne!(
             registry
@@ -234,12 +240,12 @@ fn verify_only_and_never_auto_on_a_software_adapter() {
                 .name(),
             "gpu"
         );
-        std::env::set_var(ENV_ALLOW_CPU, "1");
+        allow(true);
         assert_eq!(
             gpu.auto_rank(HashSuite::Sha256, Operation::Verify),
             Some(AUTO_RANK)
         );
-        std::env::remove_var(ENV_ALLOW_CPU);
+        allow(false);
     } else {
         assert_eq!(
             gpu.auto_rank(HashSuite::Sha256, Operation::Verify),
@@ -408,12 +414,15 @@ fn lose_the_device_then_fall_back() {
     assert!(!why.is_available(), "{err} / {why:?}");
 
     // With MONTANA_GPU_ALLOW_CPU the GPU would lead `auto`; lost, it is skipped.
-    std::env::set_var(ENV_ALLOW_CPU, "1");
+    adapter::set_policy(crate::GpuPolicy {
+        allow_cpu: true,
+        ..Default::default()
+    });
     let registry = Registry::new(compiled());
     let fallback = registry.ranked(HashSuite::Blake3, Operation::Verify);
     assert!(fallback.iter().all(|b| b.name() != "gpu"));
     // A caller that had picked the GPU before it failed moves on to the
-    // next in that ranking (montana_calibration::FallbackBackend, tested
+    // next in that ranking (crate::FallbackBackend, tested
     // there): the first one verifies.
     assert_eq!(
         fallback[0].verify(HashSuite::Blake3, &segs, &opts()),

@@ -12,12 +12,10 @@
 use std::time::{Duration, Instant};
 
 use montana_backends::{scalar, Registry};
-use montana_vdf::{
-    Backend, BackendError, HashSuite, Operation, Segment, VerifyOptions, VerifyOutcome,
-};
+use montana_vdf::{Backend, BackendError, HashSuite, Operation, Segment, VerifyOptions};
 use serde::Serialize;
 
-use crate::measure::median;
+use montana_backends::bench::{median, time_valid_verify};
 
 /// What to sweep.
 #[derive(Clone, Debug)]
@@ -145,16 +143,8 @@ fn measure_batch(
     let opts = VerifyOptions::threads(threads);
     let work = segs.iter().map(|s| s.steps).sum::<u64>() as f64;
     let call = || -> Result<f64, BackendError> {
-        let t = Instant::now();
-        let outcome = backend.verify(suite, segs, &opts)?;
-        let dt = t.elapsed().as_secs_f64().max(1e-9);
-        if let VerifyOutcome::Invalid { first_bad_segment } = outcome {
-            return Err(BackendError::Device {
-                backend: backend.name().into(),
-                message: format!("rejected a valid benchmark batch at segment {first_bad_segment}"),
-            });
-        }
-        Ok(work / dt)
+        let dt = time_valid_verify(backend, suite, segs, &opts)?;
+        Ok(work / dt.as_secs_f64().max(1e-9))
     };
     call()?;
     let began = Instant::now();

@@ -89,6 +89,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     )
     .map_err(|e| CliError::check_failed(format!("benchmark failed: {e}")))?;
     meter.finish();
+    super::save_host_rates(&montana_calibration::rates::from_bench(&report));
     if args.json {
         print_json(&report);
     } else {

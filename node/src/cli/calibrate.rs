@@ -112,7 +112,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         config,
         quick: args.quick,
         program_version: montana_calibration::PROGRAM_VERSION.into(),
-        pin: None,
     };
     let path = match (&args.data_dir, &args.out) {
         (Some(dir), _) => dir.join(FILE_NAME),
@@ -156,6 +155,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
     let file = montana_calibration::calibrate(&req, progress).map_err(from_calibration)?;
     drop(bars);
+    super::save_host_rates(&montana_calibration::rates::from_calibration(&file));
     file.save(&path)
         .map_err(|e| CliError::bad_input(format!("cannot write {}: {e}", path.display())))?;
     if args.json {
@@ -183,7 +183,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 /// The network: the genesis file, else the flags over Montana's defaults.
 fn network_params(args: &Args) -> Result<NetworkParams, CliError> {
     if let Some(path) = &args.genesis {
-        return NetworkParams::from_genesis_file(path).map_err(from_calibration);
+        return montana_calibration::network::from_genesis_file(path).map_err(from_calibration);
     }
     let m = NetworkParams::MONTANA;
     let hash = match &args.hash {
@@ -203,7 +203,7 @@ fn network_params(args: &Args) -> Result<NetworkParams, CliError> {
         checkpoints,
         args.window_secs.unwrap_or(m.window_secs),
     )
-    .map_err(from_calibration)
+    .map_err(|e| from_calibration(e.into()))
 }
 
 fn from_calibration(e: CalibrationError) -> CliError {

@@ -312,7 +312,6 @@ fn calibrate_once(plan: &Plan) -> Result<(), CliError> {
         config: MeasureConfig::quick(),
         quick: true,
         program_version: montana_calibration::PROGRAM_VERSION.to_string(),
-        pin: None,
     };
     let file = calibrate(&req, &NoProgress)
         .map_err(|e| CliError::check_failed(format!("calibration: {e}")))?;

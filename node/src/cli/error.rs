@@ -82,19 +82,16 @@ bad_input_from!(
     montana_vdf::ParseError
 );
 
-/// A backend that `MONTANA_BACKEND` forced and that cannot serve says where
-/// the name came from: the command line shows nothing wrong.
 impl From<montana_backends::SelectError> for CliError {
     fn from(e: montana_backends::SelectError) -> Self {
-        use montana_backends::registry::ENV_BACKEND;
-        use montana_backends::SelectError::*;
-        let forced = std::env::var(ENV_BACKEND).unwrap_or_default();
-        match &e {
-            Unavailable { name, .. } | Unsupported { name, .. } if *name == forced.trim() => {
-                CliError::bad_input(format!("{ENV_BACKEND}={forced}: {e}"))
-            }
-            _ => CliError::bad_input(e),
-        }
+        CliError::bad_input(e)
+    }
+}
+
+/// A choice error already names the flag or variable it came from.
+impl From<montana_backends::ChoiceError> for CliError {
+    fn from(e: montana_backends::ChoiceError) -> Self {
+        CliError::bad_input(e)
     }
 }
 

@@ -7,6 +7,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use montana_backends::choice::ChoiceInputs;
+use montana_backends::{BackendChoice, GpuPolicy, PinScope, Ranking, Registry};
 
 mod backends;
 mod bench;
@@ -140,10 +142,80 @@ fn parse_error_line(text: &str) -> String {
     line
 }
 
-/// The registry with this process's environment overrides applied; an
-/// error names the variable it comes from.
-pub fn registry() -> Result<montana_backends::Registry, CliError> {
-    montana_node::backend_choice::registry_from_env().map_err(CliError::bad_input)
+/// The user's backend choice: `flag` (a verb's `--backend`, meaning
+/// `scope`) over `MONTANA_BACKEND`, with `MONTANA_DISABLE_BACKENDS` and the
+/// GPU probe variables. The only place the program reads these variables;
+/// everything below gets the typed value, so they mean the same for every
+/// verb (the devnet's nodes inherit them).
+pub fn backend_choice(flag: Option<&str>, scope: PinScope) -> BackendChoice {
+    use montana_backends::choice::{ENV_BACKEND, ENV_DISABLE, ENV_GPU_ALLOW_CPU, ENV_VK_DRIVERS};
+    let var = |name: &str| std::env::var(name).ok();
+    let vk: Vec<Option<String>> = ENV_VK_DRIVERS.iter().map(|v| var(v)).collect();
+    let vk: Vec<Option<&str>> = vk.iter().map(Option::as_deref).collect();
+    let (backend, disable) = (var(ENV_BACKEND), var(ENV_DISABLE));
+    BackendChoice::parse(ChoiceInputs {
+        flag,
+        flag_scope: Some(scope),
+        env_backend: backend.as_deref(),
+        env_disable: disable.as_deref(),
+        gpu: GpuPolicy::parse(var(ENV_GPU_ALLOW_CPU).as_deref(), &vk),
+    })
+}
+
+/// Every compiled backend with the user's choice applied (`flag`: the
+/// verb's `--backend`); an unknown name fails naming where it came from.
+pub fn registry_with(flag: Option<&str>, scope: PinScope) -> Result<Registry, CliError> {
+    Registry::new(montana_backends::registry::compiled())
+        .with_choice(backend_choice(flag, scope))
+        .map_err(CliError::bad_input)
+}
+
+/// [`registry_with`] for verbs without `--backend`.
+pub fn registry() -> Result<Registry, CliError> {
+    registry_with(None, PinScope::Exactly)
+}
+
+/// This host's rate cache: `$XDG_CACHE_HOME/montana/rates-KEY.toml`, else
+/// `$HOME/.cache/montana/...`; `None` when neither is set.
+pub fn host_rates_path() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".cache"))
+        })?;
+    let key = montana_calibration::rates::host_key(montana_calibration::PROGRAM_VERSION);
+    Some(
+        base.join("montana")
+            .join(montana_calibration::rates::file_name(&key)),
+    )
+}
+
+/// `auto`'s ranking for this host: the rate cache when there is one (a
+/// corrupt one is ignored with one warning line), else the static ranks.
+pub fn host_ranking() -> Ranking {
+    let (ranking, warning) = montana_calibration::rates::ranking_at(host_rates_path().as_deref());
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    ranking
+}
+
+/// Merges measured rates into this host's rate cache; a cache that cannot
+/// be written is a warning, not a failure (the measurement stands).
+pub fn save_host_rates(rates: &[montana_backends::Rate]) {
+    let Some(path) = host_rates_path() else {
+        return;
+    };
+    let key = montana_calibration::rates::host_key(montana_calibration::PROGRAM_VERSION);
+    if let Err(e) = montana_calibration::rates::save(&path, &key, rates) {
+        eprintln!(
+            "warning: cannot write the rate cache {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// Prints a value as one line of JSON on standard output.

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
-use montana_node::backend_choice::Calibration;
+use montana_backends::PinScope;
+use montana_node::backend_choice::{BackendRequest, Calibration};
 use montana_node::net::Network;
-use montana_node::node::net_transport::{self, NetTransport};
+use montana_node::node::net_transport::{self, JoinOptions, NetTransport};
 use montana_node::node::{Node, NodeConfig};
 use montana_node::status::{self, STATUS_ADDR_FILE};
 use tracing::info;
@@ -50,6 +51,14 @@ pub struct Args {
     /// quick calibration (tests).
     #[arg(long)]
     pub skip_calibration: bool,
+    /// Keys outside the genesis: join through these addresses
+    /// (comma-separated; default: the genesis peers' addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub bootstrap: Vec<SocketAddr>,
+    /// Connection slots for members of the active set; everyone else
+    /// shares a separate pool of max(4, N/4).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_peers: u16,
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -68,7 +77,10 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
         data_dir: a.data_dir.clone(),
         genesis: a.genesis,
         keys_dir: a.keys,
-        backend: a.backend,
+        backends: BackendRequest {
+            choice: super::backend_choice(a.backend.as_deref(), PinScope::SomeOperation),
+            host_rates: super::host_rates_path(),
+        },
         last_window: a.last_window,
         calibration: if a.skip_calibration {
             Calibration::Skip
@@ -91,7 +103,11 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::check_failed(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve(node, a.listen, a.status_addr, a.data_dir, ran))
+    let join = JoinOptions {
+        bootstrap: a.bootstrap,
+        max_peers: a.max_peers as usize,
+    };
+    rt.block_on(serve(node, a.listen, join, a.status_addr, a.data_dir, ran))
 }
 
 /// What a start found in the data dir, so that a failed start can remove
@@ -123,11 +139,16 @@ impl Fresh {
 async fn serve(
     node: Node,
     listen: Option<SocketAddr>,
+    join: JoinOptions,
     status_addr: SocketAddr,
     data_dir: PathBuf,
     ran: &mut bool,
 ) -> Result<(), CliError> {
-    let net_cfg = net_transport::net_config(&node, listen).map_err(CliError::bad_input)?;
+    if !join.bootstrap.is_empty() {
+        info!("--bootstrap is for keys outside the genesis; this node is a genesis peer and dials its genesis peers");
+    }
+    let net_cfg =
+        net_transport::net_config_with(&node, listen, &join).map_err(CliError::bad_input)?;
     // A taken status port fails now, before the network starts (stopping
     // it again takes seconds); the real bind below still reports a race.
     if status_addr.port() != 0 {

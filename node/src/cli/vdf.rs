@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use montana_calibration::FallbackBackend;
+use montana_backends::PinScope;
 use montana_vdf::json::ProofJson;
 use montana_vdf::{
     Backend, ChainParams, EvalControl, Hash32, HashSuite, Operation, TimeChain, VerifyOptions,
@@ -19,7 +19,7 @@ use montana_vdf::{
 use serde::Serialize;
 
 use super::number::{group, group_f64};
-use super::{print_json, progress, registry, CliError};
+use super::{host_ranking, print_json, progress, registry_with, CliError};
 
 #[derive(Subcommand, Debug)]
 pub enum VdfCommand {
@@ -102,7 +102,9 @@ struct EvalOutput {
 
 fn eval(a: EvalArgs) -> Result<(), CliError> {
     let params = ChainParams::new(a.iterations, a.checkpoints)?;
-    let backend = registry()?.select(&a.backend, a.suite, Operation::Eval)?;
+    let backend = registry_with(Some(&a.backend), PinScope::Exactly)?
+        .resolve(a.suite, Operation::Eval, &host_ranking())?
+        .backend;
     let seed = a.seed.unwrap_or_else(|| TimeChain::new(a.suite, 1).t0());
 
     let meter = progress::Meter::steps("vdf eval", params.iterations());
@@ -158,25 +160,18 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
     };
     let text = read_input(a.file.as_ref())?;
     let proof = montana_vdf::json::from_str(&text)?;
-    let registry = registry()?;
-    let backend = registry.select(&a.backend, proof.suite(), Operation::Verify)?;
+    // Resolved as a node resolves (one path): the backend comes in the
+    // fallback wrapper, so one that fails on the device (a GPU lost),
+    // flunks the known-bad sample or rejects a segment the scalar oracle
+    // accepts is left for the next in the ranking; `backend` names the one
+    // that answered.
+    let backend = registry_with(Some(&a.backend), PinScope::Exactly)?
+        .resolve(proof.suite(), Operation::Verify, &host_ranking())?
+        .backend;
     let segments = proof.segments();
     let started = Instant::now();
-    // A backend chosen by `auto` goes through the node's fallback wrapper:
-    // one that fails on the device (a GPU lost), flunks the known-bad sample
-    // or rejects a segment the scalar oracle accepts is left for the next
-    // in the ranking. A backend named on the command line answers alone.
-    let (outcome, used) = if a.backend == montana_backends::registry::AUTO {
-        let fallback =
-            FallbackBackend::from_registry(backend, &registry, proof.suite(), Operation::Verify);
-        let outcome = fallback.verify(proof.suite(), &segments, &opts)?;
-        (outcome, fallback.name())
-    } else {
-        (
-            backend.verify(proof.suite(), &segments, &opts)?,
-            backend.name(),
-        )
-    };
+    let outcome = backend.verify(proof.suite(), &segments, &opts)?;
+    let used = backend.name();
     let out = VerifyOutput {
         valid: outcome.is_valid(),
         first_bad_segment: match outcome {
@@ -228,7 +223,9 @@ struct TimechainOutput {
 fn timechain(a: TimechainArgs) -> Result<(), CliError> {
     // Same bounds as one window's chain.
     ChainParams::new(a.d, 1)?;
-    let backend = registry()?.select(&a.backend, a.suite, Operation::Eval)?;
+    let backend = registry_with(Some(&a.backend), PinScope::Exactly)?
+        .resolve(a.suite, Operation::Eval, &host_ranking())?
+        .backend;
     let chain = TimeChain::new(a.suite, a.d);
     let total = a.d.saturating_mul(a.windows);
     let meter = progress::Meter::steps("vdf timechain", total);
@@ -240,7 +237,7 @@ fn timechain(a: TimechainArgs) -> Result<(), CliError> {
             cancel: None,
             progress: Some(&report),
         };
-        t = chain.next(backend.as_ref(), &t, &ctl)?;
+        t = chain.next(&backend, &t, &ctl)?;
     }
     meter.finish();
     let out = TimechainOutput {

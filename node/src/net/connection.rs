@@ -15,7 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::envelope::{Decoder, Envelope, EnvelopeError};
 use super::frame::{self, FrameError, MAX_MESSAGE, MAX_PLAINTEXT};
-use super::PeerId;
 
 /// Failures of an established connection; one line each.
 #[derive(Debug, Error)]
@@ -121,7 +120,8 @@ impl Opener {
 
 /// An authenticated peer and the session keys agreed with it.
 pub struct Session {
-    pub peer: PeerId,
+    /// Who the other end proved to be.
+    pub remote: super::handshake::Remote,
     pub sealer: Sealer,
     pub opener: Opener,
 }

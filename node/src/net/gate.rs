@@ -1,17 +1,25 @@
-//! Who may start a handshake with us: the budget for unauthenticated
-//! sockets, and how often their refusals and failures are logged.
+//! Who may hold a connection or start a handshake with us: the budgets,
+//! and how often their refusals and failures are logged.
 //!
-//! A socket that has not finished its handshake proves nothing, so it gets
-//! its own small budget, separate from the genesis peers' connections:
-//! - a general pool of `max(4, max_inbound / 4)` handshakes at once, at most
-//!   [`PER_IP`] from one source address;
-//! - an allowance per genesis address: an IP listed in the genesis for
-//!   peers that dial us (lower ids) may run that many handshakes plus one,
-//!   outside the general pool, so idle sockets from elsewhere can never
-//!   lock a genesis peer out (on a shared host or NAT the allowance is
-//!   shared with whoever else uses that address);
-//! - each handshake must finish within [`HANDSHAKE_DEADLINE`] (or the
-//!   configured handshake timeout if shorter).
+//! - Members of the active set (a [`super::MemberSet`] the node updates;
+//!   the genesis peers to start with) have `max_peers` connection slots that
+//!   nobody else can take.
+//! - Everyone else shares a separate pool of `max(4, max_peers / 4)` slots
+//!   ([`pool_size`]): every inbound socket still in its handshake holds one,
+//!   and so does every established connection of a non-member; at most
+//!   [`PER_IP`] of them from one source address. Hence at most
+//!   `max_peers + pool` connections and sockets in all.
+//! - An allowance per genesis address: an IP listed in the genesis for
+//!   peers that dial us (lower ids) may run that many handshakes plus one
+//!   outside the pool, so idle sockets from elsewhere can never lock a
+//!   genesis peer out of its handshake (on a shared host or NAT the
+//!   allowance is shared with whoever else uses that address).
+//! - Each inbound handshake must finish within [`HANDSHAKE_DEADLINE`] (or
+//!   the configured handshake timeout if shorter).
+//!
+//! A handshake's [`Ticket`] becomes a connection's [`Seat`] with
+//! [`Gate::seat`]: a member's seat is one of the `max_peers`; a non-member
+//! keeps (or takes) a pool slot.
 //!
 //! Refusals and failed handshakes are counted always but logged at most once
 //! per [`LOG_EVERY`] per source IP, so a flood writes a few lines, not one
@@ -21,7 +29,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Handshakes in progress from one source IP (general pool).
+/// Sockets in the pool (handshakes and non-member connections) from one
+/// source IP.
 pub const PER_IP: usize = 2;
 /// Longest an inbound socket may take to authenticate.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -31,16 +40,20 @@ pub const LOG_EVERY: Duration = Duration::from_secs(60);
 /// forgetting the stale ones) refusals are counted but not logged.
 pub const MAX_LOGGED_IPS: usize = 4096;
 
-/// Why a socket was refused before its handshake; `name()` is the metrics
-/// label.
+/// The pool shared by handshakes and non-members: `max(4, max_peers / 4)`.
+pub fn pool_size(max_peers: usize) -> usize {
+    (max_peers / 4).max(4)
+}
+
+/// Why a socket or a connection was refused; `name()` is the metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The general pool of unauthenticated sockets is full.
+    /// The pool (handshakes and non-members) is full.
     PoolFull,
-    /// This source IP already runs [`PER_IP`] handshakes.
+    /// This source IP already holds [`PER_IP`] pool slots.
     PerIp,
-    /// Every authenticated inbound slot is taken.
-    InboundFull,
+    /// Every member slot is taken.
+    MembersFull,
 }
 
 impl Refusal {
@@ -48,50 +61,97 @@ impl Refusal {
         match self {
             Refusal::PoolFull => "pool_full",
             Refusal::PerIp => "per_ip",
-            Refusal::InboundFull => "inbound_full",
+            Refusal::MembersFull => "members_full",
         }
     }
 }
 
-/// The slot a handshake holds; give it back with [`Gate::release`].
+/// The slot a handshake holds; turn it into a [`Seat`] with [`Gate::seat`]
+/// or give it back with [`Gate::release`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ticket {
     Reserved(IpAddr),
     General(IpAddr),
 }
 
+/// The slot a connection holds; give it back with [`Gate::unseat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seat {
+    /// One of the `max_peers` member slots.
+    Member,
+    /// A pool slot, counted against this source IP.
+    Guest(IpAddr),
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Gate {
+    max_peers: usize,
     pool: usize,
+    /// Pool slots in use: general handshakes and guest connections.
     general: usize,
     per_ip: HashMap<IpAddr, usize>,
     allowance: HashMap<IpAddr, usize>,
     reserved: HashMap<IpAddr, usize>,
+    members: usize,
     logged: HashMap<IpAddr, Instant>,
 }
 
 impl Gate {
-    /// `max_inbound` sizes the general pool; `genesis_ips` are the addresses
-    /// of the genesis peers that dial us (one entry per peer).
-    pub fn new(max_inbound: usize, genesis_ips: impl IntoIterator<Item = IpAddr>) -> Self {
+    /// `max_peers` member slots and a pool sized from it; `genesis_ips` are
+    /// the addresses of the genesis peers that dial us (one entry per peer).
+    pub fn new(max_peers: usize, genesis_ips: impl IntoIterator<Item = IpAddr>) -> Self {
         let mut allowance = HashMap::new();
         for ip in genesis_ips {
             *allowance.entry(ip).or_insert(1) += 1;
         }
         Gate {
-            pool: (max_inbound / 4).max(4),
+            max_peers,
+            pool: pool_size(max_peers),
             general: 0,
             per_ip: HashMap::new(),
             allowance,
             reserved: HashMap::new(),
+            members: 0,
             logged: HashMap::new(),
         }
     }
 
-    /// Size of the general pool.
+    /// Size of the pool.
     pub fn pool(&self) -> usize {
         self.pool
+    }
+
+    /// Member connections held.
+    pub fn members(&self) -> usize {
+        self.members
+    }
+
+    /// Whether a member slot is free (dialers wait for one).
+    pub fn member_room(&self) -> bool {
+        self.members < self.max_peers
+    }
+
+    /// Guest connections and general handshakes holding pool slots.
+    pub fn pool_used(&self) -> usize {
+        self.general
+    }
+
+    fn take_general(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= PER_IP {
+            return Err(Refusal::PerIp);
+        }
+        if self.general >= self.pool {
+            return Err(Refusal::PoolFull);
+        }
+        self.general += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn give_general(&mut self, ip: IpAddr) {
+        self.general -= 1;
+        dec(&mut self.per_ip, ip);
     }
 
     /// May a socket from `ip` start a handshake?
@@ -105,38 +165,67 @@ impl Gate {
         if *reserved == 0 {
             self.reserved.remove(&ip);
         }
-        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if from_ip >= PER_IP {
-            return Err(Refusal::PerIp);
-        }
-        if self.general >= self.pool {
-            return Err(Refusal::PoolFull);
-        }
-        self.general += 1;
-        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.take_general(ip)?;
         Ok(Ticket::General(ip))
     }
 
-    /// The handshake ended (either way).
+    /// The handshake ended without a connection.
     pub fn release(&mut self, t: Ticket) {
-        let dec = |m: &mut HashMap<IpAddr, usize>, ip: IpAddr| {
-            if let Some(n) = m.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
-        };
         match t {
             Ticket::Reserved(ip) => dec(&mut self.reserved, ip),
-            Ticket::General(ip) => {
-                self.general -= 1;
-                dec(&mut self.per_ip, ip);
+            Ticket::General(ip) => self.give_general(ip),
+        }
+    }
+
+    /// A handshake (`ticket`: inbound; `None`: one we dialed) with a peer
+    /// at `ip` succeeded: seats the connection, as a member or in the pool.
+    /// `replacing`: this peer's previous connection is still open and will
+    /// close now, freeing its seat, so no new room is needed for it. The
+    /// ticket is consumed either way.
+    pub fn seat(
+        &mut self,
+        ticket: Option<Ticket>,
+        ip: IpAddr,
+        member: bool,
+        replacing: bool,
+    ) -> Result<Seat, Refusal> {
+        if member {
+            if let Some(t) = ticket {
+                self.release(t);
+            }
+            if !replacing && self.members >= self.max_peers {
+                return Err(Refusal::MembersFull);
+            }
+            self.members += 1;
+            return Ok(Seat::Member);
+        }
+        match ticket {
+            // The handshake's pool slot becomes the connection's.
+            Some(Ticket::General(held)) if held == ip => Ok(Seat::Guest(ip)),
+            other => {
+                if let Some(t) = other {
+                    self.release(t);
+                }
+                if replacing {
+                    self.general += 1;
+                    *self.per_ip.entry(ip).or_insert(0) += 1;
+                } else {
+                    self.take_general(ip)?;
+                }
+                Ok(Seat::Guest(ip))
             }
         }
     }
 
-    /// Handshakes in progress (both kinds).
+    /// A connection ended.
+    pub fn unseat(&mut self, seat: Seat) {
+        match seat {
+            Seat::Member => self.members -= 1,
+            Seat::Guest(ip) => self.give_general(ip),
+        }
+    }
+
+    /// Handshakes and guests in the pool, plus reserved handshakes.
     pub fn in_progress(&self) -> usize {
         self.general + self.reserved.values().sum::<usize>()
     }
@@ -158,6 +247,15 @@ impl Gate {
         }
         self.logged.insert(ip, now);
         true
+    }
+}
+
+fn dec(m: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = m.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&ip);
+        }
     }
 }
 
@@ -207,6 +305,78 @@ mod tests {
         assert_eq!(g.admit(peer), Err(Refusal::PoolFull));
         g.release(t[0]);
         assert_eq!(g.admit(peer), Ok(Ticket::Reserved(peer)));
+    }
+
+    #[test]
+    fn members_have_slots_guests_never_take() {
+        // max_peers 6: 6 member slots, a pool of 4 for everyone else.
+        let mut g = Gate::new(6, []);
+        assert_eq!(g.pool(), 4);
+        assert_eq!(pool_size(16), 4);
+        assert_eq!(pool_size(64), 16);
+        assert_eq!(pool_size(0), 4);
+        // Four guests from two addresses fill the pool.
+        let mut guests = Vec::new();
+        for i in [1, 1, 2, 2] {
+            let t = g.admit(ip(i)).unwrap();
+            guests.push(g.seat(Some(t), ip(i), false, false).unwrap());
+        }
+        assert_eq!(g.pool_used(), 4);
+        // A fifth non-member is refused at its handshake and when dialed.
+        assert_eq!(g.admit(ip(3)), Err(Refusal::PoolFull));
+        assert_eq!(g.seat(None, ip(3), false, false), Err(Refusal::PoolFull));
+        assert_eq!(g.seat(None, ip(1), false, false), Err(Refusal::PerIp));
+        // Members still get all six of theirs (dialed: no ticket).
+        for _ in 0..6 {
+            assert!(g.member_room());
+            assert_eq!(g.seat(None, ip(9), true, false), Ok(Seat::Member));
+        }
+        assert!(!g.member_room());
+        assert_eq!(g.seat(None, ip(9), true, false), Err(Refusal::MembersFull));
+        // ... except a reconnecting member, whose old seat is freed as it closes.
+        assert_eq!(g.seat(None, ip(9), true, true), Ok(Seat::Member));
+        g.unseat(Seat::Member);
+        assert_eq!(g.members(), 6);
+        // A guest leaving makes room for one more, a member leaving for a member.
+        g.unseat(guests.pop().unwrap());
+        assert_eq!(g.seat(None, ip(3), false, false), Ok(Seat::Guest(ip(3))));
+        g.unseat(Seat::Member);
+        assert_eq!(g.seat(None, ip(4), false, false), Err(Refusal::PoolFull));
+        assert_eq!(g.seat(None, ip(4), true, false), Ok(Seat::Member));
+    }
+
+    #[test]
+    fn a_handshake_ticket_becomes_a_seat() {
+        let peer = ip(7);
+        let mut g = Gate::new(8, [peer]);
+        // General ticket -> guest: the same pool slot, no double count.
+        let t = g.admit(ip(1)).unwrap();
+        assert_eq!(g.pool_used(), 1);
+        assert_eq!(g.seat(Some(t), ip(1), false, false), Ok(Seat::Guest(ip(1))));
+        assert_eq!(g.pool_used(), 1);
+        // General ticket -> member: the pool slot is given back.
+        let t = g.admit(ip(2)).unwrap();
+        assert_eq!(g.seat(Some(t), ip(2), true, false), Ok(Seat::Member));
+        assert_eq!((g.pool_used(), g.members()), (1, 1));
+        // Reserved ticket (a genesis address) -> member.
+        let t = g.admit(peer).unwrap();
+        assert_eq!(t, Ticket::Reserved(peer));
+        assert_eq!(g.seat(Some(t), peer, true, false), Ok(Seat::Member));
+        assert_eq!(g.in_progress(), 1);
+        // Reserved ticket -> guest: must find a pool slot of its own.
+        for i in 10..13 {
+            g.seat(None, ip(i), false, false).unwrap();
+        }
+        let t = g.admit(peer).unwrap();
+        assert_eq!(g.seat(Some(t), peer, false, false), Err(Refusal::PoolFull));
+        assert_eq!(g.in_progress(), 4, "the refused ticket was given back");
+        g.unseat(Seat::Guest(ip(1)));
+        g.unseat(Seat::Guest(ip(10)));
+        g.unseat(Seat::Guest(ip(11)));
+        g.unseat(Seat::Guest(ip(12)));
+        g.unseat(Seat::Member);
+        g.unseat(Seat::Member);
+        assert_eq!((g.in_progress(), g.members()), (0, 0));
     }
 
     #[test]

@@ -11,42 +11,55 @@
 //! - [`peer`]: one connection's life: reader, writer with its bounded queue,
 //!   heartbeat, idle and write timeouts.
 //! - [`stats`]: per-peer counters in per-minute buckets (last 5 min, 1 h).
-//! - [`gate`]: the budget of unauthenticated inbound sockets (a pool, two
-//!   per source IP, an allowance for genesis addresses, a 5 s deadline) and
-//!   the once-a-minute-per-IP logging of refusals.
+//! - [`gate`]: the connection budgets: `max_peers` slots for members of the
+//!   active set, a separate pool for everyone else and every inbound
+//!   handshake (two per source IP, an allowance for genesis addresses, a
+//!   5 s deadline), and the once-a-minute-per-IP logging of refusals.
 //! - [`server`] and [`dialer`]: inbound accepts and outbound dials (with
-//!   exponential backoff and jitter), both bounded in number.
+//!   exponential backoff and jitter, members in random order), both bounded.
+//! - [`discovery`]: address lists exchanged between peers, and the bounded
+//!   address book a node outside the genesis dials from.
+//! - [`relay`]: a bounded seen-cache deciding what to forward to whom
+//!   (sans-IO; the node calls it).
 //! - [`shared`]: per-peer slots, totals and signals the tasks share.
 //! - [`network`]: the [`Network`] handle that the node drives.
 //!
-//! One connection per pair of peers: the peer with the lower [`PeerId`] dials,
-//! the higher one accepts (and refuses the other direction).
+//! One connection per pair of genesis peers: the peer with the lower
+//! [`PeerId`] dials, the higher one accepts (and refuses the other
+//! direction). Nodes outside the genesis dial (bootstrap or learned
+//! addresses, or the genesis peers'); their connections get ids from the
+//! genesis peer count on, reused once a connection ends.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::consensus::active::NodeId;
 use crate::keys::{NodeKeys, VerifyingKey};
 
 pub mod connection;
 pub mod dialer;
+pub mod discovery;
 pub mod envelope;
 pub mod frame;
 pub mod gate;
 pub mod handshake;
 pub mod network;
 pub mod peer;
+pub mod relay;
 pub mod server;
 pub mod shared;
 pub mod stats;
 
 pub use envelope::{Envelope, EnvelopeError, MAX_PAYLOAD};
-pub use handshake::DEFAULT_TRANSPORT;
+pub use handshake::{Remote, DEFAULT_TRANSPORT};
 pub use network::Network;
+pub use relay::{message_id, MessageId, Relay};
 pub use shared::NetTotals;
 
 /// Message types `0..=15` belong to the transport and are never delivered.
@@ -55,8 +68,11 @@ pub const RESERVED_TYPES: u8 = 16;
 pub const MSG_PING: u8 = 1;
 /// Heartbeat reply.
 pub const MSG_PONG: u8 = 2;
+/// Address list ([`discovery`]).
+pub const MSG_ADDRS: u8 = discovery::MSG_ADDRS;
 
-/// A peer: its index in the genesis peer list.
+/// A peer: its index in the genesis peer list; connections of nodes outside
+/// the genesis get ids from the genesis peer count on.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
@@ -80,13 +96,73 @@ pub struct PeerInfo {
     pub signing_public: VerifyingKey,
 }
 
+/// The node ids counted as members of the active set: they have
+/// connection slots nobody else can take ([`gate`]). Shared: the node
+/// updates it as the active set changes; a connection is classified when
+/// it is established (a change does not move connections already open).
+#[derive(Clone, Debug, Default)]
+pub struct MemberSet(Arc<RwLock<HashSet<NodeId>>>);
+
+impl MemberSet {
+    pub fn new(ids: impl IntoIterator<Item = NodeId>) -> Self {
+        MemberSet(Arc::new(RwLock::new(ids.into_iter().collect())))
+    }
+
+    /// The genesis peers' node ids.
+    pub fn of_genesis(peers: &[PeerInfo]) -> Self {
+        Self::new(peers.iter().map(|p| NodeId::of(&p.signing_public)))
+    }
+
+    /// Replaces the whole set.
+    pub fn set(&self, ids: impl IntoIterator<Item = NodeId>) {
+        *self.0.write().expect("member set lock") = ids.into_iter().collect();
+    }
+
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.0.read().expect("member set lock").contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().expect("member set lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A live connection as the node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLink {
+    pub peer: PeerId,
+    /// SHA-256 of the peer's ML-DSA-65 key, proven in the handshake.
+    pub node_id: NodeId,
+    /// Whether its keys are in the genesis (then `peer` is its genesis index).
+    pub genesis: bool,
+    /// Whether it was a member of the active set when it connected.
+    pub member: bool,
+    /// Whether we dialed it.
+    pub outbound: bool,
+    /// The address at the other end of the socket.
+    pub remote: SocketAddr,
+}
+
+/// A connection opened or closed. `Up` may repeat for one peer (a newer
+/// connection replaced the previous one); `Down` means no connection now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    Up(PeerLink),
+    Down(PeerLink),
+}
+
 /// Bounds that keep a node's resources finite whatever its peers do.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Authenticated inbound connections. Sockets still in their handshake
-    /// have their own, smaller budget (see [`gate`]).
-    pub max_inbound: usize,
-    /// Dialed connections (including those still in their handshake).
+    /// Connections to members of the active set (`--max-peers`). Everyone
+    /// else, and every inbound socket in its handshake, shares a separate
+    /// pool of `max(4, max_peers / 4)` (see [`gate`]).
+    pub max_peers: usize,
+    /// Dials in progress at once (TCP connect and handshake).
     pub max_outbound: usize,
     /// Envelopes waiting to be written to one peer (a full queue drops), and
     /// envelopes from one peer waiting for the node (a full queue stops
@@ -109,8 +185,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_inbound: 64,
-            max_outbound: 64,
+            max_peers: 16,
+            max_outbound: 8,
             queue_len: 256,
             max_queued_bytes: 8 << 20,
             inbound_bytes: 4 << 20,
@@ -126,11 +202,19 @@ impl Default for Limits {
 pub struct NetConfig {
     /// The Noise prologue: peers of another network fail the handshake.
     pub network_id: [u8; 32],
-    pub me: PeerId,
+    /// Our genesis index; `None` when our keys are not in the genesis (we
+    /// then dial `bootstrap`, or the genesis peers, and the addresses we
+    /// learn).
+    pub me: Option<PeerId>,
     pub listen: SocketAddr,
     pub keys: Arc<NodeKeys>,
     /// Every genesis peer, including me, in genesis order (`peers[i].id == PeerId(i)`).
     pub peers: Vec<PeerInfo>,
+    /// Nodes outside the genesis: addresses to dial first instead of the
+    /// genesis peers' (`--bootstrap`). Ignored by genesis peers.
+    pub bootstrap: Vec<SocketAddr>,
+    /// The active set's node ids; `None`: the genesis peers'.
+    pub members: Option<MemberSet>,
     pub limits: Limits,
     /// The Noise protocol name (the genesis `transport`), e.g. [`DEFAULT_TRANSPORT`].
     pub transport: String,
@@ -148,6 +232,12 @@ pub struct Inbound {
 pub struct PeerStats {
     pub peer: PeerId,
     pub label: String,
+    /// The peer's node id (hex), while connected or for a genesis peer.
+    #[serde(default)]
+    pub node_id: String,
+    /// Whether its keys are in the genesis.
+    #[serde(default)]
+    pub genesis: bool,
     pub connected: bool,
     pub heartbeats_ok_5m: u64,
     pub heartbeat_errors_5m: u64,
@@ -171,7 +261,7 @@ pub enum NetError {
     },
     #[error("invalid network configuration: {0}")]
     Config(String),
-    #[error("{0} is not a genesis peer")]
+    #[error("{0} is not a peer")]
     UnknownPeer(PeerId),
     #[error("{0} is not connected")]
     NotConnected(PeerId),

@@ -1,8 +1,9 @@
 //! The [`Network`] handle: start, send, broadcast, inspect, shut down.
 //!
-//! Tasks: one listener ([`super::server`]), one dialer per peer with a higher
-//! id than ours ([`super::dialer`]), one task per live connection
-//! ([`super::peer`]) and one delivery task, all sharing
+//! Tasks: one listener ([`super::server`]), one dialer per genesis peer we
+//! dial and, for a node outside the genesis, one address-book dialer
+//! ([`super::dialer`]), one task per live connection ([`super::peer`]) and
+//! one delivery task, all sharing
 //! [`super::shared::Shared`]. All watch one shutdown signal and are joined by
 //! [`Network::shutdown`].
 //!
@@ -19,17 +20,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
+use std::time::Instant as StdInstant;
 
+use rand::seq::SliceRandom;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::discovery::{AddressBook, Source, MAX_BOOK};
 use super::envelope::{Envelope, HEADER_LEN};
-use super::gate::Gate;
+use super::gate::{pool_size, Gate};
 use super::handshake;
-use super::shared::{bump, Delivery, NetTotals, Shared, Slot, Totals};
-use super::{dialer, server, Inbound, NetConfig, NetError, PeerId, PeerStats, RESERVED_TYPES};
+use super::shared::{bump, Delivery, Guests, NetTotals, Shared, Slot, Totals};
+use super::{
+    dialer, server, Inbound, LinkEvent, MemberSet, NetConfig, NetError, NodeId, PeerId, PeerLink,
+    PeerStats, RESERVED_TYPES,
+};
+
+/// Link events kept for a slow subscriber (it then misses the oldest and
+/// can re-read [`Network::links`]).
+const LINK_EVENTS: usize = 256;
 
 /// How long [`Network::shutdown`] waits for its tasks before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -73,28 +84,61 @@ impl Network {
             source,
         })?;
         let (tx, rx) = mpsc::channel(cfg.limits.queue_len.clamp(1, DELIVERY_QUEUE));
-        let mut queues = Vec::with_capacity(cfg.peers.len());
-        let mut slots = Vec::with_capacity(cfg.peers.len());
-        for _ in &cfg.peers {
+        // One slot per genesis peer, then one per connection a node outside
+        // the genesis can hold: members (max_peers) and the pool.
+        let guests = cfg.limits.max_peers + pool_size(cfg.limits.max_peers);
+        let n_slots = (cfg.peers.len() + guests).min(u16::MAX as usize + 1);
+        let mut queues = Vec::with_capacity(n_slots);
+        let mut slots = Vec::with_capacity(n_slots);
+        for _ in 0..n_slots {
             let (ptx, prx) = mpsc::channel(cfg.limits.queue_len.max(1));
             slots.push(Slot::new(ptx, cfg.limits.inbound_bytes));
             queues.push(prx);
         }
         let gate = Gate::new(
-            cfg.limits.max_inbound,
+            cfg.limits.max_peers,
             cfg.peers
                 .iter()
-                .filter(|p| p.id < cfg.me)
+                .filter(|p| cfg.me.is_some_and(|me| p.id < me))
                 .map(|p| p.address.ip()),
         );
+        let members = cfg
+            .members
+            .clone()
+            .unwrap_or_else(|| MemberSet::of_genesis(&cfg.peers));
+        // Which genesis peers we dial by their genesis address: the higher
+        // ids for a genesis peer; all of them for a node outside the genesis
+        // without bootstrap addresses.
+        let dial_genesis: Vec<PeerId> = match cfg.me {
+            Some(me) => cfg.peers.iter().map(|p| p.id).filter(|&p| p > me).collect(),
+            None if cfg.bootstrap.is_empty() => cfg.peers.iter().map(|p| p.id).collect(),
+            None => Vec::new(),
+        };
+        let book = cfg.me.is_none().then(|| {
+            let excluded: Vec<SocketAddr> = dial_genesis
+                .iter()
+                .map(|p| cfg.peers[p.0 as usize].address)
+                .collect();
+            let mut book = AddressBook::new(local_addr, excluded, MAX_BOOK);
+            for a in &cfg.bootstrap {
+                let _ = book.add(*a, Source::Bootstrap, StdInstant::now());
+            }
+            Mutex::new(book)
+        });
+        let genesis_len = cfg.peers.len();
         let shared = Arc::new(Shared {
             network_id: cfg.network_id,
             me: cfg.me,
+            my_id: NodeId::of(cfg.keys.verifying_key()),
             keys: cfg.keys,
             slots,
+            guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
             peers: cfg.peers,
-            inbound_slots: Arc::new(Semaphore::new(cfg.limits.max_inbound)),
-            outbound_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
+            dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
+            members,
+            book,
+            listen: local_addr,
+            links: broadcast::channel(LINK_EVENTS).0,
             limits: cfg.limits,
             params,
             totals: Totals::default(),
@@ -105,10 +149,22 @@ impl Network {
         });
         shared.spawn(deliver(queues, tx, shared.shutdown_signal()));
         shared.spawn(server::accept_loop(shared.clone(), listener));
-        for p in shared.peers.iter().filter(|p| p.id > shared.me) {
-            shared.spawn(dialer::dial_loop(shared.clone(), p.id));
+        let mut dial_genesis = dial_genesis;
+        dial_genesis.shuffle(&mut rand::rng());
+        for p in dial_genesis {
+            shared.spawn(dialer::dial_loop(shared.clone(), p));
         }
-        info!(me = %shared.me, listen = %local_addr, peers = shared.peers.len(), "network started");
+        if shared.book.is_some() {
+            shared.spawn(dialer::book_loop(shared.clone()));
+        }
+        info!(
+            me = ?shared.me,
+            node_id = %shared.my_id,
+            listen = %local_addr,
+            peers = shared.peers.len(),
+            max_peers = shared.limits.max_peers,
+            "network started"
+        );
         Ok((
             Network {
                 _guard: Arc::new(Guard(shared.clone())),
@@ -130,7 +186,7 @@ impl Network {
         if env.msg_type < RESERVED_TYPES {
             return Err(NetError::ReservedType(env.msg_type));
         }
-        if peer.0 as usize >= self.shared.peers.len() || peer == self.shared.me {
+        if peer.0 as usize >= self.shared.slots.len() || Some(peer) == self.shared.me {
             return Err(NetError::UnknownPeer(peer));
         }
         if self.shared.is_shutting_down() {
@@ -173,7 +229,7 @@ impl Network {
 
     /// Bytes queued for `peer` and not yet written (0 if not connected).
     pub fn queued_bytes(&self, peer: PeerId) -> usize {
-        if peer.0 as usize >= self.shared.peers.len() {
+        if peer.0 as usize >= self.shared.slots.len() {
             return 0;
         }
         self.shared
@@ -185,43 +241,101 @@ impl Network {
             .map_or(0, |l| l.queued.load(Ordering::Acquire))
     }
 
-    /// Peers with a live, authenticated connection.
+    /// Peers with a live, authenticated connection (genesis peers first,
+    /// then the others), ascending.
     pub fn connected(&self) -> Vec<PeerId> {
-        self.shared
-            .peers
-            .iter()
-            .filter(|p| {
+        (0..self.shared.slots.len())
+            .map(|i| PeerId(i as u16))
+            .filter(|&p| {
                 self.shared
-                    .slot(p.id)
+                    .slot(p)
                     .live
                     .lock()
                     .expect("slot lock")
                     .is_some()
             })
-            .map(|p| p.id)
             .collect()
     }
 
-    /// Connection state and heartbeat counters of every other peer.
-    pub fn stats(&self) -> Vec<PeerStats> {
+    /// The live connection of `peer`: who it is (node id, genesis or not,
+    /// member or not), which way it was dialed.
+    pub fn link(&self, peer: PeerId) -> Option<PeerLink> {
+        self.shared.link(peer)
+    }
+
+    /// Every live connection.
+    pub fn links(&self) -> Vec<PeerLink> {
+        self.connected()
+            .into_iter()
+            .filter_map(|p| self.shared.link(p))
+            .collect()
+    }
+
+    /// The peer id of the connection to `node`, if connected.
+    pub fn peer_of(&self, node: &NodeId) -> Option<PeerId> {
+        self.links()
+            .into_iter()
+            .find(|l| l.node_id == *node)
+            .map(|l| l.peer)
+    }
+
+    /// Connections opening and closing from now on.
+    pub fn link_events(&self) -> broadcast::Receiver<LinkEvent> {
+        self.shared.links.subscribe()
+    }
+
+    /// The member set that decides who gets member slots (shared: update it
+    /// with [`MemberSet::set`] as the active set changes).
+    pub fn members(&self) -> MemberSet {
+        self.shared.members.clone()
+    }
+
+    /// This node's id (SHA-256 of its ML-DSA-65 key).
+    pub fn node_id(&self) -> NodeId {
+        self.shared.my_id
+    }
+
+    /// Addresses in the address book (nodes outside the genesis; 0 otherwise).
+    pub fn known_addresses(&self) -> usize {
         self.shared
-            .peers
-            .iter()
-            .filter(|p| p.id != self.shared.me)
-            .map(|p| {
-                let slot = self.shared.slot(p.id);
-                let queued = slot
-                    .live
-                    .lock()
-                    .expect("slot lock")
-                    .as_ref()
-                    .map(|l| l.queued.load(Ordering::Acquire));
+            .book
+            .as_ref()
+            .map_or(0, |b| b.lock().expect("book lock").len())
+    }
+
+    /// Connection state and heartbeat counters of every other genesis peer
+    /// and of every connected node outside the genesis.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        let g = self.shared.genesis_len();
+        (0..self.shared.slots.len())
+            .map(|i| PeerId(i as u16))
+            .filter(|&p| Some(p) != self.shared.me)
+            .filter_map(|p| {
+                let slot = self.shared.slot(p);
+                let (queued, node_id) = match slot.live.lock().expect("slot lock").as_ref() {
+                    Some(l) => (Some(l.queued.load(Ordering::Acquire)), Some(l.link.node_id)),
+                    None => (None, None),
+                };
+                let info = self.shared.peers.get(p.0 as usize);
+                if info.is_none() && queued.is_none() {
+                    return None;
+                }
+                let node_id = node_id
+                    .or_else(|| info.map(|i| NodeId::of(&i.signing_public)))
+                    .map(|n| n.to_hex())
+                    .unwrap_or_default();
+                let label = match info {
+                    Some(i) => i.label.clone(),
+                    None => format!("joiner-{}", &node_id[..8]),
+                };
                 let connected = queued.is_some();
                 let c = slot.counters.lock().expect("counters lock");
                 let (m5, h1) = (c.window(5), c.window(60));
-                PeerStats {
-                    peer: p.id,
-                    label: p.label.clone(),
+                Some(PeerStats {
+                    peer: p,
+                    label,
+                    node_id,
+                    genesis: (p.0 as usize) < g,
                     connected,
                     heartbeats_ok_5m: m5.ok,
                     heartbeat_errors_5m: m5.errors,
@@ -230,7 +344,7 @@ impl Network {
                     heartbeat_errors_1h: h1.errors,
                     closed_1h: h1.closed,
                     queued_bytes: queued.unwrap_or(0) as u64,
-                }
+                })
             })
             .collect()
     }
@@ -263,7 +377,7 @@ impl Network {
                 tasks.abort_all();
             }
         }
-        info!(me = %self.shared.me, "network stopped");
+        info!(me = ?self.shared.me, "network stopped");
     }
 }
 
@@ -277,18 +391,33 @@ fn validate(cfg: &NetConfig) -> Result<(), NetError> {
             return bad(format!("peer at index {i} has id {}", p.id));
         }
     }
-    let Some(me) = cfg.peers.get(cfg.me.0 as usize) else {
-        return bad(format!("me = {} is not in the peer list", cfg.me));
-    };
-    if me.noise_public != *cfg.keys.noise_public() {
-        return bad(format!("our Noise key is not {}'s genesis key", cfg.me));
-    }
-    if me.signing_public != *cfg.keys.verifying_key() {
-        return bad(format!("our signing key is not {}'s genesis key", cfg.me));
+    match cfg.me {
+        Some(id) => {
+            let Some(me) = cfg.peers.get(id.0 as usize) else {
+                return bad(format!("me = {id} is not in the peer list"));
+            };
+            if me.noise_public != *cfg.keys.noise_public() {
+                return bad(format!("our Noise key is not {id}'s genesis key"));
+            }
+            if me.signing_public != *cfg.keys.verifying_key() {
+                return bad(format!("our signing key is not {id}'s genesis key"));
+            }
+        }
+        None => {
+            if let Some(p) = cfg.peers.iter().find(|p| {
+                p.noise_public == *cfg.keys.noise_public()
+                    || p.signing_public == *cfg.keys.verifying_key()
+            }) {
+                return bad(format!(
+                    "our keys are {}'s genesis keys; start as that peer",
+                    p.id
+                ));
+            }
+        }
     }
     let l = &cfg.limits;
-    if l.queue_len == 0 || l.max_inbound == 0 || l.max_outbound == 0 {
-        return bad("queue_len, max_inbound and max_outbound must be at least 1".into());
+    if l.queue_len == 0 || l.max_peers == 0 || l.max_outbound == 0 {
+        return bad("queue_len, max_peers and max_outbound must be at least 1".into());
     }
     if l.heartbeat_every.is_zero() || l.idle_timeout.is_zero() || l.handshake_timeout.is_zero() {
         return bad("timeouts and the heartbeat period must be positive".into());

@@ -11,6 +11,11 @@
 //!   `heartbeat_every`, then the peer's bounded queue; a write stalled for
 //!   `idle_timeout` (a peer that stopped reading) closes the connection.
 //!
+//! Each side sends its address list ([`super::discovery`]) when the
+//! connection opens and every [`ADDRS_EVERY`]; a peer's lists are read at
+//! most once per [`ADDRS_MIN_GAP`] (the others, and malformed ones, are
+//! ignored and counted).
+//!
 //! A Ping still unanswered when the next one is due counts as a heartbeat
 //! error; a matching Pong as a heartbeat ok. The connection also ends when
 //! its slot drops it (a newer connection replaced it) or on shutdown.
@@ -25,10 +30,11 @@ use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
+use super::discovery::{Addrs, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
 use super::envelope::{Envelope, HEADER_LEN};
-use super::shared::{bump, Shared};
+use super::shared::{bump, Admission, Shared};
 use super::stats::Event;
-use super::{Inbound, PeerId, MSG_PING, MSG_PONG, RESERVED_TYPES};
+use super::{Inbound, PeerId, PeerLink, MSG_PING, MSG_PONG, RESERVED_TYPES};
 
 /// Version of the Ping/Pong layout (empty payload, id in the request id).
 const HEARTBEAT_VERSION: u8 = 1;
@@ -69,22 +75,54 @@ impl fmt::Display for Ended {
     }
 }
 
-/// Runs an authenticated connection until it ends, then unregisters it.
-pub(crate) async fn run<R, W>(shared: Arc<Shared>, session: Session, r: R, w: W)
-where
+/// The address list we send `peer`.
+fn addrs_envelope(shared: &Shared, peer: PeerId) -> Option<Envelope> {
+    let payload = shared.addrs_for(peer).encode().ok()?;
+    Some(Envelope::new(MSG_ADDRS, ADDRS_VERSION, 0, payload))
+}
+
+/// Runs an authenticated connection until it ends, then unregisters it
+/// (and gives its seat back when `admission` drops).
+pub(crate) async fn run<R, W>(
+    shared: Arc<Shared>,
+    session: Session,
+    admission: Admission,
+    r: R,
+    w: W,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let peer = session.peer;
+    let link = admission.link.clone();
+    let peer = link.peer;
     let (mut reader, mut writer) = session.into_halves(r, w);
-    let reg = shared.register(peer);
+    let Some(reg) = shared.register(&link) else {
+        return;
+    };
     let mut shutdown = shared.shutdown_signal();
     let pending_ping = AtomicU64::new(0);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
-    info!(%peer, label = %shared.peers[peer.0 as usize].label, "connected");
+    match shared.peers.get(peer.0 as usize) {
+        Some(p) => info!(%peer, label = %p.label, "connected"),
+        // Anyone can connect as a node outside the genesis: at most one
+        // line a minute per address, like refusals.
+        None if shared
+            .gate()
+            .should_log(link.remote.ip(), std::time::Instant::now()) =>
+        {
+            info!(%peer, node_id = %link.node_id, remote = %link.remote, member = link.member,
+                "connected (not a genesis peer; logged once a minute per address)")
+        }
+        None => {
+            debug!(%peer, node_id = %link.node_id, remote = %link.remote, "connected (not a genesis peer)")
+        }
+    }
+    if let Some(env) = addrs_envelope(&shared, peer) {
+        let _ = control_tx.try_send(env);
+    }
 
     let ended = tokio::select! {
-        e = read_loop(&shared, peer, &mut reader, &control_tx, &pending_ping) => e,
+        e = read_loop(&shared, &link, reg.id, &mut reader, &control_tx, &pending_ping) => e,
         e = write_loop(&shared, peer, &mut writer, &mut control_rx, reg.queue, &reg.queued, &pending_ping) => e,
         _ = reg.closed => Ended::Replaced,
         _ = shutdown.wait_for(|stop| *stop) => Ended::Shutdown,
@@ -95,19 +133,65 @@ where
     } else if let Some(e) = ended.link_error().filter(|e| e.is_protocol_violation()) {
         bump(&shared.totals.protocol_errors);
         warn!(%peer, error = %e, "connection failed");
-    } else {
+    } else if link.genesis {
         info!(%peer, reason = %ended, "disconnected");
+    } else {
+        debug!(%peer, node_id = %link.node_id, reason = %ended, "disconnected");
     }
-    shared.unregister(peer, reg.id);
+    shared.unregister(&link, reg.id);
+    drop(admission);
+}
+
+/// An address list from `link`: at most one per [`ADDRS_MIN_GAP`].
+fn on_addrs(
+    shared: &Shared,
+    link: &PeerLink,
+    conn: u64,
+    env: &Envelope,
+    last: &mut Option<Instant>,
+) {
+    let peer = link.peer;
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < ADDRS_MIN_GAP) {
+        bump(&shared.totals.addrs_ignored);
+        debug!(%peer, "address list over the rate; ignored");
+        return;
+    }
+    *last = Some(now);
+    let list = match Addrs::decode(&env.payload) {
+        Ok(l) => l,
+        Err(e) => {
+            bump(&shared.totals.addrs_ignored);
+            debug!(%peer, error = %e, "bad address list; ignored");
+            return;
+        }
+    };
+    let mut learned = list.addrs;
+    if list.listen_port != 0 && !link.genesis {
+        let listen = std::net::SocketAddr::new(link.remote.ip(), list.listen_port);
+        if !link.outbound {
+            shared.set_listen(peer, conn, listen);
+        }
+        learned.push(listen);
+    }
+    if let Some(book) = shared.book.as_ref() {
+        let mut b = book.lock().expect("book lock");
+        for a in learned {
+            let _ = b.add(a, Source::Learned, now.into_std());
+        }
+    }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
-    peer: PeerId,
+    link: &PeerLink,
+    conn: u64,
     reader: &mut EnvelopeReader<R>,
     control: &mpsc::Sender<Envelope>,
     pending_ping: &AtomicU64,
 ) -> Ended {
+    let peer = link.peer;
+    let mut last_addrs = None;
     loop {
         let env = match timeout(shared.limits.idle_timeout, reader.next()).await {
             Err(_) => return Ended::Idle,
@@ -132,6 +216,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     debug!(%peer, id = env.request_id, "late or unknown pong ignored");
                 }
             }
+            MSG_ADDRS => on_addrs(shared, link, conn, &env, &mut last_addrs),
             t if t < RESERVED_TYPES => debug!(%peer, msg_type = t, "unknown transport message"),
             _ => {
                 let slot = shared.slot(peer);
@@ -163,11 +248,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let every = shared.limits.heartbeat_every;
     let mut tick = interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut addrs_tick = interval_at(Instant::now() + ADDRS_EVERY, ADDRS_EVERY);
+    addrs_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_ping: u64 = 1;
     loop {
         let env: Arc<Envelope> = tokio::select! {
             biased;
             Some(env) = control.recv() => Arc::new(env),
+            _ = addrs_tick.tick() => match addrs_envelope(shared, peer) {
+                Some(env) => Arc::new(env),
+                None => continue,
+            },
             _ = tick.tick() => {
                 if pending_ping.swap(next_ping, Ordering::AcqRel) != 0 {
                     shared.record(peer, Event::HeartbeatError);

@@ -1,12 +1,12 @@
 //! Accepting inbound connections.
 //!
 //! Two budgets (see [`super::gate`]): a socket still in its handshake holds
-//! an unauthenticated slot (a small pool, at most two per source IP, an
-//! allowance for the genesis peers' own addresses, a 5 s deadline); once
-//! authenticated it holds one of `max_inbound` connection slots until it
-//! closes. A socket refused by either is closed at once and counted by
-//! reason; refusals and failed handshakes are logged at most once a minute
-//! per source IP.
+//! a pool slot (a small pool, at most two per source IP, an allowance for
+//! the genesis peers' own addresses, a 5 s deadline); once authenticated, a
+//! member of the active set takes one of `max_peers` member slots and
+//! anyone else keeps its pool slot, until it closes. A socket refused by
+//! either is closed at once and counted by reason; refusals and failed
+//! handshakes are logged at most once a minute per source IP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep, timeout, Duration};
 use tracing::{debug, warn};
 
-use super::gate::{Refusal, Ticket, HANDSHAKE_DEADLINE};
+use super::gate::{Ticket, HANDSHAKE_DEADLINE};
 use super::handshake::{self, HandshakeError};
 use super::peer;
 use super::shared::{bump, Shared};
@@ -38,11 +38,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let admitted = if shared.inbound_slots.available_permits() == 0 {
-            Err(Refusal::InboundFull)
-        } else {
-            shared.gate().admit(remote.ip())
-        };
+        let admitted = shared.gate().admit(remote.ip());
         match admitted {
             Ok(ticket) => {
                 let held = Held {
@@ -70,7 +66,12 @@ impl Drop for Held {
     }
 }
 
-async fn serve_inbound(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAddr, held: Held) {
+async fn serve_inbound(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    mut held: Held,
+) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown_signal();
     let ctx = shared.handshake_context();
@@ -79,17 +80,22 @@ async fn serve_inbound(shared: Arc<Shared>, mut stream: TcpStream, remote: Socke
         _ = shutdown.wait_for(|stop| *stop) => return,
         r = timeout(deadline, handshake::respond(&mut stream, &ctx)) => r,
     };
-    drop(held);
     let session = match result {
         Ok(Ok(session)) => session,
         Ok(Err(e)) => return shared.handshake_failed(remote, &e),
         Err(_) => return shared.handshake_failed(remote, &HandshakeError::Timeout),
     };
-    let Ok(_permit) = shared.inbound_slots.clone().try_acquire_owned() else {
-        return shared.refused(remote, Refusal::InboundFull);
+    // The handshake's ticket becomes the connection's seat (or is given
+    // back with the refusal).
+    let admission = match shared.admit(&session.remote, remote, false, held.ticket.take()) {
+        Ok(a) => a,
+        Err(why) => return shared.refused(remote, why),
     };
     bump(&shared.totals.handshakes_ok);
-    debug!(%remote, peer = %session.peer, "inbound handshake complete");
+    if session.remote.genesis.is_none() {
+        bump(&shared.totals.joiner_handshakes);
+    }
+    debug!(%remote, peer = %admission.link.peer, node_id = %session.remote.node_id, "inbound handshake complete");
     let (r, w) = stream.into_split();
-    peer::run(shared.clone(), session, r, w).await;
+    peer::run(shared.clone(), session, admission, r, w).await;
 }

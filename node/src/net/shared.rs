@@ -1,31 +1,37 @@
 //! State shared by the [`super::Network`] handle and every transport task:
-//! one slot per genesis peer (its live connection, if any, as the sending
-//! end of its bounded queue and the bytes queued there, its bounded inbound
-//! queue towards the node, and its counters), node-wide totals, the
-//! handshake gate, the connection-count semaphores, the shutdown signal and
-//! the task set.
+//! one slot per genesis peer and one per possible connection of a node
+//! outside the genesis (its live connection, if any, as the sending end of
+//! its bounded queue and the bytes queued there, its bounded inbound queue
+//! towards the node, and its counters), node-wide totals, the gate (the
+//! connection budgets), the member set, the address book, the shutdown
+//! signal and the task set.
 //!
 //! A slot holds at most one connection: registering a new one drops the old
 //! one, which ends it (the peer restarted, or the old connection is dead and
-//! not yet noticed).
+//! not yet noticed). For nodes outside the genesis, where both sides may
+//! dial, the connection dialed by the lower node id is kept (both sides
+//! decide alike); a newer one in the same direction replaces the older.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 use snow::params::NoiseParams;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::discovery::{AddressBook, Addrs, MAX_ADDRS};
 use super::envelope::Envelope;
-use super::gate::{Gate, Refusal};
-use super::handshake::{self, HandshakeError};
+use super::gate::{Gate, Refusal, Seat, Ticket};
+use super::handshake::{self, HandshakeError, Remote};
 use super::stats::{Counters, Event};
-use super::{Inbound, Limits, PeerId, PeerInfo};
+use super::{Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink};
 use crate::keys::NodeKeys;
 
 /// Node-wide transport counters since start.
@@ -41,14 +47,19 @@ pub struct NetTotals {
     pub bad_signatures: u64,
     /// Dials that did not reach a listening peer.
     pub dial_failures: u64,
-    /// Inbound sockets refused, all reasons (the three below).
+    /// Sockets and connections refused by the budgets, all reasons (the
+    /// three below).
     pub inbound_refused: u64,
-    /// ... because the unauthenticated pool was full.
+    /// ... because the pool (handshakes and non-members) was full.
     pub refused_pool_full: u64,
-    /// ... because their source IP had two handshakes running.
+    /// ... because their source IP held two pool slots.
     pub refused_per_ip: u64,
-    /// ... because every authenticated inbound slot was taken.
-    pub refused_inbound_full: u64,
+    /// ... because every member slot was taken.
+    pub refused_members_full: u64,
+    /// Handshakes completed by nodes outside the genesis.
+    pub joiner_handshakes: u64,
+    /// Address lists ignored: over the rate, or malformed.
+    pub addrs_ignored: u64,
     /// Envelopes dropped because a peer's queue was full.
     pub queue_full: u64,
     /// Established connections closed for a protocol error.
@@ -65,7 +76,9 @@ pub(crate) struct Totals {
     pub inbound_refused: AtomicU64,
     pub refused_pool_full: AtomicU64,
     pub refused_per_ip: AtomicU64,
-    pub refused_inbound_full: AtomicU64,
+    pub refused_members_full: AtomicU64,
+    pub joiner_handshakes: AtomicU64,
+    pub addrs_ignored: AtomicU64,
     pub queue_full: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
@@ -86,7 +99,9 @@ impl Totals {
             inbound_refused: g(&self.inbound_refused),
             refused_pool_full: g(&self.refused_pool_full),
             refused_per_ip: g(&self.refused_per_ip),
-            refused_inbound_full: g(&self.refused_inbound_full),
+            refused_members_full: g(&self.refused_members_full),
+            joiner_handshakes: g(&self.joiner_handshakes),
+            addrs_ignored: g(&self.addrs_ignored),
             queue_full: g(&self.queue_full),
             protocol_errors: g(&self.protocol_errors),
         }
@@ -96,6 +111,9 @@ impl Totals {
 /// A live connection as its slot sees it. Dropping it ends the connection.
 pub(super) struct Live {
     pub(super) id: u64,
+    pub(super) link: PeerLink,
+    /// Where the peer accepts connections, as far as we know.
+    pub(super) listen: Option<SocketAddr>,
     /// Shared envelopes: a broadcast queues one copy for every peer.
     pub(super) queue: mpsc::Sender<Arc<Envelope>>,
     /// Bytes (header and payload) waiting in `queue` or being written.
@@ -139,22 +157,125 @@ pub(crate) struct Registration {
 /// State shared by the handle and every task.
 pub(crate) struct Shared {
     pub network_id: [u8; 32],
-    pub me: PeerId,
+    pub me: Option<PeerId>,
+    pub my_id: NodeId,
     pub keys: Arc<NodeKeys>,
     pub peers: Vec<PeerInfo>,
     pub limits: Limits,
     pub params: NoiseParams,
     pub totals: Totals,
     pub(super) gate: Mutex<Gate>,
-    pub inbound_slots: Arc<Semaphore>,
-    pub outbound_slots: Arc<Semaphore>,
+    /// Dials in progress.
+    pub dial_slots: Arc<Semaphore>,
     pub(super) slots: Vec<Slot>,
+    pub(super) guests: Mutex<Guests>,
+    pub members: MemberSet,
+    /// Nodes outside the genesis: the addresses they may dial.
+    pub(super) book: Option<Mutex<AddressBook>>,
+    /// The address we listen on.
+    pub listen: SocketAddr,
+    pub(super) links: broadcast::Sender<LinkEvent>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) next_conn: AtomicU64,
     pub(super) tasks: Mutex<JoinSet<()>>,
 }
 
 impl Shared {
+    /// The genesis peer count: ids from here on are connections of nodes
+    /// outside the genesis.
+    pub fn genesis_len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Admits an authenticated session: gives it its id (a genesis peer's
+    /// index, or a free id for anyone else) and a seat (member or pool).
+    /// `ticket`: the inbound handshake's; `None` for a connection we dialed.
+    pub fn admit(
+        self: &Arc<Self>,
+        remote: &Remote,
+        addr: SocketAddr,
+        outbound: bool,
+        ticket: Option<Ticket>,
+    ) -> Result<Admission, Refusal> {
+        let release = |gate: &mut Gate| {
+            if let Some(t) = ticket {
+                gate.release(t);
+            }
+        };
+        let (peer, guest) = match remote.genesis {
+            Some(id) => (id, false),
+            None => match self.guests().assign(remote.node_id) {
+                Some(id) => (id, true),
+                None => {
+                    release(&mut self.gate());
+                    return Err(Refusal::PoolFull);
+                }
+            },
+        };
+        let member = self.members.contains(&remote.node_id);
+        let replacing = self.slot(peer).live.lock().expect("slot lock").is_some();
+        let seat = self.gate().seat(ticket, addr.ip(), member, replacing);
+        match seat {
+            Ok(seat) => Ok(Admission {
+                shared: self.clone(),
+                link: PeerLink {
+                    peer,
+                    node_id: remote.node_id,
+                    genesis: remote.genesis.is_some(),
+                    member,
+                    outbound,
+                    remote: addr,
+                },
+                seat,
+                guest,
+            }),
+            Err(why) => {
+                if guest {
+                    self.guests().release(peer);
+                }
+                Err(why)
+            }
+        }
+    }
+
+    fn guests(&self) -> MutexGuard<'_, Guests> {
+        self.guests.lock().expect("guest table lock")
+    }
+
+    /// Addresses to tell `peer` about: where our other connected peers
+    /// accept connections (at most [`MAX_ADDRS`], a random sample).
+    pub fn addrs_for(&self, peer: PeerId) -> Addrs {
+        let addrs = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != peer.0 as usize)
+            .filter_map(|(i, s)| {
+                let live = s.live.lock().expect("slot lock");
+                let l = live.as_ref()?;
+                match self.peers.get(i) {
+                    Some(p) => Some(p.address),
+                    None if l.link.outbound => Some(l.link.remote),
+                    None => l.listen,
+                }
+            })
+            .filter(super::discovery::usable)
+            .choose_multiple(&mut rand::rng(), MAX_ADDRS);
+        Addrs {
+            listen_port: self.listen.port(),
+            addrs,
+        }
+    }
+
+    /// `peer` (connection `conn`) says it accepts connections at `listen`.
+    pub fn set_listen(&self, peer: PeerId, conn: u64, listen: SocketAddr) {
+        if let Some(l) = self.slot(peer).live.lock().expect("slot lock").as_mut() {
+            if l.id == conn {
+                l.listen = Some(listen);
+            }
+        }
+    }
+
     pub fn handshake_context(&self) -> handshake::Context<'_> {
         handshake::Context {
             params: &self.params,
@@ -180,45 +301,69 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    /// Makes a new connection to `peer` the live one, closing any older one
-    /// (the peer restarted, or the old connection is dead and not yet noticed).
-    pub fn register(&self, peer: PeerId) -> Registration {
+    /// Makes a new connection to `link.peer` the live one, closing any
+    /// older one (the peer restarted, or the old connection is dead and not
+    /// yet noticed); `None` if the older one is kept (see the module docs).
+    pub fn register(&self, link: &PeerLink) -> Option<Registration> {
+        let peer = link.peer;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, queue) = mpsc::channel(self.limits.queue_len.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let (close, closed) = oneshot::channel();
-        let old = self
-            .slot(peer)
-            .live
-            .lock()
-            .expect("slot lock")
-            .replace(Live {
-                id,
-                queue: tx,
-                queued: queued.clone(),
-                _close: close,
-            });
-        if old.is_some() {
-            info!(%peer, "new connection replaces the previous one");
+        let mut live = self.slot(peer).live.lock().expect("slot lock");
+        if let Some(old) = live.as_ref() {
+            let dialer = |l: &PeerLink| if l.outbound { self.my_id } else { l.node_id };
+            let (old_dialer, new_dialer) = (dialer(&old.link), dialer(link));
+            if !link.genesis && old_dialer != new_dialer && old_dialer < new_dialer {
+                debug!(%peer, "a connection dialed by the lower node id exists; the new one is dropped");
+                return None;
+            }
+            if link.genesis {
+                info!(%peer, "new connection replaces the previous one");
+            } else {
+                debug!(%peer, "new connection replaces the previous one");
+            }
         }
-        Registration {
+        *live = Some(Live {
+            id,
+            link: link.clone(),
+            listen: None,
+            queue: tx,
+            queued: queued.clone(),
+            _close: close,
+        });
+        drop(live);
+        let _ = self.links.send(LinkEvent::Up(link.clone()));
+        Some(Registration {
             id,
             queue,
             queued,
             closed,
-        }
+        })
     }
 
     /// Forgets connection `id` (if still the live one) and counts its close.
-    pub fn unregister(&self, peer: PeerId, id: u64) {
-        let slot = self.slot(peer);
-        {
+    pub fn unregister(&self, link: &PeerLink, id: u64) {
+        let slot = self.slot(link.peer);
+        let gone = {
             let mut live = slot.live.lock().expect("slot lock");
-            if live.as_ref().is_some_and(|l| l.id == id) {
+            let mine = live.as_ref().is_some_and(|l| l.id == id);
+            if mine {
                 *live = None;
             }
+            mine
+        };
+        if gone {
+            let _ = self.links.send(LinkEvent::Down(link.clone()));
         }
-        self.record(peer, Event::Closed);
+        self.record(link.peer, Event::Closed);
+    }
+
+    /// The live connection of `peer`, if any.
+    pub fn link(&self, peer: PeerId) -> Option<PeerLink> {
+        let slot = self.slots.get(peer.0 as usize)?;
+        let live = slot.live.lock().expect("slot lock");
+        live.as_ref().map(|l| l.link.clone())
     }
 
     pub fn record(&self, peer: PeerId, event: Event) {
@@ -236,27 +381,28 @@ impl Shared {
     /// Counts a failed handshake; logs it at most once a minute per IP.
     pub fn handshake_failed(&self, remote: SocketAddr, e: &HandshakeError) {
         bump(&self.totals.handshake_failures);
-        match e {
-            HandshakeError::UnknownPeer(_) => bump(&self.totals.unknown_peers),
-            HandshakeError::BadSignature(_) => bump(&self.totals.bad_signatures),
-            _ => {}
+        if matches!(e, HandshakeError::UnknownPeer(_)) {
+            bump(&self.totals.unknown_peers);
+        }
+        if e.is_bad_signature() {
+            bump(&self.totals.bad_signatures);
         }
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, error = %e, "handshake failed; connection dropped (logged once a minute per address)");
         }
     }
 
-    /// Counts a refused inbound socket by reason; logs it at most once a
-    /// minute per IP.
+    /// Counts a refused socket or connection by reason; logs it at most once
+    /// a minute per IP.
     pub fn refused(&self, remote: SocketAddr, why: Refusal) {
         bump(&self.totals.inbound_refused);
         bump(match why {
             Refusal::PoolFull => &self.totals.refused_pool_full,
             Refusal::PerIp => &self.totals.refused_per_ip,
-            Refusal::InboundFull => &self.totals.refused_inbound_full,
+            Refusal::MembersFull => &self.totals.refused_members_full,
         });
         if self.gate().should_log(remote.ip(), Instant::now()) {
-            warn!(%remote, reason = why.name(), "inbound connection refused (logged once a minute per address)");
+            warn!(%remote, reason = why.name(), "connection refused (logged once a minute per address)");
         }
     }
 
@@ -267,6 +413,69 @@ impl Shared {
     pub(super) fn close_all(&self) {
         for s in &self.slots {
             s.live.lock().expect("slot lock").take();
+        }
+    }
+}
+
+/// Ids for connections of nodes outside the genesis: one per node id while
+/// any connection or admission of it lasts, reused afterwards.
+pub(crate) struct Guests {
+    by_node: HashMap<NodeId, (PeerId, usize)>,
+    free: Vec<PeerId>,
+}
+
+impl Guests {
+    /// Ids `first..first + n`.
+    pub fn new(first: usize, n: usize) -> Self {
+        Guests {
+            by_node: HashMap::new(),
+            free: (first..first + n).rev().map(|i| PeerId(i as u16)).collect(),
+        }
+    }
+
+    /// The id of `node` (its current one, or a free one), held until
+    /// [`Guests::release`].
+    pub fn assign(&mut self, node: NodeId) -> Option<PeerId> {
+        if let Some((id, refs)) = self.by_node.get_mut(&node) {
+            *refs += 1;
+            return Some(*id);
+        }
+        let id = self.free.pop()?;
+        self.by_node.insert(node, (id, 1));
+        Some(id)
+    }
+
+    pub fn release(&mut self, id: PeerId) {
+        let node = self
+            .by_node
+            .iter()
+            .find(|(_, (i, _))| *i == id)
+            .map(|(n, _)| *n);
+        if let Some(node) = node {
+            let e = self.by_node.get_mut(&node).expect("found above");
+            e.1 -= 1;
+            if e.1 == 0 {
+                self.by_node.remove(&node);
+                self.free.push(id);
+            }
+        }
+    }
+}
+
+/// An admitted connection: its id, its seat and, for a node outside the
+/// genesis, its hold on that id; all given back when dropped.
+pub(crate) struct Admission {
+    shared: Arc<Shared>,
+    pub link: PeerLink,
+    seat: Seat,
+    guest: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.shared.gate().unseat(self.seat);
+        if self.guest {
+            self.shared.guests().release(self.link.peer);
         }
     }
 }

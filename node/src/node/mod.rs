@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::backend_choice::{self, Calibration, Chosen};
+use crate::backend_choice::{self, BackendRequest, Calibration, Chosen};
 use crate::genesis::{Genesis, GenesisError};
 use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
@@ -35,8 +35,9 @@ pub struct NodeConfig {
     pub genesis: PathBuf,
     /// Defaults to `DATA_DIR/keys`.
     pub keys_dir: Option<PathBuf>,
-    /// `--backend`: pins one backend for both operations.
-    pub backend: Option<String>,
+    /// The backend choice (`--backend`, `MONTANA_BACKEND`, ...) parsed by
+    /// the CLI, and the per-host rate cache.
+    pub backends: BackendRequest,
     /// The proposer stops proposing after this window (devnets, tests).
     pub last_window: Option<u64>,
     /// Use (or run) the calibration, or take the best backends unmeasured.
@@ -121,12 +122,8 @@ impl Node {
         if let Some(line) = NodeState::set_aside_if_corrupt(&cfg.data_dir) {
             tracing::warn!("{line}");
         }
-        let backends = backend_choice::choose(
-            &genesis,
-            &cfg.data_dir,
-            cfg.backend.as_deref(),
-            cfg.calibration,
-        )?;
+        let backends =
+            backend_choice::choose(&genesis, &cfg.data_dir, &cfg.backends, cfg.calibration)?;
         Ok(Node {
             network_id: genesis.network_id(),
             me: me as u16,

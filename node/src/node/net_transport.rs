@@ -3,14 +3,19 @@
 //! [`StatusSnapshot`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::state::NodeState;
 use super::transport::{Incoming, PeerSummary, Transport};
 use super::{Node, NodeError};
+use crate::genesis::Genesis;
+use crate::keys::NodeKeys;
 use crate::messages::MSG_VERSION;
-use crate::net::{Envelope, Inbound, Limits, NetConfig, Network, PeerId, PeerInfo};
+use crate::net::{
+    Envelope, Inbound, Limits, LinkEvent, NetConfig, Network, NodeId, PeerId, PeerInfo, PeerLink,
+};
 use crate::status::StatusSnapshot;
 
 /// [`Network`] seen through the node's [`Transport`] trait.
@@ -57,14 +62,48 @@ impl Transport for NetTransport {
     fn totals(&self) -> crate::net::NetTotals {
         self.0.totals()
     }
+
+    fn link(&self, peer: u16) -> Option<PeerLink> {
+        self.0.link(PeerId(peer))
+    }
+
+    fn links(&self) -> Vec<PeerLink> {
+        self.0.links()
+    }
+
+    fn set_members(&self, ids: &[NodeId]) {
+        self.0.members().set(ids.iter().copied());
+    }
+
+    fn link_events(&self) -> Option<broadcast::Receiver<LinkEvent>> {
+        Some(self.0.link_events())
+    }
 }
 
-/// The transport configuration from the genesis: every peer with its keys,
-/// the network id as the Noise prologue, and this node's listen address
-/// (its genesis address unless `listen` overrides it).
-pub fn net_config(node: &Node, listen: Option<SocketAddr>) -> Result<NetConfig, NodeError> {
-    let mut peers = Vec::with_capacity(node.genesis.peers.len());
-    for (i, p) in node.genesis.peers.iter().enumerate() {
+/// What `montana start` adds to the genesis for the transport.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// `--bootstrap`: for keys outside the genesis, the addresses to dial
+    /// (none: the genesis peers' addresses).
+    pub bootstrap: Vec<SocketAddr>,
+    /// `--max-peers`: member connection slots (the pool for everyone else
+    /// is `max(4, max_peers / 4)`).
+    pub max_peers: usize,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            bootstrap: Vec::new(),
+            max_peers: Limits::default().max_peers,
+        }
+    }
+}
+
+/// The genesis peers as the transport needs them.
+pub fn genesis_peers(genesis: &Genesis) -> Result<Vec<PeerInfo>, NodeError> {
+    let mut peers = Vec::with_capacity(genesis.peers.len());
+    for (i, p) in genesis.peers.iter().enumerate() {
         peers.push(PeerInfo {
             id: PeerId(i as u16),
             label: p.label.clone(),
@@ -73,13 +112,60 @@ pub fn net_config(node: &Node, listen: Option<SocketAddr>) -> Result<NetConfig, 
             signing_public: p.signing_public()?,
         });
     }
+    Ok(peers)
+}
+
+/// The transport configuration of a node whose keys are not in the
+/// genesis: it listens on `listen` and dials `opts.bootstrap` (or the
+/// genesis peers), then the addresses it learns.
+pub fn joiner_config(
+    genesis: &Genesis,
+    keys: Arc<NodeKeys>,
+    listen: SocketAddr,
+    opts: &JoinOptions,
+) -> Result<NetConfig, NodeError> {
+    Ok(NetConfig {
+        network_id: genesis.network_id(),
+        me: None,
+        listen,
+        keys,
+        peers: genesis_peers(genesis)?,
+        bootstrap: opts.bootstrap.clone(),
+        members: None,
+        limits: Limits {
+            max_peers: opts.max_peers,
+            ..Limits::default()
+        },
+        transport: genesis.transport.clone(),
+    })
+}
+
+/// The transport configuration from the genesis: every peer with its keys,
+/// the network id as the Noise prologue, and this node's listen address
+/// (its genesis address unless `listen` overrides it).
+pub fn net_config(node: &Node, listen: Option<SocketAddr>) -> Result<NetConfig, NodeError> {
+    net_config_with(node, listen, &JoinOptions::default())
+}
+
+/// [`net_config`] with `montana start`'s transport options (`--max-peers`;
+/// `--bootstrap` is for keys outside the genesis, see [`joiner_config`]).
+pub fn net_config_with(
+    node: &Node,
+    listen: Option<SocketAddr>,
+    opts: &JoinOptions,
+) -> Result<NetConfig, NodeError> {
     Ok(NetConfig {
         network_id: node.network_id,
-        me: PeerId(node.me),
+        me: Some(PeerId(node.me)),
         listen: listen.unwrap_or(node.genesis.peers[node.me as usize].address),
         keys: node.keys.clone(),
-        peers,
-        limits: Limits::default(),
+        peers: genesis_peers(&node.genesis)?,
+        bootstrap: Vec::new(),
+        members: None,
+        limits: Limits {
+            max_peers: opts.max_peers,
+            ..Limits::default()
+        },
         transport: node.genesis.transport.clone(),
     })
 }

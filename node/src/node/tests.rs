@@ -59,7 +59,7 @@ fn config(c: &Cluster, i: usize) -> NodeConfig {
         data_dir: c.data[i].clone(),
         genesis: c.genesis.clone(),
         keys_dir: None,
-        backend: None,
+        backends: Default::default(),
         last_window: None,
         calibration: crate::backend_choice::Calibration::Skip,
     }
@@ -222,7 +222,10 @@ fn start_up_errors_name_the_problem() {
     cfg.genesis = c.data[1].join("none.json");
     assert!(matches!(Node::open(&cfg), Err(NodeError::Genesis(_))));
     let mut cfg = config(&c, 1);
-    cfg.backend = Some("warp-drive".into());
+    cfg.backends.choice = montana_backends::BackendChoice::pinned(
+        "warp-drive",
+        montana_backends::PinScope::SomeOperation,
+    );
     assert!(matches!(Node::open(&cfg), Err(NodeError::Backend(_))));
 }
 

@@ -51,6 +51,24 @@ pub trait Transport: Send + Sync {
     fn queued_bytes(&self, _peer: u16) -> usize {
         0
     }
+    /// Who is connected as `peer` (node id, genesis peer or not, member or
+    /// not); `None` when nobody is. Peers `0..genesis peer count` are the
+    /// genesis peers; higher ids are connections of other nodes, reused
+    /// after they close (watch [`Transport::link_events`]).
+    fn link(&self, _peer: u16) -> Option<crate::net::PeerLink> {
+        None
+    }
+    /// Every live connection.
+    fn links(&self) -> Vec<crate::net::PeerLink> {
+        Vec::new()
+    }
+    /// Replaces the set of node ids that get member connection slots (the
+    /// active set; the genesis peers to start with).
+    fn set_members(&self, _ids: &[crate::net::NodeId]) {}
+    /// Connections opening and closing, from now on (`None` in-process).
+    fn link_events(&self) -> Option<tokio::sync::broadcast::Receiver<crate::net::LinkEvent>> {
+        None
+    }
 }
 
 /// An in-process transport: every node's inbound queue in one table.

@@ -233,7 +233,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     for (reason, v) in [
         ("pool_full", n.refused_pool_full),
         ("per_ip", n.refused_per_ip),
-        ("inbound_full", n.refused_inbound_full),
+        ("members_full", n.refused_members_full),
     ] {
         refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
@@ -241,8 +241,20 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
     reg.register(
         "net_inbound_refused",
-        "Inbound sockets refused, by reason (unauthenticated pool full, two handshakes from that IP already, every authenticated slot taken)",
+        "Sockets and connections refused, by reason (pool of handshakes and non-members full, two from that IP already, every member slot taken)",
         refused,
+    );
+    counter(
+        &mut reg,
+        "net_joiner_handshakes",
+        "Handshakes completed by nodes outside the genesis",
+        n.joiner_handshakes,
+    );
+    counter(
+        &mut reg,
+        "net_addrs_ignored",
+        "Address lists ignored (over the rate, or malformed)",
+        n.addrs_ignored,
     );
     counter(
         &mut reg,

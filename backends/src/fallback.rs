@@ -19,6 +19,9 @@
 //!   is faulty: it is refused and the whole batch is verified again by the
 //!   next backend.
 //!
+//! This is the one fallback rule: every backend a caller runs comes from
+//! [`Registry::resolve`] wrapped in it.
+//!
 //! Every refusal counts in the shared [`FaultCounter`] (the node's
 //! `montana_backend_faults_total`). Other errors (bad parameters,
 //! cancellation, an unsupported pair) are the caller's business and pass
@@ -29,7 +32,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use montana_backends::{Registry, ScalarBackend};
+use crate::registry::Registry;
+use crate::scalar::ScalarBackend;
 use montana_vdf::{
     AdapterInfo, Availability, Backend, BackendError, BackendKind, ChainParams, EvalControl,
     Hash32, HashSuite, Operation, Segment, VerifyOptions, VerifyOutcome,

@@ -1,0 +1,236 @@
+//! Relay: forward each message once to the connected peers that do not
+//! have it yet, so no node needs a connection to everyone.
+//!
+//! A layer of its own, sans-IO, that a gossip library could later replace:
+//! the node tells it what arrived from whom ([`Relay::observe`]) and, once
+//! the message passed its cheap checks, asks whom to forward it to
+//! ([`Relay::forward_to`]); the node does the sending.
+//!
+//! - A message is identified by [`message_id`]: SHA-256 of its type and
+//!   payload (or any 32-byte id the caller prefers, e.g. a vote's
+//!   `(kind, window, round, value, signer)` digest, since one vote can be
+//!   re-signed into many byte strings).
+//! - The seen-cache is bounded: two generations of at most `capacity / 2`
+//!   ids each; when the current one is full it becomes the previous one and
+//!   the oldest generation is forgotten (an approximate LRU with O(1) work
+//!   per message and at most `capacity` ids in memory). For each id it keeps
+//!   up to [`MAX_TRACKED_PEERS`] peers known to have it (they sent it to us,
+//!   or we sent it to them).
+//! - A message is forwarded at most once, to every connected peer not known
+//!   to have it. A message forgotten by the cache and seen again is treated
+//!   as new (at worst one more round of forwarding, which the receivers'
+//!   caches stop).
+
+use std::collections::HashMap;
+
+use montana_vdf::HashSuite;
+
+/// A message's identity in the cache.
+pub type MessageId = [u8; 32];
+
+/// Peers remembered per message (more are possible; they may get a copy
+/// they already have).
+pub const MAX_TRACKED_PEERS: usize = 64;
+/// Default capacity: ids remembered at most.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// SHA-256 of `msg_type || payload`.
+pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
+    let mut b = Vec::with_capacity(1 + payload.len());
+    b.push(msg_type);
+    b.extend_from_slice(payload);
+    HashSuite::Sha256.hash(&b).0
+}
+
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    /// Peers known to have the message.
+    peers: Vec<u16>,
+    forwarded: bool,
+}
+
+impl Seen {
+    fn note(&mut self, peer: u16) {
+        if !self.peers.contains(&peer) && self.peers.len() < MAX_TRACKED_PEERS {
+            self.peers.push(peer);
+        }
+    }
+}
+
+/// The relay's state: a bounded seen-cache. See the module docs.
+#[derive(Debug)]
+pub struct Relay {
+    current: HashMap<MessageId, Seen>,
+    previous: HashMap<MessageId, Seen>,
+    generation: usize,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Relay {
+    /// A relay remembering at most `capacity` ids (at least 2).
+    pub fn new(capacity: usize) -> Self {
+        Relay {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            generation: (capacity / 2).max(1),
+        }
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry for `id`, created if new (the bool says so); a hit in the
+    /// previous generation moves it to the current one.
+    fn entry(&mut self, id: MessageId) -> (&mut Seen, bool) {
+        let mut new = false;
+        if !self.current.contains_key(&id) {
+            let seen = match self.previous.remove(&id) {
+                Some(s) => s,
+                None => {
+                    new = true;
+                    Seen::default()
+                }
+            };
+            if self.current.len() >= self.generation {
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert(id, seen);
+        }
+        (self.current.get_mut(&id).expect("just inserted"), new)
+    }
+
+    /// Whether `id` is seen for the first time (and remembers it).
+    pub fn first_seen(&mut self, id: MessageId) -> bool {
+        self.entry(id).1
+    }
+
+    /// `id` arrived from `from` (`None`: we made it). Returns whether it is
+    /// new: the caller checks a new message and then calls
+    /// [`Relay::forward_to`]; a copy seen before is dropped (its sender is
+    /// remembered, so it is not sent back).
+    pub fn observe(&mut self, id: MessageId, from: Option<u16>) -> bool {
+        let (seen, new) = self.entry(id);
+        if let Some(p) = from {
+            seen.note(p);
+        }
+        new
+    }
+
+    /// The peers among `connected` to forward `id` to: those not known to
+    /// have it, the first time this is asked for `id`; nothing after. They
+    /// are remembered as having it.
+    pub fn forward_to(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
+        let (seen, _) = self.entry(id);
+        if seen.forwarded {
+            return Vec::new();
+        }
+        seen.forwarded = true;
+        let out: Vec<u16> = connected
+            .iter()
+            .copied()
+            .filter(|p| !seen.peers.contains(p))
+            .collect();
+        for &p in &out {
+            seen.note(p);
+        }
+        out
+    }
+
+    /// [`Relay::observe`] and, if new, [`Relay::forward_to`] in one call:
+    /// for a message that needs no check before it is forwarded.
+    pub fn should_forward(
+        &mut self,
+        id: MessageId,
+        from: Option<u16>,
+        connected: &[u16],
+    ) -> Vec<u16> {
+        if self.observe(id, from) {
+            self.forward_to(id, connected)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> MessageId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn ids_hash_type_and_payload() {
+        assert_ne!(message_id(16, b"x"), message_id(17, b"x"));
+        assert_ne!(message_id(16, b"x"), message_id(16, b"y"));
+        assert_eq!(message_id(16, b"x"), message_id(16, b"x"));
+        // Not ambiguous across the type/payload boundary.
+        assert_eq!(message_id(16, &[17]), HashSuite::Sha256.hash(&[16, 17]).0);
+    }
+
+    #[test]
+    fn a_message_goes_once_to_each_peer_that_lacks_it() {
+        let mut r = Relay::new(100);
+        let m = id(1);
+        assert!(r.observe(m, Some(3)));
+        // While it is checked, peer 5 sends it too.
+        assert!(!r.observe(m, Some(5)));
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7]), vec![1, 7]);
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9]), Vec::<u16>::new());
+        assert!(!r.observe(m, Some(9)));
+        // Our own message goes to everyone.
+        assert_eq!(r.should_forward(id(2), None, &[1, 3]), vec![1, 3]);
+        assert_eq!(r.should_forward(id(2), Some(1), &[1, 3]), Vec::<u16>::new());
+        assert!(r.first_seen(id(3)));
+        assert!(!r.first_seen(id(3)));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_recent_ids() {
+        let mut r = Relay::new(100);
+        for n in 0..10_000 {
+            assert!(r.first_seen(id(n)));
+            assert!(r.len() <= 100, "{} ids held", r.len());
+        }
+        // The last 50 are surely remembered; the first long forgotten.
+        for n in 9_950..10_000 {
+            assert!(!r.first_seen(id(n)), "{n} forgotten too early");
+        }
+        assert!(r.first_seen(id(0)));
+        // A message kept hot survives many generations.
+        let mut r = Relay::new(10);
+        r.first_seen(id(999));
+        for n in 0..1000 {
+            r.first_seen(id(n));
+            if n % 4 == 0 {
+                assert!(!r.first_seen(id(999)), "hot id forgotten at {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn peers_tracked_per_message_are_bounded() {
+        let mut r = Relay::new(10);
+        let m = id(1);
+        for p in 0..1000u16 {
+            r.observe(m, Some(p));
+        }
+        let connected: Vec<u16> = (0..1000).collect();
+        // The first 64 senders are known to have it; the rest get a copy.
+        assert_eq!(r.forward_to(m, &connected).len(), 1000 - MAX_TRACKED_PEERS);
+    }
+}

@@ -1,0 +1,622 @@
+//! Joining over the transport, on loopback: nodes outside the genesis
+//! connect and are identified by their node id, learn addresses from their
+//! peers, cannot take the members' connection slots, and cannot lock a
+//! genesis peer out by flooding. Every wait has a deadline, so each test
+//! stops by itself.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use montana_node::keys::NodeKeys;
+use montana_node::net::connection::Session;
+use montana_node::net::handshake::{self, Context, Expect};
+use montana_node::net::{
+    Envelope, Inbound, Limits, LinkEvent, NetConfig, Network, NodeId, PeerId, PeerInfo,
+    DEFAULT_TRANSPORT,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::{sleep, timeout, Instant};
+
+const NET: [u8; 32] = [0x51; 32];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Genesis {
+    keys: Vec<Arc<NodeKeys>>,
+    peers: Vec<PeerInfo>,
+}
+
+/// A loopback address nobody listens on, below the ephemeral range.
+fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(6007);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(41)) % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+}
+
+fn genesis(n: u16) -> Genesis {
+    let keys: Vec<Arc<NodeKeys>> = (0..n)
+        .map(|_| Arc::new(NodeKeys::generate().unwrap()))
+        .collect();
+    let peers = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| PeerInfo {
+            id: PeerId(i as u16),
+            label: format!("n{i}"),
+            address: free_addr(),
+            noise_public: *k.noise_public(),
+            signing_public: k.verifying_key().clone(),
+        })
+        .collect();
+    Genesis { keys, peers }
+}
+
+fn limits() -> Limits {
+    Limits {
+        heartbeat_every: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(20),
+        handshake_timeout: Duration::from_secs(10),
+        queue_len: 64,
+        ..Limits::default()
+    }
+}
+
+fn member(g: &Genesis, me: u16, limits: Limits) -> NetConfig {
+    NetConfig {
+        network_id: NET,
+        me: Some(PeerId(me)),
+        listen: g.peers[me as usize].address,
+        keys: g.keys[me as usize].clone(),
+        peers: g.peers.clone(),
+        bootstrap: Vec::new(),
+        members: None,
+        limits,
+        transport: DEFAULT_TRANSPORT.to_string(),
+    }
+}
+
+fn joiner(g: &Genesis, keys: Arc<NodeKeys>, bootstrap: Vec<SocketAddr>) -> NetConfig {
+    NetConfig {
+        network_id: NET,
+        me: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        keys,
+        peers: g.peers.clone(),
+        bootstrap,
+        members: None,
+        limits: limits(),
+        transport: DEFAULT_TRANSPORT.to_string(),
+    }
+}
+
+async fn start(cfg: NetConfig) -> (Network, Receiver<Inbound>) {
+    Network::start(cfg).await.expect("network starts")
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
+    timeout(DEADLINE, rx.recv())
+        .await
+        .expect("message within the deadline")
+        .expect("network still running")
+}
+
+/// The connection to the node with key `keys`, if any.
+fn peer_of(n: &Network, keys: &NodeKeys) -> Option<PeerId> {
+    n.peer_of(&NodeId::of(keys.verifying_key()))
+}
+
+/// A handshake from source IP `src` to `target` with `keys`, presenting
+/// itself as genesis peer `me` (or, with `None`, as a node outside the
+/// genesis). The stream is kept open by the caller for as long as it likes.
+async fn raw_handshake(
+    src: Ipv4Addr,
+    target: SocketAddr,
+    peers: &[PeerInfo],
+    keys: &NodeKeys,
+    me: Option<PeerId>,
+) -> Result<(TcpStream, Session), String> {
+    let params = handshake::parse_suite(DEFAULT_TRANSPORT).unwrap();
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((src, 0).into()).map_err(|e| e.to_string())?;
+    let mut stream = s.connect(target).await.map_err(|e| e.to_string())?;
+    let ctx = Context {
+        params: &params,
+        network_id: &NET,
+        me,
+        keys,
+        peers,
+    };
+    let session = timeout(
+        DEADLINE,
+        handshake::initiate(&mut stream, &ctx, Expect::Any),
+    )
+    .await
+    .map_err(|_| "timeout".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok((stream, session))
+}
+
+/// Whether the node closed `stream` (reads EOF or an error within 5 s).
+async fn closed_by_node(stream: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {} // heartbeats and address lists: still open
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_genesis_joins_through_one_bootstrap_and_is_identified_by_its_node_id() {
+    let g = genesis(2);
+    let (a, _a_rx) = start(member(&g, 0, limits())).await;
+    let (b, mut b_rx) = start(member(&g, 1, limits())).await;
+    let mut a_events = a.link_events();
+    wait_until("the genesis peers connected", || {
+        a.connected() == [PeerId(1)] && b.connected() == [PeerId(0)]
+    })
+    .await;
+
+    // A joiner that knows only A's address.
+    let j_keys = Arc::new(NodeKeys::generate().unwrap());
+    let j_id = NodeId::of(j_keys.verifying_key());
+    let (j, mut j_rx) = start(joiner(&g, j_keys.clone(), vec![g.peers[0].address])).await;
+    assert_eq!(j.node_id(), j_id);
+    wait_until("the joiner is connected to A", || {
+        peer_of(&a, &j_keys).is_some()
+    })
+    .await;
+    let at_a = a.link(peer_of(&a, &j_keys).unwrap()).unwrap();
+    assert_eq!(at_a.node_id, j_id);
+    assert!(!at_a.genesis && !at_a.member && !at_a.outbound);
+    assert!(
+        at_a.peer.0 >= 2,
+        "ids from the genesis peer count on: {at_a:?}"
+    );
+    // The node hears of it.
+    let up = timeout(DEADLINE, async {
+        loop {
+            if let Ok(LinkEvent::Up(l)) = a_events.recv().await {
+                if l.node_id == j_id {
+                    return l;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an Up event for the joiner");
+    assert_eq!(up, at_a);
+    // The joiner sees A as genesis peer 0, a member.
+    let a_at_j = j.link(PeerId(0)).expect("A in its genesis slot");
+    assert_eq!(a_at_j.node_id, NodeId::of(g.keys[0].verifying_key()));
+    assert!(a_at_j.genesis && a_at_j.member && a_at_j.outbound);
+
+    // From A's address list it learns B's address and connects to it too.
+    wait_until("the joiner found B", || {
+        j.connected() == [PeerId(0), PeerId(1)] && peer_of(&b, &j_keys).is_some()
+    })
+    .await;
+    // Messages flow both ways under the ids each side gave.
+    let at_b = peer_of(&b, &j_keys).unwrap();
+    j.send(
+        PeerId(1),
+        Envelope::new(16, 1, 5, b"hello from outside".to_vec()),
+    )
+    .unwrap();
+    let m = recv(&mut b_rx).await;
+    assert_eq!(
+        (m.peer, m.envelope.payload.as_slice()),
+        (at_b, &b"hello from outside"[..])
+    );
+    b.send(at_b, Envelope::new(17, 1, 6, b"welcome".to_vec()))
+        .unwrap();
+    let m = recv(&mut j_rx).await;
+    assert_eq!(
+        (m.peer, m.envelope.payload.as_slice()),
+        (PeerId(1), &b"welcome"[..])
+    );
+    assert!(a.totals().joiner_handshakes >= 1);
+
+    // A second joiner, also bootstrapped from A only, learns B and the
+    // first joiner (whose listen port it advertised to A).
+    let k_keys = Arc::new(NodeKeys::generate().unwrap());
+    let (k, _k_rx) = start(joiner(&g, k_keys.clone(), vec![g.peers[0].address])).await;
+    wait_until("the second joiner reached everyone", || {
+        peer_of(&k, &j_keys).is_some()
+            && k.link(PeerId(1)).is_some()
+            && peer_of(&j, &k_keys).is_some()
+    })
+    .await;
+    let kj = k.link(peer_of(&k, &j_keys).unwrap()).unwrap();
+    assert!(!kj.genesis && !kj.member);
+    assert!(k.known_addresses() >= 2, "{}", k.known_addresses());
+
+    // The member set is the node's to change: once the joiner counts as a
+    // member, its next connection takes a member slot.
+    a.members().set([
+        NodeId::of(g.keys[0].verifying_key()),
+        NodeId::of(g.keys[1].verifying_key()),
+        j_id,
+    ]);
+    j.shutdown().await;
+    drop((j, j_rx));
+    wait_until("A saw the joiner go", || peer_of(&a, &j_keys).is_none()).await;
+    let (j, _j_rx) = start(joiner(&g, j_keys.clone(), vec![g.peers[0].address])).await;
+    wait_until("the joiner is back at A", || peer_of(&a, &j_keys).is_some()).await;
+    assert!(a.link(peer_of(&a, &j_keys).unwrap()).unwrap().member);
+    for n in [&a, &b, &j, &k] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_outside_the_genesis_cannot_take_member_slots() {
+    let g = genesis(2);
+    // B has one member slot and a pool of 4 for everyone else.
+    let one = Limits {
+        max_peers: 1,
+        ..limits()
+    };
+    let (b, _b_rx) = start(member(&g, 1, one)).await;
+    let target = b.local_addr();
+    // Four guests from two addresses fill the pool (and hold it).
+    let mut guests = Vec::new();
+    for src in [1, 1, 2, 2] {
+        let keys = NodeKeys::generate().unwrap();
+        let ip = Ipv4Addr::new(127, 0, 3, src);
+        let (s, session) = raw_handshake(ip, target, &g.peers, &keys, None)
+            .await
+            .unwrap();
+        assert_eq!(session.remote.genesis, Some(PeerId(1)));
+        guests.push((s, keys));
+    }
+    wait_until("four guests admitted", || b.connected().len() == 4).await;
+    assert!(b.links().iter().all(|l| !l.member && !l.genesis));
+    // A fifth guest completes its handshake, but the pool is full: closed,
+    // although the member slot is free.
+    // (Refused at accept, or after its handshake: either way not kept.)
+    let keys = NodeKeys::generate().unwrap();
+    if let Ok((mut s, _)) =
+        raw_handshake(Ipv4Addr::new(127, 0, 3, 3), target, &g.peers, &keys, None).await
+    {
+        assert!(closed_by_node(&mut s).await, "a fifth guest was kept");
+    }
+    // A third socket from one address is refused before its handshake.
+    let r = raw_handshake(Ipv4Addr::new(127, 0, 3, 1), target, &g.peers, &keys, None).await;
+    assert!(r.is_err(), "a third socket from one address got in");
+    wait_until("refusals counted", || {
+        let t = b.totals();
+        t.refused_pool_full >= 1 && t.refused_per_ip >= 1
+    })
+    .await;
+    assert_eq!(b.connected().len(), 4);
+    // The genesis peer still gets in, to the member slot.
+    let (a, _a_rx) = start(member(&g, 0, limits())).await;
+    wait_until("the genesis peer connected", || {
+        b.link(PeerId(0)).is_some() && a.connected() == [PeerId(1)]
+    })
+    .await;
+    assert!(b.link(PeerId(0)).unwrap().member);
+    assert_eq!(b.connected().len(), 5);
+    // The guests are still there: nobody was pushed out.
+    assert_eq!(b.links().iter().filter(|l| !l.member).count(), 4);
+    assert!(
+        !closed_by_node(&mut guests[0].0).await,
+        "a guest was dropped"
+    );
+    assert_eq!(b.connected().len(), 5);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Everything this test binary logs (tracing's fmt output), captured once.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn captured_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let c = Captured::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(c.clone())
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sub);
+        c
+    })
+}
+
+fn log_lines_mentioning(prefix: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&captured_log().0.lock().unwrap()).to_string();
+    text.lines()
+        .filter(|l| l.contains(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flood_does_not_keep_a_restarting_genesis_peer_out_and_the_log_stays_short() {
+    use tokio::io::AsyncReadExt;
+    captured_log();
+    let g = genesis(2);
+    let (b, _b_rx) = start(member(&g, 1, limits())).await;
+    let target = b.local_addr();
+    let (a, a_rx) = start(member(&g, 0, limits())).await;
+    wait_until("connected", || a.connected() == [PeerId(1)]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (opened, handshakes) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let mut tasks = Vec::new();
+    // 200 idle sockets from 20 addresses, reopened as soon as closed.
+    for i in 0..200u32 {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        let ip = Ipv4Addr::new(127, 0, 4, 1 + (i % 20) as u8);
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind((ip, 0).into()).unwrap();
+                let Ok(mut conn) = s.connect(target).await else {
+                    sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                let mut buf = [0u8; 64];
+                let _ = timeout(Duration::from_secs(1), async {
+                    while !matches!(conn.read(&mut buf).await, Ok(0) | Err(_)) {}
+                })
+                .await;
+            }
+        }));
+    }
+    // Handshakes from keys outside the genesis, from 10 more addresses:
+    // half complete as guests (and hang up), half claim to be a genesis
+    // peer they are not.
+    for i in 0..10u8 {
+        let (stop, handshakes) = (stop.clone(), handshakes.clone());
+        let peers = g.peers.clone();
+        let ip = Ipv4Addr::new(127, 0, 5, 1 + i);
+        tasks.push(tokio::spawn(async move {
+            let keys = NodeKeys::generate().unwrap();
+            let me = if i % 2 == 0 { None } else { Some(PeerId(0)) };
+            while !stop.load(Ordering::Relaxed) {
+                let _ = raw_handshake(ip, target, &peers, &keys, me).await;
+                handshakes.fetch_add(1, Ordering::Relaxed);
+                sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    wait_until("the flood is on", || {
+        opened.load(Ordering::Relaxed) >= 200 && handshakes.load(Ordering::Relaxed) >= 20
+    })
+    .await;
+
+    // The genesis peer restarts in the middle of it.
+    a.shutdown().await;
+    drop((a, a_rx));
+    wait_until("B saw it go", || b.link(PeerId(0)).is_none()).await;
+    let restarted = Instant::now();
+    let (a, mut a_rx) = start(member(&g, 0, limits())).await;
+    wait_until("the genesis peer is back", || {
+        a.connected() == [PeerId(1)] && b.link(PeerId(0)).is_some()
+    })
+    .await;
+    // Within one backoff cycle: the first dials get through.
+    let back = restarted.elapsed();
+    assert!(back < Duration::from_secs(5), "back after {back:?}");
+    assert_eq!(a.totals().handshake_failures, 0, "{:?}", a.totals());
+    // B keeps serving while the flood goes on.
+    sleep(Duration::from_secs(6)).await;
+    assert!(
+        b.link(PeerId(0)).is_some(),
+        "still connected under the flood"
+    );
+    b.send(PeerId(0), Envelope::new(16, 1, 9, b"still here".to_vec()))
+        .unwrap();
+    assert_eq!(recv(&mut a_rx).await.envelope.payload, b"still here");
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let t = b.totals();
+    // (The pool of 4 is usually full before any address holds two slots;
+    // the per-IP bound is checked in the test above.)
+    assert!(t.refused_pool_full > 100, "{t:?}");
+    // The unknown-key handshakes were tried; the idle sockets mostly beat
+    // them to the pool, and those that got in failed or were seated as guests.
+    assert!(handshakes.load(Ordering::Relaxed) >= 20);
+    assert!(t.handshake_failures > 0, "{t:?}");
+    assert_eq!(
+        t.inbound_refused,
+        t.refused_per_ip + t.refused_pool_full + t.refused_members_full
+    );
+    // Hundreds of refusals and failures from 30 addresses: at most one
+    // line per address (a minute has not passed).
+    let lines: Vec<String> = log_lines_mentioning("127.0.4.")
+        .into_iter()
+        .chain(log_lines_mentioning("127.0.5."))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 30 + 10,
+        "{} lines for {} refusals and {} failures:\n{}",
+        lines.len(),
+        t.inbound_refused,
+        t.handshake_failures,
+        lines.join("\n")
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_lists_are_bounded_rate_limited_and_checked() {
+    use montana_node::net::discovery::{Addrs, ADDRS_VERSION, MSG_ADDRS};
+    let g = genesis(1);
+    // A joiner whose bootstrap address is dead: it learns only from the
+    // peer below.
+    let j_keys = Arc::new(NodeKeys::generate().unwrap());
+    let (j, _j_rx) = start(joiner(&g, j_keys, vec![free_addr()])).await;
+    assert_eq!(j.known_addresses(), 1);
+    let target = j.local_addr();
+    // Another node outside the genesis connects to it and talks raw.
+    let keys = NodeKeys::generate().unwrap();
+    let (stream, session) =
+        raw_handshake(Ipv4Addr::new(127, 0, 6, 1), target, &g.peers, &keys, None)
+            .await
+            .unwrap();
+    assert_eq!(session.remote.node_id, j.node_id());
+    let (r, w) = stream.into_split();
+    let (_reader, mut writer) = session.into_halves(r, w);
+    let list = |first: u8, listen_port: u16| Addrs {
+        listen_port,
+        addrs: (0..32)
+            .map(|i| SocketAddr::from(([10, first, 0, i], 7000)))
+            .collect(),
+    };
+    let env = |payload: Vec<u8>| Envelope::new(MSG_ADDRS, ADDRS_VERSION, 0, payload);
+    // The first list is read: 32 addresses and the sender's own.
+    writer
+        .send(&env(list(1, 9999).encode().unwrap()))
+        .await
+        .unwrap();
+    wait_until("the first list read", || j.known_addresses() == 1 + 32 + 1).await;
+    // More within 2 s are ignored, however many.
+    for k in 2..12 {
+        writer
+            .send(&env(list(k, 0).encode().unwrap()))
+            .await
+            .unwrap();
+    }
+    wait_until("the rest ignored", || j.totals().addrs_ignored >= 10).await;
+    assert_eq!(j.known_addresses(), 34);
+    // After the gap, a malformed list (33 announced, trailing bytes, a
+    // duplicate) is ignored too, and the connection stays up.
+    sleep(Duration::from_millis(2100)).await;
+    let mut bad = list(20, 0).encode().unwrap();
+    bad.push(0);
+    writer.send(&env(bad)).await.unwrap();
+    wait_until("the malformed list ignored", || {
+        j.totals().addrs_ignored >= 11
+    })
+    .await;
+    sleep(Duration::from_millis(2100)).await;
+    let mut dup = list(21, 0);
+    dup.addrs[1] = dup.addrs[0];
+    writer.send(&env(dup.encode().unwrap())).await.unwrap();
+    wait_until("the duplicate list ignored", || {
+        j.totals().addrs_ignored >= 12
+    })
+    .await;
+    assert_eq!(j.known_addresses(), 34);
+    assert_eq!(j.connected().len(), 1, "the sender stays connected");
+    // A list naming the joiner itself adds nothing for it.
+    sleep(Duration::from_millis(2100)).await;
+    let me = Addrs {
+        listen_port: 0,
+        addrs: vec![target],
+    };
+    writer.send(&env(me.encode().unwrap())).await.unwrap();
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(j.known_addresses(), 34);
+    j.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_no_slot_for_us_is_redialed_with_backoff_not_in_a_loop() {
+    let g = genesis(3);
+    // C has one member slot; A and B both dial it.
+    let one = Limits {
+        max_peers: 1,
+        ..limits()
+    };
+    let (c, _c_rx) = start(member(&g, 2, one)).await;
+    let (a, _a_rx) = start(member(&g, 0, limits())).await;
+    let (b, _b_rx) = start(member(&g, 1, limits())).await;
+    wait_until("C holds one of them", || c.connected().len() == 1).await;
+    wait_until("the other refused", || c.totals().refused_members_full >= 1).await;
+    let t0 = c.totals().refused_members_full;
+    sleep(Duration::from_secs(4)).await;
+    // The refused dialer sees its connection closed at once each time: its
+    // backoff grows (0.1, 0.2, 0.4, ... s) instead of restarting at 100 ms,
+    // so a handful of tries in 4 s, not dozens.
+    let tries = c.totals().refused_members_full - t0;
+    assert!(tries <= 8, "{tries} refused handshakes in 4 s");
+    assert_eq!(c.connected().len(), 1);
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_dialled_in_random_order_not_by_lowest_id() {
+    let g = genesis(6);
+    let mut others = Vec::new();
+    for me in 1..6 {
+        others.push(start(member(&g, me, limits())).await);
+    }
+    // Node 0 dials the five others but has two member slots. Restarted a
+    // few times, it does not always pick peers 1 and 2 (each time that
+    // chance is 1 in 10).
+    let two = Limits {
+        max_peers: 2,
+        ..limits()
+    };
+    let mut picks = Vec::new();
+    for _ in 0..4 {
+        let (a, a_rx) = start(member(&g, 0, two.clone())).await;
+        wait_until("two members connected", || a.connected().len() == 2).await;
+        sleep(Duration::from_millis(300)).await;
+        let set = a.connected();
+        assert_eq!(set.len(), 2, "{set:?}");
+        picks.push(set);
+        a.shutdown().await;
+        drop((a, a_rx));
+        if picks.iter().any(|p| *p != [PeerId(1), PeerId(2)]) {
+            break;
+        }
+    }
+    assert!(
+        picks.iter().any(|p| *p != [PeerId(1), PeerId(2)]),
+        "always the lowest ids: {picks:?}"
+    );
+    for (n, _) in &others {
+        n.shutdown().await;
+    }
+}
