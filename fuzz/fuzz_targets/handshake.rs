@@ -42,7 +42,7 @@ fn run() -> &'static Run {
             let ctx = Context {
                 params: &params,
                 network_id: &network_id,
-                me: PeerId(me),
+                me: Some(PeerId(me)),
                 keys: &keys[me as usize],
                 peers: &peers,
             };
@@ -50,7 +50,7 @@ fn run() -> &'static Run {
             let mut io = tokio::io::join(peer_bytes, tokio::io::sink());
             let r = rt.block_on(async {
                 if dial {
-                    handshake::initiate(&mut io, &ctx, PeerId(1)).await
+                    handshake::initiate(&mut io, &ctx, handshake::Expect::Genesis(PeerId(1))).await
                 } else {
                     handshake::respond(&mut io, &ctx).await
                 }

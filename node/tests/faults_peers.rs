@@ -153,10 +153,12 @@ fn slow_silent_and_flooding_peers_do_not_stop_the_others_or_grow_their_memory() 
         .collect();
     let cfg = NetConfig {
         network_id: plan.genesis.network_id(),
-        me: PeerId(HOSTILE),
+        me: Some(PeerId(HOSTILE)),
         listen: behind,
         keys,
         peers,
+        bootstrap: Vec::new(),
+        members: None,
         // It never gives up on a connection itself.
         limits: Limits {
             idle_timeout: Duration::from_secs(3600),

@@ -226,7 +226,7 @@ fn recorded_handshake() -> (Vec<u8>, Vec<u8>) {
     let ctx = |me: u16| Context {
         params: &params,
         network_id: &[0x42; 32],
-        me: PeerId(me),
+        me: Some(PeerId(me)),
         keys: &keys[me as usize],
         peers: &peers,
     };
@@ -258,7 +258,7 @@ fn recorded_handshake() -> (Vec<u8>, Vec<u8>) {
         let down = tokio::spawn(pipe(br, aw));
         let (c0, c1) = (ctx(0), ctx(1));
         let (i, r) = tokio::join!(
-            handshake::initiate(&mut a, &c0, PeerId(1)),
+            handshake::initiate(&mut a, &c0, handshake::Expect::Genesis(PeerId(1))),
             handshake::respond(&mut b, &c1)
         );
         assert!(i.is_ok() && r.is_ok(), "the recorded handshake completed");

@@ -43,10 +43,12 @@ fn as_network_config(
 ) -> NetConfig {
     NetConfig {
         network_id: plan.genesis.network_id(),
-        me: PeerId(me as u16),
+        me: Some(PeerId(me as u16)),
         listen,
         keys: Arc::new(NodeKeys::load(&plan.nodes[me].dir.join("keys")).unwrap()),
         peers: peer_infos(plan),
+        bootstrap: Vec::new(),
+        members: None,
         limits: Limits {
             heartbeat_every: Duration::from_millis(200),
             ..Limits::default()
@@ -523,7 +525,7 @@ fn tampered_replayed_or_reordered_transport_messages_fail_to_decrypt() {
     let ctx = |me: usize| Context {
         params: &params,
         network_id: &id,
-        me: PeerId(me as u16),
+        me: Some(PeerId(me as u16)),
         keys: &keys[me],
         peers: &peers,
     };
@@ -532,12 +534,15 @@ fn tampered_replayed_or_reordered_transport_messages_fail_to_decrypt() {
     let (mut a, mut b) = rt.block_on(async {
         let (mut x, mut y) = tokio::io::duplex(1 << 20);
         let (a, b) = tokio::join!(
-            handshake::initiate(&mut x, &c0, PeerId(1)),
+            handshake::initiate(&mut x, &c0, handshake::Expect::Genesis(PeerId(1))),
             handshake::respond(&mut y, &c1)
         );
         (a.unwrap(), b.unwrap())
     });
-    assert_eq!((a.peer, b.peer), (PeerId(1), PeerId(0)));
+    assert_eq!(
+        (a.remote.genesis, b.remote.genesis),
+        (Some(PeerId(1)), Some(PeerId(0)))
+    );
     // Sealed messages are frames: a 2-byte length, then the ciphertext.
     let seal = |s: &mut montana_node::net::connection::Session, text: &[u8]| {
         let mut out = Vec::new();
