@@ -125,7 +125,9 @@ impl Reject {
 impl std::fmt::Display for Reject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reject::WrongProposer => f.write_str("not from the round's proposer, or by a non-member"),
+            Reject::WrongProposer => {
+                f.write_str("not from the round's proposer, or by a non-member")
+            }
             Reject::WrongNetwork => f.write_str("for another network"),
             Reject::BadSignature => f.write_str("bad signature"),
             Reject::WrongParams(why) => write!(f, "wrong parameters: {why}"),
@@ -136,7 +138,9 @@ impl std::fmt::Display for Reject {
             Reject::WrongStateRoot { expected, got } => {
                 write!(f, "wrong state root: ours {expected}, proposal's {got}")
             }
-            Reject::UnknownBundle => f.write_str("names a bundle that is not a Cement of the window"),
+            Reject::UnknownBundle => {
+                f.write_str("names a bundle that is not a Cement of the window")
+            }
             Reject::BadCheckpoint { segment } => {
                 write!(f, "bad checkpoint: segment {segment} does not verify")
             }
@@ -254,7 +258,11 @@ pub enum Action {
     Send { to: Option<PeerIndex>, msg: Message },
     /// Ask `peer` for the cemented windows `from..from+count` and their
     /// Cements (and the Cement of `from - 1`).
-    Request { peer: PeerIndex, from: u64, count: u32 },
+    Request {
+        peer: PeerIndex,
+        from: u64,
+        count: u32,
+    },
     /// Call [`Chain::on_timeout`] with these after `after`.
     Arm {
         window: u64,
@@ -367,6 +375,10 @@ struct Live {
     /// [`RESEND_EVERY`] while the window is undecided (a node that was
     /// down or cut off when they were sent gets them then).
     mine: Vec<Vote>,
+    /// This node's Propose of the current round (and the bundle it names),
+    /// sent again with the votes: a peer that was not listening yet (not
+    /// started, reconnecting) gets it then.
+    my_propose: Vec<Message>,
     last_resend: Instant,
 }
 
@@ -612,7 +624,13 @@ impl Chain {
         }
     }
 
-    fn on_proposals(&mut self, peer: PeerIndex, ps: Vec<Proposal>, now: Instant, out: &mut Vec<Action>) {
+    fn on_proposals(
+        &mut self,
+        peer: PeerIndex,
+        ps: Vec<Proposal>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let answering = matches!(self.requested, Some((p, _, _)) if p == peer);
         let mut new = 0;
         for p in ps {
@@ -643,6 +661,23 @@ impl Chain {
         if let Some(live) = self.live.as_mut() {
             if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
                 live.last_resend = now;
+                let round = live.agreement.round();
+                live.my_propose.retain(|m| match m {
+                    Message::Propose(p) => p.key.round == round,
+                    _ => true,
+                });
+                if live
+                    .my_propose
+                    .iter()
+                    .any(|m| matches!(m, Message::Propose(_)))
+                {
+                    for m in &live.my_propose {
+                        out.push(Action::Send {
+                            to: None,
+                            msg: m.clone(),
+                        });
+                    }
+                }
                 for v in &live.mine {
                     out.push(Action::Send {
                         to: None,
@@ -656,7 +691,13 @@ impl Chain {
     }
 
     /// A timer armed by [`Action::Arm`] fired.
-    pub fn on_timeout(&mut self, window: u64, timer: Timeout, round: u32, now: Instant) -> Vec<Action> {
+    pub fn on_timeout(
+        &mut self,
+        window: u64,
+        timer: Timeout,
+        round: u32,
+        now: Instant,
+    ) -> Vec<Action> {
         self.clock = now;
         let mut out = Vec::new();
         if let Some(live) = self.live.as_mut().filter(|l| l.window == window) {
@@ -700,6 +741,7 @@ impl Chain {
             last_beacon: None,
             asked_bundle: None,
             mine: Vec::new(),
+            my_propose: Vec::new(),
             last_resend: now,
         });
         self.known.retain(|(w, _)| *w >= window);
@@ -795,7 +837,9 @@ impl Chain {
         out: &mut Vec<Action>,
         more: &mut Vec<Output>,
     ) {
-        let Some(keys) = self.keys.clone() else { return };
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
         let window = self.tip.window + 1;
         let step = match kind {
             VoteKind::Prevote => 1,
@@ -851,7 +895,10 @@ impl Chain {
 
     /// The checkpoints of `window`, if this node has them.
     fn known_checkpoints(&self, window: u64) -> Option<&Vec<Hash32>> {
-        self.known.iter().find(|(w, _)| *w == window).map(|(_, c)| c)
+        self.known
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, c)| c)
     }
 
     fn remember(&mut self, window: u64, checkpoints: Vec<Hash32>) {
@@ -887,7 +934,8 @@ impl Chain {
         let mut s = self.state.clone();
         if self.tip.window > 0 {
             let signers: Vec<NodeId> = c?.precommits.iter().map(|(id, _)| *id).collect();
-            s.pay(self.rules.emission, self.tip_proposer, &signers).ok()?;
+            s.pay(self.rules.emission, self.tip_proposer, &signers)
+                .ok()?;
         }
         Some(s)
     }
@@ -916,7 +964,9 @@ impl Chain {
         out: &mut Vec<Action>,
         more: &mut Vec<Output>,
     ) {
-        let Some(keys) = self.keys.clone() else { return };
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
         let window = self.tip.window + 1;
         let (proposal, valid_round) = match value {
             Some((v, vr)) => match self.live.as_ref().and_then(|l| l.values.get(&v)) {
@@ -924,7 +974,8 @@ impl Chain {
                 None => return,
             },
             None => {
-                let (Some(cps), Some(basis)) = (self.known_checkpoints(window).cloned(), self.basis())
+                let (Some(cps), Some(basis)) =
+                    (self.known_checkpoints(window).cloned(), self.basis())
                 else {
                     // Evaluate first (beacons meanwhile), propose when done.
                     if let Some(live) = self.live.as_mut() {
@@ -934,7 +985,10 @@ impl Chain {
                     self.beacon(now, out);
                     return;
                 };
-                (Proposal::sign(&keys, self.rules.suite, self.rules.d, basis, cps), None)
+                (
+                    Proposal::sign(&keys, self.rules.suite, self.rules.d, basis, cps),
+                    None,
+                )
             }
         };
         if !self.may_sign(window, round, 0, out) {
@@ -955,17 +1009,27 @@ impl Chain {
         );
         // The bundle the proposal names goes first, so that everyone can
         // check the state root.
-        if let Some(c) = self.bundles.first().filter(|c| c.hash().0 == proposal.header.bundle) {
+        let mut sent = Vec::new();
+        if let Some(c) = self
+            .bundles
+            .first()
+            .filter(|c| c.hash().0 == proposal.header.bundle)
+        {
+            sent.push(Message::Cement(Box::new(c.clone())));
+        }
+        sent.push(Message::Propose(Box::new(m)));
+        for msg in &sent {
             out.push(Action::Send {
                 to: None,
-                msg: Message::Cement(Box::new(c.clone())),
+                msg: msg.clone(),
             });
         }
-        out.push(Action::Send {
-            to: None,
-            msg: Message::Propose(Box::new(m)),
-        });
         let live = self.live.as_mut().expect("proposing in a live window");
+        // Owed no more: no beacons for this round.
+        if live.want_propose == Some(round) {
+            live.want_propose = None;
+        }
+        live.my_propose = sent;
         live.values.entry(value).or_insert((None, proposal));
         live.proposed_rounds.insert(round);
         live.agreement
@@ -999,12 +1063,18 @@ impl Chain {
 
     /// A Beacon while this node owes the live round a proposal.
     fn beacon(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(keys) = self.keys.clone() else { return };
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
         let half = self.rules.window / 2;
-        let Some(live) = self.live.as_mut() else { return };
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
         let round = live.agreement.round();
         if live.want_propose != Some(round)
-            || live.last_beacon.is_some_and(|t| now.saturating_duration_since(t) < half)
+            || live
+                .last_beacon
+                .is_some_and(|t| now.saturating_duration_since(t) < half)
         {
             return;
         }
@@ -1017,7 +1087,12 @@ impl Chain {
     }
 
     /// The result of an [`Action::Evaluate`]: K checkpoints of `window`.
-    pub fn on_evaluated(&mut self, window: u64, checkpoints: Vec<Hash32>, now: Instant) -> Vec<Action> {
+    pub fn on_evaluated(
+        &mut self,
+        window: u64,
+        checkpoints: Vec<Hash32>,
+        now: Instant,
+    ) -> Vec<Action> {
         self.clock = now;
         let mut out = Vec::new();
         self.evaluating = None;
@@ -1048,20 +1123,31 @@ impl Chain {
 
     fn mark_applied(&mut self, window: u64, out: &mut Vec<Action>) {
         if self.applied.is_none() && window == self.tip.window + 1 {
-            if let Some(t) = self.known_checkpoints(window).and_then(|c| c.last()).copied() {
+            if let Some(t) = self
+                .known_checkpoints(window)
+                .and_then(|c| c.last())
+                .copied()
+            {
                 self.applied = Some((window, t));
                 out.push(Action::Applied { window, t });
             }
         }
     }
 
-    fn on_propose(&mut self, peer: Option<PeerIndex>, m: Box<Propose>, now: Instant, out: &mut Vec<Action>) {
+    fn on_propose(
+        &mut self,
+        peer: Option<PeerIndex>,
+        m: Box<Propose>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let k = m.key;
         let window = self.tip.window + 1;
         if k.network_id != self.rules.network_id {
             return self.reject(peer, k.window, Reject::WrongNetwork, out);
         }
-        if k.window == window + 1 {
+        if k.window == window + 1 || (k.window == window && self.live.is_none()) {
+            // For the next window, or this one before the agreement started.
             return self.keep_early(Early::Propose(peer.unwrap_or(0), m));
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
@@ -1129,7 +1215,9 @@ impl Chain {
     /// Validates the next value waiting, if the verifier is free.
     fn validate_next(&mut self, out: &mut Vec<Action>) {
         loop {
-            let Some(live) = self.live.as_mut() else { return };
+            let Some(live) = self.live.as_mut() else {
+                return;
+            };
             if live.verifying.is_some() || self.verifying {
                 return;
             }
@@ -1170,10 +1258,9 @@ impl Chain {
                 }
                 Ok(()) => {
                     let window = p.window();
-                    if self
-                        .known_checkpoints(window)
-                        .is_some_and(|c| crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash)
-                    {
+                    if self.known_checkpoints(window).is_some_and(|c| {
+                        crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
+                    }) {
                         self.validated(v, true, self.clock, out);
                         continue;
                     }
@@ -1234,13 +1321,19 @@ impl Chain {
         self.drive(more, now, out);
     }
 
-    fn on_vote(&mut self, peer: Option<PeerIndex>, v: Box<Vote>, now: Instant, out: &mut Vec<Action>) {
+    fn on_vote(
+        &mut self,
+        peer: Option<PeerIndex>,
+        v: Box<Vote>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let k = v.key;
         let window = self.tip.window + 1;
         if k.network_id != self.rules.network_id {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_network"), out);
         }
-        if k.window == window + 1 {
+        if k.window == window + 1 || (k.window == window && self.live.is_none()) {
             return self.keep_early(Early::Vote(peer.unwrap_or(0), v));
         }
         if k.window == 0 || k.window > window.saturating_add(WAITING_HORIZON) {
@@ -1282,7 +1375,7 @@ impl Chain {
         if b.network_id != self.rules.network_id {
             return self.reject(peer, b.window, Reject::WrongNetwork, out);
         }
-        if b.window == window + 1 {
+        if b.window == window + 1 || (b.window == window && self.live.is_none()) {
             return self.keep_early(Early::Beacon(peer.unwrap_or(0), b));
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == b.window) else {
@@ -1301,7 +1394,13 @@ impl Chain {
         self.drive(outs, self.clock, out);
     }
 
-    fn on_cement(&mut self, peer: Option<PeerIndex>, c: Cement, now: Instant, out: &mut Vec<Action>) {
+    fn on_cement(
+        &mut self,
+        peer: Option<PeerIndex>,
+        c: Cement,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         if c.network_id != self.rules.network_id {
             return self.reject(peer, c.window, Reject::Cement("cement_wrong_network"), out);
         }
@@ -1326,7 +1425,12 @@ impl Chain {
             }
         }
         self.signature_checks += c.precommits.len() as u64;
-        if let Err(e) = c.verify(&self.rules.network_id, c.window, &self.rules.set, self.rules.quorum) {
+        if let Err(e) = c.verify(
+            &self.rules.network_id,
+            c.window,
+            &self.rules.set,
+            self.rules.quorum,
+        ) {
             return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
         }
         if c.window == self.tip.window {
@@ -1356,8 +1460,17 @@ impl Chain {
     }
 
     /// The live window is decided: `value` with the precommits of `round`.
-    fn decide(&mut self, value: Hash32, round: u32, signers: &[NodeId], now: Instant, out: &mut Vec<Action>) {
-        let Some(live) = self.live.as_ref() else { return };
+    fn decide(
+        &mut self,
+        value: Hash32,
+        round: u32,
+        signers: &[NodeId],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
         let Some((_, p)) = live.values.get(&value).cloned() else {
             return;
         };
@@ -1423,7 +1536,12 @@ impl Chain {
 
     /// The result of an [`Action::Verify`]; `Err` is a backend failure (the
     /// work goes back to wait for a retry, nobody is blamed).
-    pub fn on_verified(&mut self, batch: Batch, outcome: Result<VerifyOutcome, String>, now: Instant) -> Vec<Action> {
+    pub fn on_verified(
+        &mut self,
+        batch: Batch,
+        outcome: Result<VerifyOutcome, String>,
+        now: Instant,
+    ) -> Vec<Action> {
         self.clock = now;
         self.verifying = false;
         self.verifying_upto = 0;
@@ -1448,7 +1566,14 @@ impl Chain {
                     }
                 }
                 Ok(VerifyOutcome::Invalid { first_bad_segment }) => {
-                    self.reject(batch.from, p.window(), Reject::BadCheckpoint { segment: first_bad_segment }, &mut out);
+                    self.reject(
+                        batch.from,
+                        p.window(),
+                        Reject::BadCheckpoint {
+                            segment: first_bad_segment,
+                        },
+                        &mut out,
+                    );
                     self.validated(v, false, now, &mut out);
                 }
                 Err(_) => live.to_validate.push_back(v),
@@ -1493,8 +1618,12 @@ impl Chain {
             let bundle = if self.tip.window == 0 {
                 None
             } else {
-                prev.clone()
-                    .or_else(|| self.bundles.iter().find(|b| b.hash().0 == p.header.bundle).cloned())
+                prev.clone().or_else(|| {
+                    self.bundles
+                        .iter()
+                        .find(|b| b.hash().0 == p.header.bundle)
+                        .cloned()
+                })
             };
             let Some(state) = self.state_after(bundle.as_ref()) else {
                 break;
@@ -1504,7 +1633,8 @@ impl Chain {
                 break; // checked when the batch was taken
             }
             let paid = self.paid(bundle.as_ref());
-            let prev_bundle = bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
+            let prev_bundle =
+                bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
             self.state = state;
             self.root = root;
             self.tip = self.tip.after(&p);
@@ -1647,7 +1777,9 @@ impl Chain {
         };
         let mut w = self.tip.window + 1;
         while batch.proposals.len() < MAX_BATCH_WINDOWS {
-            let Some(slot) = self.waiting.get(&w) else { break };
+            let Some(slot) = self.waiting.get(&w) else {
+                break;
+            };
             let cements = self.waiting_cements.get(&w);
             let chosen = slot.iter().position(|(_, p)| {
                 p.header.link == link
@@ -1674,19 +1806,29 @@ impl Chain {
                                 .cloned()
                         })
                 } else {
-                    prev_cement.clone().filter(|c| c.hash().0 == p.header.bundle)
+                    prev_cement
+                        .clone()
+                        .filter(|c| c.hash().0 == p.header.bundle)
                 };
                 let Some(bundle) = bundle else { break };
                 let signers: Vec<NodeId> = bundle.precommits.iter().map(|(id, _)| *id).collect();
-                if state.pay(self.rules.emission, prev_proposer, &signers).is_err() {
+                if state
+                    .pay(self.rules.emission, prev_proposer, &signers)
+                    .is_err()
+                {
                     break;
                 }
-                if w == self.tip.window + 1 && self.bundles.first().map(|b| b.hash()) != Some(bundle.hash()) {
+                if w == self.tip.window + 1
+                    && self.bundles.first().map(|b| b.hash()) != Some(bundle.hash())
+                {
                     batch.prev_bundle = Some(bundle);
                 } else if w > self.tip.window + 1 {
                     // The bundle named is the previous window's Cement in
                     // this batch: it becomes canonical when written.
-                    let last = batch.cements.last_mut().expect("previous window in the batch");
+                    let last = batch
+                        .cements
+                        .last_mut()
+                        .expect("previous window in the batch");
                     *last = bundle;
                 }
             }
@@ -1762,7 +1904,9 @@ impl Chain {
             return;
         }
         let mut have = self.tip.window.max(self.verifying_upto);
-        while self.waiting.contains_key(&(have + 1)) && self.waiting_cements.contains_key(&(have + 1)) {
+        while self.waiting.contains_key(&(have + 1))
+            && self.waiting_cements.contains_key(&(have + 1))
+        {
             have += 1;
         }
         let from = have + 1;

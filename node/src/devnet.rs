@@ -306,11 +306,7 @@ pub fn compare(
         d: genesis.d,
         checkpoints: genesis.checkpoints,
         windows,
-        window: alive
-            .iter()
-            .map(|&i| nodes[i].cemented)
-            .min()
-            .unwrap_or(0),
+        window: alive.iter().map(|&i| nodes[i].cemented).min().unwrap_or(0),
         interrupted: false,
         converged: false,
         nodes,

@@ -42,15 +42,24 @@ pub const MAX_REQUEST: u32 = 256;
 /// A decoded application message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    GetProposals { from: u64, count: u32 },
+    GetProposals {
+        from: u64,
+        count: u32,
+    },
     Proposals(Vec<Proposal>),
     /// The sender's cemented tip and its highest applied window.
-    Tip { cemented: Tip, applied: u64 },
+    Tip {
+        cemented: Tip,
+        applied: u64,
+    },
     Propose(Box<Propose>),
     Vote(Box<Vote>),
     Cement(Box<Cement>),
     Beacon(Box<Beacon>),
-    GetCements { from: u64, count: u32 },
+    GetCements {
+        from: u64,
+        count: u32,
+    },
     Cements(Vec<Cement>),
 }
 
@@ -81,7 +90,10 @@ impl Message {
             Message::Cements(cs) => {
                 return encode_proposals(cs.iter().map(|c| c.encode())).0;
             }
-            Message::Tip { cemented: t, applied } => {
+            Message::Tip {
+                cemented: t,
+                applied,
+            } => {
                 w.u64(t.window).bytes(&t.t.0).bytes(&t.hash).u64(*applied);
             }
             Message::Propose(p) => return p.encode(),
@@ -274,7 +286,10 @@ mod tests {
             Some(Err(_))
         ));
         for t in [MSG_PROPOSE, MSG_VOTE, MSG_CEMENT, MSG_BEACON] {
-            assert!(matches!(Message::decode(t, 1, &[0; 40]), Some(Err(_))), "{t}");
+            assert!(
+                matches!(Message::decode(t, 1, &[0; 40]), Some(Err(_))),
+                "{t}"
+            );
         }
         assert!(matches!(
             Message::decode(MSG_CEMENTS, 1, &[1, 0, 200, 0, 0, 0, 0]),

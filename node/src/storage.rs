@@ -390,7 +390,11 @@ impl Store {
             batch.put_cf(self.cf(CF_PROPOSALS), w, p.to_bytes());
             batch.put_cf(self.cf(CF_CEMENTS), w, c.cement.encode());
             if let Some(prev) = &c.prev_bundle {
-                batch.put_cf(self.cf(CF_CEMENTS), (p.window() - 1).to_be_bytes(), prev.encode());
+                batch.put_cf(
+                    self.cf(CF_CEMENTS),
+                    (p.window() - 1).to_be_bytes(),
+                    prev.encode(),
+                );
             }
             paid.extend_from_slice(&c.paid);
             tip = tip.after(p);
@@ -451,7 +455,10 @@ impl Store {
 
     /// The consensus state after the tip (checked against the stored
     /// root), the maker of the tip's proposal and the tip's stored Cement.
-    pub fn consensus(&self, genesis: &Genesis) -> Result<(State, NodeId, Option<Cement>), StoreError> {
+    pub fn consensus(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<(State, NodeId, Option<Cement>), StoreError> {
         let mut accounts = std::collections::BTreeMap::new();
         for item in self
             .db()
@@ -680,7 +687,10 @@ mod tests {
         assert!(s.proposal(4).unwrap().is_none());
         s.cement(&ws[3..], &state).unwrap();
         for c in &ws {
-            assert_eq!(s.proposal(c.proposal.window()).unwrap().as_ref(), Some(&c.proposal));
+            assert_eq!(
+                s.proposal(c.proposal.window()).unwrap().as_ref(),
+                Some(&c.proposal)
+            );
         }
         assert_eq!(s.consensus(&g).unwrap().0, state);
         // The signed step survives a restart.
@@ -707,7 +717,11 @@ mod tests {
             let id = g.node_id(0);
             let cf = s.cf(CF_STATE);
             s.db()
-                .put_cf(cf, crate::consensus::state::account_key(&id), 1u64.to_le_bytes())
+                .put_cf(
+                    cf,
+                    crate::consensus::state::account_key(&id),
+                    1u64.to_le_bytes(),
+                )
                 .unwrap();
         }
         let s = Store::open(dir.path(), &g).unwrap();
@@ -735,7 +749,8 @@ mod tests {
             // A proposal that does not match the tip.
             let db = open_db(&dir.path().join("db"), true, false).unwrap();
             let cf = db.cf_handle(CF_PROPOSALS).unwrap();
-            db.put_cf(cf, 3u64.to_be_bytes(), ws[1].proposal.to_bytes()).unwrap();
+            db.put_cf(cf, 3u64.to_be_bytes(), ws[1].proposal.to_bytes())
+                .unwrap();
         }
         let e = Store::open(dir.path(), &g).unwrap_err();
         assert!(e.to_string().contains("does not match the tip"), "{e}");

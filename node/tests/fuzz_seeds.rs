@@ -9,13 +9,13 @@ use std::path::Path;
 
 use montana_node::consensus::active::NodeId;
 use montana_node::consensus::agreement::VoteKind;
+use montana_node::consensus::propose::{Beacon, Propose, ProposeKey};
 use montana_node::consensus::vote::{Cement, Vote, VoteKey};
 use montana_node::genesis::{Genesis, GenesisPeer};
 use montana_node::keys::NodeKeys;
 use montana_node::messages::Message;
 use montana_node::net::envelope::Envelope;
 use montana_node::net::frame;
-use montana_node::consensus::propose::{Beacon, Propose, ProposeKey};
 use montana_node::proposal::{Basis, Proposal};
 use montana_node::storage::Tip;
 use montana_vdf::json::ProofJson;

@@ -57,6 +57,10 @@ struct Sim {
     /// Every (node, window, proposal hash) cemented, in order.
     cemented_log: Vec<(usize, u64, [u8; 32])>,
     last_tips: u64,
+    /// (node, window, round) of every Propose sent.
+    proposed: std::collections::HashSet<(usize, u64, u32)>,
+    /// Beacons sent for a round its sender had already proposed in.
+    late_beacons: u64,
 }
 
 impl Sim {
@@ -78,6 +82,8 @@ impl Sim {
             cut: Vec::new(),
             cemented_log: Vec::new(),
             last_tips: 0,
+            proposed: Default::default(),
+            late_beacons: 0,
             keys,
             g,
         };
@@ -91,7 +97,10 @@ impl Sim {
     /// A machine for node `i` from what its disk holds (as a restart).
     fn boot(&mut self, i: usize) -> Chain {
         let d = &self.disks[i];
-        let tip = d.proposals.values().fold(Tip::genesis(&self.g), |t, p| t.after(p));
+        let tip = d
+            .proposals
+            .values()
+            .fold(Tip::genesis(&self.g), |t, p| t.after(p));
         let proposer = d
             .proposals
             .values()
@@ -127,6 +136,15 @@ impl Sim {
         for a in actions {
             match a {
                 Action::Send { to, msg } => {
+                    match &msg {
+                        Message::Propose(p) => {
+                            self.proposed.insert((i, p.key.window, p.key.round));
+                        }
+                        Message::Beacon(b) if self.proposed.contains(&(i, b.window, b.round)) => {
+                            self.late_beacons += 1;
+                        }
+                        _ => {}
+                    }
                     let targets: Vec<usize> = match to {
                         Some(p) => vec![p as usize],
                         None => (0..self.nodes.len()).filter(|j| *j != i).collect(),
@@ -165,7 +183,14 @@ impl Sim {
                     ));
                 }
                 Action::Request { peer, from, count } => {
-                    self.post(i, peer as usize, Message::GetCements { from: from.saturating_sub(1).max(1), count: count + 1 });
+                    self.post(
+                        i,
+                        peer as usize,
+                        Message::GetCements {
+                            from: from.saturating_sub(1).max(1),
+                            count: count + 1,
+                        },
+                    );
                     self.post(i, peer as usize, Message::GetProposals { from, count });
                 }
                 a @ (Action::Verify(_) | Action::Evaluate { .. }) => self.work.push_back((i, a)),
@@ -178,8 +203,14 @@ impl Sim {
         if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
             return;
         }
-        let at = self.now_ms + if self.delay_ms > 0 { self.rng.random_range(0..self.delay_ms) } else { 0 };
-        self.net.push_back((at, from as PeerIndex, to as PeerIndex, msg));
+        let at = self.now_ms
+            + if self.delay_ms > 0 {
+                self.rng.random_range(0..self.delay_ms)
+            } else {
+                0
+            };
+        self.net
+            .push_back((at, from as PeerIndex, to as PeerIndex, msg));
     }
 
     /// Serves a request from `to`'s disk, as the runtime does.
@@ -187,10 +218,14 @@ impl Sim {
         let d = &self.disks[server];
         let reply = match *msg {
             Message::GetProposals { from, count } => Message::Proposals(
-                (from..from + count as u64).map_while(|w| d.proposals.get(&w).cloned()).collect(),
+                (from..from + count as u64)
+                    .map_while(|w| d.proposals.get(&w).cloned())
+                    .collect(),
             ),
             Message::GetCements { from, count } => Message::Cements(
-                (from..from + count as u64).map_while(|w| d.cements.get(&w).cloned()).collect(),
+                (from..from + count as u64)
+                    .map_while(|w| d.cements.get(&w).cloned())
+                    .collect(),
             ),
             _ => return,
         };
@@ -218,17 +253,17 @@ impl Sim {
             self.exec(i, out);
             return true;
         }
-        let due = self
-            .net
-            .iter()
-            .position(|(at, ..)| *at <= self.now_ms);
+        let due = self.net.iter().position(|(at, ..)| *at <= self.now_ms);
         if let Some(k) = due {
             let (_, from, to, msg) = self.net.remove(k).unwrap();
             let to = to as usize;
             if !self.alive[to] || !self.alive[from as usize] {
                 return true;
             }
-            if matches!(msg, Message::GetProposals { .. } | Message::GetCements { .. }) {
+            if matches!(
+                msg,
+                Message::GetProposals { .. } | Message::GetCements { .. }
+            ) {
                 self.serve(to, from as usize, &msg);
                 return true;
             }
@@ -253,8 +288,7 @@ impl Sim {
             return self.work.is_empty() && self.net.is_empty() && self.timers.is_empty();
         };
         self.now_ms = self.now_ms.max(next);
-        let (due, keep): (Vec<_>, Vec<_>) =
-            self.timers.drain(..).partition(|t| t.0 <= self.now_ms);
+        let (due, keep): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|t| t.0 <= self.now_ms);
         self.timers = keep;
         for (_, i, window, timer, round) in due {
             if self.alive[i] {
@@ -314,10 +348,17 @@ impl Sim {
 
     /// No two nodes cemented different proposals for one window.
     fn assert_safe(&self) {
+        assert_eq!(
+            self.late_beacons, 0,
+            "a proposer sent beacons after its proposal"
+        );
         let mut by_window: HashMap<u64, [u8; 32]> = HashMap::new();
         for (i, w, h) in &self.cemented_log {
             let first = by_window.entry(*w).or_insert(*h);
-            assert_eq!(first, h, "node {i} cemented another proposal for window {w}");
+            assert_eq!(
+                first, h,
+                "node {i} cemented another proposal for window {w}"
+            );
         }
     }
 
@@ -363,7 +404,10 @@ fn four_nodes_cement_every_window_with_one_state_root_and_the_emission_paid() {
     let w = *tips.iter().min().unwrap();
     for c in &sim.nodes {
         if c.tip().window == w {
-            assert_eq!(c.state_root(), roots[tips.iter().position(|t| *t == w).unwrap()]);
+            assert_eq!(
+                c.state_root(),
+                roots[tips.iter().position(|t| *t == w).unwrap()]
+            );
         }
     }
     // Cementing window c pays window c-1: (c-1) emissions minted, all to
@@ -426,7 +470,10 @@ fn two_of_four_down_cement_nothing_and_one_back_resumes() {
         assert!(sim.nodes[i].tip().window <= stuck[0].max(stuck[1]) + 1);
     }
     sim.restart(2);
-    assert!(sim.run_until(stuck[0].max(stuck[1]) + 3, 180_000), "did not resume");
+    assert!(
+        sim.run_until(stuck[0].max(stuck[1]) + 3, 180_000),
+        "did not resume"
+    );
     sim.assert_safe();
 }
 
@@ -439,7 +486,10 @@ fn a_restarted_node_keeps_its_windows_and_never_signs_twice() {
     sim.kill(1);
     sim.restart(1);
     assert_eq!(sim.nodes[1].tip().window, before.proposals.len() as u64);
-    assert_eq!(sim.nodes[1].state_root(), before.state.as_ref().unwrap().root());
+    assert_eq!(
+        sim.nodes[1].state_root(),
+        before.state.as_ref().unwrap().root()
+    );
     // Its first signature after the restart is above the last before.
     let s0 = before.signed.unwrap();
     assert!(sim.run_until(5, 60_000));
@@ -478,12 +528,39 @@ fn a_node_cut_off_catches_up_from_cements_and_agrees_on_the_root() {
     }
     assert!(sim.nodes[3].tip().window < 6);
     sim.cut.clear();
-    assert!(sim.run_until(8, 120_000), "the cut-off node did not catch up");
+    assert!(
+        sim.run_until(8, 120_000),
+        "the cut-off node did not catch up"
+    );
     sim.assert_safe();
     for i in 0..3 {
         assert_eq!(sim.nodes[i].tip(), sim.nodes[3].tip());
         assert_eq!(sim.nodes[i].state_root(), sim.nodes[3].state_root());
     }
+}
+
+#[test]
+fn a_node_that_starts_after_the_proposal_arrived_still_decides_it() {
+    // Two nodes: the quorum is both. Node 1 gets node 0's Propose and
+    // prevote before its own agreement starts (it was still waiting for
+    // its peers); it must not drop them and wait on beacons forever.
+    let mut sim = Sim::new(2, 7);
+    for n in &mut sim.nodes {
+        n.set_last_window(Some(3));
+    }
+    let now = sim.now();
+    let a = sim.nodes[0].start(now);
+    sim.exec(0, a);
+    while !sim.proposed.contains(&(0, 1, 0)) || !sim.net.is_empty() {
+        sim.step();
+    }
+    assert_eq!(sim.nodes[1].tip().window, 0);
+    let now = sim.now();
+    let a = sim.nodes[1].start(now);
+    sim.exec(1, a);
+    assert!(sim.run_until(3, 60_000), "window 1 was never decided");
+    sim.assert_safe();
+    assert_eq!(sim.nodes[0].state_root(), sim.nodes[1].state_root());
 }
 
 #[test]

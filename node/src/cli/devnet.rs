@@ -477,7 +477,16 @@ fn draw_table(plan: &Plan, states: &[Option<NodeState>], redraw: bool) {
     }
     out.push_str(&format!(
         "{:<8} {:<12} {:>7} {:>8} {:>4} {:>6} {:>10} {:>9}  {:<16}  {}\n",
-        "node", "phase", "window", "cemented", "lag", "peers", "heartbeats", "rejected", "T", "state root"
+        "node",
+        "phase",
+        "window",
+        "cemented",
+        "lag",
+        "peers",
+        "heartbeats",
+        "rejected",
+        "T",
+        "state root"
     ));
     for (n, s) in plan.nodes.iter().zip(states) {
         match s {

@@ -294,7 +294,15 @@ mod tests {
         let keys = NodeKeys::generate().unwrap();
         let m = propose(&keys, Some(2));
         let b = m.encode();
-        for cut in [0, 4, 5, PROPOSE_LEN - 1, PROPOSE_LEN, PROPOSE_LEN + 10, b.len() - 1] {
+        for cut in [
+            0,
+            4,
+            5,
+            PROPOSE_LEN - 1,
+            PROPOSE_LEN,
+            PROPOSE_LEN + 10,
+            b.len() - 1,
+        ] {
             assert!(Propose::decode(&b[..cut]).is_err(), "{cut}");
         }
         let mut long = b.clone();

@@ -346,7 +346,8 @@ impl Runner {
                 } => {
                     self.timers
                         .retain(|(_, w, t, _)| !(*w == window && *t == timer));
-                    self.timers.push((Instant::now() + after, window, timer, round));
+                    self.timers
+                        .push((Instant::now() + after, window, timer, round));
                 }
                 Action::Rejected {
                     peer,
@@ -370,9 +371,14 @@ impl Runner {
         #[cfg(any(test, feature = "test-faults"))]
         if let (None, Message::Propose(p)) = (to, &msg) {
             for bad in faults::bad_twins(&self.node.faults, &self.node.keys, p) {
-                warn!(window = bad.key.window, "test fault: sending a bad proposal");
-                self.transport
-                    .broadcast(messages::MSG_PROPOSE, Message::Propose(Box::new(bad)).encode());
+                warn!(
+                    window = bad.key.window,
+                    "test fault: sending a bad proposal"
+                );
+                self.transport.broadcast(
+                    messages::MSG_PROPOSE,
+                    Message::Propose(Box::new(bad)).encode(),
+                );
             }
         }
         let t = msg.msg_type();
