@@ -658,6 +658,14 @@ impl Chain {
             }
         }
         self.beacon(now, &mut out);
+        // An evaluation this node owes a proposal failed (a backend error
+        // or panic): try again, at most once per tick.
+        if let Some(live) = self.live.as_ref() {
+            if live.want_propose == Some(live.agreement.round()) && self.evaluating.is_none() {
+                let window = live.window;
+                self.evaluate(window, &mut out);
+            }
+        }
         if let Some(live) = self.live.as_mut() {
             if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
                 live.last_resend = now;
@@ -1116,7 +1124,9 @@ impl Chain {
         out
     }
 
-    /// An evaluation that did not finish (cancelled or failed).
+    /// An evaluation that did not finish (cancelled or failed). If a
+    /// proposal still waits on it, the next [`Chain::on_tick`] starts it
+    /// again.
     pub fn on_evaluation_failed(&mut self) {
         self.evaluating = None;
     }

@@ -564,6 +564,42 @@ fn a_node_that_starts_after_the_proposal_arrived_still_decides_it() {
 }
 
 #[test]
+fn a_failed_evaluation_is_started_again_on_the_next_tick() {
+    let (g, k) = genesis(4);
+    let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
+    let mut c = Chain::new(
+        Rules::from_genesis(&g),
+        Some(keys[0].clone()),
+        Tip::genesis(&g),
+        g.node_id(g.proposer()),
+        g.initial_state(),
+        None,
+    );
+    let t = Instant::now();
+    let evaluates = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Evaluate { window: 1, .. }))
+            .count()
+    };
+    // The genesis proposer owes round 0 a proposal: it evaluates window 1.
+    assert_eq!(evaluates(&c.start(t)), 1);
+    // Nothing new while that runs.
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(250))), 0);
+    c.on_evaluation_failed();
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(500))), 1);
+    let cps = checkpoints(&g, Tip::genesis(&g).t);
+    let a = c.on_evaluated(1, cps, t + Duration::from_millis(600));
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            msg: Message::Propose(_),
+            ..
+        }
+    )));
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(750))), 0);
+}
+
+#[test]
 fn random_loss_delay_and_a_split_first_round_never_fork() {
     for seed in 0..6 {
         let mut sim = Sim::new(4, 100 + seed);

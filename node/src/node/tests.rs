@@ -456,17 +456,19 @@ async fn a_get_proposals_flood_from_a_slow_reader_stays_bounded() {
     use crate::net::{Envelope, Limits, PeerId};
     const LAST: u64 = 40;
     // K = 1000: each proposal is ~35 KB, so an answer is a full 1 MiB.
-    let c = cluster(3, 100_000, 1000);
+    // Four genesis peers: 0, 1 and 2 are a quorum and cement without 3.
+    let c = cluster(4, 100_000, 1000);
     let (p, net0) = start_net(&c, 0, Some(LAST)).await;
-    let (f, net1) = start_net(&c, 1, None).await;
-    // Peer 2 is the attacker: a genesis peer that asks for everything as
+    let (f, net1) = start_net(&c, 1, Some(LAST)).await;
+    let (h, net2) = start_net(&c, 2, Some(LAST)).await;
+    // Peer 3 is the attacker: a genesis peer that asks for everything as
     // fast as it can and never reads what it is sent.
-    let attacker_node = Node::open(&config(&c, 2)).unwrap();
+    let attacker_node = Node::open(&config(&c, 3)).unwrap();
     let attacker_cfg = net_transport::net_config(&attacker_node, None).unwrap();
     drop(attacker_node);
     let (attacker, _never_read) = crate::net::Network::start(attacker_cfg).await.unwrap();
-    wait_until("the attacker connected to both", || {
-        attacker.connected().len() == 2
+    wait_until("the attacker connected to the three", || {
+        attacker.connected().len() == 3
     })
     .await;
     wait_until("a few windows to serve", || window_of(&c.data[0]) >= 3).await;
@@ -492,19 +494,22 @@ async fn a_get_proposals_flood_from_a_slow_reader_stays_bounded() {
             }
         }
         peak = peak
-            .max(net0.queued_bytes(PeerId(2)))
-            .max(net1.queued_bytes(PeerId(2)));
+            .max(net0.queued_bytes(PeerId(3)))
+            .max(net1.queued_bytes(PeerId(3)));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(asked >= 200, "only {asked} requests sent");
     eprintln!("{asked} requests sent; peak {peak} bytes queued for the attacker");
     assert!(peak <= bound, "{peak} bytes queued for the slow reader");
     attacker.shutdown().await;
+    let s2 = stop(&c, 2, h).await;
     let s1 = stop(&c, 1, f).await;
     let s0 = stop(&c, 0, p).await;
     net0.shutdown().await;
     net1.shutdown().await;
+    net2.shutdown().await;
     assert_eq!((s1.window, &s1.t), (LAST, &s0.t));
+    assert_eq!((s2.cemented, &s2.state_root), (LAST, &s0.state_root));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
