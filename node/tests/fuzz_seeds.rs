@@ -21,6 +21,9 @@ use montana_node::storage::Tip;
 use montana_vdf::json::ProofJson;
 use montana_vdf::{encoding, ChainParams, Hash32, HashSuite, Proof};
 
+/// The messages in the seeds: one of each type.
+const MESSAGES: usize = 9;
+
 struct Seeds(Vec<(&'static str, String, Vec<u8>)>);
 
 fn write(seeds: &mut Seeds, target: &'static str, name: &str, bytes: &[u8]) {
@@ -82,7 +85,7 @@ fn seeds_decode_and_are_written_when_asked() {
         &keys,
     );
     let cement = Cement::from_votes(std::slice::from_ref(&pc)).unwrap();
-    let msgs = [
+    let msgs: [Message; MESSAGES] = [
         Message::GetProposals { from: 1, count: 16 },
         Message::Proposals(vec![prop.clone(), prop.clone()]),
         Message::Tip {
@@ -362,7 +365,8 @@ fn check_and_write(all: Seeds) {
                 while let Ok(Some(_)) = d.next_envelope() {
                     n += 1;
                 }
-                n == 5 && d.finish().is_ok()
+                // Every message of the seed stream, and one empty envelope.
+                n == MESSAGES + 1 && d.finish().is_ok()
             }
             "frame" => bytes.len() == 2 + 1 + 2 + 48 + 2 + 1000,
             // Three frames to the responder (two Noise messages and the

@@ -19,7 +19,7 @@ use crate::genesis::tests::peers;
 use crate::genesis::Genesis;
 use crate::keys::NodeKeys;
 use crate::messages::Message;
-use crate::testutil::{cement_of, checkpoints};
+use crate::testutil::{cement_of, cemented_chain, checkpoints};
 
 fn genesis(n: usize) -> (Genesis, Vec<NodeKeys>) {
     let (p, k) = peers(n);
@@ -825,4 +825,261 @@ fn signed_steps_round_trip_and_reject_bad_bytes() {
         bad[12] = 3;
         assert_eq!(Signed::from_bytes(&bad), None);
     }
+}
+
+// ---- hostile input: the cheap checks, claims and the waiting room -----
+
+/// A Propose for round 0 of window 1 by the genesis proposer (`k[0]`).
+fn propose_of(g: &Genesis, k: &NodeKeys, p: Proposal) -> Message {
+    Message::Propose(Box::new(Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: p.window(),
+            round: 0,
+            valid_round: None,
+            value: Hash32(p.hash()),
+            signer: NodeId::of(k.verifying_key()),
+        },
+        p,
+        k,
+    )))
+}
+
+/// The basis of a good proposal for window 1.
+fn first_basis(g: &Genesis) -> Basis {
+    Basis {
+        window: 1,
+        link: g.network_id(),
+        bundle: [0; 32],
+        state_root: g.initial_state().root(),
+    }
+}
+
+fn verify_action(out: &[Action]) -> Option<Batch> {
+    out.iter().find_map(|a| match a {
+        Action::Verify(b) => Some(b.clone()),
+        _ => None,
+    })
+}
+
+fn requests(out: &[Action]) -> Vec<(PeerIndex, u64)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Request { peer, from, .. } => Some((*peer, *from)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn cheap_checks_come_before_the_signature() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    // Wrong parameters: rejected before any signature check.
+    let wrong = Proposal::sign(&k[0], g.hash, g.d + 1, first_basis(&g), cps.clone());
+    c.on_message(0, propose_of(&g, &k[0], wrong), now);
+    assert_eq!(c.rejected().get("wrong_params"), Some(&1));
+    assert_eq!(c.signature_checks(), 0);
+    // A good Propose: two signatures (the Propose and the proposal).
+    let good = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    let m = propose_of(&g, &k[0], good.clone());
+    c.on_message(0, m.clone(), now);
+    assert_eq!(c.signature_checks(), 2);
+    // The same again (a replay, or a resend): dropped unchecked, uncounted.
+    c.on_message(0, m.clone(), now);
+    c.on_message(2, m, now);
+    assert_eq!(c.signature_checks(), 2);
+    // Catch-up: a proposal past the waiting horizon is not held and not
+    // checked; the same proposal twice is checked once.
+    let far = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            window: WAITING_HORIZON + 5,
+            ..first_basis(&g)
+        },
+        cps.clone(),
+    );
+    c.on_message(0, Message::Proposals(vec![far]), now);
+    assert_eq!(c.signature_checks(), 2);
+    assert_eq!(c.waiting_bytes(), 0);
+    let (chain, _) = cemented_chain(&g, &k, 0, 2, |_, _| {});
+    let second = chain[1].proposal.clone();
+    c.on_message(0, Message::Proposals(vec![second.clone(), second]), now);
+    assert_eq!(c.signature_checks(), 3);
+    assert_eq!(c.rejected_total(), 1, "{:?}", c.rejected());
+}
+
+#[test]
+fn invalid_proposals_are_rejected_with_their_reason() {
+    let now = Instant::now();
+    // Forged: the maker's signature does not verify.
+    let (g, k, mut c) = one();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let mut forged = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    forged.signature[10] ^= 1;
+    c.on_message(0, propose_of(&g, &k[0], forged), now);
+    assert_eq!(c.rejected().get("bad_signature"), Some(&1));
+    // Built on another window.
+    let (g, k, mut c2) = one();
+    let elsewhere = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            link: [0xEE; 32],
+            ..first_basis(&g)
+        },
+        cps_of(&g),
+    );
+    c2.on_message(0, propose_of(&g, &k[0], elsewhere), now);
+    assert_eq!(c2.rejected().get("wrong_previous"), Some(&1));
+    // A corrupted checkpoint, correctly signed: the verifier finds it and
+    // the segment is named; the machine prevotes nil.
+    let (g, k, mut c) = one();
+    let mut cps = cps_of(&g);
+    cps[1] = Hash32([0xAB; 32]);
+    let bad = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let out = c.on_message(0, propose_of(&g, &k[0], bad), now);
+    let batch = verify_action(&out).expect("the value is verified");
+    let outcome = verify(&batch);
+    assert_eq!(
+        outcome,
+        VerifyOutcome::Invalid {
+            first_bad_segment: 1
+        }
+    );
+    let out = c.on_verified(batch, Ok(outcome), now);
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Rejected {
+            reason: Reject::BadCheckpoint { segment: 1 },
+            ..
+        }
+    )));
+    assert!(out.iter().any(|a| matches!(a,
+        Action::Send { msg: Message::Vote(v), .. } if v.key.value.is_none())));
+    assert_eq!(c.applied(), 0, "nothing applied from a bad proposal");
+}
+
+fn cps_of(g: &Genesis) -> Vec<Hash32> {
+    checkpoints(g, g.timechain().t0())
+}
+
+#[test]
+fn the_waiting_room_is_bounded_in_bytes() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 10, |_, _| {});
+    let one_size = weight(&chain[0].proposal);
+    c.set_waiting_budget(3 * one_size);
+    // Windows 4..=10 first (no Cements: they wait): only three fit.
+    let later: Vec<Proposal> = chain[3..].iter().map(|w| w.proposal.clone()).collect();
+    c.on_message(0, Message::Proposals(later), now);
+    assert!(c.waiting_bytes() <= 3 * one_size);
+    assert_eq!(c.waiting.len(), 3);
+    // The next window always fits: the highest waiting one makes room.
+    c.on_message(0, Message::Proposals(vec![chain[0].proposal.clone()]), now);
+    assert!(c.waiting.contains_key(&1), "window 1 was not held");
+    assert!(c.waiting_bytes() <= 3 * one_size);
+}
+
+#[test]
+fn a_lying_tip_is_dropped_when_its_request_times_out() {
+    let (_g, _k, mut c) = one();
+    let t = Instant::now();
+    let lie = Message::Tip {
+        cemented: Tip {
+            window: u64::MAX,
+            t: Hash32([1; 32]),
+            hash: [2; 32],
+        },
+        applied: u64::MAX,
+    };
+    let out = c.on_message(2, lie.clone(), t);
+    assert_eq!(requests(&out), vec![(2, 1)]);
+    assert_eq!(c.lag(), u64::MAX);
+    // Silence: the request times out, the claim goes and the peer is
+    // demoted; nothing is asked again of it.
+    let out = c.on_tick(t + REQUEST_TIMEOUT);
+    assert!(c.is_demoted(2));
+    assert_eq!(c.lag(), 0);
+    assert!(requests(&out).is_empty(), "{out:?}");
+    // Its Tips are ignored while it is demoted.
+    let out = c.on_message(2, lie, t + REQUEST_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(c.lag(), 0);
+    assert!(requests(&out).is_empty());
+    // An honest peer's claim is asked instead.
+    let honest = Message::Tip {
+        cemented: Tip {
+            window: 3,
+            t: Hash32([3; 32]),
+            hash: [4; 32],
+        },
+        applied: 3,
+    };
+    let out = c.on_message(3, honest, t + REQUEST_TIMEOUT + Duration::from_secs(2));
+    assert_eq!(requests(&out), vec![(3, 1)]);
+}
+
+#[test]
+fn empty_answers_demote_the_peer_instead_of_spinning() {
+    let (_g, _k, mut c) = one();
+    let t = Instant::now();
+    let claim = Message::Tip {
+        cemented: Tip {
+            window: 5,
+            t: Hash32([3; 32]),
+            hash: [4; 32],
+        },
+        applied: 5,
+    };
+    let out = c.on_message(2, claim, t);
+    assert_eq!(requests(&out), vec![(2, 1)]);
+    let out = c.on_message(2, Message::Proposals(Vec::new()), t);
+    assert!(c.is_demoted(2));
+    assert!(requests(&out).is_empty(), "asked again at once: {out:?}");
+    assert_eq!(c.lag(), 0);
+}
+
+#[test]
+fn a_bad_window_in_a_batch_keeps_the_good_prefix() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    // Windows 1..=3, cemented by everyone; window 2's first checkpoint is
+    // wrong (signed as it is, so only the verifier can tell).
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |w, cps| {
+        if w == 2 {
+            cps[0] = Hash32([0xCD; 32]);
+        }
+    });
+    let claim = Message::Tip {
+        cemented: Tip {
+            window: 3,
+            t: chain[2].proposal.header.t,
+            hash: chain[2].proposal.hash(),
+        },
+        applied: 3,
+    };
+    assert_eq!(requests(&c.on_message(0, claim, t)), vec![(0, 1)]);
+    c.on_message(
+        0,
+        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
+        t,
+    );
+    let out = c.on_message(
+        0,
+        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
+        t,
+    );
+    let batch = verify_action(&out).expect("a catch-up batch");
+    assert_eq!(batch.proposals.len(), 3);
+    let outcome = verify(&batch);
+    c.on_verified(batch, Ok(outcome), t);
+    assert_eq!(c.tip().window, 1, "the good prefix is kept");
+    assert_eq!(c.tip().hash, chain[0].proposal.hash());
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
 }
