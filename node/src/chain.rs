@@ -354,10 +354,19 @@ struct Live {
     since: Instant,
     /// Proposals seen for this window, by hash, with who sent them.
     values: HashMap<Hash32, (Option<PeerIndex>, Proposal)>,
+    /// The latest round each value was proposed in (the oldest goes first
+    /// when [`MAX_VALUES`] are held).
+    round_of: HashMap<Hash32, u32>,
+    /// This node's own new proposal for this window: proposed again in a
+    /// later round rather than signed afresh (a new signature is a new
+    /// value).
+    own: Option<Hash32>,
     /// Rounds whose Propose was taken (first wins).
     proposed_rounds: HashSet<u32>,
     /// Values waiting for validation (a bundle, or the verifier).
     to_validate: VecDeque<Hash32>,
+    /// Values waiting for the bundle they name.
+    blocked: Vec<Hash32>,
     /// The value being verified on the backend.
     verifying: Option<Hash32>,
     /// Votes counted, with the first bytes of their signature (dedup before
@@ -658,6 +667,18 @@ impl Chain {
             }
         }
         self.beacon(now, &mut out);
+        // Values still waiting for their bundle: ask again once the last
+        // ask timed out.
+        if let Some(live) = self.live.as_mut() {
+            if !live.blocked.is_empty()
+                && live
+                    .asked_bundle
+                    .is_none_or(|t| now.saturating_duration_since(t) >= REQUEST_TIMEOUT)
+            {
+                let blocked = std::mem::take(&mut live.blocked);
+                live.to_validate.extend(blocked);
+            }
+        }
         // An evaluation this node owes a proposal failed (a backend error
         // or panic): try again, at most once per tick.
         if let Some(live) = self.live.as_ref() {
@@ -740,8 +761,11 @@ impl Chain {
             agreement,
             since: now,
             values: HashMap::new(),
+            round_of: HashMap::new(),
+            own: None,
             proposed_rounds: HashSet::new(),
             to_validate: VecDeque::new(),
+            blocked: Vec::new(),
             verifying: None,
             votes: HashMap::new(),
             precommits: HashMap::new(),
@@ -981,6 +1005,16 @@ impl Chain {
                 Some((_, p)) => (p.clone(), Some(vr)),
                 None => return,
             },
+            None if self
+                .live
+                .as_ref()
+                .and_then(|l| l.own.filter(|v| l.values.contains_key(v)))
+                .is_some() =>
+            {
+                let live = self.live.as_ref().expect("checked");
+                let v = live.own.expect("checked");
+                (live.values[&v].1.clone(), None)
+            }
             None => {
                 let (Some(cps), Some(basis)) =
                     (self.known_checkpoints(window).cloned(), self.basis())
@@ -1038,7 +1072,10 @@ impl Chain {
             live.want_propose = None;
         }
         live.my_propose = sent;
-        live.values.entry(value).or_insert((None, proposal));
+        if valid_round.is_none() {
+            live.own = Some(value);
+        }
+        Self::hold_value(live, value, round, None, proposal);
         live.proposed_rounds.insert(round);
         live.agreement
             .on_proposal(round, value, valid_round, self.me, more);
@@ -1186,17 +1223,43 @@ impl Chain {
             self.claims.entry(peer).or_default();
         }
         let live = self.live.as_mut().expect("checked above");
-        if live.values.len() >= MAX_VALUES && !live.values.contains_key(&k.value) {
-            return;
-        }
         live.proposed_rounds.insert(k.round);
-        live.values
-            .entry(k.value)
-            .or_insert_with(|| (peer, m.proposal.clone()));
+        Self::hold_value(live, k.value, k.round, peer, m.proposal.clone());
         let mut more = Vec::new();
         live.agreement
             .on_proposal(k.round, k.value, k.valid_round, k.signer, &mut more);
         self.drive(more, now, out);
+    }
+
+    /// Holds a proposal for the live window. When [`MAX_VALUES`] are held,
+    /// the one proposed longest ago goes, unless it is this node's lock or
+    /// its own proposal (a Propose carries the whole proposal, so a value
+    /// proposed again comes back; its verdict is kept by the agreement).
+    fn hold_value(live: &mut Live, v: Hash32, round: u32, peer: Option<PeerIndex>, p: Proposal) {
+        let r = live.round_of.entry(v).or_insert(round);
+        *r = (*r).max(round);
+        if live.values.contains_key(&v) {
+            return;
+        }
+        if live.values.len() >= MAX_VALUES {
+            let keep = [live.agreement.locked().map(|l| l.0), live.own];
+            let oldest = live
+                .values
+                .keys()
+                .filter(|x| !keep.contains(&Some(**x)))
+                .min_by_key(|x| live.round_of.get(*x).copied().unwrap_or(0))
+                .copied();
+            match oldest {
+                Some(o) => {
+                    live.values.remove(&o);
+                    live.round_of.remove(&o);
+                    live.to_validate.retain(|x| *x != o);
+                    live.blocked.retain(|x| *x != o);
+                }
+                None => return,
+            }
+        }
+        live.values.insert(v, (peer, p));
     }
 
     /// Parameters, window and maker, before any signature.
@@ -1240,15 +1303,17 @@ impl Chain {
             match self.check_value(&p) {
                 Err(None) => {
                     // The bundle it names has not arrived: ask its sender
-                    // (at most once per request timeout).
+                    // (at most once per request timeout), and go on with
+                    // the other values (it waits at the back, and is taken
+                    // again when a Cement arrives).
                     let now = self.clock;
                     let live = self.live.as_mut().expect("live");
-                    live.to_validate.push_back(v);
+                    live.blocked.push(v);
                     if live
                         .asked_bundle
                         .is_some_and(|t| now.saturating_duration_since(t) < REQUEST_TIMEOUT)
                     {
-                        return;
+                        continue;
                     }
                     live.asked_bundle = Some(now);
                     if let Some(peer) = peer {
@@ -1260,7 +1325,7 @@ impl Chain {
                             },
                         });
                     }
-                    return;
+                    continue;
                 }
                 Err(Some(reason)) => {
                     self.reject(peer, p.window(), reason, out);
@@ -1430,8 +1495,26 @@ impl Chain {
                 );
             }
             let h = c.hash();
-            if self.bundles.iter().any(|b| b.hash() == h) || self.bundles.len() >= MAX_BUNDLES {
+            if self.bundles.iter().any(|b| b.hash() == h) {
                 return;
+            }
+            if self.bundles.len() >= MAX_BUNDLES {
+                // Full: only a bundle a held proposal names gets in, in
+                // place of one no held proposal names (never our own, the
+                // first).
+                let named = |b: &Hash32| {
+                    self.live
+                        .as_ref()
+                        .is_some_and(|l| l.values.values().any(|(_, p)| p.header.bundle == b.0))
+                };
+                if !named(&h) {
+                    return;
+                }
+                let Some(i) = (1..self.bundles.len()).find(|&i| !named(&self.bundles[i].hash()))
+                else {
+                    return;
+                };
+                self.bundles.remove(i);
             }
         }
         self.signature_checks += c.precommits.len() as u64;
@@ -1446,6 +1529,10 @@ impl Chain {
         if c.window == self.tip.window {
             // A bundle a waiting proposal may name.
             self.bundles.push(c);
+            if let Some(live) = self.live.as_mut() {
+                let blocked = std::mem::take(&mut live.blocked);
+                live.to_validate.extend(blocked);
+            }
             self.validate_next(out);
             return;
         }

@@ -1,8 +1,8 @@
 //! Deliberate misbehaviour for the integration tests: a proposer that also
 //! sends bad proposals, so the tests can check that every follower rejects
 //! them. Read from `MONTANA_TEST_FAULTS` (never set in production), e.g.
-//! `forge@3,corrupt@5`: at window 3 first send a proposal signed by a key
-//! that is not the proposer's; at window 5 first send a proposal with one
+//! `forge@3,corrupt@5`: at window 3 first send a proposal that names the
+//! proposer as its maker but is signed by another key; at window 5 first send a proposal with one
 //! corrupted checkpoint, correctly signed (only the VDF check can catch it).
 //!
 //! Compiled only with the `test-faults` cargo feature (and in unit tests):
@@ -46,8 +46,8 @@ pub fn from_env() -> Result<Vec<Fault>, String> {
 }
 
 /// The bad Proposes to send before the real `m` (round 0 only): a forged
-/// one (its proposal signed by a key outside the active set: rejected
-/// before it can take the round) and a corrupted one (correctly signed,
+/// one (its proposal names the maker but a stranger signed it: rejected
+/// `bad_signature` before it can take the round) and a corrupted one (correctly signed,
 /// one checkpoint wrong: it takes round 0, fails verification everywhere,
 /// and the next round's proposer carries the window).
 pub fn bad_twins(faults: &[Fault], keys: &NodeKeys, m: &Propose) -> Vec<Propose> {
@@ -67,8 +67,12 @@ pub fn bad_twins(faults: &[Fault], keys: &NodeKeys, m: &Propose) -> Vec<Propose>
         .filter_map(|f| {
             let bad = match *f {
                 Fault::Forge(w) if w == h.window => {
+                    // Names the real maker, signed by a stranger.
                     let stranger = NodeKeys::generate().ok()?;
-                    Proposal::sign(&stranger, h.suite, h.d, basis, p.checkpoints.clone())
+                    let mut forged =
+                        Proposal::sign(&stranger, h.suite, h.d, basis, p.checkpoints.clone());
+                    forged.header.proposer = h.proposer;
+                    forged
                 }
                 Fault::CorruptCheckpoint(w) if w == h.window => {
                     let mut cps = p.checkpoints.clone();

@@ -183,10 +183,10 @@ async fn followers_reject_forged_and_corrupted_proposals() {
     let p = stop(&c, 0, proposer).await;
     for (i, r) in followers.into_iter().enumerate() {
         let s = stop(&c, i + 1, r).await;
-        // The forged proposal's maker is no member: refused before any
-        // signature check; the corrupted one fails verification (and its
-        // round moves on to the next proposer).
-        assert_eq!(s.rejected.get("wrong_proposer"), Some(&1), "{s:?}");
+        // The forged proposal names the maker but a stranger signed it;
+        // the corrupted one fails verification (and its round moves on to
+        // the next proposer).
+        assert_eq!(s.rejected.get("bad_signature"), Some(&1), "{s:?}");
         assert_eq!(s.rejected.get("bad_checkpoint"), Some(&1), "{s:?}");
         assert_eq!((s.cemented, &s.t, &s.state_root), (5, &p.t, &p.state_root));
     }
