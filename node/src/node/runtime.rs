@@ -162,6 +162,7 @@ pub(super) async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     info!(
         label = node.label(),
+        window = chain.applied(),
         cemented = chain.tip().window,
         t = %chain.tip().t,
         state_root = %chain.state_root(),
