@@ -198,6 +198,11 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
 fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError> {
     let mut opts = options();
     opts.create_if_missing(!existed);
+    // Every write is one synced batch, so a write-ahead log that ends
+    // early is damage, not a torn last write: refuse it rather than resume
+    // from an older state (whose highest signed step may be lower than
+    // what this node already signed and sent).
+    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
     let cfs = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, options()));

@@ -253,7 +253,7 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
         for reason in ["bad_signature", "bad_checkpoint"] {
             assert!(
                 log.lines()
-                    .any(|l| l.contains("rejected") && l.contains(&format!("reason={reason}"))),
+                    .any(|l| l.contains("rejected") && l.contains(&format!("reason=\"{reason}\""))),
                 "{log}"
             );
         }

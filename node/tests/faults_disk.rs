@@ -420,7 +420,7 @@ fn disk_full_mid_run_pauses_applying_and_continues_when_space_returns() {
     };
     let log = dir.path().join("run.log");
     let mut node = run(&log);
-    let paused = "not applying until space returns";
+    let paused = "not cementing until space returns";
     let text = wait_for_log(&log, paused, 90);
     let line = text.lines().find(|l| l.contains(paused)).unwrap();
     assert!(
