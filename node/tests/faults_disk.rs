@@ -467,7 +467,9 @@ fn disk_full_mid_run_pauses_applying_and_continues_when_space_returns() {
     let text = wait_for_log(&log2, "node running", 30);
     stop(&mut node);
     assert!(
-        text.contains(&format!("node running label=\"node0\" cemented={last} ")),
+        text.contains(&format!(
+            "node running label=\"node0\" window={last} cemented={last} "
+        )),
         "resumes from window {last}: {text}"
     );
 }
