@@ -183,25 +183,36 @@ fn a_slowed_verifier_is_noticed_and_re_ranked() {
     assert_eq!(v["verify_backend"], b, "{v}");
     assert_eq!(v["drift"]["verify"]["backend"], b, "{v}");
     assert_eq!(v["drift"]["verify"]["reference"], 1e10, "{v}");
-    // The node goes on with the other backend.
+    // The node goes on with the other backend. (On a loaded host even the
+    // other backend may later fall below its measured rate: the counts
+    // below may grow, but the first re-ranking went to `b`, and the drift
+    // line is rate-limited to one a minute.)
     let w = v["window"].as_u64().unwrap();
     wait_for(node, "progress after the re-ranking", 60, |v| {
         v["window"].as_u64() >= Some(w + 3)
     });
     let log = std::fs::read_to_string(node.join("node.log")).unwrap();
     assert_eq!(log.matches("slower than measured").count(), 1, "{log}");
+    let first = log
+        .lines()
+        .find(|l| l.contains("re-ranked: verify moves to"));
     assert!(
-        log.contains(&format!("re-ranked: verify moves to {b}")),
+        first.is_some_and(|l| l.contains(&format!("re-ranked: verify moves to {b} "))),
         "{log}"
     );
     let metrics = status(node, "/metrics").unwrap();
-    let has = |l: &str| metrics.lines().any(|x| x == l);
-    assert!(has(r#"montana_drifts_total{op="verify"} 1"#), "{metrics}");
-    assert!(has("montana_backend_rerankings_total 1"), "{metrics}");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
     assert!(
-        metrics.contains(&format!(r#"verify_backend="{b}""#)),
+        value(r#"montana_drifts_total{op="verify"}"#) >= 1,
         "{metrics}"
     );
+    assert!(value("montana_backend_rerankings_total") >= 1, "{metrics}");
+    assert_eq!(value(r#"montana_drifts_total{op="eval"}"#), 0, "{metrics}");
 }
 
 #[test]
