@@ -605,6 +605,173 @@ impl Store {
     }
 }
 
+/// What `montana accounts` shows: the accounts of the last cemented window
+/// as one consistent read of a node's database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountsSnapshot {
+    /// The genesis' network id.
+    pub network_id: [u8; 32],
+    /// The last cemented window (the `tip`); 0 before the first.
+    pub cemented: u64,
+    /// The window after the tip, if its T is verified but not yet cemented.
+    pub applied: Option<u64>,
+    /// The state root after `cemented` (windows `1..cemented-1` paid),
+    /// recomputed from the state entries read and equal to the stored one.
+    pub state_root: Hash32,
+    /// Every account, sorted by node id.
+    pub accounts: Vec<(NodeId, u64)>,
+    /// Labels of the genesis peers, by node id.
+    pub labels: std::collections::BTreeMap<NodeId, String>,
+}
+
+/// Reads the accounts of the node whose data dir is `data_dir`, opening
+/// `data_dir/db` read-only: nothing is written (no lock taken, no repair),
+/// so it works while the node runs, and shows what the node had made
+/// durable when the database was opened. A database that is absent, of
+/// another schema, or whose entries do not hash to its stored state root
+/// is an error.
+pub fn read_accounts(data_dir: &Path) -> Result<AccountsSnapshot, StoreError> {
+    if !data_dir.is_dir() {
+        let why = if data_dir.exists() {
+            "not a directory (give the node's --data-dir)"
+        } else {
+            "it does not exist (give the node's --data-dir)"
+        };
+        return Err(StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            why: why.into(),
+        });
+    }
+    let path = data_dir.join("db");
+    if !path.join("CURRENT").is_file() {
+        return Err(StoreError::Db {
+            path,
+            why: "no montana database here (no CURRENT file; give the data dir of a node that has run)".into(),
+        });
+    }
+    // A running node may delete a file (a compacted table, an old log)
+    // between the read of the MANIFEST and the open of that file: the open
+    // is retried.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read_accounts_once(&path) {
+            Err(StoreError::Db { why, .. }) if attempt < 5 && why.contains("IO error") => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn read_accounts_once(path: &Path) -> Result<AccountsSnapshot, StoreError> {
+    let db_err = |why: String| StoreError::Db {
+        path: path.to_path_buf(),
+        why,
+    };
+    let corrupt = |why: &str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    // Only the column families present are opened, so a database of an
+    // older layout is named as such, not as a missing column family.
+    let present = DB::list_cf(&options(), path).map_err(|e| db_err(e.into_string()))?;
+    let wanted = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS];
+    let cfs = wanted
+        .into_iter()
+        .filter(|n| present.iter().any(|p| p == n))
+        .map(|n| ColumnFamilyDescriptor::new(n, options()));
+    let mut opts = options();
+    opts.create_if_missing(false);
+    let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+        .map_err(|e| db_err(e.into_string()))?;
+    let get = |cf: &str, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(h) = db.cf_handle(cf) else {
+            return Ok(None);
+        };
+        db.get_cf(h, key).map_err(|e| db_err(e.into_string()))
+    };
+    let schema = match get(CF_METADATA, KEY_SCHEMA_VERSION)? {
+        Some(b) => u32::from_le_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| corrupt("schema_version record length"))?,
+        ),
+        None if get(CF_METADATA, KEY_NETWORK_ID)?.is_some()
+            || get(CF_METADATA, KEY_TIP)?.is_some() =>
+        {
+            1
+        }
+        None => return Err(corrupt("its records are gone (no network id)")),
+    };
+    if schema != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: schema,
+        });
+    }
+    let network_id: [u8; 32] = get(CF_METADATA, KEY_NETWORK_ID)?
+        .ok_or_else(|| corrupt("no network id"))?
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("network id record length"))?;
+    let tip = get(CF_METADATA, KEY_TIP)?
+        .and_then(|b| Tip::from_bytes(&b))
+        .ok_or_else(|| corrupt("no tip record (or a tip of the wrong length)"))?;
+    let applied = get(CF_METADATA, KEY_APPLIED)?
+        .filter(|b| b.len() == 40)
+        .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")));
+    let stored: [u8; 32] = get(CF_METADATA, KEY_ROOT)?
+        .ok_or_else(|| corrupt("no state root"))?
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("state root record length"))?;
+    let state = db
+        .cf_handle(CF_STATE)
+        .ok_or_else(|| corrupt("no state column family"))?;
+    // RocksDB iterates keys in bytewise order: the order of the root's
+    // leaves (docs/SPEC.md 9.5).
+    let mut leaves = Vec::new();
+    let mut accounts = Vec::new();
+    for item in db.iterator_cf(state, rocksdb::IteratorMode::Start) {
+        let (k, v) = item.map_err(|e| db_err(e.into_string()))?;
+        leaves.push(crate::consensus::merkle::leaf(&k, &v));
+        if let Some(id) = crate::consensus::state::account_of_key(&k) {
+            let b: [u8; 8] = v[..]
+                .try_into()
+                .map_err(|_| corrupt("an account balance is not 8 bytes"))?;
+            accounts.push((id, u64::from_le_bytes(b)));
+        }
+    }
+    let root = crate::consensus::merkle::state_root(&leaves);
+    if root.0 != stored {
+        return Err(corrupt(&format!(
+            "the state entries hash to {}, the stored state root is {}",
+            root.to_hex(),
+            hex::encode(stored)
+        )));
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    if let Some(peers) = db.cf_handle(CF_PEERS) {
+        for item in db.iterator_cf(peers, rocksdb::IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| db_err(e.into_string()))?;
+            if let Ok(p) = serde_json::from_slice::<crate::genesis::GenesisPeer>(&v) {
+                if let Ok(key) = p.signing_public() {
+                    labels.insert(NodeId::of(&key), p.label);
+                }
+            }
+        }
+    }
+    Ok(AccountsSnapshot {
+        network_id,
+        cemented: tip.window,
+        applied,
+        state_root: root,
+        accounts,
+        labels,
+    })
+}
+
 /// Reads stored proposals; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct StoreReader {
@@ -808,6 +975,60 @@ mod tests {
         // Put back, the database opens where it was.
         set(Some(&SCHEMA_VERSION.to_le_bytes()));
         assert_eq!(Store::open(dir.path(), &g).unwrap().tip().window, 2);
+    }
+
+    #[test]
+    fn accounts_are_read_read_only_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+        let mut s = Store::open(dir.path(), &g).unwrap();
+        s.cement(&ws, &state).unwrap();
+        s.applied(4, &Hash32([1; 32])).unwrap();
+        // The writer still holds the database (a running node).
+        let a = read_accounts(dir.path()).unwrap();
+        assert_eq!(a.cemented, 3);
+        assert_eq!(a.applied, Some(4));
+        assert_eq!(a.network_id, g.network_id());
+        assert_eq!(a.state_root, state.root());
+        let expected: Vec<(NodeId, u64)> = state.accounts().iter().map(|(i, b)| (*i, *b)).collect();
+        assert_eq!(a.accounts, expected);
+        assert!(!a.accounts.is_empty());
+        assert_eq!(a.labels.get(&g.node_id(1)), Some(&g.peers[1].label));
+        // It wrote nothing: the writer goes on.
+        assert_eq!(s.tip().window, 3);
+        s.applied(5, &Hash32([2; 32])).unwrap();
+        drop(s);
+
+        // A tampered balance no longer hashes to the stored root.
+        {
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_STATE).unwrap();
+            db.put_cf(
+                cf,
+                crate::consensus::state::account_key(&g.node_id(0)),
+                5u64.to_le_bytes(),
+            )
+            .unwrap();
+        }
+        let e = read_accounts(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("stored state root"), "{e}");
+        // Another schema is named as such.
+        {
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_METADATA).unwrap();
+            db.delete_cf(cf, KEY_SCHEMA_VERSION).unwrap();
+        }
+        let e = read_accounts(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 1, .. }), "{e}");
+        // No data dir; a data dir without a database.
+        let e = read_accounts(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(e, StoreError::DataDir { .. }), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = read_accounts(empty.path()).unwrap_err();
+        assert!(e.to_string().contains("no montana database"), "{e}");
+        assert!(!empty.path().join("db").exists(), "nothing created");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
 
+pub mod drift;
 #[cfg(any(test, feature = "test-faults"))]
 pub mod faults;
 pub mod net_transport;
@@ -124,6 +125,8 @@ impl Node {
         }
         let backends =
             backend_choice::choose(&genesis, &cfg.data_dir, &cfg.backends, cfg.calibration)?;
+        #[cfg(any(test, feature = "test-faults"))]
+        let backends = faults::slow_backends(&faults, backends);
         Ok(Node {
             network_id: genesis.network_id(),
             me: me as u16,

@@ -138,6 +138,8 @@ struct Runner {
     applied_at: Option<(u64, Instant)>,
     /// The disk is full: said once, until writing works again.
     disk_full: bool,
+    /// The drift monitor, fed every successful evaluation and verification.
+    drift: super::drift::NodeDrift,
     last_write_try: Instant,
 }
 
@@ -171,7 +173,9 @@ pub(super) async fn run(
         verify = node.backends.verify.name(),
         "node running"
     );
+    let drift = super::drift::NodeDrift::new(&node.backends);
     let mut r = Runner {
+        drift,
         node,
         chain,
         transport,
@@ -594,6 +598,12 @@ impl Runner {
                     error!(error = %e, "verify backend failed; will retry");
                 }
                 let windows = batch.proposals.len() as f64;
+                if matches!(outcome, Ok(VerifyOutcome::Valid)) {
+                    let steps = batch.proposals.len() as u64 * self.node.genesis.d;
+                    let secs = took.as_secs_f64();
+                    let b = &mut self.node.backends;
+                    self.drift.observe(b, Operation::Verify, steps, secs);
+                }
                 self.last_verify_secs = took.as_secs_f64() / windows;
                 {
                     let mut s = self.state.lock().unwrap();
@@ -616,6 +626,9 @@ impl Runner {
                 Ok(cps) => {
                     self.state.lock().unwrap().eval_rate =
                         self.node.genesis.d as f64 / took.as_secs_f64();
+                    let (d, secs) = (self.node.genesis.d, took.as_secs_f64());
+                    let b = &mut self.node.backends;
+                    self.drift.observe(b, Operation::Eval, d, secs);
                     let a = self.chain.on_evaluated(window, cps, now);
                     self.exec(a)
                 }
@@ -786,6 +799,7 @@ impl Runner {
         s.eval_backend = self.node.backends.eval.name().into();
         s.verify_backend = self.node.backends.verify.name().into();
         s.backend_faults = self.node.backends.faults.get();
+        s.drift = self.drift.status();
         for (k, v) in self.chain.rejected() {
             s.rejected.insert((*k).to_string(), *v);
         }

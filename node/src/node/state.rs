@@ -86,6 +86,9 @@ pub struct NodeState {
     /// caught by the scalar oracle or the known-bad sample).
     #[serde(default)]
     pub backend_faults: u64,
+    /// The drift monitor: each operation's backend against its measured
+    /// rate, and the re-rankings it caused (`super::drift`).
+    pub drift: super::drift::DriftStatus,
     pub connected: usize,
     pub heartbeats_ok_5m: u64,
     pub heartbeat_errors_5m: u64,
