@@ -41,6 +41,9 @@ use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
 use crate::proposal::Proposal;
 
+mod fastsync;
+pub use fastsync::CheckpointView;
+
 const CF_METADATA: &str = "metadata";
 const CF_PROPOSALS: &str = "proposals";
 const CF_CEMENTS: &str = "cements";
