@@ -31,6 +31,7 @@ use crate::storage::{CheckpointView, StoreError};
 use super::format::{
     encode_entry, entry_fits, proof_from_chunks, root_from_chunks, Chunk, Manifest, CHUNK_SIZE,
 };
+use super::messages::SyncMessage;
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Db {
@@ -203,6 +204,27 @@ impl Snapshots {
         let proof = proof_from_chunks(&hashes, index)?;
         let body = fs::read(d.join(format!("chunk-{index}"))).ok()?;
         Some(Chunk::assemble(window, root, index, &body, &proof))
+    }
+}
+
+impl Snapshots {
+    /// The answer to a fast-sync request (`None` for other messages):
+    /// GetManifest, GetChunk, and GetCertificates (an empty list: no active
+    /// set changes until joining exists). Reads files: call it off the
+    /// event loop, within [`ChunkBudget`] for chunks.
+    pub fn answer(&self, msg: &SyncMessage) -> Option<SyncMessage> {
+        match msg {
+            SyncMessage::GetManifest { window } => {
+                Some(SyncMessage::Manifest(self.manifest(*window)))
+            }
+            SyncMessage::GetChunk {
+                window,
+                root,
+                index,
+            } => Some(SyncMessage::Chunk(self.chunk(*window, root, *index))),
+            SyncMessage::GetCertificates { .. } => Some(SyncMessage::Certificates(Vec::new())),
+            _ => None,
+        }
     }
 }
 

@@ -25,3 +25,6 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 /// A node this many windows behind a verified tip fast-syncs unless
 /// configured otherwise (`--fast-sync-threshold`).
 pub const DEFAULT_FAST_SYNC_THRESHOLD: u64 = 1_000;
+
+#[cfg(test)]
+mod tests;

@@ -187,3 +187,65 @@ impl CheckpointView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::tests::peers;
+    use crate::genesis::Genesis;
+    use crate::snapshot::format::tests::fixture;
+    use montana_vdf::HashSuite;
+
+    #[test]
+    fn an_interrupted_install_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(2);
+        let g = Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap();
+        let f = fixture(10_000, 5);
+        let mut staging = Staging::open(&dir.path().join("staging")).unwrap();
+        staging.reset(&f.manifest).unwrap();
+        staging.put_chunk(&f.chunk(0)).unwrap();
+        staging.put_chunk(&f.chunk(1)).unwrap();
+        staging.put_proposal(&f.proposal).unwrap();
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            let e = s.install_snapshot(&staging).unwrap_err();
+            assert!(e.to_string().contains("incomplete"), "{e}");
+            assert_eq!(s.tip().window, 0, "nothing installed");
+            staging.put_chunk(&f.chunk(2)).unwrap();
+            // Killed mid-install: the marker is written, the state half
+            // replaced, the tip not yet moved.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(s.cf(CF_METADATA), KEY_INSTALLING, 5u64.to_le_bytes());
+            batch.delete_range_cf(s.cf(CF_STATE), &[0u8][..], &[0xffu8; 300][..]);
+            batch.put_cf(s.cf(CF_STATE), b"a-partial", b"x");
+            s.write(batch).unwrap();
+        }
+        let mut s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.pending_install().unwrap(), Some(5));
+        assert_eq!(s.tip().window, 0);
+        let tip = s.install_snapshot(&staging).unwrap();
+        assert_eq!(tip.window, 5);
+        assert_eq!(tip.hash, f.proposal.hash());
+        assert_eq!(s.pending_install().unwrap(), None);
+        assert_eq!(s.snapshot_window().unwrap(), Some(5));
+        let live: Vec<(Vec<u8>, Vec<u8>)> = s
+            .db()
+            .iterator_cf(s.cf(CF_STATE), IteratorMode::Start)
+            .map(|i| {
+                let (k, v) = i.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert_eq!(
+            live, f.entries,
+            "exactly the snapshot, nothing of the old state"
+        );
+        // The same snapshot again (not above the tip) is refused.
+        assert!(s.install_snapshot(&staging).is_err());
+        drop(s);
+        let s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.tip(), tip);
+        assert_eq!(s.proposal(5).unwrap().as_ref(), Some(&f.proposal));
+    }
+}
