@@ -153,10 +153,10 @@ pub(super) async fn run(
     // Fast-sync (node/fastsync.rs): before the chain is built from the store.
     let mut node = node;
     tokio::pin!(shutdown);
-    tokio::select! {
+    let early = tokio::select! {
         r = super::fastsync::before_run(&mut node, &transport, &mut inbound, &state) => r?,
         _ = &mut shutdown => return Ok(state.lock().unwrap().clone()),
-    }
+    };
     let snapshots = super::fastsync::Serving::new(&node);
     let (cstate, tip_proposer, bundle) = node.store.consensus(&node.genesis)?;
     let mut chain = Chain::new(
@@ -206,6 +206,9 @@ pub(super) async fn run(
     };
     r.publish();
     r.send_tip();
+    for m in early {
+        r.on_incoming(m)?;
+    }
     let started_at = Instant::now();
     let peers = r.node.genesis.peers.len() - 1;
     let mut started = false;
