@@ -342,9 +342,10 @@ impl Serving {
             return false;
         }
         let peer = m.peer;
-        let chunk = matches!(msg, SyncMessage::GetChunk { .. });
-        if chunk && !self.budget.lock().unwrap().admit(peer, Instant::now()) {
-            debug!(peer, "chunk request over budget; dropped");
+        if transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
+            || !self.budget.lock().unwrap().admit(peer, Instant::now())
+        {
+            debug!(peer, "fast-sync request over budget; dropped");
             return true;
         }
         let (snaps, budget, transport, id) = (
@@ -355,6 +356,7 @@ impl Serving {
         );
         tokio::task::spawn_blocking(move || {
             let Some(reply) = snaps.answer(&msg) else {
+                budget.lock().unwrap().done(peer, 0);
                 return;
             };
             let payload = reply.encode();
@@ -362,9 +364,7 @@ impl Serving {
             if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
                 debug!(peer, error = %e, "fast-sync answer not sent");
             }
-            if chunk {
-                budget.lock().unwrap().done(peer, bytes);
-            }
+            budget.lock().unwrap().done(peer, bytes);
         });
         true
     }
@@ -413,8 +413,26 @@ mod tests {
     /// Whole nodes over the in-process hub: three run and write snapshots
     /// every 3 windows; a fourth starts empty with `--fast-sync`, installs
     /// the newest snapshot, then follows to the same state.
+    /// One whole-node cluster at a time (they share two cores in CI).
+    static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_node_fast_syncs_then_follows_to_the_same_state() {
+        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        cluster_with_a_late_node(true, DEFAULT_FAST_SYNC_THRESHOLD).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_further_behind_than_the_threshold_fast_syncs_without_the_flag() {
+        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        cluster_with_a_late_node(false, 2).await;
+    }
+
+    /// Three nodes run and write snapshots every 2 windows; a fourth starts
+    /// empty once a snapshot of window 4 exists (with `--fast-sync` when
+    /// `flag`, else with `--fast-sync-threshold threshold`), fast-syncs and
+    /// follows to the same state.
+    async fn cluster_with_a_late_node(flag: bool, threshold: u64) {
         // Enough windows after the snapshot for the synced node to join
         // the live agreement.
         const LAST: u64 = 16;
@@ -441,7 +459,7 @@ mod tests {
         let genesis = dir.path().join("genesis.json");
         std::fs::write(&genesis, g.to_json()).unwrap();
         let hub = LocalHub::default();
-        let start = |i: usize, fast: bool| {
+        let start = |i: usize, fast: bool, threshold: u64| {
             let cfg = NodeConfig {
                 data_dir: data[i].clone(),
                 genesis: genesis.clone(),
@@ -453,6 +471,7 @@ mod tests {
             let mut node = Node::open(&cfg).unwrap();
             node.fast_sync.snapshot_interval = 2;
             node.fast_sync.enabled = fast;
+            node.fast_sync.threshold = threshold;
             let (port, inbound) = hub.attach(i as u16);
             let state = Arc::new(Mutex::new(node.initial_state()));
             let (stop, rx) = oneshot::channel::<()>();
@@ -462,32 +481,32 @@ mod tests {
             (stop, task)
         };
         let cemented = |d: &Path| NodeState::read(d).map_or(0, |s| s.cemented);
-        let wait = |what: &'static str, f: &dyn Fn() -> bool| {
-            let ok = (0..1200).any(|_| {
-                if f() {
+        let mut running: Vec<_> = (0..3)
+            .map(|i| start(i, false, DEFAULT_FAST_SYNC_THRESHOLD))
+            .collect();
+        let d0 = data[0].clone();
+        tokio::task::spawn_blocking(move || {
+            let ok = (0..2400).any(|_| {
+                let snaps = Snapshots::new(&d0.join("snapshots")).windows();
+                if snaps.last().is_some_and(|w| *w >= 4) {
                     return true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
                 false
             });
-            assert!(ok, "timed out waiting for {what}");
-        };
-        let mut running: Vec<_> = (0..3).map(|i| start(i, false)).collect();
-        let d0 = data[0].clone();
-        tokio::task::spawn_blocking(move || {
-            wait("a snapshot of window 4", &|| {
-                Snapshots::new(&d0.join("snapshots"))
-                    .windows()
-                    .last()
-                    .is_some_and(|w| *w >= 4)
-            })
+            let seen = (
+                NodeState::read(&d0).map(|s| (s.phase, s.cemented)),
+                std::fs::read_dir(d0.join("snapshots"))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+            );
+            assert!(ok, "timed out waiting for a snapshot of window 4: {seen:?}");
         })
         .await
         .unwrap();
-        running.push(start(3, true));
+        running.push(start(3, flag, threshold));
         let ds = data.clone();
         tokio::task::spawn_blocking(move || {
-            let ok = (0..1800).any(|_| {
+            let ok = (0..2400).any(|_| {
                 if ds.iter().all(|d| cemented(d) == LAST) {
                     return true;
                 }
@@ -524,6 +543,10 @@ mod tests {
         }
         let synced = &finals[3];
         let w = synced.snapshot_window.expect("node 3 fast-synced");
+        assert!(
+            w > threshold.min(u64::MAX - 1) || flag,
+            "window {w} is beyond the threshold"
+        );
         assert!(w >= 4 && w % 2 == 0, "snapshot window {w}");
         for f in &finals[..3] {
             assert_eq!(f.snapshot_window, None);
