@@ -373,7 +373,7 @@ impl Serving {
     /// checkpoint now (milliseconds), the snapshot built from it on a
     /// blocking thread.
     pub fn cemented(&self, store: &Store, window: u64) {
-        if self.interval == 0 || window == 0 || window % self.interval != 0 {
+        if self.interval == 0 || window == 0 || !window.is_multiple_of(self.interval) {
             return;
         }
         let ckpt = self.dir.join(format!(".checkpoint-{window}"));
@@ -414,17 +414,17 @@ mod tests {
     /// every 3 windows; a fourth starts empty with `--fast-sync`, installs
     /// the newest snapshot, then follows to the same state.
     /// One whole-node cluster at a time (they share two cores in CI).
-    static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_node_fast_syncs_then_follows_to_the_same_state() {
-        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = CLUSTER.lock().await;
         cluster_with_a_late_node(true, DEFAULT_FAST_SYNC_THRESHOLD).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_further_behind_than_the_threshold_fast_syncs_without_the_flag() {
-        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = CLUSTER.lock().await;
         cluster_with_a_late_node(false, 2).await;
     }
 

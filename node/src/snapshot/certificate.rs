@@ -361,7 +361,10 @@ mod tests {
         let c1 = certificate(&s2, 10, &[&gk[0], &gk[1], &gk[2]]);
         let back = Certificate::decode(&c1.encode()).unwrap();
         assert_eq!(back, c1);
-        assert_eq!(active_set_at(&NET, &g, q, &[c1.clone()], 50).unwrap(), s2);
+        assert_eq!(
+            active_set_at(&NET, &g, q, std::slice::from_ref(&c1), 50).unwrap(),
+            s2
+        );
         let (s3, _) = set_of(2);
         let c2 = certificate(&s3, 20, &[&k2[0], &k2[1], &k2[2]]);
         assert_eq!(
@@ -370,7 +373,7 @@ mod tests {
         );
         // Out of order, at or past the snapshot window.
         assert!(active_set_at(&NET, &g, q, &[c2.clone(), c1.clone()], 50).is_err());
-        assert!(active_set_at(&NET, &g, q, &[c1.clone()], 10).is_err());
+        assert!(active_set_at(&NET, &g, q, std::slice::from_ref(&c1), 10).is_err());
         // A forged set: the change cemented by keys that were never members.
         let (_, stranger) = set_of(3);
         let forged = certificate(&s2, 10, &[&stranger[0], &stranger[1], &stranger[2]]);

@@ -248,7 +248,7 @@ impl FastSync {
     fn usable(&self, peer: PeerIndex, now: Instant) -> bool {
         self.peers
             .get(&peer)
-            .is_some_and(|p| p.up && !p.demoted_until.is_some_and(|t| t > now))
+            .is_some_and(|p| p.up && p.demoted_until.is_none_or(|t| t <= now))
     }
 
     pub fn peer_up(&mut self, peer: PeerIndex, now: Instant) -> Vec<Action> {

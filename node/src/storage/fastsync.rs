@@ -103,7 +103,7 @@ impl Store {
             let (k, v) = item?;
             batch.put_cf(self.cf(CF_STATE), k, v);
             n += 1;
-            if n % INSTALL_BATCH == 0 {
+            if n.is_multiple_of(INSTALL_BATCH) {
                 self.write(std::mem::take(&mut batch))?;
             }
         }
@@ -130,6 +130,12 @@ impl Store {
     }
 }
 
+/// A checkpoint's tip: the tip, its state root, its proposal's and its
+/// Cement's bytes.
+pub type CheckpointTip = (Tip, [u8; 32], Vec<u8>, Vec<u8>);
+/// One state entry read back: key and value.
+pub type RawEntry = (Box<[u8]>, Box<[u8]>);
+
 /// A read-only view of a checkpoint: what a snapshot is built from.
 pub struct CheckpointView {
     db: rocksdb::DB,
@@ -153,7 +159,7 @@ impl CheckpointView {
     }
 
     /// The tip, its state root, its proposal's bytes and Cement's bytes.
-    pub fn tip(&self) -> Result<(Tip, [u8; 32], Vec<u8>, Vec<u8>), StoreError> {
+    pub fn tip(&self) -> Result<CheckpointTip, StoreError> {
         let corrupt = |why: &str| StoreError::Corrupt {
             path: self.path.clone(),
             why: why.into(),
@@ -177,7 +183,7 @@ impl CheckpointView {
     }
 
     /// The state entries in key order.
-    pub fn entries(&self) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StoreError>> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry, StoreError>> + '_ {
         let h = self.db.cf_handle(CF_STATE).expect("column families opened");
         self.db.iterator_cf(h, IteratorMode::Start).map(|i| {
             i.map_err(|e| StoreError::Db {
