@@ -110,6 +110,15 @@ impl ProposalHeader {
         Ok(h)
     }
 
+    /// Decodes exactly the 226 header bytes (the checks of
+    /// [`Proposal::from_bytes`] that need no checkpoints).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new("proposal header", bytes);
+        let h = Self::read(&mut r)?;
+        r.end()?;
+        Ok(h)
+    }
+
     /// The proposal's identity: SHA-256 of the header bytes. (The signature
     /// is not included: ML-DSA signatures are randomised.)
     pub fn hash(&self) -> [u8; 32] {

@@ -41,6 +41,9 @@ use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
 use crate::proposal::Proposal;
 
+mod fastsync;
+pub use fastsync::CheckpointView;
+
 const CF_METADATA: &str = "metadata";
 const CF_PROPOSALS: &str = "proposals";
 const CF_CEMENTS: &str = "cements";
@@ -199,10 +202,14 @@ fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError
     let mut opts = options();
     opts.create_if_missing(!existed);
     // Every write is one synced batch, so a write-ahead log that ends
-    // early is damage, not a torn last write: refuse it rather than resume
+    // early is damage, not a torn last write: the node refuses it (a
+    // read-only reader, e.g. `montana accounts` beside a running node, may
+    // see the node's last write in progress) rather than resume
     // from an older state (whose highest signed step may be lower than
     // what this node already signed and sent).
-    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+    if !read_only {
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+    }
     let cfs = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, options()));

@@ -18,6 +18,7 @@ use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
 
 pub mod drift;
+pub mod fastsync;
 #[cfg(any(test, feature = "test-faults"))]
 pub mod faults;
 pub mod net_transport;
@@ -88,6 +89,8 @@ pub struct Node {
     pub backends: Chosen,
     pub data_dir: PathBuf,
     pub last_window: Option<u64>,
+    /// `--fast-sync`, `--fast-sync-threshold`, the snapshot interval.
+    pub fast_sync: fastsync::FastSyncOptions,
     #[cfg(any(test, feature = "test-faults"))]
     faults: Vec<faults::Fault>,
 }
@@ -135,6 +138,7 @@ impl Node {
             backends,
             data_dir: cfg.data_dir.clone(),
             last_window: cfg.last_window,
+            fast_sync: fastsync::FastSyncOptions::default(),
             #[cfg(any(test, feature = "test-faults"))]
             faults,
             genesis,

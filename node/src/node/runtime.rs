@@ -141,6 +141,8 @@ struct Runner {
     /// The drift monitor, fed every successful evaluation and verification.
     drift: super::drift::NodeDrift,
     last_write_try: Instant,
+    /// Fast-sync serving: snapshots and chunk requests (node/fastsync.rs).
+    snapshots: super::fastsync::Serving,
 }
 
 pub(super) async fn run(
@@ -150,6 +152,14 @@ pub(super) async fn run(
     state: Arc<Mutex<NodeState>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<NodeState, NodeError> {
+    // Fast-sync (node/fastsync.rs): before the chain is built from the store.
+    let mut node = node;
+    tokio::pin!(shutdown);
+    let early = tokio::select! {
+        r = super::fastsync::before_run(&mut node, &transport, &mut inbound, &state) => r?,
+        _ = &mut shutdown => return Ok(state.lock().unwrap().clone()),
+    };
+    let snapshots = super::fastsync::Serving::new(&node);
     let (cstate, tip_proposer, bundle) = node.store.consensus(&node.genesis)?;
     let mut chain = Chain::new(
         Rules::from_genesis(&node.genesis),
@@ -197,9 +207,13 @@ pub(super) async fn run(
         applied_at: None,
         disk_full: false,
         last_write_try: Instant::now(),
+        snapshots,
     };
     r.publish();
     r.send_tip();
+    for m in early {
+        r.on_incoming(m)?;
+    }
     let started_at = Instant::now();
     let peers = r.node.genesis.peers.len() - 1;
     let mut started = false;
@@ -211,7 +225,6 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut timer_tick = tokio::time::interval(Duration::from_millis(20));
     let mut tip_every = tokio::time::interval(TIP_EVERY);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -491,6 +504,7 @@ impl Runner {
             // Windows fetched (catch-up) were applied as they were cemented.
             self.last_applied_at = now;
         }
+        self.snapshots.cemented(&self.node.store, tip.window);
         self.publish();
     }
 
@@ -679,7 +693,10 @@ impl Runner {
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
-            None => return Ok(()),
+            None => {
+                self.snapshots.on_request(&m, &self.transport);
+                return Ok(());
+            }
             Some(Err(e)) => {
                 warn!(peer = m.peer, msg_type = m.msg_type, error = %e, "malformed message");
                 let mut s = self.state.lock().unwrap();
