@@ -120,6 +120,29 @@ fn seeds_decode_and_are_written_when_asked() {
     }
     env.extend_from_slice(&Envelope::new(1, 1, 9, Vec::new()).encode().unwrap());
     write(dir, "envelope", "stream", &env);
+
+    // Fast-sync messages (selector byte 0, then type and version).
+    use montana_node::snapshot::messages::SyncMessage;
+    let sync = [
+        SyncMessage::GetManifest { window: 0 },
+        SyncMessage::Manifest(None),
+        SyncMessage::GetChunk {
+            window: 100,
+            root: Hash32([4; 32]),
+            index: 3,
+        },
+        SyncMessage::Chunk(None),
+        SyncMessage::GetCertificates {
+            above: 0,
+            below: 100,
+        },
+        SyncMessage::Certificates(Vec::new()),
+    ];
+    for (i, m) in sync.iter().enumerate() {
+        let mut b = vec![0, m.msg_type(), 1];
+        b.extend_from_slice(&m.encode());
+        write(dir, "snapshot", &format!("s{i}"), &b);
+    }
     let mut frames = Vec::new();
     for len in [1usize, 48, 1000] {
         frame::encode(&vec![0xA5; len], &mut frames).unwrap();
@@ -330,6 +353,7 @@ fn check_and_write(all: Seeds) {
             "proof_json",
             "proof_mtvp",
             "proposal",
+            "snapshot",
             "status_http",
             "vote"
         ]
@@ -385,6 +409,17 @@ fn check_and_write(all: Seeds) {
                 rest.is_empty() && frames == if bytes[0] == 0 { 3 } else { 2 }
             }
             "status_http" => true, // served: status_seeds_are_served
+            "snapshot" => {
+                bytes[0] == 0
+                    && matches!(
+                        montana_node::snapshot::messages::SyncMessage::decode(
+                            bytes[1],
+                            bytes[2],
+                            &bytes[3..]
+                        ),
+                        Some(Ok(_))
+                    )
+            }
             _ => false,
         };
         assert!(ok, "seed {target}/{name} does not decode");
