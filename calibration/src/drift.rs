@@ -197,12 +197,32 @@ impl DriftWatch {
         };
     }
 
-    /// The operation's state now (for /status and /metrics).
-    pub fn state(&self, op: Operation) -> DriftState {
-        let w = match op {
+    /// The reference rate the operation is watched against (steps/s).
+    pub fn reference(&self, op: Operation) -> Option<f64> {
+        self.watch_ref(op).reference
+    }
+
+    /// The live rate: the median of the samples held (fewer than the
+    /// window while warming); `None` before the first counted call.
+    pub fn live(&self, op: Operation) -> Option<f64> {
+        let w = self.watch_ref(op);
+        if w.rates.is_empty() {
+            return None;
+        }
+        let rates: Vec<f64> = w.rates.iter().copied().collect();
+        Some(median(&rates))
+    }
+
+    fn watch_ref(&self, op: Operation) -> &Watch {
+        match op {
             Operation::Eval => &self.eval,
             Operation::Verify => &self.verify,
-        };
+        }
+    }
+
+    /// The operation's state now (for /status and /metrics).
+    pub fn state(&self, op: Operation) -> DriftState {
+        let w = self.watch_ref(op);
         match (w.reference, w.drifting) {
             (None, _) => DriftState::Unwatched,
             (Some(_), true) => DriftState::Drifting,
@@ -246,6 +266,7 @@ mod tests {
             events[0].line()
         );
         assert_eq!(w.state(V), DriftState::Drifting);
+        assert_eq!((w.live(V), w.reference(V)), (Some(600.0), Some(1000.0)));
         // Back to 80 %: above the drift threshold but below recovery (85 %).
         assert!(feed(&mut w, 800.0, 10).is_empty());
         assert_eq!(w.state(V), DriftState::Drifting);
@@ -271,6 +292,10 @@ mod tests {
         let mut w = DriftWatch::new(None, Some(1000.0));
         assert_eq!(w.state(Operation::Eval), DriftState::Unwatched);
         assert_eq!(w.observe(Operation::Eval, 1, 1.0), None);
+        assert_eq!(
+            (w.live(Operation::Eval), w.reference(Operation::Eval)),
+            (None, None)
+        );
         for (steps, secs) in [(1, 0.001), (0, 1.0), (5, f64::NAN), (5, -1.0)] {
             for _ in 0..10 {
                 assert_eq!(w.observe(V, steps, secs), None);

@@ -66,6 +66,66 @@ pub struct Chosen {
     /// Backends refused at run time (failed or gave a wrong verdict), shared
     /// by both wrappers: `montana_backend_faults_total`.
     pub faults: FaultCounter,
+    /// What the backends were resolved with, kept for a re-ranking when
+    /// the drift watch finds one slower than measured ([`Chosen::rerank`]).
+    pub registry: Registry,
+    pub ranking: Ranking,
+    pub suite: montana_vdf::HashSuite,
+}
+
+impl Chosen {
+    /// The backend serving `op` now.
+    pub fn backend(&self, op: Operation) -> &Arc<dyn Backend> {
+        match op {
+            Operation::Eval => &self.eval,
+            Operation::Verify => &self.verify,
+        }
+    }
+
+    /// The measured rate of backend `name` for `op` (steps/s), if any.
+    pub fn rate_of(&self, name: &str, op: Operation) -> Option<f64> {
+        self.ranking.rate(name, self.suite, op)
+    }
+
+    /// Resolves `op` again (the one resolution path, same choice and
+    /// fallback rule) with the measured rate of each backend in `slowdown`
+    /// (name, live / measured) scaled by what it was seen to deliver. When
+    /// another backend now leads, it serves `op` from here on and its name
+    /// and (scaled) rate are returned; `None` when the current one still
+    /// leads, the ranking has no measurements, or the user pinned it.
+    pub fn rerank(
+        &mut self,
+        op: Operation,
+        slowdown: &[(String, f64)],
+    ) -> Option<(&'static str, Option<f64>)> {
+        let Ranking::Measured(rates) = &self.ranking else {
+            return None;
+        };
+        let mut rates = rates.clone();
+        for r in rates.iter_mut() {
+            if let Some((_, share)) = slowdown
+                .iter()
+                .find(|(name, _)| r.suite == self.suite && r.op == op && *name == r.backend)
+            {
+                r.hashes_per_sec *= share;
+            }
+        }
+        let resolved = self
+            .registry
+            .resolve(self.suite, op, &Ranking::Measured(rates))
+            .ok()?;
+        let name = resolved.name();
+        if name == self.backend(op).name() {
+            return None;
+        }
+        let rate = resolved.hashes_per_sec;
+        let backend: Arc<dyn Backend> = Arc::new(resolved.backend.with_faults(self.faults.clone()));
+        match op {
+            Operation::Eval => self.eval = backend,
+            Operation::Verify => self.verify = backend,
+        }
+        Some((name, rate))
+    }
 }
 
 impl std::fmt::Debug for Chosen {
@@ -102,7 +162,7 @@ pub fn choose(
         .choice
         .pin_name()
         .unwrap_or(montana_backends::choice::AUTO);
-    let (eval, verify, reason) = if calibration == Calibration::Skip {
+    let (eval, verify, reason, ranking) = if calibration == Calibration::Skip {
         let (ranking, warning) =
             montana_calibration::rates::ranking_at(request.host_rates.as_deref());
         if let Some(w) = warning {
@@ -117,6 +177,7 @@ pub fn choose(
             resolve(Operation::Eval)?,
             resolve(Operation::Verify)?,
             format!("{pin} ({source})"),
+            ranking,
         )
     } else {
         let opts = SelectOptions::new(data_dir.join(CALIBRATION_FILE), network_params(genesis));
@@ -126,7 +187,11 @@ pub fn choose(
             (Some(why), None) => format!("re-calibrated ({why}), saved to {}", opts.path.display()),
             (Some(why), Some(e)) => format!("re-calibrated ({why}), not saved: {e}"),
         };
-        (sel.eval, sel.verify, reason)
+        let ranking = montana_calibration::calibrate::ranking(
+            sel.calibration.network.hash,
+            &sel.calibration.measurements,
+        );
+        (sel.eval, sel.verify, reason, ranking)
     };
     Ok(Chosen {
         eval_rate: eval.hashes_per_sec,
@@ -135,6 +200,9 @@ pub fn choose(
         verify: wrap(verify),
         reason,
         faults,
+        registry,
+        ranking,
+        suite: genesis.hash,
     })
 }
 

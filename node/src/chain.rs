@@ -1,89 +1,123 @@
 //! The window state machine, without I/O.
 //!
-//! It takes events (a proposal or a batch of them from a peer, a peer's tip,
-//! the result of a verification or an evaluation, a timer tick) and returns
-//! [`Action`]s for the node to carry out (verify a batch on the verify
-//! backend, evaluate the next window, store and broadcast, request missing
-//! windows). Nothing here touches the network, the disk or a backend, so
-//! every rule is unit-tested with plain values.
+//! It takes events (a message from a peer, the result of a verification or
+//! an evaluation, a timer) and returns [`Action`]s for the node to carry
+//! out (verify on the verify backend, evaluate, persist, send, arm a
+//! timer). Nothing here touches the network, the disk or a backend, so
+//! every rule is tested with plain values (`chain/tests.rs` runs whole
+//! networks of these machines in memory).
 //!
-//! Rules:
-//! - The proposer (the genesis bootstrap peer) evaluates T(W+1) from its tip
-//!   and applies its own proposal; nobody else may propose. Before its first
-//!   proposal of a run, a proposer whose tip is below what a trusted peer
-//!   claims (it lost its data) catches up from its peers like a follower, so
-//!   it never re-evaluates windows the network already has.
-//! - A follower checks proposer, signature, window and link (the previous
-//!   proposal's hash, the network id for window 1) before spending any
-//!   hashing, then verifies the checkpoints, then applies. It never advances
-//!   on its own: the only way forward is a verified proposal.
-//! - Behind: ask a peer for the missing windows and verify whatever
-//!   consecutive run is at hand in one backend call (many windows per call).
-//! - Invalid proposals are rejected with a reason and counted; the machine
-//!   keeps going.
-//! - Admission runs the cheap checks (proposer, parameters, window,
-//!   duplicate) before the ML-DSA signature check, so replays and junk cost
-//!   no signature verification.
+//! Windows are decided by a quorum of the active set (docs/SPEC.md section
+//! 9): at height `h` = cemented + 1 a [`consensus::agreement::Agreement`]
+//! runs rounds; the round's proposer puts a proposal into it (a Propose),
+//! members prevote and precommit, and a quorum of precommits for a valid
+//! proposal cements it. Rules:
+//! - `valid(v)`: the proposal links onto the cemented tip, names the
+//!   cemented window before it, its bundle is a verified Cement of that
+//!   window, its state root is the state after paying that window with that
+//!   bundle, its maker is a member who signed it, and its K segments verify
+//!   (T is the same whoever evaluates it, so one verification serves every
+//!   proposal with the same checkpoints).
+//! - A window is *applied* when a valid proposal for it is verified (T
+//!   known) and *cemented* when decided; cementing pays the window before
+//!   it (its canonical bundle is the one the decided proposal names) and
+//!   is never rolled back.
+//! - Round r of height h is proposed by failover rank r: rank 0 is the
+//!   maker of window h-1's proposal, then the order of section 9.1. A
+//!   proposer without T(h) evaluates it, sending a Beacon every half window
+//!   so that the others' propose timer starts again; the maker of a
+//!   proposal starts evaluating the next window at once (it is rank 0
+//!   there).
+//! - Before signing anything (a Propose or a vote) the machine emits
+//!   [`Action::Persist`] with the highest (window, round, step) it signs
+//!   and its lock; the node writes it, synced, before sending. After a
+//!   restart it resumes after that round, with that lock, and never signs
+//!   at or below it.
+//! - Behind (a peer claims a higher cemented window): ask a peer for the
+//!   cemented proposals and their Cements and verify whatever consecutive
+//!   run is at hand in one backend call (many windows per call); each
+//!   window needs a Cement of a quorum for exactly that proposal, and its
+//!   state root is recomputed.
 //! - A peer's Tip is a claim, not a fact: each peer's latest claim is kept
 //!   apart, requests go to the peer claiming the most, and a peer whose
 //!   request times out or comes back without anything new is demoted (its
 //!   claim dropped, its Tips ignored for a back-off that doubles per strike,
-//!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]); the next request goes
-//!   to another peer. A peer that claims window 2^64-1 and serves nothing
-//!   cannot stop catch-up or spin a request loop.
+//!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]).
+//! - Every check that needs no hashing runs before any signature check;
+//!   every rejection is counted by reason and the machine keeps going.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 
+use crate::consensus::active::{ActiveSet, NodeId, Quorum};
+use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
+use crate::consensus::propose::{Beacon, Propose, ProposeKey};
+use crate::consensus::state::{Emission, State};
+use crate::consensus::vote::{Cement, Vote, VoteKey};
 use crate::genesis::Genesis;
-use crate::keys::{VerifyingKey, SIGNATURE_LEN};
-use crate::messages::MAX_REQUEST;
-use crate::proposal::Proposal;
+use crate::keys::{NodeKeys, SIGNATURE_LEN};
+use crate::messages::{Message, MAX_REQUEST};
+use crate::proposal::{Basis, Proposal};
 use crate::storage::Tip;
 
-/// A peer, by its index in the genesis peer list.
+/// A connected peer (the transport's numbering).
 pub type PeerIndex = u16;
 
 /// Most windows verified in one backend call.
 pub const MAX_BATCH_WINDOWS: usize = 64;
-/// Most bytes held in proposals waiting for their turn (header, signature
-/// and checkpoints counted: many small proposals weigh what they weigh).
+/// Most bytes held in proposals waiting for their turn.
 pub const MAX_WAITING_BYTES: usize = 32 << 20;
-/// Proposals further than this above the tip are not held (fetched later);
-/// dropped before their signature is checked.
+/// Proposals further than this above the tip are not held.
 pub const WAITING_HORIZON: u64 = 4096;
-/// How long a GetProposals may stay unanswered before the peer is demoted
-/// and another is asked.
+/// How long a GetProposals may stay unanswered before the peer is demoted.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest demotion of a peer that did not serve what it claimed.
 pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
-/// Candidates kept per window (a forged one must not push out a real one).
-const CANDIDATES_PER_WINDOW: usize = 4;
+/// A node one window behind a peer's claim waits this long for the live
+/// agreement before it fetches the window instead.
+pub const CATCH_UP_DELAY: Duration = Duration::from_secs(2);
+/// How often an undecided window's own latest votes are sent again.
+pub const RESEND_EVERY: Duration = Duration::from_secs(2);
+/// Proposals (values) held for the live window.
+const MAX_VALUES: usize = 16;
+/// Verified Cements held for the cemented tip (candidates for bundles).
+const MAX_BUNDLES: usize = 4;
+/// Messages for the next window held until this node gets there.
+const MAX_FUTURE: usize = 64;
 
-/// Why a proposal was rejected. `kind()` names the counter.
+/// Why a message was rejected. `kind()` names the counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reject {
-    WrongProposer { claimed: PeerIndex },
-    NotFromProposer,
+    WrongProposer,
+    WrongNetwork,
     BadSignature,
     WrongParams(String),
     WrongWindow { expected: u64, got: u64 },
     WrongPrevious,
+    WrongStateRoot { expected: Hash32, got: Hash32 },
+    UnknownBundle,
     BadCheckpoint { segment: usize },
+    Vote(&'static str),
+    Cement(&'static str),
+    CementConflict { ours: [u8; 32], theirs: Hash32 },
 }
 
 impl Reject {
     pub fn kind(&self) -> &'static str {
         match self {
-            Reject::WrongProposer { .. } => "wrong_proposer",
-            Reject::NotFromProposer => "not_from_proposer",
+            Reject::WrongProposer => "wrong_proposer",
+            Reject::WrongNetwork => "wrong_network",
             Reject::BadSignature => "bad_signature",
             Reject::WrongParams(_) => "wrong_params",
             Reject::WrongWindow { .. } => "wrong_window",
             Reject::WrongPrevious => "wrong_previous",
+            Reject::WrongStateRoot { .. } => "wrong_state_root",
+            Reject::UnknownBundle => "unknown_bundle",
             Reject::BadCheckpoint { .. } => "bad_checkpoint",
+            Reject::Vote(k) | Reject::Cement(k) => k,
+            Reject::CementConflict { .. } => "cement_conflict",
         }
     }
 }
@@ -91,53 +125,150 @@ impl Reject {
 impl std::fmt::Display for Reject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reject::WrongProposer { claimed } => {
-                write!(f, "wrong proposer: claims peer {claimed}")
+            Reject::WrongProposer => {
+                f.write_str("not from the round's proposer, or by a non-member")
             }
-            Reject::NotFromProposer => f.write_str("the proposer received a proposal"),
+            Reject::WrongNetwork => f.write_str("for another network"),
             Reject::BadSignature => f.write_str("bad signature"),
             Reject::WrongParams(why) => write!(f, "wrong parameters: {why}"),
             Reject::WrongWindow { expected, got } => {
                 write!(f, "wrong window: expected {expected}, got {got}")
             }
-            Reject::WrongPrevious => f.write_str("wrong previous proposal hash"),
+            Reject::WrongPrevious => f.write_str("does not build on the cemented window"),
+            Reject::WrongStateRoot { expected, got } => {
+                write!(f, "wrong state root: ours {expected}, proposal's {got}")
+            }
+            Reject::UnknownBundle => {
+                f.write_str("names a bundle that is not a Cement of the window")
+            }
             Reject::BadCheckpoint { segment } => {
                 write!(f, "bad checkpoint: segment {segment} does not verify")
             }
+            Reject::Vote(k) | Reject::Cement(k) => f.write_str(k),
+            Reject::CementConflict { ours, theirs } => write!(
+                f,
+                "a Cement conflicts with a cemented window: ours {}, theirs {theirs}",
+                hex::encode(ours)
+            ),
         }
     }
 }
 
-/// Consecutive proposals to verify together, with their proofs.
+/// Consecutive proposals to verify together, with their proofs. A live
+/// batch is one proposal of the window being agreed on; a catch-up batch
+/// carries the Cement of each window, checked in the same call.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub from: Option<PeerIndex>,
     pub proposals: Vec<Proposal>,
     pub proofs: Vec<Proof>,
+    /// One per proposal (catch-up), or empty (live).
+    pub cements: Vec<Cement>,
+    /// The canonical bundle of the window before the first proposal, when
+    /// it replaces the one this node holds.
+    pub prev_bundle: Option<Cement>,
 }
 
-/// What the node must do.
+impl Batch {
+    pub fn is_live(&self) -> bool {
+        self.cements.is_empty()
+    }
+}
+
+/// One cemented window, to be written in one atomic batch.
+#[derive(Clone, Debug)]
+pub struct Cemented {
+    pub proposal: Proposal,
+    /// This node's Cement of the window (canonical until the next window
+    /// names another).
+    pub cement: Cement,
+    /// The canonical bundle of the window before (it replaces the stored
+    /// one), when it is not the one already stored.
+    pub prev_bundle: Option<Cement>,
+    /// The state root after this window (window - 1 paid).
+    pub root: Hash32,
+    /// The accounts this window's cementing paid (the maker of the window
+    /// before and its bundle's signers).
+    pub paid: Vec<NodeId>,
+}
+
+/// The highest step this node has signed, and its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed {
+    pub window: u64,
+    pub round: u32,
+    /// 0 propose, 1 prevote, 2 precommit.
+    pub step: u8,
+    pub locked: Option<(Hash32, u32)>,
+}
+
+impl Signed {
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(50);
+        v.extend_from_slice(&self.window.to_le_bytes());
+        v.extend_from_slice(&self.round.to_le_bytes());
+        v.push(self.step);
+        match self.locked {
+            Some((h, r)) => {
+                v.push(1);
+                v.extend_from_slice(&h.0);
+                v.extend_from_slice(&r.to_le_bytes());
+            }
+            None => v.push(0),
+        }
+        v
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let window = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+        let round = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+        let step = *b.get(12)?;
+        let locked = match (b.get(13)?, b.len()) {
+            (0, 14) => None,
+            (1, 50) => Some((
+                Hash32(b[14..46].try_into().ok()?),
+                u32::from_le_bytes(b[46..50].try_into().ok()?),
+            )),
+            _ => return None,
+        };
+        (step <= 2).then_some(Signed {
+            window,
+            round,
+            step,
+            locked,
+        })
+    }
+}
+
+/// What the node must do, in order.
 #[derive(Clone, Debug)]
 pub enum Action {
-    /// Verify `batch` (one `verify_proofs` call), then call
-    /// [`Chain::on_verified`].
+    /// Verify `batch` (one backend call; for catch-up also the Cements'
+    /// signatures), then call [`Chain::on_verified`].
     Verify(Batch),
     /// Evaluate window `window` from `start` (= T(window-1)) with K
-    /// checkpoints, sign it with `link`, then call [`Chain::on_evaluated`].
-    Evaluate {
-        window: u64,
-        start: Hash32,
-        link: [u8; 32],
-    },
-    /// Persist these verified proposals (one atomic batch); the tip has moved.
-    Apply(Vec<Proposal>),
-    /// Send this new proposal to every peer.
-    Broadcast(Proposal),
-    /// Ask `peer` for windows `from..from+count`.
+    /// checkpoints, then call [`Chain::on_evaluated`].
+    Evaluate { window: u64, start: Hash32 },
+    /// Record, synced, that this window's T is verified.
+    Applied { window: u64, t: Hash32 },
+    /// Write these cemented windows (one atomic batch); the tip has moved.
+    Cement(Vec<Cemented>),
+    /// Record, synced, the highest signed step, before the next Send.
+    Persist(Signed),
+    /// Send to one peer, or to every peer when `to` is `None`.
+    Send { to: Option<PeerIndex>, msg: Message },
+    /// Ask `peer` for the cemented windows `from..from+count` and their
+    /// Cements (and the Cement of `from - 1`).
     Request {
         peer: PeerIndex,
         from: u64,
         count: u32,
+    },
+    /// Call [`Chain::on_timeout`] with these after `after`.
+    Arm {
+        window: u64,
+        timer: Timeout,
+        round: u32,
+        after: Duration,
     },
     /// Log this rejection (already counted).
     Rejected {
@@ -153,137 +284,264 @@ pub struct Rules {
     pub suite: HashSuite,
     pub d: u64,
     pub checkpoints: u32,
-    pub proposer: PeerIndex,
-    pub proposer_key: VerifyingKey,
+    pub network_id: [u8; 32],
+    pub set: ActiveSet,
+    pub quorum: Quorum,
+    pub emission: Emission,
+    /// Rank 0 of window 1 (the genesis bootstrap peer).
+    pub first_proposer: NodeId,
+    pub window: Duration,
+    pub proposer_timeout: Duration,
 }
 
 impl Rules {
     pub fn from_genesis(g: &Genesis) -> Self {
-        let proposer = g.proposer();
         Rules {
             suite: g.hash,
             d: g.d,
             checkpoints: g.checkpoints as u32,
-            proposer,
-            proposer_key: g.peers[proposer as usize]
-                .signing_public()
-                .expect("validated genesis"),
+            network_id: g.network_id(),
+            set: g.active_set(),
+            quorum: g.quorum,
+            emission: g.emission,
+            first_proposer: g.node_id(g.proposer()),
+            window: Duration::from_secs_f64(g.window_secs),
+            proposer_timeout: g.proposer_timeout(),
         }
+    }
+
+    /// The prevote and precommit timeouts of `round`: short, growing with
+    /// the round, never above the propose timeout.
+    fn step_timeout(&self, round: u32) -> Duration {
+        (Duration::from_millis(1000) + Duration::from_millis(500) * round.min(64))
+            .min(self.proposer_timeout)
     }
 }
 
 /// What one peer claims to have, and how far we trust the claim.
 #[derive(Clone, Copy, Debug, Default)]
 struct Claim {
-    /// The peer's latest Tip, raised by the proposals it sends us.
+    /// The peer's latest claimed cemented window.
     window: u64,
-    /// Failed requests since it last delivered something new.
     strikes: u32,
-    /// While set, its claim does not count and its Tips are ignored.
     demoted_until: Option<Instant>,
 }
 
-/// Encoded size of a proposal, as the waiting room counts it.
+fn sig_prefix(sig: &[u8]) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    let n = sig.len().min(16);
+    p[..n].copy_from_slice(&sig[..n]);
+    p
+}
+
 fn weight(p: &Proposal) -> usize {
     crate::proposal::HEADER_LEN + SIGNATURE_LEN + 32 * p.checkpoints.len()
+}
+
+/// A message for a window this node has not reached yet.
+#[derive(Clone, Debug)]
+enum Early {
+    Propose(PeerIndex, Box<Propose>),
+    Vote(PeerIndex, Box<Vote>),
+    Beacon(PeerIndex, Box<Beacon>),
+}
+
+/// The agreement on the window after the cemented tip.
+#[derive(Debug)]
+struct Live {
+    window: u64,
+    agreement: Agreement,
+    since: Instant,
+    /// Proposals seen for this window, by hash, with who sent them.
+    values: HashMap<Hash32, (Option<PeerIndex>, Proposal)>,
+    /// The latest round each value was proposed in (the oldest goes first
+    /// when [`MAX_VALUES`] are held).
+    round_of: HashMap<Hash32, u32>,
+    /// This node's own new proposal for this window: proposed again in a
+    /// later round rather than signed afresh (a new signature is a new
+    /// value).
+    own: Option<Hash32>,
+    /// Rounds whose Propose was taken (first wins).
+    proposed_rounds: HashSet<u32>,
+    /// Values waiting for validation (a bundle, or the verifier).
+    to_validate: VecDeque<Hash32>,
+    /// Values waiting for the bundle they name.
+    blocked: Vec<Hash32>,
+    /// The value being verified on the backend.
+    verifying: Option<Hash32>,
+    /// Votes counted, with the first bytes of their signature (dedup before
+    /// any signature check: the same bytes again are a resend, ignored; the
+    /// same vote re-signed is counted as `vote_duplicate`).
+    votes: HashMap<VoteKey, [u8; 16]>,
+    /// Precommits with their signatures, to assemble a Cement.
+    precommits: HashMap<(u32, Hash32), Vec<Vote>>,
+    /// The round in which this node must propose a new value once T is known.
+    want_propose: Option<u32>,
+    last_beacon: Option<Instant>,
+    /// When the missing bundle of a waiting value was last asked for.
+    asked_bundle: Option<Instant>,
+    /// This node's latest votes in this window, sent again every
+    /// [`RESEND_EVERY`] while the window is undecided (a node that was
+    /// down or cut off when they were sent gets them then).
+    mine: Vec<Vote>,
+    /// This node's Propose of the current round (and the bundle it names),
+    /// sent again with the votes: a peer that was not listening yet (not
+    /// started, reconnecting) gets it then.
+    my_propose: Vec<Message>,
+    last_resend: Instant,
 }
 
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Chain {
     rules: Rules,
-    me: PeerIndex,
+    keys: Option<std::sync::Arc<NodeKeys>>,
+    me: NodeId,
+    /// The cemented tip.
     tip: Tip,
-    /// Each peer's claim (unverified Tips, raised by signed proposals).
+    /// The maker of the tip's proposal (rank 0 of the next window).
+    tip_proposer: NodeId,
+    /// Consensus state after the tip, and its root.
+    state: State,
+    root: Hash32,
+    /// Verified Cements of the tip window, by hash (ours first).
+    bundles: Vec<Cement>,
+    /// T of the window after the tip, once a proposal for it verified.
+    applied: Option<(u64, Hash32)>,
+    /// Checkpoints of a window this node has (evaluated or verified).
+    known: Vec<(u64, Vec<Hash32>)>,
+    evaluating: Option<u64>,
+    live: Option<Live>,
+    early: Vec<Early>,
+    signed: Option<Signed>,
+    // Catch-up.
     claims: HashMap<PeerIndex, Claim>,
-    /// Checked-so-far proposals above the tip, by window.
     waiting: BTreeMap<u64, Vec<(Option<PeerIndex>, Proposal)>>,
+    waiting_cements: BTreeMap<u64, Vec<Cement>>,
     waiting_bytes: usize,
     waiting_budget: usize,
-    /// ML-DSA signature checks done by admission (cheap checks come first).
-    signature_checks: u64,
-    /// A verification (follower) or evaluation (proposer) is running.
-    busy: bool,
-    /// The last window of the batch being verified (0 when none).
+    /// A verification is running (live or catch-up).
+    verifying: bool,
     verifying_upto: u64,
-    /// Hashes of the proposals being verified (replays are not re-checked).
-    verifying: Vec<[u8; 32]>,
-    /// (peer, from, when) of the outstanding GetProposals.
     requested: Option<(PeerIndex, u64, Instant)>,
+    signature_checks: u64,
     rejected: BTreeMap<&'static str, u64>,
     stopped: bool,
-    /// The proposer proposes only after [`Chain::start`].
     started: bool,
-    /// The proposer has asked for an evaluation in this run (from then on
-    /// it takes no proposals from peers).
-    proposed: bool,
-    /// The proposer proposes no window past this one (devnets, tests).
     last_window: Option<u64>,
+    /// The latest time an event brought.
+    clock: Instant,
 }
 
 impl Chain {
-    pub fn new(rules: Rules, me: PeerIndex, tip: Tip) -> Self {
+    /// A machine at cemented `tip` with `state` after it; `tip_proposer`
+    /// made the tip's proposal (the genesis proposer at window 0); `bundle`
+    /// is the stored Cement of the tip window (none at window 0). `keys`
+    /// sign this node's proposals and votes (none: it only watches).
+    pub fn new(
+        rules: Rules,
+        keys: Option<std::sync::Arc<NodeKeys>>,
+        tip: Tip,
+        tip_proposer: NodeId,
+        state: State,
+        bundle: Option<Cement>,
+    ) -> Self {
+        let me = keys
+            .as_ref()
+            .map(|k| NodeId::of(k.verifying_key()))
+            .unwrap_or(NodeId([0; 32]));
+        let root = state.root();
         Chain {
             rules,
+            keys,
             me,
-            claims: HashMap::new(),
             tip,
+            tip_proposer,
+            state,
+            root,
+            bundles: bundle.into_iter().collect(),
+            applied: None,
+            known: Vec::new(),
+            evaluating: None,
+            live: None,
+            early: Vec::new(),
+            signed: None,
+            claims: HashMap::new(),
             waiting: BTreeMap::new(),
+            waiting_cements: BTreeMap::new(),
             waiting_bytes: 0,
             waiting_budget: MAX_WAITING_BYTES,
-            signature_checks: 0,
-            busy: false,
+            verifying: false,
             verifying_upto: 0,
-            verifying: Vec::new(),
             requested: None,
+            signature_checks: 0,
             rejected: BTreeMap::new(),
             stopped: false,
             started: false,
-            proposed: false,
             last_window: None,
+            clock: Instant::now(),
         }
     }
 
-    /// Bounds the bytes held in the waiting room (default
-    /// [`MAX_WAITING_BYTES`]).
+    /// The highest step signed before a restart (from the database).
+    pub fn restore_signed(&mut self, s: Option<Signed>) {
+        self.signed = s;
+    }
+
     pub fn set_waiting_budget(&mut self, bytes: usize) {
         self.waiting_budget = bytes;
     }
-
-    /// Bytes of proposals held in the waiting room.
     pub fn waiting_bytes(&self) -> usize {
         self.waiting_bytes
     }
-
-    /// ML-DSA proposal signatures checked so far.
     pub fn signature_checks(&self) -> u64 {
         self.signature_checks
     }
-
-    /// Makes the proposer stop proposing after `window` (it keeps serving).
+    /// No window past this one is proposed or agreed on (devnets, tests).
     pub fn set_last_window(&mut self, window: Option<u64>) {
         self.last_window = window;
     }
-
-    fn reached_last_window(&self) -> bool {
-        self.last_window.is_some_and(|l| self.tip.window >= l)
+    fn past_last_window(&self, window: u64) -> bool {
+        self.last_window.is_some_and(|l| window > l)
     }
-
-    pub fn is_proposer(&self) -> bool {
-        self.me == self.rules.proposer
+    pub fn node_id(&self) -> NodeId {
+        self.me
     }
-
+    pub fn is_member(&self) -> bool {
+        self.rules.set.index_of(&self.me).is_some()
+    }
+    /// The cemented tip.
     pub fn tip(&self) -> Tip {
         self.tip
     }
-
-    /// Windows between the tip and the best one a trusted peer claims.
+    /// The highest applied window (the tip, or the window after it once a
+    /// proposal for it verified).
+    pub fn applied(&self) -> u64 {
+        self.applied.map_or(self.tip.window, |(w, _)| w)
+    }
+    /// T of [`Chain::applied`].
+    pub fn applied_t(&self) -> Hash32 {
+        self.applied.map_or(self.tip.t, |(_, t)| t)
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn state_root(&self) -> Hash32 {
+        self.root
+    }
+    /// The round of the live agreement.
+    pub fn round(&self) -> Option<u32> {
+        self.live.as_ref().map(|l| l.agreement.round())
+    }
+    /// Whether this node proposes the live round.
+    pub fn is_proposer(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.agreement.proposer(l.agreement.round()) == self.me)
+    }
     pub fn lag(&self) -> u64 {
         self.best_known().saturating_sub(self.tip.window)
     }
-
-    /// The highest window claimed by a peer that is not demoted (at least
-    /// the tip).
     pub fn best_known(&self) -> u64 {
         self.claims
             .values()
@@ -291,48 +549,32 @@ impl Chain {
             .map(|c| c.window)
             .fold(self.tip.window, u64::max)
     }
-
-    /// Peers that have told us their tip (or sent a proposal).
     pub fn heard_from(&self) -> usize {
         self.claims.len()
     }
-
-    /// A proposer that has not proposed yet in this run and whose tip is
-    /// below what a trusted peer claims (it lost its data): it catches up
-    /// like a follower before it proposes.
-    fn proposer_catching_up(&self) -> bool {
-        self.is_proposer() && !self.proposed && self.best_known() > self.tip.window
-    }
-
-    /// Whether `peer` is demoted for not serving what it claimed.
     pub fn is_demoted(&self, peer: PeerIndex) -> bool {
         self.claims
             .get(&peer)
             .is_some_and(|c| c.demoted_until.is_some())
     }
-
-    /// Rejections so far, by reason.
     pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejected
     }
-
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
 
-    /// "proposing", "done" (the proposer past its last window),
-    /// "verifying", "catching-up", "following" or "stopped".
+    /// "stopped", "done" (past the last window), "catching-up",
+    /// "proposing" (this node proposes the live round) or "following".
     pub fn phase(&self) -> &'static str {
         if self.stopped {
             "stopped"
-        } else if self.is_proposer() && self.reached_last_window() {
+        } else if self.past_last_window(self.tip.window + 1) {
             "done"
-        } else if self.is_proposer() && !self.proposer_catching_up() {
-            "proposing"
         } else if self.lag() > 1 {
             "catching-up"
-        } else if self.busy {
-            "verifying"
+        } else if self.is_proposer() {
+            "proposing"
         } else {
             "following"
         }
@@ -341,56 +583,46 @@ impl Chain {
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
-
-    /// No new work after this (shutdown); in-flight results are still taken.
     pub fn stop(&mut self) {
         self.stopped = true;
     }
 
-    /// Lets the proposer begin (the node calls it once its peers are
-    /// connected); returns the first actions.
-    pub fn start(&mut self) -> Vec<Action> {
+    /// Starts the agreement (the node calls it once its peers had a chance
+    /// to connect).
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
         self.started = true;
-        self.next_work(Instant::now())
-    }
-
-    /// A proposal pushed by `peer`.
-    pub fn on_proposal(&mut self, peer: PeerIndex, p: Proposal, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
-        self.admit(Some(peer), p, &mut out);
-        out.extend(self.next_work(now));
+        self.open_window(now, &mut out);
+        self.next_work(now, &mut out);
         out
     }
 
-    /// Proposals answering our GetProposals.
-    pub fn on_proposals(
-        &mut self,
-        peer: PeerIndex,
-        ps: Vec<Proposal>,
-        now: Instant,
-    ) -> Vec<Action> {
+    // ---- messages ------------------------------------------------------
+
+    /// A message from `peer` (requests are the node's to serve).
+    pub fn on_message(&mut self, peer: PeerIndex, msg: Message, now: Instant) -> Vec<Action> {
+        self.clock = now;
         let mut out = Vec::new();
-        let answering = matches!(self.requested, Some((p, _, _)) if p == peer);
-        let mut new = 0;
-        for p in ps {
-            new += self.admit(Some(peer), p, &mut out) as usize;
-        }
-        if answering {
-            self.requested = None;
-            if new == 0 {
-                // Asked for windows it claims, answered nothing new.
-                self.demote(peer, now);
-            } else {
-                self.claims.entry(peer).or_default().strikes = 0;
+        match msg {
+            Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, now),
+            Message::Proposals(ps) => self.on_proposals(peer, ps, now, &mut out),
+            Message::Cements(cs) => {
+                for c in cs {
+                    self.on_cement(Some(peer), c, now, &mut out);
+                }
             }
+            Message::Propose(p) => self.on_propose(Some(peer), p, now, &mut out),
+            Message::Vote(v) => self.on_vote(Some(peer), v, now, &mut out),
+            Message::Cement(c) => self.on_cement(Some(peer), *c, now, &mut out),
+            Message::Beacon(b) => self.on_beacon(Some(peer), b, &mut out),
+            Message::GetProposals { .. } | Message::GetCements { .. } => {}
         }
-        out.extend(self.next_work(now));
+        self.next_work(now, &mut out);
         out
     }
 
-    /// A peer's tip: how far the network is.
-    /// A demoted peer's Tips are ignored until its demotion ends.
-    pub fn on_tip(&mut self, peer: PeerIndex, window: u64, now: Instant) -> Vec<Action> {
+    fn on_tip(&mut self, peer: PeerIndex, window: u64, now: Instant) {
         let c = self.claims.entry(peer).or_default();
         match c.demoted_until {
             Some(until) if now < until => {}
@@ -399,33 +631,1054 @@ impl Chain {
                 c.window = window;
             }
         }
-        self.next_work(now)
+    }
+
+    fn on_proposals(
+        &mut self,
+        peer: PeerIndex,
+        ps: Vec<Proposal>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let answering = matches!(self.requested, Some((p, _, _)) if p == peer);
+        let mut new = 0;
+        for p in ps {
+            new += self.admit(Some(peer), p, out) as usize;
+        }
+        if answering {
+            self.requested = None;
+            if new == 0 {
+                self.demote(peer, now);
+            } else {
+                self.claims.entry(peer).or_default().strikes = 0;
+            }
+        }
     }
 
     /// Periodic: demotes the peer of a request unanswered for
-    /// [`REQUEST_TIMEOUT`] and asks another.
+    /// [`REQUEST_TIMEOUT`], sends a Beacon when one is due.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
         if let Some((peer, _, at)) = self.requested {
             if now.saturating_duration_since(at) >= REQUEST_TIMEOUT {
                 self.requested = None;
                 self.demote(peer, now);
             }
         }
-        self.next_work(now)
+        self.beacon(now, &mut out);
+        // Values still waiting for their bundle: ask again once the last
+        // ask timed out.
+        if let Some(live) = self.live.as_mut() {
+            if !live.blocked.is_empty()
+                && live
+                    .asked_bundle
+                    .is_none_or(|t| now.saturating_duration_since(t) >= REQUEST_TIMEOUT)
+            {
+                let blocked = std::mem::take(&mut live.blocked);
+                live.to_validate.extend(blocked);
+            }
+        }
+        // An evaluation this node owes a proposal failed (a backend error
+        // or panic): try again, at most once per tick.
+        if let Some(live) = self.live.as_ref() {
+            if live.want_propose == Some(live.agreement.round()) && self.evaluating.is_none() {
+                let window = live.window;
+                self.evaluate(window, &mut out);
+            }
+        }
+        if let Some(live) = self.live.as_mut() {
+            if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
+                live.last_resend = now;
+                let round = live.agreement.round();
+                live.my_propose.retain(|m| match m {
+                    Message::Propose(p) => p.key.round == round,
+                    _ => true,
+                });
+                if live
+                    .my_propose
+                    .iter()
+                    .any(|m| matches!(m, Message::Propose(_)))
+                {
+                    for m in &live.my_propose {
+                        out.push(Action::Send {
+                            to: None,
+                            msg: m.clone(),
+                        });
+                    }
+                }
+                for v in &live.mine {
+                    out.push(Action::Send {
+                        to: None,
+                        msg: Message::Vote(Box::new(v.clone())),
+                    });
+                }
+            }
+        }
+        self.next_work(now, &mut out);
+        out
     }
 
+    /// A timer armed by [`Action::Arm`] fired.
+    pub fn on_timeout(
+        &mut self,
+        window: u64,
+        timer: Timeout,
+        round: u32,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
+        if let Some(live) = self.live.as_mut().filter(|l| l.window == window) {
+            let mut outs = Vec::new();
+            live.agreement.on_timeout(timer, round, &mut outs);
+            self.drive(outs, now, &mut out);
+        }
+        self.next_work(now, &mut out);
+        out
+    }
+
+    // ---- the live window ----------------------------------------------
+
+    fn open_window(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.live = None;
+        let window = self.tip.window + 1;
+        if !self.started || self.stopped || self.past_last_window(window) {
+            return;
+        }
+        let order = self
+            .rules
+            .set
+            .failover_order(&self.tip.t, Some(&self.tip_proposer));
+        let me = self.keys.as_ref().map(|_| self.me);
+        let mut agreement = Agreement::new(self.rules.set.clone(), self.rules.quorum, order, me);
+        let outs = match self.signed.filter(|s| s.window == window) {
+            Some(s) => agreement.start_at(s.round.saturating_add(1), s.locked),
+            None => agreement.start(),
+        };
+        self.live = Some(Live {
+            window,
+            agreement,
+            since: now,
+            values: HashMap::new(),
+            round_of: HashMap::new(),
+            own: None,
+            proposed_rounds: HashSet::new(),
+            to_validate: VecDeque::new(),
+            blocked: Vec::new(),
+            verifying: None,
+            votes: HashMap::new(),
+            precommits: HashMap::new(),
+            want_propose: None,
+            last_beacon: None,
+            asked_bundle: None,
+            mine: Vec::new(),
+            my_propose: Vec::new(),
+            last_resend: now,
+        });
+        self.known.retain(|(w, _)| *w >= window);
+        self.drive(outs, now, out);
+        for e in std::mem::take(&mut self.early) {
+            match e {
+                Early::Propose(p, m) => self.on_propose(Some(p), m, now, out),
+                Early::Vote(p, v) => self.on_vote(Some(p), v, now, out),
+                Early::Beacon(p, b) => self.on_beacon(Some(p), b, out),
+            }
+        }
+    }
+
+    fn keep_early(&mut self, e: Early) {
+        if self.early.len() < MAX_FUTURE {
+            self.early.push(e);
+        }
+    }
+
+    /// Carries out the agreement's outputs (which may produce more).
+    fn drive(&mut self, outs: Vec<Output>, now: Instant, out: &mut Vec<Action>) {
+        let mut queue: VecDeque<Output> = outs.into();
+        while let Some(o) = queue.pop_front() {
+            let Some(live) = self.live.as_mut() else {
+                return;
+            };
+            let window = live.window;
+            match o {
+                Output::Round(_) => live.want_propose = None,
+                Output::Arm { timer, round } => {
+                    let after = match timer {
+                        Timeout::Propose => self.rules.proposer_timeout,
+                        _ => self.rules.step_timeout(round),
+                    };
+                    out.push(Action::Arm {
+                        window,
+                        timer,
+                        round,
+                        after,
+                    });
+                }
+                Output::Validate { value, .. } => {
+                    live.to_validate.push_back(value);
+                }
+                Output::Propose { round, value } => {
+                    let mut more = Vec::new();
+                    self.propose(round, value, now, out, &mut more);
+                    queue.extend(more);
+                }
+                Output::Vote { kind, round, value } => {
+                    let mut more = Vec::new();
+                    self.sign_vote(kind, round, value, out, &mut more);
+                    queue.extend(more);
+                }
+                Output::Decide {
+                    value,
+                    round,
+                    signers,
+                } => {
+                    self.decide(value, round, &signers, now, out);
+                    return;
+                }
+            }
+        }
+        self.validate_next(out);
+    }
+
+    /// Records `step` as signed (the node persists it before sending);
+    /// false if it is not above the highest signed step.
+    fn may_sign(&mut self, window: u64, round: u32, step: u8, out: &mut Vec<Action>) -> bool {
+        if let Some(s) = self.signed {
+            if (window, round, step) <= (s.window, s.round, s.step) {
+                return false;
+            }
+        }
+        let locked = self.live.as_ref().and_then(|l| l.agreement.locked());
+        let s = Signed {
+            window,
+            round,
+            step,
+            locked,
+        };
+        self.signed = Some(s);
+        out.push(Action::Persist(s));
+        true
+    }
+
+    fn sign_vote(
+        &mut self,
+        kind: VoteKind,
+        round: u32,
+        value: Option<Hash32>,
+        out: &mut Vec<Action>,
+        more: &mut Vec<Output>,
+    ) {
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        let window = self.tip.window + 1;
+        let step = match kind {
+            VoteKind::Prevote => 1,
+            VoteKind::Precommit => 2,
+        };
+        if !self.may_sign(window, round, step, out) {
+            return;
+        }
+        let key = VoteKey {
+            kind,
+            network_id: self.rules.network_id,
+            window,
+            round,
+            value,
+            signer: self.me,
+        };
+        let vote = Vote::sign(key, &keys);
+        out.push(Action::Send {
+            to: None,
+            msg: Message::Vote(Box::new(vote.clone())),
+        });
+        if let Some(live) = self.live.as_mut() {
+            // The latest prevote and precommit are what a late node needs.
+            live.mine.retain(|v| v.key.kind != kind);
+            live.mine.push(vote.clone());
+        }
+        let _ = self.count_vote(vote, more);
+    }
+
+    /// Counts a checked vote in the live agreement.
+    fn count_vote(&mut self, vote: Vote, more: &mut Vec<Output>) -> Result<(), &'static str> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let k = vote.key;
+        live.agreement
+            .on_vote(
+                VoteIn {
+                    kind: k.kind,
+                    round: k.round,
+                    value: k.value,
+                    signer: k.signer,
+                },
+                more,
+            )
+            .map_err(|e| e.kind())?;
+        live.votes.insert(k, sig_prefix(&vote.signature));
+        if let (VoteKind::Precommit, Some(v)) = (k.kind, k.value) {
+            live.precommits.entry((k.round, v)).or_default().push(vote);
+        }
+        Ok(())
+    }
+
+    /// The checkpoints of `window`, if this node has them.
+    fn known_checkpoints(&self, window: u64) -> Option<&Vec<Hash32>> {
+        self.known
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, c)| c)
+    }
+
+    fn remember(&mut self, window: u64, checkpoints: Vec<Hash32>) {
+        if self.known_checkpoints(window).is_none() {
+            self.known.push((window, checkpoints));
+            self.known.sort_by_key(|(w, _)| *w);
+            while self.known.len() > 2 {
+                self.known.remove(0);
+            }
+        }
+    }
+
+    /// The basis of a new proposal for the live window: link, bundle and
+    /// the state root after paying the tip window with it.
+    fn basis(&self) -> Option<Basis> {
+        let window = self.tip.window + 1;
+        let (bundle, root) = if self.tip.window == 0 {
+            ([0; 32], self.root)
+        } else {
+            let c = self.bundles.first()?;
+            (c.hash().0, self.root_after(c)?)
+        };
+        Some(Basis {
+            window,
+            link: self.tip.hash,
+            bundle,
+            state_root: root,
+        })
+    }
+
+    /// The state after paying the tip window with bundle `c`.
+    fn state_after(&self, c: Option<&Cement>) -> Option<State> {
+        let mut s = self.state.clone();
+        if self.tip.window > 0 {
+            let signers: Vec<NodeId> = c?.precommits.iter().map(|(id, _)| *id).collect();
+            s.pay(self.rules.emission, self.tip_proposer, &signers)
+                .ok()?;
+        }
+        Some(s)
+    }
+
+    /// The accounts paid when the window after the tip is cemented.
+    fn paid(&self, bundle: Option<&Cement>) -> Vec<NodeId> {
+        if self.tip.window == 0 {
+            return Vec::new();
+        }
+        let mut v = vec![self.tip_proposer];
+        if let Some(c) = bundle {
+            v.extend(c.precommits.iter().map(|(id, _)| *id));
+        }
+        v
+    }
+
+    fn root_after(&self, c: &Cement) -> Option<Hash32> {
+        self.state_after(Some(c)).map(|s| s.root())
+    }
+
+    fn propose(
+        &mut self,
+        round: u32,
+        value: Option<(Hash32, u32)>,
+        now: Instant,
+        out: &mut Vec<Action>,
+        more: &mut Vec<Output>,
+    ) {
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        let window = self.tip.window + 1;
+        let (proposal, valid_round) = match value {
+            Some((v, vr)) => match self.live.as_ref().and_then(|l| l.values.get(&v)) {
+                Some((_, p)) => (p.clone(), Some(vr)),
+                None => return,
+            },
+            None if self
+                .live
+                .as_ref()
+                .and_then(|l| l.own.filter(|v| l.values.contains_key(v)))
+                .is_some() =>
+            {
+                let live = self.live.as_ref().expect("checked");
+                let v = live.own.expect("checked");
+                (live.values[&v].1.clone(), None)
+            }
+            None => {
+                let (Some(cps), Some(basis)) =
+                    (self.known_checkpoints(window).cloned(), self.basis())
+                else {
+                    // Evaluate first (beacons meanwhile), propose when done.
+                    if let Some(live) = self.live.as_mut() {
+                        live.want_propose = Some(round);
+                    }
+                    self.evaluate(window, out);
+                    self.beacon(now, out);
+                    return;
+                };
+                (
+                    Proposal::sign(&keys, self.rules.suite, self.rules.d, basis, cps),
+                    None,
+                )
+            }
+        };
+        if !self.may_sign(window, round, 0, out) {
+            return;
+        }
+        let value = Hash32(proposal.hash());
+        let m = Propose::sign(
+            ProposeKey {
+                network_id: self.rules.network_id,
+                window,
+                round,
+                valid_round,
+                value,
+                signer: self.me,
+            },
+            proposal.clone(),
+            &keys,
+        );
+        // The bundle the proposal names goes first, so that everyone can
+        // check the state root.
+        let mut sent = Vec::new();
+        if let Some(c) = self
+            .bundles
+            .first()
+            .filter(|c| c.hash().0 == proposal.header.bundle)
+        {
+            sent.push(Message::Cement(Box::new(c.clone())));
+        }
+        sent.push(Message::Propose(Box::new(m)));
+        for msg in &sent {
+            out.push(Action::Send {
+                to: None,
+                msg: msg.clone(),
+            });
+        }
+        let live = self.live.as_mut().expect("proposing in a live window");
+        // Owed no more: no beacons for this round.
+        if live.want_propose == Some(round) {
+            live.want_propose = None;
+        }
+        live.my_propose = sent;
+        if valid_round.is_none() {
+            live.own = Some(value);
+        }
+        Self::hold_value(live, value, round, None, proposal);
+        live.proposed_rounds.insert(round);
+        live.agreement
+            .on_proposal(round, value, valid_round, self.me, more);
+        // This node is rank 0 of the next window if its value is decided.
+        self.evaluate(window + 1, out);
+    }
+
+    /// Starts evaluating `window` when T(window-1) is known and nothing is
+    /// being evaluated.
+    fn evaluate(&mut self, window: u64, out: &mut Vec<Action>) {
+        if self.evaluating.is_some()
+            || self.known_checkpoints(window).is_some()
+            || self.past_last_window(window)
+        {
+            return;
+        }
+        let start = if window == self.tip.window + 1 {
+            self.tip.t
+        } else if window == self.tip.window + 2 {
+            match self.known_checkpoints(window - 1) {
+                Some(c) => *c.last().expect("K >= 1"),
+                None => return,
+            }
+        } else {
+            return;
+        };
+        self.evaluating = Some(window);
+        out.push(Action::Evaluate { window, start });
+    }
+
+    /// A Beacon while this node owes the live round a proposal.
+    fn beacon(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        let half = self.rules.window / 2;
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let round = live.agreement.round();
+        if live.want_propose != Some(round)
+            || live
+                .last_beacon
+                .is_some_and(|t| now.saturating_duration_since(t) < half)
+        {
+            return;
+        }
+        live.last_beacon = Some(now);
+        let b = Beacon::sign(self.rules.network_id, live.window, round, &keys);
+        out.push(Action::Send {
+            to: None,
+            msg: Message::Beacon(Box::new(b)),
+        });
+    }
+
+    /// The result of an [`Action::Evaluate`]: K checkpoints of `window`.
+    pub fn on_evaluated(
+        &mut self,
+        window: u64,
+        checkpoints: Vec<Hash32>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
+        self.evaluating = None;
+        if window > self.tip.window && checkpoints.len() == self.rules.checkpoints as usize {
+            self.remember(window, checkpoints);
+            if window == self.tip.window + 1 {
+                self.mark_applied(window, &mut out);
+            }
+            let owed = self
+                .live
+                .as_ref()
+                .filter(|l| l.window == window)
+                .and_then(|l| l.want_propose.filter(|r| *r == l.agreement.round()));
+            if let Some(round) = owed {
+                let mut more = Vec::new();
+                self.propose(round, None, now, &mut out, &mut more);
+                self.drive(more, now, &mut out);
+            }
+        }
+        self.next_work(now, &mut out);
+        out
+    }
+
+    /// An evaluation that did not finish (cancelled or failed). If a
+    /// proposal still waits on it, the next [`Chain::on_tick`] starts it
+    /// again.
+    pub fn on_evaluation_failed(&mut self) {
+        self.evaluating = None;
+    }
+
+    fn mark_applied(&mut self, window: u64, out: &mut Vec<Action>) {
+        if self.applied.is_none() && window == self.tip.window + 1 {
+            if let Some(t) = self
+                .known_checkpoints(window)
+                .and_then(|c| c.last())
+                .copied()
+            {
+                self.applied = Some((window, t));
+                out.push(Action::Applied { window, t });
+            }
+        }
+    }
+
+    fn on_propose(
+        &mut self,
+        peer: Option<PeerIndex>,
+        m: Box<Propose>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let k = m.key;
+        let window = self.tip.window + 1;
+        if k.network_id != self.rules.network_id {
+            return self.reject(peer, k.window, Reject::WrongNetwork, out);
+        }
+        if k.window == window + 1 || (k.window == window && self.live.is_none()) {
+            // For the next window, or this one before the agreement started.
+            return self.keep_early(Early::Propose(peer.unwrap_or(0), m));
+        }
+        let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
+            return; // late, or far ahead (fetched when its turn comes)
+        };
+        if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD)
+            || live.proposed_rounds.contains(&k.round)
+        {
+            return;
+        }
+        if live.agreement.proposer(k.round) != k.signer {
+            return self.reject(peer, k.window, Reject::WrongProposer, out);
+        }
+        let h = &m.proposal.header;
+        if let Err(r) = self.cheap_checks(&m.proposal) {
+            return self.reject(peer, k.window, r, out);
+        }
+        if h.link != self.tip.hash {
+            return self.reject(peer, k.window, Reject::WrongPrevious, out);
+        }
+        self.signature_checks += 2;
+        if !m.signed_in(&self.rules.set) || !self.proposal_signed(&m.proposal) {
+            return self.reject(peer, k.window, Reject::BadSignature, out);
+        }
+        if let Some(peer) = peer {
+            self.claims.entry(peer).or_default();
+        }
+        let live = self.live.as_mut().expect("checked above");
+        live.proposed_rounds.insert(k.round);
+        Self::hold_value(live, k.value, k.round, peer, m.proposal.clone());
+        let mut more = Vec::new();
+        live.agreement
+            .on_proposal(k.round, k.value, k.valid_round, k.signer, &mut more);
+        self.drive(more, now, out);
+    }
+
+    /// Holds a proposal for the live window. When [`MAX_VALUES`] are held,
+    /// the one proposed longest ago goes, unless it is this node's lock or
+    /// its own proposal (a Propose carries the whole proposal, so a value
+    /// proposed again comes back; its verdict is kept by the agreement).
+    fn hold_value(live: &mut Live, v: Hash32, round: u32, peer: Option<PeerIndex>, p: Proposal) {
+        let r = live.round_of.entry(v).or_insert(round);
+        *r = (*r).max(round);
+        if live.values.contains_key(&v) {
+            return;
+        }
+        if live.values.len() >= MAX_VALUES {
+            let keep = [live.agreement.locked().map(|l| l.0), live.own];
+            let oldest = live
+                .values
+                .keys()
+                .filter(|x| !keep.contains(&Some(**x)))
+                .min_by_key(|x| live.round_of.get(*x).copied().unwrap_or(0))
+                .copied();
+            match oldest {
+                Some(o) => {
+                    live.values.remove(&o);
+                    live.round_of.remove(&o);
+                    live.to_validate.retain(|x| *x != o);
+                    live.blocked.retain(|x| *x != o);
+                }
+                None => return,
+            }
+        }
+        live.values.insert(v, (peer, p));
+    }
+
+    /// Parameters, window and maker, before any signature.
+    fn cheap_checks(&self, p: &Proposal) -> Result<(), Reject> {
+        let h = &p.header;
+        let r = &self.rules;
+        if h.suite != r.suite || h.d != r.d || h.checkpoints != r.checkpoints {
+            return Err(Reject::WrongParams(format!(
+                "{}/D={}/K={}",
+                h.suite, h.d, h.checkpoints
+            )));
+        }
+        if r.set.index_of(&h.proposer).is_none() {
+            return Err(Reject::WrongProposer);
+        }
+        Ok(())
+    }
+
+    fn proposal_signed(&self, p: &Proposal) -> bool {
+        self.rules
+            .set
+            .get(&p.header.proposer)
+            .is_some_and(|m| p.signed_by(&m.key))
+    }
+
+    /// Validates the next value waiting, if the verifier is free.
+    fn validate_next(&mut self, out: &mut Vec<Action>) {
+        loop {
+            let Some(live) = self.live.as_mut() else {
+                return;
+            };
+            if live.verifying.is_some() || self.verifying {
+                return;
+            }
+            let Some(v) = live.to_validate.pop_front() else {
+                return;
+            };
+            let Some((peer, p)) = live.values.get(&v).cloned() else {
+                continue;
+            };
+            match self.check_value(&p) {
+                Err(None) => {
+                    // The bundle it names has not arrived: ask its sender
+                    // (at most once per request timeout), and go on with
+                    // the other values (it waits at the back, and is taken
+                    // again when a Cement arrives).
+                    let now = self.clock;
+                    let live = self.live.as_mut().expect("live");
+                    live.blocked.push(v);
+                    if live
+                        .asked_bundle
+                        .is_some_and(|t| now.saturating_duration_since(t) < REQUEST_TIMEOUT)
+                    {
+                        continue;
+                    }
+                    live.asked_bundle = Some(now);
+                    if let Some(peer) = peer {
+                        out.push(Action::Send {
+                            to: Some(peer),
+                            msg: Message::GetCements {
+                                from: self.tip.window,
+                                count: 1,
+                            },
+                        });
+                    }
+                    continue;
+                }
+                Err(Some(reason)) => {
+                    self.reject(peer, p.window(), reason, out);
+                    self.validated(v, false, self.clock, out);
+                }
+                Ok(()) => {
+                    let window = p.window();
+                    if self.known_checkpoints(window).is_some_and(|c| {
+                        crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
+                    }) {
+                        self.validated(v, true, self.clock, out);
+                        continue;
+                    }
+                    let live = self.live.as_mut().expect("live");
+                    live.verifying = Some(v);
+                    self.verifying = true;
+                    out.push(Action::Verify(Batch {
+                        from: peer,
+                        proofs: vec![p.proof(self.tip.t)],
+                        proposals: vec![p],
+                        cements: Vec::new(),
+                        prev_bundle: None,
+                    }));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The checks of a value that need no VDF work. `Err(None)`: its bundle
+    /// is not here yet.
+    fn check_value(&self, p: &Proposal) -> Result<(), Option<Reject>> {
+        let h = &p.header;
+        let window = self.tip.window + 1;
+        if h.window != window {
+            return Err(Some(Reject::WrongWindow {
+                expected: window,
+                got: h.window,
+            }));
+        }
+        if h.link != self.tip.hash {
+            return Err(Some(Reject::WrongPrevious));
+        }
+        let expected = if self.tip.window == 0 {
+            self.root
+        } else {
+            let c = self
+                .bundles
+                .iter()
+                .find(|c| c.hash().0 == h.bundle)
+                .ok_or(None)?;
+            self.root_after(c).ok_or(Some(Reject::UnknownBundle))?
+        };
+        if expected != h.state_root {
+            return Err(Some(Reject::WrongStateRoot {
+                expected,
+                got: h.state_root,
+            }));
+        }
+        Ok(())
+    }
+
+    fn validated(&mut self, v: Hash32, valid: bool, now: Instant, out: &mut Vec<Action>) {
+        let mut more = Vec::new();
+        if let Some(live) = self.live.as_mut() {
+            live.agreement.on_validated(v, valid, &mut more);
+        }
+        self.drive(more, now, out);
+    }
+
+    fn on_vote(
+        &mut self,
+        peer: Option<PeerIndex>,
+        v: Box<Vote>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let k = v.key;
+        let window = self.tip.window + 1;
+        if k.network_id != self.rules.network_id {
+            return self.reject(peer, k.window, Reject::Vote("vote_wrong_network"), out);
+        }
+        if k.window == window + 1 || (k.window == window && self.live.is_none()) {
+            return self.keep_early(Early::Vote(peer.unwrap_or(0), v));
+        }
+        if k.window == 0 || k.window > window.saturating_add(WAITING_HORIZON) {
+            // No such window can be voted on.
+            return self.reject(peer, k.window, Reject::Vote("vote_wrong_window"), out);
+        }
+        let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
+            // Late (cemented here already) or ahead of this node (it
+            // catches up from cements): not counted either way.
+            return;
+        };
+        if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
+            return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);
+        }
+        if self.rules.set.index_of(&k.signer).is_none() {
+            return self.reject(peer, k.window, Reject::Vote("vote_non_member"), out);
+        }
+        if let Some(prefix) = live.votes.get(&k) {
+            // The same vote again: a resend (same bytes) is ignored; a
+            // re-signed copy is counted. Neither costs a signature check.
+            if *prefix == sig_prefix(&v.signature) {
+                return;
+            }
+            return self.reject(peer, k.window, Reject::Vote("vote_duplicate"), out);
+        }
+        self.signature_checks += 1;
+        if v.check(&self.rules.set).is_err() {
+            return self.reject(peer, k.window, Reject::Vote("vote_bad_signature"), out);
+        }
+        let mut more = Vec::new();
+        if let Err(kind) = self.count_vote(*v, &mut more) {
+            self.reject(peer, k.window, Reject::Vote(kind), out);
+        }
+        self.drive(more, now, out);
+    }
+
+    fn on_beacon(&mut self, peer: Option<PeerIndex>, b: Box<Beacon>, out: &mut Vec<Action>) {
+        let window = self.tip.window + 1;
+        if b.network_id != self.rules.network_id {
+            return self.reject(peer, b.window, Reject::WrongNetwork, out);
+        }
+        if b.window == window + 1 || (b.window == window && self.live.is_none()) {
+            return self.keep_early(Early::Beacon(peer.unwrap_or(0), b));
+        }
+        let Some(live) = self.live.as_ref().filter(|l| l.window == b.window) else {
+            return;
+        };
+        if live.agreement.proposer(b.round) != b.signer || b.round != live.agreement.round() {
+            return;
+        }
+        self.signature_checks += 1;
+        if !b.signed_in(&self.rules.set) {
+            return self.reject(peer, b.window, Reject::BadSignature, out);
+        }
+        let live = self.live.as_mut().expect("checked");
+        let mut outs = Vec::new();
+        live.agreement.on_beacon(b.round, b.signer, &mut outs);
+        self.drive(outs, self.clock, out);
+    }
+
+    fn on_cement(
+        &mut self,
+        peer: Option<PeerIndex>,
+        c: Cement,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if c.network_id != self.rules.network_id {
+            return self.reject(peer, c.window, Reject::Cement("cement_wrong_network"), out);
+        }
+        if c.window < self.tip.window || c.window > self.tip.window + WAITING_HORIZON {
+            return;
+        }
+        if c.window == self.tip.window {
+            if c.proposal.0 != self.tip.hash {
+                return self.reject(
+                    peer,
+                    c.window,
+                    Reject::CementConflict {
+                        ours: self.tip.hash,
+                        theirs: c.proposal,
+                    },
+                    out,
+                );
+            }
+            let h = c.hash();
+            if self.bundles.iter().any(|b| b.hash() == h) {
+                return;
+            }
+            if self.bundles.len() >= MAX_BUNDLES {
+                // Full: only a bundle a held proposal names gets in, in
+                // place of one no held proposal names (never our own, the
+                // first).
+                let named = |b: &Hash32| {
+                    self.live
+                        .as_ref()
+                        .is_some_and(|l| l.values.values().any(|(_, p)| p.header.bundle == b.0))
+                };
+                if !named(&h) {
+                    return;
+                }
+                let Some(i) = (1..self.bundles.len()).find(|&i| !named(&self.bundles[i].hash()))
+                else {
+                    return;
+                };
+                self.bundles.remove(i);
+            }
+        }
+        self.signature_checks += c.precommits.len() as u64;
+        if let Err(e) = c.verify(
+            &self.rules.network_id,
+            c.window,
+            &self.rules.set,
+            self.rules.quorum,
+        ) {
+            return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
+        }
+        if c.window == self.tip.window {
+            // A bundle a waiting proposal may name.
+            self.bundles.push(c);
+            if let Some(live) = self.live.as_mut() {
+                let blocked = std::mem::take(&mut live.blocked);
+                live.to_validate.extend(blocked);
+            }
+            self.validate_next(out);
+            return;
+        }
+        if c.window == self.tip.window + 1 {
+            // The live window, decided elsewhere: if its proposal is here
+            // and valid, that settles it; otherwise catch-up fetches it.
+            let decided = self.live.as_ref().and_then(|l| {
+                l.values
+                    .get(&c.proposal)
+                    .map(|(_, p)| p.clone())
+                    .filter(|_| l.agreement.is_valid_value(&c.proposal))
+            });
+            if let Some(p) = decided {
+                self.cement_live(p, c, now, out);
+                return;
+            }
+        }
+        let slot = self.waiting_cements.entry(c.window).or_default();
+        if slot.len() < 4 && !slot.iter().any(|x| x.proposal == c.proposal) {
+            slot.push(c);
+        }
+    }
+
+    /// The live window is decided: `value` with the precommits of `round`.
+    fn decide(
+        &mut self,
+        value: Hash32,
+        round: u32,
+        signers: &[NodeId],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        let Some((_, p)) = live.values.get(&value).cloned() else {
+            return;
+        };
+        let votes: Vec<Vote> = live
+            .precommits
+            .get(&(round, value))
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| signers.contains(&v.key.signer))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(cement) = Cement::from_votes(&votes) else {
+            return;
+        };
+        self.cement_live(p, cement, now, out);
+    }
+
+    fn cement_live(&mut self, p: Proposal, cement: Cement, now: Instant, out: &mut Vec<Action>) {
+        let prev = if self.tip.window == 0 {
+            None
+        } else {
+            self.bundles
+                .iter()
+                .find(|c| c.hash().0 == p.header.bundle)
+                .cloned()
+        };
+        let Some(state) = self.state_after(prev.as_ref()) else {
+            return;
+        };
+        let root = state.root();
+        debug_assert_eq!(root, p.header.state_root, "validated before it was decided");
+        let paid = self.paid(prev.as_ref());
+        let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
+        self.state = state;
+        self.root = root;
+        self.tip = self.tip.after(&p);
+        self.tip_proposer = p.header.proposer;
+        self.applied = None;
+        self.bundles = vec![cement.clone()];
+        self.remember(p.window(), p.checkpoints.clone());
+        out.push(Action::Cement(vec![Cemented {
+            proposal: p,
+            cement,
+            prev_bundle,
+            root,
+            paid,
+        }]));
+        self.after_cemented(now, out);
+    }
+
+    fn after_cemented(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.prune();
+        self.open_window(now, out);
+        let next = self.tip.window + 1;
+        if self.known_checkpoints(next).is_some() {
+            self.mark_applied(next, out);
+        }
+    }
+
+    // ---- verification results -------------------------------------------
+
     /// The result of an [`Action::Verify`]; `Err` is a backend failure (the
-    /// batch goes back to wait for a retry, nobody is blamed).
+    /// work goes back to wait for a retry, nobody is blamed).
     pub fn on_verified(
         &mut self,
         batch: Batch,
         outcome: Result<VerifyOutcome, String>,
         now: Instant,
     ) -> Vec<Action> {
-        self.busy = false;
+        self.clock = now;
+        self.verifying = false;
         self.verifying_upto = 0;
-        self.verifying.clear();
         let mut out = Vec::new();
+        if batch.is_live() {
+            let p = &batch.proposals[0];
+            let v = Hash32(p.hash());
+            let Some(live) = self.live.as_mut().filter(|l| l.window == p.window()) else {
+                self.next_work(now, &mut out);
+                return out;
+            };
+            live.verifying = None;
+            match outcome {
+                Ok(VerifyOutcome::Valid) => {
+                    self.remember(p.window(), p.checkpoints.clone());
+                    self.mark_applied(p.window(), &mut out);
+                    self.validated(v, true, now, &mut out);
+                    // Other values with the same checkpoints need no work.
+                    let live = self.live.as_mut();
+                    if let Some(live) = live {
+                        live.to_validate.retain(|x| *x != v);
+                    }
+                }
+                Ok(VerifyOutcome::Invalid { first_bad_segment }) => {
+                    self.reject(
+                        batch.from,
+                        p.window(),
+                        Reject::BadCheckpoint {
+                            segment: first_bad_segment,
+                        },
+                        &mut out,
+                    );
+                    self.validated(v, false, now, &mut out);
+                }
+                Err(_) => live.to_validate.push_back(v),
+            }
+            self.validate_next(&mut out);
+            self.next_work(now, &mut out);
+            return out;
+        }
         let k = self.rules.checkpoints as usize;
         let good = match outcome {
             Ok(VerifyOutcome::Valid) => batch.proposals.len(),
@@ -446,51 +1699,68 @@ impl Chain {
                 for p in batch.proposals {
                     self.wait(batch.from, p);
                 }
+                for c in batch.cements {
+                    self.waiting_cements.entry(c.window).or_default().push(c);
+                }
+                self.next_work(now, &mut out);
                 return out;
             }
         };
-        let applied: Vec<Proposal> = batch.proposals.into_iter().take(good).collect();
-        if !applied.is_empty() {
-            for p in &applied {
-                self.tip = self.tip.after(p);
+        let mut cemented = Vec::new();
+        let mut prev = batch.prev_bundle.clone();
+        for (p, c) in batch.proposals.into_iter().zip(batch.cements).take(good) {
+            if p.window() != self.tip.window + 1 || p.header.link != self.tip.hash {
+                break; // the live agreement got there first
             }
-            self.prune();
-            out.push(Action::Apply(applied));
-        }
-        out.extend(self.next_work(now));
-        out
-    }
-
-    /// The proposer's own signed proposal for the window it was asked to
-    /// evaluate: apply and broadcast it.
-    pub fn on_evaluated(&mut self, p: Proposal, now: Instant) -> Vec<Action> {
-        self.busy = false;
-        let mut out = Vec::new();
-        if p.window() == self.tip.window + 1 && p.header.link == self.tip.hash {
+            let bundle = if self.tip.window == 0 {
+                None
+            } else {
+                prev.clone().or_else(|| {
+                    self.bundles
+                        .iter()
+                        .find(|b| b.hash().0 == p.header.bundle)
+                        .cloned()
+                })
+            };
+            let Some(state) = self.state_after(bundle.as_ref()) else {
+                break;
+            };
+            let root = state.root();
+            if root != p.header.state_root {
+                break; // checked when the batch was taken
+            }
+            let paid = self.paid(bundle.as_ref());
+            let prev_bundle =
+                bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
+            self.state = state;
+            self.root = root;
             self.tip = self.tip.after(&p);
-            out.push(Action::Apply(vec![p.clone()]));
-            out.push(Action::Broadcast(p));
+            self.tip_proposer = p.header.proposer;
+            self.applied = None;
+            self.bundles = vec![c.clone()];
+            prev = None;
+            cemented.push(Cemented {
+                proposal: p,
+                cement: c,
+                prev_bundle,
+                root,
+                paid,
+            });
         }
-        out.extend(self.next_work(now));
+        if !cemented.is_empty() {
+            if let Some(last) = cemented.last() {
+                let (w, cps) = (last.proposal.window(), last.proposal.checkpoints.clone());
+                self.remember(w, cps);
+            }
+            out.push(Action::Cement(cemented));
+            self.after_cemented(now, &mut out);
+        }
+        self.next_work(now, &mut out);
         out
     }
 
-    /// An evaluation that did not finish (cancelled or failed).
-    pub fn on_evaluation_failed(&mut self) {
-        self.busy = false;
-    }
+    // ---- catch-up ---------------------------------------------------------
 
-    /// `peer` sent a proposer-signed proposal for `window`: it has it
-    /// (a demoted peer stays demoted until its back-off ends).
-    fn saw(&mut self, peer: PeerIndex, window: u64) {
-        let c = self.claims.entry(peer).or_default();
-        if c.demoted_until.is_none() {
-            c.window = c.window.max(window);
-        }
-    }
-
-    /// Drops `peer`'s claim and ignores its Tips for a while (doubling with
-    /// each strike).
     fn demote(&mut self, peer: PeerIndex, now: Instant) {
         let c = self.claims.entry(peer).or_default();
         c.strikes = c.strikes.saturating_add(1);
@@ -501,8 +1771,6 @@ impl Chain {
         c.demoted_until = Some(now + backoff);
     }
 
-    /// The peer to ask for windows from `from`: the trusted one claiming the
-    /// most (lowest index on a tie).
     fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
         self.claims
             .iter()
@@ -520,70 +1788,35 @@ impl Chain {
         });
     }
 
-    /// The checks that need no hashing, cheapest first (the ML-DSA
-    /// signature last), then into the waiting room. Returns whether the
-    /// proposal was new (held for verification).
+    /// A cemented proposal from catch-up: cheap checks, the maker's
+    /// signature, then the waiting room. Whether it was new.
     fn admit(&mut self, peer: Option<PeerIndex>, p: Proposal, out: &mut Vec<Action>) -> bool {
         let w = p.window();
-        let h = &p.header;
-        let r = &self.rules;
-        let verdict = if self.is_proposer() && self.proposed {
-            Err(Reject::NotFromProposer)
-        } else if h.proposer != r.proposer {
-            Err(Reject::WrongProposer {
-                claimed: h.proposer,
-            })
-        } else if h.suite != r.suite || h.d != r.d || h.checkpoints != r.checkpoints {
-            Err(Reject::WrongParams(format!(
-                "{}/D={}/K={}",
-                h.suite, h.d, h.checkpoints
-            )))
-        } else if w == self.tip.window && p.hash() != self.tip.hash {
-            // A different proposal for the window just applied: wrong
-            // whoever signed it, so no signature check is spent on it.
-            Err(Reject::WrongWindow {
-                expected: self.tip.window + 1,
-                got: w,
-            })
-        } else {
-            Ok(())
-        };
-        if let Err(reason) = verdict {
-            self.reject(peer, w, reason, out);
+        if let Err(r) = self.cheap_checks(&p) {
+            self.reject(peer, w, r, out);
             return false;
         }
         if w <= self.tip.window || w > self.tip.window.saturating_add(WAITING_HORIZON) {
-            // Already applied (catch-up and push overlap), or too far ahead
-            // to hold (fetched when its turn comes).
             return false;
         }
         let hash = p.hash();
-        if self.verifying.contains(&hash)
-            || self
-                .waiting
-                .get(&w)
-                .is_some_and(|slot| slot.iter().any(|(_, q)| q.hash() == hash))
+        if self
+            .waiting
+            .get(&w)
+            .is_some_and(|slot| slot.iter().any(|(_, q)| q.hash() == hash))
         {
-            return false; // already being verified, or waiting
-        }
-        self.signature_checks += 1;
-        if !p.signed_by(&self.rules.proposer_key) {
-            self.reject(peer, w, Reject::BadSignature, out);
             return false;
         }
-        // Signed by the proposer: the window exists, and the peer has it.
-        if let Some(peer) = peer {
-            self.saw(peer, w);
+        self.signature_checks += 1;
+        if !self.proposal_signed(&p) {
+            self.reject(peer, w, Reject::BadSignature, out);
+            return false;
         }
         self.wait(peer, p)
     }
 
-    /// Holds `p` until its turn; false if it was not kept (the room is
-    /// full in bytes, or the window has enough candidates).
     fn wait(&mut self, peer: Option<PeerIndex>, p: Proposal) -> bool {
         let size = weight(&p);
-        // Full: make room by dropping the highest windows held, but only for
-        // a lower one (the next window must always fit, or nothing moves).
         while self.waiting_bytes + size > self.waiting_budget {
             match self.waiting.last_key_value() {
                 Some((&top, _)) if top > p.window() => {
@@ -591,12 +1824,12 @@ impl Chain {
                         self.waiting_bytes -= weight(&q);
                     }
                 }
-                _ => return false, // fetched again later
+                _ => return false,
             }
         }
         let slot = self.waiting.entry(p.window()).or_default();
         let h = p.hash();
-        if slot.len() >= CANDIDATES_PER_WINDOW || slot.iter().any(|(_, q)| q.hash() == h) {
+        if slot.len() >= 4 || slot.iter().any(|(_, q)| q.hash() == h) {
             return false;
         }
         slot.push((peer, p));
@@ -604,7 +1837,6 @@ impl Chain {
         true
     }
 
-    /// Drops waiting proposals at or below the tip.
     fn prune(&mut self) {
         let keep = self.waiting.split_off(&(self.tip.window + 1));
         for (_, v) in std::mem::replace(&mut self.waiting, keep) {
@@ -612,93 +1844,166 @@ impl Chain {
                 self.waiting_bytes -= weight(&p);
             }
         }
+        let keep = self.waiting_cements.split_off(&self.tip.window);
+        self.waiting_cements = keep;
+        self.early.retain(|e| {
+            let w = match e {
+                Early::Propose(_, m) => m.key.window,
+                Early::Vote(_, v) => v.key.window,
+                Early::Beacon(_, b) => b.window,
+            };
+            w > self.tip.window
+        });
     }
 
-    /// Takes the next consecutive run of waiting proposals that links onto
-    /// the tip, rejecting candidates whose link is wrong.
+    /// The next consecutive run of waiting proposals, each with a Cement
+    /// of a quorum for exactly it, linking onto the tip and with the right
+    /// state roots.
     fn take_batch(&mut self, out: &mut Vec<Action>) -> Option<Batch> {
         let mut link = self.tip.hash;
         let mut start = self.tip.t;
+        let mut state = self.state.clone();
+        let mut prev_proposer = self.tip_proposer;
+        let mut prev_cement: Option<Cement> = None;
         let mut batch = Batch {
             from: None,
             proposals: Vec::new(),
             proofs: Vec::new(),
+            cements: Vec::new(),
+            prev_bundle: None,
         };
         let mut w = self.tip.window + 1;
-        let mut unlinked = Vec::new();
         while batch.proposals.len() < MAX_BATCH_WINDOWS {
-            let Some(slot) = self.waiting.get_mut(&w) else {
+            let Some(slot) = self.waiting.get(&w) else {
                 break;
             };
-            // The first candidate that links on; the others that do not link
-            // are rejected (they cannot become valid).
-            let mut chosen = None;
-            let mut i = 0;
-            while i < slot.len() {
-                if slot[i].1.header.link == link {
-                    if chosen.is_none() {
-                        chosen = Some(slot.remove(i));
-                        continue;
-                    }
-                    i += 1;
-                } else if batch.proposals.is_empty() {
-                    // Linking onto the tip is final: a mismatch is wrong.
-                    unlinked.push(slot.remove(i));
+            let cements = self.waiting_cements.get(&w);
+            let chosen = slot.iter().position(|(_, p)| {
+                p.header.link == link
+                    && cements.is_some_and(|cs| cs.iter().any(|c| c.proposal.0 == p.hash()))
+            });
+            let Some(i) = chosen else { break };
+            let p = slot[i].1.clone();
+            let peer = slot[i].0;
+            let cement = cements
+                .and_then(|cs| cs.iter().find(|c| c.proposal.0 == p.hash()))
+                .cloned()
+                .expect("checked");
+            // The bundle that pays the window before.
+            if w > 1 {
+                let bundle = if w == self.tip.window + 1 {
+                    self.bundles
+                        .iter()
+                        .find(|b| b.hash().0 == p.header.bundle)
+                        .cloned()
+                        .or_else(|| {
+                            self.waiting_cements
+                                .get(&(w - 1))
+                                .and_then(|cs| cs.iter().find(|c| c.hash().0 == p.header.bundle))
+                                .cloned()
+                        })
                 } else {
-                    i += 1;
+                    prev_cement
+                        .clone()
+                        .filter(|c| c.hash().0 == p.header.bundle)
+                };
+                let Some(bundle) = bundle else { break };
+                let signers: Vec<NodeId> = bundle.precommits.iter().map(|(id, _)| *id).collect();
+                if state
+                    .pay(self.rules.emission, prev_proposer, &signers)
+                    .is_err()
+                {
+                    break;
+                }
+                if w == self.tip.window + 1
+                    && self.bundles.first().map(|b| b.hash()) != Some(bundle.hash())
+                {
+                    batch.prev_bundle = Some(bundle);
+                } else if w > self.tip.window + 1 {
+                    // The bundle named is the previous window's Cement in
+                    // this batch: it becomes canonical when written.
+                    let last = batch
+                        .cements
+                        .last_mut()
+                        .expect("previous window in the batch");
+                    *last = bundle;
                 }
             }
-            if slot.is_empty() {
-                self.waiting.remove(&w);
-            }
-            for (peer, p) in unlinked.drain(..) {
-                self.waiting_bytes -= weight(&p);
-                self.reject(peer, p.window(), Reject::WrongPrevious, out);
-            }
-            let Some((peer, p)) = chosen else {
+            let root = state.root();
+            if root != p.header.state_root {
+                self.remove_waiting(w, &p);
+                self.reject(
+                    peer,
+                    w,
+                    Reject::WrongStateRoot {
+                        expected: root,
+                        got: p.header.state_root,
+                    },
+                    out,
+                );
                 break;
-            };
-            self.waiting_bytes -= weight(&p);
+            }
             if batch.from.is_none() {
                 batch.from = peer;
             }
             batch.proofs.push(p.proof(start));
             link = p.hash();
             start = p.header.t;
+            prev_proposer = p.header.proposer;
+            prev_cement = Some(cement.clone());
+            batch.cements.push(cement);
             batch.proposals.push(p);
             w += 1;
         }
-        (!batch.proposals.is_empty()).then_some(batch)
+        if batch.proposals.is_empty() {
+            return None;
+        }
+        for p in &batch.proposals {
+            self.remove_waiting(p.window(), p);
+        }
+        Some(batch)
     }
 
-    fn next_work(&mut self, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.stopped || self.busy {
-            return out;
-        }
-        if self.is_proposer() && !self.proposer_catching_up() {
-            if !self.started || self.reached_last_window() {
-                return out;
+    fn remove_waiting(&mut self, w: u64, p: &Proposal) {
+        if let Some(slot) = self.waiting.get_mut(&w) {
+            let h = p.hash();
+            if let Some(i) = slot.iter().position(|(_, q)| q.hash() == h) {
+                let (_, q) = slot.remove(i);
+                self.waiting_bytes -= weight(&q);
             }
-            self.busy = true;
-            self.proposed = true;
-            out.push(Action::Evaluate {
-                window: self.tip.window + 1,
-                start: self.tip.t,
-                link: self.tip.hash,
-            });
-            return out;
+            if slot.is_empty() {
+                self.waiting.remove(&w);
+            }
         }
-        if let Some(batch) = self.take_batch(&mut out) {
-            self.busy = true;
-            self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());
-            self.verifying = batch.proposals.iter().map(Proposal::hash).collect();
-            out.push(Action::Verify(batch));
+    }
+
+    fn next_work(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.stopped {
+            return;
         }
-        // Ask for what is missing beyond what we hold (waiting or being
-        // verified), one request at a time.
+        self.validate_next(out);
+        if !self.verifying && !self.live.as_ref().is_some_and(|l| l.verifying.is_some()) {
+            if let Some(batch) = self.take_batch(out) {
+                self.verifying = true;
+                self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());
+                out.push(Action::Verify(batch));
+            }
+        }
+        // Behind a peer's claim: fetch what the live agreement will not
+        // bring (more than one window, or one that it has not settled for
+        // a while).
+        let best = self.best_known();
+        let stuck = self
+            .live
+            .as_ref()
+            .is_none_or(|l| now.saturating_duration_since(l.since) >= CATCH_UP_DELAY);
+        if best <= self.tip.window || (best == self.tip.window + 1 && !stuck) {
+            return;
+        }
         let mut have = self.tip.window.max(self.verifying_upto);
-        while self.waiting.contains_key(&(have + 1)) {
+        while self.waiting.contains_key(&(have + 1))
+            && self.waiting_cements.contains_key(&(have + 1))
+        {
             have += 1;
         }
         let from = have + 1;
@@ -709,7 +2014,6 @@ impl Chain {
                 out.push(Action::Request { peer, from, count });
             }
         }
-        out
     }
 }
 

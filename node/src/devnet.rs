@@ -172,8 +172,7 @@ pub fn plan_with_accounts(
 }
 
 /// One node in the devnet's JSON verdict: the node-state fields of the
-/// shared contracts (docs/SPEC.md section 11.1) that exist so far
-/// (`state_root` comes with consensus state).
+/// shared contracts (docs/SPEC.md section 11.1).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct NodeReport {
     pub label: String,
@@ -184,6 +183,7 @@ pub struct NodeReport {
     pub window: u64,
     pub cemented: u64,
     pub t: String,
+    pub state_root: String,
     pub snapshot_window: Option<u64>,
     pub lag: u64,
     pub rss_bytes: u64,
@@ -209,13 +209,16 @@ pub struct Report {
     pub nodes: Vec<NodeReport>,
 }
 
-/// Builds the report and compares the nodes: every node reported, all on
-/// the same window (at least `windows`) with the same T. `converged` is
-/// left false: it is set once [`check_timechain`] has also passed.
+/// Builds the report and compares the surviving nodes (those not in
+/// `killed`, which are reported with phase `killed`): every one reported,
+/// all applied and cemented the same window (at least `windows`) with the
+/// same T and state root. `converged` is left false: it is set once
+/// [`check_timechain`] has also passed.
 pub fn compare(
     genesis: &Genesis,
     windows: u64,
     states: &[Option<NodeState>],
+    killed: &[usize],
 ) -> (Report, Result<(), String>) {
     let nodes: Vec<NodeReport> = states
         .iter()
@@ -230,6 +233,7 @@ pub fn compare(
                 window: s.window,
                 cemented: s.cemented,
                 t: s.t.clone(),
+                state_root: s.state_root.clone(),
                 snapshot_window: s.snapshot_window,
                 lag: s.lag,
                 rss_bytes: s.rss_bytes,
@@ -246,6 +250,7 @@ pub fn compare(
                 window: 0,
                 cemented: 0,
                 t: String::new(),
+                state_root: String::new(),
                 snapshot_window: None,
                 lag: 0,
                 rss_bytes: 0,
@@ -255,23 +260,43 @@ pub fn compare(
             },
         })
         .collect();
+    let mut nodes = nodes;
+    for &i in killed {
+        if let Some(n) = nodes.get_mut(i) {
+            n.phase = "killed".into();
+        }
+    }
+    let alive: Vec<usize> = (0..nodes.len()).filter(|i| !killed.contains(i)).collect();
     let check = (|| {
-        if let Some(i) = states.iter().position(Option::is_none) {
+        if let Some(&i) = alive.iter().find(|&&i| states[i].is_none()) {
             return Err(format!("{} reported no state", genesis.peers[i].label));
         }
-        let first = &nodes[0];
-        for n in &nodes[1..] {
-            if (n.window, &n.t) != (first.window, &first.t) {
+        let Some(&f) = alive.first() else {
+            return Err("no node survived".into());
+        };
+        let first = &nodes[f];
+        for &i in &alive[1..] {
+            let n = &nodes[i];
+            if (n.window, n.cemented, &n.t, &n.state_root)
+                != (first.window, first.cemented, &first.t, &first.state_root)
+            {
                 return Err(format!(
-                    "{} ended on window {} but {} on window {} (or with another T)",
-                    n.label, n.window, first.label, first.window
+                    "{} ended on window {} (cemented {}, root {}) but {} on window {} (cemented {}, root {}), or with another T",
+                    n.label,
+                    n.window,
+                    n.cemented,
+                    short(&n.state_root),
+                    first.label,
+                    first.window,
+                    first.cemented,
+                    short(&first.state_root)
                 ));
             }
         }
-        if first.window < windows {
+        if first.cemented < windows {
             return Err(format!(
-                "the devnet reached window {} of {windows}",
-                first.window
+                "the devnet cemented window {} of {windows}",
+                first.cemented
             ));
         }
         Ok(())
@@ -281,12 +306,16 @@ pub fn compare(
         d: genesis.d,
         checkpoints: genesis.checkpoints,
         windows,
-        window: nodes.iter().map(|n| n.window).min().unwrap_or(0),
+        window: alive.iter().map(|&i| nodes[i].cemented).min().unwrap_or(0),
         interrupted: false,
         converged: false,
         nodes,
     };
     (report, check)
+}
+
+fn short(h: &str) -> &str {
+    &h[..16.min(h.len())]
 }
 
 /// Why [`check_timechain`] did not pass.
@@ -403,6 +432,8 @@ mod tests {
         Some(NodeState {
             label: label.into(),
             window,
+            cemented: window,
+            state_root: "ab".repeat(32),
             t,
             phase: "stopped".into(),
             ..Default::default()
@@ -434,7 +465,7 @@ mod tests {
         let good: Vec<_> = (0..3)
             .map(|i| state(&format!("node{i}"), 2, t2.clone()))
             .collect();
-        let (r, ok) = compare(&p.genesis, 2, &good);
+        let (r, ok) = compare(&p.genesis, 2, &good, &[]);
         assert!(ok.is_ok(), "{ok:?}");
         assert_eq!((r.window, r.interrupted, r.converged), (2, false, false));
         assert_eq!(r.nodes.len(), 3);
@@ -452,36 +483,41 @@ mod tests {
             assert!(json.get(k).is_some(), "{k}");
         }
         // Short of the target, split, a missing node: all fail.
-        assert!(compare(&p.genesis, 3, &good).1.is_err());
+        assert!(compare(&p.genesis, 3, &good, &[]).1.is_err());
         let mut split = good.clone();
         split[2] = state("node2", 1, t2.clone());
-        let (r, ok) = compare(&p.genesis, 1, &split);
+        let (r, ok) = compare(&p.genesis, 1, &split, &[]);
         assert!(ok.is_err());
         assert_eq!(r.window, 1, "the lowest node window");
         let mut missing = good.clone();
         missing[1] = None;
-        assert!(compare(&p.genesis, 2, &missing).1.is_err());
+        assert!(compare(&p.genesis, 2, &missing, &[]).1.is_err());
+        // Another state root on one node: not converged.
+        let mut forked = good.clone();
+        forked[1].as_mut().unwrap().state_root = "cd".repeat(32);
+        assert!(compare(&p.genesis, 2, &forked, &[]).1.is_err());
+        // A killed node is left out of the comparison and reported killed.
+        let (r, ok) = compare(&p.genesis, 2, &split, &[2]);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(r.nodes[2].phase, "killed");
     }
 
     /// Stores windows 1..=n in `node`'s data dir, evaluated with the oracle;
     /// `corrupt` replaces one checkpoint of that window (consistently signed).
     fn store_windows(p: &Plan, node: usize, n: u64, corrupt: Option<u64>) -> Hash32 {
-        use crate::proposal::Proposal;
         let g = &p.genesis;
-        let keys = NodeKeys::load(&p.nodes[node].dir.join("keys")).unwrap();
-        let mut store = Store::open(&p.nodes[node].dir, g).unwrap();
-        let params = ChainParams::new(g.d, g.checkpoints).unwrap();
-        for w in 1..=n {
-            let tip = store.tip();
-            let mut cps = ScalarBackend
-                .evaluate(g.hash, &tip.t, params, &EvalControl::none())
-                .unwrap();
+        let keys: Vec<NodeKeys> = p
+            .nodes
+            .iter()
+            .map(|n| NodeKeys::load(&n.dir.join("keys")).unwrap())
+            .collect();
+        let (ws, state) = crate::testutil::cemented_chain(g, &keys, 0, n, |w, cps| {
             if corrupt == Some(w) {
                 cps[0] = Hash32([0xee; 32]);
             }
-            let prop = Proposal::sign(&keys, g.hash, w, tip.hash, g.d, 0, cps);
-            store.apply(&[prop]).unwrap();
-        }
+        });
+        let mut store = Store::open(&p.nodes[node].dir, g).unwrap();
+        store.cement(&ws, &state).unwrap();
         store.tip().t
     }
 

@@ -73,6 +73,8 @@ pub enum Domain {
     Precommit,
     /// A proposer's progress beacon.
     Beacon,
+    /// A round's proposer putting a proposal into its round.
+    Propose,
 }
 
 impl Domain {
@@ -83,6 +85,7 @@ impl Domain {
             Domain::Prevote => b"montana/prevote/v1",
             Domain::Precommit => b"montana/precommit/v1",
             Domain::Beacon => b"montana/beacon/v1",
+            Domain::Propose => b"montana/propose/v1",
         }
     }
 }

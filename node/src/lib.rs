@@ -18,6 +18,7 @@ pub mod net;
 pub mod node;
 pub mod ops;
 pub mod proposal;
+pub mod snapshot;
 pub mod status;
 pub mod storage;
 

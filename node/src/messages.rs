@@ -1,23 +1,37 @@
 //! The node's application messages (types 16 and up; 0..=15 belong to the
 //! transport). Payload layouts: docs/SPEC.md section 8.
 //!
-//! - `Proposal` (16): one proposal, pushed by the proposer.
-//! - `GetProposals` (17): "send me windows from..from+count".
+//! - `GetProposals` (17): "send me the cemented proposals of windows
+//!   from..from+count".
 //! - `Proposals` (18): consecutive stored proposals answering a request, as
 //!   many as fit one 1 MiB payload (at least one).
-//! - `Tip` (19): the sender's last applied window, sent on connect and every
-//!   few seconds, so a follower knows how far behind it is.
+//! - `Tip` (19): the sender's last cemented window (and its highest applied
+//!   one), sent on connect and every few seconds: a claim, not a fact.
+//! - `Propose` (20), `Vote` (21), `Cement` (22), `Beacon` (23): the
+//!   agreement's messages (consensus::{propose, vote}).
+//! - `GetCements` (24) / `Cements` (25): the stored Cements of a range of
+//!   windows, for catch-up (as `GetProposals` / `Proposals`).
+//!
+//! Type 16 (version 1's proposal push) is retired: ignored like any unknown
+//! type.
 
 use montana_vdf::Hash32;
 
 use crate::codec::{CodecError, Reader, Writer};
+use crate::consensus::propose::{Beacon, Propose};
+use crate::consensus::vote::{Cement, Vote};
 use crate::proposal::Proposal;
 use crate::storage::Tip;
 
-pub const MSG_PROPOSAL: u8 = 16;
 pub const MSG_GET_PROPOSALS: u8 = 17;
 pub const MSG_PROPOSALS: u8 = 18;
 pub const MSG_TIP: u8 = 19;
+pub const MSG_PROPOSE: u8 = 20;
+pub const MSG_VOTE: u8 = 21;
+pub const MSG_CEMENT: u8 = 22;
+pub const MSG_BEACON: u8 = 23;
+pub const MSG_GET_CEMENTS: u8 = 24;
+pub const MSG_CEMENTS: u8 = 25;
 /// Version byte of every message above.
 pub const MSG_VERSION: u8 = 1;
 /// Largest envelope payload the transport carries.
@@ -28,35 +42,64 @@ pub const MAX_REQUEST: u32 = 256;
 /// A decoded application message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Proposal(Proposal),
-    GetProposals { from: u64, count: u32 },
+    GetProposals {
+        from: u64,
+        count: u32,
+    },
     Proposals(Vec<Proposal>),
-    Tip(Tip),
+    /// The sender's cemented tip and its highest applied window.
+    Tip {
+        cemented: Tip,
+        applied: u64,
+    },
+    Propose(Box<Propose>),
+    Vote(Box<Vote>),
+    Cement(Box<Cement>),
+    Beacon(Box<Beacon>),
+    GetCements {
+        from: u64,
+        count: u32,
+    },
+    Cements(Vec<Cement>),
 }
 
 impl Message {
     pub fn msg_type(&self) -> u8 {
         match self {
-            Message::Proposal(_) => MSG_PROPOSAL,
             Message::GetProposals { .. } => MSG_GET_PROPOSALS,
             Message::Proposals(_) => MSG_PROPOSALS,
-            Message::Tip(_) => MSG_TIP,
+            Message::Tip { .. } => MSG_TIP,
+            Message::Propose(_) => MSG_PROPOSE,
+            Message::Vote(_) => MSG_VOTE,
+            Message::Cement(_) => MSG_CEMENT,
+            Message::Beacon(_) => MSG_BEACON,
+            Message::GetCements { .. } => MSG_GET_CEMENTS,
+            Message::Cements(_) => MSG_CEMENTS,
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            Message::Proposal(p) => return p.to_bytes(),
-            Message::GetProposals { from, count } => {
+            Message::GetProposals { from, count } | Message::GetCements { from, count } => {
                 w.u64(*from).u32(*count);
             }
             Message::Proposals(ps) => {
                 return encode_proposals(ps.iter().map(|p| p.to_bytes())).0;
             }
-            Message::Tip(t) => {
-                w.u64(t.window).bytes(&t.t.0).bytes(&t.hash);
+            Message::Cements(cs) => {
+                return encode_proposals(cs.iter().map(|c| c.encode())).0;
             }
+            Message::Tip {
+                cemented: t,
+                applied,
+            } => {
+                w.u64(t.window).bytes(&t.t.0).bytes(&t.hash).u64(*applied);
+            }
+            Message::Propose(p) => return p.encode(),
+            Message::Vote(v) => return v.encode(),
+            Message::Cement(c) => return c.encode(),
+            Message::Beacon(b) => return b.encode(),
         }
         w.finish()
     }
@@ -64,10 +107,7 @@ impl Message {
     /// Decodes a payload of `msg_type`; `None` for types this build does not
     /// know (ignored, so later versions can add messages).
     pub fn decode(msg_type: u8, version: u8, payload: &[u8]) -> Option<Result<Self, CodecError>> {
-        let known = matches!(
-            msg_type,
-            MSG_PROPOSAL | MSG_GET_PROPOSALS | MSG_PROPOSALS | MSG_TIP
-        );
+        let known = (MSG_GET_PROPOSALS..=MSG_CEMENTS).contains(&msg_type);
         if !known {
             return None;
         }
@@ -84,11 +124,27 @@ impl Message {
     fn decode_known(msg_type: u8, payload: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new("message", payload);
         let m = match msg_type {
-            MSG_PROPOSAL => return Proposal::from_bytes(payload).map(Message::Proposal),
+            MSG_PROPOSE => return Propose::decode(payload).map(|p| Message::Propose(Box::new(p))),
+            MSG_VOTE => return Vote::decode(payload).map(|v| Message::Vote(Box::new(v))),
+            MSG_CEMENT => return Cement::decode(payload).map(|c| Message::Cement(Box::new(c))),
+            MSG_BEACON => return Beacon::decode(payload).map(|b| Message::Beacon(Box::new(b))),
             MSG_GET_PROPOSALS => Message::GetProposals {
                 from: r.u64()?,
                 count: r.u32()?,
             },
+            MSG_GET_CEMENTS => Message::GetCements {
+                from: r.u64()?,
+                count: r.u32()?,
+            },
+            MSG_CEMENTS => {
+                let n = r.u16()? as usize;
+                let mut cs = Vec::with_capacity(n.min(64));
+                for _ in 0..n {
+                    let len = r.u32()? as usize;
+                    cs.push(Cement::decode(r.take(len)?)?);
+                }
+                Message::Cements(cs)
+            }
             MSG_PROPOSALS => {
                 let n = r.u16()? as usize;
                 let mut ps = Vec::with_capacity(n.min(64));
@@ -98,11 +154,14 @@ impl Message {
                 }
                 Message::Proposals(ps)
             }
-            MSG_TIP => Message::Tip(Tip {
-                window: r.u64()?,
-                t: Hash32(r.array()?),
-                hash: r.array()?,
-            }),
+            MSG_TIP => Message::Tip {
+                cemented: Tip {
+                    window: r.u64()?,
+                    t: Hash32(r.array()?),
+                    hash: r.array()?,
+                },
+                applied: r.u64()?,
+            },
             _ => unreachable!("checked by decode"),
         };
         r.end()?;
@@ -110,7 +169,7 @@ impl Message {
     }
 }
 
-/// Packs encoded proposals into one `Proposals` payload of at most
+/// Packs encoded proposals (or Cements) into one `Proposals` payload of at most
 /// [`MAX_PAYLOAD`] bytes (always at least the first); returns the payload
 /// and how many were packed.
 pub fn encode_proposals(encoded: impl IntoIterator<Item = Vec<u8>>) -> (Vec<u8>, usize) {
@@ -141,10 +200,13 @@ mod tests {
         Proposal::sign(
             keys,
             HashSuite::Sha256,
-            window,
-            [1; 32],
             10 * k as u64,
-            0,
+            crate::proposal::Basis {
+                window,
+                link: [1; 32],
+                bundle: if window == 1 { [0; 32] } else { [2; 32] },
+                state_root: Hash32([3; 32]),
+            },
             cps,
         )
     }
@@ -152,16 +214,53 @@ mod tests {
     #[test]
     fn round_trips() {
         let keys = NodeKeys::generate().unwrap();
+        use crate::consensus::active::NodeId;
+        use crate::consensus::agreement::VoteKind;
+        use crate::consensus::propose::ProposeKey;
+        use crate::consensus::vote::VoteKey;
+        let me = NodeId::of(keys.verifying_key());
+        let p = proposal(&keys, 3, 2);
+        let vote = Vote::sign(
+            VoteKey {
+                kind: VoteKind::Precommit,
+                network_id: [5; 32],
+                window: 3,
+                round: 0,
+                value: Some(Hash32(p.hash())),
+                signer: me,
+            },
+            &keys,
+        );
+        let cement = Cement::from_votes(std::slice::from_ref(&vote)).unwrap();
         let msgs = [
-            Message::Proposal(proposal(&keys, 3, 2)),
             Message::GetProposals { from: 7, count: 9 },
+            Message::GetCements { from: 8, count: 1 },
             Message::Proposals(vec![proposal(&keys, 1, 1), proposal(&keys, 2, 3)]),
             Message::Proposals(vec![]),
-            Message::Tip(Tip {
-                window: 5,
-                t: Hash32([4; 32]),
-                hash: [6; 32],
-            }),
+            Message::Cements(vec![cement.clone(), cement.clone()]),
+            Message::Tip {
+                cemented: Tip {
+                    window: 5,
+                    t: Hash32([4; 32]),
+                    hash: [6; 32],
+                },
+                applied: 6,
+            },
+            Message::Propose(Box::new(Propose::sign(
+                ProposeKey {
+                    network_id: [5; 32],
+                    window: 3,
+                    round: 1,
+                    valid_round: Some(0),
+                    value: Hash32(p.hash()),
+                    signer: me,
+                },
+                p.clone(),
+                &keys,
+            ))),
+            Message::Vote(Box::new(vote)),
+            Message::Cement(Box::new(cement)),
+            Message::Beacon(Box::new(Beacon::sign([5; 32], 3, 1, &keys))),
         ];
         for m in msgs {
             let b = m.encode();
@@ -172,12 +271,28 @@ mod tests {
     #[test]
     fn rejects_bad_payloads() {
         assert_eq!(Message::decode(99, 1, b""), None);
+        // Version 1's proposal push is retired: ignored, not misread.
+        assert_eq!(Message::decode(16, 1, b""), None);
         assert!(matches!(
-            Message::decode(MSG_TIP, 2, &[0; 72]),
+            Message::decode(MSG_TIP, 2, &[0; 80]),
             Some(Err(CodecError::UnsupportedVersion { .. }))
         ));
         assert!(matches!(
-            Message::decode(MSG_TIP, 1, &[0; 71]),
+            Message::decode(MSG_TIP, 1, &[0; 79]),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            Message::decode(MSG_TIP, 1, &[0; 81]),
+            Some(Err(_))
+        ));
+        for t in [MSG_PROPOSE, MSG_VOTE, MSG_CEMENT, MSG_BEACON] {
+            assert!(
+                matches!(Message::decode(t, 1, &[0; 40]), Some(Err(_))),
+                "{t}"
+            );
+        }
+        assert!(matches!(
+            Message::decode(MSG_CEMENTS, 1, &[1, 0, 200, 0, 0, 0, 0]),
             Some(Err(_))
         ));
         assert!(matches!(

@@ -1,21 +1,23 @@
-//! Proposals: one window's result, signed by the proposer.
+//! Proposals: one window's result, signed by the node that made it.
 //!
 //! A proposal for window W+1 carries `T(W+1) = H^D(T(W))` and the K
 //! checkpoints that let a follower verify it in K independent segments
 //! instead of recomputing it. The signed header commits to the checkpoints
 //! through their hash, so the signature is checked (cheap) before any
-//! hashing work is spent. Layout: docs/SPEC.md section 7. Versioned: later
-//! versions add quorum signatures and fast-sync fields.
+//! hashing work is spent. Version 2 names its maker by node id, the
+//! cemented window it builds on, the canonical bundle (Cement) of that
+//! window and the state root after it. Layout: docs/SPEC.md section 7.
 
 use montana_vdf::{ChainParams, Hash32, HashSuite, Proof};
 
 use crate::codec::{CodecError, Reader, Writer};
+use crate::consensus::active::NodeId;
 use crate::keys::{Domain, NodeKeys, VerifyingKey, SIGNATURE_LEN};
 
 /// The proposal format this build reads and writes.
-pub const PROPOSAL_VERSION: u8 = 1;
-/// Header length in bytes (version 1).
-pub const HEADER_LEN: usize = 124;
+pub const PROPOSAL_VERSION: u8 = 2;
+/// Header length in bytes (version 2).
+pub const HEADER_LEN: usize = 226;
 const MAGIC: &[u8; 4] = b"MTPH";
 
 /// The signed part of a proposal.
@@ -35,8 +37,16 @@ pub struct ProposalHeader {
     pub d: u64,
     /// K, the number of checkpoints.
     pub checkpoints: u32,
-    /// The proposer's index in the genesis peer list.
-    pub proposer: u16,
+    /// The node that made (and signed) it.
+    pub proposer: NodeId,
+    /// The highest cemented window it builds on (window - 1).
+    pub cemented: u64,
+    /// The hash of the Cement of window `cemented` that pays (its canonical
+    /// bundle); zeros for window 1.
+    pub bundle: [u8; 32],
+    /// The state root after everything up to `cemented`, window
+    /// `cemented` paid with `bundle`.
+    pub state_root: Hash32,
 }
 
 impl ProposalHeader {
@@ -51,7 +61,10 @@ impl ProposalHeader {
             .bytes(&self.checkpoints_hash)
             .u64(self.d)
             .u32(self.checkpoints)
-            .u16(self.proposer);
+            .bytes(&self.proposer.0)
+            .u64(self.cemented)
+            .bytes(&self.bundle)
+            .bytes(&self.state_root.0);
         let b = w.finish();
         debug_assert_eq!(b.len(), HEADER_LEN);
         b
@@ -72,7 +85,10 @@ impl ProposalHeader {
             checkpoints_hash: r.array()?,
             d: r.u64()?,
             checkpoints: r.u32()?,
-            proposer: r.u16()?,
+            proposer: NodeId(r.array()?),
+            cemented: r.u64()?,
+            bundle: r.array()?,
+            state_root: Hash32(r.array()?),
         };
         let bad = |why: String| CodecError::Invalid {
             what: "proposal",
@@ -81,7 +97,25 @@ impl ProposalHeader {
         if h.window == 0 {
             return Err(bad("window 0 has no proposal".into()));
         }
+        if h.cemented != h.window - 1 {
+            return Err(bad(format!(
+                "window {} builds on cemented window {} (must be the one before)",
+                h.window, h.cemented
+            )));
+        }
+        if h.window == 1 && h.bundle != [0; 32] {
+            return Err(bad("window 1 names a bundle (there is none)".into()));
+        }
         ChainParams::new(h.d, h.checkpoints as u64).map_err(|e| bad(e.to_string()))?;
+        Ok(h)
+    }
+
+    /// Decodes exactly the 226 header bytes (the checks of
+    /// [`Proposal::from_bytes`] that need no checkpoints).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new("proposal header", bytes);
+        let h = Self::read(&mut r)?;
+        r.end()?;
         Ok(h)
     }
 
@@ -101,6 +135,17 @@ pub fn checkpoints_hash(checkpoints: &[Hash32]) -> [u8; 32] {
     HashSuite::Sha256.hash(&buf).0
 }
 
+/// What a new proposal builds on: the header fields beside the VDF output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Basis {
+    pub window: u64,
+    /// The proposal hash of the cemented window before (the network id for
+    /// window 1).
+    pub link: [u8; 32],
+    pub bundle: [u8; 32],
+    pub state_root: Hash32,
+}
+
 /// A signed proposal with its checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
@@ -115,21 +160,22 @@ impl Proposal {
     pub fn sign(
         keys: &NodeKeys,
         suite: HashSuite,
-        window: u64,
-        link: [u8; 32],
         d: u64,
-        proposer: u16,
+        basis: Basis,
         checkpoints: Vec<Hash32>,
     ) -> Self {
         let header = ProposalHeader {
             suite,
-            window,
-            link,
+            window: basis.window,
+            link: basis.link,
             t: *checkpoints.last().expect("K >= 1"),
             checkpoints_hash: checkpoints_hash(&checkpoints),
             d,
             checkpoints: checkpoints.len() as u32,
-            proposer,
+            proposer: NodeId::of(keys.verifying_key()),
+            cemented: basis.window - 1,
+            bundle: basis.bundle,
+            state_root: basis.state_root,
         };
         let signature = keys.sign(Domain::Proposal, &header.to_bytes());
         Proposal {
@@ -222,7 +268,18 @@ mod tests {
                 v
             })
             .collect();
-        Proposal::sign(keys, suite, 1, [9; 32], 20, 0, cps)
+        Proposal::sign(
+            keys,
+            suite,
+            20,
+            Basis {
+                window: 2,
+                link: [9; 32],
+                bundle: [8; 32],
+                state_root: Hash32([7; 32]),
+            },
+            cps,
+        )
     }
 
     #[test]
@@ -256,7 +313,9 @@ mod tests {
             Box::new(|h| h.t.0[0] ^= 1),
             Box::new(|h| h.checkpoints_hash[0] ^= 1),
             Box::new(|h| h.d += 4),
-            Box::new(|h| h.proposer = 1),
+            Box::new(|h| h.proposer.0[0] ^= 1),
+            Box::new(|h| h.bundle[0] ^= 1),
+            Box::new(|h| h.state_root.0[0] ^= 1),
             Box::new(|h| h.suite = HashSuite::Blake3),
         ];
         for edit in edits.drain(..) {
@@ -284,12 +343,23 @@ mod tests {
             Proposal::from_bytes(&b),
             Err(CodecError::BadMagic { .. })
         ));
+        // Version 1 (the genesis-index format) is refused, not misread.
         let mut b = bytes.clone();
-        b[4] = 2;
+        b[4] = 1;
         assert!(matches!(
             Proposal::from_bytes(&b),
-            Err(CodecError::UnsupportedVersion { found: 2, .. })
+            Err(CodecError::UnsupportedVersion { found: 1, .. })
         ));
+        // `cemented` must be the window before; window 1 names no bundle.
+        let mut q = p.clone();
+        q.header.cemented = 0;
+        assert!(Proposal::from_bytes(&q.to_bytes()).is_err());
+        let mut q = p.clone();
+        q.header.window = 1;
+        q.header.cemented = 0;
+        assert!(Proposal::from_bytes(&q.to_bytes()).is_err());
+        q.header.bundle = [0; 32];
+        assert!(Proposal::from_bytes(&q.to_bytes()).is_ok());
         // A checkpoint changed after signing: caught by the checkpoints hash.
         let mut b = bytes.clone();
         let last = b.len() - 40;
@@ -298,6 +368,7 @@ mod tests {
         // Window 0 and K not dividing D.
         let mut q = p.clone();
         q.header.window = 0;
+        q.header.cemented = u64::MAX;
         assert!(Proposal::from_bytes(&q.to_bytes()).is_err());
         let mut q = p.clone();
         q.header.d = 21;

@@ -3,16 +3,24 @@
 //! Column families:
 //! - `metadata`: `schema_version` (u32 LE, [`SCHEMA_VERSION`]: the layout
 //!   of everything below; written when the database is created),
-//!   `network_id` (32 bytes: a data dir belongs to one network) and `tip`
-//!   (the last applied window: window u64 LE, T 32, proposal hash 32).
+//!   `network_id` (32 bytes: a data dir belongs to one network),
+//!   `tip` (the last cemented window: window u64 LE, T 32, proposal hash 32),
+//!   `state_root` (32: the state root after `tip`), `applied` (the window
+//!   after the tip once its T is verified: window u64 LE, T 32) and
+//!   `signed` (the highest (window, round, step) this node signed, and its
+//!   lock: `chain::Signed`).
 //! - `proposals`: window (u64 big-endian, so keys sort by window) -> the
-//!   proposal bytes (docs/SPEC.md section 7).
+//!   cemented proposal's bytes (docs/SPEC.md section 7).
+//! - `cements`: window (u64 BE) -> the window's canonical Cement (the one
+//!   the next window's proposal names; this node's own until then).
+//! - `state`: consensus state entries (docs/SPEC.md 9.6), key -> value.
 //! - `peers`: peer index (u16 big-endian) -> the genesis peer as JSON.
 //!
-//! Applying windows writes their proposals and the new tip in one atomic
-//! `WriteBatch` with the write-ahead log synced: once [`Store::apply`]
-//! returns, a crash loses nothing, and a restart resumes from exactly that
-//! tip (never applying a window twice). Options are sized for a 1 GB host:
+//! Cementing windows writes their proposals, Cements, the state entries
+//! they change, the new root and the new tip in one atomic `WriteBatch`
+//! with the write-ahead log synced: once [`Store::cement`] returns, a crash
+//! loses nothing, and a restart resumes from exactly that tip (never
+//! applying or paying a window twice). Options are sized for a 1 GB host:
 //! an 8 MiB block cache and 4 MiB write buffers, no compression (hashes do
 //! not compress).
 
@@ -26,11 +34,20 @@ use rocksdb::{
 };
 use thiserror::Error;
 
+use crate::chain::{Cemented, Signed};
+use crate::consensus::active::NodeId;
+use crate::consensus::state::State;
+use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
 use crate::proposal::Proposal;
 
+mod fastsync;
+pub use fastsync::CheckpointView;
+
 const CF_METADATA: &str = "metadata";
 const CF_PROPOSALS: &str = "proposals";
+const CF_CEMENTS: &str = "cements";
+const CF_STATE: &str = "state";
 const CF_PEERS: &str = "peers";
 const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";
 const KEY_NETWORK_ID: &[u8] = b"network_id";
@@ -40,6 +57,9 @@ const KEY_NETWORK_ID: &[u8] = b"network_id";
 /// version 1); a database of any other version is refused, never misread.
 pub const SCHEMA_VERSION: u32 = 2;
 const KEY_TIP: &[u8] = b"tip";
+const KEY_ROOT: &[u8] = b"state_root";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_SIGNED: &[u8] = b"signed";
 
 /// Storage failures; one line each, naming the path where it helps.
 #[derive(Debug, Error)]
@@ -181,7 +201,16 @@ pub fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
 fn open_db(path: &Path, existed: bool, read_only: bool) -> Result<DB, StoreError> {
     let mut opts = options();
     opts.create_if_missing(!existed);
-    let cfs = [CF_METADATA, CF_PROPOSALS, CF_PEERS]
+    // Every write is one synced batch, so a write-ahead log that ends
+    // early is damage, not a torn last write: the node refuses it (a
+    // read-only reader, e.g. `montana accounts` beside a running node, may
+    // see the node's last write in progress) rather than resume
+    // from an older state (whose highest signed step may be lower than
+    // what this node already signed and sent).
+    if !read_only {
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+    }
+    let cfs = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, options()));
     let db = if read_only {
@@ -258,6 +287,11 @@ impl Store {
                 );
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
+                let state = genesis.initial_state();
+                for (k, v) in state.entries() {
+                    batch.put_cf(store.cf(CF_STATE), k, v);
+                }
+                batch.put_cf(store.cf(CF_METADATA), KEY_ROOT, state.root().0);
                 for (i, p) in genesis.peers.iter().enumerate() {
                     let json = serde_json::to_vec(p).expect("plain data");
                     batch.put_cf(store.cf(CF_PEERS), (i as u16).to_be_bytes(), json);
@@ -347,29 +381,135 @@ impl Store {
         self.tip
     }
 
-    /// Stores consecutive proposals from `tip + 1` and moves the tip to the
-    /// last, in one synced atomic batch. The caller has verified them.
-    pub fn apply(&mut self, proposals: &[Proposal]) -> Result<Tip, StoreError> {
+    /// Stores consecutive cemented windows from `tip + 1` (proposals,
+    /// Cements, the canonical bundle of each window before, the accounts
+    /// `state` holds for the ids paid, the root) and moves the tip to the
+    /// last, in one synced atomic batch. The caller has verified them;
+    /// `state` is the state after the last.
+    pub fn cement(&mut self, windows: &[Cemented], state: &State) -> Result<Tip, StoreError> {
         let mut tip = self.tip;
         let mut batch = WriteBatch::default();
-        for p in proposals {
+        let mut paid: Vec<NodeId> = Vec::new();
+        for c in windows {
+            let p = &c.proposal;
             if p.window() != tip.window + 1 {
                 return Err(StoreError::OutOfOrder {
                     tip: tip.window,
                     got: p.window(),
                 });
             }
-            batch.put_cf(
-                self.cf(CF_PROPOSALS),
-                p.window().to_be_bytes(),
-                p.to_bytes(),
-            );
+            let w = p.window().to_be_bytes();
+            batch.put_cf(self.cf(CF_PROPOSALS), w, p.to_bytes());
+            batch.put_cf(self.cf(CF_CEMENTS), w, c.cement.encode());
+            if let Some(prev) = &c.prev_bundle {
+                batch.put_cf(
+                    self.cf(CF_CEMENTS),
+                    (p.window() - 1).to_be_bytes(),
+                    prev.encode(),
+                );
+            }
+            paid.extend_from_slice(&c.paid);
             tip = tip.after(p);
         }
+        paid.sort();
+        paid.dedup();
+        for id in paid {
+            let key = crate::consensus::state::account_key(&id);
+            batch.put_cf(self.cf(CF_STATE), key, state.balance(&id).to_le_bytes());
+        }
+        batch.put_cf(self.cf(CF_METADATA), KEY_ROOT, state.root().0);
         batch.put_cf(self.cf(CF_METADATA), KEY_TIP, tip.to_bytes());
+        batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
         self.write(batch)?;
         self.tip = tip;
         Ok(tip)
+    }
+
+    /// Records (synced) that the window after the tip is applied: its T
+    /// verified.
+    pub fn applied(&mut self, window: u64, t: &Hash32) -> Result<(), StoreError> {
+        let mut v = window.to_le_bytes().to_vec();
+        v.extend_from_slice(&t.0);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_APPLIED, v);
+        self.write(batch)
+    }
+
+    /// The applied window after the tip, if recorded.
+    pub fn applied_window(&self) -> Result<Option<(u64, Hash32)>, StoreError> {
+        Ok(self.get(CF_METADATA, KEY_APPLIED)?.and_then(|b| {
+            (b.len() == 40).then(|| {
+                (
+                    u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+                    Hash32(b[8..].try_into().expect("32 bytes")),
+                )
+            })
+        }))
+    }
+
+    /// Records (synced) the highest step this node signed. Called before
+    /// the signed message is sent.
+    pub fn save_signed(&mut self, s: &Signed) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_SIGNED, s.to_bytes());
+        self.write(batch)
+    }
+
+    /// The highest step this node signed, if any.
+    pub fn signed(&self) -> Result<Option<Signed>, StoreError> {
+        match self.get(CF_METADATA, KEY_SIGNED)? {
+            None => Ok(None),
+            Some(b) => Signed::from_bytes(&b)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("the signed-step record")),
+        }
+    }
+
+    /// The consensus state after the tip (checked against the stored
+    /// root), the maker of the tip's proposal and the tip's stored Cement.
+    pub fn consensus(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<(State, NodeId, Option<Cement>), StoreError> {
+        let mut accounts = std::collections::BTreeMap::new();
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.corrupt(&e.into_string()))?;
+            if let Some(id) = crate::consensus::state::account_of_key(&k) {
+                let b: [u8; 8] = v[..]
+                    .try_into()
+                    .map_err(|_| self.corrupt("an account balance is not 8 bytes"))?;
+                accounts.insert(id, u64::from_le_bytes(b));
+            }
+        }
+        let state = State::new(genesis.active_set(), accounts);
+        let stored = self
+            .get(CF_METADATA, KEY_ROOT)?
+            .ok_or_else(|| self.corrupt("no state root"))?;
+        if stored[..] != state.root().0[..] {
+            return Err(self.corrupt("the accounts do not match the stored state root"));
+        }
+        let (proposer, cement) = if self.tip.window == 0 {
+            (genesis.node_id(genesis.proposer()), None)
+        } else {
+            let p = self
+                .proposal(self.tip.window)?
+                .ok_or_else(|| self.corrupt("the tip's proposal is missing"))?;
+            let c = self
+                .get(CF_CEMENTS, &self.tip.window.to_be_bytes())?
+                .map(|b| Cement::decode(&b))
+                .transpose()
+                .map_err(|e| self.corrupt(&format!("the tip's Cement: {e}")))?;
+            (p.header.proposer, c)
+        };
+        Ok((state, proposer, cement))
+    }
+
+    /// The stored Cement bytes of `window`.
+    pub fn cement_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_CEMENTS, &window.to_be_bytes())
     }
 
     /// The stored proposal bytes of `window`, if applied.
@@ -472,6 +612,173 @@ impl Store {
     }
 }
 
+/// What `montana accounts` shows: the accounts of the last cemented window
+/// as one consistent read of a node's database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountsSnapshot {
+    /// The genesis' network id.
+    pub network_id: [u8; 32],
+    /// The last cemented window (the `tip`); 0 before the first.
+    pub cemented: u64,
+    /// The window after the tip, if its T is verified but not yet cemented.
+    pub applied: Option<u64>,
+    /// The state root after `cemented` (windows `1..cemented-1` paid),
+    /// recomputed from the state entries read and equal to the stored one.
+    pub state_root: Hash32,
+    /// Every account, sorted by node id.
+    pub accounts: Vec<(NodeId, u64)>,
+    /// Labels of the genesis peers, by node id.
+    pub labels: std::collections::BTreeMap<NodeId, String>,
+}
+
+/// Reads the accounts of the node whose data dir is `data_dir`, opening
+/// `data_dir/db` read-only: nothing is written (no lock taken, no repair),
+/// so it works while the node runs, and shows what the node had made
+/// durable when the database was opened. A database that is absent, of
+/// another schema, or whose entries do not hash to its stored state root
+/// is an error.
+pub fn read_accounts(data_dir: &Path) -> Result<AccountsSnapshot, StoreError> {
+    if !data_dir.is_dir() {
+        let why = if data_dir.exists() {
+            "not a directory (give the node's --data-dir)"
+        } else {
+            "it does not exist (give the node's --data-dir)"
+        };
+        return Err(StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            why: why.into(),
+        });
+    }
+    let path = data_dir.join("db");
+    if !path.join("CURRENT").is_file() {
+        return Err(StoreError::Db {
+            path,
+            why: "no montana database here (no CURRENT file; give the data dir of a node that has run)".into(),
+        });
+    }
+    // A running node may delete a file (a compacted table, an old log)
+    // between the read of the MANIFEST and the open of that file: the open
+    // is retried.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read_accounts_once(&path) {
+            Err(StoreError::Db { why, .. }) if attempt < 5 && why.contains("IO error") => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn read_accounts_once(path: &Path) -> Result<AccountsSnapshot, StoreError> {
+    let db_err = |why: String| StoreError::Db {
+        path: path.to_path_buf(),
+        why,
+    };
+    let corrupt = |why: &str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    // Only the column families present are opened, so a database of an
+    // older layout is named as such, not as a missing column family.
+    let present = DB::list_cf(&options(), path).map_err(|e| db_err(e.into_string()))?;
+    let wanted = [CF_METADATA, CF_PROPOSALS, CF_CEMENTS, CF_STATE, CF_PEERS];
+    let cfs = wanted
+        .into_iter()
+        .filter(|n| present.iter().any(|p| p == n))
+        .map(|n| ColumnFamilyDescriptor::new(n, options()));
+    let mut opts = options();
+    opts.create_if_missing(false);
+    let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+        .map_err(|e| db_err(e.into_string()))?;
+    let get = |cf: &str, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(h) = db.cf_handle(cf) else {
+            return Ok(None);
+        };
+        db.get_cf(h, key).map_err(|e| db_err(e.into_string()))
+    };
+    let schema = match get(CF_METADATA, KEY_SCHEMA_VERSION)? {
+        Some(b) => u32::from_le_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| corrupt("schema_version record length"))?,
+        ),
+        None if get(CF_METADATA, KEY_NETWORK_ID)?.is_some()
+            || get(CF_METADATA, KEY_TIP)?.is_some() =>
+        {
+            1
+        }
+        None => return Err(corrupt("its records are gone (no network id)")),
+    };
+    if schema != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: schema,
+        });
+    }
+    let network_id: [u8; 32] = get(CF_METADATA, KEY_NETWORK_ID)?
+        .ok_or_else(|| corrupt("no network id"))?
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("network id record length"))?;
+    let tip = get(CF_METADATA, KEY_TIP)?
+        .and_then(|b| Tip::from_bytes(&b))
+        .ok_or_else(|| corrupt("no tip record (or a tip of the wrong length)"))?;
+    let applied = get(CF_METADATA, KEY_APPLIED)?
+        .filter(|b| b.len() == 40)
+        .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")));
+    let stored: [u8; 32] = get(CF_METADATA, KEY_ROOT)?
+        .ok_or_else(|| corrupt("no state root"))?
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("state root record length"))?;
+    let state = db
+        .cf_handle(CF_STATE)
+        .ok_or_else(|| corrupt("no state column family"))?;
+    // RocksDB iterates keys in bytewise order: the order of the root's
+    // leaves (docs/SPEC.md 9.5).
+    let mut leaves = Vec::new();
+    let mut accounts = Vec::new();
+    for item in db.iterator_cf(state, rocksdb::IteratorMode::Start) {
+        let (k, v) = item.map_err(|e| db_err(e.into_string()))?;
+        leaves.push(crate::consensus::merkle::leaf(&k, &v));
+        if let Some(id) = crate::consensus::state::account_of_key(&k) {
+            let b: [u8; 8] = v[..]
+                .try_into()
+                .map_err(|_| corrupt("an account balance is not 8 bytes"))?;
+            accounts.push((id, u64::from_le_bytes(b)));
+        }
+    }
+    let root = crate::consensus::merkle::state_root(&leaves);
+    if root.0 != stored {
+        return Err(corrupt(&format!(
+            "the state entries hash to {}, the stored state root is {}",
+            root.to_hex(),
+            hex::encode(stored)
+        )));
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    if let Some(peers) = db.cf_handle(CF_PEERS) {
+        for item in db.iterator_cf(peers, rocksdb::IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| db_err(e.into_string()))?;
+            if let Ok(p) = serde_json::from_slice::<crate::genesis::GenesisPeer>(&v) {
+                if let Ok(key) = p.signing_public() {
+                    labels.insert(NodeId::of(&key), p.label);
+                }
+            }
+        }
+    }
+    Ok(AccountsSnapshot {
+        network_id,
+        cemented: tip.window,
+        applied,
+        state_root: root,
+        accounts,
+        labels,
+    })
+}
+
 /// Reads stored proposals; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct StoreReader {
@@ -480,12 +787,18 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// The stored proposal bytes of `window`, if applied.
+    /// The stored proposal bytes of `window`, if cemented.
     pub fn proposal_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_PROPOSALS)
-            .expect("column families opened");
+        self.read(CF_PROPOSALS, window)
+    }
+
+    /// The stored Cement bytes of `window`, if cemented.
+    pub fn cement_bytes(&self, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(CF_CEMENTS, window)
+    }
+
+    fn read(&self, cf: &str, window: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.db.cf_handle(cf).expect("column families opened");
         self.db
             .get_cf(cf, window.to_be_bytes())
             .map_err(|e| StoreError::Db {
@@ -500,7 +813,7 @@ mod tests {
     use super::*;
     use crate::genesis::tests::peers;
     use crate::keys::NodeKeys;
-    use crate::testutil::chain;
+    use crate::testutil::cemented_chain;
     use montana_vdf::HashSuite;
 
     fn genesis() -> (Genesis, Vec<NodeKeys>) {
@@ -509,55 +822,100 @@ mod tests {
     }
 
     #[test]
-    fn restart_resumes_from_the_last_applied_window() {
+    fn restart_resumes_from_the_last_cemented_window_with_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let (g, k) = genesis();
-        let ps = chain(&g, &k[0], 5);
+        let (ws, state) = cemented_chain(&g, &k, 0, 5, |_, _| {});
+        let state_at = |n: usize| {
+            let (_, s) = cemented_chain(&g, &k, 0, n as u64, |_, _| {});
+            s
+        };
         {
             let mut s = Store::open(dir.path(), &g).unwrap();
             assert_eq!(s.tip(), Tip::genesis(&g));
             assert_eq!(s.peer_count(), 2);
-            s.apply(&ps[..2]).unwrap();
-            s.apply(&ps[2..3]).unwrap();
+            s.cement(&ws[..2], &state_at(2)).unwrap();
+            s.cement(&ws[2..3], &state_at(3)).unwrap();
             assert_eq!(s.tip().window, 3);
         }
         let mut s = Store::open(dir.path(), &g).unwrap();
-        assert_eq!(
-            s.tip(),
-            Tip::genesis(&g).after(&ps[0]).after(&ps[1]).after(&ps[2])
-        );
-        assert_eq!(s.tip().t, ps[2].header.t);
+        let tip = Tip::genesis(&g)
+            .after(&ws[0].proposal)
+            .after(&ws[1].proposal)
+            .after(&ws[2].proposal);
+        assert_eq!(s.tip(), tip);
+        let (st, proposer, bundle) = s.consensus(&g).unwrap();
+        assert_eq!(st, state_at(3));
+        assert_eq!(proposer, ws[2].proposal.header.proposer);
+        assert_eq!(bundle.as_ref(), Some(&ws[2].cement));
         // Nothing applied twice, nothing skipped.
         assert!(matches!(
-            s.apply(&ps[2..3]),
+            s.cement(&ws[2..3], &state_at(3)),
             Err(StoreError::OutOfOrder { tip: 3, got: 3 })
         ));
         assert!(matches!(
-            s.apply(&ps[4..5]),
+            s.cement(&ws[4..5], &state),
             Err(StoreError::OutOfOrder { tip: 3, got: 5 })
         ));
         // A batch failing half-way writes nothing.
-        assert!(s.apply(&[ps[3].clone(), ps[3].clone()]).is_err());
+        assert!(s.cement(&[ws[3].clone(), ws[3].clone()], &state).is_err());
         assert_eq!(s.tip().window, 3);
         drop(s);
         let mut s = Store::open(dir.path(), &g).unwrap();
         assert_eq!(s.tip().window, 3);
         assert!(s.proposal(4).unwrap().is_none());
-        s.apply(&ps[3..]).unwrap();
-        for p in &ps {
-            assert_eq!(s.proposal(p.window()).unwrap().as_ref(), Some(p));
+        s.cement(&ws[3..], &state).unwrap();
+        for c in &ws {
+            assert_eq!(
+                s.proposal(c.proposal.window()).unwrap().as_ref(),
+                Some(&c.proposal)
+            );
         }
-        assert_eq!(s.peer_count(), 2);
+        assert_eq!(s.consensus(&g).unwrap().0, state);
+        // The signed step survives a restart.
+        let signed = Signed {
+            window: 6,
+            round: 1,
+            step: 2,
+            locked: Some((montana_vdf::Hash32([4; 32]), 1)),
+        };
+        s.save_signed(&signed).unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.signed().unwrap(), Some(signed));
+    }
+
+    #[test]
+    fn accounts_that_do_not_match_the_root_are_refused_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            s.cement(&ws, &state).unwrap();
+            let id = g.node_id(0);
+            let cf = s.cf(CF_STATE);
+            s.db()
+                .put_cf(
+                    cf,
+                    crate::consensus::state::account_key(&id),
+                    1u64.to_le_bytes(),
+                )
+                .unwrap();
+        }
+        let s = Store::open(dir.path(), &g).unwrap();
+        let e = s.consensus(&g).unwrap_err();
+        assert!(e.to_string().contains("state root"), "{e}");
     }
 
     #[test]
     fn a_tip_without_its_proposal_is_refused_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let (g, k) = genesis();
-        let ps = chain(&g, &k[0], 3);
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
         {
             let mut s = Store::open(dir.path(), &g).unwrap();
-            s.apply(&ps).unwrap();
+            s.cement(&ws, &state).unwrap();
             // The tip's proposal disappears (a lost record).
             let cf = s.cf(CF_PROPOSALS);
             s.db().delete_cf(cf, 3u64.to_be_bytes()).unwrap();
@@ -570,7 +928,8 @@ mod tests {
             // A proposal that does not match the tip.
             let db = open_db(&dir.path().join("db"), true, false).unwrap();
             let cf = db.cf_handle(CF_PROPOSALS).unwrap();
-            db.put_cf(cf, 3u64.to_be_bytes(), ps[1].to_bytes()).unwrap();
+            db.put_cf(cf, 3u64.to_be_bytes(), ws[1].proposal.to_bytes())
+                .unwrap();
         }
         let e = Store::open(dir.path(), &g).unwrap_err();
         assert!(e.to_string().contains("does not match the tip"), "{e}");
@@ -587,7 +946,8 @@ mod tests {
                 Some(SCHEMA_VERSION.to_le_bytes().to_vec()),
                 "written when the database is created"
             );
-            s.apply(&chain(&g, &k[0], 2)).unwrap();
+            let (ws, state) = cemented_chain(&g, &k, 0, 2, |_, _| {});
+            s.cement(&ws, &state).unwrap();
         }
         let path = dir.path().join("db");
         let set = |v: Option<&[u8]>| {
@@ -622,6 +982,60 @@ mod tests {
         // Put back, the database opens where it was.
         set(Some(&SCHEMA_VERSION.to_le_bytes()));
         assert_eq!(Store::open(dir.path(), &g).unwrap().tip().window, 2);
+    }
+
+    #[test]
+    fn accounts_are_read_read_only_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = genesis();
+        let (ws, state) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+        let mut s = Store::open(dir.path(), &g).unwrap();
+        s.cement(&ws, &state).unwrap();
+        s.applied(4, &Hash32([1; 32])).unwrap();
+        // The writer still holds the database (a running node).
+        let a = read_accounts(dir.path()).unwrap();
+        assert_eq!(a.cemented, 3);
+        assert_eq!(a.applied, Some(4));
+        assert_eq!(a.network_id, g.network_id());
+        assert_eq!(a.state_root, state.root());
+        let expected: Vec<(NodeId, u64)> = state.accounts().iter().map(|(i, b)| (*i, *b)).collect();
+        assert_eq!(a.accounts, expected);
+        assert!(!a.accounts.is_empty());
+        assert_eq!(a.labels.get(&g.node_id(1)), Some(&g.peers[1].label));
+        // It wrote nothing: the writer goes on.
+        assert_eq!(s.tip().window, 3);
+        s.applied(5, &Hash32([2; 32])).unwrap();
+        drop(s);
+
+        // A tampered balance no longer hashes to the stored root.
+        {
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_STATE).unwrap();
+            db.put_cf(
+                cf,
+                crate::consensus::state::account_key(&g.node_id(0)),
+                5u64.to_le_bytes(),
+            )
+            .unwrap();
+        }
+        let e = read_accounts(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("stored state root"), "{e}");
+        // Another schema is named as such.
+        {
+            let db = open_db(&dir.path().join("db"), true, false).unwrap();
+            let cf = db.cf_handle(CF_METADATA).unwrap();
+            db.delete_cf(cf, KEY_SCHEMA_VERSION).unwrap();
+        }
+        let e = read_accounts(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 1, .. }), "{e}");
+        // No data dir; a data dir without a database.
+        let e = read_accounts(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(e, StoreError::DataDir { .. }), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = read_accounts(empty.path()).unwrap_err();
+        assert!(e.to_string().contains("no montana database"), "{e}");
+        assert!(!empty.path().join("db").exists(), "nothing created");
     }
 
     #[test]

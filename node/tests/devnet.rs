@@ -54,8 +54,9 @@ fn state(dir: &Path) -> Option<NodeState> {
     NodeState::read(dir)
 }
 
+/// The window a node has cemented.
 fn window(dir: &Path) -> u64 {
-    state(dir).map_or(0, |s| s.window)
+    state(dir).map_or(0, |s| s.cemented)
 }
 
 fn wait_until(what: &str, plan: &devnet::Plan, secs: u64, mut f: impl FnMut() -> bool) {
@@ -178,26 +179,27 @@ fn four_node_devnet_converges() {
 fn a_killed_follower_restarts_and_catches_up() {
     const LAST: u64 = 16;
     let dir = tempfile::tempdir().unwrap();
-    let plan = small_plan(dir.path(), 3);
+    // Four nodes: the other three are a quorum and cement without node 2.
+    let plan = small_plan(dir.path(), 4);
     let last = LAST.to_string();
-    let mut nodes = Nodes(vec![
-        Some(start(&plan, 1, &[], &[])),
-        Some(start(&plan, 2, &[], &[])),
-        Some(start(&plan, 0, &["--last-window", &last], &[])),
-    ]);
+    let mut nodes = Nodes(
+        (0..4)
+            .map(|i| Some(start(&plan, i, &["--last-window", &last], &[])))
+            .collect(),
+    );
     let dirs: Vec<PathBuf> = plan.nodes.iter().map(|n| n.dir.clone()).collect();
     wait_until("window 2 on every node", &plan, 60, || {
         dirs.iter().all(|d| window(d) >= 2)
     });
     // A crash: SIGKILL, no clean shutdown.
-    let mut victim = nodes.0[1].take().unwrap();
+    let mut victim = nodes.0[2].take().unwrap();
     victim.kill().unwrap();
     victim.wait().unwrap();
     let died_at = window(&dirs[2]);
-    wait_until("the proposer 4 windows further", &plan, 60, || {
+    wait_until("the others 4 windows further", &plan, 60, || {
         window(&dirs[0]) >= died_at + 4
     });
-    nodes.0[1] = Some(start(&plan, 2, &[], &[]));
+    nodes.0[2] = Some(start(&plan, 2, &["--last-window", &last], &[]));
     wait_until("every node on the last window", &plan, 90, || {
         dirs.iter().all(|d| window(d) == LAST)
     });
@@ -205,12 +207,14 @@ fn a_killed_follower_restarts_and_catches_up() {
         terminate(c);
     }
     let t = t_of(HashSuite::Sha256, plan.genesis.d, LAST);
+    let root = state(&dirs[0]).unwrap().state_root;
     for d in &dirs {
         let s = state(d).unwrap();
         assert_eq!(
-            (s.window, s.t.as_str(), s.phase.as_str()),
-            (LAST, t.as_str(), "stopped")
+            (s.window, s.cemented, s.t.as_str(), s.phase.as_str()),
+            (LAST, LAST, t.as_str(), "stopped")
         );
+        assert_eq!(s.state_root, root, "one state root");
         assert_eq!(s.rejected_total(), 0, "{s:?}");
     }
 }
@@ -222,9 +226,9 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
     let dir = tempfile::tempdir().unwrap();
     let plan = small_plan(dir.path(), 4);
     let mut nodes = Nodes(vec![
-        Some(start(&plan, 1, &[], &[])),
-        Some(start(&plan, 2, &[], &[])),
-        Some(start(&plan, 3, &[], &[])),
+        Some(start(&plan, 1, &["--last-window", "5"], &[])),
+        Some(start(&plan, 2, &["--last-window", "5"], &[])),
+        Some(start(&plan, 3, &["--last-window", "5"], &[])),
         Some(start(
             &plan,
             0,
@@ -246,7 +250,13 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
         assert_eq!(s.rejected.get("bad_signature"), Some(&1), "{s:?}");
         assert_eq!(s.rejected.get("bad_checkpoint"), Some(&1), "{s:?}");
         let log = std::fs::read_to_string(d.join("node.log")).unwrap();
-        assert!(log.contains("rejected proposal"), "{log}");
+        for reason in ["bad_signature", "bad_checkpoint"] {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("rejected") && l.contains(&format!("reason=\"{reason}\""))),
+                "{log}"
+            );
+        }
     }
 }
 
@@ -368,7 +378,7 @@ fn an_interrupted_devnet_exits_130_and_reports_the_window_reached() {
     net.wait_until("window 2 or more", 120, |err| {
         err.lines().any(|l| {
             l.strip_prefix("devnet: window ")
-                .and_then(|r| r.strip_suffix(" of 1000, all nodes"))
+                .and_then(|r| r.strip_suffix(" of 1000 cemented, all nodes"))
                 .and_then(|w| w.parse::<u64>().ok())
                 .is_some_and(|w| w >= 2)
         })
@@ -615,20 +625,33 @@ fn backend_pins_apply_to_what_the_backend_supports() {
 /// proposes anyway, and says when it reached its last window.
 #[test]
 fn a_lone_proposer_says_it_waits_then_that_it_reached_the_last_window() {
+    // The proposer starts alone: it says it waits for its peer (no window
+    // can be cemented without it: 2 of 2 is the quorum), then, once the
+    // peer is there, that it cemented the last window.
     let dir = tempfile::tempdir().unwrap();
     let plan = small_plan(dir.path(), 2);
     let mut nodes = Nodes(vec![Some(start(&plan, 0, &["--last-window", "1"], &[]))]);
     let log = || std::fs::read_to_string(plan.nodes[0].dir.join("node.log")).unwrap_or_default();
-    wait_until("the last window on the proposer", &plan, 90, || {
-        log().contains("last window reached; staying up")
+    wait_until("the proposer waiting for its peer", &plan, 30, || {
+        log().contains("waiting for peers (0 of 1, up to 10 s)")
     });
-    terminate(&mut nodes.0[0]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(window(&plan.nodes[0].dir), 0, "cemented alone");
+    nodes
+        .0
+        .push(Some(start(&plan, 1, &["--last-window", "1"], &[])));
+    wait_until("the last window on the proposer", &plan, 90, || {
+        log().contains("last window cemented; staying up")
+    });
+    for c in nodes.0.iter_mut() {
+        terminate(c);
+    }
     let text = log();
     let waiting = text
         .find("waiting for peers (0 of 1, up to 10 s)")
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        waiting < text.find("last window reached").unwrap(),
+        waiting < text.find("last window cemented").unwrap(),
         "{text}"
     );
     assert_eq!(window(&plan.nodes[0].dir), 1);

@@ -135,20 +135,20 @@ fn killed_followers_and_proposer_restart_and_converge() {
 #[test]
 fn the_applied_log_check_catches_a_window_applied_twice_or_skipped() {
     let ok = "node running label=\"n\" window=0 t=a\n\
-              applied window window=1 t=b\n\
-              applied window window=2 t=c\n\
+              cemented window window=1 t=b\n\
+              cemented window window=2 t=c\n\
               node running label=\"n\" window=3 t=d\n\
-              applied window window=4 t=e\n";
+              cemented window window=4 t=e\n";
     assert_eq!(check_applied_log(ok), Ok((2, 3)));
     let backwards = "node running label=\"n\" window=0 t=a\n\
-                     applied window window=1 t=b\n\
-                     applied window window=2 t=c\n\
+                     cemented window window=1 t=b\n\
+                     cemented window window=2 t=c\n\
                      node running label=\"n\" window=1 t=d\n";
     assert!(check_applied_log(backwards).is_err());
     let skipped = "node running label=\"n\" window=0 t=a\n\
-                   applied window window=2 t=b\n";
+                   cemented window window=2 t=b\n";
     assert!(check_applied_log(skipped).is_err());
     let twice = "node running label=\"n\" window=4 t=a\n\
-                 applied window window=4 t=b\n";
+                 cemented window window=4 t=b\n";
     assert!(check_applied_log(twice).is_err());
 }

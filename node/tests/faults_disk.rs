@@ -61,8 +61,9 @@ impl Drop for Node {
     }
 }
 
+/// A one-node network: its node is a quorum by itself and cements alone.
 fn plan(dir: &Path) -> devnet::Plan {
-    devnet::plan(dir, 2, HashSuite::Sha256, 400_000, 100, 0.05).unwrap()
+    devnet::plan(dir, 1, HashSuite::Sha256, 400_000, 100, 0.05).unwrap()
 }
 
 fn start_cmd(plan: &devnet::Plan, data: &Path, keys: &Path) -> Command {
@@ -136,7 +137,7 @@ fn skip(case: &str, why: &str) {
 #[test]
 fn an_unusable_data_dir_or_bad_keys_refuse_the_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan(dir.path());
+    let plan = devnet::plan(dir.path(), 2, HashSuite::Sha256, 400_000, 100, 0.05).unwrap();
     let keys = plan.nodes[1].dir.join("keys");
 
     // A file where the data dir should be.
@@ -398,7 +399,7 @@ fn wait_for_log(log: &Path, needle: &str, secs: u64) -> String {
 fn disk_full_mid_run_pauses_applying_and_continues_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     // 6,500 checkpoints: about 200 KiB a window, so 3 MiB fill in seconds.
-    let plan = devnet::plan(dir.path(), 2, HashSuite::Sha256, 650_000, 6_500, 0.2).unwrap();
+    let plan = devnet::plan(dir.path(), 1, HashSuite::Sha256, 650_000, 6_500, 0.2).unwrap();
     let data = dir.path().join("data");
     let keys = plan.nodes[0].dir.join("keys");
     let Ok(_mount) = Mount::tmpfs(&data, "size=3m").map_err(|why| skip("disk full mid-run", &why))
@@ -419,7 +420,7 @@ fn disk_full_mid_run_pauses_applying_and_continues_when_space_returns() {
     };
     let log = dir.path().join("run.log");
     let mut node = run(&log);
-    let paused = "not applying until space returns";
+    let paused = "not cementing until space returns";
     let text = wait_for_log(&log, paused, 90);
     let line = text.lines().find(|l| l.contains(paused)).unwrap();
     assert!(
@@ -466,7 +467,9 @@ fn disk_full_mid_run_pauses_applying_and_continues_when_space_returns() {
     let text = wait_for_log(&log2, "node running", 30);
     stop(&mut node);
     assert!(
-        text.contains(&format!("node running label=\"node0\" window={last} ")),
+        text.contains(&format!(
+            "node running label=\"node0\" window={last} cemented={last} "
+        )),
         "resumes from window {last}: {text}"
     );
 }

@@ -9,16 +9,20 @@ use std::path::Path;
 
 use montana_node::consensus::active::NodeId;
 use montana_node::consensus::agreement::VoteKind;
+use montana_node::consensus::propose::{Beacon, Propose, ProposeKey};
 use montana_node::consensus::vote::{Cement, Vote, VoteKey};
 use montana_node::genesis::{Genesis, GenesisPeer};
 use montana_node::keys::NodeKeys;
 use montana_node::messages::Message;
 use montana_node::net::envelope::Envelope;
 use montana_node::net::frame;
-use montana_node::proposal::Proposal;
+use montana_node::proposal::{Basis, Proposal};
 use montana_node::storage::Tip;
 use montana_vdf::json::ProofJson;
 use montana_vdf::{encoding, ChainParams, Hash32, HashSuite, Proof};
+
+/// The messages in the seeds: one of each type.
+const MESSAGES: usize = 9;
 
 struct Seeds(Vec<(&'static str, String, Vec<u8>)>);
 
@@ -48,17 +52,56 @@ fn seeds_decode_and_are_written_when_asked() {
     }
 
     // Proposals and the messages that carry them.
-    let prop = Proposal::sign(&keys, HashSuite::Sha256, 3, [7; 32], 400, 0, cps.clone());
+    let basis = Basis {
+        window: 3,
+        link: [7; 32],
+        bundle: [6; 32],
+        state_root: Hash32([5; 32]),
+    };
+    let prop = Proposal::sign(&keys, HashSuite::Sha256, 400, basis, cps.clone());
     write(dir, "proposal", "one", &prop.to_bytes());
-    let msgs = [
-        Message::Proposal(prop.clone()),
+    let me = NodeId::of(keys.verifying_key());
+    let propose = Propose::sign(
+        ProposeKey {
+            network_id: [1; 32],
+            window: 3,
+            round: 1,
+            valid_round: Some(0),
+            value: Hash32(prop.hash()),
+            signer: me,
+        },
+        prop.clone(),
+        &keys,
+    );
+    let pc = Vote::sign(
+        VoteKey {
+            kind: VoteKind::Precommit,
+            network_id: [1; 32],
+            window: 3,
+            round: 1,
+            value: Some(Hash32(prop.hash())),
+            signer: me,
+        },
+        &keys,
+    );
+    let cement = Cement::from_votes(std::slice::from_ref(&pc)).unwrap();
+    let msgs: [Message; MESSAGES] = [
         Message::GetProposals { from: 1, count: 16 },
         Message::Proposals(vec![prop.clone(), prop.clone()]),
-        Message::Tip(Tip {
-            window: 3,
-            t: cps[3],
-            hash: [5; 32],
-        }),
+        Message::Tip {
+            cemented: Tip {
+                window: 3,
+                t: cps[3],
+                hash: [5; 32],
+            },
+            applied: 4,
+        },
+        Message::Propose(Box::new(propose)),
+        Message::Vote(Box::new(pc)),
+        Message::Cement(Box::new(cement.clone())),
+        Message::Beacon(Box::new(Beacon::sign([1; 32], 3, 1, &keys))),
+        Message::GetCements { from: 2, count: 2 },
+        Message::Cements(vec![cement]),
     ];
     for (i, m) in msgs.iter().enumerate() {
         let mut b = vec![m.msg_type(), 1];
@@ -77,6 +120,29 @@ fn seeds_decode_and_are_written_when_asked() {
     }
     env.extend_from_slice(&Envelope::new(1, 1, 9, Vec::new()).encode().unwrap());
     write(dir, "envelope", "stream", &env);
+
+    // Fast-sync messages (selector byte 0, then type and version).
+    use montana_node::snapshot::messages::SyncMessage;
+    let sync = [
+        SyncMessage::GetManifest { window: 0 },
+        SyncMessage::Manifest(None),
+        SyncMessage::GetChunk {
+            window: 100,
+            root: Hash32([4; 32]),
+            index: 3,
+        },
+        SyncMessage::Chunk(None),
+        SyncMessage::GetCertificates {
+            above: 0,
+            below: 100,
+        },
+        SyncMessage::Certificates(Vec::new()),
+    ];
+    for (i, m) in sync.iter().enumerate() {
+        let mut b = vec![0, m.msg_type(), 1];
+        b.extend_from_slice(&m.encode());
+        write(dir, "snapshot", &format!("s{i}"), &b);
+    }
     let mut frames = Vec::new();
     for len in [1usize, 48, 1000] {
         frame::encode(&vec![0xA5; len], &mut frames).unwrap();
@@ -287,6 +353,7 @@ fn check_and_write(all: Seeds) {
             "proof_json",
             "proof_mtvp",
             "proposal",
+            "snapshot",
             "status_http",
             "vote"
         ]
@@ -322,7 +389,8 @@ fn check_and_write(all: Seeds) {
                 while let Ok(Some(_)) = d.next_envelope() {
                     n += 1;
                 }
-                n == 5 && d.finish().is_ok()
+                // Every message of the seed stream, and one empty envelope.
+                n == MESSAGES + 1 && d.finish().is_ok()
             }
             "frame" => bytes.len() == 2 + 1 + 2 + 48 + 2 + 1000,
             // Three frames to the responder (two Noise messages and the
@@ -341,6 +409,17 @@ fn check_and_write(all: Seeds) {
                 rest.is_empty() && frames == if bytes[0] == 0 { 3 } else { 2 }
             }
             "status_http" => true, // served: status_seeds_are_served
+            "snapshot" => {
+                bytes[0] == 0
+                    && matches!(
+                        montana_node::snapshot::messages::SyncMessage::decode(
+                            bytes[1],
+                            bytes[2],
+                            &bytes[3..]
+                        ),
+                        Some(Ok(_))
+                    )
+            }
             _ => false,
         };
         assert!(ok, "seed {target}/{name} does not decode");

@@ -197,12 +197,9 @@ fn start_refuses_a_database_written_before_schema_version() {
     drop(montana_node::storage::Store::open(data, &plan.genesis).unwrap());
     let db_path = data.join("db");
     {
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            &db_path,
-            ["metadata", "proposals", "peers"],
-        )
-        .unwrap();
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &db_path).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &db_path, cfs).unwrap();
         let cf = db.cf_handle("metadata").unwrap();
         assert!(db.get_cf(cf, b"schema_version").unwrap().is_some());
         db.delete_cf(cf, b"schema_version").unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{small_plan, Cluster};
 use montana_node::keys::NodeKeys;
-use montana_node::messages::{Message, MSG_GET_PROPOSALS, MSG_PROPOSAL, MSG_PROPOSALS, MSG_TIP};
+use montana_node::messages::{Message, MSG_GET_PROPOSALS, MSG_PROPOSALS, MSG_PROPOSE, MSG_TIP};
 use montana_node::net::{Envelope, Limits, NetConfig, Network, PeerId, PeerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -176,11 +176,14 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
     c.wait_until("node0 proposing with node3 connected", 90, |c| {
         c.window(0) >= 2 && peer.connected() == everyone
     });
-    let tip = Message::Tip(montana_node::storage::Tip {
-        window: 1,
-        t: montana_vdf::Hash32([1; 32]),
-        hash: [2; 32],
-    })
+    let tip = Message::Tip {
+        cemented: montana_node::storage::Tip {
+            window: 1,
+            t: montana_vdf::Hash32([1; 32]),
+            hash: [2; 32],
+        },
+        applied: 1,
+    }
     .encode();
     let bad: Vec<(&str, Envelope)> = vec![
         (
@@ -204,8 +207,8 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
             Envelope::new(MSG_PROPOSALS, 1, 0, vec![5, 0, 1, 0, 0, 0, 0]),
         ),
         (
-            "proposal of garbage",
-            Envelope::new(MSG_PROPOSAL, 1, 0, vec![0xEE; 3000]),
+            "propose of garbage",
+            Envelope::new(MSG_PROPOSE, 1, 0, vec![0xEE; 3000]),
         ),
     ];
     let counted = bad.len() as u64;

@@ -1,552 +1,1085 @@
-//! The window rules, driven with plain values and the scalar oracle.
+//! Whole networks of [`Chain`] machines in memory: messages delivered by a
+//! simulated network (which can lose, delay, partition and kill), backend
+//! work done at once with the reference step, timers on a virtual clock.
+//! Every rule of the module docs is checked here without a socket.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use montana_vdf::{Hash32, HashSuite, VerifyOutcome};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::consensus::active::NodeId;
+use crate::consensus::agreement::{Timeout, VoteKind};
+use crate::consensus::vote::{Cement, Vote, VoteKey};
 use crate::genesis::tests::peers;
+use crate::genesis::Genesis;
 use crate::keys::NodeKeys;
-use crate::testutil::{chain, corrupt_checkpoint};
-use montana_backends::ScalarBackend;
-use montana_vdf::{Backend, VerifyOptions};
+use crate::messages::Message;
+use crate::testutil::{cement_of, cemented_chain, checkpoints};
 
-struct Net {
+fn genesis(n: usize) -> (Genesis, Vec<NodeKeys>) {
+    let (p, k) = peers(n);
+    (Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap(), k)
+}
+
+/// What a node stored: the cemented windows (canonical Cements replaced
+/// as the runtime's store does) and its highest signed step.
+#[derive(Default, Clone)]
+struct Disk {
+    proposals: BTreeMap<u64, Proposal>,
+    cements: BTreeMap<u64, Cement>,
+    signed: Option<Signed>,
+    state: Option<State>,
+}
+
+struct Sim {
     g: Genesis,
-    keys: Vec<NodeKeys>,
+    keys: Vec<Arc<NodeKeys>>,
+    nodes: Vec<Chain>,
+    disks: Vec<Disk>,
+    alive: Vec<bool>,
+    /// (deliver at ms, from, to, message)
+    net: VecDeque<(u64, PeerIndex, PeerIndex, Message)>,
+    timers: Vec<(u64, usize, u64, Timeout, u32)>,
+    work: VecDeque<(usize, Action)>,
+    now_ms: u64,
+    base: Instant,
+    rng: StdRng,
+    /// Drop probability and extra delay range for messages.
+    loss: f64,
+    delay_ms: u64,
+    /// Links cut: (from, to).
+    cut: Vec<(usize, usize)>,
+    /// Every (node, window, proposal hash) cemented, in order.
+    cemented_log: Vec<(usize, u64, [u8; 32])>,
+    last_tips: u64,
+    /// (node, window, round) of every Propose sent.
+    proposed: std::collections::HashSet<(usize, u64, u32)>,
+    /// Beacons sent for a round its sender had already proposed in.
+    late_beacons: u64,
 }
 
-fn net() -> Net {
-    let (p, keys) = peers(3);
-    let g = Genesis::new(p, HashSuite::Sha256, 64, 8, 1.0).unwrap();
-    Net { g, keys }
-}
+impl Sim {
+    fn new(n: usize, seed: u64) -> Self {
+        let (g, keys) = genesis(n);
+        let keys: Vec<Arc<NodeKeys>> = keys.into_iter().map(Arc::new).collect();
+        let mut sim = Sim {
+            nodes: Vec::new(),
+            disks: vec![Disk::default(); n],
+            alive: vec![true; n],
+            net: VecDeque::new(),
+            timers: Vec::new(),
+            work: VecDeque::new(),
+            now_ms: 0,
+            base: Instant::now(),
+            rng: StdRng::seed_from_u64(seed),
+            loss: 0.0,
+            delay_ms: 0,
+            cut: Vec::new(),
+            cemented_log: Vec::new(),
+            last_tips: 0,
+            proposed: Default::default(),
+            late_beacons: 0,
+            keys,
+            g,
+        };
+        for i in 0..n {
+            let c = sim.boot(i);
+            sim.nodes.push(c);
+        }
+        sim
+    }
 
-fn follower(n: &Net) -> Chain {
-    Chain::new(Rules::from_genesis(&n.g), 1, Tip::genesis(&n.g))
-}
+    /// A machine for node `i` from what its disk holds (as a restart).
+    fn boot(&mut self, i: usize) -> Chain {
+        let d = &self.disks[i];
+        let tip = d
+            .proposals
+            .values()
+            .fold(Tip::genesis(&self.g), |t, p| t.after(p));
+        let proposer = d
+            .proposals
+            .values()
+            .last()
+            .map_or(self.g.node_id(self.g.proposer()), |p| p.header.proposer);
+        let state = d.state.clone().unwrap_or_else(|| self.g.initial_state());
+        let bundle = d.cements.get(&tip.window).cloned();
+        let mut c = Chain::new(
+            Rules::from_genesis(&self.g),
+            Some(self.keys[i].clone()),
+            tip,
+            proposer,
+            state,
+            bundle,
+        );
+        c.restore_signed(d.signed);
+        c
+    }
 
-fn now() -> Instant {
-    Instant::now()
-}
+    fn now(&self) -> Instant {
+        self.base + Duration::from_millis(self.now_ms)
+    }
 
-/// Runs every Verify action through the scalar backend until none is left;
-/// returns everything else that was asked for.
-fn drive(c: &mut Chain, mut actions: Vec<Action>) -> Vec<Action> {
-    let mut done = Vec::new();
-    while let Some(a) = actions.pop() {
-        match a {
-            Action::Verify(b) => {
-                let outcome = ScalarBackend
-                    .verify_proofs(&b.proofs, &VerifyOptions::threads(1))
-                    .map_err(|e| e.to_string());
-                actions.extend(c.on_verified(b, outcome, now()));
-            }
-            other => done.push(other),
+    fn start(&mut self) {
+        for i in 0..self.nodes.len() {
+            let now = self.now();
+            let a = self.nodes[i].start(now);
+            self.exec(i, a);
         }
     }
-    done
-}
 
-fn applied(actions: &[Action]) -> Vec<u64> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Apply(ps) => Some(ps.iter().map(|p| p.window()).collect::<Vec<_>>()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
-}
-
-fn rejections(actions: &[Action]) -> Vec<&'static str> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Rejected { reason, .. } => Some(reason.kind()),
-            _ => None,
-        })
-        .collect()
-}
-
-#[test]
-fn follower_applies_verified_proposals_in_order() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 3);
-    let mut c = follower(&n);
-    assert!(!c.is_proposer());
-    assert!(c.start().is_empty(), "a follower does nothing on its own");
-    let mut all = Vec::new();
-    for p in &ps {
-        let out = push(&mut c, p);
-        all.extend(out);
+    fn exec(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { to, msg } => {
+                    match &msg {
+                        Message::Propose(p) => {
+                            self.proposed.insert((i, p.key.window, p.key.round));
+                        }
+                        Message::Beacon(b) if self.proposed.contains(&(i, b.window, b.round)) => {
+                            self.late_beacons += 1;
+                        }
+                        _ => {}
+                    }
+                    let targets: Vec<usize> = match to {
+                        Some(p) => vec![p as usize],
+                        None => (0..self.nodes.len()).filter(|j| *j != i).collect(),
+                    };
+                    for j in targets {
+                        self.post(i, j, msg.clone());
+                    }
+                }
+                Action::Persist(s) => self.disks[i].signed = Some(s),
+                Action::Cement(ws) => {
+                    for c in ws {
+                        let w = c.proposal.window();
+                        self.cemented_log.push((i, w, c.proposal.hash()));
+                        if let Some(prev) = c.prev_bundle {
+                            self.disks[i].cements.insert(w - 1, prev);
+                        }
+                        self.disks[i].cements.insert(w, c.cement);
+                        self.disks[i].proposals.insert(w, c.proposal);
+                    }
+                    self.disks[i].state = Some(self.nodes[i].state().clone());
+                }
+                Action::Arm {
+                    window,
+                    timer,
+                    round,
+                    after,
+                } => {
+                    self.timers
+                        .retain(|t| !(t.1 == i && t.2 == window && t.3 == timer));
+                    self.timers.push((
+                        self.now_ms + after.as_millis() as u64,
+                        i,
+                        window,
+                        timer,
+                        round,
+                    ));
+                }
+                Action::Request { peer, from, count } => {
+                    self.post(
+                        i,
+                        peer as usize,
+                        Message::GetCements {
+                            from: from.saturating_sub(1).max(1),
+                            count: count + 1,
+                        },
+                    );
+                    self.post(i, peer as usize, Message::GetProposals { from, count });
+                }
+                a @ (Action::Verify(_) | Action::Evaluate { .. }) => self.work.push_back((i, a)),
+                Action::Applied { .. } | Action::Rejected { .. } => {}
+            }
+        }
     }
-    assert_eq!(applied(&all), vec![1, 2, 3]);
-    assert_eq!(c.tip().window, 3);
-    assert_eq!(c.tip().t, ps[2].header.t);
-    assert_eq!(c.tip().hash, ps[2].hash());
-    assert_eq!(c.rejected_total(), 0);
-    assert_eq!(c.lag(), 0);
-    // Duplicates are ignored, not rejected and not applied twice.
-    let out = push(&mut c, &ps[1]);
-    assert!(applied(&out).is_empty() && rejections(&out).is_empty());
-}
 
-fn c_on_proposal(c: &mut Chain, p: &Proposal) -> Vec<Action> {
-    c.on_proposal(0, p.clone(), now())
-}
-
-/// A proposal from the proposer, driven to completion.
-fn push(c: &mut Chain, p: &Proposal) -> Vec<Action> {
-    let a = c_on_proposal(c, p);
-    drive(c, a)
-}
-
-#[test]
-fn follower_never_advances_without_a_proposal() {
-    let n = net();
-    let mut c = follower(&n);
-    let mut out = c.on_tick(now() + Duration::from_secs(60));
-    out.extend(c.on_tip(0, 5, now()));
-    out.extend(c.on_tick(now() + Duration::from_secs(120)));
-    assert!(applied(&out).is_empty());
-    assert_eq!(c.tip().window, 0);
-    // It asked the peer that knows for the missing windows, never twice at
-    // once; unanswered, the peer is demoted (its claim no longer counts).
-    assert_eq!(requests(&out), vec![(0, 1, 5)]);
-    assert!(c.is_demoted(0));
-    assert_eq!(c.lag(), 0);
-    // Its next Tip after the back-off is believed again and asked again.
-    let out = c.on_tip(0, 5, now() + Duration::from_secs(240));
-    assert_eq!(c.lag(), 5);
-    assert_eq!(c.phase(), "catching-up");
-    assert_eq!(requests(&out), vec![(0, 1, 5)]);
-}
-
-fn requests(actions: &[Action]) -> Vec<(PeerIndex, u64, u32)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Request { peer, from, count } => Some((*peer, *from, *count)),
-            _ => None,
-        })
-        .collect()
-}
-
-#[test]
-fn a_lying_tip_is_dropped_when_its_request_times_out() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 3);
-    let mut c = follower(&n);
-    let t0 = now();
-    // Peer 2 claims the last possible window.
-    let out = c.on_tip(2, u64::MAX, t0);
-    assert_eq!(requests(&out), vec![(2, 1, MAX_REQUEST)]);
-    assert_eq!(c.lag(), u64::MAX);
-    // The honest proposer's tip meanwhile: one request at a time.
-    assert!(requests(&c.on_tip(0, 3, t0)).is_empty());
-    // Peer 2 never answers: demoted, its claim dropped, peer 0 asked.
-    let out = c.on_tick(t0 + REQUEST_TIMEOUT);
-    assert!(c.is_demoted(2));
-    assert_eq!(c.lag(), 3);
-    assert_eq!(requests(&out), vec![(0, 1, 3)]);
-    // Its Tips are ignored while it is demoted.
-    assert!(c.on_tip(2, u64::MAX, t0 + REQUEST_TIMEOUT).is_empty());
-    assert_eq!(c.lag(), 3);
-    let out = {
-        let a = c.on_proposals(0, ps.clone(), t0 + REQUEST_TIMEOUT);
-        drive(&mut c, a)
-    };
-    assert_eq!(applied(&out), vec![1, 2, 3]);
-    assert_eq!(c.lag(), 0);
-    assert_eq!(c.phase(), "following");
-}
-
-#[test]
-fn empty_answers_demote_the_peer_instead_of_spinning() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 2);
-    let mut c = follower(&n);
-    let t = now();
-    let mut asked_liar = requests(&c.on_tip(2, u64::MAX, t)).len();
-    // It answers nothing, as fast as it can, and keeps claiming.
-    for _ in 0..100 {
-        let mut out = c.on_proposals(2, vec![], t);
-        out.extend(c.on_tip(2, u64::MAX, t));
-        out.extend(c.on_tick(t));
-        asked_liar += requests(&out).iter().filter(|r| r.0 == 2).count();
+    fn post(&mut self, from: usize, to: usize, msg: Message) {
+        if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
+            return;
+        }
+        let at = self.now_ms
+            + if self.delay_ms > 0 {
+                self.rng.random_range(0..self.delay_ms)
+            } else {
+                0
+            };
+        self.net
+            .push_back((at, from as PeerIndex, to as PeerIndex, msg));
     }
-    assert_eq!(asked_liar, 1, "one request, not a loop");
-    assert!(c.is_demoted(2));
-    assert_eq!(c.lag(), 0);
-    // Catch-up from the honest proposer still works at once.
-    let out = c.on_tip(0, 2, t);
-    assert_eq!(requests(&out), vec![(0, 1, 2)]);
-    let out = {
-        let a = c.on_proposals(0, ps.clone(), t);
-        drive(&mut c, a)
-    };
-    assert_eq!(applied(&out), vec![1, 2]);
-    // Answering with what we already have is no answer either.
-    let later = t + REQUEST_TIMEOUT;
-    let out = c.on_tip(2, u64::MAX, later);
-    assert_eq!(requests(&out), vec![(2, 3, MAX_REQUEST)]);
-    assert!(requests(&c.on_proposals(2, ps, later)).is_empty());
-    assert!(c.is_demoted(2));
-    // Second strike: the back-off doubled (10 s).
-    assert!(c.on_tip(2, u64::MAX, later + REQUEST_TIMEOUT).is_empty());
-    assert!(c.is_demoted(2));
-    assert_eq!(
-        requests(&c.on_tip(2, u64::MAX, later + 2 * REQUEST_TIMEOUT)),
-        vec![(2, 3, MAX_REQUEST)]
+
+    /// Serves a request from `to`'s disk, as the runtime does.
+    fn serve(&mut self, server: usize, asker: usize, msg: &Message) {
+        let d = &self.disks[server];
+        let reply = match *msg {
+            Message::GetProposals { from, count } => Message::Proposals(
+                (from..from + count as u64)
+                    .map_while(|w| d.proposals.get(&w).cloned())
+                    .collect(),
+            ),
+            Message::GetCements { from, count } => Message::Cements(
+                (from..from + count as u64)
+                    .map_while(|w| d.cements.get(&w).cloned())
+                    .collect(),
+            ),
+            _ => return,
+        };
+        self.post(server, asker, reply);
+    }
+
+    /// One event: backend work first, then a message due, then a timer.
+    fn step(&mut self) -> bool {
+        if let Some((i, a)) = self.work.pop_front() {
+            if !self.alive[i] {
+                return true;
+            }
+            let now = self.now();
+            let out = match a {
+                Action::Verify(b) => {
+                    let outcome = verify(&b);
+                    self.nodes[i].on_verified(b, Ok(outcome), now)
+                }
+                Action::Evaluate { window, start } => {
+                    let cps = checkpoints(&self.g, start);
+                    self.nodes[i].on_evaluated(window, cps, now)
+                }
+                _ => unreachable!(),
+            };
+            self.exec(i, out);
+            return true;
+        }
+        let due = self.net.iter().position(|(at, ..)| *at <= self.now_ms);
+        if let Some(k) = due {
+            let (_, from, to, msg) = self.net.remove(k).unwrap();
+            let to = to as usize;
+            if !self.alive[to] || !self.alive[from as usize] {
+                return true;
+            }
+            if matches!(
+                msg,
+                Message::GetProposals { .. } | Message::GetCements { .. }
+            ) {
+                self.serve(to, from as usize, &msg);
+                return true;
+            }
+            let now = self.now();
+            let out = self.nodes[to].on_message(from, msg, now);
+            self.exec(to, out);
+            return true;
+        }
+        // Idle: advance the clock to the next timer or message.
+        let next_timer = self.timers.iter().map(|t| t.0).min();
+        let next_msg = self.net.iter().map(|m| m.0).min();
+        let Some(next) = [next_timer, next_msg].into_iter().flatten().min() else {
+            // Nothing pending: tick (requests, catch-up).
+            self.now_ms += 500;
+            for i in 0..self.nodes.len() {
+                if self.alive[i] {
+                    let now = self.now();
+                    let out = self.nodes[i].on_tick(now);
+                    self.exec(i, out);
+                }
+            }
+            return self.work.is_empty() && self.net.is_empty() && self.timers.is_empty();
+        };
+        self.now_ms = self.now_ms.max(next);
+        let (due, keep): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|t| t.0 <= self.now_ms);
+        self.timers = keep;
+        for (_, i, window, timer, round) in due {
+            if self.alive[i] {
+                let now = self.now();
+                let out = self.nodes[i].on_timeout(window, timer, round, now);
+                self.exec(i, out);
+            }
+        }
+        true
+    }
+
+    /// One step, and Tips and ticks every virtual second.
+    fn advance(&mut self) {
+        self.step();
+        if self.now_ms >= self.last_tips + 1000 {
+            self.last_tips = self.now_ms;
+            self.tips();
+        }
+    }
+
+    fn tips(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.alive[i] {
+                continue;
+            }
+            let m = Message::Tip {
+                cemented: self.nodes[i].tip(),
+                applied: self.nodes[i].applied(),
+            };
+            for j in 0..self.nodes.len() {
+                if j != i {
+                    self.post(i, j, m.clone());
+                }
+            }
+            let now = self.now();
+            let out = self.nodes[i].on_tick(now);
+            self.exec(i, out);
+        }
+    }
+
+    /// Runs until every live node cemented `window` (or `max_ms` of
+    /// virtual time passed); returns whether they did.
+    fn run_until(&mut self, window: u64, max_ms: u64) -> bool {
+        let end = self.now_ms + max_ms;
+        while self.now_ms < end {
+            if self.live().all(|i| self.nodes[i].tip().window >= window) {
+                return true;
+            }
+            self.advance();
+        }
+        false
+    }
+
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| self.alive[*i])
+    }
+
+    /// No two nodes cemented different proposals for one window.
+    fn assert_safe(&self) {
+        assert_eq!(
+            self.late_beacons, 0,
+            "a proposer sent beacons after its proposal"
+        );
+        let mut by_window: HashMap<u64, [u8; 32]> = HashMap::new();
+        for (i, w, h) in &self.cemented_log {
+            let first = by_window.entry(*w).or_insert(*h);
+            assert_eq!(
+                first, h,
+                "node {i} cemented another proposal for window {w}"
+            );
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.alive[i] = false;
+        self.timers.retain(|t| t.1 != i);
+        self.work.retain(|w| w.0 != i);
+    }
+
+    /// Restarts node `i` from its disk.
+    fn restart(&mut self, i: usize) {
+        self.alive[i] = true;
+        self.nodes[i] = self.boot(i);
+        let now = self.now();
+        let a = self.nodes[i].start(now);
+        self.exec(i, a);
+    }
+}
+
+fn verify(b: &Batch) -> VerifyOutcome {
+    let mut index = 0;
+    for proof in &b.proofs {
+        for s in proof.segments() {
+            if !s.check_reference(proof.suite()) {
+                return VerifyOutcome::Invalid {
+                    first_bad_segment: index,
+                };
+            }
+            index += 1;
+        }
+    }
+    VerifyOutcome::Valid
+}
+
+#[test]
+fn four_nodes_cement_every_window_with_one_state_root_and_the_emission_paid() {
+    let mut sim = Sim::new(4, 1);
+    sim.start();
+    assert!(sim.run_until(6, 60_000), "windows did not cement");
+    sim.assert_safe();
+    let roots: Vec<Hash32> = sim.nodes.iter().map(|c| c.state_root()).collect();
+    let tips: Vec<u64> = sim.nodes.iter().map(|c| c.tip().window).collect();
+    let w = *tips.iter().min().unwrap();
+    for c in &sim.nodes {
+        if c.tip().window == w {
+            assert_eq!(
+                c.state_root(),
+                roots[tips.iter().position(|t| *t == w).unwrap()]
+            );
+        }
+    }
+    // Cementing window c pays window c-1: (c-1) emissions minted, all to
+    // members, exactly.
+    let c = &sim.nodes[0];
+    let minted: u64 = c.state().accounts().values().sum();
+    assert_eq!(minted, sim.g.emission.per_window * (c.tip().window - 1));
+    // The proposer made every window: its share of each is paid, and the
+    // signers of each canonical bundle got the rest.
+    let paid = c.tip().window - 1;
+    let share = sim.g.emission.per_window * sim.g.emission.proposer_bps as u64 / 10_000;
+    let maker = sim.g.node_id(sim.g.proposer());
+    assert!(c.state().balance(&maker) >= share * paid);
+    let others: u64 = sim
+        .g
+        .node_ids()
+        .iter()
+        .filter(|id| **id != maker)
+        .map(|id| c.state().balance(id))
+        .sum();
+    assert!(others > 0);
+    // Nothing rejected on an honest network.
+    for n in &sim.nodes {
+        assert_eq!(n.rejected_total(), 0, "{:?}", n.rejected());
+    }
+}
+
+#[test]
+fn a_dead_proposer_is_replaced_by_the_next_rank_and_cementing_goes_on() {
+    let mut sim = Sim::new(4, 2);
+    sim.start();
+    assert!(sim.run_until(3, 60_000));
+    // Kill rank 0 of the next window: the maker of the tip's proposal.
+    let maker = sim.nodes[0].tip_proposer;
+    let victim = (0..4).find(|i| sim.g.node_id(*i as u16) == maker).unwrap();
+    sim.kill(victim);
+    let before = sim.now_ms;
+    assert!(sim.run_until(6, 120_000), "no failover");
+    sim.assert_safe();
+    // The next window came within the timeout plus a few step timeouts.
+    assert!(sim.now_ms - before < 60_000);
+    let roots: Vec<Hash32> = sim.live().map(|i| sim.nodes[i].state_root()).collect();
+    let windows: Vec<u64> = sim.live().map(|i| sim.nodes[i].tip().window).collect();
+    if windows.iter().all(|w| *w == windows[0]) {
+        assert!(roots.iter().all(|r| *r == roots[0]));
+    }
+}
+
+#[test]
+fn two_of_four_down_cement_nothing_and_one_back_resumes() {
+    let mut sim = Sim::new(4, 3);
+    sim.start();
+    assert!(sim.run_until(2, 60_000));
+    sim.kill(2);
+    sim.kill(3);
+    let stuck: Vec<u64> = (0..2).map(|i| sim.nodes[i].tip().window).collect();
+    assert!(!sim.run_until(stuck[0].max(stuck[1]) + 2, 60_000));
+    // Nothing past what a quorum had already cemented.
+    for i in 0..2 {
+        assert!(sim.nodes[i].tip().window <= stuck[0].max(stuck[1]) + 1);
+    }
+    sim.restart(2);
+    assert!(
+        sim.run_until(stuck[0].max(stuck[1]) + 3, 180_000),
+        "did not resume"
     );
+    sim.assert_safe();
+}
+
+#[test]
+fn a_restarted_node_keeps_its_windows_and_never_signs_twice() {
+    let mut sim = Sim::new(4, 4);
+    sim.start();
+    assert!(sim.run_until(3, 60_000));
+    let before = sim.disks[1].clone();
+    sim.kill(1);
+    sim.restart(1);
+    assert_eq!(sim.nodes[1].tip().window, before.proposals.len() as u64);
+    assert_eq!(
+        sim.nodes[1].state_root(),
+        before.state.as_ref().unwrap().root()
+    );
+    // Its first signature after the restart is above the last before.
+    let s0 = before.signed.unwrap();
+    assert!(sim.run_until(5, 60_000));
+    let s1 = sim.disks[1].signed.unwrap();
+    assert!((s1.window, s1.round, s1.step) > (s0.window, s0.round, s0.step));
+    sim.assert_safe();
+    // Windows applied once each: the log has each (node 1, window) once.
+    let mut seen = std::collections::HashSet::new();
+    for (i, w, _) in &sim.cemented_log {
+        if *i == 1 {
+            assert!(seen.insert(*w), "window {w} cemented twice");
+        }
+    }
+}
+
+#[test]
+fn a_node_cut_off_catches_up_from_cements_and_agrees_on_the_root() {
+    let mut sim = Sim::new(4, 5);
+    // Evaluation is instant here: without an end the others would cement
+    // windows forever at one virtual instant and the clock (Tips, ticks)
+    // would never move.
+    for n in &mut sim.nodes {
+        n.set_last_window(Some(8));
+    }
+    sim.start();
+    assert!(sim.run_until(1, 60_000));
+    for j in 0..4 {
+        if j != 3 {
+            sim.cut.push((3, j));
+            sim.cut.push((j, 3));
+        }
+    }
+    let end = sim.now_ms + 200_000;
+    while sim.now_ms < end && (0..3).any(|i| sim.nodes[i].tip().window < 6) {
+        sim.advance();
+    }
+    assert!(sim.nodes[3].tip().window < 6);
+    sim.cut.clear();
+    assert!(
+        sim.run_until(8, 120_000),
+        "the cut-off node did not catch up"
+    );
+    sim.assert_safe();
+    for i in 0..3 {
+        assert_eq!(sim.nodes[i].tip(), sim.nodes[3].tip());
+        assert_eq!(sim.nodes[i].state_root(), sim.nodes[3].state_root());
+    }
+}
+
+#[test]
+fn a_node_that_starts_after_the_proposal_arrived_still_decides_it() {
+    // Two nodes: the quorum is both. Node 1 gets node 0's Propose and
+    // prevote before its own agreement starts (it was still waiting for
+    // its peers); it must not drop them and wait on beacons forever.
+    let mut sim = Sim::new(2, 7);
+    for n in &mut sim.nodes {
+        n.set_last_window(Some(3));
+    }
+    let now = sim.now();
+    let a = sim.nodes[0].start(now);
+    sim.exec(0, a);
+    while !sim.proposed.contains(&(0, 1, 0)) || !sim.net.is_empty() {
+        sim.step();
+    }
+    assert_eq!(sim.nodes[1].tip().window, 0);
+    let now = sim.now();
+    let a = sim.nodes[1].start(now);
+    sim.exec(1, a);
+    assert!(sim.run_until(3, 60_000), "window 1 was never decided");
+    sim.assert_safe();
+    assert_eq!(sim.nodes[0].state_root(), sim.nodes[1].state_root());
+}
+
+#[test]
+fn a_failed_evaluation_is_started_again_on_the_next_tick() {
+    let (g, k) = genesis(4);
+    let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
+    let mut c = Chain::new(
+        Rules::from_genesis(&g),
+        Some(keys[0].clone()),
+        Tip::genesis(&g),
+        g.node_id(g.proposer()),
+        g.initial_state(),
+        None,
+    );
+    let t = Instant::now();
+    let evaluates = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Evaluate { window: 1, .. }))
+            .count()
+    };
+    // The genesis proposer owes round 0 a proposal: it evaluates window 1.
+    assert_eq!(evaluates(&c.start(t)), 1);
+    // Nothing new while that runs.
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(250))), 0);
+    c.on_evaluation_failed();
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(500))), 1);
+    let cps = checkpoints(&g, Tip::genesis(&g).t);
+    let a = c.on_evaluated(1, cps, t + Duration::from_millis(600));
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            msg: Message::Propose(_),
+            ..
+        }
+    )));
+    assert_eq!(evaluates(&c.on_tick(t + Duration::from_millis(750))), 0);
+}
+
+#[test]
+fn random_loss_delay_and_a_split_first_round_never_fork() {
+    for seed in 0..6 {
+        let mut sim = Sim::new(4, 100 + seed);
+        sim.loss = 0.15;
+        sim.delay_ms = 1500;
+        // Round 0 of window 1 splits: the proposer reaches only node 1.
+        sim.cut = vec![(0, 2), (0, 3)];
+        sim.start();
+        let end = sim.now_ms + 10_000;
+        while sim.now_ms < end {
+            sim.advance();
+        }
+        sim.cut.clear();
+        assert!(sim.run_until(3, 600_000), "seed {seed}: no progress");
+        sim.loss = 0.0;
+        sim.assert_safe();
+    }
+}
+
+// ---- one machine, hostile input ---------------------------------------
+
+/// Node 1 of a fresh 4-node network, started (live at window 1).
+fn one() -> (Genesis, Vec<Arc<NodeKeys>>, Chain) {
+    let (g, k) = genesis(4);
+    let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
+    let mut c = Chain::new(
+        Rules::from_genesis(&g),
+        Some(keys[1].clone()),
+        Tip::genesis(&g),
+        g.node_id(g.proposer()),
+        g.initial_state(),
+        None,
+    );
+    c.start(Instant::now());
+    (g, keys, c)
+}
+
+fn vote(g: &Genesis, k: &NodeKeys, window: u64, round: u32, value: Option<Hash32>) -> Vote {
+    Vote::sign(
+        VoteKey {
+            kind: VoteKind::Prevote,
+            network_id: g.network_id(),
+            window,
+            round,
+            value,
+            signer: NodeId::of(k.verifying_key()),
+        },
+        k,
+    )
+}
+
+#[test]
+fn bad_votes_are_rejected_by_reason_and_never_count() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let v = Some(Hash32([9; 32]));
+    let send = |c: &mut Chain, vote: Vote| c.on_message(0, Message::Vote(Box::new(vote)), now);
+    // Forged: signed by another key than the signer named.
+    let mut forged = vote(&g, &k[0], 1, 0, v);
+    forged.signature = vote(&g, &k[2], 1, 0, v).signature;
+    send(&mut c, forged);
+    // Non-member.
+    let stranger = NodeKeys::generate().unwrap();
+    send(&mut c, vote(&g, &stranger, 1, 0, v));
+    // Wrong window (far ahead), wrong round (far ahead), other network.
+    send(&mut c, vote(&g, &k[0], 0, 0, v));
+    send(&mut c, vote(&g, &k[0], 1, 1000, v));
+    let mut other = vote(&g, &k[0], 1, 0, v);
+    other.key.network_id = [1; 32];
+    send(&mut c, other);
+    // A good vote, the same bytes again (a resend: ignored), then the
+    // same vote re-signed (ML-DSA is randomised: counted as a duplicate).
+    let good = vote(&g, &k[2], 1, 0, v);
+    send(&mut c, good.clone());
+    send(&mut c, good);
+    send(&mut c, vote(&g, &k[2], 1, 0, v));
+    // The same signer, another value: an equivocation.
+    send(&mut c, vote(&g, &k[2], 1, 0, None));
+    let r = c.rejected();
+    for kind in [
+        "vote_bad_signature",
+        "vote_non_member",
+        "vote_wrong_window",
+        "vote_wrong_round",
+        "vote_wrong_network",
+        "vote_duplicate",
+        "vote_conflicting",
+    ] {
+        assert_eq!(r.get(kind), Some(&1), "{kind}: {r:?}");
+    }
+    // Only the one good vote counted: one signer heard in round 0.
+    let live = c.live.as_ref().unwrap();
+    assert_eq!(live.votes.len(), 1);
+}
+
+#[test]
+fn a_bundle_short_of_quorum_is_rejected_and_a_conflicting_cement_logged() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let p = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            window: 1,
+            link: g.network_id(),
+            bundle: [0; 32],
+            state_root: g.initial_state().root(),
+        },
+        cps,
+    );
+    let short = cement_of(&g, &k[..2], &p);
+    c.on_message(0, Message::Cement(Box::new(short)), now);
+    assert_eq!(c.rejected().get("bundle_short_of_quorum"), Some(&1));
+    assert_eq!(c.tip().window, 0, "a short bundle cements nothing");
+    // A full Cement of a proposal this node never saw: nothing cemented
+    // (it needs the proposal), no rejection.
+    let full = cement_of(&g, &k, &p);
+    c.on_message(0, Message::Cement(Box::new(full)), now);
+    assert_eq!(c.tip().window, 0);
+    assert_eq!(c.rejected_total(), 1);
+}
+
+#[test]
+fn a_proposal_with_a_wrong_state_root_is_rejected_and_not_voted_for() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let p = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            window: 1,
+            link: g.network_id(),
+            bundle: [0; 32],
+            state_root: Hash32([7; 32]),
+        },
+        cps,
+    );
+    let m = Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: 1,
+            round: 0,
+            valid_round: None,
+            value: Hash32(p.hash()),
+            signer: g.node_id(g.proposer()),
+        },
+        p,
+        &k[0],
+    );
+    let out = c.on_message(0, Message::Propose(Box::new(m)), now);
+    assert_eq!(c.rejected().get("wrong_state_root"), Some(&1));
+    // It prevoted nil.
+    let prevoted_nil = out.iter().any(|a| {
+        matches!(a, Action::Send { msg: Message::Vote(v), .. } if v.key.kind == VoteKind::Prevote && v.key.value.is_none())
+    });
+    assert!(prevoted_nil, "{out:?}");
+    // Signed step persisted before the vote was sent.
+    let persist = out.iter().position(|a| matches!(a, Action::Persist(_)));
+    let send = out.iter().position(|a| matches!(a, Action::Send { .. }));
+    assert!(persist < send);
+}
+
+#[test]
+fn a_propose_from_anyone_but_the_rounds_proposer_is_rejected() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let p = Proposal::sign(
+        &k[2],
+        g.hash,
+        g.d,
+        Basis {
+            window: 1,
+            link: g.network_id(),
+            bundle: [0; 32],
+            state_root: g.initial_state().root(),
+        },
+        cps,
+    );
+    let m = Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: 1,
+            round: 0,
+            valid_round: None,
+            value: Hash32(p.hash()),
+            signer: NodeId::of(k[2].verifying_key()),
+        },
+        p,
+        &k[2],
+    );
+    c.on_message(2, Message::Propose(Box::new(m)), now);
+    assert_eq!(c.rejected().get("wrong_proposer"), Some(&1));
+}
+
+#[test]
+fn signed_steps_round_trip_and_reject_bad_bytes() {
+    for s in [
+        Signed {
+            window: 5,
+            round: 2,
+            step: 1,
+            locked: None,
+        },
+        Signed {
+            window: u64::MAX,
+            round: 7,
+            step: 2,
+            locked: Some((Hash32([3; 32]), 6)),
+        },
+    ] {
+        assert_eq!(Signed::from_bytes(&s.to_bytes()), Some(s));
+        let b = s.to_bytes();
+        assert_eq!(Signed::from_bytes(&b[..b.len() - 1]), None);
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(Signed::from_bytes(&long), None);
+        let mut bad = b.clone();
+        bad[12] = 3;
+        assert_eq!(Signed::from_bytes(&bad), None);
+    }
+}
+
+// ---- hostile input: the cheap checks, claims and the waiting room -----
+
+/// A Propose for round 0 of window 1 by the genesis proposer (`k[0]`).
+fn propose_of(g: &Genesis, k: &NodeKeys, p: Proposal) -> Message {
+    Message::Propose(Box::new(Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: p.window(),
+            round: 0,
+            valid_round: None,
+            value: Hash32(p.hash()),
+            signer: NodeId::of(k.verifying_key()),
+        },
+        p,
+        k,
+    )))
+}
+
+/// The basis of a good proposal for window 1.
+fn first_basis(g: &Genesis) -> Basis {
+    Basis {
+        window: 1,
+        link: g.network_id(),
+        bundle: [0; 32],
+        state_root: g.initial_state().root(),
+    }
+}
+
+fn verify_action(out: &[Action]) -> Option<Batch> {
+    out.iter().find_map(|a| match a {
+        Action::Verify(b) => Some(b.clone()),
+        _ => None,
+    })
+}
+
+fn requests(out: &[Action]) -> Vec<(PeerIndex, u64)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Request { peer, from, .. } => Some((*peer, *from)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
 fn cheap_checks_come_before_the_signature() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 2);
-    let mut c = follower(&n);
-    let pending = c_on_proposal(&mut c, &ps[0]);
-    assert_eq!(c.signature_checks(), 1);
-    // Replays while it is verified cost nothing.
-    for _ in 0..10 {
-        assert!(c_on_proposal(&mut c, &ps[0]).is_empty());
-    }
-    assert_eq!(c.signature_checks(), 1);
-    assert_eq!(applied(&drive(&mut c, pending)), vec![1]);
-    // Replays of an applied window, a forgery of one, a proposal too far
-    // ahead, wrong parameters: no signature check, no counted rejection
-    // except the parameters.
-    let forged = Proposal::sign(
-        &n.keys[2],
-        n.g.hash,
-        1,
-        ps[0].header.link,
-        n.g.d,
-        0,
-        ps[0].checkpoints.clone(),
-    );
-    let far = Proposal::sign(
-        &n.keys[0],
-        n.g.hash,
-        2 + WAITING_HORIZON,
-        [1; 32],
-        n.g.d,
-        0,
-        ps[1].checkpoints.clone(),
-    );
-    let wrong_d = Proposal::sign(
-        &n.keys[2],
-        n.g.hash,
-        2,
-        ps[1].header.link,
-        n.g.d * 2,
-        0,
-        ps[1].checkpoints.clone(),
-    );
-    let mut out = Vec::new();
-    for p in [&ps[0], &ps[0], &forged, &far, &wrong_d] {
-        out.extend(push(&mut c, p));
-    }
-    assert_eq!(rejections(&out), vec!["wrong_params"]);
-    assert_eq!(c.signature_checks(), 1);
-    assert!(c.waiting_bytes() == 0);
-    // The next real window: one more check.
-    assert_eq!(applied(&push(&mut c, &ps[1])), vec![2]);
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    // Wrong parameters: rejected before any signature check.
+    let wrong = Proposal::sign(&k[0], g.hash, g.d + 1, first_basis(&g), cps.clone());
+    c.on_message(0, propose_of(&g, &k[0], wrong), now);
+    assert_eq!(c.rejected().get("wrong_params"), Some(&1));
+    assert_eq!(c.signature_checks(), 0);
+    // A good Propose: two signatures (the Propose and the proposal).
+    let good = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    let m = propose_of(&g, &k[0], good.clone());
+    c.on_message(0, m.clone(), now);
     assert_eq!(c.signature_checks(), 2);
-}
-
-#[test]
-fn the_waiting_room_is_bounded_in_bytes() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 6);
-    let mut c = follower(&n);
-    let one = weight(&ps[0]);
-    c.set_waiting_budget(3 * one);
-    // Windows 2..=6 arrive before window 1: three fit.
-    for p in &ps[1..] {
-        c_on_proposal(&mut c, p);
-    }
-    assert_eq!(c.waiting_bytes(), 3 * one);
-    // The next window always fits: the highest one held makes room.
-    let out = {
-        let a = c_on_proposal(&mut c, &ps[0]);
-        drive(&mut c, a)
-    };
-    assert_eq!(applied(&out), vec![1, 2, 3]);
+    // The same again (a replay, or a resend): dropped unchecked, uncounted.
+    c.on_message(0, m.clone(), now);
+    c.on_message(2, m, now);
+    assert_eq!(c.signature_checks(), 2);
+    // Catch-up: a proposal past the waiting horizon is not held and not
+    // checked; the same proposal twice is checked once.
+    let far = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            window: WAITING_HORIZON + 5,
+            ..first_basis(&g)
+        },
+        cps.clone(),
+    );
+    c.on_message(0, Message::Proposals(vec![far]), now);
+    assert_eq!(c.signature_checks(), 2);
     assert_eq!(c.waiting_bytes(), 0);
+    let (chain, _) = cemented_chain(&g, &k, 0, 2, |_, _| {});
+    let second = chain[1].proposal.clone();
+    c.on_message(0, Message::Proposals(vec![second.clone(), second]), now);
+    assert_eq!(c.signature_checks(), 3);
+    assert_eq!(c.rejected_total(), 1, "{:?}", c.rejected());
 }
 
 #[test]
 fn invalid_proposals_are_rejected_with_their_reason() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 2);
-    let mut c = follower(&n);
-
-    // Forged: signed by a key that is not the proposer's.
-    let forged = Proposal::sign(
-        &n.keys[2],
-        n.g.hash,
-        1,
-        ps[0].header.link,
-        n.g.d,
-        0,
-        ps[0].checkpoints.clone(),
+    let now = Instant::now();
+    // Forged: the maker's signature does not verify.
+    let (g, k, mut c) = one();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let mut forged = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    forged.signature[10] ^= 1;
+    c.on_message(0, propose_of(&g, &k[0], forged), now);
+    assert_eq!(c.rejected().get("bad_signature"), Some(&1));
+    // Built on another window.
+    let (g, k, mut c2) = one();
+    let elsewhere = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            link: [0xEE; 32],
+            ..first_basis(&g)
+        },
+        cps_of(&g),
     );
-    // Wrong proposer: peer 2 signs honestly as itself.
-    let other = Proposal::sign(
-        &n.keys[2],
-        n.g.hash,
-        1,
-        ps[0].header.link,
-        n.g.d,
-        2,
-        ps[0].checkpoints.clone(),
-    );
-    // Wrong previous: window 1 that does not link to the network id.
-    let unlinked = Proposal::sign(
-        &n.keys[0],
-        n.g.hash,
-        1,
-        [7; 32],
-        n.g.d,
-        0,
-        ps[0].checkpoints.clone(),
-    );
-    let bad_cp = corrupt_checkpoint(&ps[0], &n.keys[0], 5);
-    // Wrong parameters: D differs from the genesis.
-    let wrong_d = Proposal::sign(
-        &n.keys[0],
-        n.g.hash,
-        1,
-        ps[0].header.link,
-        n.g.d * 2,
-        0,
-        ps[0].checkpoints.clone(),
-    );
-
-    let mut out = Vec::new();
-    for p in [&forged, &other, &unlinked, &bad_cp, &wrong_d] {
-        out.extend(push(&mut c, p));
-    }
-    let mut kinds = rejections(&out);
-    kinds.sort();
+    c2.on_message(0, propose_of(&g, &k[0], elsewhere), now);
+    assert_eq!(c2.rejected().get("wrong_previous"), Some(&1));
+    // A corrupted checkpoint, correctly signed: the verifier finds it and
+    // the segment is named; the machine prevotes nil.
+    let (g, k, mut c) = one();
+    let mut cps = cps_of(&g);
+    cps[1] = Hash32([0xAB; 32]);
+    let bad = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let out = c.on_message(0, propose_of(&g, &k[0], bad), now);
+    let batch = verify_action(&out).expect("the value is verified");
+    let outcome = verify(&batch);
     assert_eq!(
-        kinds,
-        vec![
-            "bad_checkpoint",
-            "bad_signature",
-            "wrong_params",
-            "wrong_previous",
-            "wrong_proposer"
-        ]
+        outcome,
+        VerifyOutcome::Invalid {
+            first_bad_segment: 1
+        }
     );
-    assert!(applied(&out).is_empty());
-    assert_eq!(c.tip().window, 0);
-    assert_eq!(c.rejected_total(), 5);
-    let seg = out.iter().find_map(|a| match a {
-        Action::Rejected {
-            reason: Reject::BadCheckpoint { segment },
-            ..
-        } => Some(*segment),
-        _ => None,
-    });
-    assert_eq!(seg, Some(5));
-
-    // It keeps going: the real proposals still apply.
-    for p in &ps {
-        out = push(&mut c, p);
-        assert_eq!(applied(&out), vec![p.window()]);
-    }
-    // A different signed proposal for the applied window: wrong window.
-    let twin = corrupt_checkpoint(&ps[1], &n.keys[0], 0);
-    out = push(&mut c, &twin);
-    assert_eq!(rejections(&out), vec!["wrong_window"]);
-    assert_eq!(c.rejected()["wrong_window"], 1);
-    assert_eq!(c.tip().window, 2);
-}
-
-#[test]
-fn a_bad_proposal_first_does_not_block_the_good_one() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 1);
-    let mut c = follower(&n);
-    let bad = corrupt_checkpoint(&ps[0], &n.keys[0], 7);
-    // Both arrive before the first verification finishes.
-    let mut pending = c_on_proposal(&mut c, &bad);
-    assert_eq!(c.phase(), "verifying");
-    pending.extend(c_on_proposal(&mut c, &ps[0]));
-    let out = drive(&mut c, pending);
-    assert_eq!(rejections(&out), vec!["bad_checkpoint"]);
-    assert_eq!(applied(&out), vec![1]);
-    assert_eq!(c.tip().hash, ps[0].hash());
-}
-
-#[test]
-fn catch_up_verifies_many_windows_per_call() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 12);
-    let mut c = follower(&n);
-    let out = c.on_tip(0, 12, now());
-    assert!(matches!(
-        out.as_slice(),
-        [Action::Request {
-            peer: 0,
-            from: 1,
-            count: 12
-        }]
-    ));
-    // The answer comes in two messages; each run is verified in one call.
-    let first = c.on_proposals(0, ps[..7].to_vec(), now());
-    let batch_sizes: Vec<usize> = first
-        .iter()
-        .filter_map(|a| match a {
-            Action::Verify(b) => Some(b.proposals.len()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(batch_sizes, vec![7]);
-    // While those verify, the rest is requested (pipelined).
-    assert!(first.iter().any(|a| matches!(
+    let out = c.on_verified(batch, Ok(outcome), now);
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
+    assert!(out.iter().any(|a| matches!(
         a,
-        Action::Request {
-            from: 8,
-            count: 5,
+        Action::Rejected {
+            reason: Reject::BadCheckpoint { segment: 1 },
             ..
         }
     )));
-    let mut out = drive(&mut c, first);
-    out.extend({
-        let a = c.on_proposals(0, ps[7..].to_vec(), now());
-        drive(&mut c, a)
-    });
-    assert_eq!(applied(&out), (1..=12).collect::<Vec<_>>());
-    assert_eq!(c.tip().t, ps[11].header.t);
+    assert!(out.iter().any(|a| matches!(a,
+        Action::Send { msg: Message::Vote(v), .. } if v.key.value.is_none())));
+    assert_eq!(c.applied(), 0, "nothing applied from a bad proposal");
+}
+
+fn cps_of(g: &Genesis) -> Vec<Hash32> {
+    checkpoints(g, g.timechain().t0())
+}
+
+#[test]
+fn the_waiting_room_is_bounded_in_bytes() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 10, |_, _| {});
+    let one_size = weight(&chain[0].proposal);
+    c.set_waiting_budget(3 * one_size);
+    // Windows 4..=10 first (no Cements: they wait): only three fit.
+    let later: Vec<Proposal> = chain[3..].iter().map(|w| w.proposal.clone()).collect();
+    c.on_message(0, Message::Proposals(later), now);
+    assert!(c.waiting_bytes() <= 3 * one_size);
+    assert_eq!(c.waiting.len(), 3);
+    // The next window always fits: the highest waiting one makes room.
+    c.on_message(0, Message::Proposals(vec![chain[0].proposal.clone()]), now);
+    assert!(c.waiting.contains_key(&1), "window 1 was not held");
+    assert!(c.waiting_bytes() <= 3 * one_size);
+}
+
+#[test]
+fn a_lying_tip_is_dropped_when_its_request_times_out() {
+    let (_g, _k, mut c) = one();
+    let t = Instant::now();
+    let lie = Message::Tip {
+        cemented: Tip {
+            window: u64::MAX,
+            t: Hash32([1; 32]),
+            hash: [2; 32],
+        },
+        applied: u64::MAX,
+    };
+    let out = c.on_message(2, lie.clone(), t);
+    assert_eq!(requests(&out), vec![(2, 1)]);
+    assert_eq!(c.lag(), u64::MAX);
+    // Silence: the request times out, the claim goes and the peer is
+    // demoted; nothing is asked again of it.
+    let out = c.on_tick(t + REQUEST_TIMEOUT);
+    assert!(c.is_demoted(2));
+    assert_eq!(c.lag(), 0);
+    assert!(requests(&out).is_empty(), "{out:?}");
+    // Its Tips are ignored while it is demoted.
+    let out = c.on_message(2, lie, t + REQUEST_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(c.lag(), 0);
+    assert!(requests(&out).is_empty());
+    // An honest peer's claim is asked instead.
+    let honest = Message::Tip {
+        cemented: Tip {
+            window: 3,
+            t: Hash32([3; 32]),
+            hash: [4; 32],
+        },
+        applied: 3,
+    };
+    let out = c.on_message(3, honest, t + REQUEST_TIMEOUT + Duration::from_secs(2));
+    assert_eq!(requests(&out), vec![(3, 1)]);
+}
+
+#[test]
+fn empty_answers_demote_the_peer_instead_of_spinning() {
+    let (_g, _k, mut c) = one();
+    let t = Instant::now();
+    let claim = Message::Tip {
+        cemented: Tip {
+            window: 5,
+            t: Hash32([3; 32]),
+            hash: [4; 32],
+        },
+        applied: 5,
+    };
+    let out = c.on_message(2, claim, t);
+    assert_eq!(requests(&out), vec![(2, 1)]);
+    let out = c.on_message(2, Message::Proposals(Vec::new()), t);
+    assert!(c.is_demoted(2));
+    assert!(requests(&out).is_empty(), "asked again at once: {out:?}");
     assert_eq!(c.lag(), 0);
 }
 
 #[test]
 fn a_bad_window_in_a_batch_keeps_the_good_prefix() {
-    let n = net();
-    let mut ps = chain(&n.g, &n.keys[0], 5);
-    ps[3] = corrupt_checkpoint(&ps[3], &n.keys[0], 2);
-    let mut c = follower(&n);
-    c.on_tip(0, 5, now());
-    let out = {
-        let a = c.on_proposals(0, ps.clone(), now());
-        drive(&mut c, a)
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    // Windows 1..=3, cemented by everyone; window 2's first checkpoint is
+    // wrong (signed as it is, so only the verifier can tell).
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |w, cps| {
+        if w == 2 {
+            cps[0] = Hash32([0xCD; 32]);
+        }
+    });
+    let claim = Message::Tip {
+        cemented: Tip {
+            window: 3,
+            t: chain[2].proposal.header.t,
+            hash: chain[2].proposal.hash(),
+        },
+        applied: 3,
     };
-    assert_eq!(applied(&out), vec![1, 2, 3]);
-    assert_eq!(rejections(&out), vec!["bad_checkpoint"]);
-    assert_eq!(c.tip().window, 3);
-    // And asks again for what is still missing.
-    assert!(out
-        .iter()
-        .any(|a| matches!(a, Action::Request { from: 4, .. })));
-}
-
-#[test]
-fn a_backend_failure_blames_nobody_and_retries() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 1);
-    let mut c = follower(&n);
-    let out = c_on_proposal(&mut c, &ps[0]);
-    let Some(Action::Verify(b)) = out.into_iter().next() else {
-        panic!("expected a verification");
-    };
-    let out = c.on_verified(b, Err("device lost".into()), now());
-    assert!(rejections(&out).is_empty());
-    assert_eq!(c.tip().window, 0);
-    let out = {
-        let a = c.on_tick(now());
-        drive(&mut c, a)
-    };
-    assert_eq!(applied(&out), vec![1]);
-}
-
-#[test]
-fn proposer_evaluates_applies_and_broadcasts() {
-    let n = net();
-    let mut c = Chain::new(Rules::from_genesis(&n.g), 0, Tip::genesis(&n.g));
-    assert!(c.is_proposer());
-    assert!(c.on_tick(now()).is_empty(), "nothing before start");
-    let out = c.start();
-    let [Action::Evaluate {
-        window: 1,
-        start,
-        link,
-    }] = out.as_slice()
-    else {
-        panic!("{out:?}");
-    };
-    assert_eq!(*start, n.g.timechain().t0());
-    assert_eq!(*link, n.g.network_id());
-    assert!(c.start().is_empty(), "one evaluation at a time");
-    let ps = chain(&n.g, &n.keys[0], 2);
-    let out = c.on_evaluated(ps[0].clone(), now());
-    assert_eq!(applied(&out), vec![1]);
-    assert!(out.iter().any(|a| matches!(a, Action::Broadcast(_))));
-    assert!(out
-        .iter()
-        .any(|a| matches!(a, Action::Evaluate { window: 2, .. })));
-    // With a last window, it stops proposing there.
-    c.set_last_window(Some(2));
-    let out = c.on_evaluated(ps[1].clone(), now());
-    assert_eq!(applied(&out), vec![2]);
-    assert!(!out.iter().any(|a| matches!(a, Action::Evaluate { .. })));
-    assert_eq!(c.phase(), "done");
-    // Nobody else proposes to the proposer.
-    let out = c.on_proposal(1, ps[1].clone(), now());
-    assert_eq!(rejections(&out), vec!["not_from_proposer"]);
-    assert_eq!(c.tip().window, 2);
-    c.stop();
-    c.on_evaluation_failed();
-    assert!(c.on_tick(now()).is_empty());
-    assert_eq!(c.phase(), "stopped");
-}
-
-fn proposer(n: &Net) -> Chain {
-    Chain::new(Rules::from_genesis(&n.g), 0, Tip::genesis(&n.g))
-}
-
-#[test]
-fn a_proposer_that_lost_its_data_catches_up_before_proposing() {
-    let n = net();
-    let ps = chain(&n.g, &n.keys[0], 5);
-    let mut c = proposer(&n);
-    // Its peers are at window 5; it restarted from an empty data dir. It
-    // asks for them at once, and starting does not make it propose.
-    assert_eq!(requests(&c.on_tip(1, 5, now())), vec![(1, 1, 5)]);
-    assert!(c.start().is_empty());
-    assert_eq!(c.phase(), "catching-up");
-    let out = {
-        let a = c.on_proposals(1, ps.clone(), now());
-        drive(&mut c, a)
-    };
-    assert_eq!(applied(&out), vec![1, 2, 3, 4, 5]);
-    // Caught up: it proposes window 6, and takes no proposals any more.
-    assert!(out
-        .iter()
-        .any(|a| matches!(a, Action::Evaluate { window: 6, .. })));
-    assert_eq!(c.phase(), "proposing");
-    let out = c.on_proposal(1, ps[4].clone(), now());
-    assert_eq!(rejections(&out), vec!["not_from_proposer"]);
-}
-
-#[test]
-fn a_lying_tip_delays_a_restarted_proposer_only_until_its_request_times_out() {
-    let n = net();
-    let mut c = proposer(&n);
-    let t = now();
-    assert_eq!(
-        requests(&c.on_tip(2, u64::MAX, t)),
-        vec![(2, 1, MAX_REQUEST)]
+    assert_eq!(requests(&c.on_message(0, claim, t)), vec![(0, 1)]);
+    c.on_message(
+        0,
+        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
+        t,
     );
-    assert!(c.start().is_empty());
-    let out = c.on_tick(t + REQUEST_TIMEOUT);
-    assert!(out
-        .iter()
-        .any(|a| matches!(a, Action::Evaluate { window: 1, .. })));
-    // Once proposing, claims no longer hold it back.
-    let ps = chain(&n.g, &n.keys[0], 1);
-    c.on_evaluated(ps[0].clone(), t + REQUEST_TIMEOUT);
-    c.on_tip(1, 1000, t + REQUEST_TIMEOUT);
-    assert_eq!(c.phase(), "proposing");
+    let out = c.on_message(
+        0,
+        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
+        t,
+    );
+    let batch = verify_action(&out).expect("a catch-up batch");
+    assert_eq!(batch.proposals.len(), 3);
+    let outcome = verify(&batch);
+    c.on_verified(batch, Ok(outcome), t);
+    assert_eq!(c.tip().window, 1, "the good prefix is kept");
+    assert_eq!(c.tip().hash, chain[0].proposal.hash());
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
 }

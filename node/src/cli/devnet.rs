@@ -63,6 +63,10 @@ pub struct Args {
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
+    /// SIGKILL the current proposer once every node has cemented this
+    /// window, and keep going with the others (needs 4 or more nodes).
+    #[arg(long, value_parser = super::number::parse_positive_u64)]
+    pub kill_proposer_after: Option<u64>,
     /// N synthetic initial accounts in the genesis (balance 1 each; see
     /// `montana genesis new --accounts`), for scale tests.
     #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
@@ -72,6 +76,20 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), CliError> {
     if !(2..=64).contains(&a.nodes) {
         return Err(CliError::bad_input("--nodes must be between 2 and 64"));
+    }
+    if let Some(k) = a.kill_proposer_after {
+        if a.nodes < 4 {
+            return Err(CliError::bad_input(format!(
+                "--kill-proposer-after needs at least 4 nodes (3 must remain for a quorum), not {}",
+                a.nodes
+            )));
+        }
+        if k >= a.windows {
+            return Err(CliError::bad_input(format!(
+                "--kill-proposer-after {k} must be below --windows {}",
+                a.windows
+            )));
+        }
     }
     if let Some(d) = a.d {
         if d % a.checkpoints != 0 {
@@ -194,12 +212,16 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
     );
 
     let mut children = spawn_nodes(&plan, a.windows)?;
-    let outcome = watch(&plan, &mut children, a.windows, a.window_secs, interrupted);
+    let mut killed = Vec::new();
+    let outcome = watch(&plan, &mut children, a, &mut killed, interrupted);
     stop_nodes(&mut children);
 
     let states: Vec<Option<NodeState>> =
         plan.nodes.iter().map(|n| NodeState::read(&n.dir)).collect();
-    let (mut report, compared) = devnet::compare(&plan.genesis, a.windows, &states);
+    let (mut report, compared) = devnet::compare(&plan.genesis, a.windows, &states, &killed);
+    let checked = (0..plan.nodes.len())
+        .find(|i| !killed.contains(i))
+        .unwrap_or(0);
     let result = match outcome {
         Err(Stop::Interrupted) => Err(CliError::interrupted(format!(
             "devnet interrupted at window {} of {}",
@@ -208,7 +230,13 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         Err(Stop::Failed(e)) => Err(CliError::check_failed(e)),
         Ok(()) => match compared {
             Err(e) => Err(CliError::check_failed(e)),
-            Ok(()) => final_check(&plan, &report.nodes[0].t, report.window, interrupted),
+            Ok(()) => final_check(
+                &plan,
+                checked,
+                &report.nodes[checked].t,
+                report.window,
+                interrupted,
+            ),
         },
     };
     report.interrupted = matches!(&result, Err(e) if e.code == super::error::INTERRUPTED);
@@ -220,8 +248,10 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
     }
     result?;
     eprintln!(
-        "devnet: all {} nodes converged on window {} (T checks against the TimeChain)",
-        a.nodes, report.window
+        "devnet: all {} surviving nodes cemented window {} with one state root {} (T checks against the TimeChain)",
+        a.nodes - killed.len(),
+        report.window,
+        &report.nodes[checked].state_root
     );
     Ok(())
 }
@@ -230,6 +260,7 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
 /// verified with the scalar oracle in parallel, with progress; SIGINT stops it.
 fn final_check(
     plan: &Plan,
+    node: usize,
     t: &str,
     window: u64,
     interrupted: &AtomicBool,
@@ -246,7 +277,7 @@ fn final_check(
     let on_steps = |n: u64| meter.inc(n);
     let result = devnet::check_timechain(
         &plan.genesis,
-        &plan.nodes[0].dir,
+        &plan.nodes[node].dir,
         window,
         t,
         &on_steps,
@@ -296,7 +327,7 @@ fn spawn_nodes(plan: &Plan, windows: u64) -> Result<Vec<Child>, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::check_failed(format!("cannot find the montana binary: {e}")))?;
     let mut children = Vec::new();
-    for (i, n) in plan.nodes.iter().enumerate() {
+    for n in &plan.nodes {
         let log_path = n.dir.join("node.log");
         let log = std::fs::File::create(&log_path).map_err(|e| {
             CliError::bad_input(format!("cannot create {}: {e}", log_path.display()))
@@ -310,9 +341,8 @@ fn spawn_nodes(plan: &Plan, windows: u64) -> Result<Vec<Child>, CliError> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if i == 0 {
-            cmd.arg("--last-window").arg(windows.to_string());
-        }
+        // Every node stops agreeing after the last window.
+        cmd.arg("--last-window").arg(windows.to_string());
         match cmd.spawn() {
             Ok(c) => children.push(c),
             Err(e) => {
@@ -332,10 +362,11 @@ fn spawn_nodes(plan: &Plan, windows: u64) -> Result<Vec<Child>, CliError> {
 fn watch(
     plan: &Plan,
     children: &mut [Child],
-    windows: u64,
-    window_secs: f64,
+    a: &Args,
+    killed: &mut Vec<usize>,
     interrupted: &AtomicBool,
 ) -> Result<(), Stop> {
+    let (windows, window_secs) = (a.windows, a.window_secs);
     let tty = std::io::stderr().is_terminal();
     // Generous: a shared 2-core host runs N verifiers and one evaluator.
     let stall = Duration::from_secs_f64(30.0 + 20.0 * window_secs * plan.nodes.len() as f64);
@@ -350,18 +381,39 @@ fn watch(
             draw_table(plan, &states, drawn);
             drawn = true;
         }
-        let min = states
-            .iter()
-            .map(|s| s.as_ref().map_or(0, |s| s.window))
-            .min();
-        let max = states
-            .iter()
-            .map(|s| s.as_ref().map_or(0, |s| s.window))
-            .max();
+        let alive = || {
+            states
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !killed.contains(i))
+                .map(|(_, s)| s.as_ref().map_or(0, |s| s.cemented))
+        };
+        let min = alive().min();
+        let max = alive().max();
+        if let Some(k) = a.kill_proposer_after {
+            if killed.is_empty() && min.unwrap_or(0) >= k {
+                // The node proposing now (rank 0 of the next window).
+                let victim = states
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.phase == "proposing"))
+                    .unwrap_or(0);
+                // SAFETY: kill(2) on our own child's pid has no memory effects.
+                unsafe {
+                    libc::kill(children[victim].id() as libc::pid_t, libc::SIGKILL);
+                }
+                let _ = children[victim].wait();
+                killed.push(victim);
+                eprintln!(
+                    "devnet: killed the proposer {} (SIGKILL) after window {k}",
+                    plan.nodes[victim].label
+                );
+                continue;
+            }
+        }
         let now = (min.unwrap_or(0), max.unwrap_or(0));
         if now != best {
             if !tty && now.0 != best.0 {
-                eprintln!("devnet: window {} of {windows}, all nodes", now.0);
+                eprintln!("devnet: window {} of {windows} cemented, all nodes", now.0);
             }
             best = now;
             last_progress = Instant::now();
@@ -373,6 +425,9 @@ fn watch(
             return Err(Stop::Interrupted);
         }
         for (i, c) in children.iter_mut().enumerate() {
+            if killed.contains(&i) {
+                continue;
+            }
             if let Ok(Some(status)) = c.try_wait() {
                 return Err(Stop::Failed(format!(
                     "{} exited early ({status}); see {}",
@@ -421,21 +476,32 @@ fn draw_table(plan: &Plan, states: &[Option<NodeState>], redraw: bool) {
         out.push_str(&format!("\x1b[{}A\x1b[J", plan.nodes.len() + 1));
     }
     out.push_str(&format!(
-        "{:<8} {:<12} {:>7} {:>4} {:>6} {:>10} {:>9}  {}\n",
-        "node", "phase", "window", "lag", "peers", "heartbeats", "rejected", "T"
+        "{:<8} {:<12} {:>7} {:>8} {:>4} {:>6} {:>10} {:>9}  {:<16}  {}\n",
+        "node",
+        "phase",
+        "window",
+        "cemented",
+        "lag",
+        "peers",
+        "heartbeats",
+        "rejected",
+        "T",
+        "state root"
     ));
     for (n, s) in plan.nodes.iter().zip(states) {
         match s {
             Some(s) => out.push_str(&format!(
-                "{:<8} {:<12} {:>7} {:>4} {:>6} {:>10} {:>9}  {}\n",
+                "{:<8} {:<12} {:>7} {:>8} {:>4} {:>6} {:>10} {:>9}  {:<16}  {}\n",
                 n.label,
                 s.phase_shown(),
                 s.window,
+                s.cemented,
                 s.lag,
                 s.connected,
                 s.heartbeats_ok_5m,
                 s.rejected_total(),
-                &s.t[..16.min(s.t.len())]
+                &s.t[..16.min(s.t.len())],
+                &s.state_root[..16.min(s.state_root.len())]
             )),
             None => out.push_str(&format!("{:<8} {:<12}\n", n.label, "starting")),
         }

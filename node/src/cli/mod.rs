@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use montana_backends::choice::ChoiceInputs;
 use montana_backends::{BackendChoice, GpuPolicy, PinScope, Ranking, Registry};
 
+mod accounts;
 mod backends;
 mod bench;
 mod calibrate;
@@ -73,6 +74,8 @@ pub enum Command {
     Soak(soak::Args),
     /// Turn a soak file into report.md with SVG plots and a verdict per component.
     Report(report::Args),
+    /// Show a node's balances at its last cemented window (works while it runs).
+    Accounts(accounts::Args),
 }
 
 /// Parses the command line, runs the command, and maps errors to exit codes.
@@ -107,6 +110,7 @@ pub fn run() -> ExitCode {
         Command::Calibrate(args) => calibrate::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Report(args) => report::run(args),
+        Command::Accounts(args) => accounts::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,13 @@ pub struct Args {
     /// shares a separate pool of max(4, N/4).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_peers: u16,
+    /// Start from a verified snapshot of the state served by the peers
+    /// instead of replaying every window (docs/SPEC.md section 13).
+    #[arg(long)]
+    pub fast_sync: bool,
+    /// Windows behind a cement-verified tip beyond which a node fast-syncs.
+    #[arg(long, default_value_t = montana_node::snapshot::DEFAULT_FAST_SYNC_THRESHOLD, value_parser = super::number::parse_u64)]
+    pub fast_sync_threshold: u64,
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -88,7 +95,9 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
             Calibration::Use
         },
     };
-    let node = Node::open(&cfg).map_err(CliError::bad_input)?;
+    let mut node = Node::open(&cfg).map_err(CliError::bad_input)?;
+    node.fast_sync.enabled = a.fast_sync;
+    node.fast_sync.threshold = a.fast_sync_threshold;
     info!(
         label = node.label(),
         eval = node.backends.eval.name(),

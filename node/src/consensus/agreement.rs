@@ -267,6 +267,10 @@ impl Agreement {
     pub fn active_set(&self) -> &ActiveSet {
         &self.set
     }
+    /// Whether the proposal with hash `v` was judged valid.
+    pub fn is_valid_value(&self, v: &Hash32) -> bool {
+        self.is_valid(v)
+    }
     /// The proposer of `round`.
     pub fn proposer(&self, round: u32) -> NodeId {
         self.order[round as usize % self.order.len()]
@@ -278,6 +282,20 @@ impl Agreement {
         if !self.started {
             self.started = true;
             self.start_round(0, &mut out);
+            self.evaluate(&mut out);
+        }
+        out
+    }
+
+    /// Starts at `round` instead of 0, locked on `locked`: a node that
+    /// restarts in the middle of a window resumes after the last round it
+    /// signed in, keeping its lock (it never signs that round again).
+    pub fn start_at(&mut self, round: u32, locked: Option<(Hash32, u32)>) -> Vec<Output> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.locked = locked;
+            self.start_round(round, &mut out);
             self.evaluate(&mut out);
         }
         out

@@ -5,5 +5,6 @@
 pub mod active;
 pub mod agreement;
 pub mod merkle;
+pub mod propose;
 pub mod state;
 pub mod vote;

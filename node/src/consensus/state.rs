@@ -147,6 +147,19 @@ impl State {
     }
 }
 
+/// The state entry key of `id`'s account.
+pub fn account_key(id: &NodeId) -> Vec<u8> {
+    key(ACCOUNT, id)
+}
+
+/// The node id of an account entry key; `None` for other entries.
+pub fn account_of_key(k: &[u8]) -> Option<NodeId> {
+    match k {
+        [ACCOUNT, rest @ ..] => rest.try_into().ok().map(NodeId),
+        _ => None,
+    }
+}
+
 fn key(tag: u8, id: &NodeId) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
     k.push(tag);

@@ -273,6 +273,13 @@ impl Cement {
         })
     }
 
+    /// The Cement's identity (a proposal names its canonical bundle by it):
+    /// SHA-256 of its bytes, which are canonical (signers ascending). Two
+    /// Cements of one proposal with other signers or signatures differ.
+    pub fn hash(&self) -> Hash32 {
+        montana_vdf::HashSuite::Sha256.hash(&self.encode())
+    }
+
     /// The precommit vote key of entry `signer`.
     fn key(&self, signer: NodeId) -> VoteKey {
         VoteKey {

@@ -17,6 +17,8 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::keys::{KeyError, NodeKeys};
 use crate::storage::{Store, StoreError};
 
+pub mod drift;
+pub mod fastsync;
 #[cfg(any(test, feature = "test-faults"))]
 pub mod faults;
 pub mod net_transport;
@@ -87,6 +89,8 @@ pub struct Node {
     pub backends: Chosen,
     pub data_dir: PathBuf,
     pub last_window: Option<u64>,
+    /// `--fast-sync`, `--fast-sync-threshold`, the snapshot interval.
+    pub fast_sync: fastsync::FastSyncOptions,
     #[cfg(any(test, feature = "test-faults"))]
     faults: Vec<faults::Fault>,
 }
@@ -124,6 +128,8 @@ impl Node {
         }
         let backends =
             backend_choice::choose(&genesis, &cfg.data_dir, &cfg.backends, cfg.calibration)?;
+        #[cfg(any(test, feature = "test-faults"))]
+        let backends = faults::slow_backends(&faults, backends);
         Ok(Node {
             network_id: genesis.network_id(),
             me: me as u16,
@@ -132,6 +138,7 @@ impl Node {
             backends,
             data_dir: cfg.data_dir.clone(),
             last_window: cfg.last_window,
+            fast_sync: fastsync::FastSyncOptions::default(),
             #[cfg(any(test, feature = "test-faults"))]
             faults,
             genesis,

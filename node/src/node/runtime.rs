@@ -28,9 +28,9 @@ use super::serve::ServeBudget;
 use super::state::NodeState;
 use super::transport::{Incoming, Transport};
 use super::{Node, NodeError};
-use crate::chain::{Action, Batch, Chain, Rules};
-use crate::messages::{self, Message, MSG_GET_PROPOSALS, MSG_PROPOSAL, MSG_PROPOSALS, MSG_TIP};
-use crate::proposal::Proposal;
+use crate::chain::{Action, Batch, Cemented, Chain, Rules};
+use crate::consensus::agreement::Timeout;
+use crate::messages::{self, Message, MSG_CEMENTS, MSG_PROPOSALS};
 
 /// How often the node tells its peers its tip.
 const TIP_EVERY: Duration = Duration::from_secs(2);
@@ -59,7 +59,8 @@ enum Done {
         panicked: Option<String>,
     },
     Evaluated {
-        result: Result<(Proposal, Vec<Proposal>), String>,
+        window: u64,
+        result: Result<Vec<montana_vdf::Hash32>, String>,
         took: Duration,
         panicked: Option<String>,
     },
@@ -99,6 +100,13 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> (Result<T, String>, Opti
     }
 }
 
+/// What a range request asks for.
+#[derive(Clone, Copy, Debug)]
+enum Served {
+    Proposals,
+    Cements,
+}
+
 struct Runner {
     node: Node,
     chain: Chain,
@@ -121,12 +129,20 @@ struct Runner {
     /// The last error writing `state.json`, logged once until it changes.
     state_write_error: Option<String>,
     verify_threads: usize,
-    /// Verified windows not yet in the database because the disk is full;
+    /// Cemented windows not yet in the database because the disk is full;
     /// written, in order, as soon as space returns.
-    unwritten: Vec<Proposal>,
+    unwritten: Vec<Cemented>,
+    /// Armed agreement timers: (deadline, window, timer, round).
+    timers: Vec<(Instant, u64, Timeout, u32)>,
+    /// When the live window was applied (for the cementing latency).
+    applied_at: Option<(u64, Instant)>,
     /// The disk is full: said once, until writing works again.
     disk_full: bool,
+    /// The drift monitor, fed every successful evaluation and verification.
+    drift: super::drift::NodeDrift,
     last_write_try: Instant,
+    /// Fast-sync serving: snapshots and chunk requests (node/fastsync.rs).
+    snapshots: super::fastsync::Serving,
 }
 
 pub(super) async fn run(
@@ -136,23 +152,40 @@ pub(super) async fn run(
     state: Arc<Mutex<NodeState>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<NodeState, NodeError> {
+    // Fast-sync (node/fastsync.rs): before the chain is built from the store.
+    let mut node = node;
+    tokio::pin!(shutdown);
+    let early = tokio::select! {
+        r = super::fastsync::before_run(&mut node, &transport, &mut inbound, &state) => r?,
+        _ = &mut shutdown => return Ok(state.lock().unwrap().clone()),
+    };
+    let snapshots = super::fastsync::Serving::new(&node);
+    let (cstate, tip_proposer, bundle) = node.store.consensus(&node.genesis)?;
     let mut chain = Chain::new(
         Rules::from_genesis(&node.genesis),
-        node.me,
+        Some(node.keys.clone()),
         node.store.tip(),
+        tip_proposer,
+        cstate,
+        bundle,
     );
+    chain.restore_signed(node.store.signed()?);
     chain.set_last_window(node.last_window);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     info!(
         label = node.label(),
-        window = chain.tip().window,
+        window = chain.applied(),
+        cemented = chain.tip().window,
         t = %chain.tip().t,
-        role = if chain.is_proposer() { "proposer" } else { "follower" },
+        state_root = %chain.state_root(),
+        node_id = %chain.node_id(),
         eval = node.backends.eval.name(),
         verify = node.backends.verify.name(),
         "node running"
     );
+    let drift = super::drift::NodeDrift::new(&node.backends);
     let mut r = Runner {
+        drift,
         node,
         chain,
         transport,
@@ -170,11 +203,17 @@ pub(super) async fn run(
         state_write_error: None,
         verify_threads: VerifyOptions::default().threads,
         unwritten: Vec::new(),
+        timers: Vec::new(),
+        applied_at: None,
         disk_full: false,
         last_write_try: Instant::now(),
+        snapshots,
     };
     r.publish();
     r.send_tip();
+    for m in early {
+        r.on_incoming(m)?;
+    }
     let started_at = Instant::now();
     let peers = r.node.genesis.peers.len() - 1;
     let mut started = false;
@@ -184,13 +223,14 @@ pub(super) async fn run(
     let mut told_done = false;
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut timer_tick = tokio::time::interval(Duration::from_millis(20));
     let mut tip_every = tokio::time::interval(TIP_EVERY);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(m) = inbound.recv() => r.on_incoming(m)?,
             Some(d) = done_rx.recv() => r.on_done(d)?,
+            _ = timer_tick.tick(), if !r.timers.is_empty() => r.fire_timers()?,
             _ = tick.tick() => {
                 // A new connection learns our tip now, not at the next round:
                 // a restarted follower starts catching up at once.
@@ -202,7 +242,6 @@ pub(super) async fn run(
                 if !started
                     && connected < peers
                     && started_at.elapsed() < START_GRACE
-                    && r.chain.is_proposer()
                     && told_waiting != Some(connected)
                 {
                     told_waiting = Some(connected);
@@ -219,7 +258,7 @@ pub(super) async fn run(
                         || started_at.elapsed() >= START_GRACE)
                 {
                     started = true;
-                    let a = r.chain.start();
+                    let a = r.chain.start(Instant::now());
                     r.exec(a)?;
                 }
                 if r.disk_full && r.last_write_try.elapsed() >= WRITE_RETRY {
@@ -229,7 +268,7 @@ pub(super) async fn run(
                 r.exec(a)?;
                 if !told_done && r.chain.phase() == "done" {
                     told_done = true;
-                    info!(window = r.chain.tip().window, "last window reached; staying up");
+                    info!(window = r.chain.tip().window, "last window cemented; staying up");
                 }
                 r.publish();
             }
@@ -265,24 +304,68 @@ pub(super) async fn run(
 
 impl Runner {
     fn exec(&mut self, actions: Vec<Action>) -> Result<(), NodeError> {
+        // A signed message is sent only after its step is on disk: if that
+        // write fails, what follows it in this batch is not sent.
+        let mut may_send = true;
         for a in actions {
             match a {
                 Action::Verify(batch) => self.spawn_verify(batch),
-                Action::Evaluate {
-                    window,
-                    start,
-                    link,
-                } => self.spawn_evaluate(window, start, link),
-                Action::Apply(ps) => self.apply(&ps)?,
-                Action::Broadcast(p) => {
-                    self.transport.broadcast(MSG_PROPOSAL, p.to_bytes());
+                Action::Evaluate { window, start } => self.spawn_evaluate(window, start),
+                Action::Applied { window, t } => {
+                    info!(window, t = %t, "applied window");
+                    self.applied_at = Some((window, Instant::now()));
+                    let now = Instant::now();
+                    {
+                        let mut s = self.state.lock().unwrap();
+                        let since = now.duration_since(self.last_applied_at).as_secs_f64();
+                        if since > 0.0 && self.last_verify_secs > 0.0 {
+                            s.verify_share = (self.last_verify_secs / since).min(1.0);
+                        }
+                    }
+                    self.last_applied_at = now;
+                    if let Err(e) = self.node.store.applied(window, &t) {
+                        debug!(error = %e, "applied window not recorded");
+                    }
+                }
+                Action::Cement(ws) => self.cement(ws)?,
+                Action::Persist(signed) => {
+                    may_send = match self.node.store.save_signed(&signed) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(error = %e, "cannot record the signed step; not sending what was signed");
+                            false
+                        }
+                    };
+                }
+                Action::Send { to, msg } => {
+                    if !may_send {
+                        continue;
+                    }
+                    self.send(to, msg);
                 }
                 Action::Request { peer, from, count } => {
-                    debug!(peer, from, count, "requesting proposals");
-                    let m = Message::GetProposals { from, count };
-                    if let Err(e) = self.transport.send(peer, MSG_GET_PROPOSALS, 0, m.encode()) {
-                        debug!(peer, error = %e, "request not sent");
+                    debug!(peer, from, count, "requesting cemented windows");
+                    let get = Message::GetProposals { from, count };
+                    let cements = Message::GetCements {
+                        from: from.saturating_sub(1).max(1),
+                        count: count.saturating_add(1).min(messages::MAX_REQUEST),
+                    };
+                    for m in [cements, get] {
+                        if let Err(e) = self.transport.send(peer, m.msg_type(), 0, m.encode()) {
+                            debug!(peer, error = %e, "request not sent");
+                        }
                     }
+                }
+                Action::Arm {
+                    window,
+                    timer,
+                    round,
+                    after,
+                } => {
+                    self.timers
+                        .retain(|(_, w, t, _)| !(*w == window && *t == timer));
+                    self.timers
+                        .push((Instant::now() + after, window, timer, round));
                 }
                 Action::Rejected {
                     peer,
@@ -294,7 +377,7 @@ impl Runner {
                         window,
                         reason = reason.kind(),
                         detail = %reason,
-                        "rejected proposal"
+                        "rejected"
                     );
                 }
             }
@@ -302,8 +385,46 @@ impl Runner {
         Ok(())
     }
 
-    fn apply(&mut self, ps: &[Proposal]) -> Result<(), NodeError> {
-        self.unwritten.extend_from_slice(ps);
+    fn send(&mut self, to: Option<u16>, msg: Message) {
+        #[cfg(any(test, feature = "test-faults"))]
+        if let (None, Message::Propose(p)) = (to, &msg) {
+            for bad in faults::bad_twins(&self.node.faults, &self.node.keys, p) {
+                warn!(
+                    window = bad.key.window,
+                    "test fault: sending a bad proposal"
+                );
+                self.transport.broadcast(
+                    messages::MSG_PROPOSE,
+                    Message::Propose(Box::new(bad)).encode(),
+                );
+            }
+        }
+        let t = msg.msg_type();
+        let payload = msg.encode();
+        match to {
+            None => self.transport.broadcast(t, payload),
+            Some(peer) => {
+                if let Err(e) = self.transport.send(peer, t, 0, payload) {
+                    debug!(peer, error = %e, "not sent");
+                }
+            }
+        }
+    }
+
+    /// Fires the agreement timers that are due.
+    fn fire_timers(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let (due, keep): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, ..)| *at <= now);
+        self.timers = keep;
+        for (_, window, timer, round) in due {
+            let a = self.chain.on_timeout(window, timer, round, now);
+            self.exec(a)?;
+        }
+        Ok(())
+    }
+
+    fn cement(&mut self, ws: Vec<Cemented>) -> Result<(), NodeError> {
+        self.unwritten.extend(ws);
         if !self.disk_full {
             return self.write_unwritten();
         }
@@ -323,56 +444,67 @@ impl Runner {
     /// once, with the database path); the windows stay in memory, in order,
     /// and are written at the first tick that finds space again (at most
     /// once per [`WRITE_RETRY`]). Past [`MAX_UNWRITTEN`] windows the node
-    /// stops (see [`Runner::apply`]).
+    /// stops (see [`Runner::cement`]).
     fn write_unwritten(&mut self) -> Result<(), NodeError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
         self.last_write_try = Instant::now();
         if self.disk_full && (self.serving > 0 || !self.node.store.reopen()?) {
-            // A reader is busy, or still no room: the next tick tries again.
             return Ok(());
         }
-        let ps = std::mem::take(&mut self.unwritten);
-        match self.node.store.apply(&ps) {
+        let ws = std::mem::take(&mut self.unwritten);
+        match self.node.store.cement(&ws, self.chain.state()) {
             Ok(tip) => {
                 if std::mem::take(&mut self.disk_full) {
                     info!(
-                        windows = ps.len(),
+                        windows = ws.len(),
                         "database writable again; the windows kept in memory are written"
                     );
                 }
-                self.applied(&ps, tip);
+                self.cemented(&ws, tip);
                 Ok(())
             }
             Err(e) if self.disk_full || e.is_no_space() => {
                 if !self.disk_full {
                     self.disk_full = true;
                     warn!(
-                        "{e}; not applying until space returns (verified windows kept in memory, up to {MAX_UNWRITTEN})"
+                        "{e}; not cementing until space returns (verified windows kept in memory, up to {MAX_UNWRITTEN})"
                     );
                 }
-                self.unwritten = ps;
+                self.unwritten = ws;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn applied(&mut self, ps: &[Proposal], tip: crate::storage::Tip) {
+    fn cemented(&mut self, ws: &[Cemented], tip: crate::storage::Tip) {
         let now = Instant::now();
-        for p in ps {
-            info!(window = p.window(), t = %p.header.t, "applied window");
-        }
-        if ps.len() == 1 {
-            let mut s = self.state.lock().unwrap();
-            let since = now.duration_since(self.last_applied_at).as_secs_f64();
-            if since > 0.0 && !self.chain.is_proposer() {
-                s.verify_share = (self.last_verify_secs / since).min(1.0);
+        for c in ws {
+            let w = c.proposal.window();
+            let latency = match self.applied_at {
+                Some((aw, at)) if aw == w => Some(now.duration_since(at).as_secs_f64()),
+                _ => None,
+            };
+            info!(
+                window = w,
+                t = %c.proposal.header.t,
+                round = c.cement.round,
+                signers = c.cement.precommits.len(),
+                state_root = %c.root,
+                cement_latency_secs = latency,
+                "cemented window"
+            );
+            if let Some(l) = latency {
+                self.state.lock().unwrap().cement_latency_secs = Some(l);
             }
         }
-        self.last_applied_at = now;
-        debug_assert_eq!(tip, self.chain.tip());
+        if ws.len() > 1 || self.applied_at.is_none_or(|(aw, _)| aw != tip.window) {
+            // Windows fetched (catch-up) were applied as they were cemented.
+            self.last_applied_at = now;
+        }
+        self.snapshots.cemented(&self.node.store, tip.window);
         self.publish();
     }
 
@@ -380,13 +512,45 @@ impl Runner {
         let backend = self.node.backends.verify.clone();
         let tx = self.done_tx.clone();
         let opts = VerifyOptions::threads(self.verify_threads);
+        let g = &self.node.genesis;
+        let (network_id, set, quorum, k) = (
+            self.node.network_id,
+            g.active_set(),
+            g.quorum,
+            g.checkpoints as usize,
+        );
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let (outcome, panicked) = guarded(|| {
-                backend
-                    .verify_proofs(&batch.proofs, &opts)
-                    .map_err(|e| e.to_string())
+                // Catch-up: every Cement's signatures first (a bad one
+                // ends the run there), then the VDF in one call.
+                let mut upto = batch.proofs.len();
+                for (i, c) in batch.cements.iter().enumerate() {
+                    if c.verify(&network_id, c.window, &set, quorum).is_err() {
+                        upto = i;
+                        break;
+                    }
+                }
+                if let Some(prev) = &batch.prev_bundle {
+                    if prev.verify(&network_id, prev.window, &set, quorum).is_err() {
+                        upto = 0;
+                    }
+                }
+                if upto == 0 && !batch.cements.is_empty() {
+                    return Err("a Cement in the batch does not verify".to_string());
+                }
+                match backend
+                    .verify_proofs(&batch.proofs[..upto], &opts)
+                    .map_err(|e| e.to_string())?
+                {
+                    montana_vdf::VerifyOutcome::Valid if upto < batch.proofs.len() => {
+                        Ok(montana_vdf::VerifyOutcome::Invalid {
+                            first_bad_segment: upto * k,
+                        })
+                    }
+                    o => Ok(o),
+                }
             });
             let _ = tx.send(Done::Verified {
                 batch,
@@ -397,15 +561,12 @@ impl Runner {
         });
     }
 
-    fn spawn_evaluate(&mut self, window: u64, start: montana_vdf::Hash32, link: [u8; 32]) {
+    fn spawn_evaluate(&mut self, window: u64, start: montana_vdf::Hash32) {
         let backend = self.node.backends.eval.clone();
         let tx = self.done_tx.clone();
-        let keys = self.node.keys.clone();
         let g = &self.node.genesis;
-        let (suite, d, k, me) = (g.hash, g.d, g.checkpoints, self.node.me);
+        let (suite, d, k) = (g.hash, g.d, g.checkpoints);
         let cancel = self.cancel.clone();
-        #[cfg(any(test, feature = "test-faults"))]
-        let faults = self.node.faults.clone();
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
@@ -415,17 +576,12 @@ impl Runner {
                     cancel: Some(&cancel),
                     progress: None,
                 };
-                let cps = backend
+                backend
                     .evaluate(suite, &start, params, &ctl)
-                    .map_err(|e| e.to_string())?;
-                let p = Proposal::sign(&keys, suite, window, link, d, me, cps);
-                #[cfg(any(test, feature = "test-faults"))]
-                let bad = faults::bad_twins(&faults, &keys, &p);
-                #[cfg(not(any(test, feature = "test-faults")))]
-                let bad = Vec::new();
-                Ok((p, bad))
+                    .map_err(|e| e.to_string())
             });
             let _ = tx.send(Done::Evaluated {
+                window,
                 result,
                 took: t0.elapsed(),
                 panicked,
@@ -456,6 +612,12 @@ impl Runner {
                     error!(error = %e, "verify backend failed; will retry");
                 }
                 let windows = batch.proposals.len() as f64;
+                if matches!(outcome, Ok(VerifyOutcome::Valid)) {
+                    let steps = batch.proposals.len() as u64 * self.node.genesis.d;
+                    let secs = took.as_secs_f64();
+                    let b = &mut self.node.backends;
+                    self.drift.observe(b, Operation::Verify, steps, secs);
+                }
                 self.last_verify_secs = took.as_secs_f64() / windows;
                 {
                     let mut s = self.state.lock().unwrap();
@@ -470,18 +632,18 @@ impl Runner {
                 self.exec(a)
             }
             Done::Evaluated {
+                window,
                 result,
                 took,
                 panicked,
             } => match result {
-                Ok((p, bad)) => {
+                Ok(cps) => {
                     self.state.lock().unwrap().eval_rate =
                         self.node.genesis.d as f64 / took.as_secs_f64();
-                    for b in bad {
-                        warn!(window = b.window(), "test fault: sending a bad proposal");
-                        self.transport.broadcast(MSG_PROPOSAL, b.to_bytes());
-                    }
-                    let a = self.chain.on_evaluated(p, now);
+                    let (d, secs) = (self.node.genesis.d, took.as_secs_f64());
+                    let b = &mut self.node.backends;
+                    self.drift.observe(b, Operation::Eval, d, secs);
+                    let a = self.chain.on_evaluated(window, cps, now);
                     self.exec(a)
                 }
                 Err(e) => {
@@ -531,7 +693,10 @@ impl Runner {
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
-            None => return Ok(()),
+            None => {
+                self.snapshots.on_request(&m, &self.transport);
+                return Ok(());
+            }
             Some(Err(e)) => {
                 warn!(peer = m.peer, msg_type = m.msg_type, error = %e, "malformed message");
                 let mut s = self.state.lock().unwrap();
@@ -541,20 +706,24 @@ impl Runner {
             Some(Ok(msg)) => msg,
         };
         let actions = match msg {
-            Message::Proposal(p) => self.chain.on_proposal(m.peer, p, now),
-            Message::Proposals(ps) => self.chain.on_proposals(m.peer, ps, now),
-            Message::Tip(t) => {
-                // Bounded: peers are the genesis peers the transport admitted.
-                self.state
-                    .lock()
-                    .unwrap()
-                    .peer_tips
-                    .insert(m.peer, t.window);
-                self.chain.on_tip(m.peer, t.window, now)
-            }
             Message::GetProposals { from, count } => {
-                self.serve(m.peer, m.request_id, from, count);
+                self.serve(m.peer, m.request_id, Served::Proposals, from, count);
                 Vec::new()
+            }
+            Message::GetCements { from, count } => {
+                self.serve(m.peer, m.request_id, Served::Cements, from, count);
+                Vec::new()
+            }
+            msg => {
+                if let Message::Tip { cemented, .. } = &msg {
+                    // Bounded: peers are the genesis peers the transport admitted.
+                    self.state
+                        .lock()
+                        .unwrap()
+                        .peer_tips
+                        .insert(m.peer, cemented.window);
+                }
+                self.chain.on_message(m.peer, msg, now)
             }
         };
         self.exec(actions)
@@ -564,7 +733,7 @@ impl Runner {
     /// ([`super::serve`]): consecutive windows from `from`, as many as fit
     /// one message, read and queued on a blocking thread so the event loop
     /// never waits on the database for a peer.
-    fn serve(&mut self, peer: u16, request_id: u64, from: u64, count: u32) {
+    fn serve(&mut self, peer: u16, request_id: u64, what: Served, from: u64, count: u32) {
         let tip = self.chain.tip().window;
         if from == 0 || from > tip || self.chain.is_stopped() {
             return;
@@ -589,7 +758,11 @@ impl Runner {
                 let mut encoded = Vec::new();
                 let mut size = 0usize;
                 for w in from..=last {
-                    let Some(b) = reader.proposal_bytes(w)? else {
+                    let b = match what {
+                        Served::Proposals => reader.proposal_bytes(w)?,
+                        Served::Cements => reader.cement_bytes(w)?,
+                    };
+                    let Some(b) = b else {
                         break;
                     };
                     size += b.len() + 4;
@@ -600,8 +773,12 @@ impl Runner {
                 }
                 let (payload, n) = messages::encode_proposals(encoded);
                 let bytes = payload.len();
-                debug!(peer, from, n, "serving proposals");
-                if let Err(e) = transport.send(peer, MSG_PROPOSALS, request_id, payload) {
+                debug!(peer, from, n, "serving cemented windows");
+                let t = match what {
+                    Served::Proposals => MSG_PROPOSALS,
+                    Served::Cements => MSG_CEMENTS,
+                };
+                if let Err(e) = transport.send(peer, t, request_id, payload) {
                     debug!(peer, error = %e, "answer not sent");
                     return Ok(0);
                 }
@@ -612,8 +789,11 @@ impl Runner {
     }
 
     fn send_tip(&self) {
-        let m = Message::Tip(self.chain.tip());
-        self.transport.broadcast(MSG_TIP, m.encode());
+        let m = Message::Tip {
+            cemented: self.chain.tip(),
+            applied: self.chain.applied(),
+        };
+        self.transport.broadcast(m.msg_type(), m.encode());
     }
 
     /// Refreshes the shared snapshot and `DIR/state.json`.
@@ -622,8 +802,11 @@ impl Runner {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap();
         s.phase = self.chain.phase().into();
-        s.window = tip.window;
-        s.t = tip.t.to_hex();
+        s.window = self.chain.applied();
+        s.cemented = tip.window;
+        s.t = self.chain.applied_t().to_hex();
+        s.state_root = self.chain.state_root().to_hex();
+        s.round = self.chain.round();
         s.lag = self.chain.lag();
         s.set_since_applied(now.duration_since(self.last_applied_at));
         s.uptime_secs = now.duration_since(self.started_at).as_secs();
@@ -633,6 +816,7 @@ impl Runner {
         s.eval_backend = self.node.backends.eval.name().into();
         s.verify_backend = self.node.backends.verify.name().into();
         s.backend_faults = self.node.backends.faults.get();
+        s.drift = self.drift.status();
         for (k, v) in self.chain.rejected() {
             s.rejected.insert((*k).to_string(), *v);
         }

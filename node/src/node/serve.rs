@@ -1,8 +1,11 @@
-//! How much a peer may ask of us: the budget for answering GetProposals.
+//! How much a peer may ask of us: the budget for answering GetProposals
+//! and GetCements.
 //!
 //! Each request costs up to [`crate::messages::MAX_REQUEST`] database reads
 //! and a 1 MiB answer, so every peer gets, independently:
-//! - one answer in preparation at a time ([`Refused::Busy`]);
+//! - at most [`MAX_IN_FLIGHT`] answers in preparation at a time (a
+//!   catch-up asks for proposals and their Cements together;
+//!   [`Refused::Busy`]);
 //! - [`REQUESTS_PER_SEC`] requests per second, in bursts of up to
 //!   [`REQUEST_BURST`] ([`Refused::Rate`]);
 //! - [`BYTES_PER_SEC`] answer bytes per second, in bursts of up to
@@ -13,7 +16,7 @@
 //!   that reads slowly gets nothing more to read; [`Refused::Backlog`]).
 //!
 //! A refused request is dropped (the asker times out and asks elsewhere).
-//! An honest follower asks one request at a time, so it stays far inside
+//! An honest follower asks one pair of requests at a time, so it stays far inside
 //! these bounds. Answers are built off the event loop (see the runtime).
 //! Sans-IO: the runtime asks with the current time.
 
@@ -30,6 +33,8 @@ pub const BYTES_PER_SEC: f64 = (4 << 20) as f64;
 pub const BYTES_BURST: f64 = (16 << 20) as f64;
 /// No answer while this many bytes wait in the peer's send queue (2 MiB).
 pub const MAX_BACKLOG: usize = 2 << 20;
+/// Answers being built for one peer at once.
+pub const MAX_IN_FLIGHT: u8 = 2;
 
 /// Why a request was not answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +61,7 @@ struct Bucket {
     requests: f64,
     bytes: f64,
     at: Instant,
-    busy: bool,
+    busy: u8,
 }
 
 /// Per-peer budgets; see the module docs.
@@ -67,19 +72,20 @@ pub struct ServeBudget {
 
 impl ServeBudget {
     /// May `peer`'s request be answered now? `backlog`: bytes already queued
-    /// for it. On `Ok` the peer is busy until [`ServeBudget::done`].
+    /// for it. On `Ok` one of the peer's [`MAX_IN_FLIGHT`] slots is taken
+    /// until [`ServeBudget::done`].
     pub fn admit(&mut self, peer: u16, backlog: usize, now: Instant) -> Result<(), Refused> {
         let b = self.peers.entry(peer).or_insert(Bucket {
             requests: REQUEST_BURST,
             bytes: BYTES_BURST,
             at: now,
-            busy: false,
+            busy: 0,
         });
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
         b.at = now.max(b.at);
         b.requests = (b.requests + dt * REQUESTS_PER_SEC).min(REQUEST_BURST);
         b.bytes = (b.bytes + dt * BYTES_PER_SEC).min(BYTES_BURST);
-        if b.busy {
+        if b.busy >= MAX_IN_FLIGHT {
             return Err(Refused::Busy);
         }
         if backlog >= MAX_BACKLOG {
@@ -92,14 +98,14 @@ impl ServeBudget {
             return Err(Refused::Bytes);
         }
         b.requests -= 1.0;
-        b.busy = true;
+        b.busy += 1;
         Ok(())
     }
 
     /// The answer to `peer` was built: `bytes` long (0 if none was sent).
     pub fn done(&mut self, peer: u16, bytes: usize) {
         if let Some(b) = self.peers.get_mut(&peer) {
-            b.busy = false;
+            b.busy = b.busy.saturating_sub(1);
             b.bytes -= bytes as f64;
         }
     }
@@ -115,12 +121,14 @@ mod tests {
         let mut s = ServeBudget::default();
         let t = Instant::now();
         s.admit(1, 0, t).unwrap();
+        s.admit(1, 0, t).unwrap();
         assert_eq!(s.admit(1, 0, t), Err(Refused::Busy));
         // Other peers have their own budget.
         s.admit(2, 0, t).unwrap();
         s.done(1, 1000);
+        s.done(1, 1000);
         // The burst, then the sustained rate.
-        let mut served = 1;
+        let mut served = 2;
         while s.admit(1, 0, t).is_ok() {
             s.done(1, 1000);
             served += 1;

@@ -46,6 +46,14 @@ pub struct NodeState {
     pub cemented: u64,
     /// T(window), 64 lowercase hex.
     pub t: String,
+    /// The state root after everything up to `cemented` (docs/SPEC.md 9.5),
+    /// 64 lowercase hex.
+    pub state_root: String,
+    /// The agreement round of the window being decided (null when none).
+    pub round: Option<u32>,
+    /// Seconds from applying the last window to cementing it here (null
+    /// before one was both applied and cemented live).
+    pub cement_latency_secs: Option<f64>,
     /// The window this node fast-synced from; null if it never did.
     pub snapshot_window: Option<u64>,
     /// Windows behind the best window a peer has shown.
@@ -78,6 +86,9 @@ pub struct NodeState {
     /// caught by the scalar oracle or the known-bad sample).
     #[serde(default)]
     pub backend_faults: u64,
+    /// The drift monitor: each operation's backend against its measured
+    /// rate, and the re-rankings it caused (`super::drift`).
+    pub drift: super::drift::DriftStatus,
     pub connected: usize,
     pub heartbeats_ok_5m: u64,
     pub heartbeat_errors_5m: u64,
@@ -232,6 +243,7 @@ mod tests {
             "window",
             "cemented",
             "t",
+            "state_root",
             "snapshot_window",
             "lag",
             "rss_bytes",

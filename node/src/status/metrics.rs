@@ -46,6 +46,44 @@ fn gauge_f64(reg: &mut Registry, name: &str, help: &str, v: f64) {
     reg.register(name, help, g);
 }
 
+/// The drift monitor: per operation (`op` is `eval` or `verify`, nothing
+/// else, so no label changes with the windows).
+fn drift(reg: &mut Registry, d: &crate::node::drift::DriftStatus) {
+    let ops = [("eval", &d.eval), ("verify", &d.verify)];
+    let label = |op: &str| vec![("op".to_string(), op.to_string())];
+    let drifting: Family<Labels, Gauge> = Family::default();
+    let ratio: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+    let drifts: Family<Labels, Counter> = Family::default();
+    for (op, o) in ops {
+        drifting
+            .get_or_create(&label(op))
+            .set((o.state == "drifting") as i64);
+        let r = match (o.live, o.reference) {
+            (Some(l), Some(r)) if r > 0.0 => l / r,
+            _ => 0.0,
+        };
+        ratio.get_or_create(&label(op)).set(r);
+        drifts.get_or_create(&label(op)).inc_by(o.drifts);
+    }
+    reg.register(
+        "drifting",
+        "1 while the operation's backend runs below 70 % of its measured rate (until back at 85 %)",
+        drifting,
+    );
+    reg.register(
+        "drift_live_ratio",
+        "Live rate (median of the last calls) over the measured rate; 0 when not watched",
+        ratio,
+    );
+    reg.register("drifts", "Drift episodes since start", drifts);
+    counter(
+        reg,
+        "backend_rerankings",
+        "Times a drift moved an operation to another backend",
+        d.rerankings,
+    );
+}
+
 /// The values `montana_membership{state=...}` takes; the current one is 1.
 pub const MEMBERSHIP_STATES: [&str; 4] = ["none", "syncing", "candidate", "active"];
 
@@ -150,6 +188,7 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Backends refused at run time (device failure or a wrong verdict)",
         s.backend_faults,
     );
+    drift(&mut reg, &s.drift);
 
     let per_peer = |reg: &mut Registry, name: &str, help: &str, pick: &dyn Fn(usize) -> u64| {
         let fam: Family<Labels, Gauge> = Family::default();
@@ -304,8 +343,25 @@ mod tests {
         };
         let mut s = s;
         s.rejected.insert("bad_signature".into(), 2);
+        s.drift.verify = crate::node::drift::OpDrift {
+            state: "drifting".into(),
+            backend: "sha-ni".into(),
+            reference: Some(1000.0),
+            live: Some(500.0),
+            drifts: 3,
+        };
+        s.drift.rerankings = 1;
         let text = render(&s);
         let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(has(r#"montana_drifting{op="verify"} 1"#), "{text}");
+        assert!(has(r#"montana_drifting{op="eval"} 0"#), "{text}");
+        assert!(
+            has(r#"montana_drift_live_ratio{op="verify"} 0.5"#),
+            "{text}"
+        );
+        assert!(has(r#"montana_drift_live_ratio{op="eval"} 0.0"#), "{text}");
+        assert!(has(r#"montana_drifts_total{op="verify"} 3"#), "{text}");
+        assert!(has("montana_backend_rerankings_total 1"), "{text}");
         assert!(has("montana_window 42"), "{text}");
         assert!(has("montana_lag 1"), "{text}");
         assert!(has("montana_eval_rate 2500000.0"), "{text}");

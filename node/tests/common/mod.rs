@@ -298,10 +298,11 @@ fn window_in(line: &str) -> Option<u64> {
 }
 
 /// One node's log across restarts, checked: each start (`node running
-/// ... window=W`) resumes at or past the last window it logged as applied
-/// (a window never goes backwards: nothing applied twice, nothing
-/// cemented lost), and each applied window is the one after the last (in
-/// order, none twice). A kill between the database's synced batch and the
+/// ... window=W`) resumes at or past the last window it logged as
+/// cemented (a window never goes backwards: nothing cemented lost), and
+/// each cemented window (`cemented window window=N`, written in one
+/// atomic batch with its state) is the one after the last (in order, none
+/// twice). A kill between the database's synced batch and the
 /// log line can hide windows from the log, never the other way round.
 /// Returns (starts, windows applied).
 pub fn check_applied_log(log: &str) -> Result<(usize, usize), String> {
@@ -320,7 +321,7 @@ pub fn check_applied_log(log: &str) -> Result<(usize, usize), String> {
             }
             starts += 1;
             last = Some(w);
-        } else if line.contains("applied window") {
+        } else if line.contains("cemented window") {
             let w = window_in(line).ok_or(format!("line {n}: no window: {line}"))?;
             let expected = last.map_or(1, |l| l + 1);
             if w != expected {

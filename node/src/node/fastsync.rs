@@ -1,0 +1,571 @@
+//! Fast-sync in the running node (docs/SPEC.md section 13): the syncing
+//! phase before the window loop ([`before_run`]) and the serving side
+//! ([`Serving`]: snapshots taken every `snapshot_interval` cemented windows,
+//! requests answered off the event loop within a per-peer budget).
+//!
+//! The runtime calls three hooks: [`before_run`] once before it builds the
+//! chain, [`Serving::on_request`] for each message type
+//! [`crate::messages::Message`] does not know, and [`Serving::cemented`]
+//! after each cementing write.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{Incoming, Node, NodeError, NodeState, Transport};
+use crate::messages::{Message, MSG_GET_PROPOSALS};
+use crate::snapshot::disk::{self, ChunkBudget, Snapshots};
+use crate::snapshot::messages::SyncMessage;
+use crate::snapshot::staging::Staging;
+use crate::snapshot::sync::{Action, Config, FastSync, Resume};
+use crate::snapshot::{DEFAULT_FAST_SYNC_THRESHOLD, DEFAULT_SNAPSHOT_INTERVAL, SNAPSHOTS_KEPT};
+use crate::storage::Store;
+
+/// Chunk requests outstanding per peer while syncing.
+pub const IN_FLIGHT_PER_PEER: usize = 4;
+/// A fast-sync request unanswered this long counts against the peer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// With no snapshot above our tip accepted by then, the node gives up and
+/// catches up by replay.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// At start-up without `--fast-sync`: how long the node listens for its
+/// peers' tips (less once every peer's is heard) to learn whether it is
+/// more than `--fast-sync-threshold` windows behind.
+pub const PROBE: Duration = Duration::from_secs(2);
+
+/// `montana start --fast-sync [--fast-sync-threshold N]` and the snapshot
+/// interval.
+#[derive(Clone, Debug)]
+pub struct FastSyncOptions {
+    /// Sync from a snapshot before running windows.
+    pub enabled: bool,
+    /// Windows behind a verified tip beyond which a node fast-syncs.
+    pub threshold: u64,
+    /// Cemented windows between two snapshots this node writes (0: none).
+    pub snapshot_interval: u64,
+}
+
+impl Default for FastSyncOptions {
+    fn default() -> Self {
+        FastSyncOptions {
+            enabled: false,
+            threshold: DEFAULT_FAST_SYNC_THRESHOLD,
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+        }
+    }
+}
+
+fn staging_dir(node: &Node) -> PathBuf {
+    node.data_dir.join("staging")
+}
+
+fn snapshots_dir(node: &Node) -> PathBuf {
+    node.data_dir.join("snapshots")
+}
+
+fn store_err(e: crate::storage::StoreError) -> NodeError {
+    NodeError::Store(e)
+}
+
+/// Installs `staging` into the store and records it in the node state.
+fn install(
+    store: &mut Store,
+    staging: &mut Staging,
+    state: &Mutex<NodeState>,
+) -> Result<(), NodeError> {
+    let tip = store.install_snapshot(staging).map_err(store_err)?;
+    staging.clear().map_err(store_err)?;
+    let mut s = state.lock().unwrap();
+    s.snapshot_window = Some(tip.window);
+    s.window = tip.window;
+    s.cemented = tip.window;
+    s.t = tip.t.to_hex();
+    info!(window = tip.window, t = %tip.t, "snapshot installed; catching up from the next window");
+    Ok(())
+}
+
+/// Listens up to [`PROBE`] for every other genesis peer's Tip (sending
+/// ours every 250 ms, so that peers probing too hear it): the highest
+/// cemented window claimed, and every message received (for the window
+/// loop to handle next).
+async fn probe(
+    node: &Node,
+    transport: &Arc<dyn Transport>,
+    inbound: &mut mpsc::Receiver<Incoming>,
+) -> (u64, Vec<Incoming>) {
+    let tip = node.store.tip();
+    let ours = Message::Tip {
+        cemented: tip,
+        applied: tip.window,
+    };
+    let others = node.genesis.peers.len().saturating_sub(1);
+    let mut heard = std::collections::BTreeMap::new();
+    let mut kept = Vec::new();
+    let deadline = tokio::time::Instant::now() + PROBE;
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    while heard.len() < others {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = every.tick() => transport.broadcast(ours.msg_type(), ours.encode()),
+            m = inbound.recv() => {
+                let Some(m) = m else { break };
+                if let Some(Ok(Message::Tip { cemented, .. })) = Message::decode(m.msg_type, m.version, &m.payload) {
+                    heard.insert(m.peer, cemented.window);
+                }
+                kept.push(m);
+            }
+        }
+    }
+    (heard.values().copied().max().unwrap_or(0), kept)
+}
+
+/// Before the window loop: finishes an interrupted install, and syncs from
+/// a snapshot when `--fast-sync` was given, when a sync was under way
+/// (staging holds a target), or when the peers claim a tip more than
+/// `--fast-sync-threshold` windows ahead. That claim is only a hint: the
+/// snapshot taken must then be of a window more than the threshold ahead
+/// *and* verified through its Cement (docs/SPEC.md 13.1), else the node
+/// replays. Returns when the snapshot is installed, or when no peer
+/// offered such a snapshot within [`GIVE_UP_AFTER`] (the node then catches
+/// up by replay), with the messages the probe received (for the window
+/// loop to handle first).
+pub async fn before_run(
+    node: &mut Node,
+    transport: &Arc<dyn Transport>,
+    inbound: &mut mpsc::Receiver<Incoming>,
+    state: &Arc<Mutex<NodeState>>,
+) -> Result<Vec<Incoming>, NodeError> {
+    state.lock().unwrap().snapshot_window = node.store.snapshot_window().map_err(store_err)?;
+    let dir = staging_dir(node);
+    let tip = node.store.tip().window;
+    let mut staging = if dir.exists() || node.fast_sync.enabled {
+        Some(Staging::open(&dir).map_err(store_err)?)
+    } else {
+        None
+    };
+    if node.store.pending_install().map_err(store_err)?.is_some() {
+        info!("finishing the snapshot install interrupted at the last stop");
+        let mut s = match staging {
+            Some(s) => s,
+            None => Staging::open(&dir).map_err(store_err)?,
+        };
+        return install(&mut node.store, &mut s, state).map(|_| Vec::new());
+    }
+    let mut above = tip;
+    let has_target = staging.as_ref().is_some_and(|s| s.target().is_some());
+    if !node.fast_sync.enabled && !has_target {
+        let threshold = node.fast_sync.threshold;
+        if threshold == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let (claimed, kept) = probe(node, transport, inbound).await;
+        if claimed <= tip.saturating_add(threshold) {
+            return Ok(kept);
+        }
+        info!(
+            tip,
+            claimed,
+            threshold,
+            "peers claim a tip more than the threshold ahead; fast-syncing from a snapshot verified through its cement"
+        );
+        above = tip + threshold;
+    }
+    let mut staging = match staging.take() {
+        Some(s) => s,
+        None => Staging::open(&dir).map_err(store_err)?,
+    };
+    let resume = match staging.target() {
+        Some(m) if m.window > tip => Some(Resume {
+            manifest: m.clone(),
+            held: staging.held().map_err(store_err)?,
+            proposal: staging.proposal().map_err(store_err)?.is_some(),
+        }),
+        _ => None,
+    };
+    if !node.fast_sync.enabled && above == tip && resume.is_none() {
+        // A target at or below our tip: nothing to resume.
+        staging.clear().map_err(store_err)?;
+        return Ok(Vec::new());
+    }
+    if let Some(r) = &resume {
+        info!(
+            window = r.manifest.window,
+            chunks = r.held.len(),
+            of = r.manifest.chunks(),
+            "resuming the fast-sync: verified chunks are kept"
+        );
+    }
+    let cfg = Config {
+        network_id: node.network_id,
+        genesis_set: node.genesis.active_set(),
+        quorum: node.genesis.quorum,
+        above,
+        in_flight_per_peer: IN_FLIGHT_PER_PEER,
+        timeout: REQUEST_TIMEOUT,
+    };
+    let started = Instant::now();
+    let mut sync = FastSync::new(cfg, resume, started);
+    state.lock().unwrap().phase = "syncing".into();
+    info!(tip, "fast-sync: asking peers for their newest snapshot");
+    let peers: Vec<u16> = (0..node.genesis.peers.len() as u16)
+        .filter(|p| *p != node.me)
+        .collect();
+    let mut actions = Vec::new();
+    for &p in &peers {
+        actions.extend(sync.peer_up(p, Instant::now()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let mut queue: std::collections::VecDeque<Action> = actions.drain(..).collect();
+        while let Some(a) = queue.pop_front() {
+            let now = Instant::now();
+            match a {
+                Action::Send { peer, msg } => {
+                    if transport
+                        .send(peer, msg.msg_type(), 0, msg.encode())
+                        .is_err()
+                    {
+                        queue.extend(sync.peer_down(peer, now));
+                    }
+                }
+                Action::RequestProposal { peer, window } => {
+                    let m = Message::GetProposals {
+                        from: window,
+                        count: 1,
+                    };
+                    if transport
+                        .send(peer, MSG_GET_PROPOSALS, 0, m.encode())
+                        .is_err()
+                    {
+                        queue.extend(sync.peer_down(peer, now));
+                    }
+                }
+                Action::Stage(m) => {
+                    info!(
+                        window = m.window,
+                        entries = m.entries,
+                        chunks = m.chunks(),
+                        "fast-sync: snapshot accepted"
+                    );
+                    staging.reset(&m).map_err(store_err)?;
+                }
+                Action::StoreChunk(c) => staging.put_chunk(&c).map_err(store_err)?,
+                Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
+                Action::Install { window } => {
+                    let (held, all) = sync.progress();
+                    info!(
+                        window,
+                        chunks = held,
+                        of = all,
+                        secs = started.elapsed().as_secs_f64(),
+                        "fast-sync: every chunk verified"
+                    );
+                    publish_rejected(&sync, state);
+                    return install(&mut node.store, &mut staging, state).map(|_| Vec::new());
+                }
+                Action::Demote {
+                    peer,
+                    reason,
+                    detail,
+                } => {
+                    warn!(peer, reason, "fast-sync: peer demoted: {detail}");
+                }
+                Action::Note(line) => info!("fast-sync: {line}"),
+            }
+        }
+        publish_rejected(&sync, state);
+        if sync.target_window().is_none() && started.elapsed() >= GIVE_UP_AFTER {
+            info!(
+                tip,
+                "fast-sync: no peer serves a snapshot above our tip; catching up by replay"
+            );
+            state.lock().unwrap().phase = "starting".into();
+            return Ok(Vec::new());
+        }
+        tokio::select! {
+            m = inbound.recv() => {
+                let Some(m) = m else { return Ok(Vec::new()) };
+                let now = Instant::now();
+                if let Some(Ok(msg)) = SyncMessage::decode(m.msg_type, m.version, &m.payload) {
+                    actions = sync.on_message(m.peer, msg, now);
+                } else if let Some(Ok(msg)) = Message::decode(m.msg_type, m.version, &m.payload) {
+                    actions = sync.on_node_message(m.peer, &msg, now);
+                }
+            }
+            _ = tick.tick() => actions = sync.tick(Instant::now()),
+        }
+    }
+}
+
+fn publish_rejected(sync: &FastSync, state: &Mutex<NodeState>) {
+    let mut s = state.lock().unwrap();
+    for (k, v) in sync.rejected() {
+        s.rejected.insert((*k).to_string(), *v);
+    }
+}
+
+/// The serving side: snapshots on disk and the per-peer chunk budget.
+pub struct Serving {
+    snapshots: Snapshots,
+    dir: PathBuf,
+    interval: u64,
+    budget: Arc<Mutex<ChunkBudget>>,
+}
+
+impl Serving {
+    pub fn new(node: &Node) -> Self {
+        let dir = snapshots_dir(node);
+        Serving {
+            snapshots: Snapshots::new(&dir),
+            dir,
+            interval: node.fast_sync.snapshot_interval,
+            budget: Arc::default(),
+        }
+    }
+
+    /// Answers a fast-sync request off the event loop (chunks within the
+    /// peer's budget; over budget: dropped, the asker tries elsewhere).
+    /// Returns false for messages that are not fast-sync requests.
+    pub fn on_request(&self, m: &Incoming, transport: &Arc<dyn Transport>) -> bool {
+        let Some(Ok(msg)) = SyncMessage::decode(m.msg_type, m.version, &m.payload) else {
+            return false;
+        };
+        if !matches!(
+            msg,
+            SyncMessage::GetManifest { .. }
+                | SyncMessage::GetChunk { .. }
+                | SyncMessage::GetCertificates { .. }
+        ) {
+            return false;
+        }
+        let peer = m.peer;
+        if transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
+            || !self.budget.lock().unwrap().admit(peer, Instant::now())
+        {
+            debug!(peer, "fast-sync request over budget; dropped");
+            return true;
+        }
+        let (snaps, budget, transport, id) = (
+            self.snapshots.clone(),
+            self.budget.clone(),
+            transport.clone(),
+            m.request_id,
+        );
+        tokio::task::spawn_blocking(move || {
+            let Some(reply) = snaps.answer(&msg) else {
+                budget.lock().unwrap().done(peer, 0);
+                return;
+            };
+            let payload = reply.encode();
+            let bytes = payload.len();
+            if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
+                debug!(peer, error = %e, "fast-sync answer not sent");
+            }
+            budget.lock().unwrap().done(peer, bytes);
+        });
+        true
+    }
+
+    /// After cementing up to `window`: every `snapshot_interval` windows a
+    /// checkpoint now (milliseconds), the snapshot built from it on a
+    /// blocking thread.
+    pub fn cemented(&self, store: &Store, window: u64) {
+        if self.interval == 0 || window == 0 || !window.is_multiple_of(self.interval) {
+            return;
+        }
+        let ckpt = self.dir.join(format!(".checkpoint-{window}"));
+        let _ = std::fs::create_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&ckpt);
+        if let Err(e) = store.checkpoint(&ckpt) {
+            warn!(window, error = %e, "snapshot checkpoint failed");
+            return;
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || match disk::build(&ckpt, &dir, SNAPSHOTS_KEPT) {
+            Ok(info) => info!(
+                window = info.window,
+                entries = info.entries,
+                "snapshot written"
+            ),
+            Err(e) => {
+                warn!(window, error = %e, "snapshot not written");
+                let _ = std::fs::remove_dir_all(&ckpt);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use montana_vdf::HashSuite;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::genesis::{Genesis, GenesisPeer};
+    use crate::keys::NodeKeys;
+    use crate::node::{LocalHub, NodeConfig};
+
+    /// Whole nodes over the in-process hub: three run and write snapshots
+    /// every 3 windows; a fourth starts empty with `--fast-sync`, installs
+    /// the newest snapshot, then follows to the same state.
+    /// One whole-node cluster at a time (they share two cores in CI).
+    static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_node_fast_syncs_then_follows_to_the_same_state() {
+        let _one = CLUSTER.lock().await;
+        cluster_with_a_late_node(true, DEFAULT_FAST_SYNC_THRESHOLD).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_further_behind_than_the_threshold_fast_syncs_without_the_flag() {
+        let _one = CLUSTER.lock().await;
+        cluster_with_a_late_node(false, 2).await;
+    }
+
+    /// Three nodes run and write snapshots every 2 windows; a fourth starts
+    /// empty once a snapshot of window 4 exists (with `--fast-sync` when
+    /// `flag`, else with `--fast-sync-threshold threshold`), fast-syncs and
+    /// follows to the same state.
+    async fn cluster_with_a_late_node(flag: bool, threshold: u64) {
+        // Enough windows after the snapshot for the synced node to join
+        // the live agreement.
+        const LAST: u64 = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let ports = crate::devnet::free_ports(4).unwrap();
+        let mut peers = Vec::new();
+        let mut data: Vec<PathBuf> = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let dd = dir.path().join(format!("node{i}"));
+            let keys = NodeKeys::generate().unwrap();
+            keys.save(&dd.join("keys")).unwrap();
+            let pk = keys.public_keys();
+            peers.push(GenesisPeer {
+                label: format!("node{i}"),
+                address: format!("127.0.0.1:{port}").parse().unwrap(),
+                noise_public_key: pk.noise_public_key,
+                signing_public_key: pk.signing_public_key,
+                bootstrap: i == 0,
+                weight: 1,
+            });
+            data.push(dd);
+        }
+        let g = Genesis::new(peers, HashSuite::Sha256, 1_000_000, 100, 0.1).unwrap();
+        let genesis = dir.path().join("genesis.json");
+        std::fs::write(&genesis, g.to_json()).unwrap();
+        let hub = LocalHub::default();
+        let start = |i: usize, fast: bool, threshold: u64| {
+            let cfg = NodeConfig {
+                data_dir: data[i].clone(),
+                genesis: genesis.clone(),
+                keys_dir: None,
+                backends: Default::default(),
+                last_window: Some(LAST),
+                calibration: crate::backend_choice::Calibration::Skip,
+            };
+            let mut node = Node::open(&cfg).unwrap();
+            node.fast_sync.snapshot_interval = 2;
+            node.fast_sync.enabled = fast;
+            node.fast_sync.threshold = threshold;
+            let (port, inbound) = hub.attach(i as u16);
+            let state = Arc::new(Mutex::new(node.initial_state()));
+            let (stop, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(node.run(Arc::new(port), inbound, state, async {
+                let _ = rx.await;
+            }));
+            (stop, task)
+        };
+        let cemented = |d: &Path| NodeState::read(d).map_or(0, |s| s.cemented);
+        let mut running: Vec<_> = (0..3)
+            .map(|i| start(i, false, DEFAULT_FAST_SYNC_THRESHOLD))
+            .collect();
+        let d0 = data[0].clone();
+        tokio::task::spawn_blocking(move || {
+            let ok = (0..2400).any(|_| {
+                let snaps = Snapshots::new(&d0.join("snapshots")).windows();
+                if snaps.last().is_some_and(|w| *w >= 4) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            });
+            let seen = (
+                NodeState::read(&d0).map(|s| (s.phase, s.cemented)),
+                std::fs::read_dir(d0.join("snapshots"))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+            );
+            assert!(ok, "timed out waiting for a snapshot of window 4: {seen:?}");
+        })
+        .await
+        .unwrap();
+        running.push(start(3, flag, threshold));
+        let ds = data.clone();
+        tokio::task::spawn_blocking(move || {
+            let ok = (0..2400).any(|_| {
+                if ds.iter().all(|d| cemented(d) == LAST) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            });
+            let seen: Vec<_> = ds
+                .iter()
+                .map(|d| {
+                    NodeState::read(d).map(|s| {
+                        (
+                            s.phase,
+                            s.cemented,
+                            s.snapshot_window,
+                            s.lag,
+                            s.rejected,
+                            s.peer_tips,
+                        )
+                    })
+                })
+                .collect();
+            assert!(
+                ok,
+                "timed out waiting for everyone at the last window: {seen:?}"
+            );
+        })
+        .await
+        .unwrap();
+        let mut finals = Vec::new();
+        for (i, (stop, task)) in running.into_iter().enumerate() {
+            hub.detach(i as u16);
+            let _ = stop.send(());
+            finals.push(task.await.unwrap().unwrap());
+        }
+        let synced = &finals[3];
+        let w = synced.snapshot_window.expect("node 3 fast-synced");
+        assert!(
+            w > threshold.min(u64::MAX - 1) || flag,
+            "window {w} is beyond the threshold"
+        );
+        assert!(w >= 4 && w % 2 == 0, "snapshot window {w}");
+        for f in &finals[..3] {
+            assert_eq!(f.snapshot_window, None);
+            assert_eq!(
+                (f.cemented, &f.t, &f.state_root),
+                (synced.cemented, &synced.t, &synced.state_root)
+            );
+        }
+        // Its database starts at the snapshot: no history before it.
+        let s = Store::open(&data[3], &g).unwrap();
+        assert_eq!(s.snapshot_window().unwrap(), Some(w));
+        assert!(s.proposal(w - 1).unwrap().is_none());
+        assert!(s.proposal(w).unwrap().is_some());
+        assert!(
+            !data[3].join("staging").join("CURRENT").exists()
+                || Staging::open(&data[3].join("staging"))
+                    .unwrap()
+                    .target()
+                    .is_none()
+        );
+    }
+}

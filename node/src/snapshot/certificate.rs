@@ -1,0 +1,406 @@
+//! Membership certificates: how a syncing node learns the active set of the
+//! snapshot window from the genesis alone (docs/SPEC.md 13.3).
+//!
+//! A snapshot's root is trusted because the window's Cement is signed by a
+//! quorum of that window's active set, and that set must not come from the
+//! snapshot (a liar would sign a consistent forgery with keys of its own).
+//! The syncing node starts from the genesis set and follows one
+//! certificate per window where the set changed, in window order:
+//!
+//! - certificate of window c: the proposal header of c, a Cement of it, and
+//!   the member entries (tag `m`) of the state after c with a Merkle range
+//!   proof against the header's state root (the range includes the entry
+//!   just before and just after the members, when they exist, so that the
+//!   range is provably all of them);
+//! - it is accepted iff c is above the previous certificate's window and
+//!   below the snapshot window, the Cement verifies against the set in
+//!   force (the previous one), names this header, the range proves, and
+//!   the members form a valid set that differs from the previous one;
+//! - the set it proves is the set of the windows after c.
+//!
+//! Until joining exists no set ever changes, so the list is empty and the
+//! snapshot window's Cement is checked against the genesis set itself.
+
+use montana_vdf::{Hash32, HashSuite};
+
+use crate::codec::{CodecError, Reader, Writer};
+use crate::consensus::active::{ActiveSet, Member, NodeId, Quorum};
+use crate::consensus::merkle;
+use crate::consensus::vote::Cement;
+use crate::keys::{VerifyingKey, SIGNING_PUBLIC_LEN};
+use crate::proposal::{ProposalHeader, HEADER_LEN};
+
+use super::format::{encode_entry, Entry, MAX_ENTRIES, MAX_KEY, MAX_VALUE};
+
+const MAGIC: &[u8; 4] = b"MTMC";
+const VERSION: u8 = 1;
+/// Most entries a certificate's range holds (300 members and 2 neighbours).
+pub const MAX_RANGE: usize = 302;
+/// Most range-proof hashes (two per level of a tree of 2^64 leaves).
+pub const MAX_RANGE_PROOF: usize = 128;
+
+fn split(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+fn node(l: Hash32, r: Hash32) -> Hash32 {
+    merkle::mth(&[l, r])
+}
+
+/// The hashes of the largest subtrees outside `[a, b)`, left to right:
+/// with the leaves of `[a, b)` they rebuild the tree.
+pub fn range_proof(leaves: &[Hash32], a: u64, b: u64) -> Vec<Hash32> {
+    fn walk(l: &[Hash32], lo: u64, hi: u64, a: u64, b: u64, out: &mut Vec<Hash32>) {
+        if hi <= a || lo >= b {
+            out.push(merkle::mth(&l[lo as usize..hi as usize]));
+        } else if !(a <= lo && hi <= b) {
+            let k = split(hi - lo);
+            walk(l, lo, lo + k, a, b, out);
+            walk(l, lo + k, hi, a, b, out);
+        }
+    }
+    let mut out = Vec::new();
+    if !leaves.is_empty() && a < b && b <= leaves.len() as u64 {
+        walk(leaves, 0, leaves.len() as u64, a, b, &mut out);
+    }
+    out
+}
+
+/// Whether `range` are exactly the leaves `[a, a + len)` of the `n`-leaf
+/// tree with state root `root`.
+pub fn verify_range(root: &Hash32, n: u64, a: u64, range: &[Hash32], proof: &[Hash32]) -> bool {
+    let b = match a.checked_add(range.len() as u64) {
+        Some(b) if !range.is_empty() && b <= n => b,
+        _ => return false,
+    };
+    fn rebuild(
+        lo: u64,
+        hi: u64,
+        a: u64,
+        b: u64,
+        range: &[Hash32],
+        proof: &mut std::slice::Iter<'_, Hash32>,
+    ) -> Option<Hash32> {
+        if hi <= a || lo >= b {
+            proof.next().copied()
+        } else if a <= lo && hi <= b {
+            Some(merkle::mth(&range[(lo - a) as usize..(hi - a) as usize]))
+        } else {
+            let k = split(hi - lo);
+            let l = rebuild(lo, lo + k, a, b, range, proof)?;
+            let r = rebuild(lo + k, hi, a, b, range, proof)?;
+            Some(node(l, r))
+        }
+    }
+    let mut it = proof.iter();
+    match rebuild(0, n, a, b, range, &mut it) {
+        Some(top) => it.next().is_none() && merkle::root_of(n, &top) == *root,
+        None => false,
+    }
+}
+
+/// One change of the active set (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    pub header: ProposalHeader,
+    pub cement: Cement,
+    /// Entries n of the state after the window.
+    pub entries: u64,
+    /// Index of the first entry of `range`.
+    pub first: u64,
+    pub range: Vec<Entry>,
+    pub proof: Vec<Hash32>,
+}
+
+fn invalid(why: String) -> CodecError {
+    CodecError::Invalid {
+        what: "membership certificate",
+        why,
+    }
+}
+
+impl Certificate {
+    pub fn window(&self) -> u64 {
+        self.header.window
+    }
+
+    /// `magic "MTMC" | version 1 | header [226] | cement length u32 | Cement
+    /// | entries u64 | first u64 | count u16 (1..=302) | entries (chunk
+    /// layout) | proof length u8 (<= 128) | proof`.
+    pub fn encode(&self) -> Vec<u8> {
+        let cement = self.cement.encode();
+        let mut w = Writer::default();
+        w.bytes(MAGIC).u8(VERSION).bytes(&self.header.to_bytes());
+        w.u32(cement.len() as u32).bytes(&cement);
+        w.u64(self.entries)
+            .u64(self.first)
+            .u16(self.range.len() as u16);
+        for (k, v) in &self.range {
+            encode_entry(&mut w, k, v);
+        }
+        w.u8(self.proof.len() as u8);
+        for h in &self.proof {
+            w.bytes(&h.0);
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new("membership certificate", bytes);
+        r.header(MAGIC, VERSION)?;
+        let header = ProposalHeader::from_bytes(r.take(HEADER_LEN)?)?;
+        let cl = r.u32()? as usize;
+        let cement = Cement::decode(r.take(cl)?)?;
+        let entries = r.u64()?;
+        if entries == 0 || entries > MAX_ENTRIES {
+            return Err(invalid(format!("{entries} entries")));
+        }
+        let first = r.u64()?;
+        let count = r.u16()? as usize;
+        if count == 0 || count > MAX_RANGE {
+            return Err(invalid(format!(
+                "{count} entries in the range (1 to {MAX_RANGE})"
+            )));
+        }
+        let mut range = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kl = r.u16()? as usize;
+            if kl == 0 || kl > MAX_KEY {
+                return Err(invalid(format!("key of {kl} bytes")));
+            }
+            let k = r.take(kl)?.to_vec();
+            let vl = r.u32()? as usize;
+            if vl > MAX_VALUE {
+                return Err(invalid(format!("value of {vl} bytes")));
+            }
+            range.push((k, r.take(vl)?.to_vec()));
+        }
+        let p = r.u8()? as usize;
+        if p > MAX_RANGE_PROOF {
+            return Err(invalid(format!("{p} proof hashes")));
+        }
+        let proof = (0..p)
+            .map(|_| r.array().map(Hash32))
+            .collect::<Result<_, _>>()?;
+        r.end()?;
+        Ok(Certificate {
+            header,
+            cement,
+            entries,
+            first,
+            range,
+            proof,
+        })
+    }
+
+    /// The active set this certificate proves, checked against `current`
+    /// (the set in force at its window).
+    fn next_set(
+        &self,
+        network_id: &[u8; 32],
+        current: &ActiveSet,
+        quorum: Quorum,
+    ) -> Result<ActiveSet, String> {
+        let c = self.window();
+        self.cement
+            .verify(network_id, c, current, quorum)
+            .map_err(|e| format!("window {c}: {e}"))?;
+        if self.cement.proposal.0 != self.header.hash() {
+            return Err(format!("window {c}: the cement names another proposal"));
+        }
+        let leaves: Vec<Hash32> = self.range.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
+        if !verify_range(
+            &self.header.state_root,
+            self.entries,
+            self.first,
+            &leaves,
+            &self.proof,
+        ) {
+            return Err(format!(
+                "window {c}: the member entries do not prove against the state root"
+            ));
+        }
+        if self.range.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(format!("window {c}: entries out of order"));
+        }
+        let is_member = |e: &Entry| e.0.first() == Some(&b'm');
+        let last = self.first + self.range.len() as u64;
+        let bounded_left = self.first == 0 || !is_member(&self.range[0]);
+        let bounded_right = last == self.entries || !is_member(&self.range[self.range.len() - 1]);
+        if !bounded_left || !bounded_right {
+            return Err(format!("window {c}: the range may leave members out"));
+        }
+        let mut members = Vec::new();
+        for (k, v) in self.range.iter().filter(|e| is_member(e)) {
+            let id: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| format!("window {c}: a member key is not 33 bytes"))?;
+            if v.len() != 8 + SIGNING_PUBLIC_LEN {
+                return Err(format!("window {c}: a member value is {} bytes", v.len()));
+            }
+            let weight = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+            let key = VerifyingKey::from_bytes(&v[8..]).map_err(|e| format!("window {c}: {e}"))?;
+            if NodeId(HashSuite::Sha256.hash(&v[8..]).0) != NodeId(id) {
+                return Err(format!("window {c}: a member id is not its key's hash"));
+            }
+            members.push(Member {
+                id: NodeId(id),
+                key,
+                weight,
+            });
+        }
+        let set = ActiveSet::new(members).map_err(|e| format!("window {c}: {e}"))?;
+        if set == *current {
+            return Err(format!("window {c}: the set does not change"));
+        }
+        Ok(set)
+    }
+}
+
+/// The active set of `window`: from the genesis set, through each
+/// certificate in order (see the module docs). An empty list is the genesis
+/// set; any broken certificate refuses the whole list.
+pub fn active_set_at(
+    network_id: &[u8; 32],
+    genesis_set: &ActiveSet,
+    quorum: Quorum,
+    certificates: &[Certificate],
+    window: u64,
+) -> Result<ActiveSet, String> {
+    let mut set = genesis_set.clone();
+    let mut after = 0u64;
+    for cert in certificates {
+        let c = cert.window();
+        if c <= after {
+            return Err(format!(
+                "certificate of window {c} is not after window {after}"
+            ));
+        }
+        if c >= window {
+            return Err(format!(
+                "certificate of window {c} is not below window {window}"
+            ));
+        }
+        set = cert.next_set(network_id, &set, quorum)?;
+        after = c;
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::active::tests::set_of;
+    use crate::consensus::state::State;
+    use crate::snapshot::format::tests::{cement, proposal, NET};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn range_proofs_verify_and_catch_changes() {
+        for n in 1..40u64 {
+            let leaves: Vec<Hash32> = (0..n)
+                .map(|i| merkle::leaf(&i.to_be_bytes(), b"v"))
+                .collect();
+            let root = merkle::state_root(&leaves);
+            for a in 0..n {
+                for b in a + 1..=n {
+                    let p = range_proof(&leaves, a, b);
+                    let r = &leaves[a as usize..b as usize];
+                    assert!(verify_range(&root, n, a, r, &p), "{n} {a} {b}");
+                    assert!(!verify_range(&root, n + 1, a, r, &p));
+                    if a > 0 {
+                        assert!(!verify_range(&root, n, a - 1, r, &p));
+                    }
+                    if b - a > 1 {
+                        assert!(!verify_range(&root, n, a, &r[1..], &p));
+                    }
+                    let mut bad = r.to_vec();
+                    bad[0] = merkle::leaf(b"x", b"");
+                    assert!(!verify_range(&root, n, a, &bad, &p));
+                }
+            }
+        }
+    }
+
+    /// A state whose member entries are `set`'s, a certificate of `window`
+    /// moving to it, cemented by `signers`.
+    fn certificate(
+        set: &ActiveSet,
+        window: u64,
+        signers: &[&crate::keys::NodeKeys],
+    ) -> Certificate {
+        let mut accounts = BTreeMap::new();
+        for i in 0..50u8 {
+            accounts.insert(NodeId([i.wrapping_mul(5); 32]), 1);
+            accounts.insert(NodeId([0xff - i; 32]), 1);
+        }
+        let state = State::new(set.clone(), accounts);
+        let es = state.entries();
+        let leaves: Vec<Hash32> = es.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
+        let a = es.iter().position(|e| e.0[0] == b'm').unwrap() - 1;
+        let b = es.iter().rposition(|e| e.0[0] == b'm').unwrap() + 2;
+        let b = b.min(es.len());
+        let p = proposal(signers[0], window, merkle::state_root(&leaves));
+        Certificate {
+            header: p.header.clone(),
+            cement: cement(&p, signers),
+            entries: es.len() as u64,
+            first: a as u64,
+            range: es[a..b].to_vec(),
+            proof: range_proof(&leaves, a as u64, b as u64),
+        }
+    }
+
+    #[test]
+    fn the_chain_of_sets_is_followed_from_the_genesis() {
+        let q = Quorum::default();
+        let (g, gk) = set_of(4);
+        // No change: the genesis set.
+        assert_eq!(active_set_at(&NET, &g, q, &[], 50).unwrap(), g);
+        let (s2, k2) = set_of(3);
+        let c1 = certificate(&s2, 10, &[&gk[0], &gk[1], &gk[2]]);
+        let back = Certificate::decode(&c1.encode()).unwrap();
+        assert_eq!(back, c1);
+        assert_eq!(
+            active_set_at(&NET, &g, q, std::slice::from_ref(&c1), 50).unwrap(),
+            s2
+        );
+        let (s3, _) = set_of(2);
+        let c2 = certificate(&s3, 20, &[&k2[0], &k2[1], &k2[2]]);
+        assert_eq!(
+            active_set_at(&NET, &g, q, &[c1.clone(), c2.clone()], 50).unwrap(),
+            s3
+        );
+        // Out of order, at or past the snapshot window.
+        assert!(active_set_at(&NET, &g, q, &[c2.clone(), c1.clone()], 50).is_err());
+        assert!(active_set_at(&NET, &g, q, std::slice::from_ref(&c1), 10).is_err());
+        // A forged set: the change cemented by keys that were never members.
+        let (_, stranger) = set_of(3);
+        let forged = certificate(&s2, 10, &[&stranger[0], &stranger[1], &stranger[2]]);
+        let e = active_set_at(&NET, &g, q, &[forged], 50).unwrap_err();
+        assert!(e.contains("not a member"), "{e}");
+        // Short of quorum.
+        let short = certificate(&s2, 10, &[&gk[0], &gk[1]]);
+        let e = active_set_at(&NET, &g, q, &[short], 50).unwrap_err();
+        assert!(e.contains("short of the quorum"), "{e}");
+        // Skipping a certificate: c2 signed by s2 checked against g.
+        assert!(active_set_at(&NET, &g, q, &[c2], 50).is_err());
+        // A member dropped from the range, a range cut short, a changed weight.
+        let mut cut = c1.clone();
+        cut.range.remove(2);
+        assert!(active_set_at(&NET, &g, q, &[cut], 50).is_err());
+        let mut short_range = c1.clone();
+        short_range.range.pop();
+        short_range.range.pop();
+        short_range.proof = vec![];
+        assert!(active_set_at(&NET, &g, q, &[short_range], 50).is_err());
+        let mut heavier = c1.clone();
+        heavier.range[1].1[0] = 9;
+        assert!(active_set_at(&NET, &g, q, &[heavier], 50).is_err());
+        // Truncated bytes never decode.
+        let b = c1.encode();
+        for cut in [0, 10, 300, b.len() / 2, b.len() - 1] {
+            assert!(Certificate::decode(&b[..cut]).is_err());
+        }
+    }
+}

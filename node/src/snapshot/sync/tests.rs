@@ -1,0 +1,537 @@
+//! The fast-sync machine against simulated peers (no sockets): honest,
+//! lying, silent and pruning peers, with a real staging database.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::consensus::active::tests::set_of;
+use crate::snapshot::format::tests::{cement, fixture, Fixture, NET};
+use crate::snapshot::format::CHUNK_SIZE;
+use crate::snapshot::staging::Staging;
+
+/// How a simulated peer answers.
+#[derive(Clone, Default)]
+struct PeerSim {
+    manifest: Option<Vec<u8>>,
+    certificates: Vec<Vec<u8>>,
+    window: u64,
+    root: montana_vdf::Hash32,
+    chunks: Vec<Vec<u8>>,
+    proposal: Option<Proposal>,
+    /// Chunk requests get no answer.
+    silent: bool,
+}
+
+fn honest(f: &Fixture) -> PeerSim {
+    PeerSim {
+        manifest: Some(f.manifest.encode()),
+        certificates: vec![],
+        window: f.manifest.window,
+        root: f.manifest.root,
+        chunks: (0..f.manifest.chunks())
+            .map(|i| f.chunk(i).encode())
+            .collect(),
+        proposal: Some(f.proposal.clone()),
+        silent: false,
+    }
+}
+
+/// Serves `f`'s manifest but chunks with one value changed.
+fn corrupting(f: &Fixture) -> PeerSim {
+    let mut p = honest(f);
+    p.chunks = (0..f.manifest.chunks())
+        .map(|i| {
+            let mut c = f.chunk(i);
+            c.entries[0].1 = vec![0xEE; 8];
+            c.encode()
+        })
+        .collect();
+    p
+}
+
+impl PeerSim {
+    fn answer(&self, msg: &SyncMessage) -> Option<SyncMessage> {
+        match msg {
+            SyncMessage::GetManifest { window: 0 } => {
+                Some(SyncMessage::Manifest(self.manifest.clone()))
+            }
+            SyncMessage::GetCertificates { .. } => {
+                Some(SyncMessage::Certificates(self.certificates.clone()))
+            }
+            SyncMessage::GetChunk {
+                window,
+                root,
+                index,
+            } => {
+                if self.silent {
+                    return None;
+                }
+                if *window != self.window || *root != self.root {
+                    return Some(SyncMessage::Chunk(None));
+                }
+                Some(SyncMessage::Chunk(
+                    self.chunks.get(*index as usize).cloned(),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    /// (peer, chunk index) of every chunk request.
+    asked: Vec<(PeerIndex, u64)>,
+    /// Chunk index -> the peer whose chunk was stored.
+    stored: BTreeMap<u64, PeerIndex>,
+    demoted: Vec<(PeerIndex, &'static str)>,
+    notes: Vec<String>,
+    staged: Vec<u64>,
+    installed: Option<u64>,
+    most_in_flight: usize,
+}
+
+struct Sim {
+    peers: BTreeMap<PeerIndex, PeerSim>,
+    staging: Staging,
+    log: Log,
+    /// Stop (a kill) once this many chunks are stored.
+    kill_after: Option<usize>,
+    outstanding: BTreeMap<PeerIndex, usize>,
+}
+
+impl Sim {
+    fn new(dir: &std::path::Path, peers: Vec<PeerSim>) -> Self {
+        Sim {
+            peers: peers
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (i as u16 + 1, p))
+                .collect(),
+            staging: Staging::open(dir).unwrap(),
+            log: Log::default(),
+            kill_after: None,
+            outstanding: BTreeMap::new(),
+        }
+    }
+
+    /// Brings every peer up and runs until nothing is left to do (or the
+    /// kill). Returns false when killed.
+    fn start(&mut self, s: &mut FastSync, now: Instant) -> bool {
+        let ids: Vec<PeerIndex> = self.peers.keys().copied().collect();
+        let mut q = VecDeque::new();
+        for p in ids {
+            q.extend(s.peer_up(p, now).into_iter().map(|a| (p, a)));
+        }
+        self.run(s, q, now)
+    }
+
+    fn run(
+        &mut self,
+        s: &mut FastSync,
+        mut q: VecDeque<(PeerIndex, Action)>,
+        now: Instant,
+    ) -> bool {
+        while let Some((from, a)) = q.pop_front() {
+            match a {
+                Action::Send { peer, msg } => {
+                    if let SyncMessage::GetChunk { index, .. } = msg {
+                        self.log.asked.push((peer, index));
+                        let o = self.outstanding.entry(peer).or_default();
+                        *o += 1;
+                        let total: usize = self.outstanding.values().sum();
+                        self.log.most_in_flight = self.log.most_in_flight.max(total);
+                    }
+                    if let Some(reply) = self.peers[&peer].answer(&msg) {
+                        if matches!(msg, SyncMessage::GetChunk { .. }) {
+                            *self.outstanding.get_mut(&peer).unwrap() -= 1;
+                        }
+                        q.extend(
+                            s.on_message(peer, reply, now)
+                                .into_iter()
+                                .map(|a| (peer, a)),
+                        );
+                    }
+                }
+                Action::RequestProposal { peer, .. } => {
+                    let ps: Vec<Proposal> =
+                        self.peers[&peer].proposal.clone().into_iter().collect();
+                    let m = Message::Proposals(ps);
+                    q.extend(
+                        s.on_node_message(peer, &m, now)
+                            .into_iter()
+                            .map(|a| (peer, a)),
+                    );
+                }
+                Action::Stage(m) => {
+                    self.log.staged.push(m.window);
+                    self.staging.reset(&m).unwrap();
+                }
+                Action::StoreChunk(c) => {
+                    self.staging.put_chunk(&c).unwrap();
+                    assert!(
+                        self.log.stored.insert(c.index, from).is_none(),
+                        "chunk {} stored twice",
+                        c.index
+                    );
+                    if self.kill_after == Some(self.log.stored.len()) {
+                        return false;
+                    }
+                }
+                Action::StoreProposal(p) => self.staging.put_proposal(&p).unwrap(),
+                Action::Install { window } => {
+                    assert!(
+                        self.staging.complete().unwrap(),
+                        "install only when complete"
+                    );
+                    self.log.installed = Some(window);
+                }
+                Action::Demote { peer, reason, .. } => self.log.demoted.push((peer, reason)),
+                Action::Note(n) => self.log.notes.push(n),
+            }
+        }
+        true
+    }
+
+    fn tick(&mut self, s: &mut FastSync, now: Instant) -> bool {
+        let q = s.tick(now).into_iter().map(|a| (0, a)).collect();
+        self.run(s, q, now)
+    }
+}
+
+fn config(f: &Fixture) -> Config {
+    Config {
+        network_id: NET,
+        genesis_set: f.set.clone(),
+        quorum: Quorum::default(),
+        above: 0,
+        in_flight_per_peer: 2,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// 10 chunks (the last one short).
+const N: u64 = 9 * CHUNK_SIZE + 100;
+
+#[test]
+fn honest_peers_serve_in_parallel_and_the_snapshot_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&f), honest(&f), honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(s.is_done());
+    assert_eq!(sim.log.staged, vec![7]);
+    assert_eq!(sim.log.stored.len(), 10);
+    assert_eq!(sim.log.asked.len(), 10, "each chunk asked once");
+    let from: BTreeSet<PeerIndex> = sim.log.stored.values().copied().collect();
+    assert_eq!(from.len(), 3, "every peer served chunks");
+    assert!(sim.log.most_in_flight <= 3 * 2);
+    assert!(sim.log.demoted.is_empty());
+    assert!(s.rejected().is_empty());
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(staged, f.entries);
+}
+
+#[test]
+fn a_peer_serving_corrupted_chunks_is_demoted_and_the_honest_one_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    // Peer 1 (honest) is asked first and its manifest taken; peer 2 lies.
+    let mut sim = Sim::new(dir.path(), vec![honest(&f), corrupting(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(
+        sim.log.demoted.contains(&(2, "chunk_bad_proof")),
+        "{:?}",
+        sim.log.demoted
+    );
+    assert!(s.is_demoted(2, now));
+    assert!(!s.is_demoted(1, now));
+    assert!(
+        sim.log.stored.values().all(|p| *p == 1),
+        "nothing from the liar stored"
+    );
+    assert!(s.rejected()["chunk_bad_proof"] >= 1);
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(
+        staged, f.entries,
+        "the staged state is exactly the snapshot"
+    );
+}
+
+/// A manifest of window 9 over `f`'s entries, with another cement.
+fn higher(f: &Fixture, signers: &[&crate::keys::NodeKeys]) -> PeerSim {
+    let p = crate::snapshot::format::tests::proposal(&f.keys[0], 9, f.manifest.root);
+    let mut m = f.manifest.clone();
+    m.window = 9;
+    m.header = p.header.clone();
+    m.cement = cement(&p, signers);
+    let mut sim = honest(f);
+    sim.manifest = Some(m.encode());
+    sim.window = 9;
+    sim.proposal = Some(p);
+    sim
+}
+
+#[test]
+fn hostile_manifests_are_refused_with_their_reason() {
+    let check = |make: &dyn Fn(&Fixture) -> PeerSim, reason: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture(3 * CHUNK_SIZE, 7);
+        let now = Instant::now();
+        let mut s = FastSync::new(config(&f), None, now);
+        let mut sim = Sim::new(dir.path(), vec![make(&f), honest(&f)]);
+        sim.start(&mut s, now);
+        assert_eq!(
+            sim.log.installed,
+            Some(7),
+            "{reason}: the honest snapshot completes"
+        );
+        assert!(
+            sim.log.demoted.contains(&(1, reason)),
+            "{reason}: {:?}",
+            sim.log.demoted
+        );
+        assert!(s.rejected().contains_key(reason), "{reason}");
+        assert!(!sim.log.stored.is_empty());
+    };
+    // A cement short of quorum (2 of 4).
+    check(
+        &|f| higher(f, &[&f.keys[0], &f.keys[1]]),
+        "cement_short_of_quorum",
+    );
+    // A forged active set: a quorum of keys that were never members.
+    let (_, strangers) = set_of(3);
+    check(
+        &|f| higher(f, &[&strangers[0], &strangers[1], &strangers[2]]),
+        "cement_non_member",
+    );
+    // Bytes that do not decode; a root the header does not carry.
+    check(
+        &|f| {
+            let mut p = honest(f);
+            p.manifest = Some(vec![b'M', b'T', b'S', b'M', 1, 0, 0]);
+            p
+        },
+        "manifest_malformed",
+    );
+    check(
+        &|f| {
+            let mut m = f.manifest.clone();
+            m.root = montana_vdf::Hash32([1; 32]);
+            let mut p = honest(f);
+            p.manifest = Some(m.encode());
+            p
+        },
+        "manifest_unbound",
+    );
+    // A broken membership certificate.
+    check(
+        &|f| {
+            let mut p = higher(f, &[&f.keys[0], &f.keys[1], &f.keys[2]]);
+            p.certificates = vec![vec![1, 2, 3]];
+            p
+        },
+        "certificate_broken",
+    );
+}
+
+#[test]
+fn a_stale_manifest_is_refused() {
+    let f = fixture(3 * CHUNK_SIZE, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut cfg = config(&f);
+    cfg.above = 7; // we already hold window 7
+    let mut s = FastSync::new(cfg, None, now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, None);
+    assert_eq!(sim.log.demoted, vec![(1, "manifest_stale")]);
+    assert!(sim.log.asked.is_empty());
+}
+
+#[test]
+fn a_manifest_with_a_lying_entry_count_is_blamed_not_the_honest_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    // Peer 1 offers the right cement and root but one entry more.
+    let mut liar = honest(&f);
+    let mut m = f.manifest.clone();
+    m.entries += 1;
+    liar.manifest = Some(m.encode());
+    liar.silent = true; // it serves no chunks itself
+    let mut sim = Sim::new(dir.path(), vec![liar, honest(&f), honest(&f)]);
+    sim.start(&mut s, now);
+    assert!(
+        sim.log.demoted.contains(&(1, "manifest_unconfirmed")),
+        "{:?}",
+        sim.log.demoted
+    );
+    assert!(
+        !sim.log.demoted.iter().any(|(p, _)| *p != 1),
+        "{:?}",
+        sim.log.demoted
+    );
+    // Discovery again: the liar is demoted, an honest manifest is taken.
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.staged.len(), 2);
+}
+
+#[test]
+fn a_silent_peer_times_out_and_its_chunks_go_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut silent = honest(&f);
+    silent.silent = true;
+    let mut sim = Sim::new(dir.path(), vec![honest(&f), silent]);
+    sim.start(&mut s, now);
+    assert_eq!(
+        sim.log.installed, None,
+        "two chunks wait on the silent peer"
+    );
+    assert!(sim.tick(&mut s, now + Duration::from_secs(5)));
+    assert_eq!(sim.log.installed, None, "not yet timed out");
+    sim.tick(&mut s, now + Duration::from_secs(11));
+    assert_eq!(sim.log.demoted, vec![(2, "timeout")]);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(sim.log.stored.values().all(|p| *p == 1));
+}
+
+#[test]
+fn a_killed_sync_resumes_without_fetching_verified_chunks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let first: BTreeSet<u64>;
+    {
+        let mut s = FastSync::new(config(&f), None, now);
+        let mut sim = Sim::new(dir.path(), vec![honest(&f), honest(&f)]);
+        sim.kill_after = Some(4);
+        assert!(!sim.start(&mut s, now), "killed");
+        first = sim.log.stored.keys().copied().collect();
+        assert_eq!(first.len(), 4);
+    } // the machine and the staging handle are gone
+    let staging = Staging::open(dir.path()).unwrap();
+    let held = staging.held().unwrap();
+    assert_eq!(held.iter().copied().collect::<BTreeSet<_>>(), first);
+    let resume = Resume {
+        manifest: staging.target().unwrap().clone(),
+        held,
+        proposal: staging.proposal().unwrap().is_some(),
+    };
+    drop(staging);
+    let mut s = FastSync::new(config(&f), Some(resume), now);
+    assert_eq!(s.progress(), (4, 10));
+    let mut sim = Sim::new(dir.path(), vec![honest(&f), honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(sim.log.staged.is_empty(), "the staged snapshot is kept");
+    let again: BTreeSet<u64> = sim.log.asked.iter().map(|(_, i)| *i).collect();
+    assert!(
+        again.is_disjoint(&first),
+        "verified chunks are not fetched again"
+    );
+    assert_eq!(again.len(), 6);
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(staged, f.entries);
+}
+
+#[test]
+fn a_pruned_snapshot_is_replaced_by_the_newer_one_and_the_node_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = fixture(N, 7);
+    // The peers moved on: they serve window 107 only (same keys, so the
+    // same active set).
+    let mut new = fixture(N + 5, 107);
+    let p = crate::snapshot::format::tests::proposal(&old.keys[0], 107, new.manifest.root);
+    new.manifest.header = p.header.clone();
+    new.manifest.cement = cement(&p, &[&old.keys[0], &old.keys[1], &old.keys[2]]);
+    new.proposal = p;
+    let now = Instant::now();
+    {
+        let mut s = FastSync::new(config(&old), None, now);
+        let mut sim = Sim::new(dir.path(), vec![honest(&old)]);
+        sim.kill_after = Some(3);
+        assert!(!sim.start(&mut s, now));
+    }
+    let staging = Staging::open(dir.path()).unwrap();
+    let resume = Resume {
+        manifest: staging.target().unwrap().clone(),
+        held: staging.held().unwrap(),
+        proposal: false,
+    };
+    drop(staging);
+    let mut s = FastSync::new(config(&old), Some(resume), now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&new), honest(&new)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(107));
+    assert_eq!(sim.log.staged, vec![107]);
+    assert_eq!(sim.log.notes.len(), 1);
+    assert!(
+        sim.log.notes[0].contains("window 7 is no longer served"),
+        "{}",
+        sim.log.notes[0]
+    );
+    assert!(
+        sim.log.notes[0].contains("window 107"),
+        "{}",
+        sim.log.notes[0]
+    );
+    assert!(
+        sim.log.demoted.is_empty(),
+        "not serving a pruned snapshot is no offence"
+    );
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(staged, new.entries);
+}
+
+#[test]
+fn unrequested_and_duplicated_chunks_demote_their_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&f), honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    // Peer 2 pushes a chunk nobody asked of it (already held).
+    let out = s.on_message(2, SyncMessage::Chunk(Some(f.chunk(0).encode())), now);
+    assert!(out.is_empty(), "after the install nothing is taken");
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&f)]);
+    sim.kill_after = Some(2);
+    sim.start(&mut s, now);
+    let held = *sim.log.stored.keys().next().unwrap();
+    let q = s
+        .on_message(1, SyncMessage::Chunk(Some(f.chunk(held).encode())), now)
+        .into_iter()
+        .map(|a| (1, a))
+        .collect();
+    sim.kill_after = None;
+    sim.run(&mut s, q, now);
+    assert!(
+        sim.log.demoted.contains(&(1, "chunk_duplicate")),
+        "{:?}",
+        sim.log.demoted
+    );
+    let out = s.on_message(1, SyncMessage::Chunk(Some(vec![0; 10])), now);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            reason: "chunk_malformed",
+            ..
+        }
+    )));
+}

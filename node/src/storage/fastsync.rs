@@ -1,0 +1,257 @@
+//! The fast-sync side of the store (docs/SPEC.md 13.5): checkpoints to
+//! build snapshots from, and installing a verified snapshot from the
+//! staging area.
+//!
+//! Installing window w's snapshot: first the metadata record `installing`
+//! (w, u64 LE) is written, synced; then the `state` column family is
+//! cleared and refilled from the staging area in batches; the last batch
+//! writes the proposal and Cement of w, the root, the tip (w), the
+//! `snapshot_window` record (w, u64 LE) and deletes `installing`, synced.
+//! A node killed in between finds `installing` at its next start
+//! ([`Store::pending_install`]) and installs again from the staging area,
+//! which is cleared only after the install completed: the live state is
+//! the old one or the whole new one, never a mix that is used.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{checkpoint::Checkpoint, IteratorMode, WriteBatch};
+
+use super::{
+    open_db, Store, StoreError, Tip, CF_CEMENTS, CF_METADATA, CF_PROPOSALS, CF_STATE, KEY_APPLIED,
+    KEY_ROOT, KEY_TIP,
+};
+use crate::snapshot::staging::Staging;
+
+const KEY_INSTALLING: &[u8] = b"installing";
+const KEY_SNAPSHOT_WINDOW: &[u8] = b"snapshot_window";
+/// Entries per write batch while installing (bounded memory).
+const INSTALL_BATCH: usize = 65_536;
+
+fn u64_of(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+impl Store {
+    /// A RocksDB checkpoint of the database at `dest` (hard links of the
+    /// table files and a flushed memtable): a consistent copy of exactly
+    /// this tip, taken in milliseconds, for [`crate::snapshot::disk`] to
+    /// build a snapshot from off the event loop.
+    pub fn checkpoint(&self, dest: &Path) -> Result<(), StoreError> {
+        let err = |e: rocksdb::Error| StoreError::Db {
+            path: dest.to_path_buf(),
+            why: e.into_string(),
+        };
+        Checkpoint::new(self.db())
+            .map_err(err)?
+            .create_checkpoint(dest)
+            .map_err(err)
+    }
+
+    /// The window this node's state was installed from by fast-sync, if any.
+    pub fn snapshot_window(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .get(CF_METADATA, KEY_SNAPSHOT_WINDOW)?
+            .and_then(|b| u64_of(&b)))
+    }
+
+    /// The window of an install that was interrupted (finish it with
+    /// [`Store::install_snapshot`] before reading the state).
+    pub fn pending_install(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .get(CF_METADATA, KEY_INSTALLING)?
+            .and_then(|b| u64_of(&b)))
+    }
+
+    /// Installs the complete, verified snapshot staged in `staging` as the
+    /// live state (see the module docs) and returns the new tip. Refuses a
+    /// staging area that is not complete (every chunk, the proposal, the
+    /// recomputed root) and a snapshot not above the tip.
+    pub fn install_snapshot(&mut self, staging: &Staging) -> Result<Tip, StoreError> {
+        let refuse = |why: String| StoreError::Db {
+            path: self.path.clone(),
+            why: format!("cannot install the snapshot: {why}"),
+        };
+        let m = staging
+            .target()
+            .cloned()
+            .ok_or_else(|| refuse("nothing staged".into()))?;
+        let pending = self.pending_install()?;
+        if m.window <= self.tip.window && pending != Some(m.window) {
+            return Err(refuse(format!(
+                "window {} is not above the tip {}",
+                m.window, self.tip.window
+            )));
+        }
+        if !staging.complete()? {
+            return Err(refuse(
+                "the staged snapshot is incomplete or does not match its root".into(),
+            ));
+        }
+        let p = staging
+            .proposal()?
+            .ok_or_else(|| refuse("no proposal".into()))?;
+        if p.hash() != m.header.hash() {
+            return Err(refuse("the staged proposal is not the cemented one".into()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_INSTALLING, m.window.to_le_bytes());
+        self.write(batch)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_STATE), &[0u8][..], &[0xffu8; 300][..]);
+        let mut n = 0usize;
+        for item in staging.entries() {
+            let (k, v) = item?;
+            batch.put_cf(self.cf(CF_STATE), k, v);
+            n += 1;
+            if n.is_multiple_of(INSTALL_BATCH) {
+                self.write(std::mem::take(&mut batch))?;
+            }
+        }
+        let tip = Tip {
+            window: m.window,
+            t: m.header.t,
+            hash: m.header.hash(),
+        };
+        let w = m.window.to_be_bytes();
+        batch.put_cf(self.cf(CF_PROPOSALS), w, p.to_bytes());
+        batch.put_cf(self.cf(CF_CEMENTS), w, m.cement.encode());
+        batch.put_cf(self.cf(CF_METADATA), KEY_ROOT, m.root.0);
+        batch.put_cf(self.cf(CF_METADATA), KEY_TIP, tip.to_bytes());
+        batch.put_cf(
+            self.cf(CF_METADATA),
+            KEY_SNAPSHOT_WINDOW,
+            m.window.to_le_bytes(),
+        );
+        batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
+        batch.delete_cf(self.cf(CF_METADATA), KEY_INSTALLING);
+        self.write(batch)?;
+        self.tip = tip;
+        Ok(tip)
+    }
+}
+
+/// A checkpoint's tip: the tip, its state root, its proposal's and its
+/// Cement's bytes.
+pub type CheckpointTip = (Tip, [u8; 32], Vec<u8>, Vec<u8>);
+/// One state entry read back: key and value.
+pub type RawEntry = (Box<[u8]>, Box<[u8]>);
+
+/// A read-only view of a checkpoint: what a snapshot is built from.
+pub struct CheckpointView {
+    db: rocksdb::DB,
+    path: PathBuf,
+}
+
+impl CheckpointView {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(CheckpointView {
+            db: open_db(path, true, true)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let h = self.db.cf_handle(cf).expect("column families opened");
+        self.db.get_cf(h, key).map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            why: e.into_string(),
+        })
+    }
+
+    /// The tip, its state root, its proposal's bytes and Cement's bytes.
+    pub fn tip(&self) -> Result<CheckpointTip, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt {
+            path: self.path.clone(),
+            why: why.into(),
+        };
+        let tip = self
+            .get(CF_METADATA, KEY_TIP)?
+            .and_then(|b| Tip::from_bytes(&b))
+            .ok_or_else(|| corrupt("no tip"))?;
+        let root: [u8; 32] = self
+            .get(CF_METADATA, KEY_ROOT)?
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("no state root"))?;
+        let w = tip.window.to_be_bytes();
+        let p = self
+            .get(CF_PROPOSALS, &w)?
+            .ok_or_else(|| corrupt("no tip proposal"))?;
+        let c = self
+            .get(CF_CEMENTS, &w)?
+            .ok_or_else(|| corrupt("no tip cement"))?;
+        Ok((tip, root, p, c))
+    }
+
+    /// The state entries in key order.
+    pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry, StoreError>> + '_ {
+        let h = self.db.cf_handle(CF_STATE).expect("column families opened");
+        self.db.iterator_cf(h, IteratorMode::Start).map(|i| {
+            i.map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                why: e.into_string(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::tests::peers;
+    use crate::genesis::Genesis;
+    use crate::snapshot::format::tests::fixture;
+    use montana_vdf::HashSuite;
+
+    #[test]
+    fn an_interrupted_install_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(2);
+        let g = Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap();
+        let f = fixture(10_000, 5);
+        let mut staging = Staging::open(&dir.path().join("staging")).unwrap();
+        staging.reset(&f.manifest).unwrap();
+        staging.put_chunk(&f.chunk(0)).unwrap();
+        staging.put_chunk(&f.chunk(1)).unwrap();
+        staging.put_proposal(&f.proposal).unwrap();
+        {
+            let mut s = Store::open(dir.path(), &g).unwrap();
+            let e = s.install_snapshot(&staging).unwrap_err();
+            assert!(e.to_string().contains("incomplete"), "{e}");
+            assert_eq!(s.tip().window, 0, "nothing installed");
+            staging.put_chunk(&f.chunk(2)).unwrap();
+            // Killed mid-install: the marker is written, the state half
+            // replaced, the tip not yet moved.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(s.cf(CF_METADATA), KEY_INSTALLING, 5u64.to_le_bytes());
+            batch.delete_range_cf(s.cf(CF_STATE), &[0u8][..], &[0xffu8; 300][..]);
+            batch.put_cf(s.cf(CF_STATE), b"a-partial", b"x");
+            s.write(batch).unwrap();
+        }
+        let mut s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.pending_install().unwrap(), Some(5));
+        assert_eq!(s.tip().window, 0);
+        let tip = s.install_snapshot(&staging).unwrap();
+        assert_eq!(tip.window, 5);
+        assert_eq!(tip.hash, f.proposal.hash());
+        assert_eq!(s.pending_install().unwrap(), None);
+        assert_eq!(s.snapshot_window().unwrap(), Some(5));
+        let live: Vec<(Vec<u8>, Vec<u8>)> = s
+            .db()
+            .iterator_cf(s.cf(CF_STATE), IteratorMode::Start)
+            .map(|i| {
+                let (k, v) = i.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert_eq!(
+            live, f.entries,
+            "exactly the snapshot, nothing of the old state"
+        );
+        // The same snapshot again (not above the tip) is refused.
+        assert!(s.install_snapshot(&staging).is_err());
+        drop(s);
+        let s = Store::open(dir.path(), &g).unwrap();
+        assert_eq!(s.tip(), tip);
+        assert_eq!(s.proposal(5).unwrap().as_ref(), Some(&f.proposal));
+    }
+}
