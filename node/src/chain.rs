@@ -378,6 +378,11 @@ struct Live {
     /// The round in which this node must propose a new value once T is known.
     want_propose: Option<u32>,
     last_beacon: Option<Instant>,
+    /// When the round's proposer was last heard from (round start, its
+    /// Propose or a Beacon): after a window of silence the next rank
+    /// starts evaluating, so that it can propose as soon as the round
+    /// changes.
+    heard: Instant,
     /// When the missing bundle of a waiting value was last asked for.
     asked_bundle: Option<Instant>,
     /// This node's latest votes in this window, sent again every
@@ -679,6 +684,23 @@ impl Chain {
                 live.to_validate.extend(blocked);
             }
         }
+        // The round's proposer silent for a window (no Propose, no Beacon):
+        // the next rank evaluates now, so it proposes the moment the round
+        // changes instead of evaluating after it (failover within the
+        // timeout and about one window, SPEC 9.7).
+        if let Some(live) = self.live.as_ref() {
+            let round = live.agreement.round();
+            if self.keys.is_some()
+                && live.agreement.proposer(round.saturating_add(1)) == self.me
+                && live.agreement.proposer(round) != self.me
+                && !live.proposed_rounds.contains(&round)
+                && now.saturating_duration_since(live.heard) >= self.rules.window
+                && self.evaluating.is_none()
+            {
+                let window = live.window;
+                self.evaluate(window, &mut out);
+            }
+        }
         // An evaluation this node owes a proposal failed (a backend error
         // or panic): try again, at most once per tick.
         if let Some(live) = self.live.as_ref() {
@@ -771,6 +793,7 @@ impl Chain {
             precommits: HashMap::new(),
             want_propose: None,
             last_beacon: None,
+            heard: now,
             asked_bundle: None,
             mine: Vec::new(),
             my_propose: Vec::new(),
@@ -802,7 +825,10 @@ impl Chain {
             };
             let window = live.window;
             match o {
-                Output::Round(_) => live.want_propose = None,
+                Output::Round(_) => {
+                    live.want_propose = None;
+                    live.heard = now;
+                }
                 Output::Arm { timer, round } => {
                     let after = match timer {
                         Timeout::Propose => self.rules.proposer_timeout,
@@ -1224,6 +1250,9 @@ impl Chain {
         }
         let live = self.live.as_mut().expect("checked above");
         live.proposed_rounds.insert(k.round);
+        if k.round == live.agreement.round() {
+            live.heard = now;
+        }
         Self::hold_value(live, k.value, k.round, peer, m.proposal.clone());
         let mut more = Vec::new();
         live.agreement
@@ -1464,6 +1493,7 @@ impl Chain {
             return self.reject(peer, b.window, Reject::BadSignature, out);
         }
         let live = self.live.as_mut().expect("checked");
+        live.heard = self.clock;
         let mut outs = Vec::new();
         live.agreement.on_beacon(b.round, b.signer, &mut outs);
         self.drive(outs, self.clock, out);

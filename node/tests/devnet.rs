@@ -175,6 +175,67 @@ fn four_node_devnet_converges() {
     assert_eq!(ids.len(), 4, "node ids are distinct");
 }
 
+/// Issue 9: the proposer SIGKILLed once window 3 is cemented everywhere;
+/// the three others change round, cement again, and agree at the end.
+#[test]
+fn a_devnet_whose_proposer_is_killed_after_window_3_of_8_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let work: PathBuf = dir.path().join("net");
+    let out = Command::new(BIN)
+        .args([
+            "devnet",
+            "--nodes",
+            "4",
+            "--windows",
+            "8",
+            "--kill-proposer-after",
+            "3",
+            "--window-secs",
+            "0.2",
+            "--d",
+            "400000",
+            "--checkpoints",
+            "100",
+            "--json",
+            "--dir",
+        ])
+        .arg(&work)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "devnet failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["converged"], true, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    let killed: Vec<&Value> = nodes.iter().filter(|n| n["phase"] == "killed").collect();
+    assert_eq!(killed.len(), 1, "{v}");
+    assert_eq!(killed[0]["label"], "node0", "the genesis proposer: {v}");
+    let survivors: Vec<&Value> = nodes.iter().filter(|n| n["phase"] != "killed").collect();
+    assert_eq!(survivors.len(), 3);
+    let t = t_of(HashSuite::Sha256, 400_000, 8);
+    for n in &survivors {
+        assert_eq!(
+            (n["window"].as_u64(), n["cemented"].as_u64()),
+            (Some(8), Some(8)),
+            "{n}"
+        );
+        assert_eq!(n["t"].as_str(), Some(t.as_str()), "{n}");
+        assert_eq!(n["state_root"], survivors[0]["state_root"], "{n}");
+    }
+    // Past window 3 every window was made by a backup: the dead proposer's
+    // rounds timed out (a window cemented in a round above 0 is logged so).
+    let logs: String = (1..4)
+        .map(|i| std::fs::read_to_string(work.join(format!("node{i}")).join("node.log")).unwrap())
+        .collect();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("cemented window") && !l.contains("round=0 ")),
+        "no window cemented after a round change"
+    );
+}
+
 #[test]
 fn a_killed_follower_restarts_and_catches_up() {
     const LAST: u64 = 16;

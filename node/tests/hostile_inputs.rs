@@ -210,6 +210,15 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
             "propose of garbage",
             Envelope::new(MSG_PROPOSE, 1, 0, vec![0xEE; 3000]),
         ),
+        (
+            "fast-sync get-chunk of 13 bytes",
+            Envelope::new(
+                montana_node::snapshot::messages::MSG_GET_CHUNK,
+                1,
+                0,
+                vec![0; 13],
+            ),
+        ),
     ];
     let counted = bad.len() as u64;
     for (what, env) in bad {

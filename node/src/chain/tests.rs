@@ -600,6 +600,54 @@ fn a_failed_evaluation_is_started_again_on_the_next_tick() {
 }
 
 #[test]
+fn the_next_rank_evaluates_after_a_window_of_silence_from_the_proposer() {
+    let (g, k) = genesis(4);
+    let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
+    let t = Instant::now();
+    let window = Duration::from_secs_f64(g.window_secs);
+    let machines: Vec<Chain> = keys
+        .iter()
+        .map(|k| {
+            let mut c = Chain::new(
+                Rules::from_genesis(&g),
+                Some(k.clone()),
+                Tip::genesis(&g),
+                g.node_id(g.proposer()),
+                g.initial_state(),
+                None,
+            );
+            c.start(t);
+            c
+        })
+        .collect();
+    let evaluates = |a: &[Action]| {
+        a.iter()
+            .any(|a| matches!(a, Action::Evaluate { window: 1, .. }))
+    };
+    let rank1 = |c: &Chain| {
+        let l = c.live.as_ref().unwrap();
+        l.agreement.proposer(1) == c.node_id()
+    };
+    let mut backup = machines
+        .into_iter()
+        .find(|c| rank1(c))
+        .expect("a rank-1 node");
+    // The proposer is heard from (a beacon) within the window: nothing.
+    let beacon = Beacon::sign(g.network_id(), 1, 0, &keys[0]);
+    backup.on_message(0, Message::Beacon(Box::new(beacon)), t + window / 2);
+    assert!(!evaluates(&backup.on_tick(t + window)));
+    // A whole window of silence since: the next rank evaluates, once.
+    assert!(evaluates(&backup.on_tick(t + window / 2 + window)));
+    assert!(!evaluates(&backup.on_tick(t + 2 * window)));
+    // Its checkpoints are ready before the round changes: when round 1
+    // comes, it proposes at once (propose needs nothing more).
+    let cps = checkpoints(&g, g.timechain().t0());
+    backup.on_evaluated(1, cps, t + 2 * window);
+    assert!(backup.known_checkpoints(1).is_some());
+    assert!(backup.basis().is_some());
+}
+
+#[test]
 fn random_loss_delay_and_a_split_first_round_never_fork() {
     for seed in 0..6 {
         let mut sim = Sim::new(4, 100 + seed);

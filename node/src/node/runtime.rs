@@ -694,6 +694,16 @@ impl Runner {
         let now = Instant::now();
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
             None => {
+                // Not a chain message: a fast-sync one (types 26-31), or
+                // unknown (ignored).
+                if let Some(Err(e)) = crate::snapshot::messages::SyncMessage::decode(
+                    m.msg_type, m.version, &m.payload,
+                ) {
+                    warn!(peer = m.peer, msg_type = m.msg_type, error = %e, "malformed message");
+                    let mut s = self.state.lock().unwrap();
+                    *s.rejected.entry("malformed".into()).or_default() += 1;
+                    return Ok(());
+                }
                 self.snapshots.on_request(&m, &self.transport);
                 return Ok(());
             }
