@@ -62,7 +62,12 @@ fn check_total(g: &Genesis, v: &Value) {
     let c = v["cemented"].as_u64().unwrap();
     let paid = c.saturating_sub(1);
     assert_eq!(v["paid_through"].as_u64(), Some(paid), "{v}");
-    let initial: u128 = g.accounts.iter().map(|(_, b)| *b as u128).sum();
+    let initial: u128 = g
+        .accounts
+        .iter()
+        .chain(&g.synthetic_accounts.accounts())
+        .map(|(_, b)| *b as u128)
+        .sum();
     let expected = initial + g.emission.per_window as u128 * paid as u128;
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(v["accounts"].as_u64().unwrap() as usize, rows.len(), "{v}");

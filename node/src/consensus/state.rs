@@ -60,11 +60,57 @@ pub enum StateError {
 pub struct State {
     accounts: BTreeMap<NodeId, u64>,
     active: ActiveSet,
+    /// What the last [`State::root`] computed, to redo only what changed.
+    cache: RootCache,
+}
+
+/// Leaves per cached subtree: the snapshot chunk size (a power of two, so
+/// each block of `CACHE_BLOCK` entries is one subtree of the state tree and
+/// the root is the tree over the blocks' hashes, docs/SPEC.md 13.3).
+const CACHE_BLOCK: usize = 4096;
+
+/// The subtree hash of every block of [`CACHE_BLOCK`] entries, valid for
+/// `n` entries except the blocks holding an account in `dirty`. A balance
+/// changed costs one block (4,096 leaves) at the next root, not the whole
+/// tree (a million accounts are 2 million hashes).
+#[derive(Default)]
+struct RootCache(std::sync::Mutex<CacheInner>);
+
+#[derive(Clone, Default)]
+struct CacheInner {
+    /// None: nothing cached (new state, or an account added).
+    blocks: Option<Vec<Hash32>>,
+    n: usize,
+    dirty: std::collections::BTreeSet<NodeId>,
+}
+
+impl Clone for RootCache {
+    fn clone(&self) -> Self {
+        RootCache(std::sync::Mutex::new(self.0.lock().unwrap().clone()))
+    }
+}
+
+impl PartialEq for RootCache {
+    fn eq(&self, _: &Self) -> bool {
+        true // derived from the state, which is compared
+    }
+}
+
+impl Eq for RootCache {}
+
+impl std::fmt::Debug for RootCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootCache")
+    }
 }
 
 impl State {
     pub fn new(active: ActiveSet, accounts: BTreeMap<NodeId, u64>) -> Self {
-        State { accounts, active }
+        State {
+            accounts,
+            active,
+            cache: RootCache::default(),
+        }
     }
     pub fn active(&self) -> &ActiveSet {
         &self.active
@@ -103,15 +149,28 @@ impl State {
             }
         }
         *credits.entry(proposer).or_default() += to_proposer;
-        let mut next = self.accounts.clone();
-        for (id, amount) in credits {
-            if amount == 0 {
-                continue;
+        credits.retain(|_, amount| *amount > 0);
+        // All or nothing: every credit is checked before any is made (the
+        // accounts are never copied: a million of them are 100 MB).
+        for (id, amount) in &credits {
+            if self.balance(id).checked_add(*amount).is_none() {
+                return Err(StateError::Overflow(*id));
             }
-            let b = next.entry(id).or_default();
-            *b = b.checked_add(amount).ok_or(StateError::Overflow(id))?;
         }
-        self.accounts = next;
+        let mut cache = self.cache.0.lock().unwrap();
+        for (id, amount) in credits {
+            match self.accounts.entry(id) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    *e.get_mut() += amount;
+                    cache.dirty.insert(id);
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(amount);
+                    // Every entry after it moves: nothing cached holds.
+                    cache.blocks = None;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -136,14 +195,87 @@ impl State {
         out
     }
 
-    /// The state root over [`State::entries`].
+    /// The state root over [`State::entries`]: the tree over the hashes
+    /// of its blocks of [`CACHE_BLOCK`] entries, each cached until one of
+    /// its accounts changes (all of them when an account is added). Leaves
+    /// are streamed: accounts (key 'a') sort before members ('m') and each
+    /// group is kept in id order, so the entries come in key order without
+    /// being built.
     pub fn root(&self) -> Hash32 {
-        let leaves: Vec<Hash32> = self
-            .entries()
-            .iter()
-            .map(|(k, v)| merkle::leaf(k, v))
-            .collect();
-        merkle::state_root(&leaves)
+        let n = self.accounts.len() + self.active.len();
+        let mut cache = self.cache.0.lock().unwrap();
+        let stale: Option<std::collections::BTreeSet<usize>> = match &cache.blocks {
+            Some(_) if cache.n == n => {
+                // The blocks of the dirty accounts: one ordered pass over
+                // the ids (no hashing).
+                let mut dirty = cache.dirty.iter().peekable();
+                let mut blocks = std::collections::BTreeSet::new();
+                for (i, id) in self.accounts.keys().enumerate() {
+                    let Some(d) = dirty.peek() else { break };
+                    if *d == id {
+                        blocks.insert(i / CACHE_BLOCK);
+                        dirty.next();
+                    }
+                }
+                Some(blocks)
+            }
+            _ => None,
+        };
+        let all = stale.is_none();
+        let redo = |b: usize| stale.as_ref().is_none_or(|s| s.contains(&b));
+        let mut fresh: BTreeMap<usize, merkle::Streaming> = BTreeMap::new();
+        if all || !stale.as_ref().is_some_and(|s| s.is_empty()) {
+            self.for_each_leaf(|i, leaf| {
+                let b = i / CACHE_BLOCK;
+                if redo(b) {
+                    fresh.entry(b).or_default().push(leaf());
+                }
+            });
+        }
+        let blocks = cache.blocks.get_or_insert_with(Vec::new);
+        if all {
+            blocks.clear();
+        }
+        for (b, tree) in fresh {
+            let h = tree.tree();
+            match blocks.get_mut(b) {
+                Some(x) => *x = h,
+                None => blocks.push(h),
+            }
+        }
+        cache.n = n;
+        cache.dirty.clear();
+        merkle::root_of(
+            n as u64,
+            &merkle::mth(cache.blocks.as_deref().unwrap_or(&[])),
+        )
+    }
+
+    /// Calls `f(i, leaf)` for every entry in key order; `leaf()` hashes
+    /// entry i (only when asked).
+    fn for_each_leaf(&self, mut f: impl FnMut(usize, &dyn Fn() -> Hash32)) {
+        let mut i = 0;
+        for (id, balance) in &self.accounts {
+            let leaf = || {
+                let mut key = [ACCOUNT; 33];
+                key[1..].copy_from_slice(&id.0);
+                merkle::leaf(&key, &balance.to_le_bytes())
+            };
+            f(i, &leaf);
+            i += 1;
+        }
+        for m in self.active.members() {
+            let leaf = || {
+                let mut key = [MEMBER; 33];
+                key[1..].copy_from_slice(&m.id.0);
+                let mut value = Vec::with_capacity(8 + 1_952);
+                value.extend_from_slice(&m.weight.to_le_bytes());
+                value.extend_from_slice(&m.key.to_bytes());
+                merkle::leaf(&key, &value)
+            };
+            f(i, &leaf);
+            i += 1;
+        }
     }
 }
 
@@ -171,6 +303,7 @@ fn key(tag: u8, id: &NodeId) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::consensus::active::tests::set_of;
+    use montana_vdf::HashSuite;
 
     fn state(n: usize) -> (State, Vec<NodeId>) {
         let (set, _) = set_of(n);
@@ -252,5 +385,74 @@ mod tests {
         assert_eq!(e.len(), 6);
         assert_eq!(e[0].0[0], b'a');
         assert_eq!(e[5].0[0], b'm');
+    }
+
+    /// The root is the root of the sorted entries, at sizes around the
+    /// powers of two (where the tree's shape changes) and the cache's
+    /// block size.
+    #[test]
+    fn the_root_is_the_root_of_the_entries() {
+        let (set, _) = set_of(3);
+        for n in [
+            0usize, 1, 2, 3, 5, 8, 13, 16, 17, 31, 64, 100, 4092, 4093, 4095, 8200,
+        ] {
+            let accounts: BTreeMap<NodeId, u64> = (0..n as u64)
+                .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), i + 1))
+                .collect();
+            let s = State::new(set.clone(), accounts);
+            let leaves: Vec<Hash32> = s
+                .entries()
+                .iter()
+                .map(|(k, v)| merkle::leaf(k, v))
+                .collect();
+            assert_eq!(s.root(), merkle::state_root(&leaves), "{n} accounts");
+        }
+    }
+
+    fn fresh_root(s: &State) -> Hash32 {
+        State::new(s.active().clone(), s.accounts().clone()).root()
+    }
+
+    /// Payments after a root was cached (balances changed in one block or
+    /// several, accounts added before, inside and after cached blocks, the
+    /// state cloned in between) give the root computed from scratch.
+    #[test]
+    fn the_cached_root_follows_every_change() {
+        let (set, _) = set_of(4);
+        let ids: Vec<NodeId> = set.members().iter().map(|m| m.id).collect();
+        let accounts: BTreeMap<NodeId, u64> = (0..10_000u64)
+            .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), 1))
+            .collect();
+        let existing: Vec<NodeId> = accounts.keys().copied().collect();
+        let mut s = State::new(set, accounts);
+        let e = Emission::new(1_000, 5_000).unwrap();
+        s.root();
+        // Members are paid for the first time: accounts added.
+        s.pay(e, ids[0], &ids[1..3]).unwrap();
+        assert_eq!(s.root(), fresh_root(&s));
+        // The same accounts again: balances changed, no account added.
+        for round in 0..3 {
+            s.pay(e, ids[round % 3], &ids[..3]).unwrap();
+            assert_eq!(s.root(), fresh_root(&s), "round {round}");
+        }
+        // Accounts in the first, middle and last blocks change (existing
+        // accounts, as the emission pays them once they are members).
+        for k in [0usize, 4_095, 4_096, 9_999] {
+            s.pay(e, existing[k], &[existing[(k + 1) % 10_000]])
+                .unwrap();
+            assert_eq!(s.root(), fresh_root(&s), "account {k}");
+        }
+        // A clone keeps its own cache.
+        let mut t = s.clone();
+        t.pay(e, existing[5], &[]).unwrap();
+        assert_eq!(s.root(), fresh_root(&s));
+        assert_eq!(t.root(), fresh_root(&t));
+        assert_ne!(s.root(), t.root());
+        // Two payments between roots, then a member's first payment.
+        t.pay(e, existing[6000], &[]).unwrap();
+        t.pay(e, existing[7], &[]).unwrap();
+        assert_eq!(t.root(), fresh_root(&t));
+        t.pay(e, ids[3], &[]).unwrap();
+        assert_eq!(t.root(), fresh_root(&t));
     }
 }

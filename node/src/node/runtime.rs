@@ -821,6 +821,7 @@ impl Runner {
         s.set_since_applied(now.duration_since(self.last_applied_at));
         s.uptime_secs = now.duration_since(self.started_at).as_secs();
         s.rss_bytes = super::state::rss_bytes();
+        s.peak_rss_bytes = super::state::peak_rss_bytes();
         // The backends serving calls now: a fallback backend names the one
         // it moved to after a run-time failure.
         s.eval_backend = self.node.backends.eval.name().into();
