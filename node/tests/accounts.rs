@@ -104,7 +104,7 @@ fn balances_after_a_four_node_devnet_follow_the_emission_rule() {
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(report["converged"], true, "{report}");
     let g = Genesis::load(&work.join("genesis.json")).unwrap();
-    assert_eq!(g.accounts.len(), 3);
+    assert_eq!(g.synthetic_accounts.count, 3);
     let nodes = report["nodes"].as_array().unwrap();
     let mut paid_nodes = 0;
     for (i, n) in nodes.iter().enumerate() {
