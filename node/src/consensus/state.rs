@@ -284,6 +284,15 @@ pub fn account_key(id: &NodeId) -> Vec<u8> {
     key(ACCOUNT, id)
 }
 
+/// The state entry of a member: key 'm' || id, value weight u64 LE ||
+/// its ML-DSA-65 public key.
+pub fn member_entry(m: &Member) -> (Vec<u8>, Vec<u8>) {
+    let mut v = Vec::with_capacity(8 + 1_952);
+    v.extend_from_slice(&m.weight.to_le_bytes());
+    v.extend_from_slice(&m.key.to_bytes());
+    (key(MEMBER, &m.id), v)
+}
+
 /// The node id of an account entry key; `None` for other entries.
 pub fn account_of_key(k: &[u8]) -> Option<NodeId> {
     match k {
