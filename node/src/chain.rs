@@ -54,7 +54,7 @@ use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 use crate::consensus::active::{ActiveSet, NodeId, Quorum};
 use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
 use crate::consensus::propose::{Beacon, Propose, ProposeKey};
-use crate::consensus::state::{Emission, State};
+use crate::consensus::state::{Changes, Emission, State};
 use crate::consensus::vote::{Cement, Vote, VoteKey};
 use crate::genesis::Genesis;
 use crate::keys::{NodeKeys, SIGNATURE_LEN};
@@ -987,15 +987,17 @@ impl Chain {
         })
     }
 
-    /// The state after paying the tip window with bundle `c`.
-    fn state_after(&self, c: Option<&Cement>) -> Option<State> {
-        let mut s = self.state.clone();
+    /// The balances changed by paying the tip window with bundle `c`, and
+    /// the state root after (an overlay: the accounts are not copied).
+    fn state_after(&self, c: Option<&Cement>) -> Option<(Changes, Hash32)> {
+        let mut o = self.state.overlay();
         if self.tip.window > 0 {
             let signers: Vec<NodeId> = c?.precommits.iter().map(|(id, _)| *id).collect();
-            s.pay(self.rules.emission, self.tip_proposer, &signers)
+            o.pay(self.rules.emission, self.tip_proposer, &signers)
                 .ok()?;
         }
-        Some(s)
+        let root = o.root();
+        Some((o.into_changes(), root))
     }
 
     /// The accounts paid when the window after the tip is cemented.
@@ -1011,7 +1013,7 @@ impl Chain {
     }
 
     fn root_after(&self, c: &Cement) -> Option<Hash32> {
-        self.state_after(Some(c)).map(|s| s.root())
+        self.state_after(Some(c)).map(|(_, root)| root)
     }
 
     fn propose(
@@ -1626,14 +1628,13 @@ impl Chain {
                 .find(|c| c.hash().0 == p.header.bundle)
                 .cloned()
         };
-        let Some(state) = self.state_after(prev.as_ref()) else {
+        let Some((changes, root)) = self.state_after(prev.as_ref()) else {
             return;
         };
-        let root = state.root();
         debug_assert_eq!(root, p.header.state_root, "validated before it was decided");
         let paid = self.paid(prev.as_ref());
         let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
-        self.state = state;
+        self.state.apply(changes);
         self.root = root;
         self.tip = self.tip.after(&p);
         self.tip_proposer = p.header.proposer;
@@ -1752,17 +1753,16 @@ impl Chain {
                         .cloned()
                 })
             };
-            let Some(state) = self.state_after(bundle.as_ref()) else {
+            let Some((changes, root)) = self.state_after(bundle.as_ref()) else {
                 break;
             };
-            let root = state.root();
             if root != p.header.state_root {
                 break; // checked when the batch was taken
             }
             let paid = self.paid(bundle.as_ref());
             let prev_bundle =
                 bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
-            self.state = state;
+            self.state.apply(changes);
             self.root = root;
             self.tip = self.tip.after(&p);
             self.tip_proposer = p.header.proposer;
@@ -1892,7 +1892,7 @@ impl Chain {
     fn take_batch(&mut self, out: &mut Vec<Action>) -> Option<Batch> {
         let mut link = self.tip.hash;
         let mut start = self.tip.t;
-        let mut state = self.state.clone();
+        let mut state = self.state.overlay();
         let mut prev_proposer = self.tip_proposer;
         let mut prev_cement: Option<Cement> = None;
         let mut batch = Batch {

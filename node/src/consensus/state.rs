@@ -130,48 +130,40 @@ impl State {
         proposer: NodeId,
         signers: &[NodeId],
     ) -> Result<(), StateError> {
-        let mut sorted = signers.to_vec();
-        sorted.sort();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(StateError::DuplicateSigner(w[0]));
+        let mut next = self.overlay();
+        next.pay(emission, proposer, signers)?;
+        let changes = next.changes;
+        self.apply(changes);
+        Ok(())
+    }
+
+    /// A view of this state with changes on top, for the states after one
+    /// or more payments before any is final: the accounts are never copied
+    /// (a million of them are 100 MB) and [`Overlay::root`] redoes only the
+    /// blocks the changes touch.
+    pub fn overlay(&self) -> Overlay<'_> {
+        Overlay {
+            base: self,
+            changes: BTreeMap::new(),
         }
-        let total = emission.per_window as u128;
-        let mut to_proposer = (total * emission.proposer_bps as u128 / 10_000) as u64;
-        let rest = emission.per_window - to_proposer;
-        let mut credits: BTreeMap<NodeId, u64> = BTreeMap::new();
-        if sorted.is_empty() {
-            to_proposer += rest;
-        } else {
-            let each = rest / sorted.len() as u64;
-            to_proposer += rest % sorted.len() as u64;
-            for s in &sorted {
-                *credits.entry(*s).or_default() += each;
-            }
-        }
-        *credits.entry(proposer).or_default() += to_proposer;
-        credits.retain(|_, amount| *amount > 0);
-        // All or nothing: every credit is checked before any is made (the
-        // accounts are never copied: a million of them are 100 MB).
-        for (id, amount) in &credits {
-            if self.balance(id).checked_add(*amount).is_none() {
-                return Err(StateError::Overflow(*id));
-            }
-        }
+    }
+
+    /// Sets the balances in `changes` (from [`Overlay::into_changes`]).
+    pub fn apply(&mut self, changes: Changes) {
         let mut cache = self.cache.0.lock().unwrap();
-        for (id, amount) in credits {
+        for (id, balance) in changes {
             match self.accounts.entry(id) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
-                    *e.get_mut() += amount;
+                    *e.get_mut() = balance;
                     cache.dirty.insert(id);
                 }
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(amount);
+                    e.insert(balance);
                     // Every entry after it moves: nothing cached holds.
                     cache.blocks = None;
                 }
             }
         }
-        Ok(())
     }
 
     /// Every entry, sorted by key.
@@ -225,10 +217,10 @@ impl State {
         let redo = |b: usize| stale.as_ref().is_none_or(|s| s.contains(&b));
         let mut fresh: BTreeMap<usize, merkle::Streaming> = BTreeMap::new();
         if all || !stale.as_ref().is_some_and(|s| s.is_empty()) {
-            self.for_each_leaf(|i, leaf| {
+            self.for_each_entry(|i, e| {
                 let b = i / CACHE_BLOCK;
                 if redo(b) {
-                    fresh.entry(b).or_default().push(leaf());
+                    fresh.entry(b).or_default().push(entry_leaf(e));
                 }
             });
         }
@@ -251,32 +243,183 @@ impl State {
         )
     }
 
-    /// Calls `f(i, leaf)` for every entry in key order; `leaf()` hashes
-    /// entry i (only when asked).
-    fn for_each_leaf(&self, mut f: impl FnMut(usize, &dyn Fn() -> Hash32)) {
+    /// Calls `f(i, entry)` for every entry in key order.
+    fn for_each_entry(&self, mut f: impl FnMut(usize, EntryRef<'_>)) {
         let mut i = 0;
         for (id, balance) in &self.accounts {
-            let leaf = || {
-                let mut key = [ACCOUNT; 33];
-                key[1..].copy_from_slice(&id.0);
-                merkle::leaf(&key, &balance.to_le_bytes())
-            };
-            f(i, &leaf);
+            f(i, EntryRef::Account(id, *balance));
             i += 1;
         }
         for m in self.active.members() {
-            let leaf = || {
-                let mut key = [MEMBER; 33];
-                key[1..].copy_from_slice(&m.id.0);
-                let mut value = Vec::with_capacity(8 + 1_952);
-                value.extend_from_slice(&m.weight.to_le_bytes());
-                value.extend_from_slice(&m.key.to_bytes());
-                merkle::leaf(&key, &value)
-            };
-            f(i, &leaf);
+            f(i, EntryRef::Member(m));
             i += 1;
         }
     }
+}
+
+/// New balances by account, to set on a [`State`].
+pub type Changes = BTreeMap<NodeId, u64>;
+
+/// A [`State`] with balances changed on top (see [`State::overlay`]).
+#[derive(Debug)]
+pub struct Overlay<'a> {
+    base: &'a State,
+    /// New balances.
+    changes: BTreeMap<NodeId, u64>,
+}
+
+impl Overlay<'_> {
+    pub fn balance(&self, id: &NodeId) -> u64 {
+        self.changes
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| self.base.balance(id))
+    }
+
+    /// The accounts changed from the base, with their new balances.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+
+    /// [`State::pay`] on top of this view. All or nothing.
+    pub fn pay(
+        &mut self,
+        emission: Emission,
+        proposer: NodeId,
+        signers: &[NodeId],
+    ) -> Result<(), StateError> {
+        let mut sorted = signers.to_vec();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StateError::DuplicateSigner(w[0]));
+        }
+        let total = emission.per_window as u128;
+        let mut to_proposer = (total * emission.proposer_bps as u128 / 10_000) as u64;
+        let rest = emission.per_window - to_proposer;
+        let mut credits: BTreeMap<NodeId, u64> = BTreeMap::new();
+        if sorted.is_empty() {
+            to_proposer += rest;
+        } else {
+            let each = rest / sorted.len() as u64;
+            to_proposer += rest % sorted.len() as u64;
+            for s in &sorted {
+                *credits.entry(*s).or_default() += each;
+            }
+        }
+        *credits.entry(proposer).or_default() += to_proposer;
+        credits.retain(|_, amount| *amount > 0);
+        // Every credit is checked before any is made.
+        let mut next = Vec::with_capacity(credits.len());
+        for (id, amount) in credits {
+            let b = self
+                .balance(&id)
+                .checked_add(amount)
+                .ok_or(StateError::Overflow(id))?;
+            next.push((id, b));
+        }
+        self.changes.extend(next);
+        Ok(())
+    }
+
+    /// The state root of the base with the changes: the base's cached
+    /// blocks, with the blocks holding a changed account redone; when an
+    /// account is new (entries move) every block is redone.
+    pub fn root(&self) -> Hash32 {
+        if self.changes.is_empty() {
+            return self.base.root();
+        }
+        let base = self.base;
+        let n = base.accounts.len() + base.active.len();
+        if self
+            .changes
+            .keys()
+            .any(|id| !base.accounts.contains_key(id))
+        {
+            // New accounts move the entries after them: merge them in, in
+            // key order, and hash everything.
+            let mut tree = merkle::Streaming::default();
+            let mut new = self
+                .changes
+                .iter()
+                .filter(|(id, _)| !base.accounts.contains_key(id))
+                .peekable();
+            for id in base.accounts.keys() {
+                while let Some((x, b)) = new.next_if(|(x, _)| *x < id) {
+                    tree.push(account_leaf(x, *b));
+                }
+                tree.push(account_leaf(id, self.balance(id)));
+            }
+            for (x, b) in new {
+                tree.push(account_leaf(x, *b));
+            }
+            for m in base.active.members() {
+                tree.push(entry_leaf(EntryRef::Member(m)));
+            }
+            return tree.root();
+        }
+        // Same entries, some balances changed: the base's blocks (brought
+        // up to date), with the blocks of the changed accounts redone.
+        base.root();
+        let mut blocks = base
+            .cache
+            .0
+            .lock()
+            .unwrap()
+            .blocks
+            .clone()
+            .unwrap_or_default();
+        let mut redo = std::collections::BTreeSet::new();
+        let mut wanted = self.changes.keys().peekable();
+        for (i, id) in base.accounts.keys().enumerate() {
+            let Some(w) = wanted.peek() else { break };
+            if *w == id {
+                redo.insert(i / CACHE_BLOCK);
+                wanted.next();
+            }
+        }
+        let mut fresh: BTreeMap<usize, merkle::Streaming> = BTreeMap::new();
+        base.for_each_entry(|i, e| {
+            let b = i / CACHE_BLOCK;
+            if redo.contains(&b) {
+                let e = match e {
+                    EntryRef::Account(id, _) => EntryRef::Account(id, self.balance(id)),
+                    m => m,
+                };
+                fresh.entry(b).or_default().push(entry_leaf(e));
+            }
+        });
+        for (b, tree) in fresh {
+            blocks[b] = tree.tree();
+        }
+        merkle::root_of(n as u64, &merkle::mth(&blocks))
+    }
+}
+
+/// One state entry, borrowed.
+#[derive(Clone, Copy)]
+enum EntryRef<'a> {
+    Account(&'a NodeId, u64),
+    Member(&'a Member),
+}
+
+fn entry_leaf(e: EntryRef<'_>) -> Hash32 {
+    match e {
+        EntryRef::Account(id, balance) => account_leaf(id, balance),
+        EntryRef::Member(m) => {
+            let (k, v) = member_entry(m);
+            merkle::leaf(&k, &v)
+        }
+    }
+}
+
+fn account_leaf(id: &NodeId, balance: u64) -> Hash32 {
+    let mut key = [ACCOUNT; 33];
+    key[1..].copy_from_slice(&id.0);
+    merkle::leaf(&key, &balance.to_le_bytes())
 }
 
 /// The state entry key of `id`'s account.
@@ -416,6 +559,49 @@ mod tests {
                 .collect();
             assert_eq!(s.root(), merkle::state_root(&leaves), "{n} accounts");
         }
+    }
+
+    /// An overlay's root is the root of the state it stands for (paid
+    /// the same way), for balances changed in place and accounts added,
+    /// over one payment and several; the base is left as it was.
+    #[test]
+    fn an_overlay_root_is_the_root_of_the_paid_state() {
+        let (set, _) = set_of(4);
+        let ids: Vec<NodeId> = set.members().iter().map(|m| m.id).collect();
+        let accounts: BTreeMap<NodeId, u64> = (0..9_000u64)
+            .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), 1))
+            .collect();
+        let existing: Vec<NodeId> = accounts.keys().copied().collect();
+        let base = State::new(set, accounts);
+        let before = base.root();
+        let e = Emission::new(1_000, 5_000).unwrap();
+        let cases: Vec<Vec<(NodeId, Vec<NodeId>)>> = vec![
+            vec![(ids[0], ids[1..3].to_vec())],
+            vec![(existing[3], vec![existing[8_999]])],
+            vec![
+                (existing[4_100], vec![]),
+                (existing[10], vec![existing[4_100]]),
+            ],
+            vec![(existing[1], vec![ids[2]]), (ids[3], vec![existing[2]])],
+        ];
+        for (k, pays) in cases.iter().enumerate() {
+            let mut o = base.overlay();
+            let mut paid = base.clone();
+            for (p, signers) in pays {
+                o.pay(e, *p, signers).unwrap();
+                paid.pay(e, *p, signers).unwrap();
+                assert_eq!(o.root(), fresh_root(&paid), "case {k}");
+                assert_eq!(o.balance(p), paid.balance(p));
+            }
+            assert_eq!(base.root(), before, "the base is unchanged");
+        }
+        // A refused payment leaves the overlay as it was.
+        let mut o = base.overlay();
+        o.pay(e, ids[0], &[]).unwrap();
+        let r = o.root();
+        assert!(o.pay(e, ids[0], &[ids[1], ids[1]]).is_err());
+        assert_eq!(o.root(), r);
+        assert_eq!(o.changes().len(), 1);
     }
 
     fn fresh_root(s: &State) -> Hash32 {
