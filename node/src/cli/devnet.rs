@@ -76,8 +76,10 @@ pub struct Args {
     /// more nodes (the others must make a quorum without it).
     #[arg(long)]
     pub fast_sync: bool,
-    /// Every node writes a snapshot each N cemented windows (default: 2
-    /// with --fast-sync, else the node's default of 100).
+    /// Every node writes a snapshot each N cemented windows (default with
+    /// --fast-sync: half of --windows, at least 2, so that the snapshot the
+    /// late node syncs from is not pruned before the run ends; else the
+    /// node's default of 100).
     #[arg(long, value_parser = super::number::parse_positive_u64)]
     pub snapshot_interval: Option<u64>,
 }
@@ -91,12 +93,9 @@ impl Args {
     /// The `--snapshot-interval` every node gets, if any.
     fn interval(&self) -> Option<u64> {
         self.snapshot_interval
-            .or(self.fast_sync.then_some(DEFAULT_FAST_SYNC_INTERVAL))
+            .or(self.fast_sync.then(|| (self.windows / 2).max(2)))
     }
 }
-
-/// Snapshot interval of a `--fast-sync` devnet unless one is given.
-const DEFAULT_FAST_SYNC_INTERVAL: u64 = 2;
 
 pub fn run(a: Args) -> Result<(), CliError> {
     if !(2..=64).contains(&a.nodes) {
@@ -132,7 +131,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 (1..).map(|n: usize| n + absent).find(|&n| q.reached((n - absent) as u64, n as u64)).unwrap_or(a.nodes)
             )));
         }
-        let i = a.interval().unwrap_or(DEFAULT_FAST_SYNC_INTERVAL);
+        let i = a.interval().unwrap_or(2);
         if a.windows < i + 2 {
             return Err(CliError::bad_input(format!(
                 "--fast-sync with --windows {} and --snapshot-interval {i}: give --windows {} or more (a snapshot, then windows to follow)",
