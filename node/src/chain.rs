@@ -375,6 +375,12 @@ struct Live {
     votes: HashMap<VoteKey, [u8; 16]>,
     /// Precommits with their signatures, to assemble a Cement.
     precommits: HashMap<(u32, Hash32), Vec<Vote>>,
+    /// Prevotes for a value, with their signatures: the proof of lock a
+    /// node sends with a re-proposal and with its resends, so that a node
+    /// that missed them (down, restarted, cut off) can prevote the locked
+    /// value again. Kept for the rounds from one below the current one
+    /// and for this node's valid round.
+    prevotes: HashMap<(u32, Hash32), Vec<Vote>>,
     /// The round in which this node must propose a new value once T is known.
     want_propose: Option<u32>,
     last_beacon: Option<Instant>,
@@ -709,9 +715,11 @@ impl Chain {
                 self.evaluate(window, &mut out);
             }
         }
+        let mut resent = false;
         if let Some(live) = self.live.as_mut() {
             if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
                 live.last_resend = now;
+                resent = true;
                 let round = live.agreement.round();
                 live.my_propose.retain(|m| match m {
                     Message::Propose(p) => p.key.round == round,
@@ -735,6 +743,18 @@ impl Chain {
                         msg: Message::Vote(Box::new(v.clone())),
                     });
                 }
+            }
+        }
+        // With a valid value: its proof of lock again, so that nodes which
+        // missed those prevotes (a restart loses them) can prevote it when
+        // it is proposed again; without it two locked nodes and two that
+        // never saw the quorum would wait on each other for ever.
+        if resent {
+            for v in self.proof_of_lock() {
+                out.push(Action::Send {
+                    to: None,
+                    msg: Message::Vote(Box::new(v)),
+                });
             }
         }
         self.next_work(now, &mut out);
@@ -791,6 +811,7 @@ impl Chain {
             verifying: None,
             votes: HashMap::new(),
             precommits: HashMap::new(),
+            prevotes: HashMap::new(),
             want_propose: None,
             last_beacon: None,
             heard: now,
@@ -945,10 +966,33 @@ impl Chain {
             )
             .map_err(|e| e.kind())?;
         live.votes.insert(k, sig_prefix(&vote.signature));
-        if let (VoteKind::Precommit, Some(v)) = (k.kind, k.value) {
-            live.precommits.entry((k.round, v)).or_default().push(vote);
+        match (k.kind, k.value) {
+            (VoteKind::Precommit, Some(v)) => {
+                live.precommits.entry((k.round, v)).or_default().push(vote);
+            }
+            (VoteKind::Prevote, Some(v)) => {
+                live.prevotes.entry((k.round, v)).or_default().push(vote);
+                let floor = live.agreement.round().saturating_sub(1);
+                let keep = live.agreement.valid().map(|(_, vr)| vr);
+                live.prevotes
+                    .retain(|(r, _), _| *r >= floor || Some(*r) == keep);
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// The prevotes of a quorum for this node's valid value in its valid
+    /// round (the proof of lock), if it holds them.
+    fn proof_of_lock(&self) -> Vec<Vote> {
+        let Some(live) = self.live.as_ref() else {
+            return Vec::new();
+        };
+        live.agreement
+            .valid()
+            .and_then(|(v, vr)| live.prevotes.get(&(vr, v)))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The checkpoints of `window`, if this node has them.
@@ -1088,6 +1132,15 @@ impl Chain {
             sent.push(Message::Cement(Box::new(c.clone())));
         }
         sent.push(Message::Propose(Box::new(m)));
+        if valid_round.is_some() {
+            // A re-proposal: with the prevotes that made the value valid,
+            // for the nodes that did not see them.
+            sent.extend(
+                self.proof_of_lock()
+                    .into_iter()
+                    .map(|v| Message::Vote(Box::new(v))),
+            );
+        }
         for msg in &sent {
             out.push(Action::Send {
                 to: None,
