@@ -54,7 +54,7 @@ use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 use crate::consensus::active::{ActiveSet, NodeId, Quorum};
 use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
 use crate::consensus::propose::{Beacon, Propose, ProposeKey};
-use crate::consensus::state::{Emission, State};
+use crate::consensus::state::{Changes, Emission, State};
 use crate::consensus::vote::{Cement, Vote, VoteKey};
 use crate::genesis::Genesis;
 use crate::keys::{NodeKeys, SIGNATURE_LEN};
@@ -375,6 +375,12 @@ struct Live {
     votes: HashMap<VoteKey, [u8; 16]>,
     /// Precommits with their signatures, to assemble a Cement.
     precommits: HashMap<(u32, Hash32), Vec<Vote>>,
+    /// Prevotes for a value, with their signatures: the proof of lock a
+    /// node sends with a re-proposal and with its resends, so that a node
+    /// that missed them (down, restarted, cut off) can prevote the locked
+    /// value again. Kept for the rounds from one below the current one
+    /// and for this node's valid round.
+    prevotes: HashMap<(u32, Hash32), Vec<Vote>>,
     /// The round in which this node must propose a new value once T is known.
     want_propose: Option<u32>,
     last_beacon: Option<Instant>,
@@ -709,9 +715,11 @@ impl Chain {
                 self.evaluate(window, &mut out);
             }
         }
+        let mut resent = false;
         if let Some(live) = self.live.as_mut() {
             if now.saturating_duration_since(live.last_resend) >= RESEND_EVERY {
                 live.last_resend = now;
+                resent = true;
                 let round = live.agreement.round();
                 live.my_propose.retain(|m| match m {
                     Message::Propose(p) => p.key.round == round,
@@ -735,6 +743,18 @@ impl Chain {
                         msg: Message::Vote(Box::new(v.clone())),
                     });
                 }
+            }
+        }
+        // With a valid value: its proof of lock again, so that nodes which
+        // missed those prevotes (a restart loses them) can prevote it when
+        // it is proposed again; without it two locked nodes and two that
+        // never saw the quorum would wait on each other for ever.
+        if resent {
+            for v in self.proof_of_lock() {
+                out.push(Action::Send {
+                    to: None,
+                    msg: Message::Vote(Box::new(v)),
+                });
             }
         }
         self.next_work(now, &mut out);
@@ -791,6 +811,7 @@ impl Chain {
             verifying: None,
             votes: HashMap::new(),
             precommits: HashMap::new(),
+            prevotes: HashMap::new(),
             want_propose: None,
             last_beacon: None,
             heard: now,
@@ -945,10 +966,33 @@ impl Chain {
             )
             .map_err(|e| e.kind())?;
         live.votes.insert(k, sig_prefix(&vote.signature));
-        if let (VoteKind::Precommit, Some(v)) = (k.kind, k.value) {
-            live.precommits.entry((k.round, v)).or_default().push(vote);
+        match (k.kind, k.value) {
+            (VoteKind::Precommit, Some(v)) => {
+                live.precommits.entry((k.round, v)).or_default().push(vote);
+            }
+            (VoteKind::Prevote, Some(v)) => {
+                live.prevotes.entry((k.round, v)).or_default().push(vote);
+                let floor = live.agreement.round().saturating_sub(1);
+                let keep = live.agreement.valid().map(|(_, vr)| vr);
+                live.prevotes
+                    .retain(|(r, _), _| *r >= floor || Some(*r) == keep);
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// The prevotes of a quorum for this node's valid value in its valid
+    /// round (the proof of lock), if it holds them.
+    fn proof_of_lock(&self) -> Vec<Vote> {
+        let Some(live) = self.live.as_ref() else {
+            return Vec::new();
+        };
+        live.agreement
+            .valid()
+            .and_then(|(v, vr)| live.prevotes.get(&(vr, v)))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The checkpoints of `window`, if this node has them.
@@ -987,15 +1031,17 @@ impl Chain {
         })
     }
 
-    /// The state after paying the tip window with bundle `c`.
-    fn state_after(&self, c: Option<&Cement>) -> Option<State> {
-        let mut s = self.state.clone();
+    /// The balances changed by paying the tip window with bundle `c`, and
+    /// the state root after (an overlay: the accounts are not copied).
+    fn state_after(&self, c: Option<&Cement>) -> Option<(Changes, Hash32)> {
+        let mut o = self.state.overlay();
         if self.tip.window > 0 {
             let signers: Vec<NodeId> = c?.precommits.iter().map(|(id, _)| *id).collect();
-            s.pay(self.rules.emission, self.tip_proposer, &signers)
+            o.pay(self.rules.emission, self.tip_proposer, &signers)
                 .ok()?;
         }
-        Some(s)
+        let root = o.root();
+        Some((o.into_changes(), root))
     }
 
     /// The accounts paid when the window after the tip is cemented.
@@ -1011,7 +1057,7 @@ impl Chain {
     }
 
     fn root_after(&self, c: &Cement) -> Option<Hash32> {
-        self.state_after(Some(c)).map(|s| s.root())
+        self.state_after(Some(c)).map(|(_, root)| root)
     }
 
     fn propose(
@@ -1086,6 +1132,15 @@ impl Chain {
             sent.push(Message::Cement(Box::new(c.clone())));
         }
         sent.push(Message::Propose(Box::new(m)));
+        if valid_round.is_some() {
+            // A re-proposal: with the prevotes that made the value valid,
+            // for the nodes that did not see them.
+            sent.extend(
+                self.proof_of_lock()
+                    .into_iter()
+                    .map(|v| Message::Vote(Box::new(v))),
+            );
+        }
         for msg in &sent {
             out.push(Action::Send {
                 to: None,
@@ -1626,14 +1681,13 @@ impl Chain {
                 .find(|c| c.hash().0 == p.header.bundle)
                 .cloned()
         };
-        let Some(state) = self.state_after(prev.as_ref()) else {
+        let Some((changes, root)) = self.state_after(prev.as_ref()) else {
             return;
         };
-        let root = state.root();
         debug_assert_eq!(root, p.header.state_root, "validated before it was decided");
         let paid = self.paid(prev.as_ref());
         let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
-        self.state = state;
+        self.state.apply(changes);
         self.root = root;
         self.tip = self.tip.after(&p);
         self.tip_proposer = p.header.proposer;
@@ -1752,17 +1806,16 @@ impl Chain {
                         .cloned()
                 })
             };
-            let Some(state) = self.state_after(bundle.as_ref()) else {
+            let Some((changes, root)) = self.state_after(bundle.as_ref()) else {
                 break;
             };
-            let root = state.root();
             if root != p.header.state_root {
                 break; // checked when the batch was taken
             }
             let paid = self.paid(bundle.as_ref());
             let prev_bundle =
                 bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
-            self.state = state;
+            self.state.apply(changes);
             self.root = root;
             self.tip = self.tip.after(&p);
             self.tip_proposer = p.header.proposer;
@@ -1892,7 +1945,7 @@ impl Chain {
     fn take_batch(&mut self, out: &mut Vec<Action>) -> Option<Batch> {
         let mut link = self.tip.hash;
         let mut start = self.tip.t;
-        let mut state = self.state.clone();
+        let mut state = self.state.overlay();
         let mut prev_proposer = self.tip_proposer;
         let mut prev_cement: Option<Cement> = None;
         let mut batch = Batch {

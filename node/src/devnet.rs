@@ -21,7 +21,7 @@ use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, Segment}
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::genesis::{synthetic_accounts, ConsensusParams, Genesis, GenesisPeer};
+use crate::genesis::{ConsensusParams, Genesis, GenesisPeer, Synthetic};
 use crate::keys::NodeKeys;
 use crate::node::NodeState;
 use crate::storage::Store;
@@ -116,7 +116,7 @@ pub fn plan(
 }
 
 /// [`plan`] with `accounts` synthetic initial accounts in the genesis
-/// ([`crate::genesis::synthetic_accounts`]).
+/// ([`crate::genesis::Synthetic`], seed 0).
 pub fn plan_with_accounts(
     dir: &Path,
     n: usize,
@@ -158,7 +158,10 @@ pub fn plan_with_accounts(
     )
     .map_err(|e| format!("cannot write {}: {e}", peers_path.display()))?;
     let mut consensus = ConsensusParams::defaults(window_secs);
-    consensus.accounts = synthetic_accounts(accounts);
+    consensus.synthetic = Synthetic {
+        count: accounts,
+        seed: 0,
+    };
     let genesis =
         Genesis::new_with(peers, suite, d, k, window_secs, consensus).map_err(|e| e.to_string())?;
     let genesis_path = dir.join("genesis.json");
@@ -314,6 +317,36 @@ pub fn compare(
     (report, check)
 }
 
+/// The windows of the complete snapshots a node's data dir serves,
+/// ascending (`DIR/snapshots`, docs/SPEC.md 13.6).
+pub fn snapshot_windows(node_dir: &Path) -> Vec<u64> {
+    crate::snapshot::disk::Snapshots::new(&node_dir.join("snapshots")).windows()
+}
+
+/// A `--fast-sync` devnet's extra check: every node from index `late`
+/// on (started late with `--fast-sync`) installed a snapshot rather than
+/// replaying, and the others never did.
+pub fn check_fast_synced(report: &Report, late: usize) -> Result<(), String> {
+    for (i, n) in report.nodes.iter().enumerate() {
+        match (i >= late, n.snapshot_window) {
+            (true, None) => {
+                return Err(format!(
+                    "{} was started to fast-sync but replayed (no snapshot was accepted; see its node.log)",
+                    n.label
+                ))
+            }
+            (false, Some(w)) => {
+                return Err(format!(
+                    "{} ran from the start but reports a fast-sync from window {w}",
+                    n.label
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn short(h: &str) -> &str {
     &h[..16.min(h.len())]
 }
@@ -448,7 +481,8 @@ mod tests {
         assert_eq!(g, p.genesis);
         assert_eq!(g.version, 2);
         assert_eq!(g.proposer_timeout_secs, 1.5);
-        assert_eq!(g.accounts, crate::genesis::synthetic_accounts(5));
+        assert!(g.accounts.is_empty());
+        assert_eq!(g.synthetic_accounts, Synthetic { count: 5, seed: 0 });
         assert_eq!(g.initial_state().accounts().len(), 5);
     }
 
@@ -500,6 +534,32 @@ mod tests {
         let (r, ok) = compare(&p.genesis, 2, &split, &[2]);
         assert!(ok.is_ok(), "{ok:?}");
         assert_eq!(r.nodes[2].phase, "killed");
+    }
+
+    #[test]
+    fn a_late_node_that_replayed_fails_the_fast_sync_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path(), 3, HashSuite::Sha256, 300, 3, 1.0).unwrap();
+        let t2 = Hash32([9; 32]).to_hex();
+        let mut states: Vec<_> = (0..3)
+            .map(|i| state(&format!("node{i}"), 2, t2.clone()))
+            .collect();
+        let (r, ok) = compare(&p.genesis, 2, &states, &[]);
+        assert!(ok.is_ok());
+        let e = check_fast_synced(&r, 2).unwrap_err();
+        assert!(
+            e.contains("node2 was started to fast-sync but replayed"),
+            "{e}"
+        );
+        assert!(
+            check_fast_synced(&r, 3).is_ok(),
+            "no late node: nothing to check"
+        );
+        states[2].as_mut().unwrap().snapshot_window = Some(2);
+        let (r, _) = compare(&p.genesis, 2, &states, &[]);
+        assert!(check_fast_synced(&r, 2).is_ok());
+        let e = check_fast_synced(&r, 3).unwrap_err();
+        assert!(e.contains("node2 ran from the start"), "{e}");
     }
 
     /// Stores windows 1..=n in `node`'s data dir, evaluated with the oracle;

@@ -153,6 +153,8 @@ pub struct ConsensusParams {
     pub emission: Emission,
     /// Sorted by node id, each once.
     pub accounts: Vec<(NodeId, u64)>,
+    /// Synthetic accounts (scale tests), kept as their count and seed.
+    pub synthetic: Synthetic,
 }
 
 impl ConsensusParams {
@@ -167,24 +169,54 @@ impl ConsensusParams {
                 proposer_bps: DEFAULT_PROPOSER_BPS,
             },
             accounts: Vec::new(),
+            synthetic: Synthetic::default(),
         }
     }
 }
 
-/// `n` synthetic accounts (scale tests): ids
-/// `SHA-256("montana/synthetic-account" || u64 LE i)` for `i` in `0..n`,
-/// balance 1 each, sorted by id.
+/// The largest balance a synthetic account gets.
+pub const MAX_SYNTHETIC_BALANCE: u64 = 1_000_000;
+
+/// `count` synthetic initial accounts derived from `seed` (scale tests):
+/// a million accounts are 2 numbers in the manifest, not 80 MB of JSON,
+/// and the network id commits to both. Account i (0-based) has id
+/// `SHA-256("montana/synthetic-account" || seed u64 LE || i u64 LE)` and
+/// balance `1 + (the id's first 8 bytes as a u64 LE) mod 1,000,000`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Synthetic {
+    pub count: u64,
+    pub seed: u64,
+}
+
+impl Synthetic {
+    pub fn is_none(&self) -> bool {
+        *self == Synthetic::default()
+    }
+
+    /// Account `i`.
+    pub fn account(&self, i: u64) -> (NodeId, u64) {
+        let mut buf = [0u8; SYNTHETIC_ACCOUNT.len() + 16];
+        buf[..SYNTHETIC_ACCOUNT.len()].copy_from_slice(SYNTHETIC_ACCOUNT);
+        buf[SYNTHETIC_ACCOUNT.len()..][..8].copy_from_slice(&self.seed.to_le_bytes());
+        buf[SYNTHETIC_ACCOUNT.len() + 8..].copy_from_slice(&i.to_le_bytes());
+        let id = HashSuite::Sha256.hash(&buf).0;
+        let first = u64::from_le_bytes(id[..8].try_into().expect("8 bytes"));
+        (NodeId(id), 1 + first % MAX_SYNTHETIC_BALANCE)
+    }
+
+    /// Every account, sorted by id.
+    pub fn accounts(&self) -> Vec<(NodeId, u64)> {
+        let mut out: Vec<(NodeId, u64)> = (0..self.count).map(|i| self.account(i)).collect();
+        out.sort_unstable_by_key(|a| a.0);
+        out
+    }
+}
+
+/// `n` synthetic accounts of seed 0 ([`Synthetic`]), sorted by id, as an
+/// explicit list (tests).
 pub fn synthetic_accounts(n: u64) -> Vec<(NodeId, u64)> {
-    let mut out: Vec<(NodeId, u64)> = (0..n)
-        .map(|i| {
-            let mut buf = Vec::with_capacity(SYNTHETIC_ACCOUNT.len() + 8);
-            buf.extend_from_slice(SYNTHETIC_ACCOUNT);
-            buf.extend_from_slice(&i.to_le_bytes());
-            (NodeId(HashSuite::Sha256.hash(&buf).0), 1)
-        })
-        .collect();
-    out.sort_unstable_by_key(|a| a.0);
-    out
+    Synthetic { count: n, seed: 0 }.accounts()
 }
 
 /// The decoded keys and node ids of the peers, computed once. Each entry
@@ -236,6 +268,9 @@ pub struct Genesis {
     /// sorted by node id, each once, balances >= 1.
     #[serde(default, with = "accounts_json")]
     pub accounts: Vec<(NodeId, u64)>,
+    /// `{"count": N, "seed": S}` ([`Synthetic`]); left out when none.
+    #[serde(default, skip_serializing_if = "Synthetic::is_none")]
+    pub synthetic_accounts: Synthetic,
     #[serde(skip)]
     keys: KeyCache,
 }
@@ -281,6 +316,7 @@ impl Genesis {
             emission: consensus.emission,
             peers,
             accounts: consensus.accounts,
+            synthetic_accounts: consensus.synthetic,
             keys: KeyCache::default(),
         };
         g.validate()?;
@@ -447,8 +483,11 @@ impl Genesis {
         Ok(())
     }
 
-    /// Accounts: at most [`MAX_ACCOUNTS`], node ids strictly ascending,
-    /// balances >= 1, their sum within a u64. One pass.
+    /// Accounts: at most [`MAX_ACCOUNTS`] with the synthetic ones, node
+    /// ids strictly ascending, balances >= 1, their sum (counting every
+    /// synthetic account at its largest balance) within a u64; synthetic
+    /// accounts with count 0 have seed 0. One pass; the synthetic ids are
+    /// not computed here.
     fn validate_accounts(&self) -> Result<(), GenesisError> {
         if self.accounts.len() > MAX_ACCOUNTS {
             return Err(invalid(format!(
@@ -456,7 +495,20 @@ impl Genesis {
                 self.accounts.len()
             )));
         }
-        let mut supply = 0u64;
+        let Synthetic { count, seed } = self.synthetic_accounts;
+        if count == 0 && seed != 0 {
+            return Err(invalid(format!(
+                "synthetic_accounts has seed {seed} but count 0 (no synthetic accounts: leave it out)"
+            )));
+        }
+        if (self.accounts.len() as u64).saturating_add(count) > MAX_ACCOUNTS as u64 {
+            return Err(invalid(format!(
+                "{} accounts and {count} synthetic ones (at most {MAX_ACCOUNTS} in all)",
+                self.accounts.len()
+            )));
+        }
+        // Synthetic balances are at most MAX_SYNTHETIC_BALANCE each.
+        let mut supply = count * MAX_SYNTHETIC_BALANCE;
         for (i, (id, balance)) in self.accounts.iter().enumerate() {
             if i > 0 {
                 let prev = &self.accounts[i - 1].0;
@@ -546,9 +598,16 @@ impl Genesis {
     }
 
     /// The consensus state before window 1: the active set and the
-    /// initial accounts.
+    /// initial accounts, explicit and synthetic (an id in both gets the
+    /// sum of its balances).
     pub fn initial_state(&self) -> State {
-        let accounts: BTreeMap<NodeId, u64> = self.accounts.iter().copied().collect();
+        let mut accounts: BTreeMap<NodeId, u64> = self.accounts.iter().copied().collect();
+        for i in 0..self.synthetic_accounts.count {
+            let (id, balance) = self.synthetic_accounts.account(i);
+            let b = accounts.entry(id).or_default();
+            // Validation bounds the sum within a u64.
+            *b += balance;
+        }
         State::new(self.active_set(), accounts)
     }
 
@@ -585,6 +644,8 @@ impl Genesis {
         for (id, balance) in &self.accounts {
             w.bytes(&id.0).u64(*balance);
         }
+        w.u32(self.synthetic_accounts.count as u32)
+            .u64(self.synthetic_accounts.seed);
         w.finish()
     }
 
@@ -656,6 +717,10 @@ impl Genesis {
             let id = NodeId(r.array()?);
             accounts.push((id, r.u64()?));
         }
+        let synthetic_accounts = Synthetic {
+            count: r.u32()? as u64,
+            seed: r.u64()?,
+        };
         r.end()?;
         let g = Genesis {
             version: GENESIS_VERSION,
@@ -669,6 +734,7 @@ impl Genesis {
             emission,
             peers,
             accounts,
+            synthetic_accounts,
             keys: KeyCache::default(),
         };
         g.validate()?;
@@ -834,6 +900,7 @@ pub(crate) mod tests {
             proposer_timeout_secs: 2.25,
             emission: Emission::new(777, 1_234).unwrap(),
             accounts: synthetic_accounts(4),
+            synthetic: Synthetic { count: 5, seed: 9 },
         };
         let g = Genesis::new_with(p, HashSuite::Blake3, 2_000, 100, 1.5, consensus).unwrap();
         (g, k)
@@ -866,9 +933,14 @@ pub(crate) mod tests {
             "emission",
             "peers",
             "accounts",
+            "synthetic_accounts",
         ] {
             assert!(v.get(key).is_some(), "{key}");
         }
+        assert_eq!(
+            v["synthetic_accounts"],
+            serde_json::json!({"count": 5, "seed": 9})
+        );
         assert_eq!(v["version"], 2);
         assert_eq!(v["hash"], "blake3");
         assert_eq!(v["quorum"], serde_json::json!({"num": 3, "den": 4}));
@@ -882,7 +954,7 @@ pub(crate) mod tests {
         assert_eq!(v["peers"][1]["weight"], 5);
         let a = &v["accounts"][0];
         assert_eq!(a["node_id"], g.accounts[0].0.to_hex());
-        assert_eq!(a["balance"], 1);
+        assert_eq!(a["balance"], g.accounts[0].1);
         // Node ids are SHA-256 of the ML-DSA keys.
         for (i, key) in k.iter().enumerate() {
             assert_eq!(g.node_id(i as u16), NodeId::of(key.verifying_key()));
@@ -915,17 +987,45 @@ pub(crate) mod tests {
         assert_eq!(set.weight(&g.node_id(1)), 5);
         let s = g.initial_state();
         assert_eq!(s.active(), &set);
-        assert_eq!(s.accounts().len(), 4);
-        for (id, b) in &g.accounts {
+        assert_eq!(s.accounts().len(), 4 + 5, "explicit and synthetic");
+        for (id, b) in g.accounts.iter().chain(&g.synthetic_accounts.accounts()) {
             assert_eq!(s.balance(id), *b);
         }
-        // The synthetic ids are the documented hashes, sorted.
+        // The synthetic ids and balances are the documented hashes, sorted.
         let mut pre = b"montana/synthetic-account".to_vec();
-        pre.extend_from_slice(&0u64.to_le_bytes());
-        let id0 = NodeId(HashSuite::Sha256.hash(&pre).0);
-        let all = synthetic_accounts(4);
-        assert!(all.contains(&(id0, 1)));
+        pre.extend_from_slice(&9u64.to_le_bytes());
+        pre.extend_from_slice(&1u64.to_le_bytes());
+        let id1 = HashSuite::Sha256.hash(&pre).0;
+        let b1 = 1 + u64::from_le_bytes(id1[..8].try_into().unwrap()) % 1_000_000;
+        let all = g.synthetic_accounts.accounts();
+        assert_eq!(all.len(), 5);
+        assert!(all.contains(&(NodeId(id1), b1)));
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(all.iter().any(|a| a.1 > 1), "balances vary");
+        // Another seed, other accounts.
+        let other = Synthetic { count: 5, seed: 10 }.accounts();
+        assert!(other.iter().all(|a| !all.contains(a)));
+    }
+
+    #[test]
+    fn a_million_synthetic_accounts_are_two_numbers_in_the_manifest() {
+        let (p, _) = peers(2);
+        let mut c = ConsensusParams::defaults(1.0);
+        c.synthetic = Synthetic {
+            count: 1_000_000,
+            seed: 3,
+        };
+        let g = Genesis::new_with(p.clone(), HashSuite::Sha256, 1_000, 10, 1.0, c.clone()).unwrap();
+        assert!(g.to_json().len() < 20_000, "{} bytes", g.to_json().len());
+        // The network id commits to the count and the seed.
+        let mut other = c.clone();
+        other.synthetic.seed = 4;
+        let h = Genesis::new_with(p.clone(), HashSuite::Sha256, 1_000, 10, 1.0, other).unwrap();
+        assert_ne!(h.network_id(), g.network_id());
+        let mut other = c;
+        other.synthetic.count -= 1;
+        let h = Genesis::new_with(p, HashSuite::Sha256, 1_000, 10, 1.0, other).unwrap();
+        assert_ne!(h.network_id(), g.network_id());
     }
 
     #[test]
@@ -1131,8 +1231,17 @@ pub(crate) mod tests {
         assert!(edit(after + 4, &0f64.to_bits().to_le_bytes()).contains("proposer_timeout"));
         assert!(edit(after + 4, &f64::NAN.to_bits().to_le_bytes()).contains("proposer_timeout"));
         assert!(edit(after + 20, &10_001u16.to_le_bytes()).contains("emission"));
+        // The synthetic count and seed end the layout: seed 9 with count 0
+        // is refused, and so is a count over the cap.
+        let synth = bytes.len() - 12;
+        assert_eq!(
+            bytes[synth..],
+            [&5u32.to_le_bytes()[..], &9u64.to_le_bytes()].concat()
+        );
+        assert!(edit(synth, &0u32.to_le_bytes()).contains("seed 9 but count 0"));
+        assert!(edit(synth, &u32::MAX.to_le_bytes()).contains("synthetic"));
         // The last peer's bootstrap byte and weight sit before the accounts.
-        let peer_end = bytes.len() - 4 - 40 * g.accounts.len();
+        let peer_end = bytes.len() - 12 - 4 - 40 * g.accounts.len();
         assert!(edit(peer_end - 9, &[2]).contains("bootstrap byte"));
         assert!(edit(peer_end - 8, &0u64.to_le_bytes()).contains("weight 0"));
         // Accounts: a duplicate, a zero balance, a count past the bytes.

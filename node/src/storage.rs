@@ -39,6 +39,9 @@ use crate::consensus::active::NodeId;
 use crate::consensus::state::State;
 use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
+
+/// Entries per batch when the genesis state is written.
+const INITIAL_BATCH: usize = 65_536;
 use crate::proposal::Proposal;
 
 mod fastsync;
@@ -58,6 +61,10 @@ const KEY_NETWORK_ID: &[u8] = b"network_id";
 pub const SCHEMA_VERSION: u32 = 2;
 const KEY_TIP: &[u8] = b"tip";
 const KEY_ROOT: &[u8] = b"state_root";
+/// Set (synced) while the genesis state is being written, before the
+/// network id: a database holding it is a creation to finish, not records
+/// that are gone.
+const KEY_CREATING: &[u8] = b"creating";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SIGNED: &[u8] = b"signed";
 
@@ -279,6 +286,7 @@ impl Store {
             Some(tip) => store.tip = tip,
             None => {
                 let id = genesis.network_id();
+                let root = store.write_initial_state(genesis)?;
                 let mut batch = WriteBatch::default();
                 batch.put_cf(
                     store.cf(CF_METADATA),
@@ -287,11 +295,8 @@ impl Store {
                 );
                 batch.put_cf(store.cf(CF_METADATA), KEY_NETWORK_ID, id);
                 batch.put_cf(store.cf(CF_METADATA), KEY_TIP, store.tip.to_bytes());
-                let state = genesis.initial_state();
-                for (k, v) in state.entries() {
-                    batch.put_cf(store.cf(CF_STATE), k, v);
-                }
-                batch.put_cf(store.cf(CF_METADATA), KEY_ROOT, state.root().0);
+                batch.put_cf(store.cf(CF_METADATA), KEY_ROOT, root.0);
+                batch.delete_cf(store.cf(CF_METADATA), KEY_CREATING);
                 for (i, p) in genesis.peers.iter().enumerate() {
                     let json = serde_json::to_vec(p).expect("plain data");
                     batch.put_cf(store.cf(CF_PEERS), (i as u16).to_be_bytes(), json);
@@ -300,6 +305,62 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Writes the genesis state (docs/SPEC.md 9.6) into an empty store in
+    /// batches of [`INITIAL_BATCH`] entries, never holding it whole: the
+    /// synthetic accounts are generated one at a time (RocksDB sorts
+    /// them), and the root is computed by reading the entries back in key
+    /// order. The metadata written after it is what makes the store exist,
+    /// so a crash in between only leaves entries this rewrites (the state
+    /// column family is cleared first, in case they came from another
+    /// genesis).
+    fn write_initial_state(&self, genesis: &Genesis) -> Result<Hash32, StoreError> {
+        use crate::consensus::{merkle, state};
+        let cf = self.cf(CF_STATE);
+        let db_err = |e: rocksdb::Error| StoreError::Db {
+            path: self.path.clone(),
+            why: e.into_string(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_CREATING, [1u8]);
+        self.write(std::mem::take(&mut batch))?;
+        self.db()
+            .delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 40].as_slice())
+            .map_err(db_err)?;
+        let mut put = |k: &[u8], v: &[u8]| -> Result<(), StoreError> {
+            batch.put_cf(cf, k, v);
+            if batch.len() >= INITIAL_BATCH {
+                self.write(std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        };
+        // An id both explicit and synthetic holds the sum (section 6).
+        let explicit = &genesis.accounts;
+        let mut extra = std::collections::BTreeMap::new();
+        for i in 0..genesis.synthetic_accounts.count {
+            let (id, balance) = genesis.synthetic_accounts.account(i);
+            if explicit.binary_search_by_key(&id, |a| a.0).is_ok() {
+                extra.insert(id, balance);
+            } else {
+                put(&state::account_key(&id), &balance.to_le_bytes())?;
+            }
+        }
+        for (id, balance) in explicit {
+            let b = balance + extra.get(id).copied().unwrap_or(0);
+            put(&state::account_key(id), &b.to_le_bytes())?;
+        }
+        for m in genesis.active_set().members() {
+            let (k, v) = state::member_entry(m);
+            put(&k, &v)?;
+        }
+        self.write(batch)?;
+        let mut tree = merkle::Streaming::default();
+        for item in self.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err)?;
+            tree.push(merkle::leaf(&k, &v));
+        }
+        Ok(tree.root())
     }
 
     /// The schema version of a database that holds records: the stored
@@ -371,6 +432,7 @@ impl Store {
                 }
                 Ok(Some(tip))
             }
+            None if self.get(CF_METADATA, KEY_CREATING)?.is_some() => Ok(None),
             None if existed => Err(self.corrupt("its records are gone (no network id)")),
             None => Ok(None),
         }
@@ -819,6 +881,56 @@ mod tests {
     fn genesis() -> (Genesis, Vec<NodeKeys>) {
         let (p, k) = peers(2);
         (Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap(), k)
+    }
+
+    /// The genesis state written in batches (synthetic accounts one at a
+    /// time, over several batches) is the state the genesis describes:
+    /// same root, same accounts, and an id both explicit and synthetic
+    /// holds the sum. Entries left by an interrupted creation from another
+    /// genesis are cleared.
+    #[test]
+    fn the_genesis_state_is_written_in_batches_and_matches_the_genesis() {
+        use crate::genesis::{ConsensusParams, Synthetic};
+        let (p, _) = peers(3);
+        let synthetic = Synthetic {
+            count: 70_000,
+            seed: 5,
+        };
+        let (shared, shared_balance) = synthetic.account(17);
+        let mut c = ConsensusParams::defaults(1.0);
+        c.synthetic = synthetic;
+        c.accounts = vec![(shared, 1_000_000_000), (NodeId([0xee; 32]), 7)];
+        c.accounts.sort();
+        let g = Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, c).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // An interrupted creation, with an entry of another genesis.
+        {
+            let db = open_db(&dir.path().join("db"), false, false).unwrap();
+            db.put_cf(db.cf_handle(CF_METADATA).unwrap(), KEY_CREATING, [1u8])
+                .unwrap();
+            let cf = db.cf_handle(CF_STATE).unwrap();
+            db.put_cf(
+                cf,
+                crate::consensus::state::account_key(&NodeId([1; 32])),
+                5u64.to_le_bytes(),
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path(), &g).unwrap();
+        let want = g.initial_state();
+        assert_eq!(want.accounts().len(), 70_001);
+        assert_eq!(want.balance(&shared), 1_000_000_000 + shared_balance);
+        // consensus() also checks the stored root against the accounts.
+        let (loaded, _, _) = s.consensus(&g).unwrap();
+        assert_eq!(loaded, want);
+        assert!(s.get(CF_METADATA, KEY_CREATING).unwrap().is_none());
+        drop(s);
+        Store::open(dir.path(), &g).unwrap();
+        // Without the marker, a database without a network id is refused.
+        let dir = tempfile::tempdir().unwrap();
+        drop(open_db(&dir.path().join("db"), false, false).unwrap());
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(e.to_string().contains("records are gone"), "{e}");
     }
 
     #[test]

@@ -236,6 +236,87 @@ fn a_devnet_whose_proposer_is_killed_after_window_3_of_8_converges() {
     );
 }
 
+/// Issue 11: `montana devnet --accounts 100000 --fast-sync` as a user runs
+/// it (with small windows): node3 starts once node0 serves a snapshot,
+/// installs it (the 100,000 accounts, the 4 members and their accounts),
+/// then follows to the last window with the same T and
+/// state root as the nodes that replayed nothing.
+#[test]
+fn a_fast_sync_devnet_of_100000_accounts_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let work: PathBuf = dir.path().join("net");
+    let out = Command::new(BIN)
+        .args([
+            "devnet",
+            "--accounts",
+            "100000",
+            "--fast-sync",
+            "--windows",
+            "10",
+            "--window-secs",
+            "0.3",
+            "--d",
+            "400000",
+            "--checkpoints",
+            "100",
+            "--json",
+            "--dir",
+        ])
+        .arg(&work)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "devnet failed: {stderr}");
+    assert!(
+        stderr.contains("devnet: started node3 to fast-sync"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["converged"], true, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    let t = t_of(HashSuite::Sha256, 400_000, 10);
+    for n in nodes {
+        assert_eq!(
+            (n["window"].as_u64(), n["cemented"].as_u64()),
+            (Some(10), Some(10)),
+            "{n}"
+        );
+        assert_eq!(n["t"].as_str(), Some(t.as_str()), "{n}");
+        assert_eq!(n["state_root"], nodes[0]["state_root"], "{n}");
+    }
+    for n in &nodes[..3] {
+        assert!(n["snapshot_window"].is_null(), "{n}");
+    }
+    let w = nodes[3]["snapshot_window"]
+        .as_u64()
+        .expect("node3 fast-synced");
+    // Snapshots every 5 windows (half of --windows).
+    assert!(w == 5 || w == 10, "snapshot window {w}");
+    // What the sync took is in its state file: every chunk of the
+    // 100,000 accounts' snapshot (25 of 4,096 entries), fetched here.
+    let s: Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("node3").join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let f = &s["fast_sync"];
+    assert_eq!(f["window"].as_u64(), Some(w), "{s}");
+    assert!(f["entries"].as_u64().unwrap() > 100_000, "{f}");
+    assert_eq!(f["chunks"].as_u64(), Some(25), "{f}");
+    assert_eq!(f["fetched_chunks"].as_u64(), Some(25), "{f}");
+    assert!(f["fetched_bytes"].as_u64().unwrap() > 100_000 * 41, "{f}");
+    assert!(
+        s["peak_rss_bytes"].as_u64().unwrap() >= s["rss_bytes"].as_u64().unwrap(),
+        "{s}"
+    );
+    let log = std::fs::read_to_string(work.join("node3").join("node.log")).unwrap();
+    assert!(
+        log.contains("fast-sync done: first request to installed state"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_killed_follower_restarts_and_catches_up() {
     const LAST: u64 = 16;
@@ -534,8 +615,14 @@ fn bad_devnet_arguments_fail_with_one_line_before_any_work() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let f = file.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--dir", f], "is a file"),
+        (&["--fast-sync", "--nodes", "3"], "--nodes 4 or more"),
+        (
+            &["--fast-sync", "--nodes", "4", "--kill-proposer-after", "2"],
+            "--nodes 7 or more",
+        ),
+        (&["--fast-sync", "--windows", "3"], "--windows 4 or more"),
         (&["--dir", dir.path().to_str().unwrap()], "is not empty"),
         (&["--checkpoints", "0"], "'--checkpoints"),
         (

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use montana_node::devnet;
-use montana_node::genesis::{synthetic_accounts, Genesis, GenesisPeer};
+use montana_node::genesis::{Genesis, GenesisPeer, Synthetic};
 use montana_node::keys::NodeKeys;
 use montana_vdf::HashSuite;
 use serde_json::Value;
@@ -113,7 +113,29 @@ fn genesis_new_writes_version_2_with_the_consensus_flags() {
     assert_eq!(g.proposer_timeout_secs, 4.5);
     assert_eq!(g.emission.per_window, 1_000);
     assert_eq!(g.emission.proposer_bps, 2_500);
-    assert_eq!(g.accounts, synthetic_accounts(1_000));
+    assert!(g.accounts.is_empty());
+    assert_eq!(
+        g.synthetic_accounts,
+        Synthetic {
+            count: 1_000,
+            seed: 0
+        }
+    );
+    assert_eq!(g.initial_state().accounts().len(), 1_000);
+    std::fs::remove_file(&out_path).unwrap();
+
+    // --accounts-seed: other accounts, another network id.
+    let o = montana(
+        &[
+            &base[..],
+            &["--out", out, "--accounts", "1000", "--accounts-seed", "7"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let h = Genesis::load(&out_path).unwrap();
+    assert_eq!(h.synthetic_accounts.seed, 7);
+    assert_ne!(h.network_id(), g.network_id());
     std::fs::remove_file(&out_path).unwrap();
 
     // Bad flags: exit 2, one line naming the problem, nothing written.
@@ -125,6 +147,7 @@ fn genesis_new_writes_version_2_with_the_consensus_flags() {
         (&["--proposer-timeout-secs", "NaN"][..], "finite"),
         (&["--proposer-bps", "10001"][..], "10,000"),
         (&["--accounts", "20000000"][..], "cap"),
+        (&["--accounts-seed", "3"][..], "--accounts"),
     ] {
         let o = montana(&[&base[..], &["--out", out], flags].concat());
         assert_bad_input(&o, needle);

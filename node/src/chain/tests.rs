@@ -1131,3 +1131,71 @@ fn a_bad_window_in_a_batch_keeps_the_good_prefix() {
     assert_eq!(c.tip().hash, chain[0].proposal.hash());
     assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
 }
+
+/// The prevotes of round 0 for `v` among the votes `out` sends, by signer.
+fn prevotes_sent(out: &[Action], round: u32, v: Hash32) -> std::collections::BTreeSet<NodeId> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                msg: Message::Vote(vote),
+                ..
+            } if vote.key.kind == VoteKind::Prevote
+                && vote.key.round == round
+                && vote.key.value == Some(v) =>
+            {
+                Some(vote.key.signer)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Found by the long crash run (`MONTANA_CRASH_LONG=1`): two nodes locked
+/// on the round-0 value, the two others never saw the quorum of prevotes
+/// that made it valid (one was restarted and lost them, the other missed a
+/// prevote of the restarted one). Locked nodes prevote only that value,
+/// the others prevote it only with that proof: nothing was decided for
+/// ever. A node with a valid value now sends the quorum's prevotes again
+/// with its resends (and with a re-proposal), so the others get the proof.
+#[test]
+fn a_node_with_a_valid_value_resends_the_prevotes_that_prove_it() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let p = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let v = Hash32(p.hash());
+    let out = c.on_message(0, propose_of(&g, &k[0], p), now);
+    let b = verify_action(&out).expect("the proposal is verified");
+    let o = verify(&b);
+    c.on_verified(b, Ok(o), now);
+    // A quorum prevotes v in round 0 (node 1 itself, 0 and 2): node 1
+    // locks it and holds (v, 0) as its valid value.
+    for i in [0, 2] {
+        c.on_message(
+            i as PeerIndex,
+            Message::Vote(Box::new(vote(&g, &k[i], 1, 0, Some(v)))),
+            now,
+        );
+    }
+    let live = c.live.as_ref().unwrap();
+    assert_eq!(live.agreement.valid(), Some((v, 0)));
+    // Rounds go by (nodes 2 and 3 are in round 2; node 1 follows and
+    // prevotes nil there when its proposer is silent).
+    for i in [2, 3] {
+        c.on_message(
+            i as PeerIndex,
+            Message::Vote(Box::new(vote(&g, &k[i], 1, 2, None))),
+            now,
+        );
+    }
+    assert_eq!(c.live.as_ref().unwrap().agreement.round(), 2);
+    c.on_timeout(1, Timeout::Propose, 2, now);
+    // The resend carries the round-0 prevotes of the quorum, not only
+    // node 1's latest votes.
+    let out = c.on_tick(now + RESEND_EVERY + Duration::from_millis(1));
+    let ids: std::collections::BTreeSet<NodeId> = [0, 1, 2]
+        .iter()
+        .map(|&i| NodeId::of(k[i].verifying_key()))
+        .collect();
+    assert_eq!(prevotes_sent(&out, 0, v), ids);
+}

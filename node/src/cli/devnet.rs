@@ -71,6 +71,30 @@ pub struct Args {
     /// `montana genesis new --accounts`), for scale tests.
     #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
     pub accounts: u64,
+    /// The last node starts only once the others have written a snapshot,
+    /// and fast-syncs from it (`montana start --fast-sync`); needs 4 or
+    /// more nodes (the others must make a quorum without it).
+    #[arg(long)]
+    pub fast_sync: bool,
+    /// Every node writes a snapshot each N cemented windows (default with
+    /// --fast-sync: half of --windows, at least 2, so that the snapshot the
+    /// late node syncs from is not pruned before the run ends; else the
+    /// node's default of 100).
+    #[arg(long, value_parser = super::number::parse_positive_u64)]
+    pub snapshot_interval: Option<u64>,
+}
+
+impl Args {
+    /// How many nodes start late (the last ones) to fast-sync.
+    fn late(&self) -> usize {
+        usize::from(self.fast_sync)
+    }
+
+    /// The `--snapshot-interval` every node gets, if any.
+    fn interval(&self) -> Option<u64> {
+        self.snapshot_interval
+            .or(self.fast_sync.then(|| (self.windows / 2).max(2)))
+    }
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -88,6 +112,31 @@ pub fn run(a: Args) -> Result<(), CliError> {
             return Err(CliError::bad_input(format!(
                 "--kill-proposer-after {k} must be below --windows {}",
                 a.windows
+            )));
+        }
+    }
+    if a.fast_sync {
+        // Everyone but the late node and any killed proposer must still
+        // make a quorum (the genesis' default, 2/3 of equal weights).
+        let absent = a.late() + usize::from(a.kill_proposer_after.is_some());
+        let q = montana_node::consensus::active::Quorum::default();
+        if !q.reached((a.nodes - absent) as u64, a.nodes as u64) {
+            return Err(CliError::bad_input(format!(
+                "--fast-sync with {} nodes: the {} running from the start (without the late node{}) are not a quorum of {}/{}; give --nodes {} or more",
+                a.nodes,
+                a.nodes - absent,
+                if absent > 1 { " and the killed proposer" } else { "" },
+                q.num,
+                q.den,
+                (1..).map(|n: usize| n + absent).find(|&n| q.reached((n - absent) as u64, n as u64)).unwrap_or(a.nodes)
+            )));
+        }
+        let i = a.interval().unwrap_or(2);
+        if a.windows < i + 2 {
+            return Err(CliError::bad_input(format!(
+                "--fast-sync with --windows {} and --snapshot-interval {i}: give --windows {} or more (a snapshot, then windows to follow)",
+                a.windows,
+                i + 2
             )));
         }
     }
@@ -211,14 +260,26 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         a.windows
     );
 
-    let mut children = spawn_nodes(&plan, a.windows)?;
+    let mut children = Vec::new();
+    for i in 0..plan.nodes.len() - a.late() {
+        match spawn(&plan, i, a) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop_nodes(&mut children);
+                return Err(e);
+            }
+        }
+    }
     let mut killed = Vec::new();
     let outcome = watch(&plan, &mut children, a, &mut killed, interrupted);
     stop_nodes(&mut children);
 
     let states: Vec<Option<NodeState>> =
         plan.nodes.iter().map(|n| NodeState::read(&n.dir)).collect();
-    let (mut report, compared) = devnet::compare(&plan.genesis, a.windows, &states, &killed);
+    let (mut report, mut compared) = devnet::compare(&plan.genesis, a.windows, &states, &killed);
+    if compared.is_ok() {
+        compared = devnet::check_fast_synced(&report, plan.nodes.len() - a.late());
+    }
     let checked = (0..plan.nodes.len())
         .find(|i| !killed.contains(i))
         .unwrap_or(0);
@@ -323,45 +384,40 @@ fn calibrate_once(plan: &Plan) -> Result<(), CliError> {
     Ok(())
 }
 
-fn spawn_nodes(plan: &Plan, windows: u64) -> Result<Vec<Child>, CliError> {
+/// Starts node `i`: every node stops agreeing after the last window; the
+/// late ones of a `--fast-sync` devnet start with `--fast-sync`.
+fn spawn(plan: &Plan, i: usize, a: &Args) -> Result<Child, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::check_failed(format!("cannot find the montana binary: {e}")))?;
-    let mut children = Vec::new();
-    for n in &plan.nodes {
-        let log_path = n.dir.join("node.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| {
-            CliError::bad_input(format!("cannot create {}: {e}", log_path.display()))
-        })?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("start")
-            .arg("--data-dir")
-            .arg(&n.dir)
-            .arg("--genesis")
-            .arg(&plan.genesis_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // Every node stops agreeing after the last window.
-        cmd.arg("--last-window").arg(windows.to_string());
-        match cmd.spawn() {
-            Ok(c) => children.push(c),
-            Err(e) => {
-                stop_nodes(&mut children);
-                return Err(CliError::check_failed(format!(
-                    "cannot start {}: {e}",
-                    n.label
-                )));
-            }
-        }
+    let n = &plan.nodes[i];
+    let log_path = n.dir.join("node.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| CliError::bad_input(format!("cannot create {}: {e}", log_path.display())))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(&n.dir)
+        .arg("--genesis")
+        .arg(&plan.genesis_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.arg("--last-window").arg(a.windows.to_string());
+    if let Some(every) = a.interval() {
+        cmd.arg("--snapshot-interval").arg(every.to_string());
     }
-    Ok(children)
+    if i >= plan.nodes.len() - a.late() {
+        cmd.arg("--fast-sync");
+    }
+    cmd.spawn()
+        .map_err(|e| CliError::check_failed(format!("cannot start {}: {e}", n.label)))
 }
 
 /// Waits for every node to reach `windows`; errors if a node exits, the
 /// run is interrupted, or it makes no progress for too long.
 fn watch(
     plan: &Plan,
-    children: &mut [Child],
+    children: &mut Vec<Child>,
     a: &Args,
     killed: &mut Vec<usize>,
     interrupted: &AtomicBool,
@@ -408,6 +464,19 @@ fn watch(
                     plan.nodes[victim].label
                 );
                 continue;
+            }
+        }
+        if children.len() < plan.nodes.len() {
+            // The late nodes start once the others serve a snapshot.
+            if let Some(w) = devnet::snapshot_windows(&plan.nodes[0].dir).last() {
+                for i in children.len()..plan.nodes.len() {
+                    let c = spawn(plan, i, a).map_err(|e| Stop::Failed(e.message))?;
+                    children.push(c);
+                    eprintln!(
+                        "devnet: started {} to fast-sync (node0 serves the snapshot of window {w})",
+                        plan.nodes[i].label
+                    );
+                }
             }
         }
         let now = (min.unwrap_or(0), max.unwrap_or(0));

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use montana_node::consensus::active::Quorum;
 use montana_node::consensus::state::Emission;
 use montana_node::genesis::{
-    synthetic_accounts, ConsensusParams, Genesis, DEFAULT_CHECKPOINTS, DEFAULT_D,
+    ConsensusParams, Genesis, Synthetic, DEFAULT_CHECKPOINTS, DEFAULT_D,
     DEFAULT_EMISSION_PER_WINDOW, DEFAULT_PROPOSER_BPS, DEFAULT_WINDOW_SECS, MAX_ACCOUNTS,
 };
 use montana_vdf::HashSuite;
@@ -55,10 +55,14 @@ pub struct NewArgs {
     /// (0 to 10,000); the rest goes to the window's precommitters.
     #[arg(long, default_value_t = DEFAULT_PROPOSER_BPS, value_parser = parse_bps)]
     pub proposer_bps: u16,
-    /// N synthetic initial accounts with balance 1 each, ids
-    /// SHA-256("montana/synthetic-account" || u64 LE i) (scale tests).
+    /// N synthetic initial accounts (scale tests), kept in the manifest as
+    /// their count and seed: ids SHA-256("montana/synthetic-account" ||
+    /// seed u64 LE || i u64 LE), balances 1 to 1,000,000 from the id.
     #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
     pub accounts: u64,
+    /// The seed of the synthetic accounts (needs --accounts).
+    #[arg(long, default_value_t = 0, value_parser = super::number::parse_u64)]
+    pub accounts_seed: u64,
 }
 
 /// `NUM/DEN`, checked like the genesis checks it.
@@ -98,7 +102,15 @@ fn consensus(a: &NewArgs) -> Result<ConsensusParams, CliError> {
     }
     c.emission =
         Emission::new(a.emission_per_window, a.proposer_bps).map_err(CliError::bad_input)?;
-    c.accounts = synthetic_accounts(a.accounts);
+    if a.accounts == 0 && a.accounts_seed != 0 {
+        return Err(CliError::bad_input(
+            "--accounts-seed needs --accounts N with N >= 1",
+        ));
+    }
+    c.synthetic = Synthetic {
+        count: a.accounts,
+        seed: a.accounts_seed,
+    };
     Ok(c)
 }
 

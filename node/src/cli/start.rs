@@ -66,6 +66,10 @@ pub struct Args {
     /// Windows behind a cement-verified tip beyond which a node fast-syncs.
     #[arg(long, default_value_t = montana_node::snapshot::DEFAULT_FAST_SYNC_THRESHOLD, value_parser = super::number::parse_u64)]
     pub fast_sync_threshold: u64,
+    /// Write a snapshot of the state every N cemented windows for peers
+    /// to fast-sync from (the newest 2 are kept; 0: none).
+    #[arg(long, default_value_t = montana_node::snapshot::DEFAULT_SNAPSHOT_INTERVAL, value_parser = super::number::parse_u64)]
+    pub snapshot_interval: u64,
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -98,6 +102,7 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
     let mut node = Node::open(&cfg).map_err(CliError::bad_input)?;
     node.fast_sync.enabled = a.fast_sync;
     node.fast_sync.threshold = a.fast_sync_threshold;
+    node.fast_sync.snapshot_interval = a.snapshot_interval;
     info!(
         label = node.label(),
         eval = node.backends.eval.name(),

@@ -264,6 +264,11 @@ impl Agreement {
     pub fn locked(&self) -> Option<(Hash32, u32)> {
         self.locked
     }
+    /// The value a quorum prevoted in the latest round this node saw it
+    /// happen (`valid_value`, `valid_round`), if any.
+    pub fn valid(&self) -> Option<(Hash32, u32)> {
+        self.valid
+    }
     pub fn active_set(&self) -> &ActiveSet {
         &self.set
     }

@@ -59,6 +59,58 @@ pub fn mth(leaves: &[Hash32]) -> Hash32 {
     }
 }
 
+/// The tree hash of leaves pushed one at a time, in order: a stack of
+/// perfect subtrees (at most one per height, tallest first), folded from
+/// the right at the end, which is the RFC 6962 shape of [`mth`]. Memory
+/// O(log n) whatever the number of leaves.
+#[derive(Debug, Default)]
+pub struct Streaming {
+    /// (height, hash), heights strictly decreasing.
+    stack: Vec<(u32, Hash32)>,
+    n: u64,
+}
+
+impl Streaming {
+    pub fn push(&mut self, leaf: Hash32) {
+        self.n += 1;
+        let mut h = (0u32, leaf);
+        while let Some(&(height, left)) = self.stack.last() {
+            if height != h.0 {
+                break;
+            }
+            self.stack.pop();
+            h = (height + 1, node(&left, &h.1));
+        }
+        self.stack.push(h);
+    }
+
+    /// Leaves pushed so far.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// [`mth`] of the leaves pushed.
+    pub fn tree(&self) -> Hash32 {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return sha(&[]);
+        };
+        for (_, left) in it {
+            acc = node(left, &acc);
+        }
+        acc
+    }
+
+    /// [`state_root`] of the leaves pushed.
+    pub fn root(&self) -> Hash32 {
+        root_of(self.n, &self.tree())
+    }
+}
+
 /// The state root of `n` entries whose tree hash is `tree`.
 pub fn root_of(n: u64, tree: &Hash32) -> Hash32 {
     sha(&[&[2u8], &n.to_le_bytes(), &tree.0])
@@ -188,6 +240,20 @@ mod tests {
         (0..n as u32)
             .map(|i| leaf(&i.to_be_bytes(), b"v"))
             .collect()
+    }
+
+    #[test]
+    fn streaming_matches_the_recursive_tree() {
+        for n in 0..70 {
+            let l = leaves(n);
+            let mut s = Streaming::default();
+            for x in &l {
+                s.push(*x);
+            }
+            assert_eq!(s.len(), n as u64);
+            assert_eq!(s.tree(), mth(&l), "{n} leaves");
+            assert_eq!(s.root(), state_root(&l), "{n} leaves");
+        }
     }
 
     #[test]

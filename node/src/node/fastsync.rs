@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::state::FastSyncStats;
 use super::{Incoming, Node, NodeError, NodeState, Transport};
 use crate::messages::{Message, MSG_GET_PROPOSALS};
 use crate::snapshot::disk::{self, ChunkBudget, Snapshots};
@@ -213,11 +214,18 @@ pub async fn before_run(
     let peers: Vec<u16> = (0..node.genesis.peers.len() as u16)
         .filter(|p| *p != node.me)
         .collect();
+    // Over the network a peer is up once connected (it may still be
+    // dialing: asking it now would only fail); in-process every peer is.
+    let tracks_links = transport.link_events().is_some();
+    let connected = |p: u16| !tracks_links || transport.link(p).is_some();
     let mut actions = Vec::new();
     for &p in &peers {
-        actions.extend(sync.peer_up(p, Instant::now()));
+        if connected(p) {
+            actions.extend(sync.peer_up(p, Instant::now()));
+        }
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let (mut fetched_chunks, mut fetched_bytes) = (0u64, 0u64);
     loop {
         let mut queue: std::collections::VecDeque<Action> = actions.drain(..).collect();
         while let Some(a) = queue.pop_front() {
@@ -252,7 +260,10 @@ pub async fn before_run(
                     );
                     staging.reset(&m).map_err(store_err)?;
                 }
-                Action::StoreChunk(c) => staging.put_chunk(&c).map_err(store_err)?,
+                Action::StoreChunk(c) => {
+                    fetched_chunks += 1;
+                    staging.put_chunk(&c).map_err(store_err)?;
+                }
                 Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
                 Action::Install { window } => {
                     let (held, all) = sync.progress();
@@ -264,7 +275,18 @@ pub async fn before_run(
                         "fast-sync: every chunk verified"
                     );
                     publish_rejected(&sync, state);
-                    return install(&mut node.store, &mut staging, state).map(|_| Vec::new());
+                    let entries = staging.target().map_or(0, |m| m.entries);
+                    install(&mut node.store, &mut staging, state)?;
+                    let stats = FastSyncStats {
+                        window,
+                        entries,
+                        chunks: all,
+                        fetched_chunks,
+                        fetched_bytes,
+                        secs: started.elapsed().as_secs_f64(),
+                    };
+                    record(state, stats);
+                    return Ok(Vec::new());
                 }
                 Action::Demote {
                     peer,
@@ -290,14 +312,44 @@ pub async fn before_run(
                 let Some(m) = m else { return Ok(Vec::new()) };
                 let now = Instant::now();
                 if let Some(Ok(msg)) = SyncMessage::decode(m.msg_type, m.version, &m.payload) {
+                    if matches!(msg, SyncMessage::Chunk(_)) {
+                        fetched_bytes += m.payload.len() as u64;
+                    }
                     actions = sync.on_message(m.peer, msg, now);
                 } else if let Some(Ok(msg)) = Message::decode(m.msg_type, m.version, &m.payload) {
                     actions = sync.on_node_message(m.peer, &msg, now);
                 }
             }
-            _ = tick.tick() => actions = sync.tick(Instant::now()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                actions = sync.tick(now);
+                for &p in &peers {
+                    match (sync.is_up(p), connected(p)) {
+                        (false, true) => actions.extend(sync.peer_up(p, now)),
+                        (true, false) => actions.extend(sync.peer_down(p, now)),
+                        _ => {}
+                    }
+                }
+            }
         }
     }
+}
+
+/// Records what the sync took and logs it: the line `scripts/bench-fastsync`
+/// reads.
+fn record(state: &Mutex<NodeState>, mut f: FastSyncStats) {
+    f.secs = (f.secs * 1000.0).round() / 1000.0;
+    info!(
+        window = f.window,
+        entries = f.entries,
+        chunks = f.chunks,
+        fetched_chunks = f.fetched_chunks,
+        fetched_bytes = f.fetched_bytes,
+        secs = f.secs,
+        peak_rss_bytes = super::state::peak_rss_bytes(),
+        "fast-sync done: first request to installed state"
+    );
+    state.lock().unwrap().fast_sync = Some(f);
 }
 
 fn publish_rejected(sync: &FastSync, state: &Mutex<NodeState>) {

@@ -183,6 +183,7 @@ impl Node {
             checkpoints: self.genesis.checkpoints,
             window_secs: self.genesis.window_secs,
             rss_bytes: state::rss_bytes(),
+            peak_rss_bytes: state::peak_rss_bytes(),
             eval_backend: self.backends.eval.name().into(),
             verify_backend: self.backends.verify.name().into(),
             ..NodeState::default()

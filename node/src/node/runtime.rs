@@ -399,6 +399,7 @@ impl Runner {
                 );
             }
         }
+        trace_consensus("send", to, &msg);
         let t = msg.msg_type();
         let payload = msg.encode();
         match to {
@@ -715,6 +716,7 @@ impl Runner {
             }
             Some(Ok(msg)) => msg,
         };
+        trace_consensus("recv", Some(m.peer), &msg);
         let actions = match msg {
             Message::GetProposals { from, count } => {
                 self.serve(m.peer, m.request_id, Served::Proposals, from, count);
@@ -821,6 +823,7 @@ impl Runner {
         s.set_since_applied(now.duration_since(self.last_applied_at));
         s.uptime_secs = now.duration_since(self.started_at).as_secs();
         s.rss_bytes = super::state::rss_bytes();
+        s.peak_rss_bytes = super::state::peak_rss_bytes();
         // The backends serving calls now: a fallback backend names the one
         // it moved to after a run-time failure.
         s.eval_backend = self.node.backends.eval.name().into();
@@ -854,6 +857,39 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// One debug line per agreement message sent or received (target
+/// `montana_node::consensus_trace`, off unless asked for:
+/// `MONTANA_LOG=info,montana_node::consensus_trace=debug`), to follow a
+/// window's rounds across nodes.
+fn trace_consensus(dir: &str, peer: Option<u16>, msg: &Message) {
+    let short = |h: &montana_vdf::Hash32| h.to_hex()[..8].to_string();
+    match msg {
+        Message::Propose(p) => debug!(
+            target: "montana_node::consensus_trace",
+            dir,
+            peer = peer.map_or(-1, i64::from),
+            window = p.key.window,
+            round = p.key.round,
+            valid_round = p.key.valid_round.map_or(-1, i64::from),
+            value = %short(&p.key.value),
+            signer = %&p.key.signer.to_hex()[..8],
+            "propose"
+        ),
+        Message::Vote(v) => debug!(
+            target: "montana_node::consensus_trace",
+            dir,
+            peer = peer.map_or(-1, i64::from),
+            window = v.key.window,
+            round = v.key.round,
+            kind = ?v.key.kind,
+            value = %v.key.value.as_ref().map_or("nil".to_string(), short),
+            signer = %&v.key.signer.to_hex()[..8],
+            "vote"
+        ),
+        _ => {}
     }
 }
 

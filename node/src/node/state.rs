@@ -56,6 +56,9 @@ pub struct NodeState {
     pub cement_latency_secs: Option<f64>,
     /// The window this node fast-synced from; null if it never did.
     pub snapshot_window: Option<u64>,
+    /// This process's fast-sync, once installed (null if it did not sync
+    /// since it started).
+    pub fast_sync: Option<FastSyncStats>,
     /// Windows behind the best window a peer has shown.
     pub lag: u64,
     /// Seconds since the last window was applied (or since start).
@@ -80,6 +83,9 @@ pub struct NodeState {
     pub verify_share: f64,
     /// Resident memory of the node process, bytes.
     pub rss_bytes: u64,
+    /// The most resident memory the process has had since it started
+    /// (the kernel's high-water mark), bytes.
+    pub peak_rss_bytes: u64,
     /// Rejected proposals and messages, by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Backends refused at run time (a device failure, or a wrong verdict
@@ -98,6 +104,26 @@ pub struct NodeState {
     pub peer_tips: BTreeMap<u16, u64>,
     /// Transport counters since start.
     pub net: NetTotals,
+}
+
+/// What one fast-sync took, from the first request to the swapped-in
+/// state (docs/SPEC.md 13.9).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FastSyncStats {
+    /// The snapshot's window.
+    pub window: u64,
+    /// State entries installed.
+    pub entries: u64,
+    /// Chunks verified (all of the snapshot's, counting those a resumed
+    /// sync already held).
+    pub chunks: u64,
+    /// Chunks fetched by this process (fewer than `chunks` after a resume).
+    pub fetched_chunks: u64,
+    /// Bytes of the chunk messages this process received.
+    pub fetched_bytes: u64,
+    /// Seconds from the first request to the installed state.
+    pub secs: f64,
 }
 
 impl NodeState {
@@ -139,6 +165,7 @@ impl NodeState {
             last_applied_secs_ago: 0.0,
             uptime_secs: 0,
             rss_bytes: 0,
+            peak_rss_bytes: 0,
             heartbeats_ok_5m: 0,
             heartbeat_errors_5m: 0,
             peers: Vec::new(),
@@ -198,6 +225,19 @@ pub fn rss_bytes() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096)
 }
 
+/// The resident-memory high-water mark of this process in bytes (`VmHWM`
+/// in `/proc/self/status`; 0 where there is no procfs).
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// This machine's host name (empty if it cannot be read).
 pub fn host_name() -> String {
     let mut buf = [0u8; 256];
@@ -247,6 +287,8 @@ mod tests {
             "snapshot_window",
             "lag",
             "rss_bytes",
+            "peak_rss_bytes",
+            "fast_sync",
             "verify_share",
             "eval_backend",
             "verify_backend",
@@ -262,6 +304,7 @@ mod tests {
             assert!(v.get(k).is_some(), "{k} missing from {v}");
         }
         assert!(v["snapshot_window"].is_null());
+        assert!(v["fast_sync"].is_null());
     }
 
     #[test]
@@ -287,6 +330,8 @@ mod tests {
     #[test]
     fn process_figures_are_read() {
         assert!(rss_bytes() > 1 << 20, "{}", rss_bytes());
+        let now = rss_bytes();
+        assert!(peak_rss_bytes() >= now, "{} < {now}", peak_rss_bytes());
         assert!(!host_name().is_empty());
     }
 }

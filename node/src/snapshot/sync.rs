@@ -233,6 +233,11 @@ impl FastSync {
             .map_or((0, 0), |t| (t.held, t.manifest.chunks()))
     }
 
+    /// Whether `peer` is connected as far as this machine knows.
+    pub fn is_up(&self, peer: PeerIndex) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.up)
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
     }

@@ -105,7 +105,10 @@ impl Cluster {
             .arg("--skip-calibration")
             .args(&self.args[i])
             .args(extra)
-            .env("MONTANA_LOG", "info")
+            .env(
+                "MONTANA_LOG",
+                std::env::var("MONTANA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -377,8 +380,19 @@ impl Rng {
 }
 
 /// The directory a plan lives in, made by the test.
+/// A temporary directory for one test, removed afterwards unless
+/// `MONTANA_KEEP_TEST_DIRS` is set (then its path is printed, to read the
+/// node logs of a failed run).
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+    let mut b = tempfile::Builder::new();
+    if std::env::var_os("MONTANA_KEEP_TEST_DIRS").is_some() {
+        b.disable_cleanup(true);
+    }
+    let d = b.tempdir().unwrap();
+    if std::env::var_os("MONTANA_KEEP_TEST_DIRS").is_some() {
+        eprintln!("test dir kept: {}", d.path().display());
+    }
+    d
 }
 
 pub fn path_str(p: &PathBuf) -> &str {
