@@ -566,13 +566,7 @@ mod tests {
     /// over one payment and several; the base is left as it was.
     #[test]
     fn an_overlay_root_is_the_root_of_the_paid_state() {
-        let (set, _) = set_of(4);
-        let ids: Vec<NodeId> = set.members().iter().map(|m| m.id).collect();
-        let accounts: BTreeMap<NodeId, u64> = (0..9_000u64)
-            .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), 1))
-            .collect();
-        let existing: Vec<NodeId> = accounts.keys().copied().collect();
-        let base = State::new(set, accounts);
+        let (base, ids, existing) = many_accounts(9_000);
         let before = base.root();
         let e = Emission::new(1_000, 5_000).unwrap();
         let cases: Vec<Vec<(NodeId, Vec<NodeId>)>> = vec![
@@ -604,6 +598,18 @@ mod tests {
         assert_eq!(o.changes().len(), 1);
     }
 
+    /// Four members without accounts and `n` accounts of balance 1: the
+    /// state, the members' ids, the accounts' ids in key order.
+    fn many_accounts(n: u64) -> (State, Vec<NodeId>, Vec<NodeId>) {
+        let (set, _) = set_of(4);
+        let ids: Vec<NodeId> = set.members().iter().map(|m| m.id).collect();
+        let accounts: BTreeMap<NodeId, u64> = (0..n)
+            .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), 1))
+            .collect();
+        let existing: Vec<NodeId> = accounts.keys().copied().collect();
+        (State::new(set, accounts), ids, existing)
+    }
+
     fn fresh_root(s: &State) -> Hash32 {
         State::new(s.active().clone(), s.accounts().clone()).root()
     }
@@ -613,13 +619,7 @@ mod tests {
     /// state cloned in between) give the root computed from scratch.
     #[test]
     fn the_cached_root_follows_every_change() {
-        let (set, _) = set_of(4);
-        let ids: Vec<NodeId> = set.members().iter().map(|m| m.id).collect();
-        let accounts: BTreeMap<NodeId, u64> = (0..10_000u64)
-            .map(|i| (NodeId(HashSuite::Sha256.hash(&i.to_le_bytes()).0), 1))
-            .collect();
-        let existing: Vec<NodeId> = accounts.keys().copied().collect();
-        let mut s = State::new(set, accounts);
+        let (mut s, ids, existing) = many_accounts(10_000);
         let e = Emission::new(1_000, 5_000).unwrap();
         s.root();
         // Members are paid for the first time: accounts added.
