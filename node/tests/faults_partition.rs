@@ -67,7 +67,13 @@ fn a_node_cut_off_for_many_windows_catches_up_by_itself_and_the_rest_never_stall
                 last[k].0
             );
         }
-        assert_eq!(c.window(CUT), stuck, "node3 moved while cut off");
+        // A window whose proposal and votes arrived just before the cut
+        // may still be applied (verification was under way); no more.
+        assert!(
+            c.window(CUT) <= stuck + 1,
+            "node3 moved while cut off: {} after {stuck}",
+            c.window(CUT)
+        );
         others
             .iter()
             .zip(&before)
