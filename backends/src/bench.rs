@@ -165,7 +165,17 @@ mod tests {
 
     #[test]
     fn a_short_run_reports_every_available_backend_and_the_crate_rows() {
-        let registry = Registry::new(compiled());
+        // Without the GPU backend: its availability is process-wide state
+        // (named, probed, device lost) that the GPU tests running beside
+        // this one change, so the rows it plans and measures could differ
+        // (CI failed so: 25 rows measured, 29 planned). The GPU's bench
+        // figures have their own test in `gpu::tests`.
+        let registry = Registry::new(
+            compiled()
+                .into_iter()
+                .filter(|b| b.kind() != montana_vdf::BackendKind::Gpu)
+                .collect(),
+        );
         let cfg = BenchConfig {
             suites: HashSuite::ALL.to_vec(),
             seconds: 0.05,
