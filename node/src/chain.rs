@@ -53,8 +53,9 @@ use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 
 use crate::consensus::active::{ActiveSet, NodeId, Quorum};
 use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
+use crate::consensus::joining::{CandidateProof, Extras, JoinRules, Registration};
 use crate::consensus::propose::{Beacon, Propose, ProposeKey};
-use crate::consensus::state::{Changes, Emission, State};
+use crate::consensus::state::{Changes, Emission, Roster, Settle, State};
 use crate::consensus::vote::{Cement, Vote, VoteKey};
 use crate::genesis::Genesis;
 use crate::keys::{NodeKeys, SIGNATURE_LEN};
@@ -94,14 +95,28 @@ pub enum Reject {
     WrongNetwork,
     BadSignature,
     WrongParams(String),
-    WrongWindow { expected: u64, got: u64 },
+    WrongWindow {
+        expected: u64,
+        got: u64,
+    },
     WrongPrevious,
-    WrongStateRoot { expected: Hash32, got: Hash32 },
+    WrongStateRoot {
+        expected: Hash32,
+        got: Hash32,
+    },
     UnknownBundle,
-    BadCheckpoint { segment: usize },
+    BadCheckpoint {
+        segment: usize,
+    },
     Vote(&'static str),
     Cement(&'static str),
-    CementConflict { ours: [u8; 32], theirs: Hash32 },
+    CementConflict {
+        ours: [u8; 32],
+        theirs: Hash32,
+    },
+    /// A candidate proof or registration (gossiped or carried) that fails
+    /// a rule of docs/SPEC.md 9.9; the reason names the rule.
+    Candidate(&'static str),
 }
 
 impl Reject {
@@ -118,6 +133,7 @@ impl Reject {
             Reject::BadCheckpoint { .. } => "bad_checkpoint",
             Reject::Vote(k) | Reject::Cement(k) => k,
             Reject::CementConflict { .. } => "cement_conflict",
+            Reject::Candidate(k) => k,
         }
     }
 }
@@ -144,7 +160,7 @@ impl std::fmt::Display for Reject {
             Reject::BadCheckpoint { segment } => {
                 write!(f, "bad checkpoint: segment {segment} does not verify")
             }
-            Reject::Vote(k) | Reject::Cement(k) => f.write_str(k),
+            Reject::Vote(k) | Reject::Cement(k) | Reject::Candidate(k) => f.write_str(k),
             Reject::CementConflict { ours, theirs } => write!(
                 f,
                 "a Cement conflicts with a cemented window: ours {}, theirs {theirs}",
@@ -167,6 +183,13 @@ pub struct Batch {
     /// The canonical bundle of the window before the first proposal, when
     /// it replaces the one this node holds.
     pub prev_bundle: Option<Cement>,
+    /// The active set each Cement is checked against (one per Cement), and
+    /// the one for `prev_bundle`.
+    pub sets: Vec<ActiveSet>,
+    pub prev_set: Option<ActiveSet>,
+    /// Live: the chains of the candidate proofs the proposal carries,
+    /// verified in the same backend call after `proofs`.
+    pub candidates: Vec<Proof>,
 }
 
 impl Batch {
@@ -190,6 +213,8 @@ pub struct Cemented {
     /// The accounts this window's cementing paid (the maker of the window
     /// before and its bundle's signers).
     pub paid: Vec<NodeId>,
+    /// The active set that cemented this window.
+    pub set: ActiveSet,
 }
 
 /// The highest step this node has signed, and its lock.
@@ -270,6 +295,18 @@ pub enum Action {
         round: u32,
         after: Duration,
     },
+    /// Verify gossiped candidate proofs (`chains[i]` is `proofs[i]`'s
+    /// chain) in one backend call, then call
+    /// [`Chain::on_candidates_verified`].
+    VerifyCandidates {
+        proofs: Vec<CandidateProof>,
+        chains: Vec<Proof>,
+    },
+    /// Evaluate this node's candidate chain for `window` from `start`, then
+    /// call [`Chain::on_candidate_evaluated`].
+    EvaluateCandidate { window: u64, start: Hash32 },
+    /// The active set changed (the node tells its transport).
+    Members(ActiveSet),
     /// Log this rejection (already counted).
     Rejected {
         peer: Option<PeerIndex>,
@@ -292,6 +329,7 @@ pub struct Rules {
     pub first_proposer: NodeId,
     pub window: Duration,
     pub proposer_timeout: Duration,
+    pub joining: JoinRules,
 }
 
 impl Rules {
@@ -307,6 +345,7 @@ impl Rules {
             first_proposer: g.node_id(g.proposer()),
             window: Duration::from_secs_f64(g.window_secs),
             proposer_timeout: g.proposer_timeout(),
+            joining: g.joining(),
         }
     }
 
@@ -402,6 +441,39 @@ struct Live {
     last_resend: Instant,
 }
 
+/// What the machine needs to know of the cemented tip beside [`Tip`].
+#[derive(Clone, Debug)]
+pub struct TipMeta {
+    /// The maker of the tip's proposal (the genesis proposer at window 0):
+    /// rank 0 of the next window.
+    pub proposer: NodeId,
+    /// What the tip's proposal carried (settled with the next window).
+    pub extras: Extras,
+    /// The active set that cemented the tip (the genesis set at window 0):
+    /// the tip's bundles are checked against it.
+    pub set: ActiveSet,
+    /// T(tip - 1) (T(0) at windows 0 and 1): candidate proofs of that
+    /// window may still be carried.
+    pub prev_t: Hash32,
+}
+
+impl TipMeta {
+    /// The tip of a network at window 0.
+    pub fn genesis(g: &Genesis) -> Self {
+        TipMeta {
+            proposer: g.node_id(g.proposer()),
+            extras: Extras::default(),
+            set: g.active_set(),
+            prev_t: g.timechain().t0(),
+        }
+    }
+}
+
+/// Most gossiped candidate proofs held (verified or waiting).
+const MAX_POOLED_PROOFS: usize = 512;
+/// Most registrations held.
+const MAX_POOLED_REGISTRATIONS: usize = 64;
+
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Chain {
@@ -412,6 +484,23 @@ pub struct Chain {
     tip: Tip,
     /// The maker of the tip's proposal (rank 0 of the next window).
     tip_proposer: NodeId,
+    tip_extras: Extras,
+    tip_set: ActiveSet,
+    prev_t: Hash32,
+    // Joining (docs/SPEC.md 9.9).
+    /// Verified gossiped candidate proofs, for this node's proposals.
+    pool: BTreeMap<(NodeId, u64), CandidateProof>,
+    /// Gossiped proofs waiting for verification.
+    unverified: VecDeque<CandidateProof>,
+    verifying_candidates: bool,
+    /// Registrations whose signature checked, by candidate.
+    registrations: BTreeMap<NodeId, Registration>,
+    /// This node's own candidate chain being evaluated, and the windows
+    /// it published.
+    candidate_evaluating: Option<u64>,
+    candidate_sent: Option<u64>,
+    /// The cemented window at which this node last sent its registration.
+    registration_sent: Option<u64>,
     /// Consensus state after the tip, and its root.
     state: State,
     root: Hash32,
@@ -453,7 +542,7 @@ impl Chain {
         rules: Rules,
         keys: Option<std::sync::Arc<NodeKeys>>,
         tip: Tip,
-        tip_proposer: NodeId,
+        meta: TipMeta,
         state: State,
         bundle: Option<Cement>,
     ) -> Self {
@@ -467,7 +556,17 @@ impl Chain {
             keys,
             me,
             tip,
-            tip_proposer,
+            tip_proposer: meta.proposer,
+            tip_extras: meta.extras,
+            tip_set: meta.set,
+            prev_t: meta.prev_t,
+            pool: BTreeMap::new(),
+            unverified: VecDeque::new(),
+            verifying_candidates: false,
+            registrations: BTreeMap::new(),
+            candidate_evaluating: None,
+            candidate_sent: None,
+            registration_sent: None,
             state,
             root,
             bundles: bundle.into_iter().collect(),
@@ -518,8 +617,30 @@ impl Chain {
     pub fn node_id(&self) -> NodeId {
         self.me
     }
+    /// Whether this node is in the active set that votes on the window
+    /// after the tip.
     pub fn is_member(&self) -> bool {
-        self.rules.set.index_of(&self.me).is_some()
+        self.keys.is_some() && self.state.active().index_of(&self.me).is_some()
+    }
+
+    /// `active` (a member), `candidate` (following, counting windows or
+    /// registered), `syncing` (behind) or `none` (no keys).
+    pub fn membership(&self) -> &'static str {
+        if self.is_member() {
+            "active"
+        } else if self.keys.is_none() {
+            "none"
+        } else if self.lag() > 1 || !self.started {
+            "syncing"
+        } else {
+            "candidate"
+        }
+    }
+
+    /// This node's candidate entry (count, last window, registered) in the
+    /// state after the tip.
+    pub fn candidacy(&self) -> Option<&crate::consensus::joining::Candidate> {
+        self.state.roster().candidates.get(&self.me)
     }
     /// The cemented tip.
     pub fn tip(&self) -> Tip {
@@ -627,6 +748,8 @@ impl Chain {
             Message::Vote(v) => self.on_vote(Some(peer), v, now, &mut out),
             Message::Cement(c) => self.on_cement(Some(peer), *c, now, &mut out),
             Message::Beacon(b) => self.on_beacon(Some(peer), b, &mut out),
+            Message::CandidateProof(p) => self.on_candidate_proof(Some(peer), *p, &mut out),
+            Message::Registration(g) => self.on_registration(Some(peer), *g, &mut out),
             Message::GetProposals { .. } | Message::GetCements { .. } => {}
         }
         self.next_work(now, &mut out);
@@ -788,12 +911,10 @@ impl Chain {
         if !self.started || self.stopped || self.past_last_window(window) {
             return;
         }
-        let order = self
-            .rules
-            .set
-            .failover_order(&self.tip.t, Some(&self.tip_proposer));
-        let me = self.keys.as_ref().map(|_| self.me);
-        let mut agreement = Agreement::new(self.rules.set.clone(), self.rules.quorum, order, me);
+        let set = self.state.active().clone();
+        let order = set.failover_order(&self.tip.t, Some(&self.tip_proposer));
+        let me = self.is_member().then_some(self.me);
+        let mut agreement = Agreement::new(set, self.rules.quorum, order, me);
         let outs = match self.signed.filter(|s| s.window == window) {
             Some(s) => agreement.start_at(s.round.saturating_add(1), s.locked),
             None => agreement.start(),
@@ -1031,17 +1152,30 @@ impl Chain {
         })
     }
 
-    /// The balances changed by paying the tip window with bundle `c`, and
-    /// the state root after (an overlay: the accounts are not copied).
+    /// The changes of settling the tip window with bundle `c` (its
+    /// emission, its candidates and members, SPEC 9.6 and 9.9), and the
+    /// state root after (an overlay: the accounts are not copied).
     fn state_after(&self, c: Option<&Cement>) -> Option<(Changes, Hash32)> {
         let mut o = self.state.overlay();
         if self.tip.window > 0 {
             let signers: Vec<NodeId> = c?.precommits.iter().map(|(id, _)| *id).collect();
-            o.pay(self.rules.emission, self.tip_proposer, &signers)
-                .ok()?;
+            o.settle(&Settle {
+                emission: self.rules.emission,
+                joining: &self.rules.joining,
+                window: self.tip.window,
+                proposer: self.tip_proposer,
+                signers: &signers,
+                extras: &self.tip_extras,
+            })
+            .ok()?;
         }
         let root = o.root();
         Some((o.into_changes(), root))
+    }
+
+    /// The roster after settling the tip window with `changes`.
+    fn roster_after<'a>(&'a self, changes: &'a Changes) -> &'a Roster {
+        changes.roster.as_ref().unwrap_or(self.state.roster())
     }
 
     /// The accounts paid when the window after the tip is cemented.
@@ -1100,7 +1234,14 @@ impl Chain {
                     return;
                 };
                 (
-                    Proposal::sign(&keys, self.rules.suite, self.rules.d, basis, cps),
+                    Proposal::sign_with(
+                        &keys,
+                        self.rules.suite,
+                        self.rules.d,
+                        basis,
+                        cps,
+                        self.pick_extras(),
+                    ),
                     None,
                 )
             }
@@ -1258,6 +1399,7 @@ impl Chain {
             {
                 self.applied = Some((window, t));
                 out.push(Action::Applied { window, t });
+                self.candidate_work(out);
             }
         }
     }
@@ -1293,11 +1435,15 @@ impl Chain {
         if let Err(r) = self.cheap_checks(&m.proposal) {
             return self.reject(peer, k.window, r, out);
         }
+        if self.state.active().index_of(&h.proposer).is_none() {
+            return self.reject(peer, k.window, Reject::WrongProposer, out);
+        }
         if h.link != self.tip.hash {
             return self.reject(peer, k.window, Reject::WrongPrevious, out);
         }
         self.signature_checks += 2;
-        if !m.signed_in(&self.rules.set) || !self.proposal_signed(&m.proposal) {
+        let set = self.state.active();
+        if !m.signed_in(set) || !Self::proposal_signed(set, &m.proposal) {
             return self.reject(peer, k.window, Reject::BadSignature, out);
         }
         if let Some(peer) = peer {
@@ -1356,16 +1502,15 @@ impl Chain {
                 h.suite, h.d, h.checkpoints
             )));
         }
-        if r.set.index_of(&h.proposer).is_none() {
-            return Err(Reject::WrongProposer);
+        if p.extras.proofs.len() > r.joining.proofs_per_proposal(r.d) {
+            return Err(Reject::Candidate("candidate_too_many"));
         }
         Ok(())
     }
 
-    fn proposal_signed(&self, p: &Proposal) -> bool {
-        self.rules
-            .set
-            .get(&p.header.proposer)
+    /// Whether the maker of `p`, a member of `set`, signed it.
+    fn proposal_signed(set: &ActiveSet, p: &Proposal) -> bool {
+        set.get(&p.header.proposer)
             .is_some_and(|m| p.signed_by(&m.key))
     }
 
@@ -1415,11 +1560,13 @@ impl Chain {
                     self.reject(peer, p.window(), reason, out);
                     self.validated(v, false, self.clock, out);
                 }
-                Ok(()) => {
+                Ok(candidates) => {
                     let window = p.window();
-                    if self.known_checkpoints(window).is_some_and(|c| {
-                        crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
-                    }) {
+                    if candidates.is_empty()
+                        && self.known_checkpoints(window).is_some_and(|c| {
+                            crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
+                        })
+                    {
                         self.validated(v, true, self.clock, out);
                         continue;
                     }
@@ -1432,6 +1579,9 @@ impl Chain {
                         proposals: vec![p],
                         cements: Vec::new(),
                         prev_bundle: None,
+                        sets: Vec::new(),
+                        prev_set: None,
+                        candidates,
                     }));
                     return;
                 }
@@ -1439,9 +1589,10 @@ impl Chain {
         }
     }
 
-    /// The checks of a value that need no VDF work. `Err(None)`: its bundle
-    /// is not here yet.
-    fn check_value(&self, p: &Proposal) -> Result<(), Option<Reject>> {
+    /// The checks of a value that need no VDF work; the chains of the
+    /// candidate proofs it carries, to verify with it. `Err(None)`: its
+    /// bundle is not here yet.
+    fn check_value(&self, p: &Proposal) -> Result<Vec<Proof>, Option<Reject>> {
         let h = &p.header;
         let window = self.tip.window + 1;
         if h.window != window {
@@ -1453,21 +1604,112 @@ impl Chain {
         if h.link != self.tip.hash {
             return Err(Some(Reject::WrongPrevious));
         }
-        let expected = if self.tip.window == 0 {
-            self.root
+        let (changes, expected) = if self.tip.window == 0 {
+            (Changes::default(), self.root)
         } else {
             let c = self
                 .bundles
                 .iter()
                 .find(|c| c.hash().0 == h.bundle)
                 .ok_or(None)?;
-            self.root_after(c).ok_or(Some(Reject::UnknownBundle))?
+            self.state_after(Some(c))
+                .ok_or(Some(Reject::UnknownBundle))?
         };
         if expected != h.state_root {
             return Err(Some(Reject::WrongStateRoot {
                 expected,
                 got: h.state_root,
             }));
+        }
+        self.check_extras(p, self.roster_after(&changes))
+            .map_err(Some)
+    }
+
+    /// Checks what `p` (for the window after the tip) carries against the
+    /// roster it commits to (SPEC 9.9): each candidate proof for one of the
+    /// two windows before, by a non-member not registered, above the last
+    /// window counted for it, of the genesis shape, signed by its key; the
+    /// registration by a candidate whose count is reached, not registered
+    /// yet, signed by the key of its entry. Returns the proofs' chains.
+    fn check_extras(&self, p: &Proposal, roster: &Roster) -> Result<Vec<Proof>, Reject> {
+        let h = p.window();
+        let e = &p.extras;
+        let j = &self.rules.joining;
+        if e.proofs.len() > j.proofs_per_proposal(self.rules.d) {
+            return Err(Reject::Candidate("candidate_too_many"));
+        }
+        let mut chains = Vec::with_capacity(e.proofs.len());
+        for c in &e.proofs {
+            let t = self.candidate_t(c.window, h)?;
+            self.check_candidate(c, roster)?;
+            let chain = c
+                .proof(self.rules.suite, j, &t)
+                .ok_or(Reject::Candidate("candidate_wrong_params"))?;
+            chains.push(chain);
+        }
+        if let Some(g) = &e.registration {
+            self.check_registration(g, roster)?;
+        }
+        Ok(chains)
+    }
+
+    /// T of `window`, whose candidate proofs the proposal of window `h`
+    /// may carry (`h - 1` or `h - 2`); `candidate_late` otherwise.
+    fn candidate_t(&self, window: u64, h: u64) -> Result<Hash32, Reject> {
+        if h == self.tip.window + 1 && window + 1 == h {
+            Ok(self.tip.t)
+        } else if h == self.tip.window + 1 && window + 2 == h {
+            Ok(self.prev_t)
+        } else {
+            Err(Reject::Candidate("candidate_late"))
+        }
+    }
+
+    /// The checks of a candidate proof against `roster` (no VDF work).
+    fn check_candidate(&self, c: &CandidateProof, roster: &Roster) -> Result<(), Reject> {
+        if c.network_id != self.rules.network_id {
+            return Err(Reject::Candidate("candidate_wrong_network"));
+        }
+        if c.suite != self.rules.suite
+            || c.checkpoints.len() != self.rules.joining.candidate_k as usize
+        {
+            return Err(Reject::Candidate("candidate_wrong_params"));
+        }
+        if roster.active.index_of(&c.id).is_some() {
+            return Err(Reject::Candidate("candidate_member"));
+        }
+        if let Some(x) = roster.candidates.get(&c.id) {
+            if x.effective.is_some() {
+                return Err(Reject::Candidate("candidate_registered"));
+            }
+            if x.count > 0 && c.window <= x.last {
+                return Err(Reject::Candidate("candidate_counted"));
+            }
+        }
+        if !c.signed() {
+            return Err(Reject::Candidate("candidate_bad_signature"));
+        }
+        Ok(())
+    }
+
+    fn check_registration(&self, g: &Registration, roster: &Roster) -> Result<(), Reject> {
+        if g.network_id != self.rules.network_id {
+            return Err(Reject::Candidate("registration_wrong_network"));
+        }
+        if roster.active.index_of(&g.id).is_some() {
+            return Err(Reject::Candidate("registration_member"));
+        }
+        let Some(x) = roster.candidates.get(&g.id) else {
+            return Err(Reject::Candidate("registration_unknown"));
+        };
+        if x.effective.is_some() {
+            return Err(Reject::Candidate("registration_twice"));
+        }
+        if x.count < self.rules.joining.candidate_windows {
+            return Err(Reject::Candidate("registration_early"));
+        }
+        if !g.signed_by(&x.key) {
+            return Err(Reject::Candidate("registration_bad_signature"));
         }
         Ok(())
     }
@@ -1507,7 +1749,7 @@ impl Chain {
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);
         }
-        if self.rules.set.index_of(&k.signer).is_none() {
+        if live.agreement.active_set().index_of(&k.signer).is_none() {
             return self.reject(peer, k.window, Reject::Vote("vote_non_member"), out);
         }
         if let Some(prefix) = live.votes.get(&k) {
@@ -1519,7 +1761,8 @@ impl Chain {
             return self.reject(peer, k.window, Reject::Vote("vote_duplicate"), out);
         }
         self.signature_checks += 1;
-        if v.check(&self.rules.set).is_err() {
+        let set = self.live.as_ref().expect("checked").agreement.active_set();
+        if v.check(set).is_err() {
             return self.reject(peer, k.window, Reject::Vote("vote_bad_signature"), out);
         }
         let mut more = Vec::new();
@@ -1544,7 +1787,7 @@ impl Chain {
             return;
         }
         self.signature_checks += 1;
-        if !b.signed_in(&self.rules.set) {
+        if !b.signed_in(live.agreement.active_set()) {
             return self.reject(peer, b.window, Reject::BadSignature, out);
         }
         let live = self.live.as_mut().expect("checked");
@@ -1603,12 +1846,20 @@ impl Chain {
             }
         }
         self.signature_checks += c.precommits.len() as u64;
-        if let Err(e) = c.verify(
-            &self.rules.network_id,
-            c.window,
-            &self.rules.set,
-            self.rules.quorum,
-        ) {
+        // The tip's Cements are checked against the set that cemented it,
+        // the live window's against the set after the tip; for windows
+        // further ahead the set after the tip is the best this node knows
+        // (catch-up checks each again against its own window's set, and
+        // a Cement refused here only for that reason is fetched again).
+        let set = if c.window == self.tip.window {
+            &self.tip_set
+        } else {
+            self.state.active()
+        };
+        if let Err(e) = c.verify(&self.rules.network_id, c.window, set, self.rules.quorum) {
+            if c.window > self.tip.window + 1 && e.kind() == "cement_non_member" {
+                return;
+            }
             return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
         }
         if c.window == self.tip.window {
@@ -1687,11 +1938,7 @@ impl Chain {
         debug_assert_eq!(root, p.header.state_root, "validated before it was decided");
         let paid = self.paid(prev.as_ref());
         let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
-        self.state.apply(changes);
-        self.root = root;
-        self.tip = self.tip.after(&p);
-        self.tip_proposer = p.header.proposer;
-        self.applied = None;
+        let set = self.advance(&p, changes, root);
         self.bundles = vec![cement.clone()];
         self.remember(p.window(), p.checkpoints.clone());
         out.push(Action::Cement(vec![Cemented {
@@ -1700,12 +1947,34 @@ impl Chain {
             prev_bundle,
             root,
             paid,
+            set,
         }]));
         self.after_cemented(now, out);
     }
 
+    /// Moves the tip to `p`, cemented, with the state after it: the set
+    /// that cemented it (returned) becomes the tip's set.
+    fn advance(&mut self, p: &Proposal, changes: Changes, root: Hash32) -> ActiveSet {
+        let set = self.state.active().clone();
+        self.state.apply(changes);
+        self.root = root;
+        self.prev_t = self.tip.t;
+        self.tip = self.tip.after(p);
+        self.tip_proposer = p.header.proposer;
+        self.tip_extras = p.extras.clone();
+        self.tip_set = set.clone();
+        self.applied = None;
+        set
+    }
+
     fn after_cemented(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state.active() != &self.tip_set {
+            out.push(Action::Members(self.state.active().clone()));
+        }
         self.prune();
+        self.prune_candidates();
+        self.register(out);
+        self.candidate_work(out);
         self.open_window(now, out);
         let next = self.tip.window + 1;
         if self.known_checkpoints(next).is_some() {
@@ -1747,14 +2016,15 @@ impl Chain {
                     }
                 }
                 Ok(VerifyOutcome::Invalid { first_bad_segment }) => {
-                    self.reject(
-                        batch.from,
-                        p.window(),
+                    let main = batch.proofs.len() * self.rules.checkpoints as usize;
+                    let reason = if first_bad_segment >= main {
+                        Reject::Candidate("candidate_bad_proof")
+                    } else {
                         Reject::BadCheckpoint {
                             segment: first_bad_segment,
-                        },
-                        &mut out,
-                    );
+                        }
+                    };
+                    self.reject(batch.from, p.window(), reason, &mut out);
                     self.validated(v, false, now, &mut out);
                 }
                 Err(_) => live.to_validate.push_back(v),
@@ -1815,11 +2085,7 @@ impl Chain {
             let paid = self.paid(bundle.as_ref());
             let prev_bundle =
                 bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
-            self.state.apply(changes);
-            self.root = root;
-            self.tip = self.tip.after(&p);
-            self.tip_proposer = p.header.proposer;
-            self.applied = None;
+            let set = self.advance(&p, changes, root);
             self.bundles = vec![c.clone()];
             prev = None;
             cemented.push(Cemented {
@@ -1828,6 +2094,7 @@ impl Chain {
                 prev_bundle,
                 root,
                 paid,
+                set,
             });
         }
         if !cemented.is_empty() {
@@ -1840,6 +2107,264 @@ impl Chain {
         }
         self.next_work(now, &mut out);
         out
+    }
+
+    // ---- joining (SPEC 9.9) ---------------------------------------------
+
+    /// What this node's new proposal for the window after the tip carries:
+    /// verified pooled proofs that are valid against the roster it commits
+    /// to (in (node id, window) order, up to the cap), and one valid
+    /// registration.
+    fn pick_extras(&self) -> Extras {
+        let h = self.tip.window + 1;
+        let changes = if self.tip.window == 0 {
+            Changes::default()
+        } else {
+            match self.bundles.first().and_then(|c| self.state_after(Some(c))) {
+                Some((c, _)) => c,
+                None => return Extras::default(),
+            }
+        };
+        let roster = self.roster_after(&changes);
+        let cap = self.rules.joining.proofs_per_proposal(self.rules.d);
+        let proofs: Vec<CandidateProof> = self
+            .pool
+            .iter()
+            .filter(|((_, w), c)| {
+                self.candidate_t(*w, h).is_ok() && self.check_candidate(c, roster).is_ok()
+            })
+            .map(|(_, c)| c.clone())
+            .take(cap)
+            .collect();
+        let registration = self
+            .registrations
+            .values()
+            .find(|g| self.check_registration(g, roster).is_ok())
+            .cloned();
+        Extras {
+            proofs,
+            registration,
+        }
+    }
+
+    /// T of a window whose candidate proofs may still be carried by the
+    /// live window's proposal or the next one: the tip, the window before
+    /// it, or the applied window after it.
+    fn gossip_t(&self, window: u64) -> Option<Hash32> {
+        if window == self.tip.window {
+            Some(self.tip.t)
+        } else if window + 1 == self.tip.window {
+            Some(self.prev_t)
+        } else {
+            self.applied.filter(|(w, _)| *w == window).map(|(_, t)| t)
+        }
+    }
+
+    /// A gossiped candidate proof: members check it (cheap checks and the
+    /// signature first) and verify its chain, to carry it.
+    fn on_candidate_proof(
+        &mut self,
+        peer: Option<PeerIndex>,
+        c: CandidateProof,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_member() {
+            return;
+        }
+        let key = c.key();
+        if self.pool.contains_key(&key) || self.unverified.iter().any(|x| x.key() == key) {
+            return;
+        }
+        if self.gossip_t(c.window).is_none() {
+            return self.reject(peer, c.window, Reject::Candidate("candidate_late"), out);
+        }
+        self.signature_checks += 1;
+        if let Err(r) = self.check_candidate(&c, self.state.roster()) {
+            return self.reject(peer, c.window, r, out);
+        }
+        if self.unverified.len() + self.pool.len() >= MAX_POOLED_PROOFS {
+            return;
+        }
+        self.unverified.push_back(c);
+        self.verify_candidates(out);
+    }
+
+    /// Sends the waiting gossiped proofs to the verifier (one call).
+    fn verify_candidates(&mut self, out: &mut Vec<Action>) {
+        if self.verifying_candidates {
+            return;
+        }
+        let mut proofs = Vec::new();
+        let mut chains = Vec::new();
+        while proofs.len() < 64 {
+            let Some(c) = self.unverified.pop_front() else {
+                break;
+            };
+            let chain = self
+                .gossip_t(c.window)
+                .and_then(|t| c.proof(self.rules.suite, &self.rules.joining, &t));
+            if let Some(chain) = chain {
+                chains.push(chain);
+                proofs.push(c);
+            }
+        }
+        if proofs.is_empty() {
+            return;
+        }
+        self.verifying_candidates = true;
+        out.push(Action::VerifyCandidates { proofs, chains });
+    }
+
+    /// The result of an [`Action::VerifyCandidates`]: the proofs before the
+    /// first bad segment are pooled, the bad one is rejected, the rest go
+    /// back to wait; a backend failure puts them all back.
+    pub fn on_candidates_verified(
+        &mut self,
+        proofs: Vec<CandidateProof>,
+        outcome: Result<VerifyOutcome, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.clock = now;
+        self.verifying_candidates = false;
+        let mut out = Vec::new();
+        let k = self.rules.joining.candidate_k as usize;
+        let good = match outcome {
+            Ok(VerifyOutcome::Valid) => proofs.len(),
+            Ok(VerifyOutcome::Invalid { first_bad_segment }) => first_bad_segment / k,
+            Err(_) => 0,
+        };
+        let failed = matches!(outcome, Err(_));
+        for (i, c) in proofs.into_iter().enumerate() {
+            if i < good {
+                if self.pool.len() < MAX_POOLED_PROOFS {
+                    self.pool.insert(c.key(), c);
+                }
+            } else if i == good && !failed {
+                self.reject(
+                    None,
+                    c.window,
+                    Reject::Candidate("candidate_bad_proof"),
+                    &mut out,
+                );
+            } else {
+                self.unverified.push_back(c);
+            }
+        }
+        self.verify_candidates(&mut out);
+        self.next_work(now, &mut out);
+        out
+    }
+
+    /// A gossiped registration: kept (for this node's proposals) when its
+    /// candidate has counted enough windows and it is signed by the key of
+    /// the candidate's entry.
+    fn on_registration(&mut self, peer: Option<PeerIndex>, g: Registration, out: &mut Vec<Action>) {
+        if !self.is_member() || self.registrations.contains_key(&g.id) {
+            return;
+        }
+        self.signature_checks += 1;
+        if let Err(r) = self.check_registration(&g, self.state.roster()) {
+            return self.reject(peer, g.window, r, out);
+        }
+        if self.registrations.len() < MAX_POOLED_REGISTRATIONS {
+            self.registrations.insert(g.id, g);
+        }
+    }
+
+    fn prune_candidates(&mut self) {
+        let floor = self.tip.window.saturating_sub(1);
+        self.pool.retain(|(_, w), _| *w >= floor);
+        self.unverified.retain(|c| c.window >= floor);
+        let roster = self.state.roster();
+        let keep: Vec<NodeId> = self
+            .registrations
+            .values()
+            .filter(|g| self.check_registration(g, roster).is_ok())
+            .map(|g| g.id)
+            .collect();
+        self.registrations.retain(|id, _| keep.contains(id));
+    }
+
+    /// This node, following as a candidate: evaluate its own chain for the
+    /// newest window whose T it knows, once per window, until registered.
+    fn candidate_work(&mut self, out: &mut Vec<Action>) {
+        if !self.started || self.stopped || self.keys.is_none() || self.is_member() {
+            return;
+        }
+        if self.lag() > 1 || self.candidate_evaluating.is_some() {
+            return;
+        }
+        if self.candidacy().is_some_and(|c| {
+            c.effective.is_some() || c.count >= self.rules.joining.candidate_windows
+        }) {
+            return;
+        }
+        let (w, t) = (self.applied(), self.applied_t());
+        if self.candidate_sent.is_some_and(|s| s >= w) {
+            return;
+        }
+        self.candidate_evaluating = Some(w);
+        out.push(Action::EvaluateCandidate {
+            window: w,
+            start: crate::consensus::joining::candidate_start(self.rules.suite, &t, &self.me),
+        });
+    }
+
+    /// The result of an [`Action::EvaluateCandidate`] (`None`: it failed):
+    /// the proof is signed and sent to every peer.
+    pub fn on_candidate_evaluated(
+        &mut self,
+        window: u64,
+        checkpoints: Option<Vec<Hash32>>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.clock = now;
+        self.candidate_evaluating = None;
+        let mut out = Vec::new();
+        if let (Some(cps), Some(keys)) = (checkpoints, self.keys.clone()) {
+            if cps.len() == self.rules.joining.candidate_k as usize {
+                let p = CandidateProof::sign(
+                    &keys,
+                    self.rules.network_id,
+                    self.rules.suite,
+                    window,
+                    cps,
+                );
+                self.candidate_sent = Some(window);
+                out.push(Action::Send {
+                    to: None,
+                    msg: Message::CandidateProof(Box::new(p)),
+                });
+            }
+        }
+        self.candidate_work(&mut out);
+        self.next_work(now, &mut out);
+        out
+    }
+
+    /// This node's registration, once its count is reached and until it
+    /// is registered: sent at most every other window.
+    fn register(&mut self, out: &mut Vec<Action>) {
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        let due = self.candidacy().is_some_and(|c| {
+            c.effective.is_none() && c.count >= self.rules.joining.candidate_windows
+        });
+        if !due
+            || self.is_member()
+            || self
+                .registration_sent
+                .is_some_and(|w| self.tip.window < w + 2)
+        {
+            return;
+        }
+        self.registration_sent = Some(self.tip.window);
+        let g = Registration::sign(&keys, self.rules.network_id, self.tip.window);
+        out.push(Action::Send {
+            to: None,
+            msg: Message::Registration(Box::new(g)),
+        });
     }
 
     // ---- catch-up ---------------------------------------------------------
@@ -1890,10 +2415,21 @@ impl Chain {
         {
             return false;
         }
-        self.signature_checks += 1;
-        if !self.proposal_signed(&p) {
-            self.reject(peer, w, Reject::BadSignature, out);
-            return false;
+        // The maker's signature, when its key is known here (a member of
+        // the set after the tip or of the tip's); a maker who joined later
+        // is vouched for by the window's Cement, checked in the batch.
+        let maker = self
+            .state
+            .active()
+            .get(&p.header.proposer)
+            .or_else(|| self.tip_set.get(&p.header.proposer))
+            .map(|m| m.key.clone());
+        if let Some(key) = maker {
+            self.signature_checks += 1;
+            if !p.signed_by(&key) {
+                self.reject(peer, w, Reject::BadSignature, out);
+                return false;
+            }
         }
         self.wait(peer, p)
     }
@@ -1947,6 +2483,7 @@ impl Chain {
         let mut start = self.tip.t;
         let mut state = self.state.overlay();
         let mut prev_proposer = self.tip_proposer;
+        let mut prev_extras = self.tip_extras.clone();
         let mut prev_cement: Option<Cement> = None;
         let mut batch = Batch {
             from: None,
@@ -1954,6 +2491,9 @@ impl Chain {
             proofs: Vec::new(),
             cements: Vec::new(),
             prev_bundle: None,
+            sets: Vec::new(),
+            prev_set: None,
+            candidates: Vec::new(),
         };
         let mut w = self.tip.window + 1;
         while batch.proposals.len() < MAX_BATCH_WINDOWS {
@@ -1972,6 +2512,8 @@ impl Chain {
                 .and_then(|cs| cs.iter().find(|c| c.proposal.0 == p.hash()))
                 .cloned()
                 .expect("checked");
+            // The set that cemented window w: the one after window w-1.
+            let set = state.roster().active.clone();
             // The bundle that pays the window before.
             if w > 1 {
                 let bundle = if w == self.tip.window + 1 {
@@ -1993,7 +2535,14 @@ impl Chain {
                 let Some(bundle) = bundle else { break };
                 let signers: Vec<NodeId> = bundle.precommits.iter().map(|(id, _)| *id).collect();
                 if state
-                    .pay(self.rules.emission, prev_proposer, &signers)
+                    .settle(&Settle {
+                        emission: self.rules.emission,
+                        joining: &self.rules.joining,
+                        window: w - 1,
+                        proposer: prev_proposer,
+                        signers: &signers,
+                        extras: &prev_extras,
+                    })
                     .is_err()
                 {
                     break;
@@ -2002,6 +2551,7 @@ impl Chain {
                     && self.bundles.first().map(|b| b.hash()) != Some(bundle.hash())
                 {
                     batch.prev_bundle = Some(bundle);
+                    batch.prev_set = Some(self.tip_set.clone());
                 } else if w > self.tip.window + 1 {
                     // The bundle named is the previous window's Cement in
                     // this batch: it becomes canonical when written.
@@ -2033,7 +2583,9 @@ impl Chain {
             link = p.hash();
             start = p.header.t;
             prev_proposer = p.header.proposer;
+            prev_extras = p.extras.clone();
             prev_cement = Some(cement.clone());
+            batch.sets.push(set);
             batch.cements.push(cement);
             batch.proposals.push(p);
             w += 1;

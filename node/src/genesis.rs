@@ -25,6 +25,7 @@ use thiserror::Error;
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::consensus::active::{ActiveSet, Member, NodeId, Quorum, MAX_ACTIVE};
+pub use crate::consensus::joining::JoinRules;
 use crate::consensus::state::{Emission, State};
 use crate::keys::{VerifyingKey, SIGNING_PUBLIC_LEN};
 
@@ -155,6 +156,8 @@ pub struct ConsensusParams {
     pub accounts: Vec<(NodeId, u64)>,
     /// Synthetic accounts (scale tests), kept as their count and seed.
     pub synthetic: Synthetic,
+    /// The joining rules; `None`: [`JoinRules::defaults`] for D.
+    pub joining: Option<JoinRules>,
 }
 
 impl ConsensusParams {
@@ -170,6 +173,7 @@ impl ConsensusParams {
             },
             accounts: Vec::new(),
             synthetic: Synthetic::default(),
+            joining: None,
         }
     }
 }
@@ -271,6 +275,10 @@ pub struct Genesis {
     /// `{"count": N, "seed": S}` ([`Synthetic`]); left out when none.
     #[serde(default, skip_serializing_if = "Synthetic::is_none")]
     pub synthetic_accounts: Synthetic,
+    /// How outsiders join ([`JoinRules`], docs/SPEC.md 9.9); left out:
+    /// the defaults for D.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joining: Option<JoinRules>,
     #[serde(skip)]
     keys: KeyCache,
 }
@@ -317,6 +325,7 @@ impl Genesis {
             peers,
             accounts: consensus.accounts,
             synthetic_accounts: consensus.synthetic,
+            joining: consensus.joining,
             keys: KeyCache::default(),
         };
         g.validate()?;
@@ -420,6 +429,7 @@ impl Genesis {
         }
         Emission::new(self.emission.per_window, self.emission.proposer_bps)
             .map_err(|e| invalid(format!("emission: {e}")))?;
+        self.joining().validate(self.d).map_err(invalid)?;
         if self.peers.is_empty() || self.peers.len() > MAX_PEERS {
             return Err(invalid(format!(
                 "{} peers (1..={MAX_PEERS} allowed: every genesis peer is a member of the first active set, which holds at most {MAX_ACTIVE})",
@@ -611,6 +621,11 @@ impl Genesis {
         State::new(self.active_set(), accounts)
     }
 
+    /// The joining rules (the defaults for D when the manifest has none).
+    pub fn joining(&self) -> JoinRules {
+        self.joining.unwrap_or_else(|| JoinRules::defaults(self.d))
+    }
+
     /// `proposer_timeout_secs` as a duration.
     pub fn proposer_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.proposer_timeout_secs)
@@ -646,6 +661,13 @@ impl Genesis {
         }
         w.u32(self.synthetic_accounts.count as u32)
             .u64(self.synthetic_accounts.seed);
+        let j = self.joining();
+        w.u32(j.candidate_windows)
+            .u64(j.candidate_d)
+            .u32(j.candidate_k)
+            .u16(j.max_candidates_per_proposal)
+            .u32(j.activation_delay)
+            .u32(j.inactive_windows);
         w.finish()
     }
 
@@ -721,6 +743,15 @@ impl Genesis {
             count: r.u32()? as u64,
             seed: r.u64()?,
         };
+        let joining = JoinRules {
+            candidate_windows: r.u32()?,
+            candidate_d: r.u64()?,
+            candidate_k: r.u32()?,
+            max_candidates_per_proposal: r.u16()?,
+            activation_delay: r.u32()?,
+            inactive_windows: r.u32()?,
+        };
+        let joining = (joining != JoinRules::defaults(d)).then_some(joining);
         r.end()?;
         let g = Genesis {
             version: GENESIS_VERSION,
@@ -735,6 +766,7 @@ impl Genesis {
             peers,
             accounts,
             synthetic_accounts,
+            joining,
             keys: KeyCache::default(),
         };
         g.validate()?;
@@ -901,6 +933,14 @@ pub(crate) mod tests {
             emission: Emission::new(777, 1_234).unwrap(),
             accounts: synthetic_accounts(4),
             synthetic: Synthetic { count: 5, seed: 9 },
+            joining: Some(JoinRules {
+                candidate_windows: 7,
+                candidate_d: 100,
+                candidate_k: 4,
+                max_candidates_per_proposal: 9,
+                activation_delay: 3,
+                inactive_windows: 50,
+            }),
         };
         let g = Genesis::new_with(p, HashSuite::Blake3, 2_000, 100, 1.5, consensus).unwrap();
         (g, k)
@@ -1231,17 +1271,26 @@ pub(crate) mod tests {
         assert!(edit(after + 4, &0f64.to_bits().to_le_bytes()).contains("proposer_timeout"));
         assert!(edit(after + 4, &f64::NAN.to_bits().to_le_bytes()).contains("proposer_timeout"));
         assert!(edit(after + 20, &10_001u16.to_le_bytes()).contains("emission"));
-        // The synthetic count and seed end the layout: seed 9 with count 0
-        // is refused, and so is a count over the cap.
-        let synth = bytes.len() - 12;
+        // The joining rules end the layout (26 bytes), each checked.
+        let j = bytes.len() - 26;
+        assert_eq!(bytes[j..j + 4], 7u32.to_le_bytes());
+        assert!(edit(j, &0u32.to_le_bytes()).contains("candidate_windows"));
+        assert!(edit(j + 4, &101u64.to_le_bytes()).contains("candidate_d"));
+        assert!(edit(j + 12, &65u32.to_le_bytes()).contains("candidate_k"));
+        assert!(edit(j + 16, &0u16.to_le_bytes()).contains("max_candidates"));
+        assert!(edit(j + 18, &0u32.to_le_bytes()).contains("activation_delay"));
+        assert!(edit(j + 22, &1u32.to_le_bytes()).contains("inactive_windows"));
+        // The synthetic count and seed come before them: seed 9 with count
+        // 0 is refused, and so is a count over the cap.
+        let synth = bytes.len() - 26 - 12;
         assert_eq!(
-            bytes[synth..],
+            bytes[synth..j],
             [&5u32.to_le_bytes()[..], &9u64.to_le_bytes()].concat()
         );
         assert!(edit(synth, &0u32.to_le_bytes()).contains("seed 9 but count 0"));
         assert!(edit(synth, &u32::MAX.to_le_bytes()).contains("synthetic"));
         // The last peer's bootstrap byte and weight sit before the accounts.
-        let peer_end = bytes.len() - 12 - 4 - 40 * g.accounts.len();
+        let peer_end = bytes.len() - 26 - 12 - 4 - 40 * g.accounts.len();
         assert!(edit(peer_end - 9, &[2]).contains("bootstrap byte"));
         assert!(edit(peer_end - 8, &0u64.to_le_bytes()).contains("weight 0"));
         // Accounts: a duplicate, a zero balance, a count past the bytes.

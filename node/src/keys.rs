@@ -75,6 +75,10 @@ pub enum Domain {
     Beacon,
     /// A round's proposer putting a proposal into its round.
     Propose,
+    /// A candidate's chain for one window (consensus::joining).
+    Candidate,
+    /// A candidate asking to become a member (consensus::joining).
+    Registration,
 }
 
 impl Domain {
@@ -86,6 +90,8 @@ impl Domain {
             Domain::Precommit => b"montana/precommit/v1",
             Domain::Beacon => b"montana/beacon/v1",
             Domain::Propose => b"montana/propose/v1",
+            Domain::Candidate => b"montana/candidate/v1",
+            Domain::Registration => b"montana/registration/v1",
         }
     }
 }

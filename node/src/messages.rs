@@ -11,6 +11,8 @@
 //!   agreement's messages (consensus::{propose, vote}).
 //! - `GetCements` (24) / `Cements` (25): the stored Cements of a range of
 //!   windows, for catch-up (as `GetProposals` / `Proposals`).
+//! - `CandidateProof` (32), `Registration` (33): a candidate's chain for
+//!   one window and its request to become a member (consensus::joining).
 //!
 //! Type 16 (version 1's proposal push) is retired: ignored like any unknown
 //! type.
@@ -18,6 +20,7 @@
 use montana_vdf::Hash32;
 
 use crate::codec::{CodecError, Reader, Writer};
+use crate::consensus::joining::{CandidateProof, Registration};
 use crate::consensus::propose::{Beacon, Propose};
 use crate::consensus::vote::{Cement, Vote};
 use crate::proposal::Proposal;
@@ -32,6 +35,8 @@ pub const MSG_CEMENT: u8 = 22;
 pub const MSG_BEACON: u8 = 23;
 pub const MSG_GET_CEMENTS: u8 = 24;
 pub const MSG_CEMENTS: u8 = 25;
+pub const MSG_CANDIDATE_PROOF: u8 = 32;
+pub const MSG_REGISTRATION: u8 = 33;
 /// Version byte of every message above.
 pub const MSG_VERSION: u8 = 1;
 /// Largest envelope payload the transport carries.
@@ -61,6 +66,8 @@ pub enum Message {
         count: u32,
     },
     Cements(Vec<Cement>),
+    CandidateProof(Box<CandidateProof>),
+    Registration(Box<Registration>),
 }
 
 impl Message {
@@ -75,6 +82,8 @@ impl Message {
             Message::Beacon(_) => MSG_BEACON,
             Message::GetCements { .. } => MSG_GET_CEMENTS,
             Message::Cements(_) => MSG_CEMENTS,
+            Message::CandidateProof(_) => MSG_CANDIDATE_PROOF,
+            Message::Registration(_) => MSG_REGISTRATION,
         }
     }
 
@@ -100,6 +109,8 @@ impl Message {
             Message::Vote(v) => return v.encode(),
             Message::Cement(c) => return c.encode(),
             Message::Beacon(b) => return b.encode(),
+            Message::CandidateProof(p) => return p.encode(),
+            Message::Registration(g) => return g.encode(),
         }
         w.finish()
     }
@@ -107,7 +118,9 @@ impl Message {
     /// Decodes a payload of `msg_type`; `None` for types this build does not
     /// know (ignored, so later versions can add messages).
     pub fn decode(msg_type: u8, version: u8, payload: &[u8]) -> Option<Result<Self, CodecError>> {
-        let known = (MSG_GET_PROPOSALS..=MSG_CEMENTS).contains(&msg_type);
+        let known = (MSG_GET_PROPOSALS..=MSG_CEMENTS).contains(&msg_type)
+            || msg_type == MSG_CANDIDATE_PROOF
+            || msg_type == MSG_REGISTRATION;
         if !known {
             return None;
         }
@@ -128,6 +141,13 @@ impl Message {
             MSG_VOTE => return Vote::decode(payload).map(|v| Message::Vote(Box::new(v))),
             MSG_CEMENT => return Cement::decode(payload).map(|c| Message::Cement(Box::new(c))),
             MSG_BEACON => return Beacon::decode(payload).map(|b| Message::Beacon(Box::new(b))),
+            MSG_CANDIDATE_PROOF => {
+                return CandidateProof::decode(payload)
+                    .map(|p| Message::CandidateProof(Box::new(p)))
+            }
+            MSG_REGISTRATION => {
+                return Registration::decode(payload).map(|g| Message::Registration(Box::new(g)))
+            }
             MSG_GET_PROPOSALS => Message::GetProposals {
                 from: r.u64()?,
                 count: r.u32()?,
@@ -261,6 +281,14 @@ mod tests {
             Message::Vote(Box::new(vote)),
             Message::Cement(Box::new(cement)),
             Message::Beacon(Box::new(Beacon::sign([5; 32], 3, 1, &keys))),
+            Message::CandidateProof(Box::new(CandidateProof::sign(
+                &keys,
+                [5; 32],
+                HashSuite::Sha256,
+                4,
+                vec![Hash32([9; 32]); 4],
+            ))),
+            Message::Registration(Box::new(Registration::sign(&keys, [5; 32], 4))),
         ];
         for m in msgs {
             let b = m.encode();

@@ -6,18 +6,21 @@
 //! through their hash, so the signature is checked (cheap) before any
 //! hashing work is spent. Version 2 names its maker by node id, the
 //! cemented window it builds on, the canonical bundle (Cement) of that
-//! window and the state root after it. Layout: docs/SPEC.md section 7.
+//! window and the state root after it; version 3 adds the hash of its
+//! extras (candidate proofs and a registration, [`Extras`]), which follow
+//! the checkpoints. Layout: docs/SPEC.md section 7.
 
 use montana_vdf::{ChainParams, Hash32, HashSuite, Proof};
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::consensus::active::NodeId;
+pub use crate::consensus::joining::Extras;
 use crate::keys::{Domain, NodeKeys, VerifyingKey, SIGNATURE_LEN};
 
 /// The proposal format this build reads and writes.
-pub const PROPOSAL_VERSION: u8 = 2;
-/// Header length in bytes (version 2).
-pub const HEADER_LEN: usize = 226;
+pub const PROPOSAL_VERSION: u8 = 3;
+/// Header length in bytes (version 3).
+pub const HEADER_LEN: usize = 258;
 const MAGIC: &[u8; 4] = b"MTPH";
 
 /// The signed part of a proposal.
@@ -47,6 +50,8 @@ pub struct ProposalHeader {
     /// The state root after everything up to `cemented`, window
     /// `cemented` paid with `bundle`.
     pub state_root: Hash32,
+    /// SHA-256 of the extras' bytes ([`Extras::encode`]).
+    pub extras_hash: [u8; 32],
 }
 
 impl ProposalHeader {
@@ -64,7 +69,8 @@ impl ProposalHeader {
             .bytes(&self.proposer.0)
             .u64(self.cemented)
             .bytes(&self.bundle)
-            .bytes(&self.state_root.0);
+            .bytes(&self.state_root.0)
+            .bytes(&self.extras_hash);
         let b = w.finish();
         debug_assert_eq!(b.len(), HEADER_LEN);
         b
@@ -89,6 +95,7 @@ impl ProposalHeader {
             cemented: r.u64()?,
             bundle: r.array()?,
             state_root: Hash32(r.array()?),
+            extras_hash: r.array()?,
         };
         let bad = |why: String| CodecError::Invalid {
             what: "proposal",
@@ -110,7 +117,7 @@ impl ProposalHeader {
         Ok(h)
     }
 
-    /// Decodes exactly the 226 header bytes (the checks of
+    /// Decodes exactly the 258 header bytes (the checks of
     /// [`Proposal::from_bytes`] that need no checkpoints).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new("proposal header", bytes);
@@ -152,6 +159,7 @@ pub struct Proposal {
     pub header: ProposalHeader,
     pub signature: Vec<u8>,
     pub checkpoints: Vec<Hash32>,
+    pub extras: Extras,
 }
 
 impl Proposal {
@@ -163,6 +171,18 @@ impl Proposal {
         d: u64,
         basis: Basis,
         checkpoints: Vec<Hash32>,
+    ) -> Self {
+        Self::sign_with(keys, suite, d, basis, checkpoints, Extras::default())
+    }
+
+    /// [`Proposal::sign`] with candidate proofs or a registration.
+    pub fn sign_with(
+        keys: &NodeKeys,
+        suite: HashSuite,
+        d: u64,
+        basis: Basis,
+        checkpoints: Vec<Hash32>,
+        extras: Extras,
     ) -> Self {
         let header = ProposalHeader {
             suite,
@@ -176,12 +196,14 @@ impl Proposal {
             cemented: basis.window - 1,
             bundle: basis.bundle,
             state_root: basis.state_root,
+            extras_hash: extras.hash(),
         };
         let signature = keys.sign(Domain::Proposal, &header.to_bytes());
         Proposal {
             header,
             signature,
             checkpoints,
+            extras,
         }
     }
 
@@ -206,13 +228,14 @@ impl Proposal {
             .expect("checkpoint count checked when decoded or built")
     }
 
-    /// Header, signature, checkpoints (docs/SPEC.md section 7).
+    /// Header, signature, checkpoints, extras (docs/SPEC.md section 7).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(HEADER_LEN + SIGNATURE_LEN + 32 * self.checkpoints.len());
         w.bytes(&self.header.to_bytes()).bytes(&self.signature);
         for c in &self.checkpoints {
             w.bytes(&c.0);
         }
+        w.bytes(&self.extras.encode());
         w.finish()
     }
 
@@ -224,7 +247,7 @@ impl Proposal {
         let header = ProposalHeader::read(&mut r)?;
         let signature = r.take(SIGNATURE_LEN)?.to_vec();
         let k = header.checkpoints as usize;
-        if r.left() != 32 * k {
+        if r.left() < 32 * k {
             return Err(CodecError::Invalid {
                 what: "proposal",
                 why: format!("{} bytes of checkpoints, header declares {k}", r.left()),
@@ -233,7 +256,15 @@ impl Proposal {
         let checkpoints: Vec<Hash32> = (0..k)
             .map(|_| r.array().map(Hash32))
             .collect::<Result<_, _>>()?;
+        let extras_bytes = r.take(r.left())?;
+        let extras = Extras::decode(extras_bytes)?;
         r.end()?;
+        if HashSuite::Sha256.hash(extras_bytes).0 != header.extras_hash {
+            return Err(CodecError::Invalid {
+                what: "proposal",
+                why: "extras do not match the signed extras hash".into(),
+            });
+        }
         if checkpoints_hash(&checkpoints) != header.checkpoints_hash {
             return Err(CodecError::Invalid {
                 what: "proposal",
@@ -250,6 +281,7 @@ impl Proposal {
             header,
             signature,
             checkpoints,
+            extras,
         })
     }
 }
@@ -287,7 +319,7 @@ mod tests {
         let keys = NodeKeys::generate().unwrap();
         let p = sample(&keys);
         let bytes = p.to_bytes();
-        assert_eq!(bytes.len(), HEADER_LEN + SIGNATURE_LEN + 4 * 32);
+        assert_eq!(bytes.len(), HEADER_LEN + SIGNATURE_LEN + 4 * 32 + 3);
         let back = Proposal::from_bytes(&bytes).unwrap();
         assert_eq!(back, p);
         assert_eq!(back.hash(), p.hash());
@@ -317,6 +349,7 @@ mod tests {
             Box::new(|h| h.bundle[0] ^= 1),
             Box::new(|h| h.state_root.0[0] ^= 1),
             Box::new(|h| h.suite = HashSuite::Blake3),
+            Box::new(|h| h.extras_hash[0] ^= 1),
         ];
         for edit in edits.drain(..) {
             let mut q = p.clone();
@@ -365,6 +398,19 @@ mod tests {
         let last = b.len() - 40;
         b[last] ^= 1;
         assert!(Proposal::from_bytes(&b).is_err());
+        // Extras changed after signing, or malformed: refused.
+        let mut b = bytes.clone();
+        let n = b.len();
+        b[n - 1] = 1;
+        assert!(Proposal::from_bytes(&b).is_err());
+        let mut q = p.clone();
+        q.extras.registration = Some(crate::consensus::joining::Registration::sign(
+            &keys, [0; 32], 1,
+        ));
+        assert!(matches!(
+            Proposal::from_bytes(&q.to_bytes()),
+            Err(CodecError::Invalid { why, .. }) if why.contains("extras hash")
+        ));
         // Window 0 and K not dividing D.
         let mut q = p.clone();
         q.header.window = 0;

@@ -8,7 +8,8 @@
 //!   `state_root` (32: the state root after `tip`), `applied` (the window
 //!   after the tip once its T is verified: window u64 LE, T 32) and
 //!   `signed` (the highest (window, round, step) this node signed, and its
-//!   lock: `chain::Signed`).
+//!   lock: `chain::Signed`), `tip_set` (the active set that cemented the
+//!   tip: u16 n, then n x (weight u64 LE, ML-DSA-65 key)).
 //! - `proposals`: window (u64 big-endian, so keys sort by window) -> the
 //!   cemented proposal's bytes (docs/SPEC.md section 7).
 //! - `cements`: window (u64 BE) -> the window's canonical Cement (the one
@@ -34,9 +35,9 @@ use rocksdb::{
 };
 use thiserror::Error;
 
-use crate::chain::{Cemented, Signed};
+use crate::chain::{Cemented, Signed, TipMeta};
 use crate::consensus::active::NodeId;
-use crate::consensus::state::State;
+use crate::consensus::state::{Roster, State};
 use crate::consensus::vote::Cement;
 use crate::genesis::Genesis;
 
@@ -58,7 +59,7 @@ const KEY_NETWORK_ID: &[u8] = b"network_id";
 /// The database layout this build reads and writes. Version 1 (no
 /// `schema_version` record) is what nodes wrote before consensus (genesis
 /// version 1); a database of any other version is refused, never misread.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 const KEY_TIP: &[u8] = b"tip";
 const KEY_ROOT: &[u8] = b"state_root";
 /// Set (synced) while the genesis state is being written, before the
@@ -67,6 +68,40 @@ const KEY_ROOT: &[u8] = b"state_root";
 const KEY_CREATING: &[u8] = b"creating";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SIGNED: &[u8] = b"signed";
+const KEY_TIP_SET: &[u8] = b"tip_set";
+
+/// `tip_set`'s bytes.
+fn encode_set(set: &crate::consensus::active::ActiveSet) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2 + set.len() * 1960);
+    v.extend_from_slice(&(set.len() as u16).to_le_bytes());
+    for m in set.members() {
+        v.extend_from_slice(&m.weight.to_le_bytes());
+        v.extend_from_slice(&m.key.to_bytes());
+    }
+    v
+}
+
+fn decode_set(b: &[u8]) -> Option<crate::consensus::active::ActiveSet> {
+    use crate::consensus::active::{ActiveSet, Member};
+    use crate::keys::{VerifyingKey, SIGNING_PUBLIC_LEN};
+    let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+    let each = 8 + SIGNING_PUBLIC_LEN;
+    if b.len() != 2 + n * each {
+        return None;
+    }
+    let mut members = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = &b[2 + i * each..2 + (i + 1) * each];
+        let weight = u64::from_le_bytes(e[..8].try_into().ok()?);
+        let key = VerifyingKey::from_bytes(&e[8..]).ok()?;
+        members.push(Member {
+            id: NodeId::of(&key),
+            key,
+            weight,
+        });
+    }
+    ActiveSet::new(members).ok()
+}
 
 /// Storage failures; one line each, naming the path where it helps.
 #[derive(Debug, Error)]
@@ -479,6 +514,15 @@ impl Store {
             let key = crate::consensus::state::account_key(&id);
             batch.put_cf(self.cf(CF_STATE), key, state.balance(&id).to_le_bytes());
         }
+        // The roster (candidates, members, seen: every key after the
+        // accounts') is small: written whole.
+        batch.delete_range_cf(self.cf(CF_STATE), &[b'b'][..], &[0xffu8; 40][..]);
+        for (k, v) in state.roster().entries() {
+            batch.put_cf(self.cf(CF_STATE), k, v);
+        }
+        if let Some(last) = windows.last() {
+            batch.put_cf(self.cf(CF_METADATA), KEY_TIP_SET, encode_set(&last.set));
+        }
         batch.put_cf(self.cf(CF_METADATA), KEY_ROOT, state.root().0);
         batch.put_cf(self.cf(CF_METADATA), KEY_TIP, tip.to_bytes());
         batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
@@ -532,8 +576,9 @@ impl Store {
     pub fn consensus(
         &self,
         genesis: &Genesis,
-    ) -> Result<(State, NodeId, Option<Cement>), StoreError> {
+    ) -> Result<(State, TipMeta, Option<Cement>), StoreError> {
         let mut accounts = std::collections::BTreeMap::new();
+        let mut roster = Vec::new();
         for item in self
             .db()
             .iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start)
@@ -544,17 +589,21 @@ impl Store {
                     .try_into()
                     .map_err(|_| self.corrupt("an account balance is not 8 bytes"))?;
                 accounts.insert(id, u64::from_le_bytes(b));
+            } else {
+                roster.push((k, v));
             }
         }
-        let state = State::new(genesis.active_set(), accounts);
+        let roster = Roster::from_entries(roster.iter().map(|(k, v)| (&k[..], &v[..])))
+            .map_err(|e| self.corrupt(&format!("the roster: {e}")))?;
+        let state = State::with_roster(roster, accounts);
         let stored = self
             .get(CF_METADATA, KEY_ROOT)?
             .ok_or_else(|| self.corrupt("no state root"))?;
         if stored[..] != state.root().0[..] {
             return Err(self.corrupt("the accounts do not match the stored state root"));
         }
-        let (proposer, cement) = if self.tip.window == 0 {
-            (genesis.node_id(genesis.proposer()), None)
+        let (meta, cement) = if self.tip.window == 0 {
+            (TipMeta::genesis(genesis), None)
         } else {
             let p = self
                 .proposal(self.tip.window)?
@@ -564,9 +613,28 @@ impl Store {
                 .map(|b| Cement::decode(&b))
                 .transpose()
                 .map_err(|e| self.corrupt(&format!("the tip's Cement: {e}")))?;
-            (p.header.proposer, c)
+            // A node that fast-synced to its tip has no record of the set
+            // that cemented it: the set after it stands in (the same unless
+            // the set changed at that very window).
+            let set = match self.get(CF_METADATA, KEY_TIP_SET)? {
+                Some(b) => decode_set(&b).ok_or_else(|| self.corrupt("the tip's active set"))?,
+                None => state.active().clone(),
+            };
+            let prev_t = if self.tip.window >= 2 {
+                self.proposal(self.tip.window - 1)?
+                    .map_or(genesis.timechain().t0(), |q| q.header.t)
+            } else {
+                genesis.timechain().t0()
+            };
+            let meta = TipMeta {
+                proposer: p.header.proposer,
+                extras: p.extras.clone(),
+                set,
+                prev_t,
+            };
+            (meta, c)
         };
-        Ok((state, proposer, cement))
+        Ok((state, meta, cement))
     }
 
     /// The stored Cement bytes of `window`.
@@ -958,7 +1026,7 @@ mod tests {
         assert_eq!(s.tip(), tip);
         let (st, proposer, bundle) = s.consensus(&g).unwrap();
         assert_eq!(st, state_at(3));
-        assert_eq!(proposer, ws[2].proposal.header.proposer);
+        assert_eq!(proposer.proposer, ws[2].proposal.header.proposer);
         assert_eq!(bundle.as_ref(), Some(&ws[2].cement));
         // Nothing applied twice, nothing skipped.
         assert!(matches!(
@@ -1077,7 +1145,7 @@ mod tests {
         let line = e.to_string();
         assert_eq!(line.lines().count(), 1);
         assert!(
-            line.contains("another montana version (schema 1, this node needs 2)"),
+            line.contains("another montana version (schema 1, this node needs 3)"),
             "{line}"
         );
         assert!(line.contains("another --data-dir"), "{line}");
@@ -1085,9 +1153,12 @@ mod tests {
         let (other, _) = genesis();
         let e = Store::open(dir.path(), &other).unwrap_err();
         assert!(matches!(e, StoreError::Schema { found: 1, .. }), "{e}");
-        set(Some(&3u32.to_le_bytes()));
+        set(Some(&4u32.to_le_bytes()));
         let e = Store::open(dir.path(), &g).unwrap_err();
-        assert!(matches!(e, StoreError::Schema { found: 3, .. }), "{e}");
+        assert!(matches!(e, StoreError::Schema { found: 4, .. }), "{e}");
+        set(Some(&2u32.to_le_bytes()));
+        let e = Store::open(dir.path(), &g).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 2, .. }), "{e}");
         set(Some(&[2, 0]));
         let e = Store::open(dir.path(), &g).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");

@@ -60,6 +60,8 @@ pub fn cemented_chain<K: Borrow<NodeKeys>>(
     let mut tip = Tip::genesis(g);
     let mut state = g.initial_state();
     let mut prev: Option<(NodeId, Cement)> = None;
+    let joining = g.joining();
+    let none = crate::consensus::joining::Extras::default();
     let mut out = Vec::new();
     for w in 1..=n {
         let mut cps = checkpoints(g, tip.t);
@@ -67,7 +69,16 @@ pub fn cemented_chain<K: Borrow<NodeKeys>>(
         let mut paid = Vec::new();
         if let Some((proposer, c)) = &prev {
             let signers: Vec<NodeId> = c.precommits.iter().map(|(id, _)| *id).collect();
-            state.pay(g.emission, *proposer, &signers).unwrap();
+            state
+                .settle(&crate::consensus::state::Settle {
+                    emission: g.emission,
+                    joining: &joining,
+                    window: w - 1,
+                    proposer: *proposer,
+                    signers: &signers,
+                    extras: &none,
+                })
+                .unwrap();
             paid.push(*proposer);
             paid.extend(signers);
         }
@@ -87,6 +98,7 @@ pub fn cemented_chain<K: Borrow<NodeKeys>>(
             cement,
             prev_bundle: None,
             paid,
+            set: g.active_set(),
         });
     }
     (out, state)

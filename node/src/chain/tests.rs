@@ -34,6 +34,7 @@ struct Disk {
     cements: BTreeMap<u64, Cement>,
     signed: Option<Signed>,
     state: Option<State>,
+    tip_set: Option<ActiveSet>,
 }
 
 struct Sim {
@@ -61,6 +62,8 @@ struct Sim {
     proposed: std::collections::HashSet<(usize, u64, u32)>,
     /// Beacons sent for a round its sender had already proposed in.
     late_beacons: u64,
+    /// Nodes whose candidate chains are forged (a wrong checkpoint).
+    forge: std::collections::HashSet<usize>,
 }
 
 impl Sim {
@@ -84,6 +87,7 @@ impl Sim {
             last_tips: 0,
             proposed: Default::default(),
             late_beacons: 0,
+            forge: Default::default(),
             keys,
             g,
         };
@@ -101,23 +105,52 @@ impl Sim {
             .proposals
             .values()
             .fold(Tip::genesis(&self.g), |t, p| t.after(p));
-        let proposer = d
-            .proposals
-            .values()
-            .last()
-            .map_or(self.g.node_id(self.g.proposer()), |p| p.header.proposer);
+        let mut meta = TipMeta::genesis(&self.g);
+        if let Some(p) = d.proposals.values().last() {
+            meta.proposer = p.header.proposer;
+            meta.extras = p.extras.clone();
+            meta.set = d.tip_set.clone().expect("written with the tip");
+            meta.prev_t = d
+                .proposals
+                .get(&(tip.window - 1))
+                .map_or(meta.prev_t, |q| q.header.t);
+        }
         let state = d.state.clone().unwrap_or_else(|| self.g.initial_state());
         let bundle = d.cements.get(&tip.window).cloned();
         let mut c = Chain::new(
             Rules::from_genesis(&self.g),
             Some(self.keys[i].clone()),
             tip,
-            proposer,
+            meta,
             state,
             bundle,
         );
         c.restore_signed(d.signed);
         c
+    }
+
+    /// A node whose keys are not in the genesis (before [`Sim::start`]).
+    fn add_joiner(&mut self) -> usize {
+        self.keys.push(Arc::new(NodeKeys::generate().unwrap()));
+        self.disks.push(Disk::default());
+        self.alive.push(true);
+        let i = self.nodes.len();
+        let c = self.boot(i);
+        self.nodes.push(c);
+        i
+    }
+
+    /// A candidate chain with the genesis joining rules, by the reference.
+    fn candidate_chain(&self, start: Hash32) -> Vec<Hash32> {
+        let j = self.g.joining();
+        let step = j.candidate_d / j.candidate_k as u64;
+        let mut v = start;
+        (0..j.candidate_k)
+            .map(|_| {
+                v = self.g.hash.iterate(&v, step);
+                v
+            })
+            .collect()
     }
 
     fn now(&self) -> Instant {
@@ -163,6 +196,7 @@ impl Sim {
                         }
                         self.disks[i].cements.insert(w, c.cement);
                         self.disks[i].proposals.insert(w, c.proposal);
+                        self.disks[i].tip_set = Some(c.set);
                     }
                     self.disks[i].state = Some(self.nodes[i].state().clone());
                 }
@@ -193,8 +227,11 @@ impl Sim {
                     );
                     self.post(i, peer as usize, Message::GetProposals { from, count });
                 }
-                a @ (Action::Verify(_) | Action::Evaluate { .. }) => self.work.push_back((i, a)),
-                Action::Applied { .. } | Action::Rejected { .. } => {}
+                a @ (Action::Verify(_)
+                | Action::Evaluate { .. }
+                | Action::VerifyCandidates { .. }
+                | Action::EvaluateCandidate { .. }) => self.work.push_back((i, a)),
+                Action::Applied { .. } | Action::Rejected { .. } | Action::Members(_) => {}
             }
         }
     }
@@ -247,6 +284,17 @@ impl Sim {
                 Action::Evaluate { window, start } => {
                     let cps = checkpoints(&self.g, start);
                     self.nodes[i].on_evaluated(window, cps, now)
+                }
+                Action::VerifyCandidates { proofs, chains } => {
+                    let outcome = verify_chains(&chains);
+                    self.nodes[i].on_candidates_verified(proofs, Ok(outcome), now)
+                }
+                Action::EvaluateCandidate { window, start } => {
+                    let mut cps = self.candidate_chain(start);
+                    if self.forge.contains(&i) {
+                        cps[0].0[0] ^= 1;
+                    }
+                    self.nodes[i].on_candidate_evaluated(window, Some(cps), now)
                 }
                 _ => unreachable!(),
             };
@@ -379,8 +427,15 @@ impl Sim {
 }
 
 fn verify(b: &Batch) -> VerifyOutcome {
+    let all: Vec<montana_vdf::Proof> = b.proofs.iter().chain(&b.candidates).cloned().collect();
+    verify_chains(&all)
+}
+
+/// The reference verdict on proofs checked in one call: the index of the
+/// first bad segment across all of them.
+fn verify_chains(proofs: &[montana_vdf::Proof]) -> VerifyOutcome {
     let mut index = 0;
-    for proof in &b.proofs {
+    for proof in proofs {
         for s in proof.segments() {
             if !s.check_reference(proof.suite()) {
                 return VerifyOutcome::Invalid {
@@ -571,7 +626,7 @@ fn a_failed_evaluation_is_started_again_on_the_next_tick() {
         Rules::from_genesis(&g),
         Some(keys[0].clone()),
         Tip::genesis(&g),
-        g.node_id(g.proposer()),
+        TipMeta::genesis(&g),
         g.initial_state(),
         None,
     );
@@ -612,7 +667,7 @@ fn the_next_rank_evaluates_after_a_window_of_silence_from_the_proposer() {
                 Rules::from_genesis(&g),
                 Some(k.clone()),
                 Tip::genesis(&g),
-                g.node_id(g.proposer()),
+                TipMeta::genesis(&g),
                 g.initial_state(),
                 None,
             );
@@ -677,7 +732,7 @@ fn one() -> (Genesis, Vec<Arc<NodeKeys>>, Chain) {
         Rules::from_genesis(&g),
         Some(keys[1].clone()),
         Tip::genesis(&g),
-        g.node_id(g.proposer()),
+        TipMeta::genesis(&g),
         g.initial_state(),
         None,
     );
@@ -1198,4 +1253,126 @@ fn a_node_with_a_valid_value_resends_the_prevotes_that_prove_it() {
         .map(|&i| NodeId::of(k[i].verifying_key()))
         .collect();
     assert_eq!(prevotes_sent(&out, 0, v), ids);
+}
+
+/// A node outside the genesis follows, publishes its candidate chain every
+/// window, registers once 3 windows are counted, becomes a member 2 windows
+/// after its registration is carried, and then votes: its precommits are
+/// in the Cements of later windows. Every node has the same roster.
+#[test]
+fn a_joiner_counts_candidate_windows_registers_and_becomes_a_voting_member() {
+    let mut sim = Sim::new(4, 11);
+    let j = sim.add_joiner();
+    let id = sim.nodes[j].node_id();
+    assert!(!sim.nodes[j].is_member());
+    sim.start();
+    assert!(sim.run_until(4, 60_000));
+    let c = sim.nodes[0].state().roster().candidates.get(&id).cloned();
+    let c = c.expect("counted as a candidate through cemented windows");
+    assert!(c.count >= 1 && c.effective.is_none(), "{c:?}");
+    assert_eq!(sim.nodes[j].membership(), "candidate");
+    assert!(sim.run_until(14, 200_000), "windows did not cement");
+    sim.assert_safe();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert!(
+            n.state().active().index_of(&id).is_some(),
+            "node {i} at {} does not count the joiner",
+            n.tip().window
+        );
+        assert_eq!(n.state().active().len(), 5);
+    }
+    assert_eq!(sim.nodes[j].membership(), "active");
+    assert!(sim.nodes[j].state().roster().candidates.is_empty());
+    // It votes: a Cement of a later window carries its precommit.
+    assert!(sim.run_until(18, 100_000));
+    let signed = sim.disks[0]
+        .cements
+        .values()
+        .any(|c| c.precommits.iter().any(|(s, _)| *s == id));
+    assert!(signed, "the new member's precommit is in no Cement");
+    // Same roster and root on every node at the same tip.
+    let w = sim.nodes.iter().map(|n| n.tip().window).min().unwrap();
+    let roots: Vec<Hash32> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.tip().window == w)
+        .map(|n| n.state_root())
+        .collect();
+    assert!(roots.windows(2).all(|r| r[0] == r[1]));
+}
+
+/// A candidate whose chains are forged is rejected by every member (the
+/// proof is verified before it is carried) and never counted; once it
+/// publishes honest chains its count starts from 1 and it gets in.
+#[test]
+fn a_forged_candidate_chain_is_rejected_by_every_member_and_starts_over() {
+    let mut sim = Sim::new(4, 12);
+    let j = sim.add_joiner();
+    let id = sim.nodes[j].node_id();
+    sim.forge.insert(j);
+    sim.start();
+    assert!(sim.run_until(6, 100_000));
+    for i in 0..4 {
+        assert!(
+            sim.nodes[i]
+                .rejected()
+                .get("candidate_bad_proof")
+                .copied()
+                .unwrap_or(0)
+                >= 1,
+            "node {i} did not reject the forged chain: {:?}",
+            sim.nodes[i].rejected()
+        );
+        assert!(sim.nodes[i].state().roster().candidates.get(&id).is_none());
+    }
+    sim.forge.clear();
+    let w = sim.nodes[0].tip().window;
+    assert!(sim.run_until(w + 3, 100_000));
+    let c = sim.nodes[0].state().roster().candidates.get(&id).cloned();
+    assert!(c.is_some_and(|c| c.count >= 1 && c.count <= 3));
+    assert!(sim.run_until(w + 12, 200_000));
+    assert!(sim.nodes[0].state().active().index_of(&id).is_some());
+    sim.assert_safe();
+}
+
+/// A proof for a window no proposal may carry any more (more than two
+/// windows back) is refused on arrival as late, and so is a proposal
+/// carrying one.
+#[test]
+fn a_late_candidate_proof_does_not_count() {
+    let mut sim = Sim::new(4, 13);
+    sim.start();
+    assert!(sim.run_until(5, 60_000));
+    let stranger = NodeKeys::generate().unwrap();
+    let tip = sim.nodes[0].tip().window;
+    let late = CandidateProof::sign(
+        &stranger,
+        sim.g.network_id(),
+        sim.g.hash,
+        tip - 3,
+        vec![Hash32([1; 32]); sim.g.joining().candidate_k as usize],
+    );
+    let now = sim.now();
+    let out = sim.nodes[0].on_message(1, Message::CandidateProof(Box::new(late.clone())), now);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Rejected {
+            reason: Reject::Candidate("candidate_late"),
+            ..
+        }
+    )));
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::VerifyCandidates { .. })));
+    // Carried in a proposal, the same proof makes it invalid.
+    let roster = sim.nodes[0].state().roster().clone();
+    let c = &sim.nodes[0];
+    assert_eq!(
+        c.candidate_t(late.window, c.tip().window + 1),
+        Err(Reject::Candidate("candidate_late"))
+    );
+    assert!(
+        c.check_candidate(&late, &roster).is_ok(),
+        "only its window is wrong"
+    );
 }

@@ -51,6 +51,10 @@ pub struct Args {
     /// quick calibration (tests).
     #[arg(long)]
     pub skip_calibration: bool,
+    /// Keys outside the genesis: the node's label (default: joiner- and
+    /// the first 8 digits of its node id).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Keys outside the genesis: join through these addresses
     /// (comma-separated; default: the genesis peers' addresses).
     #[arg(long, value_delimiter = ',')]
@@ -93,6 +97,7 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
             host_rates: super::host_rates_path(),
         },
         last_window: a.last_window,
+        label: a.label.clone(),
         calibration: if a.skip_calibration {
             Calibration::Skip
         } else {
@@ -158,7 +163,7 @@ async fn serve(
     data_dir: PathBuf,
     ran: &mut bool,
 ) -> Result<(), CliError> {
-    if !join.bootstrap.is_empty() {
+    if !join.bootstrap.is_empty() && !node.is_joiner() {
         info!("--bootstrap is for keys outside the genesis; this node is a genesis peer and dials its genesis peers");
     }
     let net_cfg =

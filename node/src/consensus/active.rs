@@ -149,6 +149,10 @@ impl ActiveSet {
         self.total
     }
     /// The member's position in id order, if it is one.
+    /// The members' ids, in id order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.id).collect()
+    }
     pub fn index_of(&self, id: &NodeId) -> Option<usize> {
         self.members.binary_search_by(|m| m.id.cmp(id)).ok()
     }

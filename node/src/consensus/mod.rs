@@ -4,6 +4,7 @@
 
 pub mod active;
 pub mod agreement;
+pub mod joining;
 pub mod merkle;
 pub mod propose;
 pub mod state;

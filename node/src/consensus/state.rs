@@ -1,11 +1,14 @@
-//! Consensus state: accounts and the active set, their state root, and the
-//! emission paid for each cemented window.
+//! Consensus state: accounts, the active set and the candidates, their
+//! state root, and how each cemented window settles (emission, candidates,
+//! members joining and leaving).
 //!
 //! Entries (docs/SPEC.md 9.6), sorted by key for the state root
 //! ([`super::merkle`]):
 //! ```text
-//! account: key 0x61 ('a') || node id (33 bytes)  value balance u64 LE
-//! member:  key 0x6d ('m') || node id (33 bytes)  value weight u64 LE || ML-DSA-65 public key (1,952)
+//! account:   key 0x61 ('a') || node id (33 bytes)  value balance u64 LE
+//! candidate: key 0x63 ('c') || node id             value count u32 | last u64 | effective u64 | key (1,952)
+//! member:    key 0x6d ('m') || node id             value weight u64 LE || ML-DSA-65 public key (1,952)
+//! seen:      key 0x73 ('s') || node id             value the last window it signed a canonical bundle, u64 LE
 //! ```
 //! Emission for a cemented window: `emission` units are minted. The
 //! proposer gets `emission * proposer_bps / 10,000` (rounded down); the
@@ -15,15 +18,18 @@
 //! signers pays everything to the proposer. Balances never overflow: a
 //! payout that would is refused (the proposal carrying it is invalid).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use montana_vdf::Hash32;
 
-use super::active::{ActiveSet, Member, NodeId};
+use super::active::{ActiveSet, Member, NodeId, MAX_ACTIVE};
+use super::joining::{Candidate, Extras, JoinRules};
 use super::merkle;
 
 const ACCOUNT: u8 = b'a';
+const CANDIDATE: u8 = b'c';
 const MEMBER: u8 = b'm';
+const SEEN: u8 = b's';
 
 /// The emission rule (from the genesis).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,11 +61,107 @@ pub enum StateError {
     DuplicateSigner(NodeId),
 }
 
-/// Accounts and the active set.
+/// Who takes part beside the accounts: the active set, the candidates and
+/// when each member last signed a canonical bundle. Small (at most 300
+/// members and the candidates a few windows of proposals carried), so a
+/// change copies it whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roster {
+    pub active: ActiveSet,
+    pub candidates: BTreeMap<NodeId, Candidate>,
+    /// The last window whose canonical bundle a member signed (or the
+    /// window it became a member); absent: 0.
+    pub seen: BTreeMap<NodeId, u64>,
+}
+
+impl Roster {
+    pub fn new(active: ActiveSet) -> Self {
+        Roster {
+            active,
+            candidates: BTreeMap::new(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.candidates.len() + self.active.len() + self.seen.len()
+    }
+
+    /// The roster's entries in key order ('c' < 'm' < 's').
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|k, v| out.push((k, v)));
+        out
+    }
+
+    fn for_each(&self, mut f: impl FnMut(Vec<u8>, Vec<u8>)) {
+        for (id, c) in &self.candidates {
+            f(key(CANDIDATE, id), c.encode());
+        }
+        for m in self.active.members() {
+            let (k, v) = member_entry(m);
+            f(k, v);
+        }
+        for (id, w) in &self.seen {
+            f(key(SEEN, id), w.to_le_bytes().to_vec());
+        }
+    }
+
+    /// Builds the roster back from its entries (any order); `None` for an
+    /// entry that is not a roster entry or does not decode.
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<Self, String> {
+        let mut members = Vec::new();
+        let mut candidates = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        for (k, v) in entries {
+            let (tag, id) = match k {
+                [tag, rest @ ..] if rest.len() == 32 => {
+                    (*tag, NodeId(rest.try_into().expect("32 bytes")))
+                }
+                _ => return Err(format!("a state key of {} bytes", k.len())),
+            };
+            match tag {
+                CANDIDATE => {
+                    let c = Candidate::decode(v).map_err(|e| e.to_string())?;
+                    candidates.insert(id, c);
+                }
+                MEMBER => {
+                    if v.len() != 8 + crate::keys::SIGNING_PUBLIC_LEN {
+                        return Err("a member entry of the wrong length".into());
+                    }
+                    let weight = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                    let key = crate::keys::VerifyingKey::from_bytes(&v[8..])
+                        .map_err(|e| format!("a member key: {e}"))?;
+                    if NodeId::of(&key) != id {
+                        return Err("a member entry whose key is not its id's".into());
+                    }
+                    members.push(Member { id, key, weight });
+                }
+                SEEN => {
+                    let w: [u8; 8] = v
+                        .try_into()
+                        .map_err(|_| "a seen entry is not 8 bytes".to_string())?;
+                    seen.insert(id, u64::from_le_bytes(w));
+                }
+                t => return Err(format!("a state entry of unknown tag {t:#04x}")),
+            }
+        }
+        let active = ActiveSet::new(members).map_err(|e| e.to_string())?;
+        Ok(Roster {
+            active,
+            candidates,
+            seen,
+        })
+    }
+}
+
+/// Accounts and the roster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     accounts: BTreeMap<NodeId, u64>,
-    active: ActiveSet,
+    roster: Roster,
     /// What the last [`State::root`] computed, to redo only what changed.
     cache: RootCache,
 }
@@ -69,10 +171,11 @@ pub struct State {
 /// the root is the tree over the blocks' hashes, docs/SPEC.md 13.3).
 const CACHE_BLOCK: usize = 4096;
 
-/// The subtree hash of every block of [`CACHE_BLOCK`] entries, valid for
-/// `n` entries except the blocks holding an account in `dirty`. A balance
-/// changed costs one block (4,096 leaves) at the next root, not the whole
-/// tree (a million accounts are 2 million hashes).
+/// The subtree hash of every block of [`CACHE_BLOCK`] accounts that holds
+/// accounts only, valid for `n` accounts except the blocks holding an
+/// account in `dirty`. A balance changed costs one block (4,096 leaves) at
+/// the next root, not the whole tree (a million accounts are 2 million
+/// hashes); the last block, which the roster shares, is always redone.
 #[derive(Default)]
 struct RootCache(std::sync::Mutex<CacheInner>);
 
@@ -81,7 +184,7 @@ struct CacheInner {
     /// None: nothing cached (new state, or an account added).
     blocks: Option<Vec<Hash32>>,
     n: usize,
-    dirty: std::collections::BTreeSet<NodeId>,
+    dirty: BTreeSet<NodeId>,
 }
 
 impl Clone for RootCache {
@@ -104,16 +207,37 @@ impl std::fmt::Debug for RootCache {
     }
 }
 
+/// What settling one cemented window needs beside the state
+/// ([`Overlay::settle`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Settle<'a> {
+    pub emission: Emission,
+    pub joining: &'a JoinRules,
+    /// The window settled (its proposal carried `extras`).
+    pub window: u64,
+    /// The maker of its proposal.
+    pub proposer: NodeId,
+    /// The precommitters of its canonical bundle.
+    pub signers: &'a [NodeId],
+    pub extras: &'a Extras,
+}
+
 impl State {
     pub fn new(active: ActiveSet, accounts: BTreeMap<NodeId, u64>) -> Self {
+        Self::with_roster(Roster::new(active), accounts)
+    }
+    pub fn with_roster(roster: Roster, accounts: BTreeMap<NodeId, u64>) -> Self {
         State {
             accounts,
-            active,
+            roster,
             cache: RootCache::default(),
         }
     }
     pub fn active(&self) -> &ActiveSet {
-        &self.active
+        &self.roster.active
+    }
+    pub fn roster(&self) -> &Roster {
+        &self.roster
     }
     pub fn balance(&self, id: &NodeId) -> u64 {
         self.accounts.get(id).copied().unwrap_or(0)
@@ -137,6 +261,15 @@ impl State {
         Ok(())
     }
 
+    /// [`Overlay::settle`] applied to this state.
+    pub fn settle(&mut self, s: &Settle<'_>) -> Result<(), StateError> {
+        let mut next = self.overlay();
+        next.settle(s)?;
+        let changes = next.changes;
+        self.apply(changes);
+        Ok(())
+    }
+
     /// A view of this state with changes on top, for the states after one
     /// or more payments before any is final: the accounts are never copied
     /// (a million of them are 100 MB) and [`Overlay::root`] redoes only the
@@ -144,14 +277,14 @@ impl State {
     pub fn overlay(&self) -> Overlay<'_> {
         Overlay {
             base: self,
-            changes: BTreeMap::new(),
+            changes: Changes::default(),
         }
     }
 
-    /// Sets the balances in `changes` (from [`Overlay::into_changes`]).
+    /// Makes `changes` (from [`Overlay::into_changes`]) part of the state.
     pub fn apply(&mut self, changes: Changes) {
         let mut cache = self.cache.0.lock().unwrap();
-        for (id, balance) in changes {
+        for (id, balance) in changes.balances {
             match self.accounts.entry(id) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
                     *e.get_mut() = balance;
@@ -164,119 +297,181 @@ impl State {
                 }
             }
         }
+        if let Some(r) = changes.roster {
+            self.roster = r;
+        }
     }
 
     /// Every entry, sorted by key.
     pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> =
-            Vec::with_capacity(self.accounts.len() + self.active.len());
+            Vec::with_capacity(self.accounts.len() + self.roster.len());
         for (id, balance) in &self.accounts {
             out.push((key(ACCOUNT, id), balance.to_le_bytes().to_vec()));
         }
-        for Member {
-            id,
-            key: pk,
-            weight,
-        } in self.active.members()
-        {
-            let mut v = weight.to_le_bytes().to_vec();
-            v.extend_from_slice(&pk.to_bytes());
-            out.push((key(MEMBER, id), v));
-        }
-        out.sort();
+        out.extend(self.roster.entries());
+        debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
         out
     }
 
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.accounts.len() + self.roster.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The state root over [`State::entries`]: the tree over the hashes
-    /// of its blocks of [`CACHE_BLOCK`] entries, each cached until one of
-    /// its accounts changes (all of them when an account is added). Leaves
-    /// are streamed: accounts (key 'a') sort before members ('m') and each
-    /// group is kept in id order, so the entries come in key order without
-    /// being built.
+    /// of its blocks of [`CACHE_BLOCK`] entries; the blocks that hold
+    /// accounts only are cached until one of their accounts changes (all of
+    /// them when an account is added). Leaves are streamed: accounts (key
+    /// 'a') sort before the roster's entries, each group in id order, so
+    /// the entries come in key order without being built.
     pub fn root(&self) -> Hash32 {
-        let n = self.accounts.len() + self.active.len();
+        let full = self.accounts.len() / CACHE_BLOCK;
         let mut cache = self.cache.0.lock().unwrap();
-        let stale: Option<std::collections::BTreeSet<usize>> = match &cache.blocks {
-            Some(_) if cache.n == n => {
-                // The blocks of the dirty accounts: one ordered pass over
-                // the ids (no hashing).
-                let mut dirty = cache.dirty.iter().peekable();
-                let mut blocks = std::collections::BTreeSet::new();
-                for (i, id) in self.accounts.keys().enumerate() {
-                    let Some(d) = dirty.peek() else { break };
-                    if *d == id {
-                        blocks.insert(i / CACHE_BLOCK);
-                        dirty.next();
-                    }
-                }
-                Some(blocks)
+        let redo: Option<BTreeSet<usize>> = match &cache.blocks {
+            Some(b) if cache.n == self.accounts.len() && b.len() == full => {
+                Some(blocks_of(&self.accounts, cache.dirty.iter(), full))
             }
             _ => None,
         };
-        let all = stale.is_none();
-        let redo = |b: usize| stale.as_ref().is_none_or(|s| s.contains(&b));
-        let mut fresh: BTreeMap<usize, merkle::Streaming> = BTreeMap::new();
-        if all || !stale.as_ref().is_some_and(|s| s.is_empty()) {
-            self.for_each_entry(|i, e| {
-                let b = i / CACHE_BLOCK;
-                if redo(b) {
-                    fresh.entry(b).or_default().push(entry_leaf(e));
-                }
-            });
-        }
-        let blocks = cache.blocks.get_or_insert_with(Vec::new);
-        if all {
-            blocks.clear();
-        }
-        for (b, tree) in fresh {
-            let h = tree.tree();
-            match blocks.get_mut(b) {
-                Some(x) => *x = h,
-                None => blocks.push(h),
-            }
-        }
-        cache.n = n;
+        let blocks = full_blocks(
+            &self.accounts,
+            full,
+            cache.blocks.take().filter(|_| redo.is_some()),
+            redo.as_ref(),
+            &|_, b| b,
+        );
+        let root = root_from(
+            &blocks,
+            self.accounts.len() + self.roster.len(),
+            self.accounts
+                .iter()
+                .skip(full * CACHE_BLOCK)
+                .map(|(id, b)| (id, *b)),
+            &self.roster,
+        );
+        cache.blocks = Some(blocks);
+        cache.n = self.accounts.len();
         cache.dirty.clear();
-        merkle::root_of(
-            n as u64,
-            &merkle::mth(cache.blocks.as_deref().unwrap_or(&[])),
-        )
-    }
-
-    /// Calls `f(i, entry)` for every entry in key order.
-    fn for_each_entry(&self, mut f: impl FnMut(usize, EntryRef<'_>)) {
-        let mut i = 0;
-        for (id, balance) in &self.accounts {
-            f(i, EntryRef::Account(id, *balance));
-            i += 1;
-        }
-        for m in self.active.members() {
-            f(i, EntryRef::Member(m));
-            i += 1;
-        }
+        root
     }
 }
 
-/// New balances by account, to set on a [`State`].
-pub type Changes = BTreeMap<NodeId, u64>;
+/// The blocks (below `full`) that hold one of `ids`, in one ordered pass.
+fn blocks_of<'a>(
+    accounts: &BTreeMap<NodeId, u64>,
+    ids: impl Iterator<Item = &'a NodeId>,
+    full: usize,
+) -> BTreeSet<usize> {
+    let mut ids = ids.peekable();
+    let mut blocks = BTreeSet::new();
+    for (i, id) in accounts.keys().enumerate() {
+        if i >= full * CACHE_BLOCK {
+            break;
+        }
+        let Some(d) = ids.peek() else { break };
+        if *d == id {
+            blocks.insert(i / CACHE_BLOCK);
+            ids.next();
+        }
+    }
+    blocks
+}
 
-/// A [`State`] with balances changed on top (see [`State::overlay`]).
+/// The hashes of the `full` blocks of accounts only: `cached` with the
+/// blocks in `redo` hashed again, or all of them hashed when nothing is
+/// cached; `balance(id, stored)` is the balance to hash.
+fn full_blocks(
+    accounts: &BTreeMap<NodeId, u64>,
+    full: usize,
+    cached: Option<Vec<Hash32>>,
+    redo: Option<&BTreeSet<usize>>,
+    balance: &dyn Fn(&NodeId, u64) -> u64,
+) -> Vec<Hash32> {
+    let mut blocks = match cached {
+        Some(b) if redo.is_some() => b,
+        _ => vec![Hash32([0; 32]); full],
+    };
+    let all = redo.is_none();
+    if !all && redo.is_some_and(|r| r.is_empty()) {
+        return blocks;
+    }
+    let wanted = |b: usize| all || redo.is_some_and(|r| r.contains(&b));
+    let mut tree = merkle::Streaming::default();
+    for (i, (id, b)) in accounts.iter().enumerate().take(full * CACHE_BLOCK) {
+        let block = i / CACHE_BLOCK;
+        if wanted(block) {
+            tree.push(account_leaf(id, balance(id, *b)));
+            if i % CACHE_BLOCK == CACHE_BLOCK - 1 {
+                blocks[block] = std::mem::take(&mut tree).tree();
+            }
+        }
+    }
+    blocks
+}
+
+/// The root over `n` entries: the cached `full` blocks, then the blocks of
+/// the remaining accounts (`rest`, in key order) and the roster.
+fn root_from<'a>(
+    full: &[Hash32],
+    n: usize,
+    rest: impl Iterator<Item = (&'a NodeId, u64)>,
+    roster: &Roster,
+) -> Hash32 {
+    let mut blocks = full.to_vec();
+    let mut tree = merkle::Streaming::default();
+    let mut i = full.len() * CACHE_BLOCK;
+    let mut push = |leaf: Hash32, blocks: &mut Vec<Hash32>| {
+        tree.push(leaf);
+        i += 1;
+        if i % CACHE_BLOCK == 0 {
+            blocks.push(std::mem::take(&mut tree).tree());
+        }
+    };
+    for (id, b) in rest {
+        push(account_leaf(id, b), &mut blocks);
+    }
+    roster.for_each(|k, v| push(merkle::leaf(&k, &v), &mut blocks));
+    if !tree.is_empty() {
+        blocks.push(tree.tree());
+    }
+    merkle::root_of(n as u64, &merkle::mth(&blocks))
+}
+
+/// What an [`Overlay`] changed: new balances by account, and the roster
+/// when it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub balances: BTreeMap<NodeId, u64>,
+    pub roster: Option<Roster>,
+}
+
+/// A [`State`] with changes on top (see [`State::overlay`]).
 #[derive(Debug)]
 pub struct Overlay<'a> {
     base: &'a State,
-    /// New balances.
-    changes: BTreeMap<NodeId, u64>,
+    changes: Changes,
 }
 
 impl Overlay<'_> {
     pub fn balance(&self, id: &NodeId) -> u64 {
         self.changes
+            .balances
             .get(id)
             .copied()
             .unwrap_or_else(|| self.base.balance(id))
     }
 
-    /// The accounts changed from the base, with their new balances.
+    /// The roster with the changes.
+    pub fn roster(&self) -> &Roster {
+        self.changes.roster.as_ref().unwrap_or(&self.base.roster)
+    }
+
+    /// The changes from the base.
     pub fn changes(&self) -> &Changes {
         &self.changes
     }
@@ -321,7 +516,121 @@ impl Overlay<'_> {
                 .ok_or(StateError::Overflow(id))?;
             next.push((id, b));
         }
-        self.changes.extend(next);
+        self.changes.balances.extend(next);
+        Ok(())
+    }
+
+    /// Settles one cemented window (docs/SPEC.md 9.6 and 9.9), in this
+    /// order, all or nothing:
+    /// 1. the emission is paid (its maker and its bundle's signers);
+    /// 2. each member among the signers is seen at the window;
+    /// 3. each candidate proof the window's proposal carried counts: one
+    ///    more if the candidate's last counted window is the one before,
+    ///    else the count starts again at 1 (a new candidate starts at 1);
+    /// 4. its registration (if any) sets the candidate's effective window
+    ///    to window + activation_delay;
+    /// 5. registered candidates whose effective window is at most
+    ///    window + 1 become members of weight 1, in id order while the set
+    ///    has room, seen at the window;
+    /// 6. members not seen for `inactive_windows` windows leave (never the
+    ///    last one); candidates not counted for that long and not
+    ///    registered are forgotten.
+    ///
+    /// The proposal's extras were checked when it was validated
+    /// ([`crate::chain`]): here they are applied as they are.
+    pub fn settle(&mut self, s: &Settle<'_>) -> Result<(), StateError> {
+        self.pay(s.emission, s.proposer, s.signers)?;
+        let before = self.roster();
+        let mut r = before.clone();
+        let w = s.window;
+        for id in s.signers {
+            if r.active.get(id).is_some() {
+                r.seen.insert(*id, w);
+            }
+        }
+        for p in &s.extras.proofs {
+            let c = r.candidates.entry(p.id).or_insert_with(|| Candidate {
+                key: p.key.clone(),
+                count: 0,
+                last: 0,
+                effective: None,
+            });
+            c.count = if c.count > 0 && c.last + 1 == p.window {
+                c.count.saturating_add(1)
+            } else {
+                1
+            };
+            c.last = p.window;
+        }
+        if let Some(g) = &s.extras.registration {
+            if let Some(c) = r.candidates.get_mut(&g.id) {
+                c.effective = Some(w + s.joining.activation_delay as u64);
+            }
+        }
+        let due: Vec<NodeId> = r
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.effective.is_some_and(|e| e <= w + 1))
+            .map(|(id, _)| *id)
+            .collect();
+        if !due.is_empty() {
+            let mut members = r.active.members().to_vec();
+            for id in due {
+                if members.len() >= MAX_ACTIVE {
+                    break;
+                }
+                let c = r.candidates.remove(&id).expect("listed");
+                members.push(Member {
+                    id,
+                    key: c.key,
+                    weight: 1,
+                });
+                r.seen.insert(id, w);
+            }
+            r.active = ActiveSet::new(members).expect("new members are not members yet");
+        }
+        let gone = s.joining.inactive_windows as u64;
+        let absent: Vec<NodeId> = r
+            .active
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| w.saturating_sub(r.seen.get(id).copied().unwrap_or(0)) >= gone)
+            .collect();
+        if !absent.is_empty() {
+            let mut members: Vec<Member> = r
+                .active
+                .members()
+                .iter()
+                .filter(|m| !absent.contains(&m.id))
+                .cloned()
+                .collect();
+            if members.is_empty() {
+                // Never the last one: keep the one seen last (lowest id on
+                // a tie), so that the set stays valid.
+                let keep = r
+                    .active
+                    .members()
+                    .iter()
+                    .max_by_key(|m| {
+                        (
+                            r.seen.get(&m.id).copied().unwrap_or(0),
+                            std::cmp::Reverse(m.id),
+                        )
+                    })
+                    .expect("a set is never empty")
+                    .clone();
+                members.push(keep);
+            }
+            let ids: BTreeSet<NodeId> = members.iter().map(|m| m.id).collect();
+            r.seen.retain(|id, _| ids.contains(id));
+            r.active = ActiveSet::new(members).expect("a subset of a valid set");
+        }
+        r.candidates
+            .retain(|_, c| c.effective.is_some() || w.saturating_sub(c.last) < gone);
+        if r != *before {
+            self.changes.roster = Some(r);
+        }
         Ok(())
     }
 
@@ -329,90 +638,53 @@ impl Overlay<'_> {
     /// blocks, with the blocks holding a changed account redone; when an
     /// account is new (entries move) every block is redone.
     pub fn root(&self) -> Hash32 {
-        if self.changes.is_empty() {
+        if self.changes == Changes::default() {
             return self.base.root();
         }
         let base = self.base;
-        let n = base.accounts.len() + base.active.len();
-        if self
+        let roster = self.roster();
+        let added: Vec<(&NodeId, u64)> = self
             .changes
-            .keys()
-            .any(|id| !base.accounts.contains_key(id))
-        {
+            .balances
+            .iter()
+            .filter(|(id, _)| !base.accounts.contains_key(id))
+            .map(|(id, b)| (id, *b))
+            .collect();
+        if !added.is_empty() {
             // New accounts move the entries after them: merge them in, in
             // key order, and hash everything.
-            let mut tree = merkle::Streaming::default();
-            let mut new = self
-                .changes
-                .iter()
-                .filter(|(id, _)| !base.accounts.contains_key(id))
-                .peekable();
+            let mut new = added.into_iter().peekable();
+            let mut merged: Vec<(&NodeId, u64)> =
+                Vec::with_capacity(base.accounts.len() + new.len());
             for id in base.accounts.keys() {
                 while let Some((x, b)) = new.next_if(|(x, _)| *x < id) {
-                    tree.push(account_leaf(x, *b));
+                    merged.push((x, b));
                 }
-                tree.push(account_leaf(id, self.balance(id)));
+                merged.push((id, self.balance(id)));
             }
-            for (x, b) in new {
-                tree.push(account_leaf(x, *b));
-            }
-            for m in base.active.members() {
-                tree.push(entry_leaf(EntryRef::Member(m)));
-            }
-            return tree.root();
+            merged.extend(new);
+            let n = merged.len() + roster.len();
+            return root_from(&[], n, merged.into_iter(), roster);
         }
-        // Same entries, some balances changed: the base's blocks (brought
+        // Same accounts, some balances changed: the base's blocks (brought
         // up to date), with the blocks of the changed accounts redone.
         base.root();
-        let mut blocks = base
-            .cache
-            .0
-            .lock()
-            .unwrap()
-            .blocks
-            .clone()
-            .unwrap_or_default();
-        let mut redo = std::collections::BTreeSet::new();
-        let mut wanted = self.changes.keys().peekable();
-        for (i, id) in base.accounts.keys().enumerate() {
-            let Some(w) = wanted.peek() else { break };
-            if *w == id {
-                redo.insert(i / CACHE_BLOCK);
-                wanted.next();
-            }
-        }
-        let mut fresh: BTreeMap<usize, merkle::Streaming> = BTreeMap::new();
-        base.for_each_entry(|i, e| {
-            let b = i / CACHE_BLOCK;
-            if redo.contains(&b) {
-                let e = match e {
-                    EntryRef::Account(id, _) => EntryRef::Account(id, self.balance(id)),
-                    m => m,
-                };
-                fresh.entry(b).or_default().push(entry_leaf(e));
-            }
+        let full = base.accounts.len() / CACHE_BLOCK;
+        let cached = base.cache.0.lock().unwrap().blocks.clone();
+        let redo = blocks_of(&base.accounts, self.changes.balances.keys(), full);
+        let changes = &self.changes.balances;
+        let blocks = full_blocks(&base.accounts, full, cached, Some(&redo), &|id, b| {
+            changes.get(id).copied().unwrap_or(b)
         });
-        for (b, tree) in fresh {
-            blocks[b] = tree.tree();
-        }
-        merkle::root_of(n as u64, &merkle::mth(&blocks))
-    }
-}
-
-/// One state entry, borrowed.
-#[derive(Clone, Copy)]
-enum EntryRef<'a> {
-    Account(&'a NodeId, u64),
-    Member(&'a Member),
-}
-
-fn entry_leaf(e: EntryRef<'_>) -> Hash32 {
-    match e {
-        EntryRef::Account(id, balance) => account_leaf(id, balance),
-        EntryRef::Member(m) => {
-            let (k, v) = member_entry(m);
-            merkle::leaf(&k, &v)
-        }
+        root_from(
+            &blocks,
+            base.accounts.len() + roster.len(),
+            base.accounts
+                .iter()
+                .skip(full * CACHE_BLOCK)
+                .map(|(id, _)| (id, self.balance(id))),
+            roster,
+        )
     }
 }
 
@@ -595,7 +867,7 @@ mod tests {
         let r = o.root();
         assert!(o.pay(e, ids[0], &[ids[1], ids[1]]).is_err());
         assert_eq!(o.root(), r);
-        assert_eq!(o.changes().len(), 1);
+        assert_eq!(o.changes().balances.len(), 1);
     }
 
     /// Four members without accounts and `n` accounts of balance 1: the
@@ -611,7 +883,7 @@ mod tests {
     }
 
     fn fresh_root(s: &State) -> Hash32 {
-        State::new(s.active().clone(), s.accounts().clone()).root()
+        State::with_roster(s.roster().clone(), s.accounts().clone()).root()
     }
 
     /// Payments after a root was cached (balances changed in one block or

@@ -212,7 +212,7 @@ pub async fn before_run(
     state.lock().unwrap().phase = "syncing".into();
     info!(tip, "fast-sync: asking peers for their newest snapshot");
     let peers: Vec<u16> = (0..node.genesis.peers.len() as u16)
-        .filter(|p| *p != node.me)
+        .filter(|p| Some(*p) != node.me)
         .collect();
     // Over the network a peer is up once connected (it may still be
     // dialing: asking it now would only fail); in-process every peer is.
@@ -518,6 +518,7 @@ mod tests {
                 keys_dir: None,
                 backends: Default::default(),
                 last_window: Some(LAST),
+                label: None,
                 calibration: crate::backend_choice::Calibration::Skip,
             };
             let mut node = Node::open(&cfg).unwrap();

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub last_window: Option<u64>,
     /// Use (or run) the calibration, or take the best backends unmeasured.
     pub calibration: Calibration,
+    /// The label of a node outside the genesis (default `joiner-` and the
+    /// first 8 digits of its node id); genesis peers use theirs.
+    pub label: Option<String>,
 }
 
 /// Why a node cannot start or had to stop; one line each.
@@ -82,8 +85,10 @@ pub enum NodeError {
 pub struct Node {
     pub genesis: Genesis,
     pub network_id: [u8; 32],
-    /// This node's index in the genesis peers.
-    pub me: u16,
+    /// This node's index in the genesis peers; `None` for a node whose keys
+    /// are not in the genesis (it joins, docs/SPEC.md 9.9).
+    pub me: Option<u16>,
+    label: String,
     pub keys: Arc<NodeKeys>,
     pub store: Store,
     pub backends: Chosen,
@@ -108,18 +113,28 @@ impl Node {
         let me = genesis
             .peers
             .iter()
-            .position(|p| p.noise_public_key.eq_ignore_ascii_case(&noise))
-            .ok_or_else(|| NodeError::NotInGenesis {
-                dir: keys_dir.display().to_string(),
-                noise: noise.clone(),
-            })?;
-        let peer = &genesis.peers[me];
-        if peer.signing_public()? != *keys.verifying_key() {
+            .position(|p| p.noise_public_key.eq_ignore_ascii_case(&noise));
+        let signing = genesis
+            .peers
+            .iter()
+            .position(|p| p.signing_public().is_ok_and(|k| k == *keys.verifying_key()));
+        if me != signing {
+            // Half of a genesis identity: a mix-up, not a joiner.
             return Err(NodeError::NotInGenesis {
                 dir: keys_dir.display().to_string(),
                 noise,
             });
         }
+        let id = montana_vdf::HashSuite::Sha256
+            .hash(&keys.verifying_key().to_bytes())
+            .to_hex();
+        let label = match me {
+            Some(i) => genesis.peers[i].label.clone(),
+            None => cfg
+                .label
+                .clone()
+                .unwrap_or_else(|| format!("joiner-{}", &id[..8])),
+        };
         #[cfg(any(test, feature = "test-faults"))]
         let faults = faults::from_env().map_err(NodeError::Faults)?;
         let store = Store::open(&cfg.data_dir, &genesis)?;
@@ -132,7 +147,8 @@ impl Node {
         let backends = faults::slow_backends(&faults, backends);
         Ok(Node {
             network_id: genesis.network_id(),
-            me: me as u16,
+            me: me.map(|i| i as u16),
+            label,
             keys: Arc::new(keys),
             store,
             backends,
@@ -152,7 +168,12 @@ impl Node {
     }
 
     pub fn label(&self) -> &str {
-        &self.genesis.peers[self.me as usize].label
+        &self.label
+    }
+
+    /// Whether this node's keys are outside the genesis (it joins).
+    pub fn is_joiner(&self) -> bool {
+        self.me.is_none()
     }
 
     /// SHA-256 of this node's ML-DSA-65 public key, lowercase hex.
@@ -172,10 +193,14 @@ impl Node {
             pid: std::process::id(),
             network_id: hex::encode(self.network_id),
             phase: "starting".into(),
-            // Genesis peers are members from the start; joining (another
-            // issue) will start joiners at `none`.
-            membership: "active".into(),
-            joined: false,
+            // Genesis peers are members from the start; joiners sync first.
+            membership: if self.is_joiner() {
+                "syncing"
+            } else {
+                "active"
+            }
+            .into(),
+            joined: self.is_joiner(),
             window: tip.window,
             t: tip.t.to_hex(),
             hash: self.genesis.hash.name().into(),

@@ -154,10 +154,16 @@ pub fn net_config_with(
     listen: Option<SocketAddr>,
     opts: &JoinOptions,
 ) -> Result<NetConfig, NodeError> {
+    let Some(me) = node.me else {
+        let listen = listen.ok_or_else(|| {
+            NodeError::Net("a node whose keys are not in the genesis needs --listen ADDR".into())
+        })?;
+        return joiner_config(&node.genesis, node.keys.clone(), listen, opts);
+    };
     Ok(NetConfig {
         network_id: node.network_id,
-        me: Some(PeerId(node.me)),
-        listen: listen.unwrap_or(node.genesis.peers[node.me as usize].address),
+        me: Some(PeerId(me)),
+        listen: listen.unwrap_or(node.genesis.peers[me as usize].address),
         keys: node.keys.clone(),
         peers: genesis_peers(&node.genesis)?,
         bootstrap: Vec::new(),

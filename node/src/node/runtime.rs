@@ -64,6 +64,16 @@ enum Done {
         took: Duration,
         panicked: Option<String>,
     },
+    /// Gossiped candidate proofs verified.
+    CandidatesVerified {
+        proofs: Vec<crate::consensus::joining::CandidateProof>,
+        outcome: Result<VerifyOutcome, String>,
+    },
+    /// This node's candidate chain evaluated (`None`: it failed).
+    CandidateEvaluated {
+        window: u64,
+        checkpoints: Option<Vec<montana_vdf::Hash32>>,
+    },
     /// A GetProposals answer was built (and queued): its size in bytes.
     Served {
         peer: u16,
@@ -160,15 +170,17 @@ pub(super) async fn run(
         _ = &mut shutdown => return Ok(state.lock().unwrap().clone()),
     };
     let snapshots = super::fastsync::Serving::new(&node);
-    let (cstate, tip_proposer, bundle) = node.store.consensus(&node.genesis)?;
+    let (cstate, tip_meta, bundle) = node.store.consensus(&node.genesis)?;
     let mut chain = Chain::new(
         Rules::from_genesis(&node.genesis),
         Some(node.keys.clone()),
         node.store.tip(),
-        tip_proposer,
+        tip_meta,
         cstate,
         bundle,
     );
+    // The transport gives member slots to the members after the tip.
+    transport.set_members(&chain.state().active().ids());
     chain.restore_signed(node.store.signed()?);
     chain.set_last_window(node.last_window);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -310,6 +322,20 @@ impl Runner {
         for a in actions {
             match a {
                 Action::Verify(batch) => self.spawn_verify(batch),
+                Action::VerifyCandidates { proofs, chains } => {
+                    self.spawn_verify_candidates(proofs, chains)
+                }
+                Action::EvaluateCandidate { window, start } => {
+                    self.spawn_evaluate_candidate(window, start)
+                }
+                Action::Members(set) => {
+                    info!(
+                        members = set.len(),
+                        me = set.index_of(&self.chain.node_id()).is_some(),
+                        "the active set changed"
+                    );
+                    self.transport.set_members(&set.ids());
+                }
                 Action::Evaluate { window, start } => self.spawn_evaluate(window, start),
                 Action::Applied { window, t } => {
                     info!(window, t = %t, "applied window");
@@ -514,35 +540,34 @@ impl Runner {
         let tx = self.done_tx.clone();
         let opts = VerifyOptions::threads(self.verify_threads);
         let g = &self.node.genesis;
-        let (network_id, set, quorum, k) = (
-            self.node.network_id,
-            g.active_set(),
-            g.quorum,
-            g.checkpoints as usize,
-        );
+        let (network_id, quorum, k) = (self.node.network_id, g.quorum, g.checkpoints as usize);
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let (outcome, panicked) = guarded(|| {
-                // Catch-up: every Cement's signatures first (a bad one
-                // ends the run there), then the VDF in one call.
+                // Catch-up: every Cement's signatures first, each against
+                // the set of its window (a bad one ends the run there),
+                // then the VDF in one call.
                 let mut upto = batch.proofs.len();
-                for (i, c) in batch.cements.iter().enumerate() {
-                    if c.verify(&network_id, c.window, &set, quorum).is_err() {
+                for (i, (c, set)) in batch.cements.iter().zip(&batch.sets).enumerate() {
+                    if c.verify(&network_id, c.window, set, quorum).is_err() {
                         upto = i;
                         break;
                     }
                 }
-                if let Some(prev) = &batch.prev_bundle {
-                    if prev.verify(&network_id, prev.window, &set, quorum).is_err() {
+                if let (Some(prev), Some(set)) = (&batch.prev_bundle, &batch.prev_set) {
+                    if prev.verify(&network_id, prev.window, set, quorum).is_err() {
                         upto = 0;
                     }
                 }
                 if upto == 0 && !batch.cements.is_empty() {
                     return Err("a Cement in the batch does not verify".to_string());
                 }
+                // Live: the carried candidates' chains in the same call.
+                let mut all = batch.proofs[..upto].to_vec();
+                all.extend(batch.candidates.iter().cloned());
                 match backend
-                    .verify_proofs(&batch.proofs[..upto], &opts)
+                    .verify_proofs(&all, &opts)
                     .map_err(|e| e.to_string())?
                 {
                     montana_vdf::VerifyOutcome::Valid if upto < batch.proofs.len() => {
@@ -558,6 +583,49 @@ impl Runner {
                 outcome,
                 took: t0.elapsed(),
                 panicked,
+            });
+        });
+    }
+
+    fn spawn_verify_candidates(
+        &mut self,
+        proofs: Vec<crate::consensus::joining::CandidateProof>,
+        chains: Vec<montana_vdf::Proof>,
+    ) {
+        let backend = self.node.backends.verify.clone();
+        let tx = self.done_tx.clone();
+        let opts = VerifyOptions::threads(self.verify_threads);
+        self.in_flight += 1;
+        tokio::task::spawn_blocking(move || {
+            let (outcome, _) = guarded(|| {
+                backend
+                    .verify_proofs(&chains, &opts)
+                    .map_err(|e| e.to_string())
+            });
+            let _ = tx.send(Done::CandidatesVerified { proofs, outcome });
+        });
+    }
+
+    fn spawn_evaluate_candidate(&mut self, window: u64, start: montana_vdf::Hash32) {
+        let backend = self.node.backends.eval.clone();
+        let tx = self.done_tx.clone();
+        let suite = self.node.genesis.hash;
+        let params = self.node.genesis.joining().params();
+        let cancel = self.cancel.clone();
+        self.in_flight += 1;
+        tokio::task::spawn_blocking(move || {
+            let (result, _) = guarded(|| {
+                let ctl = EvalControl {
+                    cancel: Some(&cancel),
+                    progress: None,
+                };
+                backend
+                    .evaluate(suite, &start, params, &ctl)
+                    .map_err(|e| e.to_string())
+            });
+            let _ = tx.send(Done::CandidateEvaluated {
+                window,
+                checkpoints: result.ok(),
             });
         });
     }
@@ -601,6 +669,20 @@ impl Runner {
         self.in_flight -= 1;
         match d {
             Done::Served { .. } => unreachable!("handled above"),
+            Done::CandidatesVerified { proofs, outcome } => {
+                let a = self.chain.on_candidates_verified(proofs, outcome, now);
+                self.exec(a)
+            }
+            Done::CandidateEvaluated {
+                window,
+                checkpoints,
+            } => {
+                if checkpoints.is_some() {
+                    info!(window, "candidate chain evaluated; proof sent");
+                }
+                let a = self.chain.on_candidate_evaluated(window, checkpoints, now);
+                self.exec(a)
+            }
             Done::Verified {
                 batch,
                 outcome,
@@ -820,6 +902,9 @@ impl Runner {
         s.state_root = self.chain.state_root().to_hex();
         s.round = self.chain.round();
         s.lag = self.chain.lag();
+        s.membership = self.chain.membership().into();
+        s.members = self.chain.state().active().len();
+        s.candidate_windows = self.chain.candidacy().map(|c| c.count);
         s.set_since_applied(now.duration_since(self.last_applied_at));
         s.uptime_secs = now.duration_since(self.started_at).as_secs();
         s.rss_bytes = super::state::rss_bytes();

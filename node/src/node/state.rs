@@ -40,6 +40,13 @@ pub struct NodeState {
     pub membership: String,
     /// True for a node that was not in the genesis.
     pub joined: bool,
+    /// Members of the active set after the cemented window.
+    #[serde(default)]
+    pub members: usize,
+    /// This node's counted candidate windows (a candidate's progress;
+    /// null when it is not a candidate).
+    #[serde(default)]
+    pub candidate_windows: Option<u32>,
     /// Highest applied window.
     pub window: u64,
     /// Highest window cemented by a quorum (0: no cementing yet).

@@ -62,6 +62,7 @@ fn config(c: &Cluster, i: usize) -> NodeConfig {
         backends: Default::default(),
         last_window: None,
         calibration: crate::backend_choice::Calibration::Skip,
+        label: None,
     }
 }
 
@@ -201,12 +202,41 @@ fn start_up_errors_name_the_problem() {
     assert!(e.contains("montana keys new --dir"), "{e}");
     assert_eq!(e.lines().count(), 1);
 
-    // Keys that are not in the genesis.
+    // Keys that are not in the genesis: a joiner, labelled by its id.
     let stranger = c.data[1].join("stranger");
     NodeKeys::generate().unwrap().save(&stranger).unwrap();
-    cfg.keys_dir = Some(stranger);
+    cfg.keys_dir = Some(stranger.clone());
+    let mut joiner_cfg = cfg.clone();
+    joiner_cfg.data_dir = c.data[1].join("joiner-data");
+    let n = Node::open(&joiner_cfg).unwrap();
+    assert!(n.is_joiner());
+    assert_eq!(n.label(), format!("joiner-{}", &n.node_id()[..8]));
+    assert_eq!(n.initial_state().membership, "syncing");
+    assert!(n.initial_state().joined);
+    // Half a genesis identity (its noise key with another signing key) is
+    // a mix-up, refused with one line.
+    let half = c.data[1].join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(
+        stranger.join(crate::keys::SIGNING_SECRET_FILE),
+        half.join(crate::keys::SIGNING_SECRET_FILE),
+    )
+    .unwrap();
+    std::fs::copy(
+        c.data[0].join("keys").join(crate::keys::NOISE_SECRET_FILE),
+        half.join(crate::keys::NOISE_SECRET_FILE),
+    )
+    .unwrap();
+    for f in std::fs::read_dir(&stranger).unwrap().flatten() {
+        let to = half.join(f.file_name());
+        if !to.exists() {
+            std::fs::copy(f.path(), to).unwrap();
+        }
+    }
+    cfg.keys_dir = Some(half);
     let e = Node::open(&cfg).err().unwrap();
-    assert!(matches!(e, NodeError::NotInGenesis { .. }), "{e}");
+    assert!(matches!(e, NodeError::Keys(_)), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1);
 
     // A data dir that is a file.
     let mut cfg = config(&c, 1);

@@ -125,8 +125,8 @@ fn snapshot_sync_end_to_end(accounts: u64) {
     assert_eq!(info.window, 2);
     assert_eq!(
         info.entries,
-        accounts + 4 + 4,
-        "accounts, paid members' accounts, members"
+        accounts + 4 + 4 + 4,
+        "accounts, paid members' accounts, members, when each member was seen"
     );
     assert_eq!(info.root, state.root());
     assert!(!ckpt.exists(), "the checkpoint is removed once built");
@@ -183,7 +183,7 @@ fn snapshot_sync_end_to_end(accounts: u64) {
     assert_eq!(b.pending_install().unwrap(), None);
     let (st, proposer, cement) = b.consensus(&g).unwrap();
     assert_eq!(st.root(), state.root());
-    assert_eq!(proposer, ws[1].proposal.header.proposer);
+    assert_eq!(proposer.proposer, ws[1].proposal.header.proposer);
     assert_eq!(cement.as_ref(), Some(&ws[1].cement));
     // Nothing of the snapshot stays in memory or in staging.
     assert_eq!(staging.entries().count(), 0);
