@@ -32,6 +32,8 @@ pub struct DevnetNode {
     pub label: String,
     pub dir: PathBuf,
     pub address: SocketAddr,
+    /// Its keys are not in the genesis: it joins.
+    pub joiner: bool,
 }
 
 /// What `plan` wrote.
@@ -112,7 +114,7 @@ pub fn plan(
     k: u64,
     window_secs: f64,
 ) -> Result<Plan, String> {
-    plan_with_accounts(dir, n, suite, d, k, window_secs, 0)
+    plan_with_accounts(dir, n, suite, d, k, window_secs, 0, 0)
 }
 
 /// [`plan`] with `accounts` synthetic initial accounts in the genesis
@@ -125,6 +127,7 @@ pub fn plan_with_accounts(
     k: u64,
     window_secs: f64,
     accounts: u64,
+    joiners: usize,
 ) -> Result<Plan, String> {
     let ports = free_ports(n).map_err(|e| format!("no free loopback ports: {e}"))?;
     let mut peers = Vec::with_capacity(n);
@@ -149,6 +152,7 @@ pub fn plan_with_accounts(
             label,
             dir: node_dir,
             address,
+            joiner: false,
         });
     }
     let peers_path = dir.join("peers.json");
@@ -167,6 +171,23 @@ pub fn plan_with_accounts(
     let genesis_path = dir.join("genesis.json");
     std::fs::write(&genesis_path, genesis.to_json())
         .map_err(|e| format!("cannot write {}: {e}", genesis_path.display()))?;
+    // Joiners: keys of their own, only the genesis file and node0's
+    // address to start from.
+    let ports = free_ports(joiners).map_err(|e| format!("no free loopback ports: {e}"))?;
+    for (j, port) in ports.into_iter().enumerate() {
+        let label = format!("joiner{j}");
+        let node_dir = dir.join(&label);
+        NodeKeys::generate()
+            .map_err(|e| e.to_string())?
+            .save(&node_dir.join("keys"))
+            .map_err(|e| e.to_string())?;
+        nodes.push(DevnetNode {
+            label,
+            dir: node_dir,
+            address: ([127, 0, 0, 1], port).into(),
+            joiner: true,
+        });
+    }
     Ok(Plan {
         genesis_path,
         genesis,
@@ -245,7 +266,10 @@ pub fn compare(
                 verify_backend: s.verify_backend.clone(),
             },
             None => NodeReport {
-                label: genesis.peers[i].label.clone(),
+                label: genesis.peers.get(i).map_or_else(
+                    || format!("joiner{}", i - genesis.peers.len()),
+                    |p| p.label.clone(),
+                ),
                 node_id: String::new(),
                 phase: "unknown".into(),
                 membership: "none".into(),
@@ -272,7 +296,7 @@ pub fn compare(
     let alive: Vec<usize> = (0..nodes.len()).filter(|i| !killed.contains(i)).collect();
     let check = (|| {
         if let Some(&i) = alive.iter().find(|&&i| states[i].is_none()) {
-            return Err(format!("{} reported no state", genesis.peers[i].label));
+            return Err(format!("{} reported no state", nodes[i].label));
         }
         let Some(&f) = alive.first() else {
             return Err("no node survived".into());
@@ -302,6 +326,16 @@ pub fn compare(
                 first.cemented
             ));
         }
+        if let Some(j) = alive
+            .iter()
+            .map(|&i| &nodes[i])
+            .find(|n| n.joined && n.membership != "active")
+        {
+            return Err(format!(
+                "{} ended {} at window {}, not an active member",
+                j.label, j.membership, j.cemented
+            ));
+        }
         Ok(())
     })();
     let report = Report {
@@ -326,9 +360,9 @@ pub fn snapshot_windows(node_dir: &Path) -> Vec<u64> {
 /// A `--fast-sync` devnet's extra check: every node from index `late`
 /// on (started late with `--fast-sync`) installed a snapshot rather than
 /// replaying, and the others never did.
-pub fn check_fast_synced(report: &Report, late: usize) -> Result<(), String> {
+pub fn check_fast_synced(report: &Report, late: impl Fn(usize) -> bool) -> Result<(), String> {
     for (i, n) in report.nodes.iter().enumerate() {
-        match (i >= late, n.snapshot_window) {
+        match (late(i), n.snapshot_window) {
             (true, None) => {
                 return Err(format!(
                     "{} was started to fast-sync but replayed (no snapshot was accepted; see its node.log)",
@@ -476,7 +510,7 @@ mod tests {
     #[test]
     fn plan_writes_a_version_2_genesis_with_the_accounts_asked_for() {
         let dir = tempfile::tempdir().unwrap();
-        let p = plan_with_accounts(dir.path(), 2, HashSuite::Sha256, 300, 3, 0.5, 5).unwrap();
+        let p = plan_with_accounts(dir.path(), 2, HashSuite::Sha256, 300, 3, 0.5, 5, 0).unwrap();
         let g = Genesis::load(&p.genesis_path).unwrap();
         assert_eq!(g, p.genesis);
         assert_eq!(g.version, 2);
@@ -546,19 +580,19 @@ mod tests {
             .collect();
         let (r, ok) = compare(&p.genesis, 2, &states, &[]);
         assert!(ok.is_ok());
-        let e = check_fast_synced(&r, 2).unwrap_err();
+        let e = check_fast_synced(&r, |i| i >= 2).unwrap_err();
         assert!(
             e.contains("node2 was started to fast-sync but replayed"),
             "{e}"
         );
         assert!(
-            check_fast_synced(&r, 3).is_ok(),
+            check_fast_synced(&r, |i| i >= 3).is_ok(),
             "no late node: nothing to check"
         );
         states[2].as_mut().unwrap().snapshot_window = Some(2);
         let (r, _) = compare(&p.genesis, 2, &states, &[]);
-        assert!(check_fast_synced(&r, 2).is_ok());
-        let e = check_fast_synced(&r, 3).unwrap_err();
+        assert!(check_fast_synced(&r, |i| i >= 2).is_ok());
+        let e = check_fast_synced(&r, |i| i >= 3).unwrap_err();
         assert!(e.contains("node2 ran from the start"), "{e}");
     }
 

@@ -34,9 +34,14 @@ use super::{print_json, CliError};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Number of nodes (node0 proposes).
+    /// Number of genesis nodes (node0 proposes first).
     #[arg(long, default_value_t = 4, value_parser = super::number::parse_usize)]
     pub nodes: usize,
+    /// Nodes started from keys of their own with only the genesis file and
+    /// node0's address: they sync, prove themselves as candidates and must
+    /// end as active members (docs/SPEC.md 9.9).
+    #[arg(long, default_value_t = 1, value_parser = super::number::parse_usize)]
+    pub joiners: usize,
     /// Stop after this many windows.
     #[arg(long, default_value_t = 10, value_parser = super::number::parse_positive_u64)]
     pub windows: u64,
@@ -85,9 +90,14 @@ pub struct Args {
 }
 
 impl Args {
-    /// How many nodes start late (the last ones) to fast-sync.
+    /// How many genesis nodes start late (the last ones) to fast-sync.
     fn late(&self) -> usize {
         usize::from(self.fast_sync)
+    }
+
+    /// Whether plan node `i` is a genesis node that starts late.
+    fn is_late(&self, i: usize) -> bool {
+        i < self.nodes && i >= self.nodes - self.late()
     }
 
     /// The `--snapshot-interval` every node gets, if any.
@@ -137,6 +147,21 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 "--fast-sync with --windows {} and --snapshot-interval {i}: give --windows {} or more (a snapshot, then windows to follow)",
                 a.windows,
                 i + 2
+            )));
+        }
+    }
+    if a.joiners > 16 {
+        return Err(CliError::bad_input("--joiners must be at most 16"));
+    }
+    if a.joiners > 0 {
+        // Candidate windows (the chain of window 0 counts), the activation
+        // delay, and 4 windows of margin to register and see it through.
+        let j = montana_node::genesis::JoinRules::defaults(1_000_000);
+        let need = (j.candidate_windows + j.activation_delay + 4) as u64;
+        if a.windows < need {
+            return Err(CliError::bad_input(format!(
+                "--windows {} is too short for a joiner to become active: {} candidate windows + {} of activation delay + 4 of margin; give --windows {need} or more, or --joiners 0",
+                a.windows, j.candidate_windows, j.activation_delay
             )));
         }
     }
@@ -243,6 +268,7 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         a.checkpoints,
         a.window_secs,
         a.accounts,
+        a.joiners,
     )
     .map_err(CliError::bad_input)?;
     calibrate_once(&plan)?;
@@ -252,8 +278,9 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         ));
     }
     eprintln!(
-        "devnet: {} nodes in {}, D = {}, K = {}, {} windows",
+        "devnet: {} nodes and {} joiners in {}, D = {}, K = {}, {} windows",
         a.nodes,
+        a.joiners,
         dir.display(),
         group(d),
         group(a.checkpoints),
@@ -261,7 +288,7 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
     );
 
     let mut children = Vec::new();
-    for i in 0..plan.nodes.len() - a.late() {
+    for i in (0..plan.nodes.len()).filter(|&i| !a.is_late(i)) {
         match spawn(&plan, i, a) {
             Ok(c) => children.push(c),
             Err(e) => {
@@ -278,7 +305,7 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         plan.nodes.iter().map(|n| NodeState::read(&n.dir)).collect();
     let (mut report, mut compared) = devnet::compare(&plan.genesis, a.windows, &states, &killed);
     if compared.is_ok() {
-        compared = devnet::check_fast_synced(&report, plan.nodes.len() - a.late());
+        compared = devnet::check_fast_synced(&report, |i| a.is_late(i));
     }
     let checked = (0..plan.nodes.len())
         .find(|i| !killed.contains(i))
@@ -309,10 +336,15 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
     }
     result?;
     eprintln!(
-        "devnet: all {} surviving nodes cemented window {} with one state root {} (T checks against the TimeChain)",
-        a.nodes - killed.len(),
+        "devnet: all {} surviving nodes cemented window {} with one state root {} (T checks against the TimeChain){}",
+        plan.nodes.len() - killed.len(),
         report.window,
-        &report.nodes[checked].state_root
+        &report.nodes[checked].state_root,
+        if a.joiners > 0 {
+            format!("; {} joiner(s) active", a.joiners)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -406,8 +438,18 @@ fn spawn(plan: &Plan, i: usize, a: &Args) -> Result<Child, CliError> {
     if let Some(every) = a.interval() {
         cmd.arg("--snapshot-interval").arg(every.to_string());
     }
-    if i >= plan.nodes.len() - a.late() {
+    if a.is_late(i) {
         cmd.arg("--fast-sync");
+    }
+    if n.joiner {
+        cmd.arg("--keys")
+            .arg(n.dir.join("keys"))
+            .arg("--listen")
+            .arg(n.address.to_string())
+            .arg("--bootstrap")
+            .arg(plan.nodes[0].address.to_string())
+            .arg("--label")
+            .arg(&n.label);
     }
     cmd.spawn()
         .map_err(|e| CliError::check_failed(format!("cannot start {}: {e}", n.label)))
@@ -469,9 +511,9 @@ fn watch(
         if children.len() < plan.nodes.len() {
             // The late nodes start once the others serve a snapshot.
             if let Some(w) = devnet::snapshot_windows(&plan.nodes[0].dir).last() {
-                for i in children.len()..plan.nodes.len() {
+                for i in (0..plan.nodes.len()).filter(|&i| a.is_late(i)) {
                     let c = spawn(plan, i, a).map_err(|e| Stop::Failed(e.message))?;
-                    children.push(c);
+                    children.insert(i, c);
                     eprintln!(
                         "devnet: started {} to fast-sync (node0 serves the snapshot of window {w})",
                         plan.nodes[i].label
