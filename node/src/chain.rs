@@ -1400,6 +1400,7 @@ impl Chain {
                 self.applied = Some((window, t));
                 out.push(Action::Applied { window, t });
                 self.candidate_work(out);
+                self.verify_candidates(out);
             }
         }
     }
@@ -1562,11 +1563,13 @@ impl Chain {
                 }
                 Ok(candidates) => {
                     let window = p.window();
-                    if candidates.is_empty()
-                        && self.known_checkpoints(window).is_some_and(|c| {
-                            crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
-                        })
-                    {
+                    // T is the same whoever evaluates it: checkpoints this
+                    // node has verified (or made) need no second look, only
+                    // the candidates' chains it has not verified yet.
+                    let known = self.known_checkpoints(window).is_some_and(|c| {
+                        crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
+                    });
+                    if known && candidates.is_empty() {
                         self.validated(v, true, self.clock, out);
                         continue;
                     }
@@ -1575,7 +1578,11 @@ impl Chain {
                     self.verifying = true;
                     out.push(Action::Verify(Batch {
                         from: peer,
-                        proofs: vec![p.proof(self.tip.t)],
+                        proofs: if known {
+                            Vec::new()
+                        } else {
+                            vec![p.proof(self.tip.t)]
+                        },
                         proposals: vec![p],
                         cements: Vec::new(),
                         prev_bundle: None,
@@ -1645,7 +1652,15 @@ impl Chain {
             let chain = c
                 .proof(self.rules.suite, j, &t)
                 .ok_or(Reject::Candidate("candidate_wrong_params"))?;
-            chains.push(chain);
+            // A chain this node verified when it was gossiped needs no
+            // second verification.
+            if self
+                .pool
+                .get(&c.key())
+                .is_none_or(|x| x.checkpoints != c.checkpoints)
+            {
+                chains.push(chain);
+            }
         }
         if let Some(g) = &e.registration {
             self.check_registration(g, roster)?;
@@ -1975,6 +1990,7 @@ impl Chain {
         self.prune_candidates();
         self.register(out);
         self.candidate_work(out);
+        self.verify_candidates(out);
         self.open_window(now, out);
         let next = self.tip.window + 1;
         if self.known_checkpoints(next).is_some() {
@@ -2175,8 +2191,11 @@ impl Chain {
         if self.pool.contains_key(&key) || self.unverified.iter().any(|x| x.key() == key) {
             return;
         }
-        if self.gossip_t(c.window).is_none() {
+        if c.window.saturating_add(1) < self.tip.window {
             return self.reject(peer, c.window, Reject::Candidate("candidate_late"), out);
+        }
+        if c.window > self.tip.window.saturating_add(2) {
+            return; // ahead of anything this node could carry soon
         }
         self.signature_checks += 1;
         if let Err(r) = self.check_candidate(&c, self.state.roster()) {
@@ -2196,18 +2215,26 @@ impl Chain {
         }
         let mut proofs = Vec::new();
         let mut chains = Vec::new();
+        // Proofs for a window whose T this node does not know yet (it is
+        // still verifying it) wait for it.
+        let mut early = VecDeque::new();
         while proofs.len() < 64 {
             let Some(c) = self.unverified.pop_front() else {
                 break;
             };
-            let chain = self
-                .gossip_t(c.window)
-                .and_then(|t| c.proof(self.rules.suite, &self.rules.joining, &t));
-            if let Some(chain) = chain {
-                chains.push(chain);
-                proofs.push(c);
+            match self.gossip_t(c.window) {
+                Some(t) => {
+                    if let Some(chain) = c.proof(self.rules.suite, &self.rules.joining, &t) {
+                        chains.push(chain);
+                        proofs.push(c);
+                    }
+                }
+                None if c.window > self.tip.window => early.push_back(c),
+                None => {}
             }
         }
+        early.extend(self.unverified.drain(..));
+        self.unverified = early;
         if proofs.is_empty() {
             return;
         }

@@ -231,7 +231,7 @@ fn start_refuses_a_database_written_before_schema_version() {
     let o = start(data, &plan.genesis_path);
     let err = assert_bad_input(
         &o,
-        "was written by another montana version (schema 1, this node needs 2)",
+        "was written by another montana version (schema 1, this node needs 3)",
     );
     assert!(err.contains(db_path.to_str().unwrap()), "{err}");
     assert!(err.contains("another --data-dir"), "{err}");

@@ -1376,3 +1376,4 @@ fn a_late_candidate_proof_does_not_count() {
         "only its window is wrong"
     );
 }
+

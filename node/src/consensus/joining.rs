@@ -62,7 +62,9 @@ pub struct JoinRules {
 impl JoinRules {
     /// Three candidate windows, chains of about D/100 steps with 16
     /// checkpoints, 64 proofs per proposal, activation after 2 windows,
-    /// members gone after 100 silent windows.
+    /// members gone after 1,000 windows outside every canonical bundle (a
+    /// bundle holds a quorum's precommits, not always everyone's: a slow
+    /// member that is alive can miss many in a row).
     pub fn defaults(d: u64) -> Self {
         let k = 16u64.min((d / 100).max(1));
         let steps = ((d / 100).max(k) / k) * k;
@@ -72,7 +74,7 @@ impl JoinRules {
             candidate_k: k as u32,
             max_candidates_per_proposal: 64,
             activation_delay: 2,
-            inactive_windows: 100,
+            inactive_windows: 1_000,
         }
     }
 
