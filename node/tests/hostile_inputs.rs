@@ -358,14 +358,6 @@ fn start_refuses_bad_genesis_and_key_files_with_one_line() {
             }),
             "this build speaks",
         ),
-        (
-            "our keys are not a genesis peer",
-            variant("outsider.json", &|g| {
-                let p = g["peers"].as_array_mut().unwrap();
-                p.remove(1);
-            }),
-            "belong to no peer of this genesis",
-        ),
     ];
     let lines: Vec<String> = cases
         .iter()

@@ -69,6 +69,11 @@ struct Sim {
 impl Sim {
     fn new(n: usize, seed: u64) -> Self {
         let (g, keys) = genesis(n);
+        Self::with_genesis(g, keys, seed)
+    }
+
+    fn with_genesis(g: Genesis, keys: Vec<NodeKeys>, seed: u64) -> Self {
+        let n = keys.len();
         let keys: Vec<Arc<NodeKeys>> = keys.into_iter().map(Arc::new).collect();
         let mut sim = Sim {
             nodes: Vec::new(),
@@ -1377,3 +1382,37 @@ fn a_late_candidate_proof_does_not_count() {
     );
 }
 
+/// A member that stops leaves the active set once it has been absent from
+/// the canonical bundles for `inactive_windows` windows, and cementing goes
+/// on with the others (issue 10: dead members cannot freeze the quorum).
+/// Five members: with one down the other four are exactly a quorum; once
+/// it has left, three of four are.
+#[test]
+fn a_member_that_stops_is_dropped_after_inactive_windows_and_cementing_continues() {
+    let (p, k) = peers(5);
+    let mut consensus = crate::genesis::ConsensusParams::defaults(1.0);
+    let mut j = crate::genesis::JoinRules::defaults(40);
+    j.inactive_windows = 4;
+    consensus.joining = Some(j);
+    let g = Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, consensus).unwrap();
+    let mut sim = Sim::with_genesis(g, k, 21);
+    sim.start();
+    assert!(sim.run_until(2, 60_000));
+    let gone = sim.nodes[4].node_id();
+    sim.kill(4);
+    let w = sim.nodes[0].tip().window;
+    assert!(sim.run_until(w + 6, 200_000), "cementing stopped");
+    for i in 0..4 {
+        let set = sim.nodes[i].state().active();
+        assert!(set.index_of(&gone).is_none(), "node {i} still counts it");
+        assert_eq!(set.len(), 4);
+    }
+    // Now one more may fail: three of the four remaining are a quorum.
+    sim.kill(3);
+    let w = sim.nodes[0].tip().window;
+    assert!(
+        sim.run_until(w + 3, 200_000),
+        "three of four did not cement"
+    );
+    sim.assert_safe();
+}
