@@ -1872,7 +1872,12 @@ impl Chain {
             self.state.active()
         };
         if let Err(e) = c.verify(&self.rules.network_id, c.window, set, self.rules.quorum) {
-            if c.window > self.tip.window + 1 && e.kind() == "cement_non_member" {
+            // The set may have changed since the tip: a Cement that is
+            // wrong only for the set after the tip waits to be fetched
+            // again, uncounted.
+            if c.window > self.tip.window + 1
+                && matches!(e.kind(), "cement_non_member" | "bundle_short_of_quorum")
+            {
                 return;
             }
             return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
