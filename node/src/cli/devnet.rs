@@ -42,6 +42,10 @@ pub struct Args {
     /// end as active members (docs/SPEC.md 9.9).
     #[arg(long, default_value_t = 1, value_parser = super::number::parse_usize)]
     pub joiners: usize,
+    /// Each node's `--max-peers` (member connection slots; default: the
+    /// node's, 16), for scale runs.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_peers: Option<u16>,
     /// Stop after this many windows.
     #[arg(long, default_value_t = 10, value_parser = super::number::parse_positive_u64)]
     pub windows: u64,
@@ -440,6 +444,9 @@ fn spawn(plan: &Plan, i: usize, a: &Args) -> Result<Child, CliError> {
     }
     if a.is_late(i) {
         cmd.arg("--fast-sync");
+    }
+    if let Some(m) = a.max_peers {
+        cmd.arg("--max-peers").arg(m.to_string());
     }
     if n.joiner {
         cmd.arg("--keys")
