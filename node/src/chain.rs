@@ -61,6 +61,7 @@ use crate::genesis::Genesis;
 use crate::keys::{NodeKeys, SIGNATURE_LEN};
 use crate::messages::{Message, MAX_REQUEST};
 use crate::proposal::{Basis, Proposal};
+use crate::snapshot::certificate::Certificate;
 use crate::storage::Tip;
 
 /// A connected peer (the transport's numbering).
@@ -215,6 +216,10 @@ pub struct Cemented {
     pub paid: Vec<NodeId>,
     /// The active set that cemented this window.
     pub set: ActiveSet,
+    /// Where the set after this window differs from `set`: the membership
+    /// certificate of this window (docs/SPEC.md 13.4), kept to serve
+    /// fast-sync.
+    pub certificate: Option<Certificate>,
 }
 
 /// The highest step this node has signed, and its lock.
@@ -1959,6 +1964,7 @@ impl Chain {
         let paid = self.paid(prev.as_ref());
         let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
         let set = self.advance(&p, changes, root);
+        let certificate = self.certificate(&p, &cement, &set);
         self.bundles = vec![cement.clone()];
         self.remember(p.window(), p.checkpoints.clone());
         out.push(Action::Cement(vec![Cemented {
@@ -1968,6 +1974,7 @@ impl Chain {
             root,
             paid,
             set,
+            certificate,
         }]));
         self.after_cemented(now, out);
     }
@@ -1985,6 +1992,24 @@ impl Chain {
         self.tip_set = set.clone();
         self.applied = None;
         set
+    }
+
+    /// The membership certificate of `p`'s window, just advanced to, when
+    /// the set after it is not `set`, the one that cemented it (SPEC 13.4).
+    fn certificate(&self, p: &Proposal, cement: &Cement, set: &ActiveSet) -> Option<Certificate> {
+        if self.state.active() == set {
+            return None;
+        }
+        let m = self.state.members_range();
+        debug_assert_eq!(self.state.root(), p.header.state_root);
+        Some(Certificate {
+            header: p.header.clone(),
+            cement: cement.clone(),
+            entries: m.entries,
+            first: m.first,
+            range: m.range,
+            proof: m.proof,
+        })
     }
 
     fn after_cemented(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -2107,6 +2132,7 @@ impl Chain {
             let prev_bundle =
                 bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
             let set = self.advance(&p, changes, root);
+            let certificate = self.certificate(&p, &c, &set);
             self.bundles = vec![c.clone()];
             prev = None;
             cemented.push(Cemented {
@@ -2116,6 +2142,7 @@ impl Chain {
                 root,
                 paid,
                 set,
+                certificate,
             });
         }
         if !cemented.is_empty() {

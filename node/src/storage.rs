@@ -9,7 +9,10 @@
 //!   after the tip once its T is verified: window u64 LE, T 32) and
 //!   `signed` (the highest (window, round, step) this node signed, and its
 //!   lock: `chain::Signed`), `tip_set` (the active set that cemented the
-//!   tip: u16 n, then n x (weight u64 LE, ML-DSA-65 key)).
+//!   tip: u16 n, then n x (weight u64 LE, ML-DSA-65 key)), and
+//!   `certificate` || window (u64 BE) -> the membership certificate of each
+//!   cemented window after which the active set changed (docs/SPEC.md
+//!   13.4; served to fast-syncing nodes).
 //! - `proposals`: window (u64 big-endian, so keys sort by window) -> the
 //!   cemented proposal's bytes (docs/SPEC.md section 7).
 //! - `cements`: window (u64 BE) -> the window's canonical Cement (the one
@@ -68,10 +71,18 @@ const KEY_ROOT: &[u8] = b"state_root";
 const KEY_CREATING: &[u8] = b"creating";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SIGNED: &[u8] = b"signed";
-const KEY_TIP_SET: &[u8] = b"tip_set";
+pub(crate) const KEY_TIP_SET: &[u8] = b"tip_set";
+/// Prefix of the membership certificates' keys (then the window, u64 BE).
+pub(crate) const KEY_CERTIFICATE: &[u8] = b"certificate";
+
+pub(crate) fn certificate_key(window: u64) -> Vec<u8> {
+    let mut k = KEY_CERTIFICATE.to_vec();
+    k.extend_from_slice(&window.to_be_bytes());
+    k
+}
 
 /// `tip_set`'s bytes.
-fn encode_set(set: &crate::consensus::active::ActiveSet) -> Vec<u8> {
+pub(crate) fn encode_set(set: &crate::consensus::active::ActiveSet) -> Vec<u8> {
     let mut v = Vec::with_capacity(2 + set.len() * 1960);
     v.extend_from_slice(&(set.len() as u16).to_le_bytes());
     for m in set.members() {
@@ -81,7 +92,7 @@ fn encode_set(set: &crate::consensus::active::ActiveSet) -> Vec<u8> {
     v
 }
 
-fn decode_set(b: &[u8]) -> Option<crate::consensus::active::ActiveSet> {
+pub(crate) fn decode_set(b: &[u8]) -> Option<crate::consensus::active::ActiveSet> {
     use crate::consensus::active::{ActiveSet, Member};
     use crate::keys::{VerifyingKey, SIGNING_PUBLIC_LEN};
     let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
@@ -503,6 +514,13 @@ impl Store {
                     self.cf(CF_CEMENTS),
                     (p.window() - 1).to_be_bytes(),
                     prev.encode(),
+                );
+            }
+            if let Some(cert) = &c.certificate {
+                batch.put_cf(
+                    self.cf(CF_METADATA),
+                    certificate_key(p.window()),
+                    cert.encode(),
                 );
             }
             paid.extend_from_slice(&c.paid);

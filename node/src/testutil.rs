@@ -99,6 +99,7 @@ pub fn cemented_chain<K: Borrow<NodeKeys>>(
             prev_bundle: None,
             paid,
             set: g.active_set(),
+            certificate: None,
         });
     }
     (out, state)

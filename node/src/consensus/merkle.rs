@@ -121,6 +121,82 @@ pub fn state_root(leaves: &[Hash32]) -> Hash32 {
     root_of(leaves.len() as u64, &mth(leaves))
 }
 
+/// The hashes of the largest subtrees outside `[a, b)` of the `n`-leaf
+/// tree, left to right (a range proof): with the leaves of `[a, b)` they
+/// rebuild the tree ([`verify_range`]). `subtree(lo, hi)` gives the tree
+/// hash of the leaves `[lo, hi)`; it is asked only for whole subtrees of
+/// the tree's shape, O(log n) of them, so a caller with cached block
+/// hashes need not produce every leaf. Empty when the range is empty or
+/// past the end.
+pub fn range_proof_with(
+    n: u64,
+    a: u64,
+    b: u64,
+    subtree: &mut dyn FnMut(u64, u64) -> Hash32,
+) -> Vec<Hash32> {
+    fn walk(
+        lo: u64,
+        hi: u64,
+        a: u64,
+        b: u64,
+        subtree: &mut dyn FnMut(u64, u64) -> Hash32,
+        out: &mut Vec<Hash32>,
+    ) {
+        if hi <= a || lo >= b {
+            out.push(subtree(lo, hi));
+        } else if !(a <= lo && hi <= b) {
+            let k = split(hi - lo);
+            walk(lo, lo + k, a, b, subtree, out);
+            walk(lo + k, hi, a, b, subtree, out);
+        }
+    }
+    let mut out = Vec::new();
+    if n > 0 && a < b && b <= n {
+        walk(0, n, a, b, subtree, &mut out);
+    }
+    out
+}
+
+/// [`range_proof_with`] over all the leaves.
+pub fn range_proof(leaves: &[Hash32], a: u64, b: u64) -> Vec<Hash32> {
+    range_proof_with(leaves.len() as u64, a, b, &mut |lo, hi| {
+        mth(&leaves[lo as usize..hi as usize])
+    })
+}
+
+/// Whether `range` are exactly the leaves `[a, a + len)` of the `n`-leaf
+/// tree with state root `root`, given the proof of [`range_proof`].
+pub fn verify_range(root: &Hash32, n: u64, a: u64, range: &[Hash32], proof: &[Hash32]) -> bool {
+    let b = match a.checked_add(range.len() as u64) {
+        Some(b) if !range.is_empty() && b <= n => b,
+        _ => return false,
+    };
+    fn rebuild(
+        lo: u64,
+        hi: u64,
+        a: u64,
+        b: u64,
+        range: &[Hash32],
+        proof: &mut std::slice::Iter<'_, Hash32>,
+    ) -> Option<Hash32> {
+        if hi <= a || lo >= b {
+            proof.next().copied()
+        } else if a <= lo && hi <= b {
+            Some(mth(&range[(lo - a) as usize..(hi - a) as usize]))
+        } else {
+            let k = split(hi - lo);
+            let l = rebuild(lo, lo + k, a, b, range, proof)?;
+            let r = rebuild(lo + k, hi, a, b, range, proof)?;
+            Some(node(&l, &r))
+        }
+    }
+    let mut it = proof.iter();
+    match rebuild(0, n, a, b, range, &mut it) {
+        Some(top) => it.next().is_none() && root_of(n, &top) == *root,
+        None => false,
+    }
+}
+
 /// Why a chunk does not check.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -234,6 +310,34 @@ pub fn verify_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_proofs_verify_and_catch_changes() {
+        for n in 1..40u64 {
+            let leaves: Vec<Hash32> = (0..n)
+                .map(|i| leaf(&i.to_be_bytes(), b"v"))
+                .collect();
+            let root = state_root(&leaves);
+            for a in 0..n {
+                for b in a + 1..=n {
+                    let p = range_proof(&leaves, a, b);
+                    let r = &leaves[a as usize..b as usize];
+                    assert!(verify_range(&root, n, a, r, &p), "{n} {a} {b}");
+                    assert!(!verify_range(&root, n + 1, a, r, &p));
+                    if a > 0 {
+                        assert!(!verify_range(&root, n, a - 1, r, &p));
+                    }
+                    if b - a > 1 {
+                        assert!(!verify_range(&root, n, a, &r[1..], &p));
+                    }
+                    let mut bad = r.to_vec();
+                    bad[0] = leaf(b"x", b"");
+                    assert!(!verify_range(&root, n, a, &bad, &p));
+                }
+            }
+        }
+    }
+
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash32> {

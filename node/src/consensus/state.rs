@@ -361,6 +361,88 @@ impl State {
     }
 }
 
+/// The member entries of a state with the entry just before and just after
+/// them (where they exist), proved against the state root by a range proof
+/// (docs/SPEC.md 13.4): what a membership certificate carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembersRange {
+    /// Entries in the state.
+    pub entries: u64,
+    /// Index of the first entry of `range`.
+    pub first: u64,
+    pub range: Vec<(Vec<u8>, Vec<u8>)>,
+    pub proof: Vec<Hash32>,
+}
+
+impl State {
+    /// The members' range and its proof. Costs O(log n) subtree hashes
+    /// from the blocks [`State::root`] caches, and the leaves of the few
+    /// blocks around the roster.
+    pub fn members_range(&self) -> MembersRange {
+        let _ = self.root();
+        let blocks = self
+            .cache
+            .0
+            .lock()
+            .unwrap()
+            .blocks
+            .clone()
+            .unwrap_or_default();
+        let n = self.len() as u64;
+        let start = (self.accounts.len() + self.roster.candidates.len()) as u64;
+        let first = start.saturating_sub(1);
+        let end = (start + self.roster.active.len() as u64 + 1).min(n);
+        let block = CACHE_BLOCK as u64;
+        let cached = blocks.len() as u64 * block;
+        let proof = merkle::range_proof_with(n, first, end, &mut |lo, hi| {
+            if hi <= cached && lo % block == 0 && (hi - lo) % block == 0 {
+                merkle::mth(&blocks[(lo / block) as usize..(hi / block) as usize])
+            } else {
+                let leaves: Vec<Hash32> = self
+                    .entries_in(lo, hi)
+                    .iter()
+                    .map(|(k, v)| merkle::leaf(k, v))
+                    .collect();
+                merkle::mth(&leaves)
+            }
+        });
+        MembersRange {
+            entries: n,
+            first,
+            range: self.entries_in(first, end),
+            proof,
+        }
+    }
+
+    /// The entries `[lo, hi)` in key order (walks the accounts before `lo`
+    /// without building them).
+    fn entries_in(&self, lo: u64, hi: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let na = self.accounts.len() as u64;
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo) as usize);
+        if lo < na {
+            for (id, b) in self
+                .accounts
+                .iter()
+                .skip(lo as usize)
+                .take((hi.min(na) - lo) as usize)
+            {
+                out.push((key(ACCOUNT, id), b.to_le_bytes().to_vec()));
+            }
+        }
+        if hi > na {
+            let from = lo.saturating_sub(na) as usize;
+            out.extend(
+                self.roster
+                    .entries()
+                    .into_iter()
+                    .skip(from)
+                    .take((hi - na.max(lo)) as usize),
+            );
+        }
+        out
+    }
+}
+
 /// The blocks (below `full`) that hold one of `ids`, in one ordered pass.
 fn blocks_of<'a>(
     accounts: &BTreeMap<NodeId, u64>,
@@ -921,5 +1003,52 @@ mod tests {
         assert_eq!(t.root(), fresh_root(&t));
         t.pay(e, ids[3], &[]).unwrap();
         assert_eq!(t.root(), fresh_root(&t));
+    }
+
+    /// The members' range proves against the root, whatever the number of
+    /// accounts around the cached blocks (none, one, a block less one, a
+    /// block, a block and one, several blocks), with candidates before the
+    /// members and seen entries after them; the range holds every member
+    /// and one neighbour on each side that exists, and a changed entry or
+    /// another root does not prove.
+    #[test]
+    fn the_members_range_proves_against_the_root() {
+        let (_, keys) = set_of(3);
+        for n in [0u64, 1, 4_095, 4_096, 4_097, 8_192, 12_289] {
+            for with_roster in [false, true] {
+                let (mut s, ids, _) = many_accounts(n);
+                if with_roster {
+                    let mut r = s.roster().clone();
+                    for (i, k) in keys.iter().enumerate() {
+                        let key = k.verifying_key().clone();
+                        let id = NodeId::of(&key);
+                        let c = Candidate { key, count: i as u32 + 1, last: 7, effective: None };
+                        r.candidates.insert(id, c);
+                    }
+                    r.seen.insert(ids[1], 5);
+                    s.apply(Changes { balances: BTreeMap::new(), roster: Some(r) });
+                }
+                let root = s.root();
+                let m = s.members_range();
+                let leaves: Vec<Hash32> =
+                    m.range.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
+                assert_eq!(m.entries, s.len() as u64);
+                assert!(
+                    merkle::verify_range(&root, m.entries, m.first, &leaves, &m.proof),
+                    "{n} accounts, roster {with_roster}"
+                );
+                let members = m.range.iter().filter(|(k, _)| k[0] == MEMBER).count();
+                assert_eq!(members, 4);
+                let all = s.entries();
+                assert_eq!(&all[m.first as usize..][..m.range.len()], &m.range[..]);
+                assert!(m.first == 0 || m.range[0].0[0] != MEMBER);
+                let last = &m.range[m.range.len() - 1];
+                assert!(m.first + m.range.len() as u64 == m.entries || last.0[0] != MEMBER);
+                let mut bad = leaves.clone();
+                bad[1] = merkle::leaf(b"x", b"y");
+                assert!(!merkle::verify_range(&root, m.entries, m.first, &bad, &m.proof));
+                assert!(!merkle::verify_range(&Hash32([9; 32]), m.entries, m.first, &leaves, &m.proof));
+            }
+        }
     }
 }

@@ -251,14 +251,16 @@ pub async fn before_run(
                         queue.extend(sync.peer_down(peer, now));
                     }
                 }
-                Action::Stage(m) => {
+                Action::Stage(m, trust) => {
                     info!(
                         window = m.window,
                         entries = m.entries,
                         chunks = m.chunks(),
+                        members = trust.set.len(),
+                        certificates = trust.certificates.len(),
                         "fast-sync: snapshot accepted"
                     );
-                    staging.reset(&m).map_err(store_err)?;
+                    staging.reset(&m, &trust).map_err(store_err)?;
                 }
                 Action::StoreChunk(c) => {
                     fetched_chunks += 1;

@@ -18,14 +18,19 @@
 //!   the members form a valid set that differs from the previous one;
 //! - the set it proves is the set of the windows after c.
 //!
-//! Until joining exists no set ever changes, so the list is empty and the
-//! snapshot window's Cement is checked against the genesis set itself.
+//! A node builds the certificate of each window after which the set
+//! changed when it cements it (`chain.rs`, from the state after the
+//! window), stores it with the window and serves it from its snapshots
+//! (`disk.rs`); a syncing node follows them page by page (`sync.rs`) and
+//! installs them with the snapshot, so it serves them on. With no change
+//! the list is empty and the snapshot window's Cement is checked against
+//! the genesis set itself.
 
 use montana_vdf::{Hash32, HashSuite};
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::consensus::active::{ActiveSet, Member, NodeId, Quorum};
-use crate::consensus::merkle;
+use crate::consensus::merkle::{self, verify_range};
 use crate::consensus::vote::Cement;
 use crate::keys::{VerifyingKey, SIGNING_PUBLIC_LEN};
 use crate::proposal::{ProposalHeader, HEADER_LEN};
@@ -38,66 +43,6 @@ const VERSION: u8 = 1;
 pub const MAX_RANGE: usize = 302;
 /// Most range-proof hashes (two per level of a tree of 2^64 leaves).
 pub const MAX_RANGE_PROOF: usize = 128;
-
-fn split(n: u64) -> u64 {
-    1 << (63 - (n - 1).leading_zeros())
-}
-
-fn node(l: Hash32, r: Hash32) -> Hash32 {
-    merkle::mth(&[l, r])
-}
-
-/// The hashes of the largest subtrees outside `[a, b)`, left to right:
-/// with the leaves of `[a, b)` they rebuild the tree.
-pub fn range_proof(leaves: &[Hash32], a: u64, b: u64) -> Vec<Hash32> {
-    fn walk(l: &[Hash32], lo: u64, hi: u64, a: u64, b: u64, out: &mut Vec<Hash32>) {
-        if hi <= a || lo >= b {
-            out.push(merkle::mth(&l[lo as usize..hi as usize]));
-        } else if !(a <= lo && hi <= b) {
-            let k = split(hi - lo);
-            walk(l, lo, lo + k, a, b, out);
-            walk(l, lo + k, hi, a, b, out);
-        }
-    }
-    let mut out = Vec::new();
-    if !leaves.is_empty() && a < b && b <= leaves.len() as u64 {
-        walk(leaves, 0, leaves.len() as u64, a, b, &mut out);
-    }
-    out
-}
-
-/// Whether `range` are exactly the leaves `[a, a + len)` of the `n`-leaf
-/// tree with state root `root`.
-pub fn verify_range(root: &Hash32, n: u64, a: u64, range: &[Hash32], proof: &[Hash32]) -> bool {
-    let b = match a.checked_add(range.len() as u64) {
-        Some(b) if !range.is_empty() && b <= n => b,
-        _ => return false,
-    };
-    fn rebuild(
-        lo: u64,
-        hi: u64,
-        a: u64,
-        b: u64,
-        range: &[Hash32],
-        proof: &mut std::slice::Iter<'_, Hash32>,
-    ) -> Option<Hash32> {
-        if hi <= a || lo >= b {
-            proof.next().copied()
-        } else if a <= lo && hi <= b {
-            Some(merkle::mth(&range[(lo - a) as usize..(hi - a) as usize]))
-        } else {
-            let k = split(hi - lo);
-            let l = rebuild(lo, lo + k, a, b, range, proof)?;
-            let r = rebuild(lo + k, hi, a, b, range, proof)?;
-            Some(node(l, r))
-        }
-    }
-    let mut it = proof.iter();
-    match rebuild(0, n, a, b, range, &mut it) {
-        Some(top) => it.next().is_none() && merkle::root_of(n, &top) == *root,
-        None => false,
-    }
-}
 
 /// One change of the active set (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,18 +202,60 @@ impl Certificate {
     }
 }
 
-/// The active set of `window`: from the genesis set, through each
-/// certificate in order (see the module docs). An empty list is the genesis
-/// set; any broken certificate refuses the whole list.
-pub fn active_set_at(
+/// What an accepted manifest's trust rests on: the active set of its
+/// window (its Cement verified against it) and the certificates that led
+/// there from the genesis, ascending. Staged with the manifest; installed
+/// as the tip's set and the certificates a fast-synced node serves on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trust {
+    pub set: ActiveSet,
+    pub certificates: Vec<Certificate>,
+}
+
+impl Trust {
+    /// `set length (u32) | set (storage's tip_set layout) | n (u32) | n x
+    /// (length u32 | certificate)`: local (the staging area), not sent.
+    pub fn encode(&self) -> Vec<u8> {
+        let set = crate::storage::encode_set(&self.set);
+        let mut w = Writer::default();
+        w.u32(set.len() as u32).bytes(&set);
+        w.u32(self.certificates.len() as u32);
+        for c in &self.certificates {
+            let b = c.encode();
+            w.u32(b.len() as u32).bytes(&b);
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new("staged trust", bytes);
+        let sl = r.u32()? as usize;
+        let set = crate::storage::decode_set(r.take(sl)?).ok_or_else(|| CodecError::Invalid {
+            what: "staged trust",
+            why: "the active set does not decode".into(),
+        })?;
+        let n = r.u32()? as usize;
+        let mut certificates = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let l = r.u32()? as usize;
+            certificates.push(Certificate::decode(r.take(l)?)?);
+        }
+        r.end()?;
+        Ok(Trust { set, certificates })
+    }
+}
+
+/// Follows `certificates` (ascending, each above `after`) from `set`, the
+/// set in force after window `after`: the set they lead to and the window
+/// of the last one. Each must be below `window`, the snapshot's.
+pub fn follow(
     network_id: &[u8; 32],
-    genesis_set: &ActiveSet,
+    mut set: ActiveSet,
     quorum: Quorum,
+    mut after: u64,
     certificates: &[Certificate],
     window: u64,
-) -> Result<ActiveSet, String> {
-    let mut set = genesis_set.clone();
-    let mut after = 0u64;
+) -> Result<(ActiveSet, u64), String> {
     for cert in certificates {
         let c = cert.window();
         if c <= after {
@@ -284,47 +271,34 @@ pub fn active_set_at(
         set = cert.next_set(network_id, &set, quorum)?;
         after = c;
     }
-    Ok(set)
+    Ok((set, after))
+}
+
+/// The active set of `window`: from the genesis set, through each
+/// certificate in order (see the module docs). An empty list is the genesis
+/// set; any broken certificate refuses the whole list.
+pub fn active_set_at(
+    network_id: &[u8; 32],
+    genesis_set: &ActiveSet,
+    quorum: Quorum,
+    certificates: &[Certificate],
+    window: u64,
+) -> Result<ActiveSet, String> {
+    follow(network_id, genesis_set.clone(), quorum, 0, certificates, window).map(|(s, _)| s)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::consensus::active::tests::set_of;
+    use crate::consensus::merkle::range_proof;
     use crate::consensus::state::State;
     use crate::snapshot::format::tests::{cement, proposal, NET};
     use std::collections::BTreeMap;
 
-    #[test]
-    fn range_proofs_verify_and_catch_changes() {
-        for n in 1..40u64 {
-            let leaves: Vec<Hash32> = (0..n)
-                .map(|i| merkle::leaf(&i.to_be_bytes(), b"v"))
-                .collect();
-            let root = merkle::state_root(&leaves);
-            for a in 0..n {
-                for b in a + 1..=n {
-                    let p = range_proof(&leaves, a, b);
-                    let r = &leaves[a as usize..b as usize];
-                    assert!(verify_range(&root, n, a, r, &p), "{n} {a} {b}");
-                    assert!(!verify_range(&root, n + 1, a, r, &p));
-                    if a > 0 {
-                        assert!(!verify_range(&root, n, a - 1, r, &p));
-                    }
-                    if b - a > 1 {
-                        assert!(!verify_range(&root, n, a, &r[1..], &p));
-                    }
-                    let mut bad = r.to_vec();
-                    bad[0] = merkle::leaf(b"x", b"");
-                    assert!(!verify_range(&root, n, a, &bad, &p));
-                }
-            }
-        }
-    }
-
     /// A state whose member entries are `set`'s, a certificate of `window`
     /// moving to it, cemented by `signers`.
-    fn certificate(
+    pub(crate) fn certificate(
         set: &ActiveSet,
         window: u64,
         signers: &[&crate::keys::NodeKeys],

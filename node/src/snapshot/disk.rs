@@ -9,7 +9,8 @@
 //! (the chunk's subtree), checks that the root they give is the stored
 //! root, writes the manifest and renames the directory into place
 //! (`DIR/snapshots/<window, 20 digits>/`: `manifest`, `hashes`,
-//! `chunk-<index>`); the newest [`super::SNAPSHOTS_KEPT`] are kept, older
+//! `chunk-<index>`, `certificates`: the membership certificates the
+//! checkpoint holds, each as window u64 LE, length u32 LE, bytes); the newest [`super::SNAPSHOTS_KEPT`] are kept, older
 //! ones deleted. A chunk file holds the chunk's `count || entries`; its
 //! proof is computed on request from `hashes` (32 bytes per chunk), so
 //! serving reads one file and never the whole snapshot.
@@ -22,7 +23,8 @@ use std::time::Instant;
 
 use montana_vdf::Hash32;
 
-use crate::codec::Writer;
+use crate::codec::{Reader, Writer};
+use crate::messages::MAX_PAYLOAD;
 use crate::consensus::merkle;
 use crate::consensus::vote::Cement;
 use crate::proposal::Proposal;
@@ -31,7 +33,7 @@ use crate::storage::{CheckpointView, StoreError};
 use super::format::{
     encode_entry, entry_fits, proof_from_chunks, root_from_chunks, Chunk, Manifest, CHUNK_SIZE,
 };
-use super::messages::SyncMessage;
+use super::messages::{SyncMessage, MAX_CERTIFICATES};
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Db {
@@ -132,6 +134,11 @@ pub fn build(checkpoint: &Path, snapshots: &Path, keep: usize) -> Result<Snapsho
             hb.extend_from_slice(&h.0);
         }
         write_synced(&tmp.join("hashes"), &hb)?;
+        let mut certs = Writer::default();
+        for (w, c) in view.certificates()? {
+            certs.u64(w).u32(c.len() as u32).bytes(&c);
+        }
+        write_synced(&tmp.join("certificates"), &certs.finish())?;
         write_synced(&tmp.join("manifest"), &m.encode())?;
         let dest = snapshots.join(dir_name(tip.window));
         let _ = fs::remove_dir_all(&dest);
@@ -208,10 +215,49 @@ impl Snapshots {
 }
 
 impl Snapshots {
+    /// The membership certificates of the windows in `(above, below)`,
+    /// ascending, from the snapshot of window `below` (else the newest):
+    /// as many as one Certificates message holds (at most
+    /// [`MAX_CERTIFICATES`], the payload within [`MAX_PAYLOAD`]). An empty
+    /// answer means there are no more.
+    pub fn certificates(&self, above: u64, below: u64) -> Vec<Vec<u8>> {
+        let windows = self.windows();
+        let Some(w) = windows
+            .iter()
+            .copied()
+            .find(|w| *w == below)
+            .or(windows.last().copied())
+        else {
+            return Vec::new();
+        };
+        let Ok(bytes) = fs::read(self.dir.join(dir_name(w)).join("certificates")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut size = 2usize;
+        let mut r = Reader::new("certificates file", &bytes);
+        while r.left() > 0 && out.len() < MAX_CERTIFICATES {
+            let (Ok(cw), Ok(len)) = (r.u64(), r.u32()) else {
+                break;
+            };
+            let Ok(c) = r.take(len as usize) else {
+                break;
+            };
+            if cw <= above {
+                continue;
+            }
+            if cw >= below || size + 4 + c.len() > MAX_PAYLOAD {
+                break;
+            }
+            size += 4 + c.len();
+            out.push(c.to_vec());
+        }
+        out
+    }
+
     /// The answer to a fast-sync request (`None` for other messages):
-    /// GetManifest, GetChunk, and GetCertificates (an empty list: no active
-    /// set changes until joining exists). Reads files: call it off the
-    /// event loop, within [`ChunkBudget`] for chunks.
+    /// GetManifest, GetChunk, and GetCertificates. Reads files: call it off
+    /// the event loop, within [`ChunkBudget`] for chunks.
     pub fn answer(&self, msg: &SyncMessage) -> Option<SyncMessage> {
         match msg {
             SyncMessage::GetManifest { window } => {
@@ -222,7 +268,9 @@ impl Snapshots {
                 root,
                 index,
             } => Some(SyncMessage::Chunk(self.chunk(*window, root, *index))),
-            SyncMessage::GetCertificates { .. } => Some(SyncMessage::Certificates(Vec::new())),
+            SyncMessage::GetCertificates { above, below } => {
+                Some(SyncMessage::Certificates(self.certificates(*above, *below)))
+            }
             _ => None,
         }
     }

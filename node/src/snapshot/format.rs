@@ -490,6 +490,14 @@ pub(crate) mod tests {
     }
 
     impl Fixture {
+        /// The trust of a snapshot of a network whose set never changed.
+        pub(crate) fn trust(&self) -> crate::snapshot::certificate::Trust {
+            crate::snapshot::certificate::Trust {
+                set: self.set.clone(),
+                certificates: vec![],
+            }
+        }
+
         pub(crate) fn chunk(&self, index: u64) -> Chunk {
             let a = (index * CHUNK_SIZE) as usize;
             let b = ((index + 1) * CHUNK_SIZE).min(self.entries.len() as u64) as usize;

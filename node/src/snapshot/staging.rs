@@ -5,6 +5,8 @@
 //! Keys (one column family):
 //! - `target` -> the manifest being fetched (already checked);
 //! - `proposal` -> the proposal of the snapshot window (hash checked);
+//! - `trust` -> the active set of the snapshot window and the membership
+//!   certificates that led to it ([`Trust`], written with `target`);
 //! - `c` || chunk index (u64 BE) -> empty: that chunk is in;
 //! - `e` || entry key -> entry value.
 //!
@@ -23,10 +25,12 @@ use crate::consensus::merkle;
 use crate::proposal::Proposal;
 use crate::storage::StoreError;
 
+use super::certificate::Trust;
 use super::format::{root_from_chunks, Chunk, Manifest, CHUNK_SIZE};
 
 const KEY_TARGET: &[u8] = b"target";
 const KEY_PROPOSAL: &[u8] = b"proposal";
+const KEY_TRUST: &[u8] = b"trust";
 const CHUNK: u8 = b'c';
 const ENTRY: u8 = b'e';
 
@@ -102,11 +106,12 @@ impl Staging {
         self.target.as_ref()
     }
 
-    /// Drops whatever is staged and starts on `m`.
-    pub fn reset(&mut self, m: &Manifest) -> Result<(), StoreError> {
+    /// Drops whatever is staged and starts on `m`, trusted through `trust`.
+    pub fn reset(&mut self, m: &Manifest, trust: &Trust) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete_range(&[0u8][..], &[0xffu8; 9][..]);
         batch.put(KEY_TARGET, m.encode());
+        batch.put(KEY_TRUST, trust.encode());
         self.write(batch)?;
         self.target = Some(m.clone());
         Ok(())
@@ -166,6 +171,17 @@ impl Staging {
         let mut batch = WriteBatch::default();
         batch.put(KEY_PROPOSAL, p.to_bytes());
         self.write(batch)
+    }
+
+    /// What the target's trust rests on (absent in a staging area written
+    /// before certificates were staged).
+    pub fn trust(&self) -> Result<Option<Trust>, StoreError> {
+        match self.get(KEY_TRUST)? {
+            None => Ok(None),
+            Some(b) => Trust::decode(&b)
+                .map(Some)
+                .map_err(|e| self.corrupt(&format!("trust: {e}"))),
+        }
     }
 
     pub fn proposal(&self) -> Result<Option<Proposal>, StoreError> {
@@ -233,7 +249,7 @@ mod tests {
         {
             let mut s = Staging::open(dir.path()).unwrap();
             assert!(s.target().is_none());
-            s.reset(&f.manifest).unwrap();
+            s.reset(&f.manifest, &f.trust()).unwrap();
             s.put_chunk(&f.chunk(2)).unwrap();
             s.put_chunk(&f.chunk(0)).unwrap();
             assert!(!s.complete().unwrap());
@@ -251,7 +267,7 @@ mod tests {
         // A chunk of another snapshot is refused; a reset drops everything.
         let g = fixture(100, 6);
         assert!(s.put_chunk(&g.chunk(0)).is_err());
-        s.reset(&g.manifest).unwrap();
+        s.reset(&g.manifest, &g.trust()).unwrap();
         assert!(s.held().unwrap().is_empty());
         assert_eq!(s.entries().count(), 0);
         assert!(s.proposal().unwrap().is_none());

@@ -8,10 +8,12 @@
 //!   0) and take the highest window above our tip among the answers (once
 //!   all answered, or after the request timeout).
 //! - Certify: ask that peer for the membership certificates of the windows
-//!   below the manifest's and follow them from the genesis set
-//!   ([`super::certificate::active_set_at`]); the manifest's Cement must
-//!   verify against the set so obtained, for its header, whose state root
-//!   is the manifest's. Anything else refuses the manifest and demotes the
+//!   below the manifest's, page by page (each page asks for the windows
+//!   after the last one received; an empty page ends the list), and follow
+//!   them from the genesis set ([`super::certificate::follow`]); the
+//!   manifest's Cement must verify against the set so obtained, for its
+//!   header, whose state root is the manifest's. The set and the
+//!   certificates are staged with the manifest ([`Trust`]). Anything else refuses the manifest and demotes the
 //!   peer that sent it (`manifest_*`, `certificate_broken`, `cement_*`,
 //!   `cement_short_of_quorum`).
 //! - Fetch: stage the accepted manifest (dropping anything staged for
@@ -44,12 +46,15 @@ use crate::consensus::active::{ActiveSet, Quorum};
 use crate::messages::Message;
 use crate::proposal::Proposal;
 
-use super::certificate::{active_set_at, Certificate};
+use super::certificate::{follow, Certificate, Trust};
 use super::format::{Chunk, Manifest, SnapshotError};
 use super::messages::SyncMessage;
 
 pub type PeerIndex = u16;
 
+/// Most certificate bytes one sync follows (a certificate per change of
+/// the active set since the genesis; beyond this the node replays).
+pub const MAX_TRUST_BYTES: usize = 64 << 20;
 /// First demotion; doubles per strike.
 pub const DEMOTION: Duration = Duration::from_secs(5);
 /// Longest demotion.
@@ -89,8 +94,9 @@ pub enum Action {
         peer: PeerIndex,
         window: u64,
     },
-    /// Drop what staging holds and start on this snapshot.
-    Stage(Box<Manifest>),
+    /// Drop what staging holds and start on this snapshot, trusted
+    /// through the set and certificates given.
+    Stage(Box<Manifest>, Box<Trust>),
     /// Write this verified chunk to staging, synced.
     StoreChunk(Box<Chunk>),
     /// Write the snapshot window's proposal (hash checked) to staging.
@@ -120,6 +126,12 @@ enum Phase {
         peer: PeerIndex,
         manifest: Manifest,
         deadline: Instant,
+        /// The set in force after window `after`, followed from the
+        /// genesis through `certificates` (verified so far).
+        set: ActiveSet,
+        after: u64,
+        certificates: Vec<Certificate>,
+        bytes: usize,
     },
     Fetch,
     Done,
@@ -423,6 +435,9 @@ impl FastSync {
         }
     }
 
+    /// One page of certificates (SPEC 13.5): followed from where the last
+    /// page left the set; an empty page ends the list, and the manifest's
+    /// Cement must then verify against the set reached.
     fn on_certificates(
         &mut self,
         peer: PeerIndex,
@@ -430,40 +445,94 @@ impl FastSync {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let manifest = match &self.phase {
-            Phase::Certify {
-                peer: p, manifest, ..
-            } if *p == peer => manifest.clone(),
-            _ => return,
+        let Phase::Certify {
+            peer: p,
+            manifest,
+            set,
+            after,
+            certificates,
+            bytes,
+            deadline,
+        } = &mut self.phase
+        else {
+            return;
         };
-        let decoded: Result<Vec<Certificate>, String> = certs
-            .iter()
-            .map(|c| Certificate::decode(c).map_err(|e| e.to_string()))
-            .collect();
-        let set = decoded.and_then(|cs| {
-            active_set_at(
-                &self.cfg.network_id,
-                &self.cfg.genesis_set,
-                self.cfg.quorum,
-                &cs,
-                manifest.window,
-            )
-        });
-        let checked = match set {
-            Err(why) => Err(SnapshotError::Certificate(why)),
-            Ok(set) => manifest
-                .cement
-                .verify(&self.cfg.network_id, manifest.window, &set, self.cfg.quorum)
-                .map_err(SnapshotError::Cement),
-        };
-        if let Err(e) = checked {
-            self.demote(peer, &e, now, out);
-            return self.discover(now, out);
+        if *p != peer {
+            return;
         }
-        self.accept(peer, manifest, now, out);
+        let page_bytes: usize = certs.iter().map(|c| c.len()).sum();
+        let step = if certs.is_empty() {
+            None
+        } else if *bytes + page_bytes > MAX_TRUST_BYTES {
+            Some(Err(format!(
+                "more than {} MiB of certificates",
+                MAX_TRUST_BYTES >> 20
+            )))
+        } else {
+            let decoded: Result<Vec<Certificate>, String> = certs
+                .iter()
+                .map(|c| Certificate::decode(c).map_err(|e| e.to_string()))
+                .collect();
+            Some(decoded.and_then(|cs| {
+                let (next, last) = follow(
+                    &self.cfg.network_id,
+                    set.clone(),
+                    self.cfg.quorum,
+                    *after,
+                    &cs,
+                    manifest.window,
+                )?;
+                Ok((cs, next, last))
+            }))
+        };
+        match step {
+            Some(Ok((cs, next, last))) => {
+                *set = next;
+                *after = last;
+                *bytes += page_bytes;
+                certificates.extend(cs);
+                *deadline = now + self.cfg.timeout;
+                out.push(Action::Send {
+                    peer,
+                    msg: SyncMessage::GetCertificates {
+                        above: last,
+                        below: manifest.window,
+                    },
+                });
+            }
+            Some(Err(why)) => {
+                self.demote(peer, &SnapshotError::Certificate(why), now, out);
+                self.discover(now, out);
+            }
+            None => {
+                let manifest = manifest.clone();
+                let trust = Trust {
+                    set: set.clone(),
+                    certificates: std::mem::take(certificates),
+                };
+                if let Err(e) = manifest
+                    .cement
+                    .verify(&self.cfg.network_id, manifest.window, &trust.set, self.cfg.quorum)
+                    .map_err(SnapshotError::Cement)
+                {
+                    self.demote(peer, &e, now, out);
+                    return self.discover(now, out);
+                }
+                self.accept(peer, manifest, trust, now, out);
+            }
+        }
     }
 
-    fn accept(&mut self, peer: PeerIndex, m: Manifest, now: Instant, out: &mut Vec<Action>) {
+    /// Takes `m` (certified) as the target; `trust` is what certified it,
+    /// staged with it when it is a new target.
+    fn accept(
+        &mut self,
+        peer: PeerIndex,
+        m: Manifest,
+        trust: Trust,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let same = self
             .target
             .as_ref()
@@ -492,7 +561,7 @@ impl FastSync {
                     old.manifest.window, m.window
                 )));
             }
-            out.push(Action::Stage(Box::new(m.clone())));
+            out.push(Action::Stage(Box::new(m.clone()), Box::new(trust)));
             self.target = Some(Target::new(m, Some(peer), &[], false));
         }
         for p in self.peers.values_mut() {
@@ -695,6 +764,10 @@ impl FastSync {
                             peer,
                             manifest,
                             deadline: now + self.cfg.timeout,
+                            set: self.cfg.genesis_set.clone(),
+                            after: 0,
+                            certificates: Vec::new(),
+                            bytes: 0,
                         };
                     }
                     None if *deadline <= now => {

@@ -83,7 +83,7 @@ fn drive(
                         .map(|a| (peer, a)),
                 );
             }
-            Action::Stage(m) => staging.reset(&m).unwrap(),
+            Action::Stage(m, t) => staging.reset(&m, &t).unwrap(),
             Action::StoreChunk(c) => {
                 staging.put_chunk(&c).unwrap();
                 stored += 1;

@@ -6,7 +6,9 @@
 //! (w, u64 LE) is written, synced; then the `state` column family is
 //! cleared and refilled from the staging area in batches; the last batch
 //! writes the proposal and Cement of w, the root, the tip (w), the
-//! `snapshot_window` record (w, u64 LE) and deletes `installing`, synced.
+//! `snapshot_window` record (w, u64 LE), the set that cemented w
+//! (`tip_set`) and the membership certificates that led to it (verified by
+//! the sync, kept to serve on), and deletes `installing`, synced.
 //! A node killed in between finds `installing` at its next start
 //! ([`Store::pending_install`]) and installs again from the staging area,
 //! which is cleared only after the install completed: the live state is
@@ -17,8 +19,8 @@ use std::path::{Path, PathBuf};
 use rocksdb::{checkpoint::Checkpoint, IteratorMode, WriteBatch};
 
 use super::{
-    open_db, Store, StoreError, Tip, CF_CEMENTS, CF_METADATA, CF_PROPOSALS, CF_STATE, KEY_APPLIED,
-    KEY_ROOT, KEY_TIP,
+    certificate_key, encode_set, open_db, Store, StoreError, Tip, CF_CEMENTS, CF_METADATA,
+    CF_PROPOSALS, CF_STATE, KEY_APPLIED, KEY_CERTIFICATE, KEY_ROOT, KEY_TIP, KEY_TIP_SET,
 };
 use crate::snapshot::staging::Staging;
 
@@ -93,6 +95,7 @@ impl Store {
         if p.hash() != m.header.hash() {
             return Err(refuse("the staged proposal is not the cemented one".into()));
         }
+        let trust = staging.trust()?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_METADATA), KEY_INSTALLING, m.window.to_le_bytes());
         self.write(batch)?;
@@ -122,6 +125,16 @@ impl Store {
             KEY_SNAPSHOT_WINDOW,
             m.window.to_le_bytes(),
         );
+        if let Some(t) = &trust {
+            batch.put_cf(self.cf(CF_METADATA), KEY_TIP_SET, encode_set(&t.set));
+            for c in &t.certificates {
+                batch.put_cf(
+                    self.cf(CF_METADATA),
+                    certificate_key(c.window()),
+                    c.encode(),
+                );
+            }
+        }
         batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
         batch.delete_cf(self.cf(CF_METADATA), KEY_INSTALLING);
         self.write(batch)?;
@@ -182,6 +195,28 @@ impl CheckpointView {
         Ok((tip, root, p, c))
     }
 
+    /// The membership certificates stored, ascending windows (bytes).
+    pub fn certificates(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let h = self.db.cf_handle(CF_METADATA).expect("column families opened");
+        let mut out = Vec::new();
+        let from = IteratorMode::From(KEY_CERTIFICATE, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(h, from) {
+            let (k, v) = item.map_err(|e| StoreError::Db {
+                path: self.path.clone(),
+                why: e.into_string(),
+            })?;
+            let Some(w) = k.strip_prefix(KEY_CERTIFICATE) else {
+                break;
+            };
+            let w: [u8; 8] = w.try_into().map_err(|_| StoreError::Corrupt {
+                path: self.path.clone(),
+                why: "a certificate key".into(),
+            })?;
+            out.push((u64::from_be_bytes(w), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The state entries in key order.
     pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry, StoreError>> + '_ {
         let h = self.db.cf_handle(CF_STATE).expect("column families opened");
@@ -209,7 +244,7 @@ mod tests {
         let g = Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap();
         let f = fixture(10_000, 5);
         let mut staging = Staging::open(&dir.path().join("staging")).unwrap();
-        staging.reset(&f.manifest).unwrap();
+        staging.reset(&f.manifest, &f.trust()).unwrap();
         staging.put_chunk(&f.chunk(0)).unwrap();
         staging.put_chunk(&f.chunk(1)).unwrap();
         staging.put_proposal(&f.proposal).unwrap();

@@ -21,6 +21,8 @@ struct PeerSim {
     proposal: Option<Proposal>,
     /// Chunk requests get no answer.
     silent: bool,
+    /// Certificates per answer (0: as many as a message holds).
+    page: usize,
 }
 
 fn honest(f: &Fixture) -> PeerSim {
@@ -34,6 +36,7 @@ fn honest(f: &Fixture) -> PeerSim {
             .collect(),
         proposal: Some(f.proposal.clone()),
         silent: false,
+        page: 0,
     }
 }
 
@@ -56,8 +59,21 @@ impl PeerSim {
             SyncMessage::GetManifest { window: 0 } => {
                 Some(SyncMessage::Manifest(self.manifest.clone()))
             }
-            SyncMessage::GetCertificates { .. } => {
-                Some(SyncMessage::Certificates(self.certificates.clone()))
+            SyncMessage::GetCertificates { above, below } => {
+                // The windows asked for; bytes that do not decode are sent
+                // as they are (a broken certificate).
+                let page = if self.page == 0 { 64 } else { self.page };
+                Some(SyncMessage::Certificates(
+                    self.certificates
+                        .iter()
+                        .filter(|c| {
+                            Certificate::decode(c)
+                                .map_or(true, |x| x.window() > *above && x.window() < *below)
+                        })
+                        .take(page)
+                        .cloned()
+                        .collect(),
+                ))
             }
             SyncMessage::GetChunk {
                 window,
@@ -90,6 +106,10 @@ struct Log {
     staged: Vec<u64>,
     installed: Option<u64>,
     most_in_flight: usize,
+    /// What the staged target was trusted through.
+    trust: Option<Trust>,
+    /// GetCertificates requests sent.
+    certificate_pages: usize,
 }
 
 struct Sim {
@@ -136,6 +156,9 @@ impl Sim {
         while let Some((from, a)) = q.pop_front() {
             match a {
                 Action::Send { peer, msg } => {
+                    if let SyncMessage::GetCertificates { .. } = msg {
+                        self.log.certificate_pages += 1;
+                    }
                     if let SyncMessage::GetChunk { index, .. } = msg {
                         self.log.asked.push((peer, index));
                         let o = self.outstanding.entry(peer).or_default();
@@ -164,9 +187,10 @@ impl Sim {
                             .map(|a| (peer, a)),
                     );
                 }
-                Action::Stage(m) => {
+                Action::Stage(m, t) => {
                     self.log.staged.push(m.window);
-                    self.staging.reset(&m).unwrap();
+                    self.log.trust = Some(*t.clone());
+                    self.staging.reset(&m, &t).unwrap();
                 }
                 Action::StoreChunk(c) => {
                     self.staging.put_chunk(&c).unwrap();
@@ -534,4 +558,60 @@ fn unrequested_and_duplicated_chunks_demote_their_sender() {
             ..
         }
     )));
+}
+
+/// The network's set changed twice before the snapshot window: the
+/// genesis set g made s2 (window 2), s2 made the fixture's set (window 4),
+/// which cemented the snapshot of window 7. Served one certificate per
+/// page, the sync follows both from the genesis, verifies the manifest
+/// against the set they lead to and stages that set with them. Without
+/// the certificates, with one left out, or with a change cemented by keys
+/// that were never members, the manifest is refused and nothing staged.
+#[test]
+fn a_snapshot_after_changes_of_the_active_set_is_trusted_through_certificates() {
+    use crate::snapshot::certificate::tests::certificate;
+    let f = fixture(3 * CHUNK_SIZE, 7);
+    let (g, gk) = set_of(4);
+    let (s2, k2) = set_of(5);
+    let c2 = certificate(&s2, 2, &[&gk[0], &gk[1], &gk[2]]);
+    let c4 = certificate(&f.set, 4, &[&k2[0], &k2[1], &k2[2], &k2[3]]);
+    let cfg = Config {
+        genesis_set: g.clone(),
+        ..config(&f)
+    };
+    let run = |certs: Vec<Vec<u8>>| {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let mut s = FastSync::new(cfg.clone(), None, now);
+        let mut p = honest(&f);
+        p.certificates = certs;
+        p.page = 1;
+        let mut sim = Sim::new(dir.path(), vec![p]);
+        sim.start(&mut s, now);
+        (sim.log, s.rejected().clone())
+    };
+    let (log, rejected) = run(vec![c2.encode(), c4.encode()]);
+    assert_eq!(log.installed, Some(7), "{rejected:?}");
+    assert_eq!(log.certificate_pages, 3, "two pages of one, then the empty end");
+    let trust = log.trust.unwrap();
+    assert_eq!(trust.set, f.set);
+    assert_eq!(trust.certificates, vec![c2.clone(), c4.clone()]);
+    // No certificates: the Cement is checked against the genesis set.
+    let (log, rejected) = run(vec![]);
+    assert_eq!(log.installed, None);
+    assert!(log.staged.is_empty());
+    assert!(log.demoted.contains(&(1, "cement_non_member")), "{:?}", log.demoted);
+    assert!(rejected.contains_key("cement_non_member"));
+    // The first change left out: the second is not signed by the set in
+    // force.
+    let (log, _) = run(vec![c4.encode()]);
+    assert_eq!(log.installed, None);
+    assert!(log.demoted.contains(&(1, "certificate_broken")), "{:?}", log.demoted);
+    // A forged change: cemented by keys that were never members.
+    let (_, stranger) = set_of(3);
+    let forged = certificate(&s2, 2, &[&stranger[0], &stranger[1], &stranger[2]]);
+    let (log, _) = run(vec![forged.encode(), c4.encode()]);
+    assert_eq!(log.installed, None);
+    assert!(log.staged.is_empty());
+    assert!(log.demoted.contains(&(1, "certificate_broken")), "{:?}", log.demoted);
 }
