@@ -310,6 +310,62 @@ fn the_default_devnet_brings_a_joiner_to_active() {
     assert!(after.contains("cemented window"), "{log}");
 }
 
+/// Issue 11 across a change of the active set (issue 10's joiner): node3
+/// starts once node0 serves a snapshot taken after the joiner became a
+/// member, so the snapshot's Cement is signed by a set the genesis does not
+/// name; node3 follows the membership certificate of the change from the
+/// genesis set, installs the snapshot with the 5-member set and follows to
+/// the last window with everyone's T and state root.
+#[test]
+fn a_late_node_fast_syncs_across_a_joiner_becoming_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let work: PathBuf = dir.path().join("net");
+    let (v, stderr) = converged_devnet(
+        &work,
+        &[
+            "--joiners",
+            "1",
+            "--fast-sync",
+            "--windows",
+            "20",
+            "--window-secs",
+            "0.5",
+            "--d",
+            "8000000",
+        ],
+    );
+    assert!(stderr.contains("started node3 to fast-sync"), "{stderr}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5, "{v}");
+    assert_eq!(nodes[4]["membership"], "active", "{v}");
+    for n in nodes {
+        assert_eq!(n["state_root"], nodes[0]["state_root"], "{n}");
+        assert_eq!(n["t"], nodes[0]["t"], "{n}");
+        assert_eq!(n["cemented"].as_u64(), Some(20), "{n}");
+    }
+    let w = nodes[3]["snapshot_window"]
+        .as_u64()
+        .expect("node3 fast-synced");
+    let log = std::fs::read_to_string(work.join("node3").join("node.log")).unwrap();
+    assert!(
+        log.contains(&format!("snapshot accepted window={w}"))
+            && log.contains("members=5 certificates=1"),
+        "{log}"
+    );
+    assert_eq!(NodeState::read(&work.join("node3")).unwrap().members, 5);
+    // The joiner became a member before that snapshot's window.
+    let j = std::fs::read_to_string(work.join("joiner0").join("node.log")).unwrap();
+    let changed = j
+        .lines()
+        .take_while(|l| !l.contains("the active set changed"))
+        .filter(|l| l.contains("cemented window"))
+        .count() as u64;
+    assert!(
+        changed < w,
+        "set changed after {changed} windows, snapshot {w}"
+    );
+}
+
 /// Issue 11: `montana devnet --accounts 100000 --fast-sync` as a user runs
 /// it (with small windows): node3 starts once node0 serves a snapshot,
 /// installs it (the 100,000 accounts, the 4 members and their accounts),
@@ -680,8 +736,12 @@ fn bad_devnet_arguments_fail_with_one_line_before_any_work() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let f = file.to_str().unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--dir", f], "is a file"),
+        (
+            &["--joiners", "1", "--fast-sync", "--windows", "12"],
+            "give --windows 20 or more",
+        ),
         (
             &["--joiners", "1", "--windows", "8"],
             "give --windows 9 or more",

@@ -35,6 +35,7 @@ struct Disk {
     signed: Option<Signed>,
     state: Option<State>,
     tip_set: Option<ActiveSet>,
+    certificates: BTreeMap<u64, crate::snapshot::certificate::Certificate>,
 }
 
 struct Sim {
@@ -202,6 +203,9 @@ impl Sim {
                         self.disks[i].cements.insert(w, c.cement);
                         self.disks[i].proposals.insert(w, c.proposal);
                         self.disks[i].tip_set = Some(c.set);
+                        if let Some(cert) = c.certificate {
+                            self.disks[i].certificates.insert(w, cert);
+                        }
                     }
                     self.disks[i].state = Some(self.nodes[i].state().clone());
                 }
@@ -400,6 +404,34 @@ impl Sim {
     }
 
     /// No two nodes cemented different proposals for one window.
+    /// Every node holds membership certificates that, followed from the
+    /// genesis set, lead to the set it has now (each one must change the
+    /// set and be cemented by the set before it), and all hold them for
+    /// the same windows (what a fast-syncing node is given, SPEC 13.4).
+    fn assert_certificates(&self) {
+        use crate::snapshot::certificate::active_set_at;
+        for (i, d) in self.disks.iter().enumerate() {
+            assert!(!d.certificates.is_empty(), "node {i}: no certificate");
+            let certs: Vec<_> = d.certificates.values().cloned().collect();
+            let tip = self.nodes[i].tip().window;
+            let set = active_set_at(
+                &self.g.network_id(),
+                &self.g.active_set(),
+                self.g.quorum,
+                &certs,
+                tip + 1,
+            )
+            .unwrap_or_else(|e| panic!("node {i}: {e}"));
+            assert_eq!(&set, self.nodes[i].state().active(), "node {i}");
+        }
+        let windows: Vec<Vec<u64>> = self
+            .disks
+            .iter()
+            .map(|d| d.certificates.keys().copied().collect())
+            .collect();
+        assert!(windows.windows(2).all(|w| w[0] == w[1]), "{windows:?}");
+    }
+
     fn assert_safe(&self) {
         assert_eq!(
             self.late_beacons, 0,
@@ -1304,6 +1336,7 @@ fn a_joiner_counts_candidate_windows_registers_and_becomes_a_voting_member() {
         .map(|n| n.state_root())
         .collect();
     assert!(roots.windows(2).all(|r| r[0] == r[1]));
+    sim.assert_certificates();
 }
 
 /// A candidate whose chains are forged is rejected by every member (the
@@ -1457,4 +1490,6 @@ fn a_node_that_was_down_catches_up_across_a_change_of_the_active_set() {
         assert_eq!(sim.nodes[i].state_root(), sim.nodes[3].state_root());
     }
     sim.assert_safe();
+    // Node 3 built the certificate of the change while catching up.
+    sim.assert_certificates();
 }

@@ -168,6 +168,24 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 a.windows, j.candidate_windows, j.activation_delay
             )));
         }
+        if a.fast_sync {
+            // The late node syncs from a snapshot taken after the joiners
+            // are active (its trust then goes through a membership
+            // certificate), and follows for two windows at least.
+            let i = a.interval().unwrap_or(2);
+            let first = (need / i + 1) * i;
+            if a.windows < first + 2 {
+                let fits = (need + 1..)
+                    .find(|w| {
+                        let i = a.snapshot_interval.unwrap_or((w / 2).max(2));
+                        *w >= (need / i + 1) * i + 2
+                    })
+                    .unwrap_or(first + 2);
+                return Err(CliError::bad_input(format!(
+                    "--fast-sync with --joiners: the late node syncs from a snapshot taken after the joiners are active (window {need} at the earliest; snapshots every {i} windows); give --windows {fits} or more"
+                )));
+            }
+        }
     }
     if let Some(d) = a.d {
         if d % a.checkpoints != 0 {
@@ -478,6 +496,8 @@ fn watch(
     let mut last_progress = Instant::now();
     let mut best = (0u64, 0u64);
     let mut drawn = false;
+    // The cemented window when every joiner was first seen active.
+    let mut joined_at: Option<u64> = None;
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let states: Vec<Option<NodeState>> =
@@ -515,9 +535,22 @@ fn watch(
                 continue;
             }
         }
+        if a.joiners > 0 && joined_at.is_none() {
+            let active = (a.nodes..plan.nodes.len())
+                .all(|i| states[i].as_ref().is_some_and(|s| s.membership == "active"));
+            if active {
+                joined_at = Some(max.unwrap_or(0));
+            }
+        }
         if children.len() < plan.nodes.len() {
-            // The late nodes start once the others serve a snapshot.
-            if let Some(w) = devnet::snapshot_windows(&plan.nodes[0].dir).last() {
+            // The late nodes start once the others serve a snapshot (with
+            // joiners: one taken after they are all active, so that the
+            // late node's trust goes through the change of the set).
+            let newest = devnet::snapshot_windows(&plan.nodes[0].dir).last().copied();
+            let after = joined_at.map_or(0, |w| w + 1);
+            if let Some(w) =
+                newest.filter(|w| *w >= after && (a.joiners == 0 || joined_at.is_some()))
+            {
                 for i in (0..plan.nodes.len()).filter(|&i| a.is_late(i)) {
                     let c = spawn(plan, i, a).map_err(|e| Stop::Failed(e.message))?;
                     children.insert(i, c);

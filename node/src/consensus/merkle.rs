@@ -314,9 +314,7 @@ mod tests {
     #[test]
     fn range_proofs_verify_and_catch_changes() {
         for n in 1..40u64 {
-            let leaves: Vec<Hash32> = (0..n)
-                .map(|i| leaf(&i.to_be_bytes(), b"v"))
-                .collect();
+            let leaves: Vec<Hash32> = (0..n).map(|i| leaf(&i.to_be_bytes(), b"v")).collect();
             let root = state_root(&leaves);
             for a in 0..n {
                 for b in a + 1..=n {

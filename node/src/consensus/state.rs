@@ -1022,16 +1022,23 @@ mod tests {
                     for (i, k) in keys.iter().enumerate() {
                         let key = k.verifying_key().clone();
                         let id = NodeId::of(&key);
-                        let c = Candidate { key, count: i as u32 + 1, last: 7, effective: None };
+                        let c = Candidate {
+                            key,
+                            count: i as u32 + 1,
+                            last: 7,
+                            effective: None,
+                        };
                         r.candidates.insert(id, c);
                     }
                     r.seen.insert(ids[1], 5);
-                    s.apply(Changes { balances: BTreeMap::new(), roster: Some(r) });
+                    s.apply(Changes {
+                        balances: BTreeMap::new(),
+                        roster: Some(r),
+                    });
                 }
                 let root = s.root();
                 let m = s.members_range();
-                let leaves: Vec<Hash32> =
-                    m.range.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
+                let leaves: Vec<Hash32> = m.range.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
                 assert_eq!(m.entries, s.len() as u64);
                 assert!(
                     merkle::verify_range(&root, m.entries, m.first, &leaves, &m.proof),
@@ -1046,8 +1053,16 @@ mod tests {
                 assert!(m.first + m.range.len() as u64 == m.entries || last.0[0] != MEMBER);
                 let mut bad = leaves.clone();
                 bad[1] = merkle::leaf(b"x", b"y");
-                assert!(!merkle::verify_range(&root, m.entries, m.first, &bad, &m.proof));
-                assert!(!merkle::verify_range(&Hash32([9; 32]), m.entries, m.first, &leaves, &m.proof));
+                assert!(!merkle::verify_range(
+                    &root, m.entries, m.first, &bad, &m.proof
+                ));
+                assert!(!merkle::verify_range(
+                    &Hash32([9; 32]),
+                    m.entries,
+                    m.first,
+                    &leaves,
+                    &m.proof
+                ));
             }
         }
     }

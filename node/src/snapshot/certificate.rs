@@ -284,7 +284,15 @@ pub fn active_set_at(
     certificates: &[Certificate],
     window: u64,
 ) -> Result<ActiveSet, String> {
-    follow(network_id, genesis_set.clone(), quorum, 0, certificates, window).map(|(s, _)| s)
+    follow(
+        network_id,
+        genesis_set.clone(),
+        quorum,
+        0,
+        certificates,
+        window,
+    )
+    .map(|(s, _)| s)
 }
 
 #[cfg(test)]

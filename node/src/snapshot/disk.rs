@@ -24,9 +24,9 @@ use std::time::Instant;
 use montana_vdf::Hash32;
 
 use crate::codec::{Reader, Writer};
-use crate::messages::MAX_PAYLOAD;
 use crate::consensus::merkle;
 use crate::consensus::vote::Cement;
+use crate::messages::MAX_PAYLOAD;
 use crate::proposal::Proposal;
 use crate::storage::{CheckpointView, StoreError};
 

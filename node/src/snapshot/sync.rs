@@ -512,7 +512,12 @@ impl FastSync {
                 };
                 if let Err(e) = manifest
                     .cement
-                    .verify(&self.cfg.network_id, manifest.window, &trust.set, self.cfg.quorum)
+                    .verify(
+                        &self.cfg.network_id,
+                        manifest.window,
+                        &trust.set,
+                        self.cfg.quorum,
+                    )
                     .map_err(SnapshotError::Cement)
                 {
                     self.demote(peer, &e, now, out);

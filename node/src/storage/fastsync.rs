@@ -197,7 +197,10 @@ impl CheckpointView {
 
     /// The membership certificates stored, ascending windows (bytes).
     pub fn certificates(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let h = self.db.cf_handle(CF_METADATA).expect("column families opened");
+        let h = self
+            .db
+            .cf_handle(CF_METADATA)
+            .expect("column families opened");
         let mut out = Vec::new();
         let from = IteratorMode::From(KEY_CERTIFICATE, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(h, from) {

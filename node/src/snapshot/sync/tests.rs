@@ -592,7 +592,10 @@ fn a_snapshot_after_changes_of_the_active_set_is_trusted_through_certificates() 
     };
     let (log, rejected) = run(vec![c2.encode(), c4.encode()]);
     assert_eq!(log.installed, Some(7), "{rejected:?}");
-    assert_eq!(log.certificate_pages, 3, "two pages of one, then the empty end");
+    assert_eq!(
+        log.certificate_pages, 3,
+        "two pages of one, then the empty end"
+    );
     let trust = log.trust.unwrap();
     assert_eq!(trust.set, f.set);
     assert_eq!(trust.certificates, vec![c2.clone(), c4.clone()]);
@@ -600,18 +603,30 @@ fn a_snapshot_after_changes_of_the_active_set_is_trusted_through_certificates() 
     let (log, rejected) = run(vec![]);
     assert_eq!(log.installed, None);
     assert!(log.staged.is_empty());
-    assert!(log.demoted.contains(&(1, "cement_non_member")), "{:?}", log.demoted);
+    assert!(
+        log.demoted.contains(&(1, "cement_non_member")),
+        "{:?}",
+        log.demoted
+    );
     assert!(rejected.contains_key("cement_non_member"));
     // The first change left out: the second is not signed by the set in
     // force.
     let (log, _) = run(vec![c4.encode()]);
     assert_eq!(log.installed, None);
-    assert!(log.demoted.contains(&(1, "certificate_broken")), "{:?}", log.demoted);
+    assert!(
+        log.demoted.contains(&(1, "certificate_broken")),
+        "{:?}",
+        log.demoted
+    );
     // A forged change: cemented by keys that were never members.
     let (_, stranger) = set_of(3);
     let forged = certificate(&s2, 2, &[&stranger[0], &stranger[1], &stranger[2]]);
     let (log, _) = run(vec![forged.encode(), c4.encode()]);
     assert_eq!(log.installed, None);
     assert!(log.staged.is_empty());
-    assert!(log.demoted.contains(&(1, "certificate_broken")), "{:?}", log.demoted);
+    assert!(
+        log.demoted.contains(&(1, "certificate_broken")),
+        "{:?}",
+        log.demoted
+    );
 }
