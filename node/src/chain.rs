@@ -534,6 +534,8 @@ pub struct Chain {
     stopped: bool,
     started: bool,
     last_window: Option<u64>,
+    /// `--min-window-secs` ([`Chain::set_min_window`]).
+    min_window: Duration,
     /// The latest time an event brought.
     clock: Instant,
 }
@@ -594,6 +596,7 @@ impl Chain {
             stopped: false,
             started: false,
             last_window: None,
+            min_window: Duration::ZERO,
             clock: Instant::now(),
         }
     }
@@ -613,6 +616,12 @@ impl Chain {
         self.signature_checks
     }
     /// No window past this one is proposed or agreed on (devnets, tests).
+    /// A proposal no sooner than `d` after this node opened the window
+    /// (after cementing the one before): pacing for tiny D, local only.
+    pub fn set_min_window(&mut self, d: Duration) {
+        self.min_window = d;
+    }
+
     pub fn set_last_window(&mut self, window: Option<u64>) {
         self.last_window = window;
     }
@@ -833,6 +842,21 @@ impl Chain {
             {
                 let window = live.window;
                 self.evaluate(window, &mut out);
+            }
+        }
+        // A proposal held back by --min-window-secs whose time is up.
+        let paced = self.live.as_ref().and_then(|l| {
+            let round = l.agreement.round();
+            (l.want_propose == Some(round)
+                && now >= l.since + self.min_window
+                && self.known_checkpoints(l.window).is_some())
+            .then_some(round)
+        });
+        if let Some(round) = paced {
+            if !self.min_window.is_zero() {
+                let mut more = Vec::new();
+                self.propose(round, None, now, &mut out, &mut more);
+                self.drive(more, now, &mut out);
             }
         }
         // An evaluation this node owes a proposal failed (a backend error
@@ -1251,6 +1275,13 @@ impl Chain {
                 )
             }
         };
+        if let Some(live) = self.live.as_mut() {
+            if now < live.since + self.min_window {
+                // Ready, but paced: on_tick proposes once the time is up.
+                live.want_propose = Some(round);
+                return;
+            }
+        }
         if !self.may_sign(window, round, 0, out) {
             return;
         }

@@ -46,6 +46,10 @@ pub struct Args {
     /// node's, 16), for scale runs.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_peers: Option<u16>,
+    /// Each node's `--min-window-secs`: a proposal no sooner than this
+    /// after the window before was cemented (scale runs with a small --d).
+    #[arg(long, value_parser = super::number::parse_secs)]
+    pub min_window_secs: Option<f64>,
     /// Stop after this many windows.
     #[arg(long, default_value_t = 10, value_parser = super::number::parse_positive_u64)]
     pub windows: u64,
@@ -465,6 +469,9 @@ fn spawn(plan: &Plan, i: usize, a: &Args) -> Result<Child, CliError> {
     }
     if let Some(m) = a.max_peers {
         cmd.arg("--max-peers").arg(m.to_string());
+    }
+    if let Some(s) = a.min_window_secs {
+        cmd.arg("--min-window-secs").arg(s.to_string());
     }
     if n.joiner {
         cmd.arg("--keys")

@@ -97,6 +97,14 @@ pub fn parse_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+/// [`parse_f64`], 0 or more (a duration in seconds).
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match parse_f64(s)? {
+        v if v >= 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err("must be between 0 and 86,400 seconds".into()),
+    }
+}
+
 /// [`parse_f64`], above 0.
 pub fn parse_positive_f64(s: &str) -> Result<f64, String> {
     match parse_f64(s)? {

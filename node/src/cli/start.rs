@@ -47,6 +47,11 @@ pub struct Args {
     /// Proposer only: stop proposing after this window (devnets, tests).
     #[arg(long, value_parser = super::number::parse_u64)]
     pub last_window: Option<u64>,
+    /// As a proposer, propose a window no sooner than this many seconds
+    /// after the one before was cemented here (scale runs with a tiny D,
+    /// whose windows would otherwise follow each other at hashing speed).
+    #[arg(long, default_value_t = 0.0, value_parser = super::number::parse_secs)]
+    pub min_window_secs: f64,
     /// Take the best available backends without the calibration file or a
     /// quick calibration (tests).
     #[arg(long)]
@@ -108,6 +113,7 @@ fn start(a: Args, ran: &mut bool) -> Result<(), CliError> {
     node.fast_sync.enabled = a.fast_sync;
     node.fast_sync.threshold = a.fast_sync_threshold;
     node.fast_sync.snapshot_interval = a.snapshot_interval;
+    node.min_window = std::time::Duration::from_secs_f64(a.min_window_secs);
     info!(
         label = node.label(),
         eval = node.backends.eval.name(),

@@ -16,8 +16,10 @@
 //!   per message and at most `capacity` ids in memory). For each id it keeps
 //!   up to [`MAX_TRACKED_PEERS`] peers known to have it (they sent it to us,
 //!   or we sent it to them).
-//! - A message is forwarded at most once, to every connected peer not known
-//!   to have it. A message forgotten by the cache and seen again is treated
+//! - A message is forwarded once, to every connected peer not known to
+//!   have it; a copy seen again also goes to the peers that connected since
+//!   ([`Relay::forward_missing`]), so a resend reaches them across a node
+//!   that already had it. A message forgotten by the cache and seen again is treated
 //!   as new (at worst one more round of forwarding, which the receivers'
 //!   caches stop).
 
@@ -147,6 +149,26 @@ impl Relay {
         out
     }
 
+    /// For a copy seen again: the peers among `connected` not known to have
+    /// `id`, if it was forwarded before (peers that connected since then;
+    /// they are remembered as having it). Nothing for a message that was
+    /// never forwarded (refused, or still being checked).
+    pub fn forward_missing(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
+        let (seen, _) = self.entry(id);
+        if !seen.forwarded {
+            return Vec::new();
+        }
+        let out: Vec<u16> = connected
+            .iter()
+            .copied()
+            .filter(|p| !seen.peers.contains(p))
+            .collect();
+        for &p in &out {
+            seen.note(p);
+        }
+        out
+    }
+
     /// [`Relay::observe`] and, if new, [`Relay::forward_to`] in one call:
     /// for a message that needs no check before it is forwarded.
     pub fn should_forward(
@@ -192,6 +214,15 @@ mod tests {
         assert_eq!(r.forward_to(m, &[1, 3, 5, 7]), vec![1, 7]);
         assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9]), Vec::<u16>::new());
         assert!(!r.observe(m, Some(9)));
+        // Seen again: only a peer that connected since gets it, once.
+        assert_eq!(r.forward_missing(m, &[1, 3, 5, 7, 9, 11]), vec![11]);
+        assert_eq!(
+            r.forward_missing(m, &[1, 3, 5, 7, 9, 11]),
+            Vec::<u16>::new()
+        );
+        // A message never forwarded (refused) is not forwarded again.
+        assert!(r.observe(id(4), Some(1)));
+        assert_eq!(r.forward_missing(id(4), &[1, 2]), Vec::<u16>::new());
         // Our own message goes to everyone.
         assert_eq!(r.should_forward(id(2), None, &[1, 3]), vec![1, 3]);
         assert_eq!(r.should_forward(id(2), Some(1), &[1, 3]), Vec::<u16>::new());

@@ -94,6 +94,8 @@ pub struct Node {
     pub backends: Chosen,
     pub data_dir: PathBuf,
     pub last_window: Option<u64>,
+    /// `--min-window-secs`: a proposal no sooner after the cement before.
+    pub min_window: std::time::Duration,
     /// `--fast-sync`, `--fast-sync-threshold`, the snapshot interval.
     pub fast_sync: fastsync::FastSyncOptions,
     #[cfg(any(test, feature = "test-faults"))]
@@ -154,6 +156,7 @@ impl Node {
             backends,
             data_dir: cfg.data_dir.clone(),
             last_window: cfg.last_window,
+            min_window: std::time::Duration::ZERO,
             fast_sync: fastsync::FastSyncOptions::default(),
             #[cfg(any(test, feature = "test-faults"))]
             faults,

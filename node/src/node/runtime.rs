@@ -31,6 +31,19 @@ use super::{Node, NodeError};
 use crate::chain::{Action, Batch, Cemented, Chain, Rules};
 use crate::consensus::agreement::Timeout;
 use crate::messages::{self, Message, MSG_CEMENTS, MSG_PROPOSALS};
+use crate::net::relay::{message_id, MessageId, Relay};
+
+/// The message types forwarded to peers that lack them (docs/SPEC.md
+/// 10.6): what the agreement and joining need from every member.
+fn relayed(msg_type: u8) -> bool {
+    use crate::messages::{
+        MSG_BEACON, MSG_CANDIDATE_PROOF, MSG_CEMENT, MSG_PROPOSE, MSG_REGISTRATION, MSG_VOTE,
+    };
+    matches!(
+        msg_type,
+        MSG_PROPOSE | MSG_VOTE | MSG_CEMENT | MSG_BEACON | MSG_CANDIDATE_PROOF | MSG_REGISTRATION
+    )
+}
 
 /// How often the node tells its peers its tip.
 const TIP_EVERY: Duration = Duration::from_secs(2);
@@ -153,6 +166,8 @@ struct Runner {
     last_write_try: Instant,
     /// Fast-sync serving: snapshots and chunk requests (node/fastsync.rs).
     snapshots: super::fastsync::Serving,
+    /// Which consensus messages went to which peers (SPEC 10.6).
+    relay: Relay,
 }
 
 pub(super) async fn run(
@@ -183,6 +198,7 @@ pub(super) async fn run(
     transport.set_members(&chain.state().active().ids());
     chain.restore_signed(node.store.signed()?);
     chain.set_last_window(node.last_window);
+    chain.set_min_window(node.min_window);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     info!(
         label = node.label(),
@@ -220,6 +236,7 @@ pub(super) async fn run(
         disk_full: false,
         last_write_try: Instant::now(),
         snapshots,
+        relay: Relay::default(),
     };
     r.publish();
     r.send_tip();
@@ -429,7 +446,12 @@ impl Runner {
         let t = msg.msg_type();
         let payload = msg.encode();
         match to {
-            None => self.transport.broadcast(t, payload),
+            None => {
+                if relayed(t) {
+                    self.sent_to_all(message_id(t, &payload));
+                }
+                self.transport.broadcast(t, payload)
+            }
             Some(peer) => {
                 if let Err(e) = self.transport.send(peer, t, 0, payload) {
                     debug!(peer, error = %e, "not sent");
@@ -775,6 +797,16 @@ impl Runner {
 
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
+        // Relayed kinds: a copy seen before is dropped here (after going
+        // to any peer that connected since it was forwarded).
+        let relayed = relayed(m.msg_type).then(|| message_id(m.msg_type, &m.payload));
+        if let Some(id) = relayed {
+            if !self.relay.observe(id, Some(m.peer)) {
+                let to = self.relay.forward_missing(id, &self.connected());
+                self.forward(&to, m.msg_type, &m.payload);
+                return Ok(());
+            }
+        }
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
             None => {
                 // Not a chain message: a fast-sync one (types 26-31), or
@@ -820,7 +852,35 @@ impl Runner {
                 self.chain.on_message(m.peer, msg, now)
             }
         };
+        // Passed the chain's cheap checks (a proposal: before its VDF is
+        // verified): on to the peers that lack it.
+        if let Some(id) = relayed {
+            if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
+                let to = self.relay.forward_to(id, &self.connected());
+                self.forward(&to, m.msg_type, &m.payload);
+            }
+        }
         self.exec(actions)
+    }
+
+    /// The peers connected now.
+    fn connected(&self) -> Vec<u16> {
+        self.transport.links().iter().map(|l| l.peer.0).collect()
+    }
+
+    fn forward(&self, to: &[u16], msg_type: u8, payload: &[u8]) {
+        for &p in to {
+            if let Err(e) = self.transport.send(p, msg_type, 0, payload.to_vec()) {
+                debug!(peer = p, error = %e, "not relayed");
+            }
+        }
+    }
+
+    /// Our own broadcast of a relayed kind: every connected peer gets it
+    /// now, so none is sent a relayed copy later.
+    fn sent_to_all(&mut self, id: MessageId) {
+        self.relay.observe(id, None);
+        let _ = self.relay.forward_to(id, &self.connected());
     }
 
     /// Answers GetProposals from storage, within the peer's budget
