@@ -4,8 +4,14 @@
 //! members. Each Cement's size is printed once: exactly `83 + n * 3,341`
 //! bytes.
 //!
+//! Candidate batches (issue 10): 64 candidates' proofs verified in one
+//! call (the joining rules' chains: 80,000 steps, 16 checkpoints, i.e. D =
+//! 8,000,000 / 100), against the same backend verifying the same number of
+//! steps as one proof of 64 segments (the layout of `montana bench`), one
+//! thread, for every available verify backend of SHA-256.
+//!
 //! `cargo bench -p montana-benches --bench consensus`; figures in
-//! docs/BENCHMARKS.md, "Consensus costs".
+//! docs/BENCHMARKS.md, "Consensus costs" and "Joining".
 
 use std::time::Duration;
 
@@ -79,11 +85,53 @@ fn cement(c: &mut Criterion) {
     g.finish();
 }
 
+/// The joining rules' candidate chain for D = 8,000,000.
+const CANDIDATE_STEPS: u64 = 80_000;
+const CANDIDATE_K: u64 = 16;
+const CANDIDATES: usize = 64;
+
+fn candidate_batch(c: &mut Criterion) {
+    use montana_backends::registry::compiled;
+    use montana_vdf::{ChainParams, EvalControl, HashSuite, Operation, Proof, VerifyOptions};
+    let suite = HashSuite::Sha256;
+    let scalar = montana_backends::scalar::ScalarBackend;
+    let chain = |seed: u8, params: ChainParams| {
+        let start = Hash32([seed; 32]);
+        let cps = montana_vdf::Backend::evaluate(&scalar, suite, &start, params, &EvalControl::none())
+            .unwrap();
+        Proof::new(suite, start, params, cps).unwrap()
+    };
+    let cand = ChainParams::new(CANDIDATE_STEPS, CANDIDATE_K).unwrap();
+    let candidates: Vec<Proof> = (0..CANDIDATES).map(|i| chain(i as u8, cand)).collect();
+    let total = CANDIDATE_STEPS * CANDIDATES as u64;
+    let one = vec![chain(0xEE, ChainParams::new(total, CANDIDATES as u64).unwrap())];
+    let opts = VerifyOptions::threads(1);
+    let mut g = c.benchmark_group("candidate_batch/sha256");
+    g.throughput(Throughput::Elements(total));
+    g.sample_size(10);
+    for backend in compiled() {
+        // The GPU backend (lavapipe here) has its own figures (issue 4).
+        if backend.name() == "gpu"
+            || !backend.availability().is_available()
+            || !backend.supports(suite, Operation::Verify)
+        {
+            continue;
+        }
+        g.bench_function(BenchmarkId::new("64_candidates", backend.name()), |b| {
+            b.iter(|| backend.verify_proofs(&candidates, &opts).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("one_proof_64_segments", backend.name()), |b| {
+            b.iter(|| backend.verify_proofs(&one, &opts).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = signatures, cement
+    targets = signatures, cement, candidate_batch
 }
 criterion_main!(benches);

@@ -1699,7 +1699,8 @@ impl Chain {
             }
         }
         if let Some(g) = &e.registration {
-            self.check_registration(g, roster)?;
+            let carried: Vec<&CandidateProof> = e.proofs.iter().collect();
+            self.check_registration(g, roster, &carried, 0)?;
         }
         Ok(chains)
     }
@@ -1743,26 +1744,55 @@ impl Chain {
         Ok(())
     }
 
-    fn check_registration(&self, g: &Registration, roster: &Roster) -> Result<(), Reject> {
+    /// A registration against `roster` with `proofs` (ascending windows)
+    /// counted first: those the same proposal carries (SPEC 9.9), so a
+    /// registration rides with the candidate's last counted proof. `slack`
+    /// counts that many proofs still to come (a gossiped registration may
+    /// arrive before the proof it rides with).
+    fn check_registration(
+        &self,
+        g: &Registration,
+        roster: &Roster,
+        proofs: &[&CandidateProof],
+        slack: u32,
+    ) -> Result<(), Reject> {
         if g.network_id != self.rules.network_id {
             return Err(Reject::Candidate("registration_wrong_network"));
         }
         if roster.active.index_of(&g.id).is_some() {
             return Err(Reject::Candidate("registration_member"));
         }
-        let Some(x) = roster.candidates.get(&g.id) else {
+        let entry = roster.candidates.get(&g.id);
+        let carried = proofs.iter().filter(|p| p.id == g.id);
+        let Some(key) = entry
+            .map(|x| &x.key)
+            .or(proofs.iter().find(|p| p.id == g.id).map(|p| &p.key))
+        else {
             return Err(Reject::Candidate("registration_unknown"));
         };
-        if x.effective.is_some() {
+        if entry.is_some_and(|x| x.effective.is_some()) {
             return Err(Reject::Candidate("registration_twice"));
         }
-        if x.count < self.rules.joining.candidate_windows {
+        let (mut count, mut last) = entry.map_or((0, 0), |x| (x.count, x.last));
+        for p in carried.filter(|p| p.window > last) {
+            (count, last) = crate::consensus::state::counted(count, last, p.window);
+        }
+        if count.saturating_add(slack) < self.rules.joining.candidate_windows {
             return Err(Reject::Candidate("registration_early"));
         }
-        if !g.signed_by(&x.key) {
+        if !g.signed_by(key) {
             return Err(Reject::Candidate("registration_bad_signature"));
         }
         Ok(())
+    }
+
+    /// The verified proofs of `id` this node holds, ascending windows.
+    fn pooled_of(&self, id: &NodeId) -> Vec<&CandidateProof> {
+        self.pool
+            .iter()
+            .filter(|((i, _), _)| i == id)
+            .map(|(_, c)| c)
+            .collect()
     }
 
     fn validated(&mut self, v: Hash32, valid: bool, now: Instant, out: &mut Vec<Action>) {
@@ -2215,10 +2245,11 @@ impl Chain {
             .map(|(_, c)| c.clone())
             .take(cap)
             .collect();
+        let carried: Vec<&CandidateProof> = proofs.iter().collect();
         let registration = self
             .registrations
             .values()
-            .find(|g| self.check_registration(g, roster).is_ok())
+            .find(|g| self.check_registration(g, roster, &carried, 0).is_ok())
             .cloned();
         Extras {
             proofs,
@@ -2353,7 +2384,8 @@ impl Chain {
             return;
         }
         self.signature_checks += 1;
-        if let Err(r) = self.check_registration(&g, self.state.roster()) {
+        let pooled = self.pooled_of(&g.id);
+        if let Err(r) = self.check_registration(&g, self.state.roster(), &pooled, 1) {
             return self.reject(peer, g.window, r, out);
         }
         if self.registrations.len() < MAX_POOLED_REGISTRATIONS {
@@ -2369,7 +2401,10 @@ impl Chain {
         let keep: Vec<NodeId> = self
             .registrations
             .values()
-            .filter(|g| self.check_registration(g, roster).is_ok())
+            .filter(|g| {
+                let pooled = self.pooled_of(&g.id);
+                self.check_registration(g, roster, &pooled, 1).is_ok()
+            })
             .map(|g| g.id)
             .collect();
         self.registrations.retain(|id, _| keep.contains(id));
@@ -2425,6 +2460,9 @@ impl Chain {
                     to: None,
                     msg: Message::CandidateProof(Box::new(p)),
                 });
+                // The registration goes with the proof that completes the
+                // count, to ride in the same proposal.
+                self.register(&mut out);
             }
         }
         self.candidate_work(&mut out);
@@ -2432,14 +2470,19 @@ impl Chain {
         out
     }
 
-    /// This node's registration, once its count is reached and until it
-    /// is registered: sent at most every other window.
+    /// This node's registration, once the proofs it sent reach its count
+    /// (the counted ones and those sent since, for consecutive windows: the
+    /// registration rides with the last one, SPEC 9.9) and until it is
+    /// registered: sent at most every other window.
     fn register(&mut self, out: &mut Vec<Action>) {
         let Some(keys) = self.keys.clone() else {
             return;
         };
+        let sent = self.candidate_sent;
         let due = self.candidacy().is_some_and(|c| {
-            c.effective.is_none() && c.count >= self.rules.joining.candidate_windows
+            let pending = sent.map_or(0, |s| s.saturating_sub(c.last)).min(u32::MAX as u64) as u32;
+            c.effective.is_none()
+                && c.count.saturating_add(pending) >= self.rules.joining.candidate_windows
         });
         if !due
             || self.is_member()

@@ -1339,6 +1339,38 @@ fn a_joiner_counts_candidate_windows_registers_and_becomes_a_voting_member() {
     sim.assert_certificates();
 }
 
+/// Onboarding (issue 10's goal): a joiner that starts with the network
+/// sends its registration with the proof that completes its count, the
+/// proposal carrying that proof carries the registration too, and the
+/// joiner is `active` by window `candidate_windows` + 3 (6 with the
+/// defaults: proofs for 1, 2, 3 carried by 2, 3, 4 with the registration,
+/// effective 6, a member in the state after 5). Before registrations rode
+/// with the last proof it took 8.
+#[test]
+fn a_joiner_registers_with_its_last_proof_and_is_active_by_candidate_windows_plus_3() {
+    let mut sim = Sim::new(4, 17);
+    let j = sim.add_joiner();
+    let cw = Rules::from_genesis(&sim.g).joining.candidate_windows as u64;
+    sim.start();
+    let mut active_at = None;
+    for w in 1..=12 {
+        assert!(sim.run_until(w, 100_000), "stalled at window {w}");
+        if sim.nodes[j].membership() == "active" {
+            active_at = Some(sim.nodes[j].tip().window);
+            break;
+        }
+    }
+    let at = active_at.expect("never active");
+    assert!(at <= cw + 3, "active at window {at}, goal {}", cw + 3);
+    // The registration rode in the proposal that carried the last proof.
+    let rode = sim.disks[0].proposals.values().any(|p| {
+        p.extras.registration.is_some()
+            && p.extras.proofs.iter().any(|c| c.id == sim.nodes[j].node_id())
+    });
+    assert!(rode, "no proposal carried a proof and the registration together");
+    sim.assert_safe();
+}
+
 /// A candidate whose chains are forged is rejected by every member (the
 /// proof is verified before it is carried) and never counted; once it
 /// publishes honest chains its count starts from 1 and it gets in.

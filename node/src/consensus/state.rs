@@ -361,6 +361,17 @@ impl State {
     }
 }
 
+/// A candidate's (count, last counted window) after a proof for `window`
+/// counts (settling step 3): one more if `last` is the window before, else
+/// the count starts again at 1.
+pub fn counted(count: u32, last: u64, window: u64) -> (u32, u64) {
+    if count > 0 && last + 1 == window {
+        (count.saturating_add(1), window)
+    } else {
+        (1, window)
+    }
+}
+
 /// The member entries of a state with the entry just before and just after
 /// them (where they exist), proved against the state root by a range proof
 /// (docs/SPEC.md 13.4): what a membership certificate carries.
@@ -637,12 +648,7 @@ impl Overlay<'_> {
                 last: 0,
                 effective: None,
             });
-            c.count = if c.count > 0 && c.last + 1 == p.window {
-                c.count.saturating_add(1)
-            } else {
-                1
-            };
-            c.last = p.window;
+            (c.count, c.last) = counted(c.count, c.last, p.window);
         }
         if let Some(g) = &s.extras.registration {
             if let Some(c) = r.candidates.get_mut(&g.id) {

@@ -271,11 +271,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             env = queue.recv() => match env {
                 Some(env) => {
                     let sent = timeout(shared.limits.idle_timeout, writer.send(&env)).await;
-                    queued.fetch_sub(HEADER_LEN + env.payload.len(), Ordering::AcqRel);
+                    let bytes = HEADER_LEN + env.payload.len();
+                    queued.fetch_sub(bytes, Ordering::AcqRel);
                     match sent {
                         Err(_) => return Ended::WriteStalled,
                         Ok(Err(e)) => return Ended::Failed(e),
-                        Ok(Ok(())) => continue,
+                        Ok(Ok(())) => {
+                            bump(&shared.totals.messages_sent);
+                            shared
+                                .totals
+                                .bytes_sent
+                                .fetch_add(bytes as u64, Ordering::Relaxed);
+                            continue;
+                        }
                     }
                 }
                 None => return Ended::Replaced,

@@ -17,9 +17,14 @@
 //!   up to [`MAX_TRACKED_PEERS`] peers known to have it (they sent it to us,
 //!   or we sent it to them).
 //! - A message is forwarded once, to every connected peer not known to
-//!   have it; a copy seen again also goes to the peers that connected since
-//!   ([`Relay::forward_missing`]), so a resend reaches them across a node
-//!   that already had it. A message forgotten by the cache and seen again is treated
+//!   have it. A copy seen again ([`Relay::forward_again`]) goes to the
+//!   peers that connected since, and, once [`AGAIN_AFTER`] has passed since
+//!   the last time it was forwarded, to every connected peer but its
+//!   sender: the consensus messages are resent every 2 s while a window is
+//!   undecided, for nodes that dropped the first copy (behind, restarting),
+//!   and a resend must cross nodes that already have it. So each node
+//!   forwards one id at most once per [`AGAIN_AFTER`], whatever the number
+//!   of copies. A message forgotten by the cache and seen again is treated
 //!   as new (at worst one more round of forwarding, which the receivers'
 //!   caches stop).
 
@@ -35,6 +40,9 @@ pub type MessageId = [u8; 32];
 pub const MAX_TRACKED_PEERS: usize = 64;
 /// Default capacity: ids remembered at most.
 pub const DEFAULT_CAPACITY: usize = 65_536;
+/// A message seen again is forwarded to every peer again at most this
+/// often (the consensus resend period).
+pub const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// SHA-256 of `msg_type || payload`.
 pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
@@ -48,7 +56,8 @@ pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
 struct Seen {
     /// Peers known to have the message.
     peers: Vec<u16>,
-    forwarded: bool,
+    /// When it was last forwarded to every peer.
+    forwarded: Option<std::time::Instant>,
 }
 
 impl Seen {
@@ -132,12 +141,17 @@ impl Relay {
     /// The peers among `connected` to forward `id` to: those not known to
     /// have it, the first time this is asked for `id`; nothing after. They
     /// are remembered as having it.
-    pub fn forward_to(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
+    pub fn forward_to(
+        &mut self,
+        id: MessageId,
+        connected: &[u16],
+        now: std::time::Instant,
+    ) -> Vec<u16> {
         let (seen, _) = self.entry(id);
-        if seen.forwarded {
+        if seen.forwarded.is_some() {
             return Vec::new();
         }
-        seen.forwarded = true;
+        seen.forwarded = Some(now);
         let out: Vec<u16> = connected
             .iter()
             .copied()
@@ -149,14 +163,26 @@ impl Relay {
         out
     }
 
-    /// For a copy seen again: the peers among `connected` not known to have
-    /// `id`, if it was forwarded before (peers that connected since then;
-    /// they are remembered as having it). Nothing for a message that was
-    /// never forwarded (refused, or still being checked).
-    pub fn forward_missing(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
+    /// For a copy of `id` seen again from `from`, if it was forwarded
+    /// before (nothing for a message never forwarded: refused, or still
+    /// being checked): every connected peer but `from` once [`AGAIN_AFTER`]
+    /// has passed since it was last forwarded (a resend), else the
+    /// connected peers not known to have it (those that connected since).
+    pub fn forward_again(
+        &mut self,
+        id: MessageId,
+        from: u16,
+        connected: &[u16],
+        now: std::time::Instant,
+    ) -> Vec<u16> {
         let (seen, _) = self.entry(id);
-        if !seen.forwarded {
+        let Some(at) = seen.forwarded else {
             return Vec::new();
+        };
+        if now.saturating_duration_since(at) >= AGAIN_AFTER {
+            seen.forwarded = Some(now);
+            seen.peers.clear();
+            seen.note(from);
         }
         let out: Vec<u16> = connected
             .iter()
@@ -176,9 +202,10 @@ impl Relay {
         id: MessageId,
         from: Option<u16>,
         connected: &[u16],
+        now: std::time::Instant,
     ) -> Vec<u16> {
         if self.observe(id, from) {
-            self.forward_to(id, connected)
+            self.forward_to(id, connected, now)
         } else {
             Vec::new()
         }
@@ -206,26 +233,30 @@ mod tests {
 
     #[test]
     fn a_message_goes_once_to_each_peer_that_lacks_it() {
+        let t = std::time::Instant::now();
         let mut r = Relay::new(100);
         let m = id(1);
         assert!(r.observe(m, Some(3)));
         // While it is checked, peer 5 sends it too.
         assert!(!r.observe(m, Some(5)));
-        assert_eq!(r.forward_to(m, &[1, 3, 5, 7]), vec![1, 7]);
-        assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9]), Vec::<u16>::new());
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7], t), vec![1, 7]);
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9], t), Vec::<u16>::new());
         assert!(!r.observe(m, Some(9)));
-        // Seen again: only a peer that connected since gets it, once.
-        assert_eq!(r.forward_missing(m, &[1, 3, 5, 7, 9, 11]), vec![11]);
-        assert_eq!(
-            r.forward_missing(m, &[1, 3, 5, 7, 9, 11]),
-            Vec::<u16>::new()
-        );
+        // Seen again soon after: only a peer that connected since gets it,
+        // once.
+        let soon = t + AGAIN_AFTER / 2;
+        assert_eq!(r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon), vec![11]);
+        assert_eq!(r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon), Vec::<u16>::new());
+        // A resend after the period: everyone but its sender, once a period.
+        let later = t + AGAIN_AFTER;
+        assert_eq!(r.forward_again(m, 3, &[1, 3, 5, 7], later), vec![1, 5, 7]);
+        assert_eq!(r.forward_again(m, 5, &[1, 3, 5, 7], later), Vec::<u16>::new());
         // A message never forwarded (refused) is not forwarded again.
         assert!(r.observe(id(4), Some(1)));
-        assert_eq!(r.forward_missing(id(4), &[1, 2]), Vec::<u16>::new());
+        assert_eq!(r.forward_again(id(4), 1, &[1, 2], later + AGAIN_AFTER), Vec::<u16>::new());
         // Our own message goes to everyone.
-        assert_eq!(r.should_forward(id(2), None, &[1, 3]), vec![1, 3]);
-        assert_eq!(r.should_forward(id(2), Some(1), &[1, 3]), Vec::<u16>::new());
+        assert_eq!(r.should_forward(id(2), None, &[1, 3], t), vec![1, 3]);
+        assert_eq!(r.should_forward(id(2), Some(1), &[1, 3], t), Vec::<u16>::new());
         assert!(r.first_seen(id(3)));
         assert!(!r.first_seen(id(3)));
     }
@@ -262,6 +293,7 @@ mod tests {
         }
         let connected: Vec<u16> = (0..1000).collect();
         // The first 64 senders are known to have it; the rest get a copy.
-        assert_eq!(r.forward_to(m, &connected).len(), 1000 - MAX_TRACKED_PEERS);
+        let t = std::time::Instant::now();
+        assert_eq!(r.forward_to(m, &connected, t).len(), 1000 - MAX_TRACKED_PEERS);
     }
 }

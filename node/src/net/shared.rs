@@ -64,6 +64,10 @@ pub struct NetTotals {
     pub queue_full: u64,
     /// Established connections closed for a protocol error.
     pub protocol_errors: u64,
+    /// Messages written to peers (not heartbeats or address lists), and
+    /// their bytes (envelope header and payload, before encryption).
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
 }
 
 #[derive(Default)]
@@ -81,6 +85,8 @@ pub(crate) struct Totals {
     pub addrs_ignored: AtomicU64,
     pub queue_full: AtomicU64,
     pub protocol_errors: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -104,6 +110,8 @@ impl Totals {
             addrs_ignored: g(&self.addrs_ignored),
             queue_full: g(&self.queue_full),
             protocol_errors: g(&self.protocol_errors),
+            messages_sent: g(&self.messages_sent),
+            bytes_sent: g(&self.bytes_sent),
         }
     }
 }

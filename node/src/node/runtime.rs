@@ -797,16 +797,14 @@ impl Runner {
 
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
-        // Relayed kinds: a copy seen before is dropped here (after going
-        // to any peer that connected since it was forwarded).
-        let relayed = relayed(m.msg_type).then(|| message_id(m.msg_type, &m.payload));
-        if let Some(id) = relayed {
-            if !self.relay.observe(id, Some(m.peer)) {
-                let to = self.relay.forward_missing(id, &self.connected());
-                self.forward(&to, m.msg_type, &m.payload);
-                return Ok(());
-            }
-        }
+        // Relayed kinds: every copy still goes to the chain (a resend is
+        // how a node that dropped the first one, behind or restarting,
+        // gets it; the chain drops duplicates by key before any
+        // signature), and the relay decides whom to forward it to.
+        let relayed = relayed(m.msg_type).then(|| {
+            let id = message_id(m.msg_type, &m.payload);
+            (id, self.relay.observe(id, Some(m.peer)))
+        });
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
             None => {
                 // Not a chain message: a fast-sync one (types 26-31), or
@@ -854,9 +852,14 @@ impl Runner {
         };
         // Passed the chain's cheap checks (a proposal: before its VDF is
         // verified): on to the peers that lack it.
-        if let Some(id) = relayed {
+        if let Some((id, new)) = relayed {
             if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
-                let to = self.relay.forward_to(id, &self.connected());
+                let connected = self.connected();
+                let to = if new {
+                    self.relay.forward_to(id, &connected, now)
+                } else {
+                    self.relay.forward_again(id, m.peer, &connected, now)
+                };
                 self.forward(&to, m.msg_type, &m.payload);
             }
         }
@@ -880,7 +883,7 @@ impl Runner {
     /// now, so none is sent a relayed copy later.
     fn sent_to_all(&mut self, id: MessageId) {
         self.relay.observe(id, None);
-        let _ = self.relay.forward_to(id, &self.connected());
+        let _ = self.relay.forward_to(id, &self.connected(), Instant::now());
     }
 
     /// Answers GetProposals from storage, within the peer's budget

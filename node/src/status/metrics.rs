@@ -307,6 +307,18 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Connections closed for a protocol error",
         n.protocol_errors,
     );
+    counter(
+        &mut reg,
+        "net_messages_sent",
+        "Messages written to peers (heartbeats and address lists aside)",
+        n.messages_sent,
+    );
+    counter(
+        &mut reg,
+        "net_sent_bytes",
+        "Bytes of those messages (envelope header and payload, before encryption)",
+        n.bytes_sent,
+    );
 
     let mut out = String::new();
     prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
