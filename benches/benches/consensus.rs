@@ -97,14 +97,18 @@ fn candidate_batch(c: &mut Criterion) {
     let scalar = montana_backends::scalar::ScalarBackend;
     let chain = |seed: u8, params: ChainParams| {
         let start = Hash32([seed; 32]);
-        let cps = montana_vdf::Backend::evaluate(&scalar, suite, &start, params, &EvalControl::none())
-            .unwrap();
+        let cps =
+            montana_vdf::Backend::evaluate(&scalar, suite, &start, params, &EvalControl::none())
+                .unwrap();
         Proof::new(suite, start, params, cps).unwrap()
     };
     let cand = ChainParams::new(CANDIDATE_STEPS, CANDIDATE_K).unwrap();
     let candidates: Vec<Proof> = (0..CANDIDATES).map(|i| chain(i as u8, cand)).collect();
     let total = CANDIDATE_STEPS * CANDIDATES as u64;
-    let one = vec![chain(0xEE, ChainParams::new(total, CANDIDATES as u64).unwrap())];
+    let one = vec![chain(
+        0xEE,
+        ChainParams::new(total, CANDIDATES as u64).unwrap(),
+    )];
     let opts = VerifyOptions::threads(1);
     let mut g = c.benchmark_group("candidate_batch/sha256");
     g.throughput(Throughput::Elements(total));
@@ -120,9 +124,10 @@ fn candidate_batch(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("64_candidates", backend.name()), |b| {
             b.iter(|| backend.verify_proofs(&candidates, &opts).unwrap())
         });
-        g.bench_function(BenchmarkId::new("one_proof_64_segments", backend.name()), |b| {
-            b.iter(|| backend.verify_proofs(&one, &opts).unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::new("one_proof_64_segments", backend.name()),
+            |b| b.iter(|| backend.verify_proofs(&one, &opts).unwrap()),
+        );
     }
     g.finish();
 }

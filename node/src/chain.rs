@@ -504,6 +504,9 @@ pub struct Chain {
     /// it published.
     candidate_evaluating: Option<u64>,
     candidate_sent: Option<u64>,
+    /// The first and last windows of the run of consecutive windows this
+    /// node sent candidate proofs for.
+    candidate_streak: Option<(u64, u64)>,
     /// The cemented window at which this node last sent its registration.
     registration_sent: Option<u64>,
     /// Consensus state after the tip, and its root.
@@ -573,6 +576,7 @@ impl Chain {
             registrations: BTreeMap::new(),
             candidate_evaluating: None,
             candidate_sent: None,
+            candidate_streak: None,
             registration_sent: None,
             state,
             root,
@@ -1774,8 +1778,10 @@ impl Chain {
             return Err(Reject::Candidate("registration_twice"));
         }
         let (mut count, mut last) = entry.map_or((0, 0), |x| (x.count, x.last));
-        for p in carried.filter(|p| p.window > last) {
-            (count, last) = crate::consensus::state::counted(count, last, p.window);
+        for p in carried {
+            if p.window > last {
+                (count, last) = crate::consensus::state::counted(count, last, p.window);
+            }
         }
         if count.saturating_add(slack) < self.rules.joining.candidate_windows {
             return Err(Reject::Candidate("registration_early"));
@@ -2456,6 +2462,10 @@ impl Chain {
                     cps,
                 );
                 self.candidate_sent = Some(window);
+                self.candidate_streak = match self.candidate_streak {
+                    Some((f, l)) if l + 1 == window => Some((f, window)),
+                    _ => Some((window, window)),
+                };
                 out.push(Action::Send {
                     to: None,
                     msg: Message::CandidateProof(Box::new(p)),
@@ -2478,12 +2488,19 @@ impl Chain {
         let Some(keys) = self.keys.clone() else {
             return;
         };
-        let sent = self.candidate_sent;
-        let due = self.candidacy().is_some_and(|c| {
-            let pending = sent.map_or(0, |s| s.saturating_sub(c.last)).min(u32::MAX as u64) as u32;
-            c.effective.is_none()
-                && c.count.saturating_add(pending) >= self.rules.joining.candidate_windows
-        });
+        // The count once the proofs sent are counted: the state's, plus
+        // the run sent since its last counted window (or the run alone).
+        let Some((first, last)) = self.candidate_streak else {
+            return;
+        };
+        let expected = match self.candidacy() {
+            Some(c) if c.effective.is_some() => 0,
+            Some(c) if c.count > 0 && c.last + 1 >= first => {
+                c.count as u64 + last.saturating_sub(c.last)
+            }
+            _ => last - first + 1,
+        };
+        let due = expected >= self.rules.joining.candidate_windows as u64;
         if !due
             || self.is_member()
             || self

@@ -366,66 +366,6 @@ fn a_late_node_fast_syncs_across_a_joiner_becoming_a_member() {
     );
 }
 
-/// Seconds since midnight of a log line's timestamp (`...THH:MM:SS.ffffffZ`).
-fn log_secs(line: &str) -> f64 {
-    let t = &line[line.find('T').unwrap() + 1..line.find('Z').unwrap()];
-    let p: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
-    p[0] * 3600.0 + p[1] * 60.0 + p[2]
-}
-
-/// Issue 10: 32 genesis nodes with at most 6 member connections each (D =
-/// 100,000, K = 100, `--min-window-secs 2`): no node hears most members
-/// directly, so every window's quorum (22 of 32) is reached only through
-/// relay; all converge on one root, and windows are paced 2 s apart.
-#[test]
-fn thirty_two_nodes_with_six_connections_each_converge_through_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let work: PathBuf = dir.path().join("net");
-    let (v, _) = converged_devnet(
-        &work,
-        &[
-            "--nodes",
-            "32",
-            "--max-peers",
-            "6",
-            "--d",
-            "100000",
-            "--min-window-secs",
-            "2",
-            "--windows",
-            "4",
-        ],
-    );
-    let nodes = v["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 32);
-    for n in nodes {
-        assert_eq!(n["cemented"].as_u64(), Some(4), "{n}");
-        assert_eq!(n["state_root"], nodes[0]["state_root"], "{n}");
-    }
-    for i in 0..32 {
-        let s: Value = serde_json::from_str(
-            &std::fs::read_to_string(work.join(format!("node{i}")).join("state.json")).unwrap(),
-        )
-        .unwrap();
-        assert!(
-            s["connected"].as_u64().unwrap() <= 6,
-            "node{i}: {}",
-            s["connected"]
-        );
-    }
-    let log = std::fs::read_to_string(work.join("node0").join("node.log")).unwrap();
-    let at: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("cemented window window="))
-        .map(log_secs)
-        .collect();
-    assert_eq!(at.len(), 4, "{log}");
-    for w in at.windows(2) {
-        let apart = (w[1] - w[0]).rem_euclid(86_400.0); // across midnight
-        assert!(apart >= 1.9, "windows {apart:.2} s apart");
-    }
-}
-
 /// Issue 11: `montana devnet --accounts 100000 --fast-sync` as a user runs
 /// it (with small windows): node3 starts once node0 serves a snapshot,
 /// installs it (the 100,000 accounts, the 4 members and their accounts),
@@ -564,13 +504,25 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
         terminate(c);
     }
     let t = t_of(HashSuite::Sha256, plan.genesis.d, 5);
+    // A forged Propose is refused by its signature; with relay a follower
+    // may get the honest one (forwarded by another follower) first, and
+    // then drops the forged twin by its key before checking it: at most
+    // one each, and at least one follower counted it.
+    let mut forged = 0;
     for d in &dirs[1..] {
         let s = state(d).unwrap();
         assert_eq!(s.t, t);
-        assert_eq!(s.rejected.get("bad_signature"), Some(&1), "{s:?}");
+        let bad = s.rejected.get("bad_signature").copied().unwrap_or(0);
+        assert!(bad <= 1, "{s:?}");
+        forged += bad;
         assert_eq!(s.rejected.get("bad_checkpoint"), Some(&1), "{s:?}");
         let log = std::fs::read_to_string(d.join("node.log")).unwrap();
-        for reason in ["bad_signature", "bad_checkpoint"] {
+        let reasons: &[&str] = if bad == 1 {
+            &["bad_signature", "bad_checkpoint"]
+        } else {
+            &["bad_checkpoint"]
+        };
+        for reason in reasons {
             assert!(
                 log.lines()
                     .any(|l| l.contains("rejected") && l.contains(&format!("reason=\"{reason}\""))),
@@ -578,6 +530,7 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
             );
         }
     }
+    assert!(forged >= 1, "no follower counted the forged proposal");
 }
 
 /// A `montana devnet` child with stdout and stderr in files (so a test can

@@ -1365,9 +1365,15 @@ fn a_joiner_registers_with_its_last_proof_and_is_active_by_candidate_windows_plu
     // The registration rode in the proposal that carried the last proof.
     let rode = sim.disks[0].proposals.values().any(|p| {
         p.extras.registration.is_some()
-            && p.extras.proofs.iter().any(|c| c.id == sim.nodes[j].node_id())
+            && p.extras
+                .proofs
+                .iter()
+                .any(|c| c.id == sim.nodes[j].node_id())
     });
-    assert!(rode, "no proposal carried a proof and the registration together");
+    assert!(
+        rode,
+        "no proposal carried a proof and the registration together"
+    );
     sim.assert_safe();
 }
 

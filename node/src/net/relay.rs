@@ -246,17 +246,29 @@ mod tests {
         // once.
         let soon = t + AGAIN_AFTER / 2;
         assert_eq!(r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon), vec![11]);
-        assert_eq!(r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon), Vec::<u16>::new());
+        assert_eq!(
+            r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon),
+            Vec::<u16>::new()
+        );
         // A resend after the period: everyone but its sender, once a period.
         let later = t + AGAIN_AFTER;
         assert_eq!(r.forward_again(m, 3, &[1, 3, 5, 7], later), vec![1, 5, 7]);
-        assert_eq!(r.forward_again(m, 5, &[1, 3, 5, 7], later), Vec::<u16>::new());
+        assert_eq!(
+            r.forward_again(m, 5, &[1, 3, 5, 7], later),
+            Vec::<u16>::new()
+        );
         // A message never forwarded (refused) is not forwarded again.
         assert!(r.observe(id(4), Some(1)));
-        assert_eq!(r.forward_again(id(4), 1, &[1, 2], later + AGAIN_AFTER), Vec::<u16>::new());
+        assert_eq!(
+            r.forward_again(id(4), 1, &[1, 2], later + AGAIN_AFTER),
+            Vec::<u16>::new()
+        );
         // Our own message goes to everyone.
         assert_eq!(r.should_forward(id(2), None, &[1, 3], t), vec![1, 3]);
-        assert_eq!(r.should_forward(id(2), Some(1), &[1, 3], t), Vec::<u16>::new());
+        assert_eq!(
+            r.should_forward(id(2), Some(1), &[1, 3], t),
+            Vec::<u16>::new()
+        );
         assert!(r.first_seen(id(3)));
         assert!(!r.first_seen(id(3)));
     }
@@ -294,6 +306,9 @@ mod tests {
         let connected: Vec<u16> = (0..1000).collect();
         // The first 64 senders are known to have it; the rest get a copy.
         let t = std::time::Instant::now();
-        assert_eq!(r.forward_to(m, &connected, t).len(), 1000 - MAX_TRACKED_PEERS);
+        assert_eq!(
+            r.forward_to(m, &connected, t).len(),
+            1000 - MAX_TRACKED_PEERS
+        );
     }
 }
