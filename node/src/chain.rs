@@ -622,8 +622,10 @@ impl Chain {
     /// No window past this one is proposed or agreed on (devnets, tests).
     /// A proposal no sooner than `d` after this node opened the window
     /// (after cementing the one before): pacing for tiny D, local only.
+    /// Capped at half the proposer timeout: a proposer paced past its own
+    /// propose timeout would prevote nil in its own round.
     pub fn set_min_window(&mut self, d: Duration) {
-        self.min_window = d;
+        self.min_window = d.min(self.rules.proposer_timeout / 2);
     }
 
     pub fn set_last_window(&mut self, window: Option<u64>) {
@@ -1378,7 +1380,13 @@ impl Chain {
             return;
         };
         let round = live.agreement.round();
+        // A round this node already voted in is one it can no longer
+        // propose in: no Beacon then (it would hold the others back).
+        let voted = self
+            .signed
+            .is_some_and(|s| s.window == live.window && s.round == round && s.step > 0);
         if live.want_propose != Some(round)
+            || voted
             || live
                 .last_beacon
                 .is_some_and(|t| now.saturating_duration_since(t) < half)

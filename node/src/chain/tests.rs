@@ -403,7 +403,6 @@ impl Sim {
         (0..self.nodes.len()).filter(|i| self.alive[*i])
     }
 
-    /// No two nodes cemented different proposals for one window.
     /// Every node holds membership certificates that, followed from the
     /// genesis set, lead to the set it has now (each one must change the
     /// set and be cemented by the set before it), and all hold them for
@@ -432,6 +431,7 @@ impl Sim {
         assert!(windows.windows(2).all(|w| w[0] == w[1]), "{windows:?}");
     }
 
+    /// No two nodes cemented different proposals for one window.
     fn assert_safe(&self) {
         assert_eq!(
             self.late_beacons, 0,
@@ -1374,6 +1374,37 @@ fn a_joiner_registers_with_its_last_proof_and_is_active_by_candidate_windows_plu
         rode,
         "no proposal carried a proof and the registration together"
     );
+    sim.assert_safe();
+}
+
+/// `--min-window-secs` far longer than the proposer timeout: pacing is
+/// capped at half the timeout, so the proposer never times out (and
+/// prevotes nil in) its own round while it holds its proposal back, which
+/// stalled a first version for good; windows are still paced.
+#[test]
+fn a_paced_proposer_never_stalls_its_own_round() {
+    let mut sim = Sim::new(4, 23);
+    let timeout = Rules::from_genesis(&sim.g).proposer_timeout;
+    for n in sim.nodes.iter_mut() {
+        n.set_min_window(timeout * 10);
+    }
+    let start = sim.now_ms;
+    sim.start();
+    assert!(
+        sim.run_until(4, 600_000),
+        "stalled at window {}",
+        sim.nodes[0].tip().window
+    );
+    let paced = (timeout / 2).as_millis() as u64;
+    assert!(sim.now_ms - start >= 4 * paced, "{} ms", sim.now_ms - start);
+    // Every window after the first (whose start differs from node to
+    // node) decided in round 0: nobody timed the paced proposer out.
+    let rounds: Vec<u32> = sim.disks[1]
+        .cements
+        .range(2..)
+        .map(|(_, c)| c.round)
+        .collect();
+    assert!(rounds.iter().all(|r| *r == 0), "rounds {rounds:?}");
     sim.assert_safe();
 }
 

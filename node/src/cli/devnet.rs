@@ -292,7 +292,9 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
         a.hash,
         d,
         a.checkpoints,
-        a.window_secs,
+        // Paced windows last --min-window-secs: the genesis window (and so
+        // the proposer timeout, 3 windows) is at least that.
+        a.window_secs.max(a.min_window_secs.unwrap_or(0.0)),
         a.accounts,
         a.joiners,
     )

@@ -17,14 +17,11 @@
 //!   up to [`MAX_TRACKED_PEERS`] peers known to have it (they sent it to us,
 //!   or we sent it to them).
 //! - A message is forwarded once, to every connected peer not known to
-//!   have it. A copy seen again ([`Relay::forward_again`]) goes to the
-//!   peers that connected since, and, once [`AGAIN_AFTER`] has passed since
-//!   the last time it was forwarded, to every connected peer but its
-//!   sender: the consensus messages are resent every 2 s while a window is
-//!   undecided, for nodes that dropped the first copy (behind, restarting),
-//!   and a resend must cross nodes that already have it. So each node
-//!   forwards one id at most once per [`AGAIN_AFTER`], whatever the number
-//!   of copies. A message forgotten by the cache and seen again is treated
+//!   have it. A copy seen again goes only to the peers that connected since
+//!   ([`Relay::forward_missing`]); a peer whose connection comes up again
+//!   is forgotten as having anything ([`Relay::forget`]), so the copies
+//!   resent while a window is undecided reach a restarted node through
+//!   nodes that already had them, without flooding the network again. A message forgotten by the cache and seen again is treated
 //!   as new (at worst one more round of forwarding, which the receivers'
 //!   caches stop).
 
@@ -40,9 +37,6 @@ pub type MessageId = [u8; 32];
 pub const MAX_TRACKED_PEERS: usize = 64;
 /// Default capacity: ids remembered at most.
 pub const DEFAULT_CAPACITY: usize = 65_536;
-/// A message seen again is forwarded to every peer again at most this
-/// often (the consensus resend period).
-pub const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// SHA-256 of `msg_type || payload`.
 pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
@@ -56,8 +50,7 @@ pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
 struct Seen {
     /// Peers known to have the message.
     peers: Vec<u16>,
-    /// When it was last forwarded to every peer.
-    forwarded: Option<std::time::Instant>,
+    forwarded: bool,
 }
 
 impl Seen {
@@ -141,17 +134,12 @@ impl Relay {
     /// The peers among `connected` to forward `id` to: those not known to
     /// have it, the first time this is asked for `id`; nothing after. They
     /// are remembered as having it.
-    pub fn forward_to(
-        &mut self,
-        id: MessageId,
-        connected: &[u16],
-        now: std::time::Instant,
-    ) -> Vec<u16> {
+    pub fn forward_to(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
         let (seen, _) = self.entry(id);
-        if seen.forwarded.is_some() {
+        if seen.forwarded {
             return Vec::new();
         }
-        seen.forwarded = Some(now);
+        seen.forwarded = true;
         let out: Vec<u16> = connected
             .iter()
             .copied()
@@ -163,26 +151,14 @@ impl Relay {
         out
     }
 
-    /// For a copy of `id` seen again from `from`, if it was forwarded
-    /// before (nothing for a message never forwarded: refused, or still
-    /// being checked): every connected peer but `from` once [`AGAIN_AFTER`]
-    /// has passed since it was last forwarded (a resend), else the
-    /// connected peers not known to have it (those that connected since).
-    pub fn forward_again(
-        &mut self,
-        id: MessageId,
-        from: u16,
-        connected: &[u16],
-        now: std::time::Instant,
-    ) -> Vec<u16> {
+    /// For a copy seen again: the peers among `connected` not known to have
+    /// `id`, if it was forwarded before (peers that connected since then;
+    /// they are remembered as having it). Nothing for a message that was
+    /// never forwarded (refused, or still being checked).
+    pub fn forward_missing(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
         let (seen, _) = self.entry(id);
-        let Some(at) = seen.forwarded else {
+        if !seen.forwarded {
             return Vec::new();
-        };
-        if now.saturating_duration_since(at) >= AGAIN_AFTER {
-            seen.forwarded = Some(now);
-            seen.peers.clear();
-            seen.note(from);
         }
         let out: Vec<u16> = connected
             .iter()
@@ -193,6 +169,14 @@ impl Relay {
             seen.note(p);
         }
         out
+    }
+
+    /// `peer`'s connection came up (again): it is no longer known to have
+    /// any message (a restarted node lost what it had).
+    pub fn forget(&mut self, peer: u16) {
+        for seen in self.current.values_mut().chain(self.previous.values_mut()) {
+            seen.peers.retain(|p| *p != peer);
+        }
     }
 
     /// [`Relay::observe`] and, if new, [`Relay::forward_to`] in one call:
@@ -202,10 +186,9 @@ impl Relay {
         id: MessageId,
         from: Option<u16>,
         connected: &[u16],
-        now: std::time::Instant,
     ) -> Vec<u16> {
         if self.observe(id, from) {
-            self.forward_to(id, connected, now)
+            self.forward_to(id, connected)
         } else {
             Vec::new()
         }
@@ -233,42 +216,29 @@ mod tests {
 
     #[test]
     fn a_message_goes_once_to_each_peer_that_lacks_it() {
-        let t = std::time::Instant::now();
         let mut r = Relay::new(100);
         let m = id(1);
         assert!(r.observe(m, Some(3)));
         // While it is checked, peer 5 sends it too.
         assert!(!r.observe(m, Some(5)));
-        assert_eq!(r.forward_to(m, &[1, 3, 5, 7], t), vec![1, 7]);
-        assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9], t), Vec::<u16>::new());
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7]), vec![1, 7]);
+        assert_eq!(r.forward_to(m, &[1, 3, 5, 7, 9]), Vec::<u16>::new());
         assert!(!r.observe(m, Some(9)));
-        // Seen again soon after: only a peer that connected since gets it,
-        // once.
-        let soon = t + AGAIN_AFTER / 2;
-        assert_eq!(r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon), vec![11]);
+        // Seen again: only a peer that connected since gets it, once.
+        assert_eq!(r.forward_missing(m, &[1, 3, 5, 7, 9, 11]), vec![11]);
         assert_eq!(
-            r.forward_again(m, 9, &[1, 3, 5, 7, 9, 11], soon),
+            r.forward_missing(m, &[1, 3, 5, 7, 9, 11]),
             Vec::<u16>::new()
         );
-        // A resend after the period: everyone but its sender, once a period.
-        let later = t + AGAIN_AFTER;
-        assert_eq!(r.forward_again(m, 3, &[1, 3, 5, 7], later), vec![1, 5, 7]);
-        assert_eq!(
-            r.forward_again(m, 5, &[1, 3, 5, 7], later),
-            Vec::<u16>::new()
-        );
+        // Peer 7 reconnected (a restart): the next copy goes to it again.
+        r.forget(7);
+        assert_eq!(r.forward_missing(m, &[1, 3, 5, 7, 9, 11]), vec![7]);
         // A message never forwarded (refused) is not forwarded again.
         assert!(r.observe(id(4), Some(1)));
-        assert_eq!(
-            r.forward_again(id(4), 1, &[1, 2], later + AGAIN_AFTER),
-            Vec::<u16>::new()
-        );
+        assert_eq!(r.forward_missing(id(4), &[1, 2]), Vec::<u16>::new());
         // Our own message goes to everyone.
-        assert_eq!(r.should_forward(id(2), None, &[1, 3], t), vec![1, 3]);
-        assert_eq!(
-            r.should_forward(id(2), Some(1), &[1, 3], t),
-            Vec::<u16>::new()
-        );
+        assert_eq!(r.should_forward(id(2), None, &[1, 3]), vec![1, 3]);
+        assert_eq!(r.should_forward(id(2), Some(1), &[1, 3]), Vec::<u16>::new());
         assert!(r.first_seen(id(3)));
         assert!(!r.first_seen(id(3)));
     }
@@ -305,10 +275,6 @@ mod tests {
         }
         let connected: Vec<u16> = (0..1000).collect();
         // The first 64 senders are known to have it; the rest get a copy.
-        let t = std::time::Instant::now();
-        assert_eq!(
-            r.forward_to(m, &connected, t).len(),
-            1000 - MAX_TRACKED_PEERS
-        );
+        assert_eq!(r.forward_to(m, &connected).len(), 1000 - MAX_TRACKED_PEERS);
     }
 }

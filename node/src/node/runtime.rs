@@ -254,9 +254,22 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut timer_tick = tokio::time::interval(Duration::from_millis(20));
     let mut tip_every = tokio::time::interval(TIP_EVERY);
+    // Connections coming up: the relay forgets what a (re)connected peer
+    // had (none in-process).
+    let mut links = r.transport.link_events();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(ev) = async {
+                match links.as_mut() {
+                    Some(rx) => rx.recv().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let crate::net::LinkEvent::Up(l) = ev {
+                    r.relay.forget(l.peer.0);
+                }
+            }
             Some(m) = inbound.recv() => r.on_incoming(m)?,
             Some(d) = done_rx.recv() => r.on_done(d)?,
             _ = timer_tick.tick(), if !r.timers.is_empty() => r.fire_timers()?,
@@ -856,9 +869,9 @@ impl Runner {
             if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
                 let connected = self.connected();
                 let to = if new {
-                    self.relay.forward_to(id, &connected, now)
+                    self.relay.forward_to(id, &connected)
                 } else {
-                    self.relay.forward_again(id, m.peer, &connected, now)
+                    self.relay.forward_missing(id, &connected)
                 };
                 self.forward(&to, m.msg_type, &m.payload);
             }
@@ -883,7 +896,7 @@ impl Runner {
     /// now, so none is sent a relayed copy later.
     fn sent_to_all(&mut self, id: MessageId) {
         self.relay.observe(id, None);
-        let _ = self.relay.forward_to(id, &self.connected(), Instant::now());
+        let _ = self.relay.forward_to(id, &self.connected());
     }
 
     /// Answers GetProposals from storage, within the peer's budget
