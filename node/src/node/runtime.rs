@@ -168,6 +168,8 @@ struct Runner {
     snapshots: super::fastsync::Serving,
     /// Which consensus messages went to which peers (SPEC 10.6).
     relay: Relay,
+    /// The (window, round) this node last proposed in (logged once each).
+    last_proposed: Option<(u64, u32)>,
 }
 
 pub(super) async fn run(
@@ -237,6 +239,7 @@ pub(super) async fn run(
         last_write_try: Instant::now(),
         snapshots,
         relay: Relay::default(),
+        last_proposed: None,
     };
     r.publish();
     r.send_tip();
@@ -456,6 +459,13 @@ impl Runner {
             }
         }
         trace_consensus("send", to, &msg);
+        if let (None, Message::Propose(p)) = (to, &msg) {
+            let key = (p.key.window, p.key.round);
+            if self.last_proposed.is_none_or(|k| k < key) {
+                self.last_proposed = Some(key);
+                info!(window = key.0, round = key.1, "proposed window");
+            }
+        }
         let t = msg.msg_type();
         let payload = msg.encode();
         match to {
