@@ -92,8 +92,40 @@ pub fn fresh_private_dir(parent: &Path) -> std::io::Result<PathBuf> {
     ))
 }
 
-/// Free loopback ports (bound then released; the OS hands them out in turn).
+/// `n` distinct free loopback ports (bound then released), below the
+/// kernel's ephemeral port range where it leaves room.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    // Below the kernel's ephemeral range: the nodes' own outbound
+    // connections (64 nodes dial hundreds) take ephemeral ports, and one
+    // could take a port picked from that range before its node binds it
+    // (seen in a 64-node run: "Address already in use"). A start that
+    // differs per run keeps parallel devnets apart.
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(65_536);
+    const LOW: u32 = 10_000;
+    if high > LOW + 4 * n as u32 {
+        let span = high - LOW;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let mut held = Vec::with_capacity(n);
+        for i in 0..span {
+            let port = (LOW + (seed.wrapping_add(i)) % span) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+                if held.len() == n {
+                    return held
+                        .iter()
+                        .map(|l| l.local_addr().map(|a| a.port()))
+                        .collect();
+                }
+            }
+        }
+    }
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()?;
@@ -663,6 +695,23 @@ mod tests {
         match check_timechain(&p.genesis, &p.nodes[1].dir, 4, &bad_t.to_hex(), &count, &go) {
             Err(CheckError::Failed(m)) => assert!(m.contains("window 3"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports = free_ports(64).unwrap();
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 64);
+        if let Some(low) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        {
+            if low > 10_000 + 4 * 64 {
+                assert!(ports.iter().all(|p| *p >= 10_000 && *p < low), "{ports:?}");
+            }
         }
     }
 }
