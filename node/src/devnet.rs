@@ -95,33 +95,43 @@ pub fn fresh_private_dir(parent: &Path) -> std::io::Result<PathBuf> {
 /// `n` distinct free loopback ports (bound then released), below the
 /// kernel's ephemeral port range where it leaves room.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
     // Below the kernel's ephemeral range: the nodes' own outbound
     // connections (64 nodes dial hundreds) take ephemeral ports, and one
     // could take a port picked from that range before its node binds it
-    // (seen in a 64-node run: "Address already in use"). A start that
-    // differs per run keeps parallel devnets apart.
+    // (seen in a 64-node run: "Address already in use"). The scan starts at
+    // a random port (parallel devnets stay apart), and a port handed out
+    // once by this process is never handed out again (a second call, for
+    // the joiners, would otherwise find the first call's ports free again
+    // before their nodes bind them).
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32_768)
         .min(65_536);
     const LOW: u32 = 10_000;
+    let mut given = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
     if high > LOW + 4 * n as u32 {
         let span = high - LOW;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let start = rand::random::<u32>() % span;
         let mut held = Vec::with_capacity(n);
         for i in 0..span {
-            let port = (LOW + (seed.wrapping_add(i)) % span) as u16;
+            let port = (LOW + (start + i) % span) as u16;
+            if given.contains(&port) {
+                continue;
+            }
             if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
                 held.push(l);
                 if held.len() == n {
-                    return held
+                    let ports: Vec<u16> = held
                         .iter()
                         .map(|l| l.local_addr().map(|a| a.port()))
-                        .collect();
+                        .collect::<Result<_, _>>()?;
+                    given.extend(&ports);
+                    return Ok(ports);
                 }
             }
         }
@@ -699,12 +709,15 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+    fn free_ports_are_distinct_across_calls_and_outside_the_ephemeral_range() {
         let ports = free_ports(64).unwrap();
-        let mut sorted = ports.clone();
+        // A second call (the joiners') never hands out the first call's
+        // ports, free again until their nodes bind them.
+        let more = free_ports(16).unwrap();
+        let mut sorted: Vec<u16> = ports.iter().chain(&more).copied().collect();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(sorted.len(), 64);
+        assert_eq!(sorted.len(), 80);
         if let Some(low) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())

@@ -190,7 +190,16 @@ fn converged_devnet(work: &Path, args: &[&str]) -> (Value, String) {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "devnet failed: {stderr}");
+    if !out.status.success() {
+        // The failing node's log tail, before the temp dir goes.
+        let tail = stderr
+            .split("; see ")
+            .nth(1)
+            .and_then(|p| std::fs::read_to_string(p.trim()).ok())
+            .map(|l| l.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        panic!("devnet failed: {stderr}\n{tail}");
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(v["converged"], true, "{v}");

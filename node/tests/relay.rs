@@ -52,7 +52,7 @@ fn thirty_two_nodes_with_six_connections_each_converge_through_relay() {
     if !out.status.success() {
         // The failing node's log tail, before the temp dir goes.
         let tail = stderr
-            .split("see ")
+            .split("; see ")
             .nth(1)
             .and_then(|p| std::fs::read_to_string(p.trim()).ok())
             .map(|l| l.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
