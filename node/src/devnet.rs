@@ -92,19 +92,22 @@ pub fn fresh_private_dir(parent: &Path) -> std::io::Result<PathBuf> {
     ))
 }
 
-/// `n` distinct free loopback ports (bound then released), below the
-/// kernel's ephemeral port range where it leaves room.
+/// `n` distinct free loopback ports (bound then released), never one this
+/// process handed out before; for 16 or more, below the kernel's ephemeral
+/// port range where it leaves room.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     use std::collections::HashSet;
     use std::sync::Mutex;
-    // Below the kernel's ephemeral range: the nodes' own outbound
-    // connections (64 nodes dial hundreds) take ephemeral ports, and one
-    // could take a port picked from that range before its node binds it
-    // (seen in a 64-node run: "Address already in use"). The scan starts at
-    // a random port (parallel devnets stay apart), and a port handed out
-    // once by this process is never handed out again (a second call, for
-    // the joiners, would otherwise find the first call's ports free again
-    // before their nodes bind them).
+    // A port handed out once by this process is never handed out again (a
+    // second call, for the joiners, could otherwise get the first call's
+    // ports, free again until their nodes bind them). Small devnets take
+    // ports the kernel hands out (port 0). Large ones (16 ports or more)
+    // take them below the kernel's ephemeral range, from a random start:
+    // their nodes' own outbound connections (64 nodes dial hundreds) take
+    // ephemeral ports, and one took a port picked from that range before
+    // its node bound it (a 64-node run: "Address already in use"). Small
+    // devnets stay with port 0: scanning that range for them, devnets
+    // running in parallel (the test suite) met the same error.
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -114,7 +117,7 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     const LOW: u32 = 10_000;
     let mut given = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
-    if high > LOW + 4 * n as u32 {
+    if n >= 16 && high > LOW + 4 * n as u32 {
         let span = high - LOW;
         let start = rand::random::<u32>() % span;
         let mut held = Vec::with_capacity(n);
@@ -136,13 +139,20 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
             }
         }
     }
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if given.insert(port) {
+            ports.push(port);
+        }
+        held.push(l);
+        if held.len() > 64 * n + 1024 {
+            return Err(std::io::Error::other("no free loopback ports"));
+        }
+    }
+    Ok(ports)
 }
 
 /// Writes keys for `n` nodes under `dir/nodeI/keys`, a peers file and a

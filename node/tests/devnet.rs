@@ -132,7 +132,9 @@ fn four_node_devnet_converges() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "devnet failed: {stderr}");
+    if !out.status.success() {
+        panic!("devnet failed: {stderr}\n{}", failed_node_log(&stderr));
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().expect("a JSON line");
     let v: Value = serde_json::from_str(last).unwrap();
@@ -179,6 +181,17 @@ fn four_node_devnet_converges() {
 
 /// `montana devnet ARGS --checkpoints 100 --json --dir WORK`,
 /// which must exit 0 with `"converged": true`: its JSON verdict and stderr.
+/// The last lines of the log of the node a failed devnet names ("...;
+/// see DIR/nodeI/node.log"), read before the temp dir goes.
+fn failed_node_log(stderr: &str) -> String {
+    stderr
+        .split("; see ")
+        .nth(1)
+        .and_then(|p| std::fs::read_to_string(p.trim()).ok())
+        .map(|l| l.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
 fn converged_devnet(work: &Path, args: &[&str]) -> (Value, String) {
     let out = Command::new(BIN)
         .arg("devnet")
@@ -191,14 +204,7 @@ fn converged_devnet(work: &Path, args: &[&str]) -> (Value, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        // The failing node's log tail, before the temp dir goes.
-        let tail = stderr
-            .split("; see ")
-            .nth(1)
-            .and_then(|p| std::fs::read_to_string(p.trim()).ok())
-            .map(|l| l.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default();
-        panic!("devnet failed: {stderr}\n{tail}");
+        panic!("devnet failed: {stderr}\n{}", failed_node_log(&stderr));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
