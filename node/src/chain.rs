@@ -503,7 +503,6 @@ pub struct Chain {
     /// This node's own candidate chain being evaluated, and the windows
     /// it published.
     candidate_evaluating: Option<u64>,
-    candidate_sent: Option<u64>,
     /// The first and last windows of the run of consecutive windows this
     /// node sent candidate proofs for.
     candidate_streak: Option<(u64, u64)>,
@@ -575,7 +574,6 @@ impl Chain {
             verifying_candidates: false,
             registrations: BTreeMap::new(),
             candidate_evaluating: None,
-            candidate_sent: None,
             candidate_streak: None,
             registration_sent: None,
             state,
@@ -2439,7 +2437,7 @@ impl Chain {
             return;
         }
         let (w, t) = (self.applied(), self.applied_t());
-        if self.candidate_sent.is_some_and(|s| s >= w) {
+        if self.candidate_streak.is_some_and(|(_, last)| last >= w) {
             return;
         }
         self.candidate_evaluating = Some(w);
@@ -2469,7 +2467,6 @@ impl Chain {
                     window,
                     cps,
                 );
-                self.candidate_sent = Some(window);
                 self.candidate_streak = match self.candidate_streak {
                     Some((f, l)) if l + 1 == window => Some((f, window)),
                     _ => Some((window, window)),

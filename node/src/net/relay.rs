@@ -59,6 +59,20 @@ impl Seen {
             self.peers.push(peer);
         }
     }
+
+    /// The peers among `connected` not known to have it, remembered as
+    /// having it from now on (they are about to be sent it).
+    fn lacking(&mut self, connected: &[u16]) -> Vec<u16> {
+        let out: Vec<u16> = connected
+            .iter()
+            .copied()
+            .filter(|p| !self.peers.contains(p))
+            .collect();
+        for &p in &out {
+            self.note(p);
+        }
+        out
+    }
 }
 
 /// The relay's state: a bounded seen-cache. See the module docs.
@@ -140,15 +154,7 @@ impl Relay {
             return Vec::new();
         }
         seen.forwarded = true;
-        let out: Vec<u16> = connected
-            .iter()
-            .copied()
-            .filter(|p| !seen.peers.contains(p))
-            .collect();
-        for &p in &out {
-            seen.note(p);
-        }
-        out
+        seen.lacking(connected)
     }
 
     /// For a copy seen again: the peers among `connected` not known to have
@@ -160,15 +166,7 @@ impl Relay {
         if !seen.forwarded {
             return Vec::new();
         }
-        let out: Vec<u16> = connected
-            .iter()
-            .copied()
-            .filter(|p| !seen.peers.contains(p))
-            .collect();
-        for &p in &out {
-            seen.note(p);
-        }
-        out
+        seen.lacking(connected)
     }
 
     /// `peer`'s connection came up (again): it is no longer known to have
