@@ -69,6 +69,26 @@ pub type PeerIndex = u16;
 
 /// Most windows verified in one backend call.
 pub const MAX_BATCH_WINDOWS: usize = 64;
+/// Most proposal bytes (checkpoints) verified in one backend call on a CPU
+/// backend, and fetched ahead of the verifier while it runs: a run of
+/// windows is verified while the next is fetched, and a follower catching
+/// up holds about three of these (the batch, its proofs, the next one)
+/// instead of every window it could fetch. K = 6,500 (208 kB a window):
+/// 20 windows a call, far more segments than one core needs to stay busy.
+/// See [`Chain::set_batch_bytes`] (a GPU backend wants whole batches).
+pub const BATCH_BYTES: usize = 4 << 20;
+/// Requests a follower sends per second while catching up, and in one
+/// burst: below what every peer grants it (`node::serve`, 10 a second in
+/// bursts of 20), so an honest server never drops one, which would cost
+/// [`REQUEST_TIMEOUT`] and a demotion of the only peer that had the windows.
+pub const REQUEST_PACE: f64 = crate::node::serve::REQUESTS_PER_SEC * 0.8;
+pub const REQUEST_PACE_BURST: f64 = crate::node::serve::REQUEST_BURST * 0.5;
+/// Answer bytes per second (and in one burst) a follower lets itself be
+/// sent, for the same reason: below `node::serve`'s 4 MiB/s in bursts of
+/// 16 MiB. Answers are counted as they arrive; no request goes out while
+/// the count is in debt.
+pub const BYTES_PACE: f64 = crate::node::serve::BYTES_PER_SEC * 0.8;
+pub const BYTES_PACE_BURST: f64 = crate::node::serve::BYTES_BURST * 0.5;
 /// Most bytes held in proposals waiting for their turn.
 pub const MAX_WAITING_BYTES: usize = 32 << 20;
 /// Proposals further than this above the tip are not held.
@@ -286,12 +306,12 @@ pub enum Action {
     Persist(Signed),
     /// Send to one peer, or to every peer when `to` is `None`.
     Send { to: Option<PeerIndex>, msg: Message },
-    /// Ask `peer` for the cemented windows `from..from+count` and their
-    /// Cements (and the Cement of `from - 1`).
+    /// Ask `peer` for cemented windows: `proposals` (GetProposals: from,
+    /// count) and `cements` (GetCements: from, count), one or both.
     Request {
         peer: PeerIndex,
-        from: u64,
-        count: u32,
+        proposals: Option<(u64, u32)>,
+        cements: Option<(u64, u32)>,
     },
     /// Call [`Chain::on_timeout`] with these after `after`.
     Arm {
@@ -530,7 +550,11 @@ pub struct Chain {
     /// A verification is running (live or catch-up).
     verifying: bool,
     verifying_upto: u64,
-    requested: Option<(PeerIndex, u64, Instant)>,
+    requested: Option<Requested>,
+    /// Catch-up requests: [`REQUEST_PACE`].
+    pace: Pace,
+    /// [`BATCH_BYTES`], or what [`Chain::set_batch_bytes`] set.
+    batch_bytes: usize,
     signature_checks: u64,
     rejected: BTreeMap<&'static str, u64>,
     stopped: bool,
@@ -593,6 +617,8 @@ impl Chain {
             verifying: false,
             verifying_upto: 0,
             requested: None,
+            pace: Pace::default(),
+            batch_bytes: BATCH_BYTES,
             signature_checks: 0,
             rejected: BTreeMap::new(),
             stopped: false,
@@ -608,6 +634,12 @@ impl Chain {
         self.signed = s;
     }
 
+    /// Proposal bytes per verification call and fetched ahead of it
+    /// (default [`BATCH_BYTES`]; a GPU verifier wants up to
+    /// [`MAX_BATCH_WINDOWS`] windows whatever their size).
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.batch_bytes = bytes.max(1);
+    }
     pub fn set_waiting_budget(&mut self, bytes: usize) {
         self.waiting_budget = bytes;
     }
@@ -758,8 +790,16 @@ impl Chain {
             Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, now),
             Message::Proposals(ps) => self.on_proposals(peer, ps, now, &mut out),
             Message::Cements(cs) => {
+                self.pace.charge(cs.iter().map(Cement::weight).sum(), now);
                 for c in cs {
                     self.on_cement(Some(peer), c, now, &mut out);
+                }
+                // The answer to a request for Cements alone.
+                if self
+                    .requested
+                    .is_some_and(|r| r.peer == peer && !r.proposals)
+                {
+                    self.requested = None;
                 }
             }
             Message::Propose(p) => self.on_propose(Some(peer), p, now, &mut out),
@@ -792,7 +832,10 @@ impl Chain {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let answering = matches!(self.requested, Some((p, _, _)) if p == peer);
+        let answering = self
+            .requested
+            .is_some_and(|r| r.peer == peer && r.proposals);
+        self.pace.charge(ps.iter().map(weight).sum(), now);
         let mut new = 0;
         for p in ps {
             new += self.admit(Some(peer), p, out) as usize;
@@ -812,10 +855,10 @@ impl Chain {
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         self.clock = now;
         let mut out = Vec::new();
-        if let Some((peer, _, at)) = self.requested {
-            if now.saturating_duration_since(at) >= REQUEST_TIMEOUT {
+        if let Some(r) = self.requested {
+            if now.saturating_duration_since(r.at) >= REQUEST_TIMEOUT {
                 self.requested = None;
-                self.demote(peer, now);
+                self.demote(r.peer, now);
             }
         }
         self.beacon(now, &mut out);
@@ -2651,7 +2694,8 @@ impl Chain {
             candidates: Vec::new(),
         };
         let mut w = self.tip.window + 1;
-        while batch.proposals.len() < MAX_BATCH_WINDOWS {
+        let mut bytes = 0;
+        while batch.proposals.len() < MAX_BATCH_WINDOWS && bytes < self.batch_bytes {
             let Some(slot) = self.waiting.get(&w) else {
                 break;
             };
@@ -2735,6 +2779,7 @@ impl Chain {
                 batch.from = peer;
             }
             batch.proofs.push(p.proof(start));
+            bytes += weight(&p);
             link = p.hash();
             start = p.header.t;
             prev_proposer = p.header.proposer;
@@ -2790,20 +2835,107 @@ impl Chain {
         if best <= self.tip.window || (best == self.tip.window + 1 && !stuck) {
             return;
         }
-        let mut have = self.tip.window.max(self.verifying_upto);
-        while self.waiting.contains_key(&(have + 1))
-            && self.waiting_cements.contains_key(&(have + 1))
-        {
-            have += 1;
+        if self.requested.is_some() {
+            return;
         }
-        let from = have + 1;
-        if self.requested.is_none() {
-            if let Some((peer, claimed)) = self.pick_peer(from) {
-                let count = (claimed - from + 1).min(MAX_REQUEST as u64) as u32;
-                self.requested = Some((peer, from, now));
-                out.push(Action::Request { peer, from, count });
+        // The first window past the verifier without a proposal, and the
+        // first without a Cement: each is asked for only where it lacks
+        // (Cements are as big as proposals in a large set).
+        let base = self.tip.window.max(self.verifying_upto);
+        let mut p_from = base + 1;
+        let mut ahead = 0;
+        while let Some(slot) = self.waiting.get(&p_from) {
+            ahead += slot.iter().map(|(_, p)| weight(p)).sum::<usize>();
+            p_from += 1;
+        }
+        let mut c_from = base + 1;
+        while self.waiting_cements.contains_key(&c_from) {
+            c_from += 1;
+        }
+        // Proposals: at most one batch ahead of the verifier (the run that
+        // it takes next; what waits beyond a gap does not hold up the
+        // window that fills it). Cements: for the proposals held and those
+        // asked for now.
+        let want_p = p_from <= best && ahead < self.batch_bytes;
+        let want_c = c_from < p_from || (want_p && c_from <= best);
+        if !want_p && !want_c {
+            return;
+        }
+        let Some((peer, claimed)) = self.pick_peer(if want_p { p_from } else { c_from }) else {
+            return;
+        };
+        let n = want_p as u8 + want_c as u8;
+        if !self.pace.take(f64::from(n), now) {
+            return; // the tick asks again
+        }
+        let p_count = (claimed.saturating_sub(p_from) + 1).min(MAX_REQUEST as u64) as u32;
+        let c_last = if want_p {
+            claimed.min(p_from + p_count as u64 - 1)
+        } else {
+            p_from - 1
+        };
+        // From the window before: its Cement is the bundle that the first
+        // proposal names.
+        let c_first = c_from.saturating_sub(1).max(1);
+        let c_count = (c_last.saturating_sub(c_first) + 1).min(MAX_REQUEST as u64) as u32;
+        self.requested = Some(Requested {
+            peer,
+            at: now,
+            proposals: want_p,
+        });
+        out.push(Action::Request {
+            peer,
+            proposals: want_p.then_some((p_from, p_count)),
+            cements: want_c.then_some((c_first, c_count)),
+        });
+    }
+}
+
+/// The catch-up request in flight: to whom, since when, and which answer
+/// ends it (Proposals, or Cements for a request of Cements alone).
+#[derive(Clone, Copy, Debug)]
+struct Requested {
+    peer: PeerIndex,
+    at: Instant,
+    proposals: bool,
+}
+
+/// Two token buckets, full at first: requests ([`REQUEST_PACE`] per
+/// second, [`REQUEST_PACE_BURST`] deep) and answer bytes ([`BYTES_PACE`],
+/// [`BYTES_PACE_BURST`]; charged on arrival, so it can go into debt).
+#[derive(Debug, Default)]
+struct Pace {
+    requests: f64,
+    bytes: f64,
+    at: Option<Instant>,
+}
+
+impl Pace {
+    fn refill(&mut self, now: Instant) {
+        match self.at {
+            None => (self.requests, self.bytes) = (REQUEST_PACE_BURST, BYTES_PACE_BURST),
+            Some(at) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                self.requests = (self.requests + dt * REQUEST_PACE).min(REQUEST_PACE_BURST);
+                self.bytes = (self.bytes + dt * BYTES_PACE).min(BYTES_PACE_BURST);
             }
         }
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+    }
+
+    /// `n` requests may go now (and are counted).
+    fn take(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.requests < n || self.bytes <= 0.0 {
+            return false;
+        }
+        self.requests -= n;
+        true
+    }
+
+    fn charge(&mut self, bytes: usize, now: Instant) {
+        self.refill(now);
+        self.bytes -= bytes as f64;
     }
 }
 

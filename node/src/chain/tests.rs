@@ -225,16 +225,17 @@ impl Sim {
                         round,
                     ));
                 }
-                Action::Request { peer, from, count } => {
-                    self.post(
-                        i,
-                        peer as usize,
-                        Message::GetCements {
-                            from: from.saturating_sub(1).max(1),
-                            count: count + 1,
-                        },
-                    );
-                    self.post(i, peer as usize, Message::GetProposals { from, count });
+                Action::Request {
+                    peer,
+                    proposals,
+                    cements,
+                } => {
+                    if let Some((from, count)) = cements {
+                        self.post(i, peer as usize, Message::GetCements { from, count });
+                    }
+                    if let Some((from, count)) = proposals {
+                        self.post(i, peer as usize, Message::GetProposals { from, count });
+                    }
                 }
                 a @ (Action::Verify(_)
                 | Action::Evaluate { .. }
@@ -1005,7 +1006,11 @@ fn verify_action(out: &[Action]) -> Option<Batch> {
 fn requests(out: &[Action]) -> Vec<(PeerIndex, u64)> {
     out.iter()
         .filter_map(|a| match a {
-            Action::Request { peer, from, .. } => Some((*peer, *from)),
+            Action::Request {
+                peer,
+                proposals: Some((from, _)),
+                ..
+            } => Some((*peer, *from)),
             _ => None,
         })
         .collect()
@@ -1125,6 +1130,112 @@ fn the_waiting_room_is_bounded_in_bytes() {
     c.on_message(0, Message::Proposals(vec![chain[0].proposal.clone()]), now);
     assert!(c.waiting.contains_key(&1), "window 1 was not held");
     assert!(c.waiting_bytes() <= 3 * one_size);
+}
+
+/// A follower 300 windows behind one honest peer, whose answers are
+/// budgeted as the runtime's are (`node::serve`: a request over budget is
+/// dropped, which would cost the follower REQUEST_TIMEOUT and a demotion of
+/// the only peer with the windows): every request is admitted, each Cement
+/// is asked for at most twice (its window's request and, as the bundle,
+/// the next one's) instead of once per answer, and the follower holds at
+/// most a batch ahead of its verifier. Verification takes no time here,
+/// so the server's budgets bind (18 MiB of proposals against 16 MiB of
+/// burst).
+#[test]
+fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
+    use crate::node::serve::ServeBudget;
+    let (p, k) = crate::genesis::tests::peers(4);
+    let g = Genesis::new(p, HashSuite::Sha256, 2000, 2000, 1.0).unwrap();
+    let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
+    let n = 300u64;
+    let (chain, _) = cemented_chain(&g, &keys, 0, n, |_, _| {});
+    let t0 = Instant::now();
+    let mut c = Chain::new(
+        Rules::from_genesis(&g),
+        Some(keys[1].clone()),
+        Tip::genesis(&g),
+        TipMeta::genesis(&g),
+        g.initial_state(),
+        None,
+    );
+    c.start(t0);
+    let size = weight(&chain[0].proposal);
+    c.set_batch_bytes(8 * size);
+    let per_answer = crate::messages::MAX_PAYLOAD / (size + 4);
+    let mut budget = ServeBudget::default();
+    let mut cements_asked: HashMap<u64, u32> = HashMap::new();
+    let claim = Message::Tip {
+        cemented: Tip {
+            window: n,
+            t: chain[n as usize - 1].proposal.header.t,
+            hash: chain[n as usize - 1].proposal.hash(),
+        },
+        applied: n,
+    };
+    let mut now = t0;
+    let mut pending: VecDeque<Action> = c.on_message(0, claim, now).into();
+    let mut requests = 0;
+    while c.tip().window < n {
+        assert!(
+            now < t0 + Duration::from_secs(60),
+            "stalled at {}",
+            c.tip().window
+        );
+        while let Some(a) = pending.pop_front() {
+            match a {
+                Action::Request {
+                    peer,
+                    proposals,
+                    cements,
+                } => {
+                    assert_eq!(peer, 0);
+                    if let Some((from, count)) = cements {
+                        requests += 1;
+                        budget.admit(0, 0, now).expect("a GetCements over budget");
+                        let cs: Vec<Cement> = (from..from + count as u64)
+                            .filter_map(|w| chain.get(w as usize - 1).map(|x| x.cement.clone()))
+                            .collect();
+                        for x in &cs {
+                            *cements_asked.entry(x.window).or_default() += 1;
+                        }
+                        budget.done(0, cs.iter().map(Cement::weight).sum());
+                        pending.extend(c.on_message(0, Message::Cements(cs), now));
+                    }
+                    if let Some((from, count)) = proposals {
+                        requests += 1;
+                        budget.admit(0, 0, now).expect("a GetProposals over budget");
+                        let ps: Vec<Proposal> = (from..from + count as u64)
+                            .take(per_answer)
+                            .filter_map(|w| chain.get(w as usize - 1).map(|x| x.proposal.clone()))
+                            .collect();
+                        budget.done(0, ps.iter().map(|p| weight(p) + 4).sum());
+                        pending.extend(c.on_message(0, Message::Proposals(ps), now));
+                    }
+                }
+                Action::Verify(b) => {
+                    let outcome = verify(&b);
+                    pending.extend(c.on_verified(b, Ok(outcome), now));
+                }
+                _ => {}
+            }
+            assert!(
+                c.waiting_bytes() <= 8 * size + per_answer * size,
+                "{} bytes held",
+                c.waiting_bytes()
+            );
+        }
+        now += Duration::from_millis(50);
+        pending.extend(c.on_tick(now));
+    }
+    assert!(!c.is_demoted(0));
+    assert!(
+        cements_asked.values().all(|&k| k <= 2),
+        "Cements asked again and again: {:?}",
+        cements_asked.values().max()
+    );
+    // Pacing, not stalls: the 18 MiB took about what the budget allows.
+    let secs = now.duration_since(t0).as_secs_f64();
+    assert!(secs < 10.0, "{secs} s, {requests} requests");
 }
 
 #[test]

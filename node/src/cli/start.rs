@@ -82,6 +82,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
+    montana_node::node::memory::one_arena();
     super::logging::init();
     let fresh = Fresh::note(&a.data_dir);
     let mut ran = false;

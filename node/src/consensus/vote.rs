@@ -223,10 +223,13 @@ impl Cement {
         })
     }
 
+    /// Its encoded length (what it costs to fetch).
+    pub fn weight(&self) -> usize {
+        4 + 1 + 32 + 8 + 4 + 32 + 2 + self.precommits.len() * (32 + SIGNATURE_LEN)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(
-            4 + 1 + 32 + 8 + 4 + 32 + 2 + self.precommits.len() * (32 + SIGNATURE_LEN),
-        );
+        let mut w = Writer::with_capacity(self.weight());
         w.bytes(CEMENT_MAGIC).u8(VERSION).bytes(&self.network_id);
         w.u64(self.window).u32(self.round).bytes(&self.proposal.0);
         w.u16(self.precommits.len() as u16);
@@ -455,6 +458,7 @@ mod tests {
         let c = Cement::from_votes(&votes).unwrap();
         assert!(c.precommits.windows(2).all(|w| w[0].0 < w[1].0));
         let bytes = c.encode();
+        assert_eq!(bytes.len(), c.weight());
         let back = Cement::decode(&bytes).unwrap();
         assert_eq!(back, c);
         back.verify(&NET, 7, &set, Quorum::default()).unwrap();

@@ -21,6 +21,7 @@ pub mod drift;
 pub mod fastsync;
 #[cfg(any(test, feature = "test-faults"))]
 pub mod faults;
+pub mod memory;
 pub mod net_transport;
 mod runtime;
 pub mod serve;

@@ -144,6 +144,9 @@ struct Runner {
     budget: ServeBudget,
     last_applied_at: Instant,
     started_at: Instant,
+    /// Windows were fetched since the last catch-up ended: memory is
+    /// trimmed once this node is caught up ([`super::memory::trim`]).
+    caught_up_trim: bool,
     /// The stable view of the snapshot last written to `state.json`, and when.
     last_written: NodeState,
     last_written_at: Instant,
@@ -201,6 +204,12 @@ pub(super) async fn run(
     chain.restore_signed(node.store.signed()?);
     chain.set_last_window(node.last_window);
     chain.set_min_window(node.min_window);
+    if node.backends.verify.kind() == montana_vdf::BackendKind::Gpu {
+        // A GPU pays off on whole batches: up to MAX_BATCH_WINDOWS windows
+        // per call, whatever their size (hosts with a GPU are not the 1 GB
+        // ones the CPU default is sized for).
+        chain.set_batch_bytes(usize::MAX);
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     info!(
         label = node.label(),
@@ -226,6 +235,7 @@ pub(super) async fn run(
         serving: 0,
         budget: ServeBudget::default(),
         last_applied_at: Instant::now(),
+        caught_up_trim: false,
         started_at: Instant::now(),
         last_verify_secs: 0.0,
         last_written: NodeState::default(),
@@ -402,14 +412,15 @@ impl Runner {
                     }
                     self.send(to, msg);
                 }
-                Action::Request { peer, from, count } => {
-                    debug!(peer, from, count, "requesting cemented windows");
-                    let get = Message::GetProposals { from, count };
-                    let cements = Message::GetCements {
-                        from: from.saturating_sub(1).max(1),
-                        count: count.saturating_add(1).min(messages::MAX_REQUEST),
-                    };
-                    for m in [cements, get] {
+                Action::Request {
+                    peer,
+                    proposals,
+                    cements,
+                } => {
+                    debug!(peer, ?proposals, ?cements, "requesting cemented windows");
+                    let cements = cements.map(|(from, count)| Message::GetCements { from, count });
+                    let get = proposals.map(|(from, count)| Message::GetProposals { from, count });
+                    for m in cements.into_iter().chain(get) {
                         if let Err(e) = self.transport.send(peer, m.msg_type(), 0, m.encode()) {
                             debug!(peer, error = %e, "request not sent");
                         }
@@ -575,6 +586,12 @@ impl Runner {
         if ws.len() > 1 || self.applied_at.is_none_or(|(aw, _)| aw != tip.window) {
             // Windows fetched (catch-up) were applied as they were cemented.
             self.last_applied_at = now;
+            self.caught_up_trim = true;
+        }
+        if self.caught_up_trim && self.chain.lag() <= 1 {
+            // Caught up: the batches and proposals fetched are gone.
+            self.caught_up_trim = false;
+            super::memory::trim();
         }
         self.snapshots.cemented(&self.node.store, tip.window);
         self.publish();
@@ -608,9 +625,15 @@ impl Runner {
                 if upto == 0 && !batch.cements.is_empty() {
                     return Err("a Cement in the batch does not verify".to_string());
                 }
-                // Live: the carried candidates' chains in the same call.
-                let mut all = batch.proofs[..upto].to_vec();
-                all.extend(batch.candidates.iter().cloned());
+                // Live: the carried candidates' chains in the same call
+                // (catch-up carries none: no copy of the checkpoints).
+                let all: std::borrow::Cow<[montana_vdf::Proof]> = if batch.candidates.is_empty() {
+                    std::borrow::Cow::Borrowed(&batch.proofs[..upto])
+                } else {
+                    let mut all = batch.proofs[..upto].to_vec();
+                    all.extend(batch.candidates.iter().cloned());
+                    std::borrow::Cow::Owned(all)
+                };
                 match backend
                     .verify_proofs(&all, &opts)
                     .map_err(|e| e.to_string())?
