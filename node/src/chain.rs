@@ -204,9 +204,10 @@ pub struct Batch {
     /// The canonical bundle of the window before the first proposal, when
     /// it replaces the one this node holds.
     pub prev_bundle: Option<Cement>,
-    /// The active set each Cement is checked against (one per Cement), and
+    /// The active set each Cement is checked against (one per Cement,
+    /// shared while it does not change: 300 members' keys are 600 kB), and
     /// the one for `prev_bundle`.
-    pub sets: Vec<ActiveSet>,
+    pub sets: Vec<std::sync::Arc<ActiveSet>>,
     pub prev_set: Option<ActiveSet>,
     /// Live: the chains of the candidate proofs the proposal carries,
     /// verified in the same backend call after `proofs`.
@@ -2712,7 +2713,10 @@ impl Chain {
                 .cloned()
                 .expect("checked");
             // The set that cemented window w: the one after window w-1.
-            let set = state.roster().active.clone();
+            let set = match batch.sets.last() {
+                Some(last) if **last == state.roster().active => last.clone(),
+                _ => std::sync::Arc::new(state.roster().active.clone()),
+            };
             // The bundle that pays the window before.
             if w > 1 {
                 let bundle = if w == self.tip.window + 1 {

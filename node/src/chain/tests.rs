@@ -1213,6 +1213,9 @@ fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
                     }
                 }
                 Action::Verify(b) => {
+                    // One set for the whole run (it does not change here),
+                    // shared rather than copied per window.
+                    assert!(b.sets.windows(2).all(|s| Arc::ptr_eq(&s[0], &s[1])));
                     let outcome = verify(&b);
                     pending.extend(c.on_verified(b, Ok(outcome), now));
                 }
