@@ -7,6 +7,7 @@
 //!   `sha256rnds2` latency hides behind the others'; groups spread over
 //!   threads by the driver.
 
+pub mod hybrid;
 pub mod kernel;
 
 use montana_vdf::{

@@ -53,8 +53,62 @@ fn sha_ni_streams() {
     );
 }
 
+/// SHA-NI streams and AVX2 lanes stepped in one loop (`sha_ni::hybrid`,
+/// an experiment): hashes per second of the pair against each alone.
+#[cfg(target_arch = "x86_64")]
+fn sha_ni_with_avx2() {
+    use montana_backends::avx2::kernel::sha256_advance_lanes;
+    use montana_backends::platform::{Feature, Platform};
+    use montana_backends::sha_ni::{hybrid, kernel};
+    let p = Platform::get();
+    if !p.has(Feature::ShaNi) || !p.has(Feature::Avx2) {
+        return;
+    }
+    let mut w = [[7u32; 8]; 4];
+    let mut lanes = vec![Hash32([3; 32]); 8];
+    // SAFETY (all three): SHA-NI and AVX2 detected above.
+    let ni = best(|| {
+        unsafe { kernel::advance::<4>(&mut w, STEPS) };
+        STEPS * 4
+    });
+    let avx2 = best(|| {
+        unsafe { sha256_advance_lanes(&mut lanes, STEPS) };
+        STEPS * 8
+    });
+    let with_avx2 = best(|| {
+        unsafe { hybrid::advance_avx2::<4>(&mut w, &mut lanes, STEPS) };
+        STEPS * 12
+    });
+    // The same loop with no SHA-NI stream, and with one: where the time goes.
+    let mut none = [[7u32; 8]; 0];
+    let avx2_alone = best(|| {
+        unsafe { hybrid::advance_avx2::<0>(&mut none, &mut lanes, STEPS) };
+        STEPS * 8
+    });
+    let mut one = [[7u32; 8]; 1];
+    let with_one = best(|| {
+        unsafe { hybrid::advance_avx2::<1>(&mut one, &mut lanes, STEPS) };
+        STEPS * 9
+    });
+    let mut four = vec![Hash32([3; 32]); 4];
+    let sse41 = best(|| {
+        unsafe { montana_backends::sse41::kernel::sha256_advance_lanes(&mut four, STEPS) };
+        STEPS * 4
+    });
+    let with_sse41 = best(|| {
+        unsafe { hybrid::advance_sse41::<4>(&mut w, &mut four, STEPS) };
+        STEPS * 8
+    });
+    println!(
+        "sha256 on one core: sha-ni 4 streams {ni:.1}, avx2 8 lanes {avx2:.1}, both in one loop \
+         {with_avx2:.1} (with 0 streams {avx2_alone:.1}, 1 stream {with_one:.1}); sse41 4 lanes {sse41:.1}, sha-ni 4 + sse41 4 in one loop {with_sse41:.1} M/s"
+    );
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn sha_ni_streams() {}
+#[cfg(not(target_arch = "x86_64"))]
+fn sha_ni_with_avx2() {}
 
 fn main() {
     let threads: usize = std::env::args()
@@ -62,6 +116,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(VerifyOptions::default().threads);
     sha_ni_streams();
+    sha_ni_with_avx2();
     let mut v = Hash32([1; 32]);
     for suite in HashSuite::ALL {
         let base = best(|| {

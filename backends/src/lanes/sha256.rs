@@ -33,7 +33,7 @@ unsafe fn small_sigma1<V: U32Lanes>(x: V) -> V {
 /// Round T. Roles rotate through the slots of `s` instead of moving values:
 /// role i (a = 0 .. h = 7) lives in slot (i - T) mod 8.
 #[inline(always)]
-unsafe fn round<V: U32Lanes, const T: usize>(s: &mut [V; 8], w: &mut [V; 16]) {
+pub(crate) unsafe fn round<V: U32Lanes, const T: usize>(s: &mut [V; 8], w: &mut [V; 16]) {
     let at = |role: usize| (role + 8 - T % 8) % 8;
     let (a, b, c, d) = (s[at(0)], s[at(1)], s[at(2)], s[at(3)]);
     let (e, f, g, h) = (s[at(4)], s[at(5)], s[at(6)], s[at(7)]);

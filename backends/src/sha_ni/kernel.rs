@@ -20,17 +20,17 @@ const fn v4(x: [u32; 4]) -> __m128i {
 }
 
 /// The IV in ABEF / CDGH order: lanes (F, E, B, A) and (H, G, D, C).
-const IV_ABEF: __m128i = v4([SHA256_IV[5], SHA256_IV[4], SHA256_IV[1], SHA256_IV[0]]);
-const IV_CDGH: __m128i = v4([SHA256_IV[7], SHA256_IV[6], SHA256_IV[3], SHA256_IV[2]]);
+pub(super) const IV_ABEF: __m128i = v4([SHA256_IV[5], SHA256_IV[4], SHA256_IV[1], SHA256_IV[0]]);
+pub(super) const IV_CDGH: __m128i = v4([SHA256_IV[7], SHA256_IV[6], SHA256_IV[3], SHA256_IV[2]]);
 
 /// Message words 8..11 and 12..15: the fixed padding of a 32-byte message.
-const PAD_LO: __m128i = v4([
+pub(super) const PAD_LO: __m128i = v4([
     SHA256_PAD32[0],
     SHA256_PAD32[1],
     SHA256_PAD32[2],
     SHA256_PAD32[3],
 ]);
-const PAD_HI: __m128i = v4([
+pub(super) const PAD_HI: __m128i = v4([
     SHA256_PAD32[4],
     SHA256_PAD32[5],
     SHA256_PAD32[6],
@@ -82,7 +82,7 @@ fn schedule4<const I: usize>(w: &mut [__m128i; 4]) -> __m128i {
 /// Round group G (rounds 4G..4G+4) for every stream, interleaved.
 #[inline]
 #[target_feature(enable = "sha,sse4.1")]
-fn group<const G: usize, const N: usize>(
+pub(super) fn group<const G: usize, const N: usize>(
     abef: &mut [__m128i; N],
     cdgh: &mut [__m128i; N],
     w: &mut [[__m128i; 4]; N],
@@ -145,7 +145,7 @@ fn step<const N: usize>(abef: &mut [__m128i; N], cdgh: &mut [__m128i; N]) {
 /// State words A..H into (ABEF, CDGH).
 #[inline]
 #[target_feature(enable = "sha,sse4.1")]
-fn load(words: &[u32; 8]) -> (__m128i, __m128i) {
+pub(super) fn load(words: &[u32; 8]) -> (__m128i, __m128i) {
     let p: *const __m128i = words.as_ptr().cast();
     // SAFETY: `words` is 32 readable bytes; unaligned loads.
     let (dcba, hgfe) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
@@ -160,7 +160,7 @@ fn load(words: &[u32; 8]) -> (__m128i, __m128i) {
 /// (ABEF, CDGH) back into state words A..H.
 #[inline]
 #[target_feature(enable = "sha,sse4.1")]
-fn store(abef: __m128i, cdgh: __m128i, words: &mut [u32; 8]) {
+pub(super) fn store(abef: __m128i, cdgh: __m128i, words: &mut [u32; 8]) {
     let feba = _mm_shuffle_epi32(abef, 0x1B);
     let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
     let p: *mut __m128i = words.as_mut_ptr().cast();
