@@ -791,7 +791,17 @@ impl Chain {
             Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, now),
             Message::Proposals(ps) => self.on_proposals(peer, ps, now, &mut out),
             Message::Cements(cs) => {
-                self.pace.charge(cs.iter().map(Cement::weight).sum(), now);
+                // The answer to our request is counted against the pace,
+                // once; anything else a peer sends is not (a peer could
+                // otherwise spend the allowance and stop our requests).
+                if let Some(r) = self
+                    .requested
+                    .as_mut()
+                    .filter(|r| r.peer == peer && r.cements)
+                {
+                    r.cements = false;
+                    self.pace.charge(cs.iter().map(Cement::weight).sum(), now);
+                }
                 for c in cs {
                     self.on_cement(Some(peer), c, now, &mut out);
                 }
@@ -836,7 +846,9 @@ impl Chain {
         let answering = self
             .requested
             .is_some_and(|r| r.peer == peer && r.proposals);
-        self.pace.charge(ps.iter().map(weight).sum(), now);
+        if answering {
+            self.pace.charge(ps.iter().map(weight).sum(), now);
+        }
         let mut new = 0;
         for p in ps {
             new += self.admit(Some(peer), p, out) as usize;
@@ -2886,6 +2898,7 @@ impl Chain {
             peer,
             at: now,
             proposals: want_p,
+            cements: want_c,
         });
         out.push(Action::Request {
             peer,
@@ -2895,13 +2908,15 @@ impl Chain {
     }
 }
 
-/// The catch-up request in flight: to whom, since when, and which answer
-/// ends it (Proposals, or Cements for a request of Cements alone).
+/// The catch-up request in flight: to whom, since when, and the answers
+/// still awaited (Proposals end it; Cements end a request of Cements
+/// alone).
 #[derive(Clone, Copy, Debug)]
 struct Requested {
     peer: PeerIndex,
     at: Instant,
     proposals: bool,
+    cements: bool,
 }
 
 /// Two token buckets, full at first: requests ([`REQUEST_PACE`] per

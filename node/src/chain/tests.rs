@@ -660,14 +660,7 @@ fn a_node_that_starts_after_the_proposal_arrived_still_decides_it() {
 fn a_failed_evaluation_is_started_again_on_the_next_tick() {
     let (g, k) = genesis(4);
     let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
-    let mut c = Chain::new(
-        Rules::from_genesis(&g),
-        Some(keys[0].clone()),
-        Tip::genesis(&g),
-        TipMeta::genesis(&g),
-        g.initial_state(),
-        None,
-    );
+    let mut c = fresh(&g, &keys[0]);
     let t = Instant::now();
     let evaluates = |a: &[Action]| {
         a.iter()
@@ -763,17 +756,22 @@ fn random_loss_delay_and_a_split_first_round_never_fork() {
 // ---- one machine, hostile input ---------------------------------------
 
 /// Node 1 of a fresh 4-node network, started (live at window 1).
+/// A machine for `key` at the genesis, not started.
+fn fresh(g: &Genesis, key: &Arc<NodeKeys>) -> Chain {
+    Chain::new(
+        Rules::from_genesis(g),
+        Some(key.clone()),
+        Tip::genesis(g),
+        TipMeta::genesis(g),
+        g.initial_state(),
+        None,
+    )
+}
+
 fn one() -> (Genesis, Vec<Arc<NodeKeys>>, Chain) {
     let (g, k) = genesis(4);
     let keys: Vec<Arc<NodeKeys>> = k.into_iter().map(Arc::new).collect();
-    let mut c = Chain::new(
-        Rules::from_genesis(&g),
-        Some(keys[1].clone()),
-        Tip::genesis(&g),
-        TipMeta::genesis(&g),
-        g.initial_state(),
-        None,
-    );
+    let mut c = fresh(&g, &keys[1]);
     c.start(Instant::now());
     (g, keys, c)
 }
@@ -1150,14 +1148,7 @@ fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
     let n = 300u64;
     let (chain, _) = cemented_chain(&g, &keys, 0, n, |_, _| {});
     let t0 = Instant::now();
-    let mut c = Chain::new(
-        Rules::from_genesis(&g),
-        Some(keys[1].clone()),
-        Tip::genesis(&g),
-        TipMeta::genesis(&g),
-        g.initial_state(),
-        None,
-    );
+    let mut c = fresh(&g, &keys[1]);
     c.start(t0);
     let size = weight(&chain[0].proposal);
     c.set_batch_bytes(8 * size);
@@ -1239,6 +1230,34 @@ fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
     // Pacing, not stalls: the 18 MiB took about what the budget allows.
     let secs = now.duration_since(t0).as_secs_f64();
     assert!(secs < 10.0, "{secs} s, {requests} requests");
+}
+
+/// Proposals and Cements nobody asked for (a peer flooding 1 MiB
+/// messages) do not spend the follower's pace: its requests to the peer
+/// that has the windows keep going out.
+#[test]
+fn unasked_answers_do_not_stop_the_followers_requests() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+    let claim = |w: u64| Message::Tip {
+        cemented: Tip {
+            window: w,
+            t: Hash32([3; 32]),
+            hash: [4; 32],
+        },
+        applied: w,
+    };
+    // Peer 2 floods far more than the allowance (8 MiB) with answers to
+    // nothing; peer 0 claims window 3.
+    let junk: Vec<Proposal> = vec![chain[2].proposal.clone(); 300];
+    let junk_bytes = junk.iter().map(weight).sum::<usize>();
+    let cements: Vec<Cement> = vec![chain[2].cement.clone(); 300];
+    for _ in 0..(BYTES_PACE_BURST as usize / junk_bytes + 4) {
+        c.on_message(2, Message::Proposals(junk.clone()), t);
+        c.on_message(2, Message::Cements(cements.clone()), t);
+    }
+    assert_eq!(requests(&c.on_message(0, claim(3), t)), vec![(0, 1)]);
 }
 
 #[test]
