@@ -44,6 +44,20 @@ pub struct Plan {
     pub nodes: Vec<DevnetNode>,
 }
 
+impl Plan {
+    /// The same plan with another proposer timeout, the genesis file
+    /// rewritten: for a test that must know who proposes, no round change
+    /// unless a proposer is silent this long (on a loaded host the default,
+    /// 3 windows, lets a slowed proposer lose its round to a backup).
+    pub fn with_proposer_timeout(mut self, secs: f64) -> Result<Plan, String> {
+        self.genesis.proposer_timeout_secs = secs;
+        self.genesis.validate().map_err(|e| e.to_string())?;
+        std::fs::write(&self.genesis_path, self.genesis.to_json())
+            .map_err(|e| format!("cannot write {}: {e}", self.genesis_path.display()))?;
+        Ok(self)
+    }
+}
+
 /// Steps per second of `backend` evaluating `suite` on this host: the
 /// median of three short runs (about 0.1 s each after a probe).
 pub fn measure_eval_rate(backend: &dyn Backend, suite: HashSuite) -> Result<f64, String> {

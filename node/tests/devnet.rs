@@ -520,7 +520,6 @@ fn a_killed_follower_restarts_and_catches_up() {
 #[test]
 fn every_follower_rejects_forged_and_corrupted_proposals() {
     let dir = tempfile::tempdir().unwrap();
-    let mut plan = small_plan(dir.path(), 4);
     // node0 must make windows 2 and 4 (the faults fire only in its own
     // proposals), and every follower must meet both live. With the default
     // proposer timeout (3 windows = 0.15 s) a proposer slowed by a loaded
@@ -529,19 +528,9 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
     // window 4 cemented and never saw the corrupted twin. So: no failover
     // here (10 s), and node0 waits 0.3 s after each cement before it
     // proposes, time for a loaded follower to keep up.
-    plan.genesis = montana_node::genesis::Genesis::new_with(
-        plan.genesis.peers.clone(),
-        HashSuite::Sha256,
-        plan.genesis.d,
-        plan.genesis.checkpoints,
-        plan.genesis.window_secs,
-        montana_node::genesis::ConsensusParams {
-            proposer_timeout_secs: 10.0,
-            ..montana_node::genesis::ConsensusParams::defaults(plan.genesis.window_secs)
-        },
-    )
-    .unwrap();
-    std::fs::write(&plan.genesis_path, plan.genesis.to_json()).unwrap();
+    let plan = small_plan(dir.path(), 4)
+        .with_proposer_timeout(10.0)
+        .unwrap();
     let mut nodes = Nodes(vec![
         Some(start(&plan, 1, &["--last-window", "5"], &[])),
         Some(start(&plan, 2, &["--last-window", "5"], &[])),
