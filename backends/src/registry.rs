@@ -473,15 +473,18 @@ mod tests {
         use HashSuite::{Blake3 as B, Sha256 as S};
         use Operation::{Eval as E, Verify as V};
         use PinScope::{Exactly as X, SomeOperation as O, WhereSupported as W};
-        let grid: &[(
-            Option<&str>,
+        /// (--backend, its scope, MONTANA_BACKEND, MONTANA_DISABLE_BACKENDS,
+        /// suite, operation, expected)
+        type Case<'a> = (
+            Option<&'a str>,
             PinScope,
-            Option<&str>,
-            &str,
+            Option<&'a str>,
+            &'a str,
             HashSuite,
             Operation,
-            &str,
-        )] = &[
+            &'a str,
+        );
+        let grid: &[Case] = &[
             // auto: the best available rank; the oracle where nothing else.
             (None, X, None, "", B, V, "wide"),
             (None, X, None, "", S, V, "scalar"),

@@ -160,7 +160,7 @@ mod tests {
             let proof = ScalarBackend.prove(suite, &Hash32(seed), params, &EvalControl::none()).unwrap();
             prop_assert_eq!(*proof.output(), suite.iterate(&Hash32(seed), k * len));
             let opts = VerifyOptions::threads(threads);
-            prop_assert_eq!(ScalarBackend.verify_proofs(&[proof.clone()], &opts).unwrap(), VerifyOutcome::Valid);
+            prop_assert_eq!(ScalarBackend.verify_proofs(std::slice::from_ref(&proof), &opts).unwrap(), VerifyOutcome::Valid);
 
             let (idx, byte, mask) = corrupt;
             let i = idx.index(k as usize);

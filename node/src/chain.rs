@@ -2422,7 +2422,7 @@ impl Chain {
             Ok(VerifyOutcome::Invalid { first_bad_segment }) => first_bad_segment / k,
             Err(_) => 0,
         };
-        let failed = matches!(outcome, Err(_));
+        let failed = outcome.is_err();
         for (i, c) in proofs.into_iter().enumerate() {
             if i < good {
                 if self.pool.len() < MAX_POOLED_PROOFS {
@@ -2833,7 +2833,7 @@ impl Chain {
             return;
         }
         self.validate_next(out);
-        if !self.verifying && !self.live.as_ref().is_some_and(|l| l.verifying.is_some()) {
+        if !self.verifying && self.live.as_ref().is_none_or(|l| l.verifying.is_none()) {
             if let Some(batch) = self.take_batch(out) {
                 self.verifying = true;
                 self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, Segment};
+use montana_vdf::{Backend, ChainParams, EvalControl, Hash32, HashSuite, NetworkParams, Segment};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -180,7 +180,13 @@ pub fn plan(
     k: u64,
     window_secs: f64,
 ) -> Result<Plan, String> {
-    plan_with_accounts(dir, n, suite, d, k, window_secs, 0, 0)
+    let params = NetworkParams {
+        hash: suite,
+        d,
+        checkpoints: k,
+        window_secs,
+    };
+    plan_with_accounts(dir, n, params, 0, 0)
 }
 
 /// [`plan`] with `accounts` synthetic initial accounts in the genesis
@@ -188,13 +194,16 @@ pub fn plan(
 pub fn plan_with_accounts(
     dir: &Path,
     n: usize,
-    suite: HashSuite,
-    d: u64,
-    k: u64,
-    window_secs: f64,
+    params: NetworkParams,
     accounts: u64,
     joiners: usize,
 ) -> Result<Plan, String> {
+    let NetworkParams {
+        hash: suite,
+        d,
+        checkpoints: k,
+        window_secs,
+    } = params;
     let ports = free_ports(n).map_err(|e| format!("no free loopback ports: {e}"))?;
     let mut peers = Vec::with_capacity(n);
     let mut nodes = Vec::with_capacity(n);
@@ -576,7 +585,13 @@ mod tests {
     #[test]
     fn plan_writes_a_version_2_genesis_with_the_accounts_asked_for() {
         let dir = tempfile::tempdir().unwrap();
-        let p = plan_with_accounts(dir.path(), 2, HashSuite::Sha256, 300, 3, 0.5, 5, 0).unwrap();
+        let params = NetworkParams {
+            hash: HashSuite::Sha256,
+            d: 300,
+            checkpoints: 3,
+            window_secs: 0.5,
+        };
+        let p = plan_with_accounts(dir.path(), 2, params, 5, 0).unwrap();
         let g = Genesis::load(&p.genesis_path).unwrap();
         assert_eq!(g, p.genesis);
         assert_eq!(g.version, 2);

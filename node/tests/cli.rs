@@ -125,7 +125,7 @@ fn eval_defaults_to_the_genesis_seed_and_one_checkpoint() {
 
     let human = montana(&["vdf", "eval", "--iterations", "5"]);
     assert_eq!(human.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&human.stdout).contains(&p["output"].as_str().unwrap()));
+    assert!(String::from_utf8_lossy(&human.stdout).contains(p["output"].as_str().unwrap()));
 }
 
 #[test]

@@ -90,12 +90,12 @@ fn phase(c: &mut Cluster, name: &str) -> Peaks {
     let mut last: Vec<Option<Sample>> = (0..HONEST).map(|_| None).collect();
     let end = Instant::now() + PHASE;
     while Instant::now() < end {
-        for i in 0..HONEST {
+        for (i, last) in last.iter_mut().enumerate() {
             c.assert_running(i);
             if let Some(s) = sample(c, i) {
                 peaks.rss = peaks.rss.max(s.rss);
                 peaks.queued_for_hostile = peaks.queued_for_hostile.max(s.queued_for_hostile);
-                last[i] = Some(s);
+                *last = Some(s);
             }
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -34,7 +34,7 @@ impl ChainParams {
         if checkpoints > max {
             return Err(ParamError::TooManyCheckpoints { checkpoints, max });
         }
-        if iterations % checkpoints != 0 {
+        if !iterations.is_multiple_of(checkpoints) {
             return Err(ParamError::NotDivisible {
                 iterations,
                 checkpoints,

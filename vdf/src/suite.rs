@@ -19,9 +19,10 @@ use crate::error::ParseError;
 use crate::hash::Hash32;
 
 /// The hash function of a chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum HashSuite {
     /// SHA-256; the Montana network's suite and the default.
+    #[default]
     Sha256,
     /// BLAKE3 (default unkeyed mode, 32-byte output).
     Blake3,
@@ -77,12 +78,6 @@ impl HashSuite {
             v = self.step(&v);
         }
         v
-    }
-}
-
-impl Default for HashSuite {
-    fn default() -> Self {
-        HashSuite::Sha256
     }
 }
 
@@ -151,8 +146,8 @@ mod tests {
         }
         let input = Hash32([7u8; 32]);
         let mut m = [0u32; 16];
-        for i in 0..8 {
-            m[i] = u32::from_le_bytes(input.0[4 * i..4 * i + 4].try_into().unwrap());
+        for (w, b) in m.iter_mut().zip(input.0.chunks_exact(4)) {
+            *w = u32::from_le_bytes(b.try_into().unwrap());
         }
         let flags = 1 | 2 | 8; // CHUNK_START | CHUNK_END | ROOT
         let mut s = [

@@ -1563,7 +1563,7 @@ fn a_forged_candidate_chain_is_rejected_by_every_member_and_starts_over() {
             "node {i} did not reject the forged chain: {:?}",
             sim.nodes[i].rejected()
         );
-        assert!(sim.nodes[i].state().roster().candidates.get(&id).is_none());
+        assert!(!sim.nodes[i].state().roster().candidates.contains_key(&id));
     }
     sim.forge.clear();
     let w = sim.nodes[0].tip().window;

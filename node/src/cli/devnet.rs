@@ -286,19 +286,16 @@ fn run_in(a: &Args, dir: &Path, interrupted: &AtomicBool) -> Result<(), CliError
             montana_node::genesis::MAX_ACCOUNTS
         )));
     }
-    let plan = devnet::plan_with_accounts(
-        dir,
-        a.nodes,
-        a.hash,
+    let params = montana_vdf::NetworkParams {
+        hash: a.hash,
         d,
-        a.checkpoints,
+        checkpoints: a.checkpoints,
         // Paced windows last --min-window-secs: the genesis window (and so
         // the proposer timeout, 3 windows) is at least that.
-        a.window_secs.max(a.min_window_secs.unwrap_or(0.0)),
-        a.accounts,
-        a.joiners,
-    )
-    .map_err(CliError::bad_input)?;
+        window_secs: a.window_secs.max(a.min_window_secs.unwrap_or(0.0)),
+    };
+    let plan = devnet::plan_with_accounts(dir, a.nodes, params, a.accounts, a.joiners)
+        .map_err(CliError::bad_input)?;
     calibrate_once(&plan)?;
     if interrupted.load(Ordering::Relaxed) {
         return Err(CliError::interrupted(

@@ -100,7 +100,7 @@ pub fn parse_f64(s: &str) -> Result<f64, String> {
 /// [`parse_f64`], 0 or more (a duration in seconds).
 pub fn parse_secs(s: &str) -> Result<f64, String> {
     match parse_f64(s)? {
-        v if v >= 0.0 && v <= 86_400.0 => Ok(v),
+        v if (0.0..=86_400.0).contains(&v) => Ok(v),
         _ => Err("must be between 0 and 86,400 seconds".into()),
     }
 }

@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         loop {
             // Alternate single-threaded and all-core verification, and every
             // few rounds use long segments and large batches.
-            let opts = VerifyOptions::threads(if rounds % 2 == 0 { 1 } else { threads });
+            let opts = VerifyOptions::threads(if rounds.is_multiple_of(2) { 1 } else { threads });
             let shape = if rounds % 4 == 3 {
                 Shape {
                     max_checkpoints: 256,

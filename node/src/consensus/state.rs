@@ -521,7 +521,7 @@ fn root_from<'a>(
     let mut push = |leaf: Hash32, blocks: &mut Vec<Hash32>| {
         tree.push(leaf);
         i += 1;
-        if i % CACHE_BLOCK == 0 {
+        if i.is_multiple_of(CACHE_BLOCK) {
             blocks.push(std::mem::take(&mut tree).tree());
         }
     };

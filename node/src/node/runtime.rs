@@ -66,7 +66,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// backend that panicked (the outcome is then an error).
 enum Done {
     Verified {
-        batch: Batch,
+        batch: Box<Batch>,
         outcome: Result<VerifyOutcome, String>,
         took: Duration,
         panicked: Option<String>,
@@ -647,7 +647,7 @@ impl Runner {
                 }
             });
             let _ = tx.send(Done::Verified {
-                batch,
+                batch: Box::new(batch),
                 outcome,
                 took: t0.elapsed(),
                 panicked,
@@ -779,7 +779,7 @@ impl Runner {
                     secs = took.as_secs_f64(),
                     "verified batch"
                 );
-                let a = self.chain.on_verified(batch, outcome, now);
+                let a = self.chain.on_verified(*batch, outcome, now);
                 self.exec(a)
             }
             Done::Evaluated {

@@ -9,7 +9,7 @@
 //! Each test binary includes this with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -395,6 +395,6 @@ pub fn tempdir() -> tempfile::TempDir {
     d
 }
 
-pub fn path_str(p: &PathBuf) -> &str {
+pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
