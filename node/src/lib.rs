@@ -13,6 +13,7 @@ pub mod consensus;
 pub mod devnet;
 pub mod genesis;
 pub mod keys;
+pub mod lograte;
 pub mod messages;
 pub mod net;
 pub mod node;

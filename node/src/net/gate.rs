@@ -35,10 +35,10 @@ pub const PER_IP: usize = 2;
 /// Longest an inbound socket may take to authenticate.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// At most one log line per source IP per this period.
-pub const LOG_EVERY: Duration = Duration::from_secs(60);
+pub use crate::lograte::LOG_EVERY;
 /// Source IPs remembered for log rate-limiting; beyond this (and after
 /// forgetting the stale ones) refusals are counted but not logged.
-pub const MAX_LOGGED_IPS: usize = 4096;
+pub const MAX_LOGGED_IPS: usize = crate::lograte::MAX_LOG_KEYS;
 
 /// The pool shared by handshakes and non-members: `max(4, max_peers / 4)`.
 pub fn pool_size(max_peers: usize) -> usize {
@@ -94,7 +94,7 @@ pub struct Gate {
     allowance: HashMap<IpAddr, usize>,
     reserved: HashMap<IpAddr, usize>,
     members: usize,
-    logged: HashMap<IpAddr, Instant>,
+    logged: crate::lograte::LogRate<IpAddr>,
 }
 
 impl Gate {
@@ -113,7 +113,7 @@ impl Gate {
             allowance,
             reserved: HashMap::new(),
             members: 0,
-            logged: HashMap::new(),
+            logged: crate::lograte::LogRate::new(LOG_EVERY, MAX_LOGGED_IPS),
         }
     }
 
@@ -234,19 +234,7 @@ impl Gate {
     /// [`LOG_EVERY`] per IP, and never while [`MAX_LOGGED_IPS`] recent IPs
     /// are remembered.
     pub fn should_log(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if let Some(last) = self.logged.get(&ip) {
-            if now.saturating_duration_since(*last) < LOG_EVERY {
-                return false;
-            }
-        } else if self.logged.len() >= MAX_LOGGED_IPS {
-            self.logged
-                .retain(|_, last| now.saturating_duration_since(*last) < LOG_EVERY);
-            if self.logged.len() >= MAX_LOGGED_IPS {
-                return false;
-            }
-        }
-        self.logged.insert(ip, now);
-        true
+        self.logged.allow(ip, now).is_some()
     }
 }
 

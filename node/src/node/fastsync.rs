@@ -36,6 +36,11 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// peers' tips (less once every peer's is heard) to learn whether it is
 /// more than `--fast-sync-threshold` windows behind.
 pub const PROBE: Duration = Duration::from_secs(2);
+/// Most messages (and bytes of them) kept from the probe for the window
+/// loop; the rest are dropped (what matters is sent again: Tips every few
+/// seconds, votes every [`crate::chain::RESEND_EVERY`]).
+pub const PROBE_KEPT: usize = 256;
+pub const PROBE_KEPT_BYTES: usize = 8 << 20;
 
 /// `montana start --fast-sync [--fast-sync-threshold N]` and the snapshot
 /// interval.
@@ -88,10 +93,56 @@ fn install(
     Ok(())
 }
 
+/// What the probe heard: every genesis peer's claimed cemented window, and
+/// the messages kept for the window loop (at most [`PROBE_KEPT`] and
+/// [`PROBE_KEPT_BYTES`]).
+#[derive(Debug, Default)]
+struct Heard {
+    /// Genesis peers in the plan; only their Tips count (a joiner's could
+    /// end the probe early or claim any window).
+    genesis_peers: usize,
+    claims: std::collections::BTreeMap<u16, u64>,
+    kept: Vec<Incoming>,
+    kept_bytes: usize,
+}
+
+impl Heard {
+    fn new(genesis_peers: usize) -> Self {
+        Heard {
+            genesis_peers,
+            ..Heard::default()
+        }
+    }
+
+    fn take(&mut self, m: Incoming) {
+        if usize::from(m.peer) < self.genesis_peers {
+            if let Some(Ok(Message::Tip { cemented, .. })) =
+                Message::decode(m.msg_type, m.version, &m.payload)
+            {
+                self.claims.insert(m.peer, cemented.window);
+            }
+        }
+        if self.kept.len() < PROBE_KEPT && self.kept_bytes + m.payload.len() <= PROBE_KEPT_BYTES {
+            self.kept_bytes += m.payload.len();
+            self.kept.push(m);
+        }
+    }
+
+    /// Every other genesis peer has made a claim.
+    fn all_heard(&self) -> bool {
+        self.claims.len() >= self.genesis_peers.saturating_sub(1)
+    }
+
+    /// The highest claim (0: none), and the messages kept.
+    fn finish(self) -> (u64, Vec<Incoming>) {
+        (self.claims.values().copied().max().unwrap_or(0), self.kept)
+    }
+}
+
 /// Listens up to [`PROBE`] for every other genesis peer's Tip (sending
 /// ours every 250 ms, so that peers probing too hear it): the highest
-/// cemented window claimed, and every message received (for the window
-/// loop to handle next).
+/// cemented window claimed, and the messages received (for the window
+/// loop to handle next; see [`Heard`]).
 async fn probe(
     node: &Node,
     transport: &Arc<dyn Transport>,
@@ -102,25 +153,20 @@ async fn probe(
         cemented: tip,
         applied: tip.window,
     };
-    let others = node.genesis.peers.len().saturating_sub(1);
-    let mut heard = std::collections::BTreeMap::new();
-    let mut kept = Vec::new();
+    let mut heard = Heard::new(node.genesis.peers.len());
     let deadline = tokio::time::Instant::now() + PROBE;
     let mut every = tokio::time::interval(Duration::from_millis(250));
-    while heard.len() < others {
+    while !heard.all_heard() {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = every.tick() => transport.broadcast(ours.msg_type(), ours.encode()),
             m = inbound.recv() => {
                 let Some(m) = m else { break };
-                if let Some(Ok(Message::Tip { cemented, .. })) = Message::decode(m.msg_type, m.version, &m.payload) {
-                    heard.insert(m.peer, cemented.window);
-                }
-                kept.push(m);
+                heard.take(m);
             }
         }
     }
-    (heard.values().copied().max().unwrap_or(0), kept)
+    heard.finish()
 }
 
 /// Before the window loop: finishes an interrupted install, and syncs from
@@ -226,6 +272,9 @@ pub async fn before_run(
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let (mut fetched_chunks, mut fetched_bytes) = (0u64, 0u64);
+    // Demotions are peers' doing: a line at most once a minute per peer
+    // and reason (crate::lograte).
+    let mut log_rate = crate::lograte::LogRate::per_minute();
     loop {
         let mut queue: std::collections::VecDeque<Action> = actions.drain(..).collect();
         while let Some(a) = queue.pop_front() {
@@ -295,7 +344,9 @@ pub async fn before_run(
                     reason,
                     detail,
                 } => {
-                    warn!(peer, reason, "fast-sync: peer demoted: {detail}");
+                    if let Some(left_out) = log_rate.allow((peer, reason), now) {
+                        warn!(peer, reason, left_out, "fast-sync: peer demoted: {detail}");
+                    }
                 }
                 Action::Note(line) => info!("fast-sync: {line}"),
             }
@@ -455,6 +506,55 @@ impl Serving {
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
+
+    /// The probe counts only genesis peers' Tips and keeps a bounded
+    /// number of messages (a flood at start-up cannot grow memory, and a
+    /// joiner cannot end the probe or claim a window).
+    #[test]
+    fn the_probe_hears_genesis_peers_only_and_keeps_a_bounded_backlog() {
+        let tip = |peer: u16, window: u64| Incoming {
+            peer,
+            msg_type: crate::messages::MSG_TIP,
+            version: 1,
+            request_id: 0,
+            payload: Message::Tip {
+                cemented: crate::storage::Tip {
+                    window,
+                    t: montana_vdf::Hash32([1; 32]),
+                    hash: [2; 32],
+                },
+                applied: window,
+            }
+            .encode(),
+        };
+        let mut h = Heard::new(4);
+        h.take(tip(1, 5));
+        h.take(tip(2, 7));
+        // A joiner (index 4 and up) claims the moon: not heard.
+        h.take(tip(4, u64::MAX));
+        h.take(tip(9, u64::MAX));
+        assert!(!h.all_heard(), "node3 has not spoken");
+        h.take(tip(3, 6));
+        assert!(h.all_heard());
+        for _ in 0..10_000 {
+            h.take(tip(5, 1));
+        }
+        assert_eq!(h.kept.len(), PROBE_KEPT);
+        let (claimed, kept) = h.finish();
+        assert_eq!((claimed, kept.len()), (7, PROBE_KEPT));
+        // And by bytes: 1 MiB messages stop at PROBE_KEPT_BYTES.
+        let mut h = Heard::new(4);
+        for _ in 0..64 {
+            h.take(Incoming {
+                peer: 1,
+                msg_type: 200,
+                version: 1,
+                request_id: 0,
+                payload: vec![0; 1 << 20],
+            });
+        }
+        assert_eq!(h.kept.len(), PROBE_KEPT_BYTES >> 20);
+    }
 
     use montana_vdf::HashSuite;
     use tokio::sync::oneshot;

@@ -30,6 +30,7 @@ use super::transport::{Incoming, Transport};
 use super::{Node, NodeError};
 use crate::chain::{Action, Batch, Cemented, Chain, Rules};
 use crate::consensus::agreement::Timeout;
+use crate::lograte::LogRate;
 use crate::messages::{self, Message, MSG_CEMENTS, MSG_PROPOSALS};
 use crate::net::relay::{message_id, MessageId, Relay};
 
@@ -173,6 +174,9 @@ struct Runner {
     relay: Relay,
     /// The (window, round) this node last proposed in (logged once each).
     last_proposed: Option<(u64, u32)>,
+    /// Lines that peers cause (rejections, malformed messages): at most
+    /// one a minute per (peer, reason).
+    log_rate: LogRate<(i64, &'static str)>,
 }
 
 pub(super) async fn run(
@@ -249,6 +253,7 @@ pub(super) async fn run(
         last_write_try: Instant::now(),
         snapshots,
         relay: Relay::default(),
+        log_rate: LogRate::per_minute(),
         last_proposed: None,
     };
     r.publish();
@@ -442,13 +447,21 @@ impl Runner {
                     window,
                     reason,
                 } => {
-                    warn!(
-                        peer = peer.map(|p| p as i64).unwrap_or(-1),
-                        window,
-                        reason = reason.kind(),
-                        detail = %reason,
-                        "rejected"
-                    );
+                    // Counted always (by the chain); a line at most once a
+                    // minute per peer and reason (crate::lograte).
+                    let peer = peer.map(|p| p as i64).unwrap_or(-1);
+                    if let Some(left_out) =
+                        self.log_rate.allow((peer, reason.kind()), Instant::now())
+                    {
+                        warn!(
+                            peer,
+                            window,
+                            reason = reason.kind(),
+                            detail = %reason,
+                            left_out,
+                            "rejected (logged once a minute per peer and reason)"
+                        );
+                    }
                 }
             }
         }
@@ -841,6 +854,30 @@ impl Runner {
         Ok(())
     }
 
+    /// A message that does not decode: counted always, a line at most once
+    /// a minute per peer (crate::lograte).
+    fn malformed(&mut self, m: &Incoming, e: &dyn std::fmt::Display) {
+        *self
+            .state
+            .lock()
+            .unwrap()
+            .rejected
+            .entry("malformed".into())
+            .or_default() += 1;
+        if let Some(left_out) = self
+            .log_rate
+            .allow((m.peer as i64, "malformed"), Instant::now())
+        {
+            warn!(
+                peer = m.peer,
+                msg_type = m.msg_type,
+                error = %e,
+                left_out,
+                "malformed message (logged once a minute per peer)"
+            );
+        }
+    }
+
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
         // Relayed kinds: every copy still goes to the chain (a resend is
@@ -858,18 +895,14 @@ impl Runner {
                 if let Some(Err(e)) = crate::snapshot::messages::SyncMessage::decode(
                     m.msg_type, m.version, &m.payload,
                 ) {
-                    warn!(peer = m.peer, msg_type = m.msg_type, error = %e, "malformed message");
-                    let mut s = self.state.lock().unwrap();
-                    *s.rejected.entry("malformed".into()).or_default() += 1;
+                    self.malformed(&m, &e);
                     return Ok(());
                 }
                 self.snapshots.on_request(&m, &self.transport);
                 return Ok(());
             }
             Some(Err(e)) => {
-                warn!(peer = m.peer, msg_type = m.msg_type, error = %e, "malformed message");
-                let mut s = self.state.lock().unwrap();
-                *s.rejected.entry("malformed".into()).or_default() += 1;
+                self.malformed(&m, &e);
                 return Ok(());
             }
             Some(Ok(msg)) => msg,
