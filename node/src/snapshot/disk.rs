@@ -282,6 +282,12 @@ pub const CHUNK_BYTES_PER_SEC: f64 = (8 << 20) as f64;
 pub const CHUNK_BYTES_BURST: f64 = (16 << 20) as f64;
 /// Chunk answers in preparation per peer.
 pub const CHUNKS_IN_PREPARATION: usize = 4;
+/// Least an answer is charged, whatever its size: reading a manifest, the
+/// certificates file or the chunk hashes costs the server that much or
+/// more even when the answer is "not served" (0 bytes) or tiny, so a peer
+/// asking for nothing still spends its budget (at most 32 such requests a
+/// second, 64 in a burst).
+pub const CHUNK_MIN_CHARGE: usize = 256 << 10;
 
 #[derive(Debug)]
 struct Bucket {
@@ -293,7 +299,8 @@ struct Bucket {
 /// The per-peer budget for answering chunk requests: at most
 /// [`CHUNKS_IN_PREPARATION`] answers in preparation, and
 /// [`CHUNK_BYTES_PER_SEC`] answer bytes per second in bursts of
-/// [`CHUNK_BYTES_BURST`]; an answer is charged once built, so the budget
+/// [`CHUNK_BYTES_BURST`]; an answer is charged once built (at least
+/// [`CHUNK_MIN_CHARGE`], even when nothing is sent), so the budget
 /// can go into debt and the peer waits until it is repaid. A request over
 /// budget is dropped (the asker times out and asks another peer). Sans-IO:
 /// the caller passes the time.
@@ -321,11 +328,12 @@ impl ChunkBudget {
         true
     }
 
-    /// The answer for `peer` is built: charge its bytes.
+    /// The answer for `peer` is built (`bytes`, 0 if none): charge it, at
+    /// least [`CHUNK_MIN_CHARGE`].
     pub fn done(&mut self, peer: u16, bytes: usize) {
         if let Some(b) = self.peers.get_mut(&peer) {
             b.busy = b.busy.saturating_sub(1);
-            b.bytes -= bytes as f64;
+            b.bytes -= bytes.max(CHUNK_MIN_CHARGE) as f64;
         }
     }
 }
@@ -351,5 +359,31 @@ mod tests {
         // 8 MiB repaid per second: 24 - 16 = 8 MiB debt, repaid after 1 s.
         assert!(!b.admit(1, t + Duration::from_millis(900)));
         assert!(b.admit(1, t + Duration::from_millis(1100)));
+    }
+
+    /// Requests that cost the server a read but answer nothing (an unknown
+    /// root, certificates above every window) still spend the budget.
+    #[test]
+    fn answers_of_nothing_are_charged_too() {
+        let mut b = ChunkBudget::default();
+        let t = Instant::now();
+        let mut answered = 0;
+        for _ in 0..10_000 {
+            if !b.admit(1, t) {
+                break;
+            }
+            b.done(1, 0);
+            answered += 1;
+        }
+        assert_eq!(answered as f64, CHUNK_BYTES_BURST / CHUNK_MIN_CHARGE as f64);
+        // Then about 32 a second.
+        let mut later = 0;
+        for ms in (0..1000).step_by(5) {
+            if b.admit(1, t + Duration::from_millis(ms)) {
+                b.done(1, 0);
+                later += 1;
+            }
+        }
+        assert!((31..=33).contains(&later), "{later}");
     }
 }
