@@ -12,7 +12,7 @@
 //! dial, the connection dialed by the lower node id is kept (both sides
 //! decide alike); a newer one in the same direction replaces the older.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -429,7 +429,11 @@ impl Shared {
 /// any connection or admission of it lasts, reused afterwards.
 pub(crate) struct Guests {
     by_node: HashMap<NodeId, (PeerId, usize)>,
-    free: Vec<PeerId>,
+    /// Free ids, the longest free first: an id given back is handed out
+    /// again last, so what its previous holder still had queued on the
+    /// way to the node (answers, requests) has drained before another
+    /// node could be taken for its sender.
+    free: VecDeque<PeerId>,
 }
 
 impl Guests {
@@ -437,7 +441,7 @@ impl Guests {
     pub fn new(first: usize, n: usize) -> Self {
         Guests {
             by_node: HashMap::new(),
-            free: (first..first + n).rev().map(|i| PeerId(i as u16)).collect(),
+            free: (first..first + n).map(|i| PeerId(i as u16)).collect(),
         }
     }
 
@@ -448,7 +452,7 @@ impl Guests {
             *refs += 1;
             return Some(*id);
         }
-        let id = self.free.pop()?;
+        let id = self.free.pop_front()?;
         self.by_node.insert(node, (id, 1));
         Some(id)
     }
@@ -464,7 +468,7 @@ impl Guests {
             e.1 -= 1;
             if e.1 == 0 {
                 self.by_node.remove(&node);
-                self.free.push(id);
+                self.free.push_back(id);
             }
         }
     }
@@ -485,5 +489,33 @@ impl Drop for Admission {
         if self.guest {
             self.shared.guests().release(self.link.peer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: u8) -> NodeId {
+        NodeId([i; 32])
+    }
+
+    /// An id given back goes to the end of the line: the next node gets
+    /// another one, so nothing still queued under the old holder's id is
+    /// taken for the new node's.
+    #[test]
+    fn a_released_guest_id_is_handed_out_again_last() {
+        let mut g = Guests::new(4, 3);
+        let a = g.assign(node(1)).unwrap();
+        assert_eq!(a, PeerId(4));
+        assert_eq!(g.assign(node(1)), Some(a), "the same node, the same id");
+        g.release(a);
+        g.release(a);
+        let b = g.assign(node(2)).unwrap();
+        assert_ne!(b, a, "not the id just given back");
+        let c = g.assign(node(3)).unwrap();
+        assert_ne!(c, a);
+        assert_eq!(g.assign(node(4)), Some(a), "only once the others are taken");
+        assert_eq!(g.assign(node(5)), None, "all taken");
     }
 }
