@@ -28,9 +28,12 @@
 //!   the queue and it gets no request for a back-off (5 s, doubling per
 //!   strike up to 120 s). The manifest's entry count is the one field no
 //!   signature covers (the root commits to it): while no chunk has
-//!   verified yet, bad chunks from two distinct other peers blame the
-//!   manifest instead (`manifest_unconfirmed`), and the snapshot is
-//!   discovered again.
+//!   verified yet, a bad chunk from another peer than the manifest's
+//!   source is held against nobody yet (that peer gets no more requests);
+//!   the first chunk that verifies confirms the count and demotes those
+//!   peers, while a bad chunk from the source itself, or no peer left to
+//!   settle it, blames the manifest (`manifest_unconfirmed`, the source
+//!   demoted) and the snapshot is discovered again.
 //! - A peer answering GetChunk with "not served" no longer serves the
 //!   snapshot (pruned); when no usable peer serves it, the machine
 //!   discovers again and, if the best snapshot is another one, says so
@@ -160,7 +163,10 @@ struct Target {
     /// Neither held nor asked.
     todo: BTreeSet<u64>,
     confirmed: bool,
-    failures: BTreeSet<PeerIndex>,
+    /// Peers whose chunk failed while nothing was confirmed, with why:
+    /// they or the manifest lie. No more requests to them until a chunk
+    /// verifies (then they are demoted for it) or the manifest is blamed.
+    failures: BTreeMap<PeerIndex, (&'static str, String)>,
     proposal: bool,
     proposal_asked: Option<(PeerIndex, Instant)>,
     proposal_tried: BTreeSet<PeerIndex>,
@@ -185,7 +191,7 @@ impl Target {
             held: count,
             todo,
             confirmed: count > 0,
-            failures: BTreeSet::new(),
+            failures: BTreeMap::new(),
             proposal,
             proposal_asked: None,
             proposal_tried: BTreeSet::new(),
@@ -617,10 +623,16 @@ impl FastSync {
                 t.held += 1;
                 t.todo.remove(&index);
                 t.confirmed = true;
+                // The entry count is right: the chunks that failed before
+                // were bad.
+                let failed = std::mem::take(&mut t.failures);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.strikes = 0;
                 }
                 out.push(Action::StoreChunk(Box::new(chunk)));
+                for (p, (reason, detail)) in failed {
+                    self.demote_for(p, reason, detail, now, out);
+                }
             }
             Err(e) => {
                 if !self
@@ -630,25 +642,18 @@ impl FastSync {
                 {
                     t.todo.insert(index);
                 }
-                if !t.confirmed && t.source != Some(peer) {
-                    // Maybe the manifest's unsigned entry count lies.
-                    t.failures.insert(peer);
-                    let blame = t.failures.len() >= 2;
-                    let source = t.source;
-                    let id = (t.manifest.window, t.manifest.root);
-                    self.count(e.kind());
-                    if blame {
-                        self.dropped = Some(id);
-                        self.target = None;
-                        if let Some(s) = source {
-                            let why = "no chunk of its snapshot verifies from any peer".to_string();
-                            self.demote_for(s, "manifest_unconfirmed", why, now, out);
-                        } else {
-                            self.count("manifest_unconfirmed");
-                        }
-                        return self.discover(now, out);
+                if !t.confirmed {
+                    // Nothing verified yet: the chunk or the manifest's
+                    // unsigned entry count lies. The source's own chunk
+                    // settles it (it cannot make a chunk that verifies
+                    // against a wrong count); another peer's waits for
+                    // that, asked for nothing more meanwhile (two lying
+                    // peers must not get an honest source blamed).
+                    if t.source == Some(peer) {
+                        return self.blame_manifest(now, out);
                     }
-                    return;
+                    t.failures.insert(peer, (e.kind(), e.to_string()));
+                    return self.after_change(now, out);
                 }
                 self.demote(peer, &e, now, out);
             }
@@ -802,6 +807,17 @@ impl FastSync {
             self.phase = Phase::Done;
             return;
         }
+        // Chunks failed before any verified and no peer is left to settle
+        // whether the manifest lies (the source is down or demoted, the
+        // rest failed): the manifest is blamed.
+        if !t.confirmed && !t.failures.is_empty() {
+            let settles = self.peers.iter().any(|(i, p)| {
+                self.usable(*i, now) && !p.not_serving && !t.failures.contains_key(i)
+            });
+            if !settles {
+                return self.blame_manifest(now, out);
+            }
+        }
         // No peer that is up and not demoted serves the target any more.
         let any_up = self.peers.keys().any(|p| self.usable(*p, now));
         let serving = self
@@ -814,11 +830,31 @@ impl FastSync {
         self.fill(now, out);
     }
 
+    /// The target's manifest is taken for a liar: dropped, its source
+    /// demoted (`manifest_unconfirmed`), and discovery again.
+    fn blame_manifest(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(t) = self.target.take() else { return };
+        self.dropped = Some((t.manifest.window, t.manifest.root));
+        match t.source {
+            Some(s) => {
+                let why = "no chunk of its snapshot verifies from any peer".to_string();
+                self.demote_for(s, "manifest_unconfirmed", why, now, out);
+            }
+            None => self.count("manifest_unconfirmed"),
+        }
+        self.discover(now, out);
+    }
+
     fn fill(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let failed = |i: &PeerIndex| {
+            self.target
+                .as_ref()
+                .is_some_and(|t| !t.confirmed && t.failures.contains_key(i))
+        };
         let usable: Vec<PeerIndex> = self
             .peers
             .iter()
-            .filter(|(i, p)| self.usable(**i, now) && !p.not_serving)
+            .filter(|(i, p)| self.usable(**i, now) && !p.not_serving && !failed(i))
             .map(|(i, _)| *i)
             .collect();
         let limit = self.cfg.in_flight_per_peer;

@@ -395,6 +395,11 @@ fn a_manifest_with_a_lying_entry_count_is_blamed_not_the_honest_peers() {
     liar.silent = true; // it serves no chunks itself
     let mut sim = Sim::new(dir.path(), vec![liar, honest(&f), honest(&f)]);
     sim.start(&mut s, now);
+    // The honest peers' chunks fail against the wrong count; they are held
+    // against nobody until the source, which would settle it, times out.
+    assert_eq!(sim.log.installed, None);
+    assert!(sim.log.demoted.is_empty(), "{:?}", sim.log.demoted);
+    sim.tick(&mut s, now + Duration::from_secs(11));
     assert!(
         sim.log.demoted.contains(&(1, "manifest_unconfirmed")),
         "{:?}",
@@ -629,4 +634,42 @@ fn a_snapshot_after_changes_of_the_active_set_is_trusted_through_certificates() 
         "{:?}",
         log.demoted
     );
+}
+
+/// Two peers that offer no snapshot of their own but answer every chunk
+/// request first, with bad chunks, before anything has verified: they must
+/// not get the honest source's manifest blamed (before the fix: two
+/// failures from distinct peers demoted the source as
+/// `manifest_unconfirmed` and dropped the snapshot, every time).
+#[test]
+fn two_lying_peers_cannot_get_an_honest_source_blamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut liar = corrupting(&f);
+    liar.manifest = None;
+    // Peers 1 and 2 are asked for chunks before peer 3 (the source) in
+    // each round and answer first.
+    let mut sim = Sim::new(dir.path(), vec![liar.clone(), liar, honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(
+        !sim.log.demoted.iter().any(|(p, _)| *p == 3),
+        "the honest source demoted: {:?}",
+        sim.log.demoted
+    );
+    for liar in [1, 2] {
+        assert!(
+            sim.log.demoted.contains(&(liar, "chunk_bad_proof")),
+            "{:?}",
+            sim.log.demoted
+        );
+    }
+    assert_eq!(
+        sim.log.staged.len(),
+        1,
+        "one snapshot staged, never dropped"
+    );
+    assert!(sim.log.stored.values().all(|p| *p == 3));
 }
