@@ -46,7 +46,7 @@
 //! - Every check that needs no hashing runs before any signature check;
 //!   every rejection is counted by reason and the machine keeps going.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
@@ -100,6 +100,12 @@ pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
 /// A node one window behind a peer's claim waits this long for the live
 /// agreement before it fetches the window instead.
 pub const CATCH_UP_DELAY: Duration = Duration::from_secs(2);
+/// Proposer timeouts a round's proposer may extend its round by with
+/// Beacons (sent every half window while it evaluates), counted from the
+/// first Beacon honoured in the round; later ones are ignored and the round
+/// times out (a proposer that slow, or one that only sends Beacons, loses
+/// its round).
+pub const BEACON_EXTENSION: u32 = 2;
 /// How often an undecided window's own latest votes are sent again.
 pub const RESEND_EVERY: Duration = Duration::from_secs(2);
 /// Proposals (values) held for the live window.
@@ -449,6 +455,12 @@ struct Live {
     /// The round in which this node must propose a new value once T is known.
     want_propose: Option<u32>,
     last_beacon: Option<Instant>,
+    /// The proposer's Beacons honoured in the current round: (round, the
+    /// first, the last). A Beacon carries no time, so one captured copy
+    /// could be replayed for ever: at most one per quarter window, and
+    /// none more than [`BEACON_EXTENSION`] proposer timeouts after the
+    /// first of the round.
+    beacons: Option<(u32, Instant, Instant)>,
     /// When the round's proposer was last heard from (round start, its
     /// Propose or a Beacon): after a window of silence the next rank
     /// starts evaluating, so that it can propose as soon as the round
@@ -518,6 +530,10 @@ pub struct Chain {
     pool: BTreeMap<(NodeId, u64), CandidateProof>,
     /// Gossiped proofs waiting for verification.
     unverified: VecDeque<CandidateProof>,
+    /// Gossiped proofs whose chain failed verification, by (candidate,
+    /// window): the same proof sent again is dropped before any check
+    /// (at most [`MAX_POOLED_PROOFS`], forgotten as the windows age).
+    bad_proofs: BTreeSet<(NodeId, u64)>,
     verifying_candidates: bool,
     /// Registrations whose signature checked, by candidate.
     registrations: BTreeMap<NodeId, Registration>,
@@ -596,6 +612,7 @@ impl Chain {
             prev_t: meta.prev_t,
             pool: BTreeMap::new(),
             unverified: VecDeque::new(),
+            bad_proofs: BTreeSet::new(),
             verifying_candidates: false,
             registrations: BTreeMap::new(),
             candidate_evaluating: None,
@@ -1024,6 +1041,7 @@ impl Chain {
             prevotes: HashMap::new(),
             want_propose: None,
             last_beacon: None,
+            beacons: None,
             heard: now,
             asked_bundle: None,
             mine: Vec::new(),
@@ -1935,12 +1953,27 @@ impl Chain {
         if live.agreement.proposer(b.round) != b.signer || b.round != live.agreement.round() {
             return;
         }
+        if let Some((r, first, last)) = live.beacons {
+            let now = self.clock;
+            if r == b.round
+                && (now.saturating_duration_since(last) < self.rules.window / 4
+                    || now.saturating_duration_since(first)
+                        > self.rules.proposer_timeout * BEACON_EXTENSION)
+            {
+                return; // a resend, a replay, or a round held long enough
+            }
+        }
         self.signature_checks += 1;
         if !b.signed_in(live.agreement.active_set()) {
             return self.reject(peer, b.window, Reject::BadSignature, out);
         }
         let live = self.live.as_mut().expect("checked");
-        live.heard = self.clock;
+        let now = self.clock;
+        live.beacons = match live.beacons {
+            Some((r, first, _)) if r == b.round => Some((r, first, now)),
+            _ => Some((b.round, now, now)),
+        };
+        live.heard = now;
         let mut outs = Vec::new();
         live.agreement.on_beacon(b.round, b.signer, &mut outs);
         self.drive(outs, self.clock, out);
@@ -2350,7 +2383,10 @@ impl Chain {
             return;
         }
         let key = c.key();
-        if self.pool.contains_key(&key) || self.unverified.iter().any(|x| x.key() == key) {
+        if self.pool.contains_key(&key)
+            || self.bad_proofs.contains(&key)
+            || self.unverified.iter().any(|x| x.key() == key)
+        {
             return;
         }
         if c.window.saturating_add(1) < self.tip.window {
@@ -2429,6 +2465,9 @@ impl Chain {
                     self.pool.insert(c.key(), c);
                 }
             } else if i == good && !failed {
+                if self.bad_proofs.len() < MAX_POOLED_PROOFS {
+                    self.bad_proofs.insert(c.key());
+                }
                 self.reject(
                     None,
                     c.window,
@@ -2465,6 +2504,7 @@ impl Chain {
         let floor = self.tip.window.saturating_sub(1);
         self.pool.retain(|(_, w), _| *w >= floor);
         self.unverified.retain(|c| c.window >= floor);
+        self.bad_proofs.retain(|(_, w)| *w >= floor);
         let roster = self.state.roster();
         let keep: Vec<NodeId> = self
             .registrations
