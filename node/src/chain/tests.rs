@@ -1014,6 +1014,35 @@ fn requests(out: &[Action]) -> Vec<(PeerIndex, u64)> {
         .collect()
 }
 
+/// An honest peer's Tip claiming the last window of `chain`.
+fn claim_of(chain: &[Cemented]) -> Message {
+    let last = chain.last().expect("a window");
+    let window = last.proposal.window();
+    Message::Tip {
+        cemented: Tip {
+            window,
+            t: last.proposal.header.t,
+            hash: last.proposal.hash(),
+        },
+        applied: window,
+    }
+}
+
+/// `peer` sends every Cement of `chain`, then every proposal; the actions
+/// after the proposals.
+fn serve(c: &mut Chain, peer: PeerIndex, chain: &[Cemented], t: Instant) -> Vec<Action> {
+    c.on_message(
+        peer,
+        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
+        t,
+    );
+    c.on_message(
+        peer,
+        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
+        t,
+    )
+}
+
 #[test]
 fn cheap_checks_come_before_the_signature() {
     let (g, k, mut c) = one();
@@ -1329,25 +1358,9 @@ fn a_bad_window_in_a_batch_keeps_the_good_prefix() {
             cps[0] = Hash32([0xCD; 32]);
         }
     });
-    let claim = Message::Tip {
-        cemented: Tip {
-            window: 3,
-            t: chain[2].proposal.header.t,
-            hash: chain[2].proposal.hash(),
-        },
-        applied: 3,
-    };
+    let claim = claim_of(&chain);
     assert_eq!(requests(&c.on_message(0, claim, t)), vec![(0, 1)]);
-    c.on_message(
-        0,
-        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
-        t,
-    );
-    let out = c.on_message(
-        0,
-        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
-        t,
-    );
+    let out = serve(&mut c, 0, &chain, t);
     let batch = verify_action(&out).expect("a catch-up batch");
     assert_eq!(batch.proposals.len(), 3);
     let outcome = verify(&batch);
@@ -1738,25 +1751,9 @@ fn known_defect_junk_proposals_must_not_stall_catch_up() {
         }
     }
     c.on_message(5, Message::Proposals(junk), t);
-    let claim = Message::Tip {
-        cemented: Tip {
-            window: 3,
-            t: chain[2].proposal.header.t,
-            hash: chain[2].proposal.hash(),
-        },
-        applied: 3,
-    };
+    let claim = claim_of(&chain);
     c.on_message(0, claim, t);
-    c.on_message(
-        0,
-        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
-        t,
-    );
-    let out = c.on_message(
-        0,
-        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
-        t,
-    );
+    let out = serve(&mut c, 0, &chain, t);
     assert!(
         verify_action(&out).is_some(),
         "the honest windows are verified"
@@ -1909,25 +1906,9 @@ fn known_defect_a_recombined_cement_must_not_stall_catch_up() {
     let sub = cement_of(&g, &k[..3], &chain[0].proposal);
     assert_ne!(sub.hash(), chain[0].cement.hash());
     c.on_message(5, Message::Cement(Box::new(sub)), t);
-    let claim = Message::Tip {
-        cemented: Tip {
-            window: 3,
-            t: chain[2].proposal.header.t,
-            hash: chain[2].proposal.hash(),
-        },
-        applied: 3,
-    };
+    let claim = claim_of(&chain);
     c.on_message(0, claim, t);
-    c.on_message(
-        0,
-        Message::Cements(chain.iter().map(|w| w.cement.clone()).collect()),
-        t,
-    );
-    let out = c.on_message(
-        0,
-        Message::Proposals(chain.iter().map(|w| w.proposal.clone()).collect()),
-        t,
-    );
+    let out = serve(&mut c, 0, &chain, t);
     let mut pending = verify_action(&out);
     let mut tt = t;
     for _ in 0..60 {
