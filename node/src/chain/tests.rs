@@ -1925,28 +1925,26 @@ fn known_defect_a_recombined_cement_must_not_stall_catch_up() {
                 proposals, cements, ..
             } = a
             {
-                if let Some((from, n)) = cements {
-                    let cs: Vec<Cement> = chain
+                // The honest peer answers what was asked.
+                let asked = |(from, n): (u64, _)| {
+                    let r = from..from + n as u64;
+                    chain
                         .iter()
-                        .filter(|w| {
-                            w.proposal.window() >= *from && w.proposal.window() < from + *n as u64
-                        })
-                        .map(|w| w.cement.clone())
-                        .collect();
-                    let o2 = c.on_message(0, Message::Cements(cs), tt);
-                    if pending.is_none() {
-                        pending = verify_action(&o2);
-                    }
+                        .filter(move |w| r.contains(&w.proposal.window()))
+                };
+                let mut answers = Vec::new();
+                if let Some(range) = *cements {
+                    answers.push(Message::Cements(
+                        asked(range).map(|w| w.cement.clone()).collect(),
+                    ));
                 }
-                if let Some((from, n)) = proposals {
-                    let ps: Vec<Proposal> = chain
-                        .iter()
-                        .filter(|w| {
-                            w.proposal.window() >= *from && w.proposal.window() < from + *n as u64
-                        })
-                        .map(|w| w.proposal.clone())
-                        .collect();
-                    let o2 = c.on_message(0, Message::Proposals(ps), tt);
+                if let Some(range) = *proposals {
+                    answers.push(Message::Proposals(
+                        asked(range).map(|w| w.proposal.clone()).collect(),
+                    ));
+                }
+                for m in answers {
+                    let o2 = c.on_message(0, m, tt);
                     if pending.is_none() {
                         pending = verify_action(&o2);
                     }
