@@ -37,10 +37,15 @@
 //!   cemented proposals and their Cements and verify whatever consecutive
 //!   run is at hand in one backend call (many windows per call); each
 //!   window needs a Cement of a quorum for exactly that proposal, and its
-//!   state root is recomputed.
+//!   state root is recomputed (the window before paid with the bundle it
+//!   names). What waits is held a few per window, and what a peer sends
+//!   unasked cannot crowd out what the chain needs: a proposal a held
+//!   Cement names, or one that links onto what is held, displaces junk; a
+//!   Cement the next proposal names displaces one nothing names.
 //! - A peer's Tip is a claim, not a fact: each peer's latest claim is kept
 //!   apart, requests go to the peer claiming the most, and a peer whose
-//!   request times out or comes back without anything new is demoted (its
+//!   request times out or whose answer does not make the run of linked
+//!   proposals longer is demoted (its
 //!   claim dropped, its Tips ignored for a back-off that doubles per strike,
 //!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]).
 //! - Every check that needs no hashing runs before any signature check;
@@ -114,6 +119,13 @@ const MAX_VALUES: usize = 16;
 const MAX_BUNDLES: usize = 4;
 /// Messages for the next window held until this node gets there.
 const MAX_FUTURE: usize = 64;
+/// Verified Cements held for one window above the tip. Any quorum of a
+/// window's precommits makes a valid Cement (the precommits are relayed to
+/// everyone), so a window can have many; the next window's proposal names
+/// the canonical one, which displaces one that no held proposal names.
+const MAX_WINDOW_CEMENTS: usize = 4;
+/// Proposals held for one window above the tip (see [`Chain::wait`]).
+const MAX_WINDOW_PROPOSALS: usize = 4;
 
 /// Why a message was rejected. `kind()` names the counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,11 +230,37 @@ pub struct Batch {
     /// Live: the chains of the candidate proofs the proposal carries,
     /// verified in the same backend call after `proofs`.
     pub candidates: Vec<Proof>,
+    /// Set by [`Batch::check_cements`]: the window of the first Cement
+    /// (`prev_bundle` counts as the window before the first proposal)
+    /// whose signatures do not verify against its window's set.
+    pub bad_cement: Option<u64>,
 }
 
 impl Batch {
     pub fn is_live(&self) -> bool {
         self.cements.is_empty()
+    }
+
+    /// Catch-up: checks every Cement's signatures against the set of its
+    /// window, `prev_bundle` first, and returns how many proofs are left
+    /// to verify: those before the first that fails (whose window is kept
+    /// in `bad_cement`, for [`Chain::on_verified`] to drop it). Run by the
+    /// verifier beside the VDF (signature checks are costly, and the
+    /// machine does no work itself).
+    pub fn check_cements(&mut self, network_id: &[u8; 32], quorum: Quorum) -> usize {
+        if let (Some(prev), Some(set)) = (&self.prev_bundle, &self.prev_set) {
+            if prev.verify(network_id, prev.window, set, quorum).is_err() {
+                self.bad_cement = Some(prev.window);
+                return 0;
+            }
+        }
+        for (i, (c, set)) in self.cements.iter().zip(&self.sets).enumerate() {
+            if c.verify(network_id, c.window, set, quorum).is_err() {
+                self.bad_cement = Some(c.window);
+                return i;
+            }
+        }
+        self.proofs.len()
     }
 }
 
@@ -561,12 +599,17 @@ pub struct Chain {
     // Catch-up.
     claims: HashMap<PeerIndex, Claim>,
     waiting: BTreeMap<u64, Vec<(Option<PeerIndex>, Proposal)>>,
-    waiting_cements: BTreeMap<u64, Vec<Cement>>,
+    /// Verified Cements of windows from the tip up, with their hashes
+    /// (computed once: a Cement of 200 precommits is 660 kB).
+    waiting_cements: BTreeMap<u64, Vec<(Hash32, Cement)>>,
     waiting_bytes: usize,
     waiting_budget: usize,
     /// A verification is running (live or catch-up).
     verifying: bool,
+    /// The last window of the catch-up batch being verified, and its
+    /// proposal's hash (what the next window's proposal links onto).
     verifying_upto: u64,
+    verifying_link: [u8; 32],
     requested: Option<Requested>,
     /// Catch-up requests: [`REQUEST_PACE`].
     pace: Pace,
@@ -634,6 +677,7 @@ impl Chain {
             waiting_budget: MAX_WAITING_BYTES,
             verifying: false,
             verifying_upto: 0,
+            verifying_link: [0; 32],
             requested: None,
             pace: Pace::default(),
             batch_bytes: BATCH_BYTES,
@@ -866,13 +910,17 @@ impl Chain {
         if answering {
             self.pace.charge(ps.iter().map(weight).sum(), now);
         }
-        let mut new = 0;
+        // An answer is useful when it makes the run of linked proposals
+        // longer: a peer answering with proposals that link onto nothing
+        // held (junk, for a claim it cannot back) is demoted like one that
+        // sends nothing.
+        let before = answering.then(|| self.linked_run().0);
         for p in ps {
-            new += self.admit(Some(peer), p, out) as usize;
+            self.admit(Some(peer), p, out);
         }
-        if answering {
+        if let Some(before) = before {
             self.requested = None;
-            if new == 0 {
+            if self.linked_run().0 <= before {
                 self.demote(peer, now);
             } else {
                 self.claims.entry(peer).or_default().strikes = 0;
@@ -1709,6 +1757,7 @@ impl Chain {
                         sets: Vec::new(),
                         prev_set: None,
                         candidates,
+                        bad_cement: None,
                     }));
                     return;
                 }
@@ -1992,6 +2041,19 @@ impl Chain {
         if c.window < self.tip.window || c.window > self.tip.window + WAITING_HORIZON {
             return;
         }
+        // Above the tip: a copy of a held Cement is not checked again, and
+        // beyond the live window it is dropped, as is one with no room,
+        // before any signature check (the live window's Cement may still
+        // decide it).
+        let h = c.hash();
+        let held = c.window > self.tip.window
+            && self
+                .waiting_cements
+                .get(&c.window)
+                .is_some_and(|cs| cs.iter().any(|(x, _)| *x == h));
+        if c.window > self.tip.window + 1 && self.cement_place(c.window, &h).is_none() {
+            return;
+        }
         if c.window == self.tip.window {
             if c.proposal.0 != self.tip.hash {
                 return self.reject(
@@ -2004,7 +2066,6 @@ impl Chain {
                     out,
                 );
             }
-            let h = c.hash();
             if self.bundles.iter().any(|b| b.hash() == h) {
                 return;
             }
@@ -2016,6 +2077,7 @@ impl Chain {
                     self.live
                         .as_ref()
                         .is_some_and(|l| l.values.values().any(|(_, p)| p.header.bundle == b.0))
+                        || self.names_bundle(self.tip.window + 1, b)
                 };
                 if !named(&h) {
                     return;
@@ -2027,18 +2089,9 @@ impl Chain {
                 self.bundles.remove(i);
             }
         }
-        self.signature_checks += c.precommits.len() as u64;
-        // The tip's Cements are checked against the set that cemented it,
-        // the live window's against the set after the tip; for windows
-        // further ahead the set after the tip is the best this node knows
-        // (catch-up checks each again against its own window's set, and
-        // a Cement refused here only for that reason is fetched again).
-        let set = if c.window == self.tip.window {
-            &self.tip_set
-        } else {
-            self.state.active()
-        };
-        if let Err(e) = c.verify(&self.rules.network_id, c.window, set, self.rules.quorum) {
+        if held {
+            // Checked when it came first.
+        } else if let Err(e) = self.check_cement(&c) {
             // The set may have changed since the tip: a Cement that is
             // wrong only for the set after the tip waits to be fetched
             // again, uncounted.
@@ -2073,10 +2126,78 @@ impl Chain {
                 return;
             }
         }
+        // Where it goes may have changed while the live window was tried.
+        let Some(place) = self.cement_place(c.window, &h) else {
+            return;
+        };
         let slot = self.waiting_cements.entry(c.window).or_default();
-        if slot.len() < 4 && !slot.iter().any(|x| x.proposal == c.proposal) {
-            slot.push(c);
+        match place {
+            Some(i) => slot[i] = (h, c),
+            None => slot.push((h, c)),
         }
+    }
+
+    /// A Cement's signatures. The tip's Cements are checked against the
+    /// set that cemented it, the live window's against the set after the
+    /// tip; for windows further ahead the set after the tip is the best
+    /// this node knows (catch-up checks each again against its own
+    /// window's set, and a Cement refused here only for that reason is
+    /// fetched again).
+    fn check_cement(&mut self, c: &Cement) -> Result<(), crate::consensus::vote::CementError> {
+        self.signature_checks += c.precommits.len() as u64;
+        let set = if c.window == self.tip.window {
+            &self.tip_set
+        } else {
+            self.state.active()
+        };
+        c.verify(&self.rules.network_id, c.window, set, self.rules.quorum)
+    }
+
+    /// Whether a proposal held for `window` names `bundle` (a Cement of
+    /// the window before) as its bundle.
+    fn names_bundle(&self, window: u64, bundle: &Hash32) -> bool {
+        self.waiting
+            .get(&window)
+            .is_some_and(|s| s.iter().any(|(_, p)| p.header.bundle == bundle.0))
+    }
+
+    /// Where a verified Cement of `window` (above the tip) with hash `h`
+    /// goes among those held: `Some(None)` added, `Some(Some(i))` in place
+    /// of entry `i` (the slot is full, a held proposal of the next window
+    /// names `h` as its bundle and none names entry `i`), `None` nowhere
+    /// (held already, or full of Cements as good).
+    fn cement_place(&self, window: u64, h: &Hash32) -> Option<Option<usize>> {
+        let held = self
+            .waiting_cements
+            .get(&window)
+            .map_or(&[][..], |s| &s[..]);
+        if held.iter().any(|(x, _)| x == h) {
+            return None;
+        }
+        if held.len() < MAX_WINDOW_CEMENTS {
+            return Some(None);
+        }
+        if !self.names_bundle(window + 1, h) {
+            return None;
+        }
+        held.iter()
+            .position(|(x, _)| !self.names_bundle(window + 1, x))
+            .map(Some)
+    }
+
+    /// The held Cement of `window` with hash `bundle` that names the
+    /// proposal `of` (a bundle the next window's proposal names).
+    fn held_bundle(&self, window: u64, bundle: &[u8; 32], of: &[u8; 32]) -> Option<&Cement> {
+        let tip = (window == self.tip.window && *of == self.tip.hash)
+            .then(|| self.bundles.iter().find(|b| b.hash().0 == *bundle))
+            .flatten();
+        tip.or_else(|| {
+            self.waiting_cements.get(&window).and_then(|cs| {
+                cs.iter()
+                    .find(|(h, c)| h.0 == *bundle && c.proposal.0 == *of)
+                    .map(|(_, c)| c)
+            })
+        })
     }
 
     /// The live window is decided: `value` with the precommits of `round`.
@@ -2242,8 +2363,32 @@ impl Chain {
             return out;
         }
         let k = self.rules.checkpoints as usize;
+        // A Cement that failed its window's set (it passed the set after
+        // the tip when it came): dropped and counted, and the windows from
+        // its own wait again, unblamed (their proofs were not verified).
+        let mut cut = batch.proposals.len();
+        if let Some(bad) = batch.bad_cement {
+            let first = batch.proposals.first().map_or(0, |p| p.window());
+            cut = bad.saturating_sub(first) as usize;
+            let dropped = if bad < first {
+                batch.prev_bundle.as_ref()
+            } else {
+                batch.cements.get(cut)
+            };
+            if let Some(c) = dropped {
+                let h = c.hash();
+                if let Some(slot) = self.waiting_cements.get_mut(&bad) {
+                    slot.retain(|(x, _)| *x != h);
+                    if slot.is_empty() {
+                        self.waiting_cements.remove(&bad);
+                    }
+                }
+                self.bundles.retain(|b| b.hash() != h);
+            }
+            self.reject(None, bad, Reject::Cement("cement_wrong_set"), &mut out);
+        }
         let good = match outcome {
-            Ok(VerifyOutcome::Valid) => batch.proposals.len(),
+            Ok(VerifyOutcome::Valid) => cut,
             Ok(VerifyOutcome::Invalid { first_bad_segment }) => {
                 let bad = first_bad_segment / k;
                 let p = &batch.proposals[bad];
@@ -2258,19 +2403,23 @@ impl Chain {
                 bad
             }
             Err(_) => {
+                // The Cements stayed where they were (a batch takes copies).
                 for p in batch.proposals {
                     self.wait(batch.from, p);
-                }
-                for c in batch.cements {
-                    self.waiting_cements.entry(c.window).or_default().push(c);
                 }
                 self.next_work(now, &mut out);
                 return out;
             }
         };
+        let mut proposals = batch.proposals;
+        if good == cut && cut < proposals.len() {
+            for p in proposals.split_off(cut) {
+                self.wait(batch.from, p);
+            }
+        }
         let mut cemented = Vec::new();
         let mut prev = batch.prev_bundle.clone();
-        for (p, c) in batch.proposals.into_iter().zip(batch.cements).take(good) {
+        for (p, c) in proposals.into_iter().zip(batch.cements).take(good) {
             if p.window() != self.tip.window + 1 || p.header.link != self.tip.hash {
                 break; // the live agreement got there first
             }
@@ -2686,10 +2835,39 @@ impl Chain {
     }
 
     fn wait(&mut self, peer: Option<PeerIndex>, p: Proposal) -> bool {
+        let w = p.window();
+        let h = p.hash();
+        let held = self.waiting.get(&w).map_or(&[][..], |s| &s[..]);
+        if held.iter().any(|(_, q)| q.hash() == h) {
+            return false;
+        }
+        // Full: the new proposal takes the place of one worth less. One
+        // that a held Cement names is worth most, then one that links onto
+        // what is held before it; anything else (junk by an unknown maker
+        // cannot be told from a later member's proposal until its Cement
+        // comes) gives way to either.
+        let mut evict = None;
+        if held.len() >= MAX_WINDOW_PROPOSALS {
+            let worth = |q: &Proposal| 2 * self.cement_names(w, q) as u8 + self.links(w, q) as u8;
+            let mine = worth(&p);
+            let Some((i, least)) = held
+                .iter()
+                .enumerate()
+                .map(|(i, (_, q))| (i, worth(q)))
+                .min_by_key(|&(_, v)| v)
+            else {
+                return false;
+            };
+            if least >= mine {
+                return false;
+            }
+            evict = Some(i);
+        }
+        // Over budget: windows above this one go first.
         let size = weight(&p);
         while self.waiting_bytes + size > self.waiting_budget {
             match self.waiting.last_key_value() {
-                Some((&top, _)) if top > p.window() => {
+                Some((&top, _)) if top > w => {
                     for (_, q) in self.waiting.remove(&top).unwrap_or_default() {
                         self.waiting_bytes -= weight(&q);
                     }
@@ -2697,10 +2875,10 @@ impl Chain {
                 _ => return false,
             }
         }
-        let slot = self.waiting.entry(p.window()).or_default();
-        let h = p.hash();
-        if slot.len() >= 4 || slot.iter().any(|(_, q)| q.hash() == h) {
-            return false;
+        let slot = self.waiting.entry(w).or_default();
+        if let Some(i) = evict {
+            let (_, q) = slot.remove(i);
+            self.waiting_bytes -= weight(&q);
         }
         slot.push((peer, p));
         self.waiting_bytes += size;
@@ -2735,7 +2913,6 @@ impl Chain {
         let mut state = self.state.overlay();
         let mut prev_proposer = self.tip_proposer;
         let mut prev_extras = self.tip_extras.clone();
-        let mut prev_cement: Option<Cement> = None;
         let mut batch = Batch {
             from: None,
             proposals: Vec::new(),
@@ -2745,6 +2922,7 @@ impl Chain {
             sets: Vec::new(),
             prev_set: None,
             candidates: Vec::new(),
+            bad_cement: None,
         };
         let mut w = self.tip.window + 1;
         let mut bytes = 0;
@@ -2753,17 +2931,19 @@ impl Chain {
                 break;
             };
             let cements = self.waiting_cements.get(&w);
-            let chosen = slot.iter().position(|(_, p)| {
-                p.header.link == link
-                    && cements.is_some_and(|cs| cs.iter().any(|c| c.proposal.0 == p.hash()))
-            });
+            let cement_of = |p: &Proposal| {
+                let h = p.hash();
+                cements.and_then(|cs| cs.iter().find(|(_, c)| c.proposal.0 == h))
+            };
+            let chosen = slot
+                .iter()
+                .position(|(_, p)| p.header.link == link && cement_of(p).is_some());
             let Some(i) = chosen else { break };
             let p = slot[i].1.clone();
             let peer = slot[i].0;
-            let cement = cements
-                .and_then(|cs| cs.iter().find(|c| c.proposal.0 == p.hash()))
-                .cloned()
-                .expect("checked");
+            // Any Cement of it for now: where the next window is in the
+            // batch, the one that it names takes its place below.
+            let cement = cement_of(&p).map(|(_, c)| c.clone()).expect("checked");
             // The set that cemented window w: the one after window w-1.
             let set = match batch.sets.last() {
                 Some(last) if **last == state.roster().active => last.clone(),
@@ -2771,23 +2951,14 @@ impl Chain {
             };
             // The bundle that pays the window before.
             if w > 1 {
-                let bundle = if w == self.tip.window + 1 {
-                    self.bundles
-                        .iter()
-                        .find(|b| b.hash().0 == p.header.bundle)
-                        .cloned()
-                        .or_else(|| {
-                            self.waiting_cements
-                                .get(&(w - 1))
-                                .and_then(|cs| cs.iter().find(|c| c.hash().0 == p.header.bundle))
-                                .cloned()
-                        })
-                } else {
-                    prev_cement
-                        .clone()
-                        .filter(|c| c.hash().0 == p.header.bundle)
+                // Any held Cement of the window before, for the proposal
+                // this one links onto, whose hash it names.
+                let Some(bundle) = self
+                    .held_bundle(w - 1, &p.header.bundle, &p.header.link)
+                    .cloned()
+                else {
+                    break;
                 };
-                let Some(bundle) = bundle else { break };
                 let signers: Vec<NodeId> = bundle.precommits.iter().map(|(id, _)| *id).collect();
                 if state
                     .settle(&Settle {
@@ -2840,7 +3011,6 @@ impl Chain {
             start = p.header.t;
             prev_proposer = p.header.proposer;
             prev_extras = p.extras.clone();
-            prev_cement = Some(cement.clone());
             batch.sets.push(set);
             batch.cements.push(cement);
             batch.proposals.push(p);
@@ -2853,6 +3023,79 @@ impl Chain {
             self.remove_waiting(p.window(), p);
         }
         Some(batch)
+    }
+
+    /// The last window verified or being verified, and the hash that the
+    /// proposal of the window after it must link onto.
+    fn linked_base(&self) -> (u64, [u8; 32]) {
+        if self.verifying && self.verifying_upto > self.tip.window {
+            (self.verifying_upto, self.verifying_link)
+        } else {
+            (self.tip.window, self.tip.hash)
+        }
+    }
+
+    /// The first window after [`Chain::linked_base`] without a usable
+    /// proposal, and the bytes of those before it. Usable: it links onto
+    /// one usable for the window before (onto the tip or the batch being
+    /// verified for the first) and, where Cements of its window are held,
+    /// one names it (a run of junk that links onto itself is asked past
+    /// only until the Cements come).
+    fn linked_run(&self) -> (u64, usize) {
+        let (base, link) = self.linked_base();
+        let mut prev = vec![link];
+        let mut w = base + 1;
+        let mut bytes = 0;
+        while let Some(slot) = self.waiting.get(&w) {
+            let cemented = self.waiting_cements.contains_key(&w);
+            let mut next = Vec::new();
+            for (_, p) in slot.iter().filter(|(_, p)| {
+                prev.contains(&p.header.link) && (!cemented || self.cement_names(w, p))
+            }) {
+                bytes += weight(p);
+                next.push(p.hash());
+            }
+            if next.is_empty() {
+                break;
+            }
+            prev = next;
+            w += 1;
+        }
+        (w, bytes)
+    }
+
+    /// A proposal held for `window` links onto the tip, the batch being
+    /// verified, or a proposal held for the window before.
+    fn links(&self, window: u64, p: &Proposal) -> bool {
+        let (base, link) = self.linked_base();
+        (window == base + 1 && p.header.link == link)
+            || (window == self.tip.window + 1 && p.header.link == self.tip.hash)
+            || self
+                .waiting
+                .get(&(window - 1))
+                .is_some_and(|s| s.iter().any(|(_, q)| q.hash() == p.header.link))
+    }
+
+    /// A held Cement of `window` names `p`.
+    fn cement_names(&self, window: u64, p: &Proposal) -> bool {
+        let h = p.hash();
+        self.waiting_cements
+            .get(&window)
+            .is_some_and(|cs| cs.iter().any(|(_, c)| c.proposal.0 == h))
+    }
+
+    /// A proposal held for `window` that a held Cement names (cemented)
+    /// names a bundle that is not held for the window before.
+    fn bundle_missing(&self, window: u64) -> bool {
+        window >= 2
+            && self.waiting.get(&window).is_some_and(|slot| {
+                slot.iter().any(|(_, p)| {
+                    self.cement_names(window, p)
+                        && self
+                            .held_bundle(window - 1, &p.header.bundle, &p.header.link)
+                            .is_none()
+                })
+            })
     }
 
     fn remove_waiting(&mut self, w: u64, p: &Proposal) {
@@ -2876,7 +3119,10 @@ impl Chain {
         if !self.verifying && self.live.as_ref().is_none_or(|l| l.verifying.is_none()) {
             if let Some(batch) = self.take_batch(out) {
                 self.verifying = true;
-                self.verifying_upto = batch.proposals.last().map_or(0, |p| p.window());
+                if let Some(last) = batch.proposals.last() {
+                    self.verifying_upto = last.window();
+                    self.verifying_link = last.hash();
+                }
                 out.push(Action::Verify(batch));
             }
         }
@@ -2897,16 +3143,17 @@ impl Chain {
         // The first window past the verifier without a proposal, and the
         // first without a Cement: each is asked for only where it lacks
         // (Cements are as big as proposals in a large set).
-        let base = self.tip.window.max(self.verifying_upto);
-        let mut p_from = base + 1;
-        let mut ahead = 0;
-        while let Some(slot) = self.waiting.get(&p_from) {
-            ahead += slot.iter().map(|(_, p)| weight(p)).sum::<usize>();
-            p_from += 1;
-        }
+        // A window counts as held when a proposal for it links onto what
+        // is held before it (junk in a slot is asked past, not around),
+        // and its Cement when one is held and the next window's cemented
+        // proposal (if held) finds the bundle it names.
+        let (base, _) = self.linked_base();
+        let (p_from, ahead) = self.linked_run();
         let mut c_from = base + 1;
-        while self.waiting_cements.contains_key(&c_from) {
-            c_from += 1;
+        if !self.bundle_missing(c_from) {
+            while self.waiting_cements.contains_key(&c_from) && !self.bundle_missing(c_from + 1) {
+                c_from += 1;
+            }
         }
         // Proposals: at most one batch ahead of the verifier (the run that
         // it takes next; what waits beyond a gap does not hold up the

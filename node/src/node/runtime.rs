@@ -615,28 +615,19 @@ impl Runner {
         let tx = self.done_tx.clone();
         let opts = VerifyOptions::threads(self.verify_threads);
         let g = &self.node.genesis;
-        let (network_id, quorum, k) = (self.node.network_id, g.quorum, g.checkpoints as usize);
+        let (network_id, quorum) = (self.node.network_id, g.quorum);
         self.in_flight += 1;
         tokio::task::spawn_blocking(move || {
+            let mut batch = batch;
             let t0 = Instant::now();
             let (outcome, panicked) = guarded(|| {
                 // Catch-up: every Cement's signatures first, each against
-                // the set of its window (a bad one ends the run there),
-                // then the VDF in one call.
-                let mut upto = batch.proofs.len();
-                for (i, (c, set)) in batch.cements.iter().zip(&batch.sets).enumerate() {
-                    if c.verify(&network_id, c.window, set, quorum).is_err() {
-                        upto = i;
-                        break;
-                    }
-                }
-                if let (Some(prev), Some(set)) = (&batch.prev_bundle, &batch.prev_set) {
-                    if prev.verify(&network_id, prev.window, set, quorum).is_err() {
-                        upto = 0;
-                    }
-                }
-                if upto == 0 && !batch.cements.is_empty() {
-                    return Err("a Cement in the batch does not verify".to_string());
+                // the set of its window (a bad one ends the run there and
+                // is named in the batch for the chain to drop), then the
+                // VDF in one call.
+                let upto = batch.check_cements(&network_id, quorum);
+                if batch.bad_cement.is_some() && upto == 0 {
+                    return Ok(montana_vdf::VerifyOutcome::Valid); // nothing left
                 }
                 // Live: the carried candidates' chains in the same call
                 // (catch-up carries none: no copy of the checkpoints).
@@ -647,17 +638,9 @@ impl Runner {
                     all.extend(batch.candidates.iter().cloned());
                     std::borrow::Cow::Owned(all)
                 };
-                match backend
+                backend
                     .verify_proofs(&all, &opts)
-                    .map_err(|e| e.to_string())?
-                {
-                    montana_vdf::VerifyOutcome::Valid if upto < batch.proofs.len() => {
-                        Ok(montana_vdf::VerifyOutcome::Invalid {
-                            first_bad_segment: upto * k,
-                        })
-                    }
-                    o => Ok(o),
-                }
+                    .map_err(|e| e.to_string())
             });
             let _ = tx.send(Done::Verified {
                 batch: Box::new(batch),
@@ -776,7 +759,7 @@ impl Runner {
                     error!(error = %e, "verify backend failed; will retry");
                 }
                 let windows = batch.proposals.len() as f64;
-                if matches!(outcome, Ok(VerifyOutcome::Valid)) {
+                if matches!(outcome, Ok(VerifyOutcome::Valid)) && batch.bad_cement.is_none() {
                     let steps = batch.proposals.len() as u64 * self.node.genesis.d;
                     let secs = took.as_secs_f64();
                     let b = &mut self.node.backends;
