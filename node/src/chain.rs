@@ -455,6 +455,14 @@ enum Early {
     Beacon(PeerIndex, Box<Beacon>),
 }
 
+impl Early {
+    fn peer(&self) -> PeerIndex {
+        match self {
+            Early::Propose(p, _) | Early::Vote(p, _) | Early::Beacon(p, _) => *p,
+        }
+    }
+}
+
 /// The agreement on the window after the cemented tip.
 #[derive(Debug)]
 struct Live {
@@ -1107,10 +1115,29 @@ impl Chain {
         }
     }
 
+    /// Holds a message for the next window (unchecked until then). When
+    /// [`MAX_FUTURE`] are held, a peer holding fewer than the peer holding
+    /// most takes the place of that peer's latest: a peer filling the room
+    /// with junk keeps at most its share, not the room.
     fn keep_early(&mut self, e: Early) {
-        if self.early.len() < MAX_FUTURE {
-            self.early.push(e);
+        if self.early.len() >= MAX_FUTURE {
+            let mut held: HashMap<PeerIndex, usize> = HashMap::new();
+            for x in &self.early {
+                *held.entry(x.peer()).or_default() += 1;
+            }
+            let mine = held.get(&e.peer()).copied().unwrap_or(0);
+            let Some((&top, &most)) = held.iter().max_by_key(|&(p, n)| (*n, *p)) else {
+                return;
+            };
+            if mine + 1 >= most {
+                return;
+            }
+            let last = self.early.iter().rposition(|x| x.peer() == top);
+            if let Some(i) = last {
+                self.early.remove(i);
+            }
         }
+        self.early.push(e);
     }
 
     /// Carries out the agreement's outputs (which may produce more).
@@ -1631,9 +1658,14 @@ impl Chain {
     }
 
     /// Holds a proposal for the live window. When [`MAX_VALUES`] are held,
-    /// the one proposed longest ago goes, unless it is this node's lock or
-    /// its own proposal (a Propose carries the whole proposal, so a value
-    /// proposed again comes back; its verdict is kept by the agreement).
+    /// the one proposed furthest from the current round goes (rounds ahead
+    /// by distance, then rounds gone by, oldest first), unless it is this
+    /// node's lock or its own proposal; a new one further than all those
+    /// is not held. A Propose carries the whole proposal, so a value
+    /// proposed again comes back (an honest proposer sends its Propose
+    /// again while its round lasts), and its verdict is kept by the
+    /// agreement; a member proposing for many rounds ahead cannot push out
+    /// the current round's value.
     fn hold_value(live: &mut Live, v: Hash32, round: u32, peer: Option<PeerIndex>, p: Proposal) {
         let r = live.round_of.entry(v).or_insert(round);
         *r = (*r).max(round);
@@ -1641,21 +1673,34 @@ impl Chain {
             return;
         }
         if live.values.len() >= MAX_VALUES {
+            let current = live.agreement.round();
+            let distance = |r: u32| {
+                if r >= current {
+                    u64::from(r - current)
+                } else {
+                    u64::from(MAX_ROUNDS_AHEAD) + u64::from(current - r)
+                }
+            };
             let keep = [live.agreement.locked().map(|l| l.0), live.own];
-            let oldest = live
+            let furthest = live
                 .values
                 .keys()
                 .filter(|x| !keep.contains(&Some(**x)))
-                .min_by_key(|x| live.round_of.get(*x).copied().unwrap_or(0))
-                .copied();
-            match oldest {
+                .map(|x| (*x, distance(live.round_of.get(x).copied().unwrap_or(0))))
+                .max_by_key(|&(_, d)| d)
+                .filter(|&(_, d)| d > distance(round))
+                .map(|(x, _)| x);
+            match furthest {
                 Some(o) => {
                     live.values.remove(&o);
                     live.round_of.remove(&o);
                     live.to_validate.retain(|x| *x != o);
                     live.blocked.retain(|x| *x != o);
                 }
-                None => return,
+                None => {
+                    live.round_of.remove(&v);
+                    return;
+                }
             }
         }
         live.values.insert(v, (peer, p));
@@ -1841,9 +1886,10 @@ impl Chain {
     /// T of `window`, whose candidate proofs the proposal of window `h`
     /// may carry (`h - 1` or `h - 2`); `candidate_late` otherwise.
     fn candidate_t(&self, window: u64, h: u64) -> Result<Hash32, Reject> {
-        if h == self.tip.window + 1 && window + 1 == h {
+        // (Subtraction from h: a peer's window may be 2^64-1.)
+        if h == self.tip.window + 1 && h.checked_sub(1) == Some(window) {
             Ok(self.tip.t)
-        } else if h == self.tip.window + 1 && window + 2 == h {
+        } else if h == self.tip.window + 1 && h.checked_sub(2) == Some(window) {
             Ok(self.prev_t)
         } else {
             Err(Reject::Candidate("candidate_late"))
@@ -2513,7 +2559,7 @@ impl Chain {
     fn gossip_t(&self, window: u64) -> Option<Hash32> {
         if window == self.tip.window {
             Some(self.tip.t)
-        } else if window + 1 == self.tip.window {
+        } else if self.tip.window.checked_sub(1) == Some(window) {
             Some(self.prev_t)
         } else {
             self.applied.filter(|(w, _)| *w == window).map(|(_, t)| t)

@@ -2068,6 +2068,93 @@ fn a_cement_that_fails_its_windows_set_is_dropped_and_fetched_again() {
     assert_eq!(c.tip().window, 3, "stalled below the claim");
 }
 
+/// A member may propose for every round it leads up to MAX_ROUNDS_AHEAD
+/// ahead. Each such value used to push out the one proposed longest ago:
+/// the current round's honest value went first (found by the review of 30
+/// Nov 2026; failed before: evicted after 15 of them). Now the value
+/// furthest from the current round goes, and one further than all held is
+/// not held.
+#[test]
+fn proposals_for_rounds_ahead_do_not_push_out_the_current_rounds_value() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    let v = Hash32(honest.hash());
+    c.on_message(0, propose_of(&g, &k[0], honest), now);
+    assert!(c.live.as_ref().unwrap().values.contains_key(&v));
+    // Every later round led by another member: a valid Propose of a value
+    // of its own (junk checkpoints: nobody has verified it yet).
+    let mut sent = 0;
+    for round in 1..=MAX_ROUNDS_AHEAD {
+        let leader = c.live.as_ref().unwrap().agreement.proposer(round);
+        let Some(key) = k.iter().find(|x| NodeId::of(x.verifying_key()) == leader) else {
+            continue;
+        };
+        if Arc::ptr_eq(key, &k[0]) {
+            continue;
+        }
+        let junk: Vec<Hash32> = (0..g.checkpoints)
+            .map(|i| Hash32([i as u8 ^ round as u8; 32]))
+            .collect();
+        let p = Proposal::sign(key, g.hash, g.d, first_basis(&g), junk);
+        let m = Propose::sign(
+            ProposeKey {
+                network_id: g.network_id(),
+                window: 1,
+                round,
+                valid_round: None,
+                value: Hash32(p.hash()),
+                signer: leader,
+            },
+            p,
+            key,
+        );
+        c.on_message(3, Message::Propose(Box::new(m)), now);
+        sent += 1;
+    }
+    assert!(sent >= MAX_VALUES, "{sent} rounds ahead led by others");
+    let live = c.live.as_ref().unwrap();
+    assert!(
+        live.values.contains_key(&v),
+        "the current round's value was pushed out"
+    );
+    assert!(live.values.len() <= MAX_VALUES);
+    assert!(live.round_of.len() <= MAX_VALUES, "{}", live.round_of.len());
+}
+
+/// Messages for the next window are held unchecked, at most MAX_FUTURE.
+/// One peer sending that many first used to leave no room for anyone
+/// (found by the review of 30 Nov 2026; failed before: the honest vote
+/// was dropped). Now a peer holding fewer takes the place of the peer
+/// holding most.
+#[test]
+fn one_peer_cannot_fill_the_room_for_the_next_window() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    for round in 0..MAX_FUTURE as u32 + 10 {
+        c.on_message(
+            9,
+            Message::Vote(Box::new(vote(&g, &k[3], 2, round, None))),
+            now,
+        );
+    }
+    assert_eq!(c.early.len(), MAX_FUTURE);
+    c.on_message(0, Message::Vote(Box::new(vote(&g, &k[0], 2, 0, None))), now);
+    assert_eq!(c.early.len(), MAX_FUTURE);
+    assert!(
+        c.early.iter().any(|e| e.peer() == 0),
+        "the honest peer's vote was dropped"
+    );
+    // Peer 9 cannot take it back: it holds the most already.
+    c.on_message(
+        9,
+        Message::Vote(Box::new(vote(&g, &k[3], 2, 999, None))),
+        now,
+    );
+    assert!(c.early.iter().any(|e| e.peer() == 0));
+}
+
 /// A Cement above the tip sent again was verified again every time (its
 /// precommits' signatures: hundreds in a large set) before the copy was
 /// noticed (found by the review of 30 Nov 2026). Now copies are told by
