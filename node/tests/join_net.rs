@@ -620,3 +620,42 @@ async fn members_are_dialled_in_random_order_not_by_lowest_id() {
         n.shutdown().await;
     }
 }
+
+/// A node outside the genesis that completes a handshake and breaks the
+/// protocol at once (an empty frame), again and again, cost one warning
+/// line per connection (found by a review on 7 Dec 2026: a disk filled
+/// through the log). Now every connection line is written at most once a
+/// minute per address and kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_breaking_the_protocol_in_a_loop_costs_one_line_a_minute() {
+    use tokio::io::AsyncWriteExt;
+    captured_log();
+    let g = genesis(1);
+    let (b, _b_rx) = start(member(&g, 0, limits())).await;
+    let target = b.local_addr();
+    let ip = Ipv4Addr::new(127, 0, 7, 1);
+    let keys = NodeKeys::generate().unwrap();
+    let mut broken = 0;
+    for _ in 0..30 {
+        let Ok((mut stream, _session)) = raw_handshake(ip, target, &g.peers, &keys, None).await
+        else {
+            sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        stream.write_all(&[0, 0]).await.unwrap();
+        if closed_by_node(&mut stream).await {
+            broken += 1;
+        }
+    }
+    assert!(broken >= 20, "only {broken} connections were closed for it");
+    assert!(b.totals().protocol_errors >= 20, "{:?}", b.totals());
+    let lines = log_lines_mentioning("127.0.7.1");
+    let failed = lines
+        .iter()
+        .filter(|l| l.contains("connection failed"))
+        .count();
+    let connected = lines.iter().filter(|l| l.contains("connected (")).count();
+    assert_eq!(failed, 1, "{}", lines.join("\n"));
+    assert_eq!(connected, 1, "{}", lines.join("\n"));
+    b.shutdown().await;
+}

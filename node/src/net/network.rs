@@ -143,6 +143,7 @@ impl Network {
             params,
             totals: Totals::default(),
             gate: Mutex::new(gate),
+            conn_log: Mutex::new(crate::lograte::LogRate::per_minute()),
             shutdown: watch::Sender::new(false),
             next_conn: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),

@@ -102,19 +102,24 @@ pub(crate) async fn run<R, W>(
     let mut shutdown = shared.shutdown_signal();
     let pending_ping = AtomicU64::new(0);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
-    match shared.peers.get(peer.0 as usize) {
-        Some(p) => info!(%peer, label = %p.label, "connected"),
-        // Anyone can connect as a node outside the genesis: at most one
-        // line a minute per address, like refusals.
-        None if shared
-            .gate()
-            .should_log(link.remote.ip(), std::time::Instant::now()) =>
-        {
-            info!(%peer, node_id = %link.node_id, remote = %link.remote, member = link.member,
+    // Every connection line at most once a minute per address and kind
+    // (anyone can connect as a node outside the genesis, and a peer can
+    // reconnect in a loop); the rest at debug level.
+    let ip = link.remote.ip();
+    match (
+        shared.peers.get(peer.0 as usize),
+        shared.conn_line(ip, "connected"),
+    ) {
+        (Some(p), Some(left_out)) => {
+            info!(%peer, label = %p.label, remote = %link.remote, left_out,
+            "connected (logged once a minute per address)")
+        }
+        (None, Some(left_out)) => {
+            info!(%peer, node_id = %link.node_id, remote = %link.remote, member = link.member, left_out,
                 "connected (not a genesis peer; logged once a minute per address)")
         }
-        None => {
-            debug!(%peer, node_id = %link.node_id, remote = %link.remote, "connected (not a genesis peer)")
+        (_, None) => {
+            debug!(%peer, node_id = %link.node_id, remote = %link.remote, "connected")
         }
     }
     if let Some(env) = addrs_envelope(&shared, peer) {
@@ -132,9 +137,17 @@ pub(crate) async fn run<R, W>(
         debug!(%peer, "connection closed for shutdown");
     } else if let Some(e) = ended.link_error().filter(|e| e.is_protocol_violation()) {
         bump(&shared.totals.protocol_errors);
-        warn!(%peer, error = %e, "connection failed");
+        match shared.conn_line(ip, "failed") {
+            Some(left_out) => warn!(%peer, remote = %link.remote, error = %e, left_out,
+                "connection failed (logged once a minute per address)"),
+            None => debug!(%peer, remote = %link.remote, error = %e, "connection failed"),
+        }
     } else if link.genesis {
-        info!(%peer, reason = %ended, "disconnected");
+        match shared.conn_line(ip, "disconnected") {
+            Some(left_out) => info!(%peer, remote = %link.remote, reason = %ended, left_out,
+                "disconnected (logged once a minute per address)"),
+            None => debug!(%peer, reason = %ended, "disconnected"),
+        }
     } else {
         debug!(%peer, node_id = %link.node_id, reason = %ended, "disconnected");
     }

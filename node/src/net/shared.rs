@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -173,6 +173,10 @@ pub(crate) struct Shared {
     pub params: NoiseParams,
     pub totals: Totals,
     pub(super) gate: Mutex<Gate>,
+    /// Connection lines (connected, failed, disconnected): at most one a
+    /// minute per address and kind, so that a peer reconnecting in a loop
+    /// cannot fill the disk through the log.
+    pub(super) conn_log: Mutex<crate::lograte::LogRate<(IpAddr, &'static str)>>,
     /// Dials in progress.
     pub dial_slots: Arc<Semaphore>,
     pub(super) slots: Vec<Slot>,
@@ -398,6 +402,16 @@ impl Shared {
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, error = %e, "handshake failed; connection dropped (logged once a minute per address)");
         }
+    }
+
+    /// Whether a connection line of kind `what` about `ip` is written now
+    /// (`Some(left_out)`: lines of that kind left out since the last) or
+    /// only counted (`None`).
+    pub fn conn_line(&self, ip: IpAddr, what: &'static str) -> Option<u64> {
+        self.conn_log
+            .lock()
+            .expect("log lock")
+            .allow((ip, what), Instant::now())
     }
 
     /// Counts a refused socket or connection by reason; logs it at most once
