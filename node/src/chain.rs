@@ -1631,7 +1631,13 @@ impl Chain {
         if let Err(r) = self.cheap_checks(&m.proposal) {
             return self.reject(peer, k.window, r, out);
         }
-        if self.state.active().index_of(&h.proposer).is_none() {
+        // A new value (no valid round) is made by the round's proposer
+        // itself (SPEC 9.7): one leader cannot put another member's
+        // proposal forward as its own (and make it rank 0 of the next
+        // window).
+        if self.state.active().index_of(&h.proposer).is_none()
+            || (k.valid_round.is_none() && h.proposer != k.signer)
+        {
             return self.reject(peer, k.window, Reject::WrongProposer, out);
         }
         if h.link != self.tip.hash {
@@ -1646,11 +1652,14 @@ impl Chain {
             self.claims.entry(peer).or_default();
         }
         let live = self.live.as_mut().expect("checked above");
+        if !Self::hold_value(live, k.value, k.round, peer, m.proposal.clone()) {
+            // No room: the round stays open to its Propose sent again.
+            return;
+        }
         live.proposed_rounds.insert(k.round);
         if k.round == live.agreement.round() {
             live.heard = now;
         }
-        Self::hold_value(live, k.value, k.round, peer, m.proposal.clone());
         let mut more = Vec::new();
         live.agreement
             .on_proposal(k.round, k.value, k.valid_round, k.signer, &mut more);
@@ -1664,13 +1673,21 @@ impl Chain {
     /// is not held. A Propose carries the whole proposal, so a value
     /// proposed again comes back (an honest proposer sends its Propose
     /// again while its round lasts), and its verdict is kept by the
-    /// agreement; a member proposing for many rounds ahead cannot push out
-    /// the current round's value.
-    fn hold_value(live: &mut Live, v: Hash32, round: u32, peer: Option<PeerIndex>, p: Proposal) {
+    /// agreement (a value pushed out before it was judged is forgotten
+    /// there, and validated again when it comes back); a member proposing
+    /// for many rounds ahead cannot push out the current round's value.
+    /// Whether the value is held.
+    fn hold_value(
+        live: &mut Live,
+        v: Hash32,
+        round: u32,
+        peer: Option<PeerIndex>,
+        p: Proposal,
+    ) -> bool {
         let r = live.round_of.entry(v).or_insert(round);
         *r = (*r).max(round);
         if live.values.contains_key(&v) {
-            return;
+            return true;
         }
         if live.values.len() >= MAX_VALUES {
             let current = live.agreement.round();
@@ -1681,7 +1698,11 @@ impl Chain {
                     u64::from(MAX_ROUNDS_AHEAD) + u64::from(current - r)
                 }
             };
-            let keep = [live.agreement.locked().map(|l| l.0), live.own];
+            let keep = [
+                live.agreement.locked().map(|l| l.0),
+                live.agreement.valid().map(|v| v.0),
+                live.own,
+            ];
             let furthest = live
                 .values
                 .keys()
@@ -1696,14 +1717,18 @@ impl Chain {
                     live.round_of.remove(&o);
                     live.to_validate.retain(|x| *x != o);
                     live.blocked.retain(|x| *x != o);
+                    if live.verifying != Some(o) {
+                        live.agreement.forget_pending(&o);
+                    }
                 }
                 None => {
                     live.round_of.remove(&v);
-                    return;
+                    return false;
                 }
             }
         }
         live.values.insert(v, (peer, p));
+        true
     }
 
     /// Parameters, window and maker, before any signature.
@@ -1779,9 +1804,20 @@ impl Chain {
                     // T is the same whoever evaluates it: checkpoints this
                     // node has verified (or made) need no second look, only
                     // the candidates' chains it has not verified yet.
-                    let known = self.known_checkpoints(window).is_some_and(|c| {
-                        crate::proposal::checkpoints_hash(c) == p.header.checkpoints_hash
+                    // And once T is known, other checkpoints are wrong:
+                    // refused without a VDF check (a round leader may
+                    // propose for every round it leads, 64 ahead).
+                    let mismatch = self.known_checkpoints(window).and_then(|c| {
+                        (crate::proposal::checkpoints_hash(c) != p.header.checkpoints_hash)
+                            .then(|| c.iter().zip(&p.checkpoints).position(|(a, b)| a != b))
                     });
+                    if let Some(segment) = mismatch {
+                        let segment = segment.unwrap_or(0);
+                        self.reject(peer, window, Reject::BadCheckpoint { segment }, out);
+                        self.validated(v, false, self.clock, out);
+                        continue;
+                    }
+                    let known = self.known_checkpoints(window).is_some();
                     if known && candidates.is_empty() {
                         self.validated(v, true, self.clock, out);
                         continue;
@@ -2116,22 +2152,18 @@ impl Chain {
                 return;
             }
             if self.bundles.len() >= MAX_BUNDLES {
-                // Full: only a bundle a held proposal names gets in, in
-                // place of one no held proposal names (never our own, the
-                // first).
-                let named = |b: &Hash32| {
-                    self.live
-                        .as_ref()
-                        .is_some_and(|l| l.values.values().any(|(_, p)| p.header.bundle == b.0))
-                        || self.names_bundle(self.tip.window + 1, b)
-                };
-                if !named(&h) {
-                    return;
-                }
-                let Some(i) = (1..self.bundles.len()).find(|&i| !named(&self.bundles[i].hash()))
+                // Full: a bundle gets in only in place of one worth less
+                // (never our own, the first); see `bundle_worth`.
+                let mine = self.bundle_worth(&h);
+                let Some((i, least)) = (1..self.bundles.len())
+                    .map(|i| (i, self.bundle_worth(&self.bundles[i].hash())))
+                    .min_by_key(|&(_, w)| w)
                 else {
                     return;
                 };
+                if least >= mine {
+                    return;
+                }
                 self.bundles.remove(i);
             }
         }
@@ -2197,6 +2229,42 @@ impl Chain {
             self.state.active()
         };
         c.verify(&self.rules.network_id, c.window, set, self.rules.quorum)
+    }
+
+    /// What a Cement of the tip window with hash `b` is worth as a bundle,
+    /// for its place among the [`MAX_BUNDLES`] held: 3 when the next
+    /// window's proposal that a held Cement names (decided elsewhere) names
+    /// it; 2 when the live window's value of the current round, or its
+    /// locked or valid value, names it; 1 when any other held proposal of
+    /// the next window does (a Byzantine round leader's value, a proposal
+    /// fetched but not decided); 0 when none does. Anyone can make valid
+    /// Cements of a window from its relayed precommits, so only what the
+    /// agreement is about, or what a quorum decided, may push others out.
+    fn bundle_worth(&self, b: &Hash32) -> u8 {
+        let next = self.tip.window + 1;
+        let names = |p: &Proposal| p.header.bundle == b.0;
+        let held = self.waiting.get(&next).map_or(&[][..], |s| &s[..]);
+        if held
+            .iter()
+            .any(|(_, p)| names(p) && self.cement_names(next, p))
+        {
+            return 3;
+        }
+        let Some(live) = self.live.as_ref() else {
+            return held.iter().any(|(_, p)| names(p)) as u8;
+        };
+        let round = live.agreement.round();
+        let pinned = [
+            live.agreement.locked().map(|l| l.0),
+            live.agreement.valid().map(|v| v.0),
+        ];
+        let current = live.values.iter().any(|(v, (_, p))| {
+            names(p) && (live.round_of.get(v) == Some(&round) || pinned.contains(&Some(*v)))
+        });
+        if current {
+            return 2;
+        }
+        (held.iter().any(|(_, p)| names(p)) || live.values.values().any(|(_, p)| names(p))) as u8
     }
 
     /// Whether a proposal held for `window` names `bundle` (a Cement of
@@ -2863,7 +2931,13 @@ impl Chain {
         }
         // The maker's signature, when its key is known here (a member of
         // the set after the tip or of the tip's); a maker who joined later
-        // is vouched for by the window's Cement, checked in the batch.
+        // is vouched for by the window's Cement, checked in the batch. The
+        // next window's maker is a member of the set after the tip, always
+        // (a stranger's proposal for it would count as naming a bundle).
+        if w == self.tip.window + 1 && self.state.active().get(&p.header.proposer).is_none() {
+            self.reject(peer, w, Reject::WrongProposer, out);
+            return false;
+        }
         let maker = self
             .state
             .active()

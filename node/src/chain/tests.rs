@@ -2171,3 +2171,269 @@ fn a_cement_sent_again_is_verified_once() {
     assert_eq!(c.signature_checks(), cement.precommits.len() as u64);
     assert_eq!(c.waiting_cements.get(&3).map(Vec::len), Some(1));
 }
+
+/// The tip window's bundles are held four at a time, and anyone can make
+/// valid Cements of a window from its relayed precommits. Three such
+/// Cements, each named by a proposal of the next window (a stranger's,
+/// unsolicited, or a Byzantine member's), kept the bundle that the round's
+/// honest value names out for good: it was refused whenever it came, and
+/// the value never validated (found by review on 7 Dec 2026; failed
+/// before: no Verify). Now a stranger cannot propose for the next window,
+/// and what the current round's value names pushes out what only other
+/// proposals name.
+#[test]
+fn cements_named_by_junk_do_not_keep_the_current_values_bundle_out() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 1, |_, _| {});
+    c.on_message(0, claim_of(&chain), t);
+    let out = serve(&mut c, 0, &chain, t);
+    drive_catch_up(&mut c, 0, &chain, &out, t);
+    assert_eq!(c.tip().window, 1);
+    let w1 = &chain[0].proposal;
+    // The four quorum subsets of window 1's precommits: three for the
+    // attacker, one (C_P) for the honest proposer of window 2.
+    let subsets: Vec<Cement> = (0..4)
+        .map(|skip| {
+            let three: Vec<_> = (0..4)
+                .filter(|&i| i != skip)
+                .map(|i| k[i].clone())
+                .collect();
+            cement_of(&g, &three, w1)
+        })
+        .collect();
+    let (junk, cp) = (&subsets[1..], subsets[0].clone());
+    for j in junk {
+        c.on_message(5, Message::Cement(Box::new(j.clone())), t);
+    }
+    // Proposals of window 2 naming the attacker's Cements: by strangers
+    // (refused now), and by member k[3] (held: it signed them).
+    let next = |key: &NodeKeys, bundle: &Cement, salt: u8| {
+        Proposal::sign(
+            key,
+            g.hash,
+            g.d,
+            Basis {
+                window: 2,
+                link: w1.hash(),
+                bundle: bundle.hash().0,
+                state_root: Hash32([salt; 32]),
+            },
+            vec![Hash32([salt; 32]); g.checkpoints as usize],
+        )
+    };
+    let stranger = NodeKeys::generate().unwrap();
+    let strangers: Vec<Proposal> = junk.iter().map(|j| next(&stranger, j, 1)).collect();
+    c.on_message(5, Message::Proposals(strangers), t);
+    assert_eq!(c.rejected().get("wrong_proposer"), Some(&3));
+    let members: Vec<Proposal> = junk.iter().map(|j| next(&k[3], j, 2)).collect();
+    c.on_message(5, Message::Proposals(members), t);
+    // The honest value of round 0 (by window 1's maker) names C_P.
+    let mut state = g.initial_state();
+    let signers: Vec<NodeId> = cp.precommits.iter().map(|(id, _)| *id).collect();
+    state
+        .settle(&crate::consensus::state::Settle {
+            emission: g.emission,
+            joining: &g.joining(),
+            window: 1,
+            proposer: w1.header.proposer,
+            signers: &signers,
+            extras: &Default::default(),
+        })
+        .unwrap();
+    let honest = Proposal::sign(
+        &k[0],
+        g.hash,
+        g.d,
+        Basis {
+            window: 2,
+            link: w1.hash(),
+            bundle: cp.hash().0,
+            state_root: state.root(),
+        },
+        checkpoints(&g, w1.header.t),
+    );
+    let v = honest.hash();
+    let mut verified = false;
+    let mut tt = t;
+    c.on_message(0, Message::Cement(Box::new(cp.clone())), tt);
+    let mut out = c.on_message(0, propose_of(&g, &k[0], honest), tt);
+    for _ in 0..20 {
+        verified |= verify_action(&out).is_some_and(|b| b.proposals[0].hash() == v);
+        if verified {
+            break;
+        }
+        // Whoever is asked for the missing bundle sends C_P again.
+        let asked = out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Message::GetCements { .. },
+                    ..
+                }
+            )
+        });
+        out = if asked {
+            c.on_message(0, Message::Cements(vec![cp.clone()]), tt)
+        } else {
+            tt += Duration::from_secs(1);
+            c.on_tick(tt)
+        };
+    }
+    assert!(verified, "the current round's value was never verified");
+}
+
+/// Once the window's checkpoints are known (verified or evaluated here),
+/// a value with other checkpoints is wrong, whatever it is: it used to get
+/// a full VDF check (a round leader may propose for each round it leads,
+/// up to 64 ahead: found by review on 7 Dec 2026). Now it is refused
+/// without one.
+#[test]
+fn a_value_with_other_checkpoints_than_those_known_gets_no_vdf_check() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    let out = c.on_message(0, propose_of(&g, &k[0], honest), now);
+    let b = verify_action(&out).expect("the honest value is verified");
+    let o = verify(&b);
+    assert_eq!(o, VerifyOutcome::Valid);
+    c.on_verified(b, Ok(o), now);
+    // A later round's leader proposes a value of its own with junk
+    // checkpoints from segment 3 on.
+    let round = (1..MAX_ROUNDS_AHEAD)
+        .find(|&r| {
+            let leader = c.live.as_ref().unwrap().agreement.proposer(r);
+            leader != NodeId::of(k[0].verifying_key()) && leader != c.node_id()
+        })
+        .expect("a round led by another member");
+    let leader = c.live.as_ref().unwrap().agreement.proposer(round);
+    let key = k
+        .iter()
+        .find(|x| NodeId::of(x.verifying_key()) == leader)
+        .unwrap();
+    let mut junk = cps.clone();
+    for x in &mut junk[3..] {
+        *x = Hash32([0xAB; 32]);
+    }
+    let p = Proposal::sign(key, g.hash, g.d, first_basis(&g), junk);
+    let m = Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: 1,
+            round,
+            valid_round: None,
+            value: Hash32(p.hash()),
+            signer: leader,
+        },
+        p,
+        key,
+    );
+    let out = c.on_message(3, Message::Propose(Box::new(m)), now);
+    assert!(verify_action(&out).is_none(), "verified again");
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
+}
+
+/// A value pushed out of the live window before it was judged stayed
+/// "pending" in the agreement for good: proposed again, it was never
+/// validated, and the node could never prevote it (found by review on 7
+/// Dec 2026; failed before: no Verify for it after its re-proposal). Now
+/// its pending verdict is forgotten with it.
+#[test]
+fn a_value_pushed_out_before_it_was_judged_is_judged_when_proposed_again() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let leader = |c: &Chain, r: u32| c.live.as_ref().unwrap().agreement.proposer(r);
+    let key_of = |id: NodeId| {
+        k.iter()
+            .find(|x| NodeId::of(x.verifying_key()) == id)
+            .unwrap()
+            .clone()
+    };
+    let maker = NodeId::of(k[0].verifying_key());
+    let junk_propose = |c: &Chain, round: u32| {
+        let id = leader(c, round);
+        let key = key_of(id);
+        let cps: Vec<Hash32> = (0..g.checkpoints)
+            .map(|i| Hash32([i as u8 ^ round as u8; 32]))
+            .collect();
+        let p = Proposal::sign(&key, g.hash, g.d, first_basis(&g), cps);
+        Message::Propose(Box::new(Propose::sign(
+            ProposeKey {
+                network_id: g.network_id(),
+                window: 1,
+                round,
+                valid_round: None,
+                value: Hash32(p.hash()),
+                signer: id,
+            },
+            p,
+            &key,
+        )))
+    };
+    // Rounds led by others than the honest maker and this node.
+    let others: Vec<u32> = (1..MAX_ROUNDS_AHEAD)
+        .filter(|&r| leader(&c, r) != maker && leader(&c, r) != c.node_id())
+        .collect();
+    assert!(others.len() > MAX_VALUES, "{}", others.len());
+    // The verifier busy with the first junk value, then the honest value
+    // of round 0 queued behind it, then junk up to MAX_VALUES held.
+    let first = c.on_message(3, junk_propose(&c, others[0]), now);
+    let busy = verify_action(&first).expect("the first value is verified");
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let v = Hash32(honest.hash());
+    c.on_message(0, propose_of(&g, &k[0], honest.clone()), now);
+    for &r in &others[1..MAX_VALUES - 1] {
+        c.on_message(3, junk_propose(&c, r), now);
+    }
+    assert_eq!(c.live.as_ref().unwrap().values.len(), MAX_VALUES);
+    // Round 0 times out: the honest value is now the furthest (a round
+    // gone by), and the next junk value pushes it out, unjudged.
+    c.on_timeout(1, Timeout::Precommit, 0, now);
+    c.on_message(3, junk_propose(&c, others[MAX_VALUES - 1]), now);
+    assert!(!c.live.as_ref().unwrap().values.contains_key(&v));
+    // Its maker proposes it again in a round it leads.
+    let again = (2..MAX_ROUNDS_AHEAD)
+        .find(|&r| leader(&c, r) == maker)
+        .expect("a round led by the maker");
+    let m = Message::Propose(Box::new(Propose::sign(
+        ProposeKey {
+            network_id: g.network_id(),
+            window: 1,
+            round: again,
+            valid_round: None,
+            value: v,
+            signer: maker,
+        },
+        honest,
+        &k[0],
+    )));
+    c.on_message(0, m, now);
+    // Every junk verdict in turn, until the honest value is verified.
+    let mut pending = Some(busy);
+    let mut seen = false;
+    for _ in 0..2 * MAX_VALUES {
+        let Some(b) = pending.take() else { break };
+        if Hash32(b.proposals[0].hash()) == v {
+            seen = true;
+            break;
+        }
+        let o = verify(&b);
+        pending = verify_action(&c.on_verified(b, Ok(o), now));
+    }
+    assert!(seen, "the honest value was never verified again");
+}
+
+/// A round leader proposing another member's proposal as a new value (no
+/// valid round) is refused: a new value is made by its proposer.
+#[test]
+fn a_new_value_made_by_another_member_is_refused() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let by_k2 = Proposal::sign(&k[2], g.hash, g.d, first_basis(&g), cps);
+    // k[0] leads round 0 and puts k[2]'s proposal forward as new.
+    c.on_message(0, propose_of(&g, &k[0], by_k2), now);
+    assert_eq!(c.rejected().get("wrong_proposer"), Some(&1));
+}

@@ -338,6 +338,16 @@ impl Agreement {
         true
     }
 
+    /// The caller no longer holds the proposal with hash `value` (it made
+    /// room for others) before judging it: a pending verdict is forgotten,
+    /// so that the value proposed again is asked for validation again
+    /// (a judged value keeps its verdict).
+    pub fn forget_pending(&mut self, value: &Hash32) {
+        if self.validity.get(value) == Some(&Validity::Pending) {
+            self.validity.remove(value);
+        }
+    }
+
     /// The caller's verdict on the proposal with hash `value`.
     pub fn on_validated(&mut self, value: Hash32, valid: bool, out: &mut Vec<Output>) {
         if let Some(v) = self.validity.get_mut(&value) {
