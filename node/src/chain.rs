@@ -555,6 +555,8 @@ impl TipMeta {
 
 /// Most gossiped candidate proofs held (verified or waiting).
 const MAX_POOLED_PROOFS: usize = 512;
+/// Most gossiped candidate proofs verified in one backend call.
+const CANDIDATE_BATCH: usize = 64;
 /// Most registrations held.
 const MAX_POOLED_REGISTRATIONS: usize = 64;
 
@@ -574,12 +576,22 @@ pub struct Chain {
     // Joining (docs/SPEC.md 9.9).
     /// Verified gossiped candidate proofs, for this node's proposals.
     pool: BTreeMap<(NodeId, u64), CandidateProof>,
-    /// Gossiped proofs waiting for verification.
-    unverified: VecDeque<CandidateProof>,
-    /// Gossiped proofs whose chain failed verification, by (candidate,
-    /// window): the same proof sent again is dropped before any check
-    /// (at most [`MAX_POOLED_PROOFS`], forgotten as the windows age).
-    bad_proofs: BTreeSet<(NodeId, u64)>,
+    /// Gossiped proofs waiting for verification, with the peer that sent
+    /// each (when full, a peer holding fewer takes the place of the latest
+    /// of the peer holding most).
+    unverified: VecDeque<(Option<PeerIndex>, CandidateProof)>,
+    /// Proofs sent to the verifier in one call: halved after a call that
+    /// found a bad one (only the proofs before it count, the rest go back),
+    /// doubled after a clean one, from 1 to [`CANDIDATE_BATCH`]. A flood of
+    /// junk costs about one chain per proof, not a batch per proof.
+    candidate_batch: usize,
+    /// Who sent each proof in the verifier now (they go back with it).
+    candidate_from: Vec<Option<PeerIndex>>,
+    /// Gossiped proofs whose chain failed verification, by (window,
+    /// candidate): the same proof sent again is dropped before any check
+    /// (at most [`MAX_POOLED_PROOFS`], the oldest window's going first,
+    /// forgotten as the windows age).
+    bad_proofs: BTreeSet<(u64, NodeId)>,
     verifying_candidates: bool,
     /// Registrations whose signature checked, by candidate.
     registrations: BTreeMap<NodeId, Registration>,
@@ -663,6 +675,8 @@ impl Chain {
             prev_t: meta.prev_t,
             pool: BTreeMap::new(),
             unverified: VecDeque::new(),
+            candidate_batch: CANDIDATE_BATCH,
+            candidate_from: Vec::new(),
             bad_proofs: BTreeSet::new(),
             verifying_candidates: false,
             registrations: BTreeMap::new(),
@@ -2647,8 +2661,8 @@ impl Chain {
         }
         let key = c.key();
         if self.pool.contains_key(&key)
-            || self.bad_proofs.contains(&key)
-            || self.unverified.iter().any(|x| x.key() == key)
+            || self.bad_proofs.contains(&(c.window, c.id))
+            || self.unverified.iter().any(|(_, x)| x.key() == key)
         {
             return;
         }
@@ -2663,9 +2677,24 @@ impl Chain {
             return self.reject(peer, c.window, r, out);
         }
         if self.unverified.len() + self.pool.len() >= MAX_POOLED_PROOFS {
-            return;
+            // Full: a fair share per peer (a flood from one peer keeps at
+            // most its share of the queue, not the queue).
+            let mut held: HashMap<Option<PeerIndex>, usize> = HashMap::new();
+            for (p, _) in &self.unverified {
+                *held.entry(*p).or_default() += 1;
+            }
+            let mine = held.get(&peer).copied().unwrap_or(0);
+            let Some((&top, &most)) = held.iter().max_by_key(|&(p, n)| (*n, *p)) else {
+                return;
+            };
+            if mine + 1 >= most {
+                return;
+            }
+            if let Some(i) = self.unverified.iter().rposition(|(p, _)| *p == top) {
+                self.unverified.remove(i);
+            }
         }
-        self.unverified.push_back(c);
+        self.unverified.push_back((peer, c));
         self.verify_candidates(out);
     }
 
@@ -2679,8 +2708,9 @@ impl Chain {
         // Proofs for a window whose T this node does not know yet (it is
         // still verifying it) wait for it.
         let mut early = VecDeque::new();
-        while proofs.len() < 64 {
-            let Some(c) = self.unverified.pop_front() else {
+        let mut from = Vec::new();
+        while proofs.len() < self.candidate_batch {
+            let Some((peer, c)) = self.unverified.pop_front() else {
                 break;
             };
             match self.gossip_t(c.window) {
@@ -2688,12 +2718,14 @@ impl Chain {
                     if let Some(chain) = c.proof(self.rules.suite, &self.rules.joining, &t) {
                         chains.push(chain);
                         proofs.push(c);
+                        from.push(peer);
                     }
                 }
-                None if c.window > self.tip.window => early.push_back(c),
+                None if c.window > self.tip.window => early.push_back((peer, c)),
                 None => {}
             }
         }
+        self.candidate_from = from;
         early.extend(self.unverified.drain(..));
         self.unverified = early;
         if proofs.is_empty() {
@@ -2722,15 +2754,27 @@ impl Chain {
             Err(_) => 0,
         };
         let failed = outcome.is_err();
+        if !failed {
+            self.candidate_batch = if good < proofs.len() {
+                (self.candidate_batch / 2).max(1)
+            } else {
+                (self.candidate_batch * 2).min(CANDIDATE_BATCH)
+            };
+        }
+        let mut from = std::mem::take(&mut self.candidate_from).into_iter();
         for (i, c) in proofs.into_iter().enumerate() {
+            let peer = from.next().flatten();
             if i < good {
                 if self.pool.len() < MAX_POOLED_PROOFS {
                     self.pool.insert(c.key(), c);
                 }
             } else if i == good && !failed {
-                if self.bad_proofs.len() < MAX_POOLED_PROOFS {
-                    self.bad_proofs.insert(c.key());
+                // Remembered while its window lasts; when full, the oldest
+                // window's go first (a flood must not stop the memory).
+                if self.bad_proofs.len() >= MAX_POOLED_PROOFS {
+                    self.bad_proofs.pop_first();
                 }
+                self.bad_proofs.insert((c.window, c.id));
                 self.reject(
                     None,
                     c.window,
@@ -2738,7 +2782,7 @@ impl Chain {
                     &mut out,
                 );
             } else {
-                self.unverified.push_back(c);
+                self.unverified.push_back((peer, c));
             }
         }
         self.verify_candidates(&mut out);
@@ -2766,8 +2810,8 @@ impl Chain {
     fn prune_candidates(&mut self) {
         let floor = self.tip.window.saturating_sub(1);
         self.pool.retain(|(_, w), _| *w >= floor);
-        self.unverified.retain(|c| c.window >= floor);
-        self.bad_proofs.retain(|(_, w)| *w >= floor);
+        self.unverified.retain(|(_, c)| c.window >= floor);
+        self.bad_proofs.retain(|(w, _)| *w >= floor);
         let roster = self.state.roster();
         let keep: Vec<NodeId> = self
             .registrations
