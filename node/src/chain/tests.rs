@@ -970,11 +970,16 @@ fn signed_steps_round_trip_and_reject_bad_bytes() {
 
 /// A Propose for round 0 of window 1 by the genesis proposer (`k[0]`).
 fn propose_of(g: &Genesis, k: &NodeKeys, p: Proposal) -> Message {
+    propose_in(g, k, p, 0)
+}
+
+/// A Propose of `p` as a new value for `round`, signed by `k`.
+fn propose_in(g: &Genesis, k: &NodeKeys, p: Proposal, round: u32) -> Message {
     Message::Propose(Box::new(Propose::sign(
         ProposeKey {
             network_id: g.network_id(),
             window: p.window(),
-            round: 0,
+            round,
             valid_round: None,
             value: Hash32(p.hash()),
             signer: NodeId::of(k.verifying_key()),
@@ -1962,6 +1967,28 @@ fn drive_catch_up(c: &mut Chain, peer: PeerIndex, chain: &[Cemented], out: &[Act
     }
 }
 
+/// An honest peer 0 claims `chain` and serves it; the follower runs its
+/// catch-up for a minute of ticks.
+fn catch_up_from_peer_0(c: &mut Chain, chain: &[Cemented], t: Instant) {
+    c.on_message(0, claim_of(chain), t);
+    let out = serve(c, 0, chain, t);
+    drive_catch_up(c, 0, chain, &out, t);
+}
+
+/// The Cements of `p` by each quorum of three of the four keys `k` (the
+/// relayed precommits make them for anyone), the one without `k[i]` at i.
+fn three_of_four(g: &Genesis, k: &[Arc<NodeKeys>], p: &Proposal) -> Vec<Cement> {
+    (0..k.len())
+        .map(|skip| {
+            let three: Vec<_> = (0..k.len())
+                .filter(|&i| i != skip)
+                .map(|i| k[i].clone())
+                .collect();
+            cement_of(g, &three, p)
+        })
+        .collect()
+}
+
 /// A valid Cement of window 1 made of a quorum subset of the real
 /// precommits (they are relayed to everyone: no key needed), not the
 /// bundle window 2 names, took the window's place for good: the canonical
@@ -1977,10 +2004,7 @@ fn a_recombined_cement_does_not_stall_catch_up() {
     let sub = cement_of(&g, &k[..3], &chain[0].proposal);
     assert_ne!(sub.hash(), chain[0].cement.hash());
     c.on_message(5, Message::Cement(Box::new(sub)), t);
-    let claim = claim_of(&chain);
-    c.on_message(0, claim, t);
-    let out = serve(&mut c, 0, &chain, t);
-    drive_catch_up(&mut c, 0, &chain, &out, t);
+    catch_up_from_peer_0(&mut c, &chain, t);
     assert_eq!(c.tip().window, 3, "stalled below the claim");
     // Window 1 was paid with the bundle window 2 names (three signers
     // would have paid others).
@@ -1998,22 +2022,14 @@ fn a_flood_of_recombined_cements_does_not_stall_catch_up() {
     let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
     let mut sent = 0;
     for w in &chain[..2] {
-        for skip in 0..k.len() {
-            let three: Vec<_> = (0..k.len())
-                .filter(|&i| i != skip)
-                .map(|i| k[i].clone())
-                .collect();
-            let sub = cement_of(&g, &three, &w.proposal);
+        for sub in three_of_four(&g, &k, &w.proposal) {
             assert_ne!(sub.hash(), w.cement.hash());
             c.on_message(5, Message::Cement(Box::new(sub)), t);
             sent += 1;
         }
     }
     assert_eq!(sent, 2 * MAX_WINDOW_CEMENTS, "the slots are full");
-    let claim = claim_of(&chain);
-    c.on_message(0, claim, t);
-    let out = serve(&mut c, 0, &chain, t);
-    drive_catch_up(&mut c, 0, &chain, &out, t);
+    catch_up_from_peer_0(&mut c, &chain, t);
     assert_eq!(c.tip().window, 3, "stalled below the claim");
 }
 
@@ -2066,61 +2082,6 @@ fn a_cement_that_fails_its_windows_set_is_dropped_and_fetched_again() {
         .collect();
     drive_catch_up(&mut c, 0, &chain, &rest, t);
     assert_eq!(c.tip().window, 3, "stalled below the claim");
-}
-
-/// A member may propose for every round it leads up to MAX_ROUNDS_AHEAD
-/// ahead. Each such value used to push out the one proposed longest ago:
-/// the current round's honest value went first (found by the review of 30
-/// Nov 2026; failed before: evicted after 15 of them). Now the value
-/// furthest from the current round goes, and one further than all held is
-/// not held.
-#[test]
-fn proposals_for_rounds_ahead_do_not_push_out_the_current_rounds_value() {
-    let (g, k, mut c) = one();
-    let now = Instant::now();
-    let cps = checkpoints(&g, g.timechain().t0());
-    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
-    let v = Hash32(honest.hash());
-    c.on_message(0, propose_of(&g, &k[0], honest), now);
-    assert!(c.live.as_ref().unwrap().values.contains_key(&v));
-    // Every later round led by another member: a valid Propose of a value
-    // of its own (junk checkpoints: nobody has verified it yet).
-    let mut sent = 0;
-    for round in 1..=MAX_ROUNDS_AHEAD {
-        let leader = c.live.as_ref().unwrap().agreement.proposer(round);
-        let Some(key) = k.iter().find(|x| NodeId::of(x.verifying_key()) == leader) else {
-            continue;
-        };
-        if Arc::ptr_eq(key, &k[0]) {
-            continue;
-        }
-        let junk: Vec<Hash32> = (0..g.checkpoints)
-            .map(|i| Hash32([i as u8 ^ round as u8; 32]))
-            .collect();
-        let p = Proposal::sign(key, g.hash, g.d, first_basis(&g), junk);
-        let m = Propose::sign(
-            ProposeKey {
-                network_id: g.network_id(),
-                window: 1,
-                round,
-                valid_round: None,
-                value: Hash32(p.hash()),
-                signer: leader,
-            },
-            p,
-            key,
-        );
-        c.on_message(3, Message::Propose(Box::new(m)), now);
-        sent += 1;
-    }
-    assert!(sent >= MAX_VALUES, "{sent} rounds ahead led by others");
-    let live = c.live.as_ref().unwrap();
-    assert!(
-        live.values.contains_key(&v),
-        "the current round's value was pushed out"
-    );
-    assert!(live.values.len() <= MAX_VALUES);
-    assert!(live.round_of.len() <= MAX_VALUES, "{}", live.round_of.len());
 }
 
 /// Messages for the next window are held unchecked, at most MAX_FUTURE.
@@ -2186,22 +2147,12 @@ fn cements_named_by_junk_do_not_keep_the_current_values_bundle_out() {
     let (g, k, mut c) = one();
     let t = Instant::now();
     let (chain, _) = cemented_chain(&g, &k, 0, 1, |_, _| {});
-    c.on_message(0, claim_of(&chain), t);
-    let out = serve(&mut c, 0, &chain, t);
-    drive_catch_up(&mut c, 0, &chain, &out, t);
+    catch_up_from_peer_0(&mut c, &chain, t);
     assert_eq!(c.tip().window, 1);
     let w1 = &chain[0].proposal;
     // The four quorum subsets of window 1's precommits: three for the
     // attacker, one (C_P) for the honest proposer of window 2.
-    let subsets: Vec<Cement> = (0..4)
-        .map(|skip| {
-            let three: Vec<_> = (0..4)
-                .filter(|&i| i != skip)
-                .map(|i| k[i].clone())
-                .collect();
-            cement_of(&g, &three, w1)
-        })
-        .collect();
+    let subsets = three_of_four(&g, &k, w1);
     let (junk, cp) = (&subsets[1..], subsets[0].clone());
     for j in junk {
         c.on_message(5, Message::Cement(Box::new(j.clone())), t);
@@ -2281,148 +2232,6 @@ fn cements_named_by_junk_do_not_keep_the_current_values_bundle_out() {
         };
     }
     assert!(verified, "the current round's value was never verified");
-}
-
-/// Once the window's checkpoints are known (verified or evaluated here),
-/// a value with other checkpoints is wrong, whatever it is: it used to get
-/// a full VDF check (a round leader may propose for each round it leads,
-/// up to 64 ahead: found by review on 7 Dec 2026). Now it is refused
-/// without one.
-#[test]
-fn a_value_with_other_checkpoints_than_those_known_gets_no_vdf_check() {
-    let (g, k, mut c) = one();
-    let now = Instant::now();
-    let cps = checkpoints(&g, g.timechain().t0());
-    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
-    let out = c.on_message(0, propose_of(&g, &k[0], honest), now);
-    let b = verify_action(&out).expect("the honest value is verified");
-    let o = verify(&b);
-    assert_eq!(o, VerifyOutcome::Valid);
-    c.on_verified(b, Ok(o), now);
-    // A later round's leader proposes a value of its own with junk
-    // checkpoints from segment 3 on.
-    let round = (1..MAX_ROUNDS_AHEAD)
-        .find(|&r| {
-            let leader = c.live.as_ref().unwrap().agreement.proposer(r);
-            leader != NodeId::of(k[0].verifying_key()) && leader != c.node_id()
-        })
-        .expect("a round led by another member");
-    let leader = c.live.as_ref().unwrap().agreement.proposer(round);
-    let key = k
-        .iter()
-        .find(|x| NodeId::of(x.verifying_key()) == leader)
-        .unwrap();
-    let mut junk = cps.clone();
-    for x in &mut junk[3..] {
-        *x = Hash32([0xAB; 32]);
-    }
-    let p = Proposal::sign(key, g.hash, g.d, first_basis(&g), junk);
-    let m = Propose::sign(
-        ProposeKey {
-            network_id: g.network_id(),
-            window: 1,
-            round,
-            valid_round: None,
-            value: Hash32(p.hash()),
-            signer: leader,
-        },
-        p,
-        key,
-    );
-    let out = c.on_message(3, Message::Propose(Box::new(m)), now);
-    assert!(verify_action(&out).is_none(), "verified again");
-    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
-}
-
-/// A value pushed out of the live window before it was judged stayed
-/// "pending" in the agreement for good: proposed again, it was never
-/// validated, and the node could never prevote it (found by review on 7
-/// Dec 2026; failed before: no Verify for it after its re-proposal). Now
-/// its pending verdict is forgotten with it.
-#[test]
-fn a_value_pushed_out_before_it_was_judged_is_judged_when_proposed_again() {
-    let (g, k, mut c) = one();
-    let now = Instant::now();
-    let leader = |c: &Chain, r: u32| c.live.as_ref().unwrap().agreement.proposer(r);
-    let key_of = |id: NodeId| {
-        k.iter()
-            .find(|x| NodeId::of(x.verifying_key()) == id)
-            .unwrap()
-            .clone()
-    };
-    let maker = NodeId::of(k[0].verifying_key());
-    let junk_propose = |c: &Chain, round: u32| {
-        let id = leader(c, round);
-        let key = key_of(id);
-        let cps: Vec<Hash32> = (0..g.checkpoints)
-            .map(|i| Hash32([i as u8 ^ round as u8; 32]))
-            .collect();
-        let p = Proposal::sign(&key, g.hash, g.d, first_basis(&g), cps);
-        Message::Propose(Box::new(Propose::sign(
-            ProposeKey {
-                network_id: g.network_id(),
-                window: 1,
-                round,
-                valid_round: None,
-                value: Hash32(p.hash()),
-                signer: id,
-            },
-            p,
-            &key,
-        )))
-    };
-    // Rounds led by others than the honest maker and this node.
-    let others: Vec<u32> = (1..MAX_ROUNDS_AHEAD)
-        .filter(|&r| leader(&c, r) != maker && leader(&c, r) != c.node_id())
-        .collect();
-    assert!(others.len() > MAX_VALUES, "{}", others.len());
-    // The verifier busy with the first junk value, then the honest value
-    // of round 0 queued behind it, then junk up to MAX_VALUES held.
-    let first = c.on_message(3, junk_propose(&c, others[0]), now);
-    let busy = verify_action(&first).expect("the first value is verified");
-    let cps = checkpoints(&g, g.timechain().t0());
-    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
-    let v = Hash32(honest.hash());
-    c.on_message(0, propose_of(&g, &k[0], honest.clone()), now);
-    for &r in &others[1..MAX_VALUES - 1] {
-        c.on_message(3, junk_propose(&c, r), now);
-    }
-    assert_eq!(c.live.as_ref().unwrap().values.len(), MAX_VALUES);
-    // Round 0 times out: the honest value is now the furthest (a round
-    // gone by), and the next junk value pushes it out, unjudged.
-    c.on_timeout(1, Timeout::Precommit, 0, now);
-    c.on_message(3, junk_propose(&c, others[MAX_VALUES - 1]), now);
-    assert!(!c.live.as_ref().unwrap().values.contains_key(&v));
-    // Its maker proposes it again in a round it leads.
-    let again = (2..MAX_ROUNDS_AHEAD)
-        .find(|&r| leader(&c, r) == maker)
-        .expect("a round led by the maker");
-    let m = Message::Propose(Box::new(Propose::sign(
-        ProposeKey {
-            network_id: g.network_id(),
-            window: 1,
-            round: again,
-            valid_round: None,
-            value: v,
-            signer: maker,
-        },
-        honest,
-        &k[0],
-    )));
-    c.on_message(0, m, now);
-    // Every junk verdict in turn, until the honest value is verified.
-    let mut pending = Some(busy);
-    let mut seen = false;
-    for _ in 0..2 * MAX_VALUES {
-        let Some(b) = pending.take() else { break };
-        if Hash32(b.proposals[0].hash()) == v {
-            seen = true;
-            break;
-        }
-        let o = verify(&b);
-        pending = verify_action(&c.on_verified(b, Ok(o), now));
-    }
-    assert!(seen, "the honest value was never verified again");
 }
 
 /// A round leader proposing another member's proposal as a new value (no
@@ -2521,4 +2330,154 @@ fn one_peer_cannot_fill_the_candidate_queue() {
             .any(|(p, x)| *p == Some(0) && x.key() == key),
         "the other peer's proof was dropped"
     );
+}
+
+/// A member may propose for every round it leads up to MAX_ROUNDS_AHEAD
+/// ahead. Each such value used to push out the one proposed longest ago:
+/// the current round's honest value went first (found by the review of 30
+/// Nov 2026; failed before: evicted after 15 of them). Now the value
+/// furthest from the current round goes, and one further than all held is
+/// not held.
+#[test]
+fn proposals_for_rounds_ahead_do_not_push_out_the_current_rounds_value() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let v = Hash32(honest.hash());
+    c.on_message(0, propose_of(&g, &k[0], honest), now);
+    assert!(c.live.as_ref().unwrap().values.contains_key(&v));
+    // Every later round led by another member: a valid Propose of a value
+    // of its own (junk checkpoints: nobody has verified it yet).
+    let rounds = rounds_led_by_others(&c, &k[0]);
+    assert!(
+        rounds.len() >= MAX_VALUES,
+        "{} rounds led by others",
+        rounds.len()
+    );
+    for &round in &rounds {
+        let key = leader_key(&c, &k, round);
+        let m = propose_in(&g, &key, junk_value(&g, &key, round as u8), round);
+        c.on_message(3, m, now);
+    }
+    let live = c.live.as_ref().unwrap();
+    assert!(
+        live.values.contains_key(&v),
+        "the current round's value was pushed out"
+    );
+    assert!(live.values.len() <= MAX_VALUES);
+    assert!(live.round_of.len() <= MAX_VALUES, "{}", live.round_of.len());
+}
+
+/// The key of the member leading `round` of `c`'s live window.
+fn leader_key(c: &Chain, k: &[Arc<NodeKeys>], round: u32) -> Arc<NodeKeys> {
+    let id = c.live.as_ref().unwrap().agreement.proposer(round);
+    k.iter()
+        .find(|x| NodeId::of(x.verifying_key()) == id)
+        .expect("a genesis key")
+        .clone()
+}
+
+/// The rounds from 1 up to MAX_ROUNDS_AHEAD of `c`'s live window led by
+/// neither `maker` nor `c` itself.
+fn rounds_led_by_others(c: &Chain, maker: &NodeKeys) -> Vec<u32> {
+    let live = c.live.as_ref().unwrap();
+    let maker = NodeId::of(maker.verifying_key());
+    (1..=MAX_ROUNDS_AHEAD)
+        .filter(|&r| {
+            let leader = live.agreement.proposer(r);
+            leader != maker && leader != c.node_id()
+        })
+        .collect()
+}
+
+/// A well-formed value of window 1 by `key` with junk checkpoints.
+fn junk_value(g: &Genesis, key: &NodeKeys, salt: u8) -> Proposal {
+    let cps: Vec<Hash32> = (0..g.checkpoints)
+        .map(|i| Hash32([i as u8 ^ salt; 32]))
+        .collect();
+    Proposal::sign(key, g.hash, g.d, first_basis(g), cps)
+}
+
+/// Once the window's checkpoints are known (verified or evaluated here),
+/// a value with other checkpoints is wrong, whatever it is: it used to get
+/// a full VDF check (a round leader may propose for each round it leads,
+/// up to 64 ahead: found by review on 7 Dec 2026). Now it is refused
+/// without one.
+#[test]
+fn a_value_with_other_checkpoints_than_those_known_gets_no_vdf_check() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps.clone());
+    let out = c.on_message(0, propose_of(&g, &k[0], honest), now);
+    let b = verify_action(&out).expect("the honest value is verified");
+    let o = verify(&b);
+    assert_eq!(o, VerifyOutcome::Valid);
+    c.on_verified(b, Ok(o), now);
+    // A later round's leader proposes a value of its own with junk
+    // checkpoints from segment 3 on.
+    let round = rounds_led_by_others(&c, &k[0])[0];
+    let key = leader_key(&c, &k, round);
+    let mut junk = cps;
+    for x in &mut junk[3..] {
+        *x = Hash32([0xAB; 32]);
+    }
+    let p = Proposal::sign(&key, g.hash, g.d, first_basis(&g), junk);
+    let out = c.on_message(3, propose_in(&g, &key, p, round), now);
+    assert!(verify_action(&out).is_none(), "verified again");
+    assert_eq!(c.rejected().get("bad_checkpoint"), Some(&1));
+}
+
+/// A value pushed out of the live window before it was judged stayed
+/// "pending" in the agreement for good: proposed again, it was never
+/// validated, and the node could never prevote it (found by review on 7
+/// Dec 2026; failed before: no Verify for it after its re-proposal). Now
+/// its pending verdict is forgotten with it.
+#[test]
+fn a_value_pushed_out_before_it_was_judged_is_judged_when_proposed_again() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let junk = |c: &Chain, round: u32| {
+        let key = leader_key(c, &k, round);
+        propose_in(&g, &key, junk_value(&g, &key, round as u8), round)
+    };
+    let others = rounds_led_by_others(&c, &k[0]);
+    assert!(others.len() > MAX_VALUES, "{}", others.len());
+    // The verifier busy with the first junk value, then the honest value
+    // of round 0 queued behind it, then junk up to MAX_VALUES held.
+    let first = c.on_message(3, junk(&c, others[0]), now);
+    let busy = verify_action(&first).expect("the first value is verified");
+    let cps = checkpoints(&g, g.timechain().t0());
+    let honest = Proposal::sign(&k[0], g.hash, g.d, first_basis(&g), cps);
+    let v = Hash32(honest.hash());
+    c.on_message(0, propose_of(&g, &k[0], honest.clone()), now);
+    for &r in &others[1..MAX_VALUES - 1] {
+        c.on_message(3, junk(&c, r), now);
+    }
+    assert_eq!(c.live.as_ref().unwrap().values.len(), MAX_VALUES);
+    // Round 0 times out: the honest value is now the furthest (a round
+    // gone by), and the next junk value pushes it out, unjudged.
+    c.on_timeout(1, Timeout::Precommit, 0, now);
+    c.on_message(3, junk(&c, others[MAX_VALUES - 1]), now);
+    assert!(!c.live.as_ref().unwrap().values.contains_key(&v));
+    // Its maker proposes it again in a round it leads.
+    let maker = NodeId::of(k[0].verifying_key());
+    let again = (2..MAX_ROUNDS_AHEAD)
+        .find(|&r| c.live.as_ref().unwrap().agreement.proposer(r) == maker)
+        .expect("a round led by the maker");
+    c.on_message(0, propose_in(&g, &k[0], honest, again), now);
+    // Every junk verdict in turn, until the honest value is verified.
+    let mut pending = Some(busy);
+    let mut seen = false;
+    for _ in 0..2 * MAX_VALUES {
+        let Some(b) = pending.take() else { break };
+        if Hash32(b.proposals[0].hash()) == v {
+            seen = true;
+            break;
+        }
+        let o = verify(&b);
+        pending = verify_action(&c.on_verified(b, Ok(o), now));
+    }
+    assert!(seen, "the honest value was never verified again");
 }
