@@ -525,6 +525,51 @@ struct Live {
     last_resend: Instant,
 }
 
+/// Verified Cements of the tip window (candidates for the bundle the next
+/// window's proposal names), this node's own first, each with its hash
+/// (computed once: a Cement of 200 precommits is 660 kB, and a bundle is
+/// looked up by hash on every proposal and every catch-up step).
+#[derive(Clone, Debug, Default)]
+struct Bundles(Vec<(Hash32, Cement)>);
+
+impl Bundles {
+    fn of(c: Cement) -> Self {
+        Bundles(vec![(c.hash(), c)])
+    }
+    /// This node's own (the canonical one until the next window names
+    /// another).
+    fn first(&self) -> Option<&Cement> {
+        self.0.first().map(|(_, c)| c)
+    }
+    fn first_hash(&self) -> Option<Hash32> {
+        self.0.first().map(|(h, _)| *h)
+    }
+    fn find(&self, hash: &[u8; 32]) -> Option<&Cement> {
+        self.0.iter().find(|(h, _)| h.0 == *hash).map(|(_, c)| c)
+    }
+    fn contains(&self, hash: &Hash32) -> bool {
+        self.0.iter().any(|(h, _)| h == hash)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn hash_at(&self, i: usize) -> Hash32 {
+        self.0[i].0
+    }
+    fn push(&mut self, hash: Hash32, c: Cement) {
+        self.0.push((hash, c));
+    }
+    fn remove(&mut self, i: usize) {
+        self.0.remove(i);
+    }
+    /// Drops the one with `hash` (never the first, our own).
+    fn drop_hash(&mut self, hash: &Hash32) {
+        if let Some(i) = (1..self.0.len()).find(|&i| self.0[i].0 == *hash) {
+            self.0.remove(i);
+        }
+    }
+}
+
 /// What the machine needs to know of the cemented tip beside [`Tip`].
 #[derive(Clone, Debug)]
 pub struct TipMeta {
@@ -607,7 +652,7 @@ pub struct Chain {
     state: State,
     root: Hash32,
     /// Verified Cements of the tip window, by hash (ours first).
-    bundles: Vec<Cement>,
+    bundles: Bundles,
     /// T of the window after the tip, once a proposal for it verified.
     applied: Option<(u64, Hash32)>,
     /// Checkpoints of a window this node has (evaluated or verified).
@@ -685,7 +730,7 @@ impl Chain {
             registration_sent: None,
             state,
             root,
-            bundles: bundle.into_iter().collect(),
+            bundles: bundle.map(Bundles::of).unwrap_or_default(),
             applied: None,
             known: Vec::new(),
             evaluating: None,
@@ -1338,7 +1383,7 @@ impl Chain {
             ([0; 32], self.root)
         } else {
             let c = self.bundles.first()?;
-            (c.hash().0, self.root_after(c)?)
+            (self.bundles.first_hash()?.0, self.root_after(c)?)
         };
         Some(Basis {
             window,
@@ -1471,7 +1516,7 @@ impl Chain {
         if let Some(c) = self
             .bundles
             .first()
-            .filter(|c| c.hash().0 == proposal.header.bundle)
+            .filter(|_| self.bundles.first_hash().map(|h| h.0) == Some(proposal.header.bundle))
         {
             sent.push(Message::Cement(Box::new(c.clone())));
         }
@@ -1878,11 +1923,7 @@ impl Chain {
         let (changes, expected) = if self.tip.window == 0 {
             (Changes::default(), self.root)
         } else {
-            let c = self
-                .bundles
-                .iter()
-                .find(|c| c.hash().0 == h.bundle)
-                .ok_or(None)?;
+            let c = self.bundles.find(&h.bundle).ok_or(None)?;
             self.state_after(Some(c))
                 .ok_or(Some(Reject::UnknownBundle))?
         };
@@ -2162,7 +2203,7 @@ impl Chain {
                     out,
                 );
             }
-            if self.bundles.iter().any(|b| b.hash() == h) {
+            if self.bundles.contains(&h) {
                 return;
             }
             if self.bundles.len() >= MAX_BUNDLES {
@@ -2170,7 +2211,7 @@ impl Chain {
                 // (never our own, the first); see `bundle_worth`.
                 let mine = self.bundle_worth(&h);
                 let Some((i, least)) = (1..self.bundles.len())
-                    .map(|i| (i, self.bundle_worth(&self.bundles[i].hash())))
+                    .map(|i| (i, self.bundle_worth(&self.bundles.hash_at(i))))
                     .min_by_key(|&(_, w)| w)
                 else {
                     return;
@@ -2196,7 +2237,7 @@ impl Chain {
         }
         if c.window == self.tip.window {
             // A bundle a waiting proposal may name.
-            self.bundles.push(c);
+            self.bundles.push(h, c);
             if let Some(live) = self.live.as_mut() {
                 let blocked = std::mem::take(&mut live.blocked);
                 live.to_validate.extend(blocked);
@@ -2317,7 +2358,7 @@ impl Chain {
     /// proposal `of` (a bundle the next window's proposal names).
     fn held_bundle(&self, window: u64, bundle: &[u8; 32], of: &[u8; 32]) -> Option<&Cement> {
         let tip = (window == self.tip.window && *of == self.tip.hash)
-            .then(|| self.bundles.iter().find(|b| b.hash().0 == *bundle))
+            .then(|| self.bundles.find(bundle))
             .flatten();
         tip.or_else(|| {
             self.waiting_cements.get(&window).and_then(|cs| {
@@ -2363,20 +2404,18 @@ impl Chain {
         let prev = if self.tip.window == 0 {
             None
         } else {
-            self.bundles
-                .iter()
-                .find(|c| c.hash().0 == p.header.bundle)
-                .cloned()
+            self.bundles.find(&p.header.bundle).cloned()
         };
         let Some((changes, root)) = self.state_after(prev.as_ref()) else {
             return;
         };
         debug_assert_eq!(root, p.header.state_root, "validated before it was decided");
         let paid = self.paid(prev.as_ref());
-        let prev_bundle = prev.filter(|c| self.bundles.first().map(|b| b.hash()) != Some(c.hash()));
+        let prev_bundle =
+            prev.filter(|_| self.bundles.first_hash() != Some(Hash32(p.header.bundle)));
         let set = self.advance(&p, changes, root);
         let certificate = self.certificate(&p, &cement, &set);
-        self.bundles = vec![cement.clone()];
+        self.bundles = Bundles::of(cement.clone());
         self.remember(p.window(), p.checkpoints.clone());
         out.push(Action::Cement(vec![Cemented {
             proposal: p,
@@ -2511,7 +2550,7 @@ impl Chain {
                         self.waiting_cements.remove(&bad);
                     }
                 }
-                self.bundles.retain(|b| b.hash() != h);
+                self.bundles.drop_hash(&h);
             }
             self.reject(None, bad, Reject::Cement("cement_wrong_set"), &mut out);
         }
@@ -2554,12 +2593,8 @@ impl Chain {
             let bundle = if self.tip.window == 0 {
                 None
             } else {
-                prev.clone().or_else(|| {
-                    self.bundles
-                        .iter()
-                        .find(|b| b.hash().0 == p.header.bundle)
-                        .cloned()
-                })
+                prev.clone()
+                    .or_else(|| self.bundles.find(&p.header.bundle).cloned())
             };
             let Some((changes, root)) = self.state_after(bundle.as_ref()) else {
                 break;
@@ -2569,10 +2604,10 @@ impl Chain {
             }
             let paid = self.paid(bundle.as_ref());
             let prev_bundle =
-                bundle.filter(|b| self.bundles.first().map(|x| x.hash()) != Some(b.hash()));
+                bundle.filter(|_| self.bundles.first_hash() != Some(Hash32(p.header.bundle)));
             let set = self.advance(&p, changes, root);
             let certificate = self.certificate(&p, &c, &set);
-            self.bundles = vec![c.clone()];
+            self.bundles = Bundles::of(c.clone());
             prev = None;
             cemented.push(Cemented {
                 proposal: p,
@@ -3138,7 +3173,7 @@ impl Chain {
                     break;
                 }
                 if w == self.tip.window + 1
-                    && self.bundles.first().map(|b| b.hash()) != Some(bundle.hash())
+                    && self.bundles.first_hash() != Some(Hash32(p.header.bundle))
                 {
                     batch.prev_bundle = Some(bundle);
                     batch.prev_set = Some(self.tip_set.clone());
