@@ -973,36 +973,22 @@ impl Runner {
         let tx = self.done_tx.clone();
         self.serving += 1;
         tokio::task::spawn_blocking(move || {
-            let result = (|| {
-                let mut encoded = Vec::new();
-                let mut size = 0usize;
-                for w in from..=last {
-                    let b = match what {
-                        Served::Proposals => reader.proposal_bytes(w)?,
-                        Served::Cements => reader.cement_bytes(w)?,
-                    };
-                    let Some(b) = b else {
-                        break;
-                    };
-                    size += b.len() + 4;
-                    encoded.push(b);
-                    if size >= messages::MAX_PAYLOAD {
-                        break;
-                    }
-                }
-                let (payload, n) = messages::encode_proposals(encoded);
-                let bytes = payload.len();
-                debug!(peer, from, n, "serving cemented windows");
-                let t = match what {
-                    Served::Proposals => MSG_PROPOSALS,
-                    Served::Cements => MSG_CEMENTS,
-                };
-                if let Err(e) = transport.send(peer, t, request_id, payload) {
-                    debug!(peer, error = %e, "answer not sent");
-                    return Ok(0);
-                }
-                Ok(bytes)
-            })();
+            let t = match what {
+                Served::Proposals => MSG_PROPOSALS,
+                Served::Cements => MSG_CEMENTS,
+            };
+            let result = super::serve::answer(
+                |w| match what {
+                    Served::Proposals => reader.proposal_bytes(w),
+                    Served::Cements => reader.cement_bytes(w),
+                },
+                from,
+                last,
+                &*transport,
+                peer,
+                t,
+                request_id,
+            );
             let _ = tx.send(Done::Served { peer, result });
         });
     }
