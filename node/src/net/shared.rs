@@ -406,12 +406,12 @@ impl Shared {
 
     /// Whether a connection line of kind `what` about `ip` is written now
     /// (`Some(left_out)`: lines of that kind left out since the last) or
-    /// only counted (`None`).
+    /// only counted (`None`); per source address ([`super::gate::source`]).
     pub fn conn_line(&self, ip: IpAddr, what: &'static str) -> Option<u64> {
         self.conn_log
             .lock()
             .expect("log lock")
-            .allow((ip, what), Instant::now())
+            .allow((super::gate::source(ip), what), Instant::now())
     }
 
     /// Counts a refused socket or connection by reason; logs it at most once
