@@ -866,11 +866,10 @@ impl Runner {
         // Relayed kinds: every copy still goes to the chain (a resend is
         // how a node that dropped the first one, behind or restarting,
         // gets it; the chain drops duplicates by key before any
-        // signature), and the relay decides whom to forward it to.
-        let relayed = relayed(m.msg_type).then(|| {
-            let id = message_id(m.msg_type, &m.payload);
-            (id, self.relay.observe(id, Some(m.peer)))
-        });
+        // signature), and the relay decides whom to forward it to once the
+        // chain did not refuse it ([`Relay::accepted`]: junk never enters
+        // the seen-cache).
+        let relayed = relayed(m.msg_type).then(|| message_id(m.msg_type, &m.payload));
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
             None => {
                 // Not a chain message: a fast-sync one (types 26-31), or
@@ -914,14 +913,9 @@ impl Runner {
         };
         // Passed the chain's cheap checks (a proposal: before its VDF is
         // verified): on to the peers that lack it.
-        if let Some((id, new)) = relayed {
+        if let Some(id) = relayed {
             if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
-                let connected = self.connected();
-                let to = if new {
-                    self.relay.forward_to(id, &connected)
-                } else {
-                    self.relay.forward_missing(id, &connected)
-                };
+                let to = self.relay.accepted(id, m.peer, &self.connected());
                 self.forward(&to, m.msg_type, &m.payload);
             }
         }
