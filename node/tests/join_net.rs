@@ -659,3 +659,60 @@ async fn a_peer_breaking_the_protocol_in_a_loop_costs_one_line_a_minute() {
     assert_eq!(connected, 1, "{}", lines.join("\n"));
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_gets_at_most_four_pongs_a_heartbeat_period() {
+    use montana_node::net::{MSG_PING, MSG_PONG};
+    let g = genesis(1);
+    let every = Duration::from_secs(1);
+    let (n, _rx) = start(member(
+        &g,
+        0,
+        Limits {
+            heartbeat_every: every,
+            ..limits()
+        },
+    ))
+    .await;
+    let keys = NodeKeys::generate().unwrap();
+    let (stream, session) = raw_handshake(
+        Ipv4Addr::new(127, 0, 7, 1),
+        g.peers[0].address,
+        &g.peers,
+        &keys,
+        None,
+    )
+    .await
+    .unwrap();
+    let (r, w) = stream.into_split();
+    let (mut reader, mut writer) = session.into_halves(r, w);
+    let started = Instant::now();
+    let pongs = tokio::spawn(async move {
+        let mut pongs = 0u32;
+        // Until 1.5 s after the flood began.
+        let end = Instant::now() + Duration::from_millis(1500);
+        while let Ok(Ok(Some(env))) =
+            timeout(end.saturating_duration_since(Instant::now()), reader.next()).await
+        {
+            if env.msg_type == MSG_PONG {
+                pongs += 1;
+            }
+        }
+        pongs
+    });
+    for i in 1..=500u64 {
+        writer
+            .send(&Envelope::new(MSG_PING, 1, i, vec![]))
+            .await
+            .unwrap();
+    }
+    let pongs = pongs.await.unwrap();
+    let quarters = started.elapsed().as_secs_f64() / (every.as_secs_f64() / 4.0);
+    eprintln!("{pongs} pongs for 500 pings");
+    assert!(pongs >= 1, "no ping answered");
+    assert!(
+        f64::from(pongs) <= quarters.ceil() + 1.0,
+        "{pongs} pongs in {quarters:.1} quarter periods"
+    );
+    n.shutdown().await;
+}
