@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
 use super::discovery::{Addrs, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
 use super::envelope::{Envelope, HEADER_LEN};
-use super::shared::{bump, Admission, Shared};
+use super::shared::{bump, Admission, Delivery, Shared};
 use super::stats::Event;
 use super::{Inbound, PeerId, PeerLink, MSG_PING, MSG_PONG, RESERVED_TYPES};
 
@@ -259,7 +259,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     peer,
                     envelope: env,
                 };
-                if slot.inbound.send((inbound, permit)).await.is_err() {
+                let d = Delivery {
+                    inbound,
+                    from: link.node_id,
+                    permit,
+                };
+                if slot.inbound.send(d).await.is_err() {
                     return Ended::NodeGone;
                 }
             }
