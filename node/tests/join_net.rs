@@ -659,3 +659,127 @@ async fn a_peer_breaking_the_protocol_in_a_loop_costs_one_line_a_minute() {
     assert_eq!(connected, 1, "{}", lines.join("\n"));
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_gets_at_most_four_pongs_a_heartbeat_period() {
+    use montana_node::net::{MSG_PING, MSG_PONG};
+    let g = genesis(1);
+    let every = Duration::from_secs(1);
+    let (n, _rx) = start(member(
+        &g,
+        0,
+        Limits {
+            heartbeat_every: every,
+            ..limits()
+        },
+    ))
+    .await;
+    let keys = NodeKeys::generate().unwrap();
+    let (stream, session) = raw_handshake(
+        Ipv4Addr::new(127, 0, 7, 1),
+        g.peers[0].address,
+        &g.peers,
+        &keys,
+        None,
+    )
+    .await
+    .unwrap();
+    let (r, w) = stream.into_split();
+    let (mut reader, mut writer) = session.into_halves(r, w);
+    let started = Instant::now();
+    let pongs = tokio::spawn(async move {
+        let mut pongs = 0u32;
+        // Until 1.5 s after the flood began.
+        let end = Instant::now() + Duration::from_millis(1500);
+        while let Ok(Ok(Some(env))) =
+            timeout(end.saturating_duration_since(Instant::now()), reader.next()).await
+        {
+            if env.msg_type == MSG_PONG {
+                pongs += 1;
+            }
+        }
+        pongs
+    });
+    for i in 1..=500u64 {
+        writer
+            .send(&Envelope::new(MSG_PING, 1, i, vec![]))
+            .await
+            .unwrap();
+    }
+    let pongs = pongs.await.unwrap();
+    let quarters = started.elapsed().as_secs_f64() / (every.as_secs_f64() / 4.0);
+    eprintln!("{pongs} pongs for 500 pings");
+    assert!(pongs >= 1, "no ping answered");
+    assert!(
+        f64::from(pongs) <= quarters.ceil() + 1.0,
+        "{pongs} pongs in {quarters:.1} quarter periods"
+    );
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_by_a_guest_that_left_never_reach_the_node_as_the_next_holder_of_its_id() {
+    let g = genesis(1);
+    // One member slot: 5 guest ids (1..=5), 4 of them in use at once.
+    let (n, mut rx) = start(member(
+        &g,
+        0,
+        Limits {
+            max_peers: 1,
+            ..limits()
+        },
+    ))
+    .await;
+    let target = g.peers[0].address;
+    let peers = &g.peers;
+    let connect = |i: u8, keys: Arc<NodeKeys>| async move {
+        raw_handshake(Ipv4Addr::new(127, 0, 9, i), target, peers, &keys, None).await
+    };
+    let env = |i: u64, who: &[u8]| Envelope::new(200, 1, i, who.to_vec());
+    // Nobody reads `rx`: the delivery task holds 9 messages (8 in the
+    // node's channel, 1 in hand); X1's other 11 wait in its queue.
+    let k1 = Arc::new(NodeKeys::generate().unwrap());
+    let (s1, session) = connect(1, k1.clone()).await.unwrap();
+    let (r, w) = s1.into_split();
+    let (reader, mut writer) = session.into_halves(r, w);
+    for i in 0..20 {
+        writer.send(&env(i, b"x1")).await.unwrap();
+    }
+    wait_until("X1 connected", || peer_of(&n, &k1).is_some()).await;
+    let id = peer_of(&n, &k1).unwrap();
+    drop((reader, writer));
+    wait_until("X1 gone", || peer_of(&n, &k1).is_none()).await;
+    // Four others come and go, so the next one gets X1's id.
+    for i in 2..=5 {
+        let k = Arc::new(NodeKeys::generate().unwrap());
+        let (s, _session) = connect(i, k.clone()).await.unwrap();
+        wait_until("a guest connected", || peer_of(&n, &k).is_some()).await;
+        assert_ne!(peer_of(&n, &k), Some(id));
+        drop(s);
+        wait_until("the guest gone", || peer_of(&n, &k).is_none()).await;
+    }
+    let k6 = Arc::new(NodeKeys::generate().unwrap());
+    let (s6, session) = connect(6, k6.clone()).await.unwrap();
+    wait_until("X6 connected", || peer_of(&n, &k6).is_some()).await;
+    assert_eq!(peer_of(&n, &k6), Some(id), "X6 holds X1's old id");
+    let (r, w) = s6.into_split();
+    let (_reader6, mut writer) = session.into_halves(r, w);
+    writer.send(&env(99, b"x6")).await.unwrap();
+    // Everything the node gets, up to X6's message.
+    let mut from_x1 = 0;
+    loop {
+        let m = recv(&mut rx).await;
+        if m.envelope.payload == b"x6" {
+            assert_eq!(m.peer, id);
+            break;
+        }
+        assert_eq!(m.envelope.payload, b"x1");
+        from_x1 += 1;
+    }
+    eprintln!("{from_x1} of X1's 20 messages delivered");
+    assert!(
+        from_x1 <= 9,
+        "{from_x1} of X1's messages delivered, the last ones as X6's"
+    );
+    n.shutdown().await;
+}

@@ -82,7 +82,7 @@ pub fn usable(a: &SocketAddr) -> bool {
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so that one host has one spelling.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -9,6 +9,11 @@
 //!   and so does every established connection of a non-member; at most
 //!   [`PER_IP`] of them from one source address. Hence at most
 //!   `max_peers + pool` connections and sockets in all.
+//! - A source address is what [`source`] makes of the socket's IP: an
+//!   IPv4 address however it arrives (as `::ffff:a.b.c.d` on a dual-stack
+//!   `[::]` listener too), and an IPv6 address's /64 (one host is commonly
+//!   given a whole /64, so counting per /128 would give it 2^64 budgets).
+//!   Every budget and log limit below is per source address.
 //! - An allowance per genesis address: an IP listed in the genesis for
 //!   peers that dial us (lower ids) may run that many handshakes plus one
 //!   outside the pool, so idle sockets from elsewhere can never lock a
@@ -39,6 +44,18 @@ pub use crate::lograte::LOG_EVERY;
 /// Source IPs remembered for log rate-limiting; beyond this (and after
 /// forgetting the stale ones) refusals are counted but not logged.
 pub const MAX_LOGGED_IPS: usize = crate::lograte::MAX_LOG_KEYS;
+
+/// The source address `ip` is counted as (see the module docs): IPv4 for
+/// an IPv4-mapped IPv6 address, the /64 prefix (the rest zero) for IPv6.
+pub fn source(ip: IpAddr) -> IpAddr {
+    match super::discovery::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
 
 /// The pool shared by handshakes and non-members: `max(4, max_peers / 4)`.
 pub fn pool_size(max_peers: usize) -> usize {
@@ -103,7 +120,7 @@ impl Gate {
     pub fn new(max_peers: usize, genesis_ips: impl IntoIterator<Item = IpAddr>) -> Self {
         let mut allowance = HashMap::new();
         for ip in genesis_ips {
-            *allowance.entry(ip).or_insert(1) += 1;
+            *allowance.entry(source(ip)).or_insert(1) += 1;
         }
         Gate {
             max_peers,
@@ -156,6 +173,7 @@ impl Gate {
 
     /// May a socket from `ip` start a handshake?
     pub fn admit(&mut self, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let ip = source(ip);
         let allowed = self.allowance.get(&ip).copied().unwrap_or(0);
         let reserved = self.reserved.entry(ip).or_insert(0);
         if *reserved < allowed {
@@ -189,6 +207,7 @@ impl Gate {
         member: bool,
         replacing: bool,
     ) -> Result<Seat, Refusal> {
+        let ip = source(ip);
         if member {
             if let Some(t) = ticket {
                 self.release(t);
@@ -234,7 +253,7 @@ impl Gate {
     /// [`LOG_EVERY`] per IP, and never while [`MAX_LOGGED_IPS`] recent IPs
     /// are remembered.
     pub fn should_log(&mut self, ip: IpAddr, now: Instant) -> bool {
-        self.logged.allow(ip, now).is_some()
+        self.logged.allow(source(ip), now).is_some()
     }
 }
 
@@ -276,6 +295,56 @@ mod tests {
         g.release(a);
         assert_eq!(g.admit(ip(1)), Ok(Ticket::General(ip(1))));
         assert_eq!(g.in_progress(), 16);
+    }
+
+    #[test]
+    fn v4_mapped_addresses_count_as_ipv4() {
+        let peer = ip(7);
+        let mapped = |a: IpAddr| match a {
+            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+            v6 => v6,
+        };
+        // Genesis addresses are IPv4; a dual-stack `[::]` listener sees them
+        // mapped. The pool is full of idle sockets from elsewhere.
+        let mut g = Gate::new(64, [peer]);
+        for i in 0..16u8 {
+            g.admit(mapped(IpAddr::from([10, 1, i / 2, i]))).unwrap();
+        }
+        let t = g.admit(mapped(peer)).unwrap();
+        assert_eq!(t, Ticket::Reserved(peer));
+        // The same address, mapped or not, is one source for the per-IP bound.
+        let mut g = Gate::new(64, []);
+        g.admit(ip(1)).unwrap();
+        g.admit(mapped(ip(1))).unwrap();
+        assert_eq!(g.admit(ip(1)), Err(Refusal::PerIp));
+        assert_eq!(g.admit(mapped(ip(1))), Err(Refusal::PerIp));
+        // A seat from a mapped address takes over the handshake's pool slot.
+        let mut g = Gate::new(64, []);
+        let t = g.admit(mapped(ip(2))).unwrap();
+        assert_eq!(
+            g.seat(Some(t), mapped(ip(2)), false, false),
+            Ok(Seat::Guest(ip(2)))
+        );
+        assert_eq!(g.pool_used(), 1);
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_per_64() {
+        let mut g = Gate::new(64, []);
+        let host = |prefix: u16, low: u64| {
+            IpAddr::V6(((u128::from(prefix) << 112) | u128::from(low)).into())
+        };
+        // One /64, many addresses: PER_IP in all.
+        g.admit(host(0x2001, 1)).unwrap();
+        g.admit(host(0x2001, 2)).unwrap();
+        assert_eq!(g.admit(host(0x2001, 3)), Err(Refusal::PerIp));
+        assert_eq!(g.admit(host(0x2001, u64::MAX)), Err(Refusal::PerIp));
+        // Another /64 has its own.
+        g.admit(host(0x2002, 3)).unwrap();
+        // Logged once per /64 too.
+        let now = Instant::now();
+        assert!(g.should_log(host(0x2003, 1), now));
+        assert!(!g.should_log(host(0x2003, 2), now));
     }
 
     #[test]

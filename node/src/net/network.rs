@@ -148,7 +148,12 @@ impl Network {
             next_conn: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         });
-        shared.spawn(deliver(queues, tx, shared.shutdown_signal()));
+        shared.spawn(deliver(
+            shared.clone(),
+            queues,
+            tx,
+            shared.shutdown_signal(),
+        ));
         shared.spawn(server::accept_loop(shared.clone(), listener));
         let mut dial_genesis = dial_genesis;
         dial_genesis.shuffle(&mut rand::rng());
@@ -440,8 +445,10 @@ fn validate(cfg: &NetConfig) -> Result<(), NetError> {
 
 /// The delivery task: takes one message from each peer's queue in turn and
 /// passes it to the node's channel, releasing its share of the peer's byte
-/// budget once the node's channel holds it.
+/// budget once the node's channel holds it. A message whose sender no
+/// longer holds its id ([`Shared::still_sender`]) is dropped.
 async fn deliver(
+    shared: Arc<Shared>,
     mut queues: Vec<mpsc::Receiver<Delivery>>,
     out: mpsc::Sender<Inbound>,
     mut shutdown: watch::Receiver<bool>,
@@ -468,13 +475,22 @@ async fn deliver(
                 Poll::Pending
             }
         });
-        let (inbound, permit) = tokio::select! {
+        let d = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             d = taken => match d {
                 Some(d) => d,
                 None => return,
             },
         };
+        let Delivery {
+            inbound,
+            from,
+            permit,
+        } = d;
+        if !shared.still_sender(inbound.peer, from) {
+            debug!(peer = %inbound.peer, "message of a connection whose id went to another node; dropped");
+            continue;
+        }
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             sent = out.send(inbound) => if sent.is_err() {

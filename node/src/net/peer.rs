@@ -2,7 +2,10 @@
 //!
 //! Two loops run side by side until either ends:
 //! - reading: decrypts envelopes; answers Ping with Pong (through a small
-//!   control queue, so heartbeats never wait behind bulk data), matches Pongs,
+//!   control queue, so heartbeats never wait behind bulk data), at most one
+//!   Ping per [`pong_gap`] (a quarter of our heartbeat period; the others
+//!   are dropped unanswered, so a Ping flood costs at most four Pongs a
+//!   period, each sealed and flushed on its own), matches Pongs,
 //!   delivers application types into this peer's bounded inbound queue
 //!   (waiting, and so not reading, while it is full: only this peer is
 //!   slowed); nothing received for `idle_timeout` (heartbeats included)
@@ -32,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
 use super::discovery::{Addrs, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
 use super::envelope::{Envelope, HEADER_LEN};
-use super::shared::{bump, Admission, Shared};
+use super::shared::{bump, Admission, Delivery, Shared};
 use super::stats::Event;
 use super::{Inbound, PeerId, PeerLink, MSG_PING, MSG_PONG, RESERVED_TYPES};
 
@@ -40,6 +43,13 @@ use super::{Inbound, PeerId, PeerLink, MSG_PING, MSG_PONG, RESERVED_TYPES};
 const HEARTBEAT_VERSION: u8 = 1;
 /// Pongs waiting to be written; more are dropped (the peer will count it).
 const CONTROL_QUEUE: usize = 8;
+
+/// The least time between two Pongs we send on one connection: a quarter
+/// of our heartbeat period, so an honest peer's Pings (one per its own
+/// period, with some jitter) are all answered.
+pub fn pong_gap(heartbeat_every: std::time::Duration) -> std::time::Duration {
+    heartbeat_every / 4
+}
 
 /// Why a connection ended.
 enum Ended {
@@ -205,6 +215,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> Ended {
     let peer = link.peer;
     let mut last_addrs = None;
+    let mut last_pong: Option<Instant> = None;
+    let gap = pong_gap(shared.limits.heartbeat_every);
     loop {
         let env = match timeout(shared.limits.idle_timeout, reader.next()).await {
             Err(_) => return Ended::Idle,
@@ -214,6 +226,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         match env.msg_type {
             MSG_PING => {
+                let now = Instant::now();
+                if last_pong.is_some_and(|t| now.duration_since(t) < gap) {
+                    debug!(%peer, "ping within the pong gap; not answered");
+                    continue;
+                }
+                last_pong = Some(now);
                 let pong = Envelope::new(MSG_PONG, HEARTBEAT_VERSION, env.request_id, vec![]);
                 if control.try_send(pong).is_err() {
                     debug!(%peer, "control queue full; pong dropped");
@@ -241,7 +259,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     peer,
                     envelope: env,
                 };
-                if slot.inbound.send((inbound, permit)).await.is_err() {
+                let d = Delivery {
+                    inbound,
+                    from: link.node_id,
+                    permit,
+                };
+                if slot.inbound.send(d).await.is_err() {
                     return Ended::NodeGone;
                 }
             }

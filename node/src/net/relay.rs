@@ -2,9 +2,11 @@
 //! have it yet, so no node needs a connection to everyone.
 //!
 //! A layer of its own, sans-IO, that a gossip library could later replace:
-//! the node tells it what arrived from whom ([`Relay::observe`]) and, once
-//! the message passed its cheap checks, asks whom to forward it to
-//! ([`Relay::forward_to`]); the node does the sending.
+//! once a message from a peer passed the node's cheap checks, the node
+//! tells it so and learns whom to forward it to ([`Relay::accepted`]; for
+//! its own messages [`Relay::observe`] and [`Relay::forward_to`]); the node
+//! does the sending. What does not decode or is refused never enters the
+//! cache, so junk cannot push real ids out.
 //!
 //! - A message is identified by [`message_id`]: SHA-256 of its type and
 //!   payload (or any 32-byte id the caller prefers, e.g. a vote's
@@ -177,6 +179,20 @@ impl Relay {
         }
     }
 
+    /// A copy of `id` from `from` that passed the node's checks: remembers
+    /// the sender and returns whom to forward it to ([`Relay::forward_to`]
+    /// for a new id, [`Relay::forward_missing`] for a copy seen before).
+    /// Only what passed the checks may enter the cache: ids of junk (what
+    /// does not decode, or is refused) would push real ids out, and the
+    /// next resend of a real one would go to every peer again.
+    pub fn accepted(&mut self, id: MessageId, from: u16, connected: &[u16]) -> Vec<u16> {
+        if self.observe(id, Some(from)) {
+            self.forward_to(id, connected)
+        } else {
+            self.forward_missing(id, connected)
+        }
+    }
+
     /// [`Relay::observe`] and, if new, [`Relay::forward_to`] in one call:
     /// for a message that needs no check before it is forwarded.
     pub fn should_forward(
@@ -239,6 +255,15 @@ mod tests {
         assert_eq!(r.should_forward(id(2), Some(1), &[1, 3]), Vec::<u16>::new());
         assert!(r.first_seen(id(3)));
         assert!(!r.first_seen(id(3)));
+    }
+
+    #[test]
+    fn an_accepted_copy_is_forwarded_once_then_only_to_newcomers() {
+        let mut r = Relay::new(100);
+        assert_eq!(r.accepted(id(1), 3, &[1, 3]), vec![1]);
+        assert_eq!(r.accepted(id(1), 1, &[1, 3]), Vec::<u16>::new());
+        assert_eq!(r.accepted(id(1), 1, &[1, 3, 5]), vec![5]);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

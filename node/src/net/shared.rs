@@ -130,8 +130,13 @@ pub(super) struct Live {
 }
 
 /// A received message on its way to the node, holding its share of the
-/// peer's inbound byte budget until the node's channel takes it.
-pub(super) type Delivery = (Inbound, OwnedSemaphorePermit);
+/// peer's inbound byte budget until the node's channel takes it, and the
+/// node that sent it ([`Shared::still_sender`]).
+pub(super) struct Delivery {
+    pub(super) inbound: Inbound,
+    pub(super) from: NodeId,
+    pub(super) permit: OwnedSemaphorePermit,
+}
 
 pub(super) struct Slot {
     pub(super) live: Mutex<Option<Live>>,
@@ -248,6 +253,15 @@ impl Shared {
                 Err(why)
             }
         }
+    }
+
+    /// Whether a message that `from` sent as `peer` may still go to the
+    /// node under that id: always for a genesis peer (its id is its own);
+    /// for anyone else only while `from` still holds the id. A guest id is
+    /// handed to another node after its holder left, and what the old
+    /// holder had queued must not reach the node as the new holder's.
+    pub(super) fn still_sender(&self, peer: PeerId, from: NodeId) -> bool {
+        (peer.0 as usize) < self.genesis_len() || self.guests().holds(peer, from)
     }
 
     fn guests(&self) -> MutexGuard<'_, Guests> {
@@ -406,12 +420,12 @@ impl Shared {
 
     /// Whether a connection line of kind `what` about `ip` is written now
     /// (`Some(left_out)`: lines of that kind left out since the last) or
-    /// only counted (`None`).
+    /// only counted (`None`); per source address ([`super::gate::source`]).
     pub fn conn_line(&self, ip: IpAddr, what: &'static str) -> Option<u64> {
         self.conn_log
             .lock()
             .expect("log lock")
-            .allow((ip, what), Instant::now())
+            .allow((super::gate::source(ip), what), Instant::now())
     }
 
     /// Counts a refused socket or connection by reason; logs it at most once
@@ -469,6 +483,11 @@ impl Guests {
         let id = self.free.pop_front()?;
         self.by_node.insert(node, (id, 1));
         Some(id)
+    }
+
+    /// Whether `node` holds `id` now.
+    pub fn holds(&self, id: PeerId, node: NodeId) -> bool {
+        self.by_node.get(&node).is_some_and(|(i, _)| *i == id)
     }
 
     pub fn release(&mut self, id: PeerId) {

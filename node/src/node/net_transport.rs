@@ -176,9 +176,15 @@ pub fn net_config_with(
     })
 }
 
-/// Feeds the transport's inbound queue into the node's.
+/// Messages converted ahead of the node: past the per-peer inbound budget
+/// (released once the network's delivery channel holds a message), so kept
+/// to one; with the one in hand at most two 1 MiB envelopes more than the
+/// network's own delivery channel wait here uncounted.
+pub const FORWARD_QUEUE: usize = 1;
+
+/// Feeds the transport's inbound queue into the node's ([`FORWARD_QUEUE`]).
 pub fn forward(mut rx: mpsc::Receiver<Inbound>) -> mpsc::Receiver<Incoming> {
-    let (tx, out) = mpsc::channel(256);
+    let (tx, out) = mpsc::channel(FORWARD_QUEUE);
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let e = m.envelope;
@@ -204,5 +210,33 @@ pub fn snapshot(s: &NodeState, net: &Network) -> StatusSnapshot {
         peers: net.stats(),
         net: net.totals(),
         ..s.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages of a peer that the node does not read stay in the
+    /// network's queue, where they are counted, not in the conversion.
+    #[tokio::test(flavor = "current_thread")]
+    async fn forward_holds_at_most_two_messages_the_node_has_not_taken() {
+        const SENT: usize = 64;
+        let (tx, rx) = mpsc::channel(SENT);
+        let _out = forward(rx);
+        for i in 0..SENT {
+            let e = Envelope::new(200, MSG_VERSION, i as u64, vec![0; 1 << 10]);
+            tx.try_send(Inbound {
+                peer: PeerId(1),
+                envelope: e,
+            })
+            .unwrap();
+        }
+        // Let the forwarding task run as long as it can.
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        let taken = tx.capacity();
+        assert!(taken <= FORWARD_QUEUE + 1, "{taken} messages taken");
     }
 }

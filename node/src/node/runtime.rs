@@ -866,11 +866,10 @@ impl Runner {
         // Relayed kinds: every copy still goes to the chain (a resend is
         // how a node that dropped the first one, behind or restarting,
         // gets it; the chain drops duplicates by key before any
-        // signature), and the relay decides whom to forward it to.
-        let relayed = relayed(m.msg_type).then(|| {
-            let id = message_id(m.msg_type, &m.payload);
-            (id, self.relay.observe(id, Some(m.peer)))
-        });
+        // signature), and the relay decides whom to forward it to once the
+        // chain did not refuse it ([`Relay::accepted`]: junk never enters
+        // the seen-cache).
+        let relayed = relayed(m.msg_type).then(|| message_id(m.msg_type, &m.payload));
         let msg = match Message::decode(m.msg_type, m.version, &m.payload) {
             None => {
                 // Not a chain message: a fast-sync one (types 26-31), or
@@ -914,14 +913,9 @@ impl Runner {
         };
         // Passed the chain's cheap checks (a proposal: before its VDF is
         // verified): on to the peers that lack it.
-        if let Some((id, new)) = relayed {
+        if let Some(id) = relayed {
             if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
-                let connected = self.connected();
-                let to = if new {
-                    self.relay.forward_to(id, &connected)
-                } else {
-                    self.relay.forward_missing(id, &connected)
-                };
+                let to = self.relay.accepted(id, m.peer, &self.connected());
                 self.forward(&to, m.msg_type, &m.payload);
             }
         }
@@ -973,36 +967,22 @@ impl Runner {
         let tx = self.done_tx.clone();
         self.serving += 1;
         tokio::task::spawn_blocking(move || {
-            let result = (|| {
-                let mut encoded = Vec::new();
-                let mut size = 0usize;
-                for w in from..=last {
-                    let b = match what {
-                        Served::Proposals => reader.proposal_bytes(w)?,
-                        Served::Cements => reader.cement_bytes(w)?,
-                    };
-                    let Some(b) = b else {
-                        break;
-                    };
-                    size += b.len() + 4;
-                    encoded.push(b);
-                    if size >= messages::MAX_PAYLOAD {
-                        break;
-                    }
-                }
-                let (payload, n) = messages::encode_proposals(encoded);
-                let bytes = payload.len();
-                debug!(peer, from, n, "serving cemented windows");
-                let t = match what {
-                    Served::Proposals => MSG_PROPOSALS,
-                    Served::Cements => MSG_CEMENTS,
-                };
-                if let Err(e) = transport.send(peer, t, request_id, payload) {
-                    debug!(peer, error = %e, "answer not sent");
-                    return Ok(0);
-                }
-                Ok(bytes)
-            })();
+            let t = match what {
+                Served::Proposals => MSG_PROPOSALS,
+                Served::Cements => MSG_CEMENTS,
+            };
+            let result = super::serve::answer(
+                |w| match what {
+                    Served::Proposals => reader.proposal_bytes(w),
+                    Served::Cements => reader.cement_bytes(w),
+                },
+                from,
+                last,
+                &*transport,
+                peer,
+                t,
+                request_id,
+            );
             let _ = tx.send(Done::Served { peer, result });
         });
     }

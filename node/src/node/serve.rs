@@ -15,6 +15,10 @@
 //! - no answer while [`MAX_BACKLOG`] bytes are still queued for it (a peer
 //!   that reads slowly gets nothing more to read; [`Refused::Backlog`]).
 //!
+//! An answer is charged for what was built, whether or not it could be
+//! queued ([`answer`]): a peer that disconnects, or never reads, after
+//! asking still pays for the reads and the encoding it caused.
+//!
 //! A refused request is dropped (the asker times out and asks elsewhere).
 //! An honest follower asks one pair of requests at a time, so it stays far inside
 //! these bounds. Answers are built off the event loop (see the runtime).
@@ -22,6 +26,11 @@
 
 use std::collections::HashMap;
 use std::time::Instant;
+
+use tracing::debug;
+
+use super::transport::Transport;
+use crate::messages;
 
 /// Sustained requests per second per peer.
 pub const REQUESTS_PER_SEC: f64 = 10.0;
@@ -111,10 +120,78 @@ impl ServeBudget {
     }
 }
 
+/// Builds the answer to a request for windows `from..=last` (`read` gives a
+/// window's stored bytes; the first missing one ends the answer; as many as
+/// fit one message) and queues it for `peer` as `msg_type`. Returns the
+/// bytes built, the amount to charge with [`ServeBudget::done`], whether or
+/// not `transport` took the answer: the work is done either way.
+pub fn answer<E>(
+    mut read: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+    from: u64,
+    last: u64,
+    transport: &dyn Transport,
+    peer: u16,
+    msg_type: u8,
+    request_id: u64,
+) -> Result<usize, E> {
+    let mut encoded = Vec::new();
+    let mut size = 0usize;
+    for w in from..=last {
+        let Some(b) = read(w)? else {
+            break;
+        };
+        size += b.len() + 4;
+        encoded.push(b);
+        if size >= messages::MAX_PAYLOAD {
+            break;
+        }
+    }
+    let (payload, n) = messages::encode_proposals(encoded);
+    let bytes = payload.len();
+    debug!(peer, from, n, "serving cemented windows");
+    if let Err(e) = transport.send(peer, msg_type, request_id, payload) {
+        debug!(peer, error = %e, "answer not sent");
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A transport that drops everything: the asker is gone or its queue
+    /// is full.
+    struct Gone;
+
+    impl Transport for Gone {
+        fn send(&self, peer: u16, _: u8, _: u64, _: Vec<u8>) -> Result<(), String> {
+            Err(format!("peer {peer} is not connected"))
+        }
+        fn broadcast(&self, _: u8, _: Vec<u8>) {}
+    }
+
+    #[test]
+    fn answers_that_cannot_be_sent_are_charged() {
+        let mut s = ServeBudget::default();
+        let t = Instant::now();
+        // 64 KiB windows: an answer is a full message.
+        let read = |_w: u64| Ok::<_, ()>(Some(vec![7u8; 64 << 10]));
+        let (mut built, mut now) = (0usize, t);
+        // 10 s of requests at 20 a second, every answer dropped.
+        for i in 0..200u64 {
+            now += Duration::from_millis(50);
+            if s.admit(9, 0, now).is_ok() {
+                let bytes = answer(read, 1, 256, &Gone, 9, messages::MSG_PROPOSALS, i).unwrap();
+                assert!(bytes >= messages::MAX_PAYLOAD - (64 << 10));
+                s.done(9, bytes);
+                built += bytes;
+            }
+        }
+        let secs = now.duration_since(t).as_secs_f64();
+        let bound = BYTES_BURST + BYTES_PER_SEC * secs + messages::MAX_PAYLOAD as f64;
+        assert!(built as f64 <= bound, "{built} bytes built > {bound}");
+    }
 
     #[test]
     fn one_at_a_time_rate_bytes_and_backlog() {

@@ -680,3 +680,118 @@ async fn a_verify_backend_that_accepts_everything_is_refused_at_first_use() {
     assert_eq!(s.backend_faults, 1);
     assert_eq!(s.verify_backend, "scalar");
 }
+
+/// A transport that records what the node sends, with peers 1 and 2
+/// connected (so the relay has someone to forward to).
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<(u16, u8, Vec<u8>)>>,
+    broadcast: Mutex<Vec<(u8, Vec<u8>)>>,
+}
+
+impl Transport for Recorder {
+    fn send(&self, peer: u16, msg_type: u8, _: u64, payload: Vec<u8>) -> Result<(), String> {
+        self.sent.lock().unwrap().push((peer, msg_type, payload));
+        Ok(())
+    }
+    fn broadcast(&self, msg_type: u8, payload: Vec<u8>) {
+        self.broadcast.lock().unwrap().push((msg_type, payload));
+    }
+    fn links(&self) -> Vec<crate::net::PeerLink> {
+        (1..=2)
+            .map(|p| crate::net::PeerLink {
+                peer: crate::net::PeerId(p),
+                node_id: crate::net::NodeId([p as u8; 32]),
+                genesis: true,
+                member: true,
+                outbound: false,
+                remote: "127.0.0.1:9".parse().unwrap(),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_does_not_flush_the_relay_cache() {
+    use crate::messages::{Message, MSG_BEACON, MSG_PROPOSE, MSG_VOTE};
+    use crate::net::relay::DEFAULT_CAPACITY;
+    let c = cluster(3, 100_000, 100);
+    let node = Node::open(&config(&c, 0)).unwrap();
+    let tip = node.store.tip();
+    let rec = Arc::new(Recorder::default());
+    let (tx, inbound) = mpsc::channel(1024);
+    let state = Arc::new(Mutex::new(node.initial_state()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(rec.clone(), inbound, state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let incoming = |peer: u16, msg: Message| Incoming {
+        peer,
+        msg_type: msg.msg_type(),
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload: msg.encode(),
+    };
+    for peer in [1, 2] {
+        let t = Message::Tip {
+            cemented: tip,
+            applied: 0,
+        };
+        tx.send(incoming(peer, t)).await.unwrap();
+    }
+    // A real relayed message: the node's own, sent to every peer.
+    let relayed = |t: u8| matches!(t, MSG_PROPOSE | MSG_VOTE | MSG_BEACON);
+    let real = || {
+        rec.broadcast
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, _)| relayed(*t))
+            .cloned()
+    };
+    wait_until("the node broadcast a relayed message", || real().is_some()).await;
+    let (t, payload) = real().unwrap();
+    // More distinct junk messages of relayed kinds than the cache holds.
+    let malformed = || state.lock().unwrap().rejected.get("malformed").copied();
+    let junk = DEFAULT_CAPACITY as u64 + 1000;
+    for i in 0..junk {
+        let m = Incoming {
+            peer: 1,
+            msg_type: [MSG_PROPOSE, MSG_VOTE, MSG_BEACON][i as usize % 3],
+            version: crate::messages::MSG_VERSION,
+            request_id: 0,
+            payload: i.to_le_bytes().to_vec(),
+        };
+        tx.send(m).await.unwrap();
+    }
+    wait_until("the junk was read", || malformed() == Some(junk)).await;
+    // Peer 1 sends the real message back (a resend): peer 2 already has it
+    // from us, so it is not forwarded to it.
+    let echo = Incoming {
+        peer: 1,
+        msg_type: t,
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload: payload.clone(),
+    };
+    tx.send(echo).await.unwrap();
+    let end = Incoming {
+        peer: 1,
+        msg_type: MSG_VOTE,
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload: vec![0],
+    };
+    tx.send(end).await.unwrap();
+    wait_until("the resend was read", || malformed() == Some(junk + 1)).await;
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+    let forwarded = rec
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, mt, p)| *mt == t && *p == payload)
+        .count();
+    assert_eq!(forwarded, 0, "the resend was forwarded again");
+}
