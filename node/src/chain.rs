@@ -383,6 +383,11 @@ pub enum Action {
         window: u64,
         reason: Reject,
     },
+    /// The message was dropped before any signature check (a window gone
+    /// by or too far ahead, no room): the node does not forward it (a
+    /// forged but well-formed message would otherwise cross the whole
+    /// network, every node dropping it unchecked and passing it on).
+    Unchecked,
 }
 
 /// The fixed rules from the genesis.
@@ -1676,7 +1681,8 @@ impl Chain {
             return self.keep_early(Early::Propose(peer.unwrap_or(0), m));
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
-            return; // late, or far ahead (fetched when its turn comes)
+            // Late, or far ahead (fetched when its turn comes).
+            return self.unchecked(k.window, out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD)
             || live.proposed_rounds.contains(&k.round)
@@ -2097,7 +2103,7 @@ impl Chain {
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
             // Late (cemented here already) or ahead of this node (it
             // catches up from cements): not counted either way.
-            return;
+            return self.unchecked(k.window, out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);
@@ -2134,10 +2140,10 @@ impl Chain {
             return self.keep_early(Early::Beacon(peer.unwrap_or(0), b));
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == b.window) else {
-            return;
+            return self.unchecked(b.window, out);
         };
         if live.agreement.proposer(b.round) != b.signer || b.round != live.agreement.round() {
-            return;
+            return out.push(Action::Unchecked);
         }
         if let Some((r, first, last)) = live.beacons {
             let now = self.clock;
@@ -2176,7 +2182,7 @@ impl Chain {
             return self.reject(peer, c.window, Reject::Cement("cement_wrong_network"), out);
         }
         if c.window < self.tip.window || c.window > self.tip.window + WAITING_HORIZON {
-            return;
+            return out.push(Action::Unchecked);
         }
         // Above the tip: a copy of a held Cement is not checked again, and
         // beyond the live window it is dropped, as is one with no room,
@@ -2189,6 +2195,11 @@ impl Chain {
                 .get(&c.window)
                 .is_some_and(|cs| cs.iter().any(|(x, _)| *x == h));
         if c.window > self.tip.window + 1 && self.cement_place(c.window, &h).is_none() {
+            // A copy of one held goes on (a resend reaches newcomers);
+            // one with no room was never checked.
+            if !held {
+                out.push(Action::Unchecked);
+            }
             return;
         }
         if c.window == self.tip.window {
@@ -2231,7 +2242,7 @@ impl Chain {
             if c.window > self.tip.window + 1
                 && matches!(e.kind(), "cement_non_member" | "bundle_short_of_quorum")
             {
-                return;
+                return out.push(Action::Unchecked);
             }
             return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
         }
@@ -2267,6 +2278,15 @@ impl Chain {
         match place {
             Some(i) => slot[i] = (h, c),
             None => slot.push((h, c)),
+        }
+    }
+
+    /// A live-window message for `window` dropped unchecked: not forwarded,
+    /// unless it is for the window just cemented (a peer still finishing
+    /// it may need it); older windows and those beyond the next are.
+    fn unchecked(&self, window: u64, out: &mut Vec<Action>) {
+        if window != self.tip.window {
+            out.push(Action::Unchecked);
         }
     }
 

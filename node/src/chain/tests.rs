@@ -241,7 +241,10 @@ impl Sim {
                 | Action::Evaluate { .. }
                 | Action::VerifyCandidates { .. }
                 | Action::EvaluateCandidate { .. }) => self.work.push_back((i, a)),
-                Action::Applied { .. } | Action::Rejected { .. } | Action::Members(_) => {}
+                Action::Applied { .. }
+                | Action::Rejected { .. }
+                | Action::Members(_)
+                | Action::Unchecked => {}
             }
         }
     }
@@ -2480,4 +2483,43 @@ fn a_value_pushed_out_before_it_was_judged_is_judged_when_proposed_again() {
         pending = verify_action(&c.on_verified(b, Ok(o), now));
     }
     assert!(seen, "the honest value was never verified again");
+}
+
+/// What the chain drops before any signature check is marked Unchecked
+/// (the node does not forward it): windows gone by (but the one just
+/// cemented, which a peer may still be finishing), windows beyond the
+/// next, and Cements with no room; a copy of a held Cement is not.
+#[test]
+fn messages_dropped_before_any_check_are_marked_unchecked() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
+    catch_up_from_peer_0(&mut c, &chain[..3], t);
+    assert_eq!(c.tip().window, 3);
+    let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
+    let v = |w: u64| Message::Vote(Box::new(vote(&g, &k[2], w, 0, None)));
+    assert!(unchecked(&c.on_message(2, v(2), t)), "a window gone by");
+    assert!(
+        !unchecked(&c.on_message(2, v(3), t)),
+        "the window just cemented"
+    );
+    assert!(
+        !unchecked(&c.on_message(2, v(5), t)),
+        "the next window (held)"
+    );
+    assert!(unchecked(&c.on_message(2, v(9), t)), "beyond the next");
+    let far = Message::Cement(Box::new(chain[5].cement.clone()));
+    assert!(
+        !unchecked(&c.on_message(2, far.clone(), t)),
+        "checked and held"
+    );
+    assert!(!unchecked(&c.on_message(2, far, t)), "a copy of one held");
+    // No room for window 6: four recombined ones held, none named.
+    let mut c2 = fresh(&g, &k[1]);
+    c2.start(t);
+    for sub in three_of_four(&g, &k, &chain[5].proposal) {
+        c2.on_message(2, Message::Cement(Box::new(sub)), t);
+    }
+    let canonical = Message::Cement(Box::new(chain[5].cement.clone()));
+    assert!(unchecked(&c2.on_message(2, canonical, t)), "no room");
 }

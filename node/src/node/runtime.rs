@@ -463,6 +463,8 @@ impl Runner {
                         );
                     }
                 }
+                // Read by the relay in `on_incoming`.
+                Action::Unchecked => {}
             }
         }
         Ok(())
@@ -914,7 +916,10 @@ impl Runner {
         // Passed the chain's cheap checks (a proposal: before its VDF is
         // verified): on to the peers that lack it.
         if let Some(id) = relayed {
-            if !actions.iter().any(|a| matches!(a, Action::Rejected { .. })) {
+            if !actions
+                .iter()
+                .any(|a| matches!(a, Action::Rejected { .. } | Action::Unchecked))
+            {
                 let to = self.relay.accepted(id, m.peer, &self.connected());
                 self.forward(&to, m.msg_type, &m.payload);
             }

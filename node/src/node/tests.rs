@@ -795,3 +795,83 @@ async fn junk_does_not_flush_the_relay_cache() {
         .count();
     assert_eq!(forwarded, 0, "the resend was forwarded again");
 }
+
+/// A well-formed message the chain drops before any signature check (here
+/// votes for a window far ahead and one long gone, forged by a stranger)
+/// was forwarded to every peer: every node drops it unchecked and passes
+/// it on, across the whole network (found by review on 7 Dec 2026; failed
+/// before: forwarded to peer 2). Now the chain says so
+/// (`Action::Unchecked`) and the relay keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_dropped_unchecked_are_not_forwarded() {
+    use crate::consensus::agreement::VoteKind;
+    use crate::consensus::vote::{Vote, VoteKey};
+    use crate::messages::{Message, MSG_VOTE};
+    let c = cluster(3, 100_000, 100);
+    let node = Node::open(&config(&c, 0)).unwrap();
+    let network_id = node.network_id;
+    let tip = node.store.tip();
+    let rec = Arc::new(Recorder::default());
+    let (tx, inbound) = mpsc::channel(1024);
+    let state = Arc::new(Mutex::new(node.initial_state()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(rec.clone(), inbound, state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let incoming = |peer: u16, msg: &Message| Incoming {
+        peer,
+        msg_type: msg.msg_type(),
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload: msg.encode(),
+    };
+    for peer in [1, 2] {
+        let t = Message::Tip {
+            cemented: tip,
+            applied: 0,
+        };
+        tx.send(incoming(peer, &t)).await.unwrap();
+    }
+    let stranger = crate::keys::NodeKeys::generate().unwrap();
+    let forged: Vec<Message> = [tip.window + 50, tip.window + 1000]
+        .into_iter()
+        .map(|window| {
+            Message::Vote(Box::new(Vote::sign(
+                VoteKey {
+                    kind: VoteKind::Precommit,
+                    network_id,
+                    window,
+                    round: 0,
+                    value: Some(montana_vdf::Hash32([7; 32])),
+                    signer: crate::consensus::active::NodeId::of(stranger.verifying_key()),
+                },
+                &stranger,
+            )))
+        })
+        .collect();
+    for m in &forged {
+        tx.send(incoming(1, m)).await.unwrap();
+    }
+    // Then a malformed one: once it is counted, the votes were handled.
+    let malformed = || state.lock().unwrap().rejected.get("malformed").copied();
+    let end = Incoming {
+        peer: 1,
+        msg_type: MSG_VOTE,
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload: vec![0],
+    };
+    tx.send(end).await.unwrap();
+    wait_until("the votes were read", || malformed() == Some(1)).await;
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+    let payloads: Vec<Vec<u8>> = forged.iter().map(Message::encode).collect();
+    let forwarded = rec
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, p)| payloads.contains(p))
+        .count();
+    assert_eq!(forwarded, 0, "a vote dropped unchecked was forwarded");
+}
