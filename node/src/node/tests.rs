@@ -711,13 +711,22 @@ impl Transport for Recorder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn junk_does_not_flush_the_relay_cache() {
-    use crate::messages::{Message, MSG_BEACON, MSG_PROPOSE, MSG_VOTE};
-    use crate::net::relay::DEFAULT_CAPACITY;
+/// Node 0 of a 3-node cluster running over a [`Recorder`], told by peers
+/// 1 and 2 that they are at its tip.
+struct Recorded {
+    tx: mpsc::Sender<Incoming>,
+    rec: Arc<Recorder>,
+    state: Arc<Mutex<NodeState>>,
+    stop_tx: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<NodeState, NodeError>>,
+    tip: crate::storage::Tip,
+    network_id: [u8; 32],
+}
+
+async fn recorded_node() -> Recorded {
     let c = cluster(3, 100_000, 100);
     let node = Node::open(&config(&c, 0)).unwrap();
-    let tip = node.store.tip();
+    let (tip, network_id) = (node.store.tip(), node.network_id);
     let rec = Arc::new(Recorder::default());
     let (tx, inbound) = mpsc::channel(1024);
     let state = Arc::new(Mutex::new(node.initial_state()));
@@ -725,20 +734,52 @@ async fn junk_does_not_flush_the_relay_cache() {
     let task = tokio::spawn(node.run(rec.clone(), inbound, state.clone(), async {
         let _ = stop_rx.await;
     }));
-    let incoming = |peer: u16, msg: Message| Incoming {
-        peer,
-        msg_type: msg.msg_type(),
-        version: crate::messages::MSG_VERSION,
-        request_id: 0,
-        payload: msg.encode(),
-    };
     for peer in [1, 2] {
-        let t = Message::Tip {
+        let t = crate::messages::Message::Tip {
             cemented: tip,
             applied: 0,
         };
         tx.send(incoming(peer, t)).await.unwrap();
     }
+    Recorded {
+        tx,
+        rec,
+        state,
+        stop_tx,
+        task,
+        tip,
+        network_id,
+    }
+}
+
+/// `msg` from `peer`, as the transport hands it over.
+fn incoming(peer: u16, msg: crate::messages::Message) -> Incoming {
+    raw(peer, msg.msg_type(), msg.encode())
+}
+
+/// A payload of type `msg_type` from `peer`, whatever it holds.
+fn raw(peer: u16, msg_type: u8, payload: Vec<u8>) -> Incoming {
+    Incoming {
+        peer,
+        msg_type,
+        version: crate::messages::MSG_VERSION,
+        request_id: 0,
+        payload,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_does_not_flush_the_relay_cache() {
+    use crate::messages::{MSG_BEACON, MSG_PROPOSE, MSG_VOTE};
+    use crate::net::relay::DEFAULT_CAPACITY;
+    let Recorded {
+        tx,
+        rec,
+        state,
+        stop_tx,
+        task,
+        ..
+    } = recorded_node().await;
     // A real relayed message: the node's own, sent to every peer.
     let relayed = |t: u8| matches!(t, MSG_PROPOSE | MSG_VOTE | MSG_BEACON);
     let real = || {
@@ -767,21 +808,9 @@ async fn junk_does_not_flush_the_relay_cache() {
     wait_until("the junk was read", || malformed() == Some(junk)).await;
     // Peer 1 sends the real message back (a resend): peer 2 already has it
     // from us, so it is not forwarded to it.
-    let echo = Incoming {
-        peer: 1,
-        msg_type: t,
-        version: crate::messages::MSG_VERSION,
-        request_id: 0,
-        payload: payload.clone(),
-    };
+    let echo = raw(1, t, payload.clone());
     tx.send(echo).await.unwrap();
-    let end = Incoming {
-        peer: 1,
-        msg_type: MSG_VOTE,
-        version: crate::messages::MSG_VERSION,
-        request_id: 0,
-        payload: vec![0],
-    };
+    let end = raw(1, MSG_VOTE, vec![0]);
     tx.send(end).await.unwrap();
     wait_until("the resend was read", || malformed() == Some(junk + 1)).await;
     let _ = stop_tx.send(());
@@ -807,31 +836,15 @@ async fn messages_dropped_unchecked_are_not_forwarded() {
     use crate::consensus::agreement::VoteKind;
     use crate::consensus::vote::{Vote, VoteKey};
     use crate::messages::{Message, MSG_VOTE};
-    let c = cluster(3, 100_000, 100);
-    let node = Node::open(&config(&c, 0)).unwrap();
-    let network_id = node.network_id;
-    let tip = node.store.tip();
-    let rec = Arc::new(Recorder::default());
-    let (tx, inbound) = mpsc::channel(1024);
-    let state = Arc::new(Mutex::new(node.initial_state()));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(node.run(rec.clone(), inbound, state.clone(), async {
-        let _ = stop_rx.await;
-    }));
-    let incoming = |peer: u16, msg: &Message| Incoming {
-        peer,
-        msg_type: msg.msg_type(),
-        version: crate::messages::MSG_VERSION,
-        request_id: 0,
-        payload: msg.encode(),
-    };
-    for peer in [1, 2] {
-        let t = Message::Tip {
-            cemented: tip,
-            applied: 0,
-        };
-        tx.send(incoming(peer, &t)).await.unwrap();
-    }
+    let Recorded {
+        tx,
+        rec,
+        state,
+        stop_tx,
+        task,
+        tip,
+        network_id,
+    } = recorded_node().await;
     let stranger = crate::keys::NodeKeys::generate().unwrap();
     let forged: Vec<Message> = [tip.window + 50, tip.window + 1000]
         .into_iter()
@@ -850,17 +863,11 @@ async fn messages_dropped_unchecked_are_not_forwarded() {
         })
         .collect();
     for m in &forged {
-        tx.send(incoming(1, m)).await.unwrap();
+        tx.send(incoming(1, m.clone())).await.unwrap();
     }
     // Then a malformed one: once it is counted, the votes were handled.
     let malformed = || state.lock().unwrap().rejected.get("malformed").copied();
-    let end = Incoming {
-        peer: 1,
-        msg_type: MSG_VOTE,
-        version: crate::messages::MSG_VERSION,
-        request_id: 0,
-        payload: vec![0],
-    };
+    let end = raw(1, MSG_VOTE, vec![0]);
     tx.send(end).await.unwrap();
     wait_until("the votes were read", || malformed() == Some(1)).await;
     let _ = stop_tx.send(());
