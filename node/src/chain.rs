@@ -448,6 +448,24 @@ fn sig_prefix(sig: &[u8]) -> [u8; 16] {
     p
 }
 
+/// A full queue whose entries came from the peers `held` (in order), and
+/// a new entry from `new`: the index of the entry to drop for it (the
+/// latest of the peer holding most, when `new` holds fewer than that less
+/// one), or `None` to drop the new one. A peer flooding the queue keeps
+/// at most its share of it, not the queue.
+fn fair_share<P: Copy + Eq + std::hash::Hash + Ord>(held: &[P], new: P) -> Option<usize> {
+    let mut count: HashMap<P, usize> = HashMap::new();
+    for p in held {
+        *count.entry(*p).or_default() += 1;
+    }
+    let mine = count.get(&new).copied().unwrap_or(0);
+    let (&top, &most) = count.iter().max_by_key(|&(p, n)| (*n, *p))?;
+    if mine + 1 >= most {
+        return None;
+    }
+    held.iter().rposition(|p| *p == top)
+}
+
 fn weight(p: &Proposal) -> usize {
     crate::proposal::HEADER_LEN + SIGNATURE_LEN + 32 * p.checkpoints.len()
 }
@@ -1185,21 +1203,11 @@ impl Chain {
     /// with junk keeps at most its share, not the room.
     fn keep_early(&mut self, e: Early) {
         if self.early.len() >= MAX_FUTURE {
-            let mut held: HashMap<PeerIndex, usize> = HashMap::new();
-            for x in &self.early {
-                *held.entry(x.peer()).or_default() += 1;
-            }
-            let mine = held.get(&e.peer()).copied().unwrap_or(0);
-            let Some((&top, &most)) = held.iter().max_by_key(|&(p, n)| (*n, *p)) else {
+            let held: Vec<PeerIndex> = self.early.iter().map(Early::peer).collect();
+            let Some(i) = fair_share(&held, e.peer()) else {
                 return;
             };
-            if mine + 1 >= most {
-                return;
-            }
-            let last = self.early.iter().rposition(|x| x.peer() == top);
-            if let Some(i) = last {
-                self.early.remove(i);
-            }
+            self.early.remove(i);
         }
         self.early.push(e);
     }
@@ -2734,20 +2742,11 @@ impl Chain {
         if self.unverified.len() + self.pool.len() >= MAX_POOLED_PROOFS {
             // Full: a fair share per peer (a flood from one peer keeps at
             // most its share of the queue, not the queue).
-            let mut held: HashMap<Option<PeerIndex>, usize> = HashMap::new();
-            for (p, _) in &self.unverified {
-                *held.entry(*p).or_default() += 1;
-            }
-            let mine = held.get(&peer).copied().unwrap_or(0);
-            let Some((&top, &most)) = held.iter().max_by_key(|&(p, n)| (*n, *p)) else {
+            let held: Vec<Option<PeerIndex>> = self.unverified.iter().map(|(p, _)| *p).collect();
+            let Some(i) = fair_share(&held, peer) else {
                 return;
             };
-            if mine + 1 >= most {
-                return;
-            }
-            if let Some(i) = self.unverified.iter().rposition(|(p, _)| *p == top) {
-                self.unverified.remove(i);
-            }
+            self.unverified.remove(i);
         }
         self.unverified.push_back((peer, c));
         self.verify_candidates(out);
