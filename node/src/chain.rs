@@ -23,11 +23,13 @@
 //!   it (its canonical bundle is the one the decided proposal names) and
 //!   is never rolled back.
 //! - Round r of height h is proposed by failover rank r: rank 0 is the
-//!   maker of window h-1's proposal, then the order of section 9.1. A
-//!   proposer without T(h) evaluates it, sending a Beacon every half window
-//!   so that the others' propose timer starts again; the maker of a
+//!   maker of window h-1's proposal (but every `tenure`-th window, which
+//!   hands rank 0 over to the first by hash), then the order of section
+//!   9.1. A proposer without T(h) evaluates it, sending a Beacon every half
+//!   window so that the others' propose timer starts again; the maker of a
 //!   proposal starts evaluating the next window at once (it is rank 0
-//!   there).
+//!   there), and at a handover so does the next rank 0 once it knows T(h-1)
+//!   from a verified proposal.
 //! - Before signing anything (a Propose or a vote) the machine emits
 //!   [`Action::Persist`] with the highest (window, round, step) it signs
 //!   and its lock; the node writes it, synced, before sending. After a
@@ -56,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 
-use crate::consensus::active::{ActiveSet, NodeId, Quorum};
+use crate::consensus::active::{hands_over, ActiveSet, NodeId, Quorum};
 use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
 use crate::consensus::joining::{CandidateProof, Extras, JoinRules, Registration};
 use crate::consensus::propose::{Beacon, Propose, ProposeKey};
@@ -422,6 +424,19 @@ impl Rules {
             proposer_timeout: g.proposer_timeout(),
             joining: g.joining(),
         }
+    }
+
+    /// The failover order of `window` (docs/SPEC.md 9.1): the maker of the
+    /// window before first, unless `window` hands rank 0 over.
+    pub fn failover_order(
+        &self,
+        set: &ActiveSet,
+        window: u64,
+        prev_t: &Hash32,
+        prev_maker: NodeId,
+    ) -> Vec<NodeId> {
+        let keep = !hands_over(window, self.joining.tenure());
+        set.failover_order(prev_t, keep.then_some(&prev_maker))
     }
 
     /// The prevote and precommit timeouts of `round`: short, growing with
@@ -1156,7 +1171,9 @@ impl Chain {
             return;
         }
         let set = self.state.active().clone();
-        let order = set.failover_order(&self.tip.t, Some(&self.tip_proposer));
+        let order = self
+            .rules
+            .failover_order(&set, window, &self.tip.t, self.tip_proposer);
         let me = self.is_member().then_some(self.me);
         let mut agreement = Agreement::new(set, self.rules.quorum, order, me);
         let outs = match self.signed.filter(|s| s.window == window) {
@@ -1562,8 +1579,30 @@ impl Chain {
         live.proposed_rounds.insert(round);
         live.agreement
             .on_proposal(round, value, valid_round, self.me, more);
-        // This node is rank 0 of the next window if its value is decided.
-        self.evaluate(window + 1, out);
+        // This node is rank 0 of the next window if its value is decided
+        // (and the next window does not hand over).
+        self.evaluate_if_next_rank_0(window, self.me, out);
+    }
+
+    /// T(`window`) of a value made by `maker` is known: if this node is
+    /// rank 0 of the next window should that value be decided, it starts
+    /// on T(window + 1) now rather than once `window` is cemented. At a
+    /// handover the order is judged with the set as it is now (cementing
+    /// `window` may change it): a wrong guess costs only work, and the
+    /// checkpoints serve whoever proposes.
+    fn evaluate_if_next_rank_0(&mut self, window: u64, maker: NodeId, out: &mut Vec<Action>) {
+        let next = window + 1;
+        let rank_0 = if hands_over(next, self.rules.joining.tenure()) {
+            let Some(t) = self.known_checkpoints(window).and_then(|c| c.last()) else {
+                return;
+            };
+            self.state.active().failover_order(t, None).first().copied()
+        } else {
+            Some(maker)
+        };
+        if self.keys.is_some() && rank_0 == Some(self.me) {
+            self.evaluate(next, out);
+        }
     }
 
     /// Starts evaluating `window` when T(window-1) is known and nothing is
@@ -2532,6 +2571,7 @@ impl Chain {
                 Ok(VerifyOutcome::Valid) => {
                     self.remember(p.window(), p.checkpoints.clone());
                     self.mark_applied(p.window(), &mut out);
+                    self.evaluate_if_next_rank_0(p.window(), p.header.proposer, &mut out);
                     self.validated(v, true, now, &mut out);
                     // Other values with the same checkpoints need no work.
                     let live = self.live.as_mut();

@@ -65,6 +65,8 @@ struct Sim {
     late_beacons: u64,
     /// Nodes whose candidate chains are forged (a wrong checkpoint).
     forge: std::collections::HashSet<usize>,
+    /// (node, window, the node's cemented tip) of every Evaluate asked.
+    evaluations: Vec<(usize, u64, u64)>,
 }
 
 impl Sim {
@@ -94,6 +96,7 @@ impl Sim {
             proposed: Default::default(),
             late_beacons: 0,
             forge: Default::default(),
+            evaluations: Vec::new(),
             keys,
             g,
         };
@@ -237,8 +240,12 @@ impl Sim {
                         self.post(i, peer as usize, Message::GetProposals { from, count });
                     }
                 }
+                ev @ Action::Evaluate { window, .. } => {
+                    let tip = self.nodes[i].tip().window;
+                    self.evaluations.push((i, window, tip));
+                    self.work.push_back((i, ev));
+                }
                 a @ (Action::Verify(_)
-                | Action::Evaluate { .. }
                 | Action::VerifyCandidates { .. }
                 | Action::EvaluateCandidate { .. }) => self.work.push_back((i, a)),
                 Action::Applied { .. }
@@ -1671,6 +1678,48 @@ fn a_member_that_stops_is_dropped_after_inactive_windows_and_cementing_continues
         "three of four did not cement"
     );
     sim.assert_safe();
+}
+
+/// Rank 0 does not stay with one maker for ever (docs/SPEC.md 9.1): every
+/// `tenure`-th window hands it over to the first member by
+/// SHA-256(T(w-1) || id), and between handovers the maker keeps it. The
+/// member taking over starts on T(w) once it has verified the window
+/// before's proposal, not only once that window is cemented. (Before, a
+/// member that made one window made every window while it lived, and it
+/// alone chose every canonical bundle: who is paid and who counts as seen.)
+#[test]
+fn rank_0_is_handed_over_every_tenure_and_the_next_one_starts_early() {
+    let (p, k) = peers(4);
+    let mut consensus = crate::genesis::ConsensusParams::defaults(1.0);
+    let mut j = crate::genesis::JoinRules::defaults(40);
+    j.inactive_windows = 16;
+    consensus.joining = Some(j);
+    let g = Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, consensus).unwrap();
+    let tenure = g.joining().tenure();
+    assert_eq!(tenure, 4);
+    let mut sim = Sim::with_genesis(g, k, 41);
+    sim.start();
+    assert!(sim.run_until(13, 200_000), "cementing stopped");
+    sim.assert_safe();
+    let d = &sim.disks[0];
+    let set = sim.nodes[0].state().active().clone();
+    for w in 2..=13u64 {
+        let maker = d.proposals[&w].header.proposer;
+        let prev = &d.proposals[&(w - 1)];
+        if w % tenure == 0 {
+            let first = set.failover_order(&prev.header.t, None)[0];
+            assert_eq!(maker, first, "window {w} hands over to the first by hash");
+            let i = (0..4).find(|i| sim.nodes[*i].node_id() == first).unwrap();
+            assert!(
+                sim.evaluations.contains(&(i, w, w - 2)),
+                "node {i}, rank 0 of window {w}, waited for window {} to be cemented: {:?}",
+                w - 1,
+                sim.evaluations
+            );
+        } else {
+            assert_eq!(maker, prev.header.proposer, "window {w} keeps its maker");
+        }
+    }
 }
 
 /// A member that was down while a joiner became a member catches up

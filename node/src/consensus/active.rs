@@ -11,8 +11,14 @@
 //!   among it (Tendermint's f+1). Arithmetic is in u128: no overflow for any
 //!   u64 weights.
 //! - The failover order of window w+1: rank 0 is the proposer of window w
-//!   (it stays until it fails); ranks 1.. are the other members sorted by
-//!   SHA-256(T(w) || id). Round r is proposed by rank r mod n.
+//!   (it has T(w) first, so it can start on T(w+1) at once), except in a
+//!   window that hands over ([`hands_over`]: every `tenure`-th window),
+//!   where nobody keeps rank 0; ranks 1.. (all ranks at a handover) are the
+//!   other members sorted by SHA-256(T(w) || id). Round r is proposed by
+//!   rank r mod n. Without handovers a member that makes every window it
+//!   leads would lead for ever, and it alone picks each window's canonical
+//!   bundle: whose precommits are paid and who counts as seen, so it could
+//!   starve chosen members out of the set after `inactive_windows`.
 
 use std::fmt;
 
@@ -22,6 +28,17 @@ use crate::keys::VerifyingKey;
 
 /// Most members of an active set (a quorum's signatures fit one message).
 pub const MAX_ACTIVE: usize = 300;
+
+/// Most windows in a row that one maker keeps rank 0 (the tenure is
+/// shorter where members leave sooner: [`crate::consensus::joining::JoinRules::tenure`]).
+pub const MAX_TENURE: u64 = 32;
+
+/// Whether rank 0 of `window` is handed over: nobody keeps it, and the
+/// failover order is the hash order alone. Every `tenure`-th window but
+/// window 1 (whose rank 0 is the genesis proposer).
+pub fn hands_over(window: u64, tenure: u64) -> bool {
+    window > 1 && window.is_multiple_of(tenure.max(1))
+}
 
 /// SHA-256 of a node's ML-DSA-65 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -285,5 +302,15 @@ pub(crate) mod tests {
         let c = set.failover_order(&Hash32([1; 32]), Some(&gone));
         assert_eq!(c.len(), 5);
         assert!(!c.contains(&gone));
+    }
+
+    #[test]
+    fn rank_0_is_handed_over_every_tenure_but_never_in_window_1() {
+        let over: Vec<u64> = (0..=100).filter(|w| hands_over(*w, 32)).collect();
+        assert_eq!(over, vec![32, 64, 96]);
+        assert!(!hands_over(1, 1));
+        assert!((2..50).all(|w| hands_over(w, 1)));
+        // A tenure of 0 (never produced by the rules) counts as 1, no panic.
+        assert!(hands_over(7, 0));
     }
 }

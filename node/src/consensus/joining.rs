@@ -20,7 +20,7 @@
 use montana_vdf::{ChainParams, Hash32, HashSuite, Proof};
 use serde::{Deserialize, Serialize};
 
-use super::active::NodeId;
+use super::active::{NodeId, MAX_TENURE};
 use crate::codec::{CodecError, Reader, Writer};
 use crate::keys::{Domain, NodeKeys, VerifyingKey, SIGNATURE_LEN, SIGNING_PUBLIC_LEN};
 
@@ -118,6 +118,15 @@ impl JoinRules {
             return Err("joining.inactive_windows must be at least 2".into());
         }
         Ok(())
+    }
+
+    /// Most windows in a row one maker keeps rank 0 (docs/SPEC.md 9.1):
+    /// a quarter of `inactive_windows`, 1 to [`MAX_TENURE`]. A maker that
+    /// leaves members out of its bundles then leads for at most a quarter
+    /// of the time they need to miss before they leave, and rank 0 goes to
+    /// the first by hash at least four times meanwhile.
+    pub fn tenure(&self) -> u64 {
+        (self.inactive_windows as u64 / 4).clamp(1, MAX_TENURE)
     }
 
     /// Most proofs one proposal of a network with D = `d` carries: the
