@@ -60,7 +60,9 @@ use montana_vdf::{Hash32, HashSuite, Proof, VerifyOutcome};
 
 use crate::consensus::active::{hands_over, ActiveSet, NodeId, Quorum};
 use crate::consensus::agreement::{Agreement, Output, Timeout, VoteIn, VoteKind, MAX_ROUNDS_AHEAD};
-use crate::consensus::joining::{CandidateProof, Extras, JoinRules, Registration};
+use crate::consensus::joining::{
+    carry, first_by_draw, CandidateProof, Extras, JoinRules, Registration,
+};
 use crate::consensus::propose::{Beacon, Propose, ProposeKey};
 use crate::consensus::state::{Changes, Emission, Roster, Settle, State};
 use crate::consensus::vote::{Cement, Vote, VoteKey};
@@ -2703,8 +2705,8 @@ impl Chain {
 
     /// What this node's new proposal for the window after the tip carries:
     /// verified pooled proofs that are valid against the roster it commits
-    /// to (in (node id, window) order, up to the cap), and one valid
-    /// registration.
+    /// to, up to the cap, runs in progress first, then by a draw of T
+    /// ([`carry`]), and one valid registration, the first by that draw.
     fn pick_extras(&self) -> Extras {
         let h = self.tip.window + 1;
         let changes = if self.tip.window == 0 {
@@ -2717,21 +2719,30 @@ impl Chain {
         };
         let roster = self.roster_after(&changes);
         let cap = self.rules.joining.proofs_per_proposal(self.rules.d);
-        let proofs: Vec<CandidateProof> = self
+        let valid: Vec<CandidateProof> = self
             .pool
             .iter()
             .filter(|((_, w), c)| {
                 self.candidate_t(*w, h).is_ok() && self.check_candidate(c, roster).is_ok()
             })
             .map(|(_, c)| c.clone())
-            .take(cap)
             .collect();
+        let proofs = carry(
+            valid,
+            &roster.candidates,
+            &self.rules.joining,
+            &self.tip.t,
+            cap,
+        );
         let carried: Vec<&CandidateProof> = proofs.iter().collect();
-        let registration = self
+        let ready: Vec<&NodeId> = self
             .registrations
             .values()
-            .find(|g| self.check_registration(g, roster, &carried, 0).is_ok())
-            .cloned();
+            .filter(|g| self.check_registration(g, roster, &carried, 0).is_ok())
+            .map(|g| &g.id)
+            .collect();
+        let registration =
+            first_by_draw(ready, &self.tip.t).and_then(|id| self.registrations.get(&id).cloned());
         Extras {
             proofs,
             registration,

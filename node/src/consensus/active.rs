@@ -33,6 +33,18 @@ pub const MAX_ACTIVE: usize = 300;
 /// shorter where members leave sooner: [`crate::consensus::joining::JoinRules::tenure`]).
 pub const MAX_TENURE: u64 = 32;
 
+/// `id`'s place in the draw that `t` makes: SHA-256(t || id), 64 bytes
+/// hashed. Ordering by it is fair where ordering by id is not (ids can be
+/// ground: anyone can make keys until one has a low id), and no key can be
+/// ground for it in advance (t is a VDF output nobody knows early). Ranks
+/// the failover order, and the candidates a proposal serves (SPEC 9.9).
+pub fn draw(t: &Hash32, id: &NodeId) -> [u8; 32] {
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(&t.0);
+    buf[32..].copy_from_slice(&id.0);
+    HashSuite::Sha256.hash(&buf).0
+}
+
 /// Whether rank 0 of `window` is handed over: nobody keeps it, and the
 /// failover order is the hash order alone. Every `tenure`-th window but
 /// window 1 (whose rank 0 is the genesis proposer).
@@ -187,12 +199,7 @@ impl ActiveSet {
             .members
             .iter()
             .filter(|m| Some(&m.id) != prev_proposer)
-            .map(|m| {
-                let mut buf = [0u8; 64];
-                buf[..32].copy_from_slice(&prev_t.0);
-                buf[32..].copy_from_slice(&m.id.0);
-                (HashSuite::Sha256.hash(&buf).0, m.id)
-            })
+            .map(|m| (draw(prev_t, &m.id), m.id))
             .collect();
         rest.sort();
         let mut order = Vec::with_capacity(self.members.len());

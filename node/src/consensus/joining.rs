@@ -20,7 +20,10 @@
 use montana_vdf::{ChainParams, Hash32, HashSuite, Proof};
 use serde::{Deserialize, Serialize};
 
-use super::active::{NodeId, MAX_TENURE};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use super::active::{draw, NodeId, MAX_TENURE};
 use crate::codec::{CodecError, Reader, Writer};
 use crate::keys::{Domain, NodeKeys, VerifyingKey, SIGNATURE_LEN, SIGNING_PUBLIC_LEN};
 
@@ -525,6 +528,59 @@ impl Candidate {
     }
 }
 
+/// Which of the verified candidate proofs at hand (`proofs`, each valid
+/// for the proposal of window `h`) that proposal carries: at most `cap`,
+/// sorted by (node id, window) as the format wants (docs/SPEC.md 9.9).
+/// Candidates are served in this order, all of one candidate's proofs
+/// together:
+/// 1. those part-way through their run (counted, below `candidate_windows`,
+///    and a proof at hand continues the run), the longest run first: left
+///    out, a run that cost the candidate windows of work starts again;
+/// 2. the others by [`draw`] of `t` (T of the tip, new every window);
+/// 3. those whose count is already reached (they should register) last.
+///
+/// Not by id: ids can be ground, and a few low ids proving every window
+/// would otherwise keep everyone else out for good. This is the honest
+/// proposer's choice, not a validity rule: any valid set may be carried.
+pub fn carry(
+    proofs: Vec<CandidateProof>,
+    candidates: &BTreeMap<NodeId, Candidate>,
+    rules: &JoinRules,
+    t: &Hash32,
+    cap: usize,
+) -> Vec<CandidateProof> {
+    let mut by_id: BTreeMap<NodeId, Vec<CandidateProof>> = BTreeMap::new();
+    for p in proofs {
+        by_id.entry(p.id).or_default().push(p);
+    }
+    let mut order: Vec<_> = by_id
+        .into_iter()
+        .map(|(id, mut ps)| {
+            ps.sort_by_key(|p| p.window);
+            let c = candidates.get(&id);
+            let done = c.is_some_and(|c| c.count >= rules.candidate_windows);
+            let run = c
+                .filter(|c| !done && c.count > 0 && c.last + 1 == ps[0].window)
+                .map_or(0, |c| c.count);
+            ((done, Reverse(run), draw(t, &id)), ps)
+        })
+        .collect();
+    order.sort_by_key(|(rank, _)| *rank);
+    let mut out: Vec<CandidateProof> = order.into_iter().flat_map(|(_, ps)| ps).take(cap).collect();
+    out.sort_by_key(|p| p.key());
+    out
+}
+
+/// The candidate a proposal registers, of those whose registration is
+/// valid: the first by [`draw`] of `t` (not the lowest id, which can be
+/// ground).
+pub fn first_by_draw<'a, I>(ids: I, t: &Hash32) -> Option<NodeId>
+where
+    I: IntoIterator<Item = &'a NodeId>,
+{
+    ids.into_iter().min_by_key(|id| draw(t, id)).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,6 +592,106 @@ mod tests {
     fn proof(k: &NodeKeys, window: u64, n: usize) -> CandidateProof {
         let cps = (0..n).map(|i| Hash32([i as u8; 32])).collect();
         CandidateProof::sign(k, [7; 32], HashSuite::Sha256, window, cps)
+    }
+
+    /// `n` fresh keys, sorted by id.
+    fn keys_by_id(n: usize) -> Vec<NodeKeys> {
+        let mut v: Vec<NodeKeys> = (0..n).map(|_| NodeKeys::generate().unwrap()).collect();
+        v.sort_by_key(|k| NodeId::of(k.verifying_key()));
+        v
+    }
+
+    fn candidate(k: &NodeKeys, count: u32, last: u64) -> Candidate {
+        Candidate {
+            key: k.verifying_key().clone(),
+            count,
+            last,
+            effective: None,
+        }
+    }
+
+    /// A proposal serves candidates by a draw of T, not by id: ids can be
+    /// ground, and the lowest ids used to be carried every window, so a
+    /// few ground keys proving every window kept everyone else out (found
+    /// by review; fails before: the four lowest ids were carried).
+    #[test]
+    fn carried_proofs_follow_the_draw_not_the_ids() {
+        let keys = keys_by_id(12);
+        let rules = JoinRules::defaults(100_000);
+        let proofs: Vec<CandidateProof> = keys.iter().map(|k| proof(k, 9, 2)).collect();
+        let none = BTreeMap::new();
+        let mut picks = std::collections::BTreeSet::new();
+        for salt in 0..8u8 {
+            let t = Hash32([salt; 32]);
+            let got = carry(proofs.clone(), &none, &rules, &t, 4);
+            let mut want: Vec<NodeId> = proofs.iter().map(|p| p.id).collect();
+            want.sort_by_key(|id| draw(&t, id));
+            want.truncate(4);
+            want.sort();
+            assert_eq!(got.iter().map(|p| p.id).collect::<Vec<_>>(), want);
+            picks.insert(want);
+        }
+        // Another T, another pick: nobody holds the places for good.
+        assert!(picks.len() > 1);
+    }
+
+    /// A candidate part-way through its run is carried ahead of new ones,
+    /// the longest run first; one whose count is reached comes last; the
+    /// result is in (id, window) order with a candidate's proofs together.
+    #[test]
+    fn runs_in_progress_come_first_and_finished_ones_last() {
+        let keys = keys_by_id(6);
+        let rules = JoinRules::defaults(100_000);
+        assert_eq!(rules.candidate_windows, 3);
+        let id = |i: usize| NodeId::of(keys[i].verifying_key());
+        let mut cands = BTreeMap::new();
+        // keys[5]: counted twice up to window 8, proofs for 9 and 10 at hand.
+        cands.insert(id(5), candidate(&keys[5], 2, 8));
+        // keys[4]: counted once up to 9: its proof for 10 continues the run.
+        cands.insert(id(4), candidate(&keys[4], 1, 9));
+        // keys[3]: counted once, at 5: its run is broken, it starts again.
+        cands.insert(id(3), candidate(&keys[3], 1, 5));
+        // keys[0]: its count is reached, it should register.
+        cands.insert(id(0), candidate(&keys[0], 3, 9));
+        let mut proofs = vec![
+            proof(&keys[5], 10, 2),
+            proof(&keys[5], 9, 2),
+            proof(&keys[4], 10, 2),
+        ];
+        for i in [0, 1, 2, 3] {
+            proofs.push(proof(&keys[i], 10, 2));
+        }
+        let t = Hash32([3; 32]);
+        // Room for 3: both of keys[5]'s proofs, then keys[4]'s.
+        let got = carry(proofs.clone(), &cands, &rules, &t, 3);
+        let keys_got: Vec<(NodeId, u64)> = got.iter().map(|p| p.key()).collect();
+        let mut want = vec![(id(4), 10), (id(5), 9), (id(5), 10)];
+        want.sort();
+        assert_eq!(keys_got, want);
+        // Room for all but one: the finished candidate is left out.
+        let got = carry(proofs.clone(), &cands, &rules, &t, proofs.len() - 1);
+        assert!(got.iter().all(|p| p.id != id(0)));
+        assert!(got.windows(2).all(|w| w[0].key() < w[1].key()));
+        // A broken run ranks with the new ones, by the draw.
+        let rest: Vec<NodeId> = [1, 2, 3].iter().map(|i| id(*i)).collect();
+        let first = first_by_draw(&rest, &t).unwrap();
+        let got = carry(proofs, &cands, &rules, &t, 4);
+        assert!(got.iter().any(|p| p.id == first));
+    }
+
+    /// The registration carried is the first by the draw of T, not the
+    /// lowest id (fails before: the lowest id every time).
+    #[test]
+    fn the_registration_carried_follows_the_draw() {
+        let ids: Vec<NodeId> = (0..16u8).map(|i| NodeId([i; 32])).collect();
+        let firsts: std::collections::BTreeSet<NodeId> = (0..16u8)
+            .map(|s| first_by_draw(&ids, &Hash32([s; 32])).unwrap())
+            .collect();
+        assert!(firsts.len() > 1, "always {:?}", firsts);
+        let t = Hash32([1; 32]);
+        let best = ids.iter().min_by_key(|id| draw(&t, id)).unwrap();
+        assert_eq!(first_by_draw(&ids, &t), Some(*best));
+        assert_eq!(first_by_draw(&[], &t), None);
     }
 
     #[test]

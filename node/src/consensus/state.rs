@@ -623,11 +623,12 @@ impl Overlay<'_> {
     /// 4. its registration (if any) sets the candidate's effective window
     ///    to window + activation_delay;
     /// 5. registered candidates whose effective window is at most
-    ///    window + 1 become members of weight 1, in id order while the set
-    ///    has room, seen at the window;
+    ///    window + 1 become members of weight 1, in (effective window, id)
+    ///    order while the set has room, seen at the window;
     /// 6. members not seen for `inactive_windows` windows leave (never the
-    ///    last one); candidates not counted for that long and not
-    ///    registered are forgotten.
+    ///    last one); candidates not registered and not counted for that
+    ///    long, and registered ones still without a seat that long after
+    ///    their effective window, are forgotten.
     ///
     /// The proposal's extras were checked when it was validated
     /// ([`crate::chain`]): here they are applied as they are.
@@ -655,15 +656,17 @@ impl Overlay<'_> {
                 c.effective = Some(w + s.joining.activation_delay as u64);
             }
         }
-        let due: Vec<NodeId> = r
+        let mut due: Vec<(u64, NodeId)> = r
             .candidates
             .iter()
-            .filter(|(_, c)| c.effective.is_some_and(|e| e <= w + 1))
-            .map(|(id, _)| *id)
+            .filter_map(|(id, c)| c.effective.filter(|e| *e <= w + 1).map(|e| (e, *id)))
             .collect();
+        // First registered, first seated (not the lowest id: ids can be
+        // ground, and a backlog forms only when the set is full).
+        due.sort();
         if !due.is_empty() {
             let mut members = r.active.members().to_vec();
-            for id in due {
+            for (_, id) in due {
                 if members.len() >= MAX_ACTIVE {
                     break;
                 }
@@ -714,8 +717,11 @@ impl Overlay<'_> {
             r.seen.retain(|id, _| ids.contains(id));
             r.active = ActiveSet::new(members).expect("a subset of a valid set");
         }
-        r.candidates
-            .retain(|_, c| c.effective.is_some() || w.saturating_sub(c.last) < gone);
+        r.candidates.retain(|_, c| match c.effective {
+            // Registered, still waiting for a seat: not for ever.
+            Some(e) => w.saturating_sub(e) < gone,
+            None => w.saturating_sub(c.last) < gone,
+        });
         if r != *before {
             self.changes.roster = Some(r);
         }
@@ -821,6 +827,78 @@ mod tests {
         let (set, _) = set_of(n);
         let ids = set.members().iter().map(|m| m.id).collect();
         (State::new(set, BTreeMap::new()), ids)
+    }
+
+    /// A full set (300 members, every one seen at window 9 but `gone`)
+    /// with registered candidates `(id byte, effective window)` waiting
+    /// for a seat, and the rules with `inactive_windows` 4.
+    fn full_set_with_backlog(gone: Option<usize>, backlog: &[(u8, u64)]) -> (State, JoinRules) {
+        let (set, keys) = set_of(MAX_ACTIVE);
+        let mut roster = Roster::new(set.clone());
+        for (i, m) in set.members().iter().enumerate() {
+            if Some(i) != gone {
+                roster.seen.insert(m.id, 9);
+            }
+        }
+        for (b, e) in backlog {
+            roster.candidates.insert(
+                NodeId([*b; 32]),
+                Candidate {
+                    key: keys[0].verifying_key().clone(),
+                    count: 3,
+                    last: 4,
+                    effective: Some(*e),
+                },
+            );
+        }
+        let mut j = JoinRules::defaults(100_000);
+        j.inactive_windows = 4;
+        (State::with_roster(roster, BTreeMap::new()), j)
+    }
+
+    fn settle_at(s: &mut State, w: u64, j: &JoinRules) {
+        // Everyone with a seen entry signs (the member never seen has none).
+        let signers: Vec<NodeId> = s.roster().seen.keys().copied().collect();
+        let proposer = signers[0];
+        s.settle(&Settle {
+            emission: Emission::new(1_000, 2_000).unwrap(),
+            joining: j,
+            window: w,
+            proposer,
+            signers: &signers,
+            extras: &Extras::default(),
+        })
+        .unwrap();
+    }
+
+    /// Registered candidates waiting for a seat in a full set were kept for
+    /// ever (each costs a few candidate windows, and the roster, every
+    /// root and every snapshot grew with them): now they are forgotten
+    /// `inactive_windows` after their effective window (fails before: all
+    /// three kept).
+    #[test]
+    fn registered_candidates_without_a_seat_are_forgotten_in_time() {
+        let (mut s, j) = full_set_with_backlog(None, &[(1, 6), (2, 8), (3, 9)]);
+        settle_at(&mut s, 10, &j);
+        let left: Vec<u8> = s.roster().candidates.keys().map(|id| id.0[0]).collect();
+        assert_eq!(left, vec![2, 3], "10 - 6 >= 4: the first is forgotten");
+        assert_eq!(s.active().len(), MAX_ACTIVE);
+        settle_at(&mut s, 13, &j);
+        assert!(s.roster().candidates.is_empty());
+    }
+
+    /// When a seat frees, the candidate registered first takes it, not the
+    /// lowest id (ids can be ground; fails before: id 1 took it).
+    #[test]
+    fn a_freed_seat_goes_to_the_candidate_registered_first() {
+        let (mut s, j) = full_set_with_backlog(Some(7), &[(1, 9), (0xee, 8)]);
+        // Window 10: the member never seen leaves; window 11 seats one.
+        settle_at(&mut s, 10, &j);
+        assert_eq!(s.active().len(), MAX_ACTIVE - 1);
+        settle_at(&mut s, 11, &j);
+        assert_eq!(s.active().len(), MAX_ACTIVE);
+        assert!(s.active().index_of(&NodeId([0xee; 32])).is_some());
+        assert!(s.roster().candidates.contains_key(&NodeId([1; 32])));
     }
 
     #[test]
