@@ -123,6 +123,10 @@ const MAX_VALUES: usize = 16;
 const MAX_BUNDLES: usize = 4;
 /// Messages for the next window held until this node gets there.
 const MAX_FUTURE: usize = 64;
+/// Most digests of checked messages this node forwards without counting
+/// them (late for the tip window, or early for the next), kept until the
+/// next window is cemented ([`Chain::passing`]).
+const MAX_PASSED: usize = 1024;
 /// Verified Cements held for one window above the tip. Any quorum of a
 /// window's precommits makes a valid Cement (the precommits are relayed to
 /// everyone), so a window can have many; the next window's proposal names
@@ -501,6 +505,58 @@ impl Early {
             Early::Propose(p, _) | Early::Vote(p, _) | Early::Beacon(p, _) => *p,
         }
     }
+    fn signer(&self) -> NodeId {
+        match self {
+            Early::Propose(_, m) => m.key.signer,
+            Early::Vote(_, v) => v.key.signer,
+            Early::Beacon(_, b) => b.signer,
+        }
+    }
+    fn window(&self) -> u64 {
+        match self {
+            Early::Propose(_, m) => m.key.window,
+            Early::Vote(_, v) => v.key.window,
+            Early::Beacon(_, b) => b.window,
+        }
+    }
+    /// What the signature covers and the signature, hashed: one exact
+    /// signed message (a Propose's proposal is bound by the value named).
+    fn digest(&self) -> [u8; 32] {
+        let bytes = match self {
+            Early::Propose(_, m) => {
+                let mut b = m.key.signed_bytes();
+                b.extend_from_slice(&m.signature);
+                b
+            }
+            Early::Vote(_, v) => v.encode(),
+            Early::Beacon(_, b) => b.encode(),
+        };
+        HashSuite::Sha256.hash(&bytes).0
+    }
+    fn signed_in(&self, set: &ActiveSet) -> bool {
+        match self {
+            Early::Propose(_, m) => m.signed_in(set),
+            Early::Vote(_, v) => v.check(set).is_ok(),
+            Early::Beacon(_, b) => b.signed_in(set),
+        }
+    }
+    fn bad_signature(&self) -> Reject {
+        match self {
+            Early::Vote(..) => Reject::Vote("vote_bad_signature"),
+            _ => Reject::BadSignature,
+        }
+    }
+}
+
+/// What [`Chain::passing`] makes of a message this node does not count now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passing {
+    /// Signed by a member of the set it was checked against: forwarded.
+    Genuine,
+    /// Signed by someone outside that set: not checked, not forwarded.
+    Unknown,
+    /// A bad signature: rejected.
+    Forged,
 }
 
 /// The agreement on the window after the cemented tip.
@@ -700,6 +756,9 @@ pub struct Chain {
     evaluating: Option<u64>,
     live: Option<Live>,
     early: Vec<Early>,
+    /// Digests of messages not counted here whose signature checked
+    /// ([`Chain::passing`]).
+    passed: HashSet<[u8; 32]>,
     signed: Option<Signed>,
     // Catch-up.
     claims: HashMap<PeerIndex, Claim>,
@@ -776,6 +835,7 @@ impl Chain {
             evaluating: None,
             live: None,
             early: Vec::new(),
+            passed: HashSet::new(),
             signed: None,
             claims: HashMap::new(),
             waiting: BTreeMap::new(),
@@ -1220,7 +1280,17 @@ impl Chain {
     /// [`MAX_FUTURE`] are held, a peer holding fewer than the peer holding
     /// most takes the place of that peer's latest: a peer filling the room
     /// with junk keeps at most its share, not the room.
-    fn keep_early(&mut self, e: Early) {
+    /// Keeps a message for the next window (or this one before its
+    /// agreement started) for when that agreement starts, checked then.
+    /// It is forwarded now only if its signature checks against the set
+    /// after the tip ([`Chain::passing`]); one with a bad signature is
+    /// neither kept nor forwarded, one by a signer outside that set (a
+    /// member from the next window on, or nobody) is kept but not
+    /// forwarded.
+    fn keep_early(&mut self, peer: Option<PeerIndex>, e: Early, out: &mut Vec<Action>) {
+        if self.passing(peer, &e, false, out) == Passing::Forged {
+            return;
+        }
         if self.early.len() >= MAX_FUTURE {
             let held: Vec<PeerIndex> = self.early.iter().map(Early::peer).collect();
             let Some(i) = fair_share(&held, e.peer()) else {
@@ -1727,11 +1797,11 @@ impl Chain {
         }
         if k.window == window + 1 || (k.window == window && self.live.is_none()) {
             // For the next window, or this one before the agreement started.
-            return self.keep_early(Early::Propose(peer.unwrap_or(0), m));
+            return self.keep_early(peer, Early::Propose(peer.unwrap_or(0), m), out);
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
             // Late, or far ahead (fetched when its turn comes).
-            return self.unchecked(k.window, out);
+            return self.unchecked(peer, Early::Propose(peer.unwrap_or(0), m), out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD)
             || live.proposed_rounds.contains(&k.round)
@@ -2143,7 +2213,7 @@ impl Chain {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_network"), out);
         }
         if k.window == window + 1 || (k.window == window && self.live.is_none()) {
-            return self.keep_early(Early::Vote(peer.unwrap_or(0), v));
+            return self.keep_early(peer, Early::Vote(peer.unwrap_or(0), v), out);
         }
         if k.window == 0 || k.window > window.saturating_add(WAITING_HORIZON) {
             // No such window can be voted on.
@@ -2152,7 +2222,7 @@ impl Chain {
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
             // Late (cemented here already) or ahead of this node (it
             // catches up from cements): not counted either way.
-            return self.unchecked(k.window, out);
+            return self.unchecked(peer, Early::Vote(peer.unwrap_or(0), v), out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);
@@ -2186,10 +2256,10 @@ impl Chain {
             return self.reject(peer, b.window, Reject::WrongNetwork, out);
         }
         if b.window == window + 1 || (b.window == window && self.live.is_none()) {
-            return self.keep_early(Early::Beacon(peer.unwrap_or(0), b));
+            return self.keep_early(peer, Early::Beacon(peer.unwrap_or(0), b), out);
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == b.window) else {
-            return self.unchecked(b.window, out);
+            return self.unchecked(peer, Early::Beacon(peer.unwrap_or(0), b), out);
         };
         if live.agreement.proposer(b.round) != b.signer || b.round != live.agreement.round() {
             return out.push(Action::Unchecked);
@@ -2330,13 +2400,54 @@ impl Chain {
         }
     }
 
-    /// A live-window message for `window` dropped unchecked: not forwarded,
-    /// unless it is for the window just cemented (a peer still finishing
-    /// it may need it); older windows and those beyond the next are.
-    fn unchecked(&self, window: u64, out: &mut Vec<Action>) {
-        if window != self.tip.window {
-            out.push(Action::Unchecked);
+    /// A Propose, vote or Beacon for a window without a live agreement
+    /// here, dropped: forwarded only when it is for the window just
+    /// cemented (a peer still finishing it may need it) and its signature
+    /// checks against the set that cemented it ([`Chain::passing`]);
+    /// older windows and those beyond the next are not forwarded.
+    fn unchecked(&mut self, peer: Option<PeerIndex>, e: Early, out: &mut Vec<Action>) {
+        if e.window() != self.tip.window {
+            return out.push(Action::Unchecked);
         }
+        self.passing(peer, &e, true, out);
+    }
+
+    /// Checks the signature of a message this node does not count now but
+    /// may forward, against the tip's set (`late`) or the set after the
+    /// tip: a well-formed forgery forwarded unchecked would cross the whole
+    /// network, every node passing it on. A signer outside the set is
+    /// [`Action::Unchecked`]; a bad signature is a rejection. A message
+    /// that checked is remembered by digest (up to [`MAX_PASSED`] until
+    /// the next window is cemented), so its copies cost no second check.
+    fn passing(
+        &mut self,
+        peer: Option<PeerIndex>,
+        e: &Early,
+        late: bool,
+        out: &mut Vec<Action>,
+    ) -> Passing {
+        let set = if late {
+            &self.tip_set
+        } else {
+            self.state.active()
+        };
+        if set.index_of(&e.signer()).is_none() {
+            out.push(Action::Unchecked);
+            return Passing::Unknown;
+        }
+        let digest = e.digest();
+        if self.passed.contains(&digest) {
+            return Passing::Genuine;
+        }
+        self.signature_checks += 1;
+        if !e.signed_in(set) {
+            self.reject(peer, e.window(), e.bad_signature(), out);
+            return Passing::Forged;
+        }
+        if self.passed.len() < MAX_PASSED {
+            self.passed.insert(digest);
+        }
+        Passing::Genuine
     }
 
     /// A Cement's signatures. The tip's Cements are checked against the
@@ -2532,6 +2643,7 @@ impl Chain {
     }
 
     fn after_cemented(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.passed.clear();
         if self.state.active() != &self.tip_set {
             out.push(Action::Members(self.state.active().clone()));
         }

@@ -2572,3 +2572,59 @@ fn messages_dropped_before_any_check_are_marked_unchecked() {
     let canonical = Message::Cement(Box::new(chain[5].cement.clone()));
     assert!(unchecked(&c2.on_message(2, canonical, t)), "no room");
 }
+
+/// A vote, Propose or Beacon this node does not count now but forwards
+/// (late for the window just cemented, or held for the next) is forwarded
+/// only once its signature checked: such forgeries crossed the whole
+/// network, every node passing them on unchecked (found by review; fails
+/// before: the forged votes were neither rejected nor marked, so the
+/// runtime forwarded them, and the forged next-window vote was held).
+/// The tip's by the set that cemented it, the next window's by the set
+/// after the tip; a signer outside it is held but not forwarded; a copy of
+/// one checked costs no second check.
+#[test]
+fn late_and_early_messages_are_forwarded_only_once_their_signature_checked() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
+    catch_up_from_peer_0(&mut c, &chain[..3], t);
+    assert_eq!(c.tip().window, 3);
+    let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
+    let rejected = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Rejected { .. }));
+    let forged = |w: u64| {
+        let mut v = vote(&g, &k[2], w, 0, None);
+        v.signature = vote(&g, &k[1], w, 0, None).signature;
+        Message::Vote(Box::new(v))
+    };
+    for w in [3, 5] {
+        let before = c.early.len();
+        let out = c.on_message(2, forged(w), t);
+        assert!(rejected(&out), "a forged vote for window {w} is rejected");
+        assert_eq!(c.early.len(), before, "and not held");
+    }
+    assert_eq!(c.rejected().get("vote_bad_signature"), Some(&2));
+    // Genuine ones pass (forwarded), each checked once.
+    for w in [3, 5] {
+        let good = Message::Vote(Box::new(vote(&g, &k[2], w, 0, None)));
+        let out = c.on_message(2, good.clone(), t);
+        assert!(!unchecked(&out) && !rejected(&out), "window {w}: {out:?}");
+        let checks = c.signature_checks;
+        let out = c.on_message(2, good, t);
+        assert!(!unchecked(&out) && !rejected(&out));
+        assert_eq!(c.signature_checks, checks, "a copy is not checked again");
+    }
+    // A stranger's vote for the next window: held, not forwarded.
+    let stranger = NodeKeys::generate().unwrap();
+    let before = c.early.len();
+    let out = c.on_message(
+        2,
+        Message::Vote(Box::new(vote(&g, &stranger, 5, 0, None))),
+        t,
+    );
+    assert!(unchecked(&out) && !rejected(&out));
+    assert_eq!(c.early.len(), before + 1);
+    // A forged Beacon for the tip window: rejected too.
+    let mut b = Beacon::sign(g.network_id(), 3, 0, &k[2]);
+    b.signature = Beacon::sign(g.network_id(), 3, 0, &k[1]).signature;
+    assert!(rejected(&c.on_message(2, Message::Beacon(Box::new(b)), t)));
+}

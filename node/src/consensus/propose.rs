@@ -49,7 +49,7 @@ pub struct ProposeKey {
 }
 
 impl ProposeKey {
-    fn signed_bytes(&self) -> Vec<u8> {
+    pub(crate) fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(PROPOSE_LEN - SIGNATURE_LEN);
         w.bytes(PROPOSE_MAGIC).u8(VERSION).bytes(&self.network_id);
         w.u64(self.window).u32(self.round);
