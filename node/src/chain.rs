@@ -28,8 +28,8 @@
 //!   9.1. A proposer without T(h) evaluates it, sending a Beacon every half
 //!   window so that the others' propose timer starts again; the maker of a
 //!   proposal starts evaluating the next window at once (it is rank 0
-//!   there), and at a handover so does the next rank 0 once it knows T(h-1)
-//!   from a verified proposal.
+//!   there); before a handover the first two by hash do, once T(h-1) is
+//!   known (evaluated or verified).
 //! - Before signing anything (a Propose or a vote) the machine emits
 //!   [`Action::Persist`] with the highest (window, round, step) it signs
 //!   and its lock; the node writes it, synced, before sending. After a
@@ -125,8 +125,10 @@ const MAX_BUNDLES: usize = 4;
 const MAX_FUTURE: usize = 64;
 /// Most digests of checked messages this node forwards without counting
 /// them (late for the tip window, or early for the next), kept until the
-/// next window is cemented ([`Chain::passing`]).
-const MAX_PASSED: usize = 1024;
+/// next window is cemented ([`Chain::passing`]): one per (kind, window,
+/// round, signer), so a member's share is bounded by the rounds it may
+/// use (300 members' two votes of the first rounds fit).
+const MAX_PASSED: usize = 4096;
 /// Verified Cements held for one window above the tip. Any quorum of a
 /// window's precommits makes a valid Cement (the precommits are relayed to
 /// everyone), so a window can have many; the next window's proposal names
@@ -519,6 +521,25 @@ impl Early {
             Early::Beacon(_, b) => b.window,
         }
     }
+    fn round(&self) -> u32 {
+        match self {
+            Early::Propose(_, m) => m.key.round,
+            Early::Vote(_, v) => v.key.round,
+            Early::Beacon(_, b) => b.round,
+        }
+    }
+    /// What one signer may say once: (kind, window, round, signer).
+    fn slot(&self) -> (u8, u64, u32, NodeId) {
+        let kind = match self {
+            Early::Propose(..) => 0,
+            Early::Vote(_, v) => match v.key.kind {
+                VoteKind::Prevote => 1,
+                VoteKind::Precommit => 2,
+            },
+            Early::Beacon(..) => 3,
+        };
+        (kind, self.window(), self.round(), self.signer())
+    }
     /// What the signature covers and the signature, hashed: one exact
     /// signed message (a Propose's proposal is bound by the value named).
     fn digest(&self) -> [u8; 32] {
@@ -551,12 +572,16 @@ impl Early {
 /// What [`Chain::passing`] makes of a message this node does not count now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Passing {
-    /// Signed by a member of the set it was checked against: forwarded.
+    /// Signed by a member of the set it was checked against, the first
+    /// such message of its slot ([`Early::slot`]): forwarded.
     Genuine,
-    /// Signed by someone outside that set: not checked, not forwarded.
-    Unknown,
-    /// A bad signature: rejected.
-    Forged,
+    /// Not forwarded, but may be held for the next window: a signer outside
+    /// the set, or a second message for one slot (a re-signed copy or an
+    /// equivocation: the agreement judges it).
+    Hold,
+    /// Neither forwarded nor held: a bad signature (rejected), or a round
+    /// or kind no node needs from the window.
+    Drop,
 }
 
 /// The agreement on the window after the cemented tip.
@@ -670,7 +695,7 @@ impl Bundles {
 #[derive(Clone, Debug)]
 pub struct TipMeta {
     /// The maker of the tip's proposal (the genesis proposer at window 0):
-    /// rank 0 of the next window.
+    /// rank 0 of the next window unless it hands over (SPEC 9.1).
     pub proposer: NodeId,
     /// What the tip's proposal carried (settled with the next window).
     pub extras: Extras,
@@ -709,7 +734,8 @@ pub struct Chain {
     me: NodeId,
     /// The cemented tip.
     tip: Tip,
-    /// The maker of the tip's proposal (rank 0 of the next window).
+    /// The maker of the tip's proposal (rank 0 of the next window unless
+    /// it hands over).
     tip_proposer: NodeId,
     tip_extras: Extras,
     tip_set: ActiveSet,
@@ -755,10 +781,11 @@ pub struct Chain {
     known: Vec<(u64, Vec<Hash32>)>,
     evaluating: Option<u64>,
     live: Option<Live>,
-    early: Vec<Early>,
-    /// Digests of messages not counted here whose signature checked
-    /// ([`Chain::passing`]).
-    passed: HashSet<[u8; 32]>,
+    /// Messages for the next window, with their digests ([`Early::digest`]).
+    early: Vec<([u8; 32], Early)>,
+    /// Digests of messages not counted here whose signature checked, by
+    /// slot ([`Chain::passing`]).
+    passed: HashMap<(u8, u64, u32, NodeId), [u8; 32]>,
     signed: Option<Signed>,
     // Catch-up.
     claims: HashMap<PeerIndex, Claim>,
@@ -835,7 +862,7 @@ impl Chain {
             evaluating: None,
             live: None,
             early: Vec::new(),
-            passed: HashSet::new(),
+            passed: HashMap::new(),
             signed: None,
             claims: HashMap::new(),
             waiting: BTreeMap::new(),
@@ -1267,7 +1294,7 @@ impl Chain {
         });
         self.known.retain(|(w, _)| *w >= window);
         self.drive(outs, now, out);
-        for e in std::mem::take(&mut self.early) {
+        for (_, e) in std::mem::take(&mut self.early) {
             match e {
                 Early::Propose(p, m) => self.on_propose(Some(p), m, now, out),
                 Early::Vote(p, v) => self.on_vote(Some(p), v, now, out),
@@ -1276,29 +1303,32 @@ impl Chain {
         }
     }
 
-    /// Holds a message for the next window (unchecked until then). When
-    /// [`MAX_FUTURE`] are held, a peer holding fewer than the peer holding
-    /// most takes the place of that peer's latest: a peer filling the room
-    /// with junk keeps at most its share, not the room.
     /// Keeps a message for the next window (or this one before its
-    /// agreement started) for when that agreement starts, checked then.
+    /// agreement started) for when that agreement starts, counted then.
     /// It is forwarded now only if its signature checks against the set
     /// after the tip ([`Chain::passing`]); one with a bad signature is
     /// neither kept nor forwarded, one by a signer outside that set (a
     /// member from the next window on, or nobody) is kept but not
-    /// forwarded.
+    /// forwarded. A copy of one held is not held twice (resends every 2 s
+    /// would fill a peer's share with copies and keep its later rounds
+    /// out). When [`MAX_FUTURE`] are held, a peer holding fewer than the
+    /// peer holding most takes the place of that peer's latest: a peer
+    /// filling the room with junk keeps at most its share, not the room.
     fn keep_early(&mut self, peer: Option<PeerIndex>, e: Early, out: &mut Vec<Action>) {
-        if self.passing(peer, &e, false, out) == Passing::Forged {
+        let digest = e.digest();
+        if self.passing(peer, &e, digest, false, out) == Passing::Drop
+            || self.early.iter().any(|(d, _)| *d == digest)
+        {
             return;
         }
         if self.early.len() >= MAX_FUTURE {
-            let held: Vec<PeerIndex> = self.early.iter().map(Early::peer).collect();
+            let held: Vec<PeerIndex> = self.early.iter().map(|(_, e)| e.peer()).collect();
             let Some(i) = fair_share(&held, e.peer()) else {
                 return;
             };
             self.early.remove(i);
         }
-        self.early.push(e);
+        self.early.push((digest, e));
     }
 
     /// Carries out the agreement's outputs (which may produce more).
@@ -1647,32 +1677,59 @@ impl Chain {
         if valid_round.is_none() {
             live.own = Some(value);
         }
+        let maker = proposal.header.proposer;
         Self::hold_value(live, value, round, None, proposal);
         live.proposed_rounds.insert(round);
         live.agreement
             .on_proposal(round, value, valid_round, self.me, more);
         // This node is rank 0 of the next window if its value is decided
-        // (and the next window does not hand over).
-        self.evaluate_if_next_rank_0(window, self.me, out);
+        // and the next window does not hand over (a re-proposal of another
+        // member's value makes that member rank 0).
+        if maker == self.me && !hands_over(window + 1, self.rules.joining.tenure()) {
+            self.evaluate(window + 1, out);
+        } else {
+            self.handover_work(out);
+        }
     }
 
-    /// T(`window`) of a value made by `maker` is known: if this node is
-    /// rank 0 of the next window should that value be decided, it starts
-    /// on T(window + 1) now rather than once `window` is cemented. At a
-    /// handover the order is judged with the set as it is now (cementing
-    /// `window` may change it): a wrong guess costs only work, and the
-    /// checkpoints serve whoever proposes.
-    fn evaluate_if_next_rank_0(&mut self, window: u64, maker: NodeId, out: &mut Vec<Action>) {
-        let next = window + 1;
-        let rank_0 = if hands_over(next, self.rules.joining.tenure()) {
-            let Some(t) = self.known_checkpoints(window).and_then(|c| c.last()) else {
-                return;
-            };
-            self.state.active().failover_order(t, None).first().copied()
-        } else {
-            Some(maker)
+    /// Where the window after the live one hands rank 0 over (SPEC 9.1),
+    /// the first two members of its order by hash start on its T as soon
+    /// as T of the live window is known (evaluated, or a proposal for it
+    /// verified) and nothing else is being evaluated, rather than once the
+    /// live window is cemented: rank 0 proposes about a verification later
+    /// than a maker would have, and rank 1 is ready if rank 0 is a member
+    /// gone silent (members stay in the set for `inactive_windows`). The
+    /// order is judged with the set after the tip settled with this node's
+    /// bundle (the set that will vote on that window but where another
+    /// bundle is canonical and changes who leaves): a wrong guess costs
+    /// only work, and the checkpoints serve whoever proposes.
+    fn handover_work(&mut self, out: &mut Vec<Action>) {
+        let live = self.tip.window + 1;
+        let next = live + 1;
+        if self.keys.is_none()
+            || self.evaluating.is_some()
+            || !hands_over(next, self.rules.joining.tenure())
+            || self.known_checkpoints(next).is_some()
+        {
+            return;
+        }
+        let Some(t) = self.known_checkpoints(live).and_then(|c| c.last()).copied() else {
+            return;
         };
-        if self.keys.is_some() && rank_0 == Some(self.me) {
+        let changes = self
+            .bundles
+            .first()
+            .filter(|_| self.tip.window > 0)
+            .and_then(|c| self.state_after(Some(c)))
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        let set = &self.roster_after(&changes).active;
+        if set
+            .failover_order(&t, None)
+            .iter()
+            .take(2)
+            .any(|id| *id == self.me)
+        {
             self.evaluate(next, out);
         }
     }
@@ -1757,6 +1814,8 @@ impl Chain {
                 self.drive(more, now, &mut out);
             }
         }
+        // Free again: a handover may be waiting for it.
+        self.handover_work(&mut out);
         self.next_work(now, &mut out);
         out
     }
@@ -1779,6 +1838,7 @@ impl Chain {
                 out.push(Action::Applied { window, t });
                 self.candidate_work(out);
                 self.verify_candidates(out);
+                self.handover_work(out);
             }
         }
     }
@@ -2409,23 +2469,47 @@ impl Chain {
         if e.window() != self.tip.window {
             return out.push(Action::Unchecked);
         }
-        self.passing(peer, &e, true, out);
+        self.passing(peer, &e, e.digest(), true, out);
     }
 
-    /// Checks the signature of a message this node does not count now but
-    /// may forward, against the tip's set (`late`) or the set after the
-    /// tip: a well-formed forgery forwarded unchecked would cross the whole
-    /// network, every node passing it on. A signer outside the set is
-    /// [`Action::Unchecked`]; a bad signature is a rejection. A message
-    /// that checked is remembered by digest (up to [`MAX_PASSED`] until
-    /// the next window is cemented), so its copies cost no second check.
+    /// Judges a message this node does not count now but may forward (one
+    /// for the window just cemented, `late`, or one for the next window):
+    /// a well-formed forgery forwarded unchecked would cross the whole
+    /// network, every node passing it on, and so would a member's endless
+    /// genuine messages for rounds nobody reaches. So:
+    /// - late: only votes of rounds up to the one the tip was decided in,
+    ///   and only the Propose of the decided value (what a peer still
+    ///   finishing the window can use); no Beacons;
+    /// - early: rounds up to [`MAX_ROUNDS_AHEAD`];
+    /// - a signer outside the set (the tip's set, or the set after the
+    ///   tip) is not checked ([`Passing::Hold`]); a bad signature is a
+    ///   rejection;
+    /// - one message per slot (kind, window, round, signer): the first
+    ///   that checks is remembered by digest (up to [`MAX_PASSED`], until
+    ///   the next window is cemented), its copies cost no second check,
+    ///   and another message for that slot is not forwarded.
     fn passing(
         &mut self,
         peer: Option<PeerIndex>,
         e: &Early,
+        digest: [u8; 32],
         late: bool,
         out: &mut Vec<Action>,
     ) -> Passing {
+        let needed = if late {
+            let decided = self.bundles.first().map(|c| c.round);
+            match e {
+                Early::Propose(_, m) => m.key.value.0 == self.tip.hash,
+                Early::Vote(_, v) => decided.is_some_and(|r| v.key.round <= r),
+                Early::Beacon(..) => false,
+            }
+        } else {
+            e.round() <= MAX_ROUNDS_AHEAD
+        };
+        if !needed {
+            out.push(Action::Unchecked);
+            return Passing::Drop;
+        }
         let set = if late {
             &self.tip_set
         } else {
@@ -2433,19 +2517,24 @@ impl Chain {
         };
         if set.index_of(&e.signer()).is_none() {
             out.push(Action::Unchecked);
-            return Passing::Unknown;
+            return Passing::Hold;
         }
-        let digest = e.digest();
-        if self.passed.contains(&digest) {
-            return Passing::Genuine;
+        let slot = e.slot();
+        match self.passed.get(&slot) {
+            Some(d) if *d == digest => return Passing::Genuine,
+            Some(_) => {
+                out.push(Action::Unchecked);
+                return Passing::Hold;
+            }
+            None => {}
         }
         self.signature_checks += 1;
         if !e.signed_in(set) {
             self.reject(peer, e.window(), e.bad_signature(), out);
-            return Passing::Forged;
+            return Passing::Drop;
         }
         if self.passed.len() < MAX_PASSED {
-            self.passed.insert(digest);
+            self.passed.insert(slot, digest);
         }
         Passing::Genuine
     }
@@ -2685,7 +2774,6 @@ impl Chain {
                 Ok(VerifyOutcome::Valid) => {
                     self.remember(p.window(), p.checkpoints.clone());
                     self.mark_applied(p.window(), &mut out);
-                    self.evaluate_if_next_rank_0(p.window(), p.header.proposer, &mut out);
                     self.validated(v, true, now, &mut out);
                     // Other values with the same checkpoints need no work.
                     let live = self.live.as_mut();
@@ -2817,8 +2905,9 @@ impl Chain {
 
     /// What this node's new proposal for the window after the tip carries:
     /// verified pooled proofs that are valid against the roster it commits
-    /// to, up to the cap, runs in progress first, then by a draw of T
-    /// ([`carry`]), and one valid registration, the first by that draw.
+    /// to, up to the cap, runs in progress first, then by a draw of the
+    /// tip's hash ([`carry`]), and one valid registration, the first by
+    /// that draw.
     fn pick_extras(&self) -> Extras {
         let h = self.tip.window + 1;
         let changes = if self.tip.window == 0 {
@@ -2839,13 +2928,8 @@ impl Chain {
             })
             .map(|(_, c)| c.clone())
             .collect();
-        let proofs = carry(
-            valid,
-            &roster.candidates,
-            &self.rules.joining,
-            &self.tip.t,
-            cap,
-        );
+        let draw = Hash32(self.tip.hash);
+        let proofs = carry(valid, &roster.candidates, &self.rules.joining, &draw, cap);
         let carried: Vec<&CandidateProof> = proofs.iter().collect();
         let ready: Vec<&NodeId> = self
             .registrations
@@ -2854,7 +2938,7 @@ impl Chain {
             .map(|g| &g.id)
             .collect();
         let registration =
-            first_by_draw(ready, &self.tip.t).and_then(|id| self.registrations.get(&id).cloned());
+            first_by_draw(ready, &draw).and_then(|id| self.registrations.get(&id).cloned());
         Extras {
             proofs,
             registration,
@@ -3275,14 +3359,7 @@ impl Chain {
         }
         let keep = self.waiting_cements.split_off(&self.tip.window);
         self.waiting_cements = keep;
-        self.early.retain(|e| {
-            let w = match e {
-                Early::Propose(_, m) => m.key.window,
-                Early::Vote(_, v) => v.key.window,
-                Early::Beacon(_, b) => b.window,
-            };
-            w > self.tip.window
-        });
+        self.early.retain(|(_, e)| e.window() > self.tip.window);
     }
 
     /// The next consecutive run of waiting proposals, each with a Cement

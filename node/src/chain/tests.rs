@@ -1683,8 +1683,8 @@ fn a_member_that_stops_is_dropped_after_inactive_windows_and_cementing_continues
 /// Rank 0 does not stay with one maker for ever (docs/SPEC.md 9.1): every
 /// `tenure`-th window hands it over to the first member by
 /// SHA-256(T(w-1) || id), and between handovers the maker keeps it. The
-/// member taking over starts on T(w) once it has verified the window
-/// before's proposal, not only once that window is cemented. (Before, a
+/// first two by hash start on T(w) once T(w-1) is known, not only once
+/// window w-1 is cemented. (Before, a
 /// member that made one window made every window while it lived, and it
 /// alone chose every canonical bundle: who is paid and who counts as seen.)
 #[test]
@@ -1709,13 +1709,17 @@ fn rank_0_is_handed_over_every_tenure_and_the_next_one_starts_early() {
         if w % tenure == 0 {
             let first = set.failover_order(&prev.header.t, None)[0];
             assert_eq!(maker, first, "window {w} hands over to the first by hash");
-            let i = (0..4).find(|i| sim.nodes[*i].node_id() == first).unwrap();
-            assert!(
-                sim.evaluations.contains(&(i, w, w - 2)),
-                "node {i}, rank 0 of window {w}, waited for window {} to be cemented: {:?}",
-                w - 1,
-                sim.evaluations
-            );
+            // The first two by hash start early (rank 1 in case rank 0
+            // is a member gone silent).
+            for id in &set.failover_order(&prev.header.t, None)[..2] {
+                let i = (0..4).find(|i| sim.nodes[*i].node_id() == *id).unwrap();
+                assert!(
+                    sim.evaluations.contains(&(i, w, w - 2)),
+                    "node {i}, of the first two of window {w}, waited for window {} to be cemented: {:?}",
+                    w - 1,
+                    sim.evaluations
+                );
+            }
         } else {
             assert_eq!(maker, prev.header.proposer, "window {w} keeps its maker");
         }
@@ -2156,7 +2160,7 @@ fn one_peer_cannot_fill_the_room_for_the_next_window() {
     c.on_message(0, Message::Vote(Box::new(vote(&g, &k[0], 2, 0, None))), now);
     assert_eq!(c.early.len(), MAX_FUTURE);
     assert!(
-        c.early.iter().any(|e| e.peer() == 0),
+        c.early.iter().any(|(_, e)| e.peer() == 0),
         "the honest peer's vote was dropped"
     );
     // Peer 9 cannot take it back: it holds the most already.
@@ -2165,7 +2169,27 @@ fn one_peer_cannot_fill_the_room_for_the_next_window() {
         Message::Vote(Box::new(vote(&g, &k[3], 2, 999, None))),
         now,
     );
-    assert!(c.early.iter().any(|e| e.peer() == 0));
+    assert!(c.early.iter().any(|(_, e)| e.peer() == 0));
+}
+
+/// A copy of a message held for the next window is not held twice: an
+/// honest peer resends its votes every 2 s, and its copies filled its
+/// share of the room and kept its later rounds out (fails before: the
+/// round 1 vote was dropped, the room full of copies of round 0's).
+#[test]
+fn copies_of_a_held_early_message_are_held_once() {
+    let (g, k, mut c) = one();
+    let now = Instant::now();
+    let v0 = Message::Vote(Box::new(vote(&g, &k[3], 2, 0, None)));
+    for _ in 0..MAX_FUTURE + 5 {
+        c.on_message(3, v0.clone(), now);
+    }
+    assert_eq!(c.early.len(), 1);
+    // A peer relaying the same vote adds nothing either.
+    c.on_message(1, v0, now);
+    assert_eq!(c.early.len(), 1);
+    c.on_message(3, Message::Vote(Box::new(vote(&g, &k[3], 2, 1, None))), now);
+    assert_eq!(c.early.len(), 2, "the round 1 vote is held");
 }
 
 /// A Cement above the tip sent again was verified again every time (its
@@ -2623,8 +2647,56 @@ fn late_and_early_messages_are_forwarded_only_once_their_signature_checked() {
     );
     assert!(unchecked(&out) && !rejected(&out));
     assert_eq!(c.early.len(), before + 1);
-    // A forged Beacon for the tip window: rejected too.
-    let mut b = Beacon::sign(g.network_id(), 3, 0, &k[2]);
-    b.signature = Beacon::sign(g.network_id(), 3, 0, &k[1]).signature;
+    // A forged Beacon for the next window: rejected too.
+    let mut b = Beacon::sign(g.network_id(), 5, 0, &k[2]);
+    b.signature = Beacon::sign(g.network_id(), 5, 0, &k[1]).signature;
     assert!(rejected(&c.on_message(2, Message::Beacon(Box::new(b)), t)));
+}
+
+/// What a member may make this node forward without counting it is
+/// bounded (found by review: a member could sign endless genuine late or
+/// early messages, for any round, and each crossed the whole network):
+/// late, only the decided value's Propose and votes of rounds up to the
+/// decided one, no Beacons; early, rounds up to MAX_ROUNDS_AHEAD; one
+/// message per (kind, window, round, signer).
+#[test]
+fn a_member_cannot_make_every_node_forward_endless_messages() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
+    catch_up_from_peer_0(&mut c, &chain[..3], t);
+    assert_eq!(c.tip().window, 3);
+    let decided = c.bundles.first().unwrap().round;
+    let passes = |c: &mut Chain, m: Message| {
+        !c.on_message(2, m, t)
+            .iter()
+            .any(|a| matches!(a, Action::Unchecked | Action::Rejected { .. }))
+    };
+    let v = |w: u64, r: u32| Message::Vote(Box::new(vote(&g, &k[2], w, r, None)));
+    // Late: votes up to the decided round only.
+    assert!(passes(&mut c, v(3, decided)));
+    assert!(!passes(&mut c, v(3, decided + 1)));
+    assert!(!passes(&mut c, v(3, 1_000)));
+    // Late: the decided value's Propose, not another value's.
+    let p3 = chain[2].proposal.clone();
+    assert_eq!(p3.window(), 3);
+    assert!(passes(&mut c, propose_in(&g, &k[2], p3, 0)));
+    let other = junk_proposal(&g, 3, 1);
+    assert!(!passes(&mut c, propose_in(&g, &k[2], other, 0)));
+    // Late: no Beacons, genuine or not.
+    let b = Beacon::sign(g.network_id(), 3, 0, &k[2]);
+    assert!(!passes(&mut c, Message::Beacon(Box::new(b))));
+    // Early: rounds up to MAX_ROUNDS_AHEAD, and neither forwarded nor held
+    // beyond.
+    assert!(passes(&mut c, v(5, MAX_ROUNDS_AHEAD)));
+    let held = c.early.len();
+    assert!(!passes(&mut c, v(5, MAX_ROUNDS_AHEAD + 1)));
+    assert_eq!(c.early.len(), held);
+    // One message per slot: a re-signed copy (another digest) of a vote
+    // that passed is held, not forwarded; the same bytes again pass.
+    let first = v(5, 1);
+    assert!(passes(&mut c, first.clone()));
+    assert!(passes(&mut c, first));
+    assert!(!passes(&mut c, v(5, 1)));
+    assert_eq!(c.early.len(), held + 2);
 }

@@ -35,9 +35,11 @@ pub const MAX_TENURE: u64 = 32;
 
 /// `id`'s place in the draw that `t` makes: SHA-256(t || id), 64 bytes
 /// hashed. Ordering by it is fair where ordering by id is not (ids can be
-/// ground: anyone can make keys until one has a low id), and no key can be
-/// ground for it in advance (t is a VDF output nobody knows early). Ranks
-/// the failover order, and the candidates a proposal serves (SPEC 9.9).
+/// ground: anyone can make keys until one has a low id): a key can be
+/// ground for it only by whoever knows `t` early. Ranks the failover order
+/// (t = T of the window before: a VDF output, known early only to one
+/// that evaluates the chain faster than the network), and the candidates
+/// a proposal serves (t = the tip's proposal hash, SPEC 9.9).
 pub fn draw(t: &Hash32, id: &NodeId) -> [u8; 32] {
     let mut buf = [0u8; 64];
     buf[..32].copy_from_slice(&t.0);

@@ -127,7 +127,8 @@ impl JoinRules {
     /// a quarter of `inactive_windows`, 1 to [`MAX_TENURE`]. A maker that
     /// leaves members out of its bundles then leads for at most a quarter
     /// of the time they need to miss before they leave, and rank 0 goes to
-    /// the first by hash at least four times meanwhile.
+    /// the first by hash at least four times meanwhile (from
+    /// `inactive_windows` 8 up; below that, every window hands over).
     pub fn tenure(&self) -> u64 {
         (self.inactive_windows as u64 / 4).clamp(1, MAX_TENURE)
     }
@@ -536,8 +537,12 @@ impl Candidate {
 /// 1. those part-way through their run (counted, below `candidate_windows`,
 ///    and a proof at hand continues the run), the longest run first: left
 ///    out, a run that cost the candidate windows of work starts again;
-/// 2. the others by [`draw`] of `t` (T of the tip, new every window);
-/// 3. those whose count is already reached (they should register) last.
+/// 2. the others by [`draw`] of `t` (the tip's proposal hash: new every
+///    window, and unknown before its maker proposed, whereas T can be
+///    computed ahead by anyone faster than the network);
+/// 3. those whose count is already reached (they should register) last,
+///    and only where the proof continues their run: one that does not
+///    would make them count again from 1 and fail their registration.
 ///
 /// Not by id: ids can be ground, and a few low ids proving every window
 /// would otherwise keep everyone else out for good. This is the honest
@@ -555,14 +560,17 @@ pub fn carry(
     }
     let mut order: Vec<_> = by_id
         .into_iter()
-        .map(|(id, mut ps)| {
+        .filter_map(|(id, mut ps)| {
             ps.sort_by_key(|p| p.window);
             let c = candidates.get(&id);
+            let continues = c.is_some_and(|c| c.count > 0 && c.last + 1 == ps[0].window);
             let done = c.is_some_and(|c| c.count >= rules.candidate_windows);
-            let run = c
-                .filter(|c| !done && c.count > 0 && c.last + 1 == ps[0].window)
-                .map_or(0, |c| c.count);
-            ((done, Reverse(run), draw(t, &id)), ps)
+            if done && !continues {
+                // It would count again from 1, and its registration fail.
+                return None;
+            }
+            let run = c.filter(|_| !done && continues).map_or(0, |c| c.count);
+            Some(((done, Reverse(run), draw(t, &id)), ps))
         })
         .collect();
     order.sort_by_key(|(rank, _)| *rank);
@@ -572,8 +580,8 @@ pub fn carry(
 }
 
 /// The candidate a proposal registers, of those whose registration is
-/// valid: the first by [`draw`] of `t` (not the lowest id, which can be
-/// ground).
+/// valid: the first by [`draw`] of `t` (the tip's proposal hash; not the
+/// lowest id, which can be ground).
 pub fn first_by_draw<'a, I>(ids: I, t: &Hash32) -> Option<NodeId>
 where
     I: IntoIterator<Item = &'a NodeId>,
@@ -670,6 +678,14 @@ mod tests {
         assert_eq!(keys_got, want);
         // Room for all but one: the finished candidate is left out.
         let got = carry(proofs.clone(), &cands, &rules, &t, proofs.len() - 1);
+        assert!(got.iter().all(|p| p.id != id(0)));
+        // With room for all it comes last, its proof continuing its run;
+        // one that would not continue it is never carried (it would count
+        // from 1 again and its registration fail).
+        let got = carry(proofs.clone(), &cands, &rules, &t, proofs.len());
+        assert!(got.iter().any(|p| p.id == id(0)));
+        cands.insert(id(0), candidate(&keys[0], 3, 7));
+        let got = carry(proofs.clone(), &cands, &rules, &t, proofs.len());
         assert!(got.iter().all(|p| p.id != id(0)));
         assert!(got.windows(2).all(|w| w[0].key() < w[1].key()));
         // A broken run ranks with the new ones, by the draw.
