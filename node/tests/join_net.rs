@@ -504,10 +504,15 @@ async fn address_lists_are_bounded_rate_limited_and_checked() {
     assert_eq!(session.remote.node_id, j.node_id());
     let (r, w) = stream.into_split();
     let (_reader, mut writer) = session.into_halves(r, w);
+    // (Global addresses, reserved for documentation: nobody's; a private
+    // or loopback one learned from a peer is skipped, see the end.)
     let list = |first: u8, listen_port: u16| Addrs {
         listen_port,
-        addrs: (0..32)
-            .map(|i| SocketAddr::from(([10, first, 0, i], 7000)))
+        addrs: (0..32u16)
+            .map(|i| {
+                let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, first.into(), 0, 0, 0, 0, i);
+                SocketAddr::from((ip, 7000))
+            })
             .collect(),
     };
     let env = |payload: Vec<u8>| Envelope::new(MSG_ADDRS, ADDRS_VERSION, 0, payload);
@@ -554,6 +559,23 @@ async fn address_lists_are_bounded_rate_limited_and_checked() {
     };
     writer.send(&env(me.encode().unwrap())).await.unwrap();
     sleep(Duration::from_millis(300)).await;
+    assert_eq!(j.known_addresses(), 34);
+    // LAN and link-local addresses, on networks the joiner (on loopback)
+    // is not on, are skipped and counted.
+    sleep(Duration::from_millis(2100)).await;
+    let lan = Addrs {
+        listen_port: 0,
+        addrs: vec![
+            "192.168.1.1:80".parse().unwrap(),
+            "10.0.0.1:22".parse().unwrap(),
+            "169.254.169.254:80".parse().unwrap(),
+        ],
+    };
+    writer.send(&env(lan.encode().unwrap())).await.unwrap();
+    wait_until("the LAN addresses skipped", || {
+        j.totals().addrs_out_of_scope == 3
+    })
+    .await;
     assert_eq!(j.known_addresses(), 34);
     j.shutdown().await;
 }

@@ -120,6 +120,7 @@ impl Network {
                 .map(|p| cfg.peers[p.0 as usize].address)
                 .collect();
             let mut book = AddressBook::new(local_addr, excluded, MAX_BOOK);
+            book.on_networks_of(cfg.peers.iter().map(|p| p.address));
             for a in &cfg.bootstrap {
                 let _ = book.add(*a, Source::Bootstrap, StdInstant::now());
             }

@@ -33,7 +33,7 @@ use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
-use super::discovery::{Addrs, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
+use super::discovery::{Addrs, Skip, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
 use super::envelope::{Envelope, HEADER_LEN};
 use super::shared::{bump, Admission, Delivery, Shared};
 use super::stats::Event;
@@ -199,8 +199,18 @@ fn on_addrs(
     }
     if let Some(book) = shared.book.as_ref() {
         let mut b = book.lock().expect("book lock");
+        let mut out_of_scope = 0;
         for a in learned {
-            let _ = b.add(a, Source::Learned, now.into_std());
+            if b.add(a, Source::Learned, now.into_std()) == Err(Skip::OutOfScope) {
+                out_of_scope += 1;
+            }
+        }
+        if out_of_scope > 0 {
+            shared
+                .totals
+                .addrs_out_of_scope
+                .fetch_add(out_of_scope, Ordering::Relaxed);
+            debug!(%peer, out_of_scope, "learned addresses outside our networks skipped");
         }
     }
 }

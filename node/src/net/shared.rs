@@ -60,6 +60,9 @@ pub struct NetTotals {
     pub joiner_handshakes: u64,
     /// Address lists ignored: over the rate, or malformed.
     pub addrs_ignored: u64,
+    /// Learned addresses skipped for their scope: loopback, link-local or
+    /// private, on a network this node is not on (`discovery::Skip::OutOfScope`).
+    pub addrs_out_of_scope: u64,
     /// Envelopes dropped because a peer's queue was full.
     pub queue_full: u64,
     /// Established connections closed for a protocol error.
@@ -83,6 +86,7 @@ pub(crate) struct Totals {
     pub refused_members_full: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
+    pub addrs_out_of_scope: AtomicU64,
     pub queue_full: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub messages_sent: AtomicU64,
@@ -108,6 +112,7 @@ impl Totals {
             refused_members_full: g(&self.refused_members_full),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
+            addrs_out_of_scope: g(&self.addrs_out_of_scope),
             queue_full: g(&self.queue_full),
             protocol_errors: g(&self.protocol_errors),
             messages_sent: g(&self.messages_sent),

@@ -297,6 +297,12 @@ pub fn render(s: &StatusSnapshot) -> String {
     );
     counter(
         &mut reg,
+        "net_addrs_out_of_scope",
+        "Learned addresses skipped: loopback, link-local or private, on a network this node is not on",
+        n.addrs_out_of_scope,
+    );
+    counter(
+        &mut reg,
         "net_queue_full",
         "Messages dropped on a full peer queue",
         n.queue_full,
