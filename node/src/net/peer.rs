@@ -57,6 +57,8 @@ enum Ended {
     Idle,
     WriteStalled,
     Replaced,
+    /// Its guest seat went to a guest from a less represented address.
+    Evicted,
     Shutdown,
     NodeGone,
     Failed(LinkError),
@@ -78,6 +80,9 @@ impl fmt::Display for Ended {
             Ended::Idle => f.write_str("idle timeout (nothing received)"),
             Ended::WriteStalled => f.write_str("write timeout (peer not reading)"),
             Ended::Replaced => f.write_str("replaced by a newer connection"),
+            Ended::Evicted => {
+                f.write_str("guest seat given to a guest from a less represented address")
+            }
             Ended::Shutdown => f.write_str("shutdown"),
             Ended::NodeGone => f.write_str("the node stopped receiving"),
             Ended::Failed(e) => write!(f, "{e}"),
@@ -103,6 +108,8 @@ pub(crate) async fn run<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    let mut admission = admission;
+    let evicted = admission.evicted();
     let link = admission.link.clone();
     let peer = link.peer;
     let (mut reader, mut writer) = session.into_halves(r, w);
@@ -140,6 +147,7 @@ pub(crate) async fn run<R, W>(
         e = read_loop(&shared, &link, reg.id, &mut reader, &control_tx, &pending_ping) => e,
         e = write_loop(&shared, peer, &mut writer, &mut control_rx, reg.queue, &reg.queued, &pending_ping) => e,
         _ = reg.closed => Ended::Replaced,
+        _ = evicted => Ended::Evicted,
         _ = shutdown.wait_for(|stop| *stop) => Ended::Shutdown,
     };
     if shared.is_shutting_down() {
