@@ -36,6 +36,16 @@
 //! while its previous one closes, and an evicted guest closes just after
 //! the newcomer is seated).
 //!
+//! - Handshake starts are rate-limited per source address (a token bucket
+//!   of [`HANDSHAKE_BURST`] starts refilled one per [`HANDSHAKE_EVERY`];
+//!   a genesis address with an allowance of n handshakes has n times
+//!   both), so a source that opens a socket, fails its handshake at once
+//!   and repeats costs us a bounded amount of ML-KEM and ML-DSA work. A
+//!   socket over the rate is refused ([`Refusal::Rate`]) and closed before
+//!   any cryptography. At most [`MAX_RATED_SOURCES`] sources are
+//!   remembered besides the genesis addresses (a source whose bucket is
+//!   full again is forgotten: it is as if new); beyond, new sources are
+//!   refused until some are forgotten (genesis addresses never are).
 //! - A source address is what [`source`] makes of the socket's IP: an
 //!   IPv4 address however it arrives (as `::ffff:a.b.c.d` on a dual-stack
 //!   `[::]` listener too), and an IPv6 address's /64 (one host is commonly
@@ -59,6 +69,13 @@ use std::time::{Duration, Instant};
 pub const PER_IP: usize = 2;
 /// Longest an inbound socket may take to authenticate.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Handshakes a source address may start at once...
+pub const HANDSHAKE_BURST: u32 = 16;
+/// ... and then one per this period.
+pub const HANDSHAKE_EVERY: Duration = Duration::from_millis(500);
+/// Source addresses whose handshake starts are remembered (besides the
+/// genesis addresses).
+pub const MAX_RATED_SOURCES: usize = 4096;
 /// At most one log line per source IP per this period.
 pub use crate::lograte::LOG_EVERY;
 /// Source IPs remembered for log rate-limiting; beyond this (and after
@@ -101,6 +118,8 @@ pub enum Refusal {
     GuestsFull,
     /// Every member slot is taken.
     MembersFull,
+    /// This source address started handshakes faster than its rate.
+    Rate,
 }
 
 impl Refusal {
@@ -110,6 +129,7 @@ impl Refusal {
             Refusal::PerIp => "per_ip",
             Refusal::GuestsFull => "guests_full",
             Refusal::MembersFull => "members_full",
+            Refusal::Rate => "rate",
         }
     }
 }
@@ -134,6 +154,47 @@ pub enum Seat {
     Guest { id: GuestId, source: IpAddr },
 }
 
+/// Per-source token buckets on handshake starts, as GCRA: per source the
+/// time its bucket is full again ("theoretical arrival time").
+#[derive(Debug)]
+struct Rate {
+    /// Genesis addresses: their factor (allowance), and their time.
+    genesis: HashMap<IpAddr, (u32, Option<Instant>)>,
+    others: HashMap<IpAddr, Instant>,
+}
+
+impl Rate {
+    /// One handshake start from `src` at `now`, if within its rate.
+    fn allow(&mut self, src: IpAddr, now: Instant) -> bool {
+        let (factor, tat) = match self.genesis.get_mut(&src) {
+            Some((f, tat)) => (*f, tat),
+            None => {
+                if !self.others.contains_key(&src) && self.others.len() >= MAX_RATED_SOURCES {
+                    self.others.retain(|_, tat| *tat > now);
+                    if self.others.len() >= MAX_RATED_SOURCES {
+                        return false;
+                    }
+                }
+                let tat = self.others.entry(src).or_insert(now);
+                return Self::take(tat, 1, now);
+            }
+        };
+        let t = tat.get_or_insert(now);
+        Self::take(t, factor, now)
+    }
+
+    fn take(tat: &mut Instant, factor: u32, now: Instant) -> bool {
+        let every = HANDSHAKE_EVERY / factor;
+        let tolerance = every * (HANDSHAKE_BURST * factor - 1);
+        let t = (*tat).max(now);
+        if t > now + tolerance {
+            return false;
+        }
+        *tat = t + every;
+        true
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Gate {
@@ -150,6 +211,7 @@ pub struct Gate {
     guests_per: HashMap<IpAddr, usize>,
     next_guest: GuestId,
     members: usize,
+    rate: Rate,
     logged: crate::lograte::LogRate<IpAddr>,
 }
 
@@ -162,6 +224,10 @@ impl Gate {
         for ip in genesis_ips {
             *allowance.entry(source(ip)).or_insert(1) += 1;
         }
+        let genesis = allowance
+            .iter()
+            .map(|(ip, n)| (*ip, (*n as u32, None)))
+            .collect();
         Gate {
             max_peers,
             pool: pool_size(max_peers),
@@ -174,6 +240,10 @@ impl Gate {
             guests_per: HashMap::new(),
             next_guest: 0,
             members: 0,
+            rate: Rate {
+                genesis,
+                others: HashMap::new(),
+            },
             logged: crate::lograte::LogRate::new(LOG_EVERY, MAX_LOGGED_IPS),
         }
     }
@@ -203,8 +273,10 @@ impl Gate {
         self.guests.len()
     }
 
-    /// May a socket from `ip` start a handshake?
-    pub fn admit(&mut self, ip: IpAddr) -> Result<Ticket, Refusal> {
+    /// May a socket from `ip` start a handshake at `now`? The pool and
+    /// the per-source bound are checked first (a socket they refuse costs
+    /// no token), then the source's rate.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
         let ip = source(ip);
         let allowed = self.allowance.get(&ip).copied().unwrap_or(0);
         let reserved = self.reserved.get(&ip).copied().unwrap_or(0) < allowed;
@@ -215,6 +287,9 @@ impl Gate {
             if self.pending >= self.pool {
                 return Err(Refusal::PoolFull);
             }
+        }
+        if !self.rate.allow(ip, now) {
+            return Err(Refusal::Rate);
         }
         if reserved {
             *self.reserved.entry(ip).or_insert(0) += 1;
@@ -340,36 +415,38 @@ mod tests {
     }
 
     /// A guest seated from `from` through its handshake.
-    fn guest(g: &mut Gate, from: IpAddr) -> (Seat, Option<GuestId>) {
-        let t = g.admit(from).unwrap();
+    fn guest(g: &mut Gate, from: IpAddr, now: Instant) -> (Seat, Option<GuestId>) {
+        let t = g.admit(from, now).unwrap();
         g.seat(Some(t), from, false, false).unwrap()
     }
 
     #[test]
     fn the_pool_and_the_per_ip_bound_hold() {
+        let now = Instant::now();
         let mut g = Gate::new(64, []);
         assert_eq!(g.pool(), 16);
         assert_eq!(Gate::new(1, []).pool(), 4);
-        let a = g.admit(ip(1)).unwrap();
-        g.admit(ip(1)).unwrap();
-        assert_eq!(g.admit(ip(1)), Err(Refusal::PerIp));
+        let a = g.admit(ip(1), now).unwrap();
+        g.admit(ip(1), now).unwrap();
+        assert_eq!(g.admit(ip(1), now), Err(Refusal::PerIp));
         let mut held = vec![a];
         for i in 2..=15 {
-            held.push(g.admit(ip(i)).unwrap());
+            held.push(g.admit(ip(i), now).unwrap());
         }
         assert_eq!(g.in_progress(), 16);
-        assert_eq!(g.admit(ip(99)), Err(Refusal::PoolFull));
+        assert_eq!(g.admit(ip(99), now), Err(Refusal::PoolFull));
         g.release(held.pop().unwrap());
-        assert!(g.admit(ip(99)).is_ok());
+        assert!(g.admit(ip(99), now).is_ok());
         // Released per-IP slots come back.
-        assert_eq!(g.admit(ip(200)), Err(Refusal::PoolFull));
+        assert_eq!(g.admit(ip(200), now), Err(Refusal::PoolFull));
         g.release(a);
-        assert_eq!(g.admit(ip(1)), Ok(Ticket::General(ip(1))));
+        assert_eq!(g.admit(ip(1), now), Ok(Ticket::General(ip(1))));
         assert_eq!(g.in_progress(), 16);
     }
 
     #[test]
     fn v4_mapped_addresses_count_as_ipv4() {
+        let now = Instant::now();
         let peer = ip(7);
         let mapped = |a: IpAddr| match a {
             IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
@@ -379,19 +456,20 @@ mod tests {
         // mapped. The pool is full of idle sockets from elsewhere.
         let mut g = Gate::new(64, [peer]);
         for i in 0..16u8 {
-            g.admit(mapped(IpAddr::from([10, 1, i / 2, i]))).unwrap();
+            g.admit(mapped(IpAddr::from([10, 1, i / 2, i])), now)
+                .unwrap();
         }
-        let t = g.admit(mapped(peer)).unwrap();
+        let t = g.admit(mapped(peer), now).unwrap();
         assert_eq!(t, Ticket::Reserved(peer));
         // The same address, mapped or not, is one source for the per-IP bound.
         let mut g = Gate::new(64, []);
-        g.admit(ip(1)).unwrap();
-        g.admit(mapped(ip(1))).unwrap();
-        assert_eq!(g.admit(ip(1)), Err(Refusal::PerIp));
-        assert_eq!(g.admit(mapped(ip(1))), Err(Refusal::PerIp));
+        g.admit(ip(1), now).unwrap();
+        g.admit(mapped(ip(1)), now).unwrap();
+        assert_eq!(g.admit(ip(1), now), Err(Refusal::PerIp));
+        assert_eq!(g.admit(mapped(ip(1)), now), Err(Refusal::PerIp));
         // A guest from a mapped address is a guest of its IPv4 address.
         let mut g = Gate::new(64, []);
-        let (seat, _) = guest(&mut g, mapped(ip(2)));
+        let (seat, _) = guest(&mut g, mapped(ip(2)), now);
         assert_eq!(
             seat,
             Seat::Guest {
@@ -399,7 +477,7 @@ mod tests {
                 source: ip(2)
             }
         );
-        guest(&mut g, ip(2));
+        guest(&mut g, ip(2), now);
         assert_eq!(
             g.seat(None, mapped(ip(2)), false, false),
             Err(Refusal::PerIp)
@@ -415,32 +493,40 @@ mod tests {
             IpAddr::V6(((u128::from(prefix) << 112) | u128::from(low)).into())
         };
         // One /64, many addresses: PER_IP in all.
-        g.admit(host(0x2001, 1)).unwrap();
-        g.admit(host(0x2001, 2)).unwrap();
-        assert_eq!(g.admit(host(0x2001, 3)), Err(Refusal::PerIp));
-        assert_eq!(g.admit(host(0x2001, u64::MAX)), Err(Refusal::PerIp));
+        g.admit(host(0x2001, 1), now).unwrap();
+        g.admit(host(0x2001, 2), now).unwrap();
+        assert_eq!(g.admit(host(0x2001, 3), now), Err(Refusal::PerIp));
+        assert_eq!(g.admit(host(0x2001, u64::MAX), now), Err(Refusal::PerIp));
         // Another /64 has its own.
-        g.admit(host(0x2002, 3)).unwrap();
+        g.admit(host(0x2002, 3), now).unwrap();
         // Logged once per /64 too.
         assert!(g.should_log(host(0x2003, 1), now));
         assert!(!g.should_log(host(0x2003, 2), now));
+        // Rate-limited per /64 as well.
+        let mut g = Gate::new(64, []);
+        for i in 0..HANDSHAKE_BURST {
+            let t = g.admit(host(0x2004, u64::from(i)), now).unwrap();
+            g.release(t);
+        }
+        assert_eq!(g.admit(host(0x2004, 999), now), Err(Refusal::Rate));
     }
 
     #[test]
     fn genesis_addresses_are_never_locked_out() {
+        let now = Instant::now();
         let peer = ip(7);
         let mut g = Gate::new(64, [peer, peer]);
         // The general pool is full of idle sockets from elsewhere.
         for i in 0..16u8 {
-            g.admit(IpAddr::from([10, 1, i / 2, i])).unwrap();
+            g.admit(IpAddr::from([10, 1, i / 2, i]), now).unwrap();
         }
-        assert_eq!(g.admit(ip(50)), Err(Refusal::PoolFull));
+        assert_eq!(g.admit(ip(50), now), Err(Refusal::PoolFull));
         // Two genesis peers at that address, plus one spare.
-        let t: Vec<_> = (0..3).map(|_| g.admit(peer).unwrap()).collect();
+        let t: Vec<_> = (0..3).map(|_| g.admit(peer, now).unwrap()).collect();
         assert!(t.iter().all(|t| matches!(t, Ticket::Reserved(_))));
-        assert_eq!(g.admit(peer), Err(Refusal::PoolFull));
+        assert_eq!(g.admit(peer, now), Err(Refusal::PoolFull));
         g.release(t[0]);
-        assert_eq!(g.admit(peer), Ok(Ticket::Reserved(peer)));
+        assert_eq!(g.admit(peer, now), Ok(Ticket::Reserved(peer)));
     }
 
     /// Two source addresses holding two idle guests each (authenticated:
@@ -449,18 +535,19 @@ mod tests {
     /// a member only after its handshake), could never get in.
     #[test]
     fn two_sources_holding_every_guest_seat_lock_nobody_out() {
+        let now = Instant::now();
         let mut g = Gate::new(16, []);
         assert_eq!((g.pool(), g.guest_seats()), (4, 4));
         let mut seats = Vec::new();
         for i in [1, 1, 2, 2] {
-            let (seat, evicted) = guest(&mut g, ip(i));
+            let (seat, evicted) = guest(&mut g, ip(i), now);
             assert_eq!(evicted, None);
             seats.push(seat);
         }
         assert_eq!((g.guests(), g.in_progress()), (4, 0));
         // A member outside the genesis: its handshake starts, and it
         // takes a member slot, not a guest seat.
-        let t = g.admit(ip(3)).expect("a handshake starts");
+        let t = g.admit(ip(3), now).expect("a handshake starts");
         assert_eq!(
             g.seat(Some(t), ip(3), true, false),
             Ok((Seat::Member, None))
@@ -469,15 +556,15 @@ mod tests {
         // A candidate joiner from a third address takes the seat of the
         // youngest guest of the address holding most (a tie: the one with
         // the youngest guest).
-        let (_, evicted) = guest(&mut g, ip(3));
+        let (_, evicted) = guest(&mut g, ip(3), now);
         assert_eq!(evicted, Some(3), "{seats:?}");
         // Then ip(1) holds most: its youngest gives way to a fourth address.
-        let (_, evicted) = guest(&mut g, ip(4));
+        let (_, evicted) = guest(&mut g, ip(4), now);
         assert_eq!(evicted, Some(1));
         assert_eq!(g.guests(), 4);
         // One each now: a fifth address finds nobody to evict, and an
         // address holding one cannot take from another holding one.
-        let t = g.admit(ip(5)).unwrap();
+        let t = g.admit(ip(5), now).unwrap();
         assert_eq!(
             g.seat(Some(t), ip(5), false, false),
             Err(Refusal::GuestsFull)
@@ -491,7 +578,7 @@ mod tests {
         assert_eq!(g.guests(), 4);
         // The per-address bound holds for guests too.
         g.unseat(seats[0]);
-        guest(&mut g, ip(3));
+        guest(&mut g, ip(3), now);
         assert_eq!(g.seat(None, ip(3), false, false), Err(Refusal::PerIp));
         // A reconnecting guest, whose previous connection closes now, is
         // seated whatever the room.
@@ -501,6 +588,7 @@ mod tests {
 
     #[test]
     fn members_have_slots_guests_never_take() {
+        let now = Instant::now();
         // max_peers 6: 6 member slots, 4 guest seats, a pool of 4.
         let mut g = Gate::new(6, []);
         assert_eq!((g.pool(), g.guest_seats()), (4, 4));
@@ -510,7 +598,7 @@ mod tests {
         // Four guests from four addresses fill the guest seats.
         let mut guests = Vec::new();
         for i in [1, 2, 3, 4] {
-            guests.push(guest(&mut g, ip(i)).0);
+            guests.push(guest(&mut g, ip(i), now).0);
         }
         assert_eq!(g.guests(), 4);
         // A fifth non-member is refused after its handshake, or when dialed.
@@ -536,10 +624,11 @@ mod tests {
 
     #[test]
     fn a_handshake_ticket_is_given_back_when_seated() {
+        let now = Instant::now();
         let peer = ip(7);
         let mut g = Gate::new(8, [peer]);
         // General ticket -> guest: the pool slot back, a guest seat taken.
-        let t = g.admit(ip(1)).unwrap();
+        let t = g.admit(ip(1), now).unwrap();
         assert_eq!(g.in_progress(), 1);
         assert!(matches!(
             g.seat(Some(t), ip(1), false, false),
@@ -547,26 +636,95 @@ mod tests {
         ));
         assert_eq!((g.in_progress(), g.guests()), (0, 1));
         // General ticket -> member.
-        let t = g.admit(ip(2)).unwrap();
+        let t = g.admit(ip(2), now).unwrap();
         assert_eq!(
             g.seat(Some(t), ip(2), true, false),
             Ok((Seat::Member, None))
         );
         assert_eq!((g.in_progress(), g.guests(), g.members()), (0, 1, 1));
         // Reserved ticket (a genesis address) -> member.
-        let t = g.admit(peer).unwrap();
+        let t = g.admit(peer, now).unwrap();
         assert_eq!(t, Ticket::Reserved(peer));
         assert_eq!(g.seat(Some(t), peer, true, false), Ok((Seat::Member, None)));
         // A refused seat gives the ticket back too.
         for i in 10..13 {
             g.seat(None, ip(i), false, false).unwrap();
         }
-        let t = g.admit(peer).unwrap();
+        let t = g.admit(peer, now).unwrap();
         assert_eq!(
             g.seat(Some(t), peer, false, false),
             Err(Refusal::GuestsFull)
         );
         assert_eq!(g.in_progress(), 0, "the refused ticket was given back");
+    }
+
+    /// A source opening sockets and failing its handshake at once, again
+    /// and again, made us do ML-KEM and ML-DSA work each time.
+    #[test]
+    fn handshake_starts_are_rate_limited_per_source() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(64, [ip(7)]);
+        let start =
+            |g: &mut Gate, from: IpAddr, at: Instant| g.admit(from, at).map(|t| g.release(t));
+        for _ in 0..HANDSHAKE_BURST {
+            start(&mut g, ip(1), t0).unwrap();
+        }
+        assert_eq!(start(&mut g, ip(1), t0), Err(Refusal::Rate));
+        // Other sources have their own budget.
+        start(&mut g, ip(2), t0).unwrap();
+        // One more per period, and no more.
+        let t1 = t0 + HANDSHAKE_EVERY;
+        start(&mut g, ip(1), t1).unwrap();
+        assert_eq!(start(&mut g, ip(1), t1), Err(Refusal::Rate));
+        // A socket refused by the pool or the per-IP bound costs no token.
+        let held: Vec<_> = (0..2).map(|_| g.admit(ip(3), t0).unwrap()).collect();
+        for _ in 0..100 {
+            assert_eq!(g.admit(ip(3), t0), Err(Refusal::PerIp));
+        }
+        held.into_iter().for_each(|t| g.release(t));
+        for _ in 2..HANDSHAKE_BURST {
+            start(&mut g, ip(3), t0).unwrap();
+        }
+        assert_eq!(start(&mut g, ip(3), t0), Err(Refusal::Rate));
+        // The full burst again once refilled.
+        let t2 = t1 + HANDSHAKE_EVERY * HANDSHAKE_BURST;
+        for _ in 0..HANDSHAKE_BURST {
+            start(&mut g, ip(1), t2).unwrap();
+        }
+        assert_eq!(start(&mut g, ip(1), t2), Err(Refusal::Rate));
+        // A genesis address (one peer dials us from it: an allowance of 2)
+        // has twice the burst and twice the rate.
+        for _ in 0..2 * HANDSHAKE_BURST {
+            start(&mut g, ip(7), t0).unwrap();
+        }
+        assert_eq!(start(&mut g, ip(7), t0), Err(Refusal::Rate));
+        start(&mut g, ip(7), t0 + HANDSHAKE_EVERY / 2).unwrap();
+        assert_eq!(
+            start(&mut g, ip(7), t0 + HANDSHAKE_EVERY / 2),
+            Err(Refusal::Rate)
+        );
+    }
+
+    #[test]
+    fn the_sources_rate_limited_are_bounded_and_stale_ones_forgotten() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(64, [ip(7)]);
+        let start =
+            |g: &mut Gate, from: IpAddr, at: Instant| g.admit(from, at).map(|t| g.release(t));
+        for i in 0..MAX_RATED_SOURCES as u32 {
+            start(&mut g, IpAddr::from((i + 1000).to_be_bytes()), t0).unwrap();
+        }
+        // Full of sources that started a handshake just now: a new one is
+        // refused, a known one keeps its budget, a genesis address its own.
+        assert_eq!(start(&mut g, ip(1), t0), Err(Refusal::Rate));
+        start(&mut g, IpAddr::from(1000u32.to_be_bytes()), t0).unwrap();
+        start(&mut g, ip(7), t0).unwrap();
+        assert_eq!(g.rate.others.len(), MAX_RATED_SOURCES);
+        // Once their buckets are full again they are forgotten.
+        let later = t0 + HANDSHAKE_EVERY * 2;
+        start(&mut g, ip(1), later).unwrap();
+        assert_eq!(g.rate.others.len(), 1);
+        assert_eq!(g.rate.genesis.len(), 1);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`stats`]: per-peer counters in per-minute buckets (last 5 min, 1 h).
 //! - [`gate`]: the connection budgets: `max_peers` slots for members of the
 //!   active set, a pool for inbound handshakes (two per source address, an
-//!   allowance for genesis addresses, a 5 s deadline), guest seats for everyone else (two per source
+//!   allowance for genesis addresses, a 5 s deadline, a rate of handshake
+//!   starts per source), guest seats for everyone else (two per source
 //!   address; when full, the address holding most gives way), and the
 //!   once-a-minute-per-address logging of refusals.
 //! - [`server`] and [`dialer`]: inbound accepts and outbound dials (with

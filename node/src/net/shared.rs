@@ -48,7 +48,7 @@ pub struct NetTotals {
     /// Dials that did not reach a listening peer.
     pub dial_failures: u64,
     /// Sockets and connections refused by the budgets, all reasons (the
-    /// four below).
+    /// five below).
     pub inbound_refused: u64,
     /// ... because the pool of handshakes in progress was full.
     pub refused_pool_full: u64,
@@ -59,6 +59,8 @@ pub struct NetTotals {
     pub refused_members_full: u64,
     /// ... because every guest seat was taken and nobody could be evicted.
     pub refused_guests_full: u64,
+    /// ... because their source address started handshakes over its rate.
+    pub refused_rate: u64,
     /// Guests whose seat went to a guest from a less represented address.
     pub guests_evicted: u64,
     /// Handshakes completed by nodes outside the genesis.
@@ -90,6 +92,7 @@ pub(crate) struct Totals {
     pub refused_per_ip: AtomicU64,
     pub refused_members_full: AtomicU64,
     pub refused_guests_full: AtomicU64,
+    pub refused_rate: AtomicU64,
     pub guests_evicted: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
@@ -118,6 +121,7 @@ impl Totals {
             refused_per_ip: g(&self.refused_per_ip),
             refused_members_full: g(&self.refused_members_full),
             refused_guests_full: g(&self.refused_guests_full),
+            refused_rate: g(&self.refused_rate),
             guests_evicted: g(&self.guests_evicted),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
@@ -477,6 +481,7 @@ impl Shared {
             Refusal::PerIp => &self.totals.refused_per_ip,
             Refusal::MembersFull => &self.totals.refused_members_full,
             Refusal::GuestsFull => &self.totals.refused_guests_full,
+            Refusal::Rate => &self.totals.refused_rate,
         });
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, reason = why.name(), "connection refused (logged once a minute per address)");

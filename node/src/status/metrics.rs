@@ -274,6 +274,7 @@ pub fn render(s: &StatusSnapshot) -> String {
         ("per_ip", n.refused_per_ip),
         ("members_full", n.refused_members_full),
         ("guests_full", n.refused_guests_full),
+        ("rate", n.refused_rate),
     ] {
         refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
@@ -281,7 +282,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
     reg.register(
         "net_inbound_refused",
-        "Sockets and connections refused, by reason (pool of handshakes full, two handshakes or guests from that address already, every member slot taken, every guest seat taken and nobody to evict)",
+        "Sockets and connections refused, by reason (pool of handshakes full, two handshakes or guests from that address already, every member slot taken, every guest seat taken and nobody to evict, handshake starts over the address's rate)",
         refused,
     );
     counter(
