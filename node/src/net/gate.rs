@@ -43,9 +43,14 @@
 //!   and repeats costs us a bounded amount of ML-KEM and ML-DSA work. A
 //!   socket over the rate is refused ([`Refusal::Rate`]) and closed before
 //!   any cryptography. At most [`MAX_RATED_SOURCES`] sources are
-//!   remembered besides the genesis addresses (a source whose bucket is
-//!   full again is forgotten: it is as if new); beyond, new sources are
-//!   refused until some are forgotten (genesis addresses never are).
+//!   remembered besides the genesis addresses (never forgotten): a source
+//!   whose bucket is full again is forgotten (it is as if new), and when
+//!   all are in use a new source takes the place of the one whose bucket
+//!   is fullest (as nginx's `limit_req` does with its least recently used
+//!   state). Refusing new sources instead would let anyone with 4,096
+//!   source addresses (a /52 of IPv6 /64s) lock every joiner out; the cost
+//!   of the eviction is that a source with that many addresses gets more
+//!   than one burst each, which it gets from using them anyway.
 //! - A source address is what [`source`] makes of the socket's IP: an
 //!   IPv4 address however it arrives (as `::ffff:a.b.c.d` on a dual-stack
 //!   `[::]` listener too), and an IPv6 address's /64 (one host is commonly
@@ -172,7 +177,10 @@ impl Rate {
                 if !self.others.contains_key(&src) && self.others.len() >= MAX_RATED_SOURCES {
                     self.others.retain(|_, tat| *tat > now);
                     if self.others.len() >= MAX_RATED_SOURCES {
-                        return false;
+                        let fullest = self.others.iter().min_by_key(|(_, tat)| **tat);
+                        if let Some(ip) = fullest.map(|(ip, _)| *ip) {
+                            self.others.remove(&ip);
+                        }
                     }
                 }
                 let tat = self.others.entry(src).or_insert(now);
@@ -711,18 +719,30 @@ mod tests {
         let mut g = Gate::new(64, [ip(7)]);
         let start =
             |g: &mut Gate, from: IpAddr, at: Instant| g.admit(from, at).map(|t| g.release(t));
+        let src = |i: u32| IpAddr::from((i + 1000).to_be_bytes());
+        let us = Duration::from_micros(1);
         for i in 0..MAX_RATED_SOURCES as u32 {
-            start(&mut g, IpAddr::from((i + 1000).to_be_bytes()), t0).unwrap();
+            start(&mut g, src(i), t0 + us * i).unwrap();
         }
-        // Full of sources that started a handshake just now: a new one is
-        // refused, a known one keeps its budget, a genesis address its own.
-        assert_eq!(start(&mut g, ip(1), t0), Err(Refusal::Rate));
-        start(&mut g, IpAddr::from(1000u32.to_be_bytes()), t0).unwrap();
-        start(&mut g, ip(7), t0).unwrap();
+        let t1 = t0 + us * MAX_RATED_SOURCES as u32;
+        // Full of sources that started a handshake just now. A new one
+        // still gets in (refusing it would lock every new source out): it
+        // takes the place of the source whose bucket is fullest, the one
+        // that started longest ago.
+        start(&mut g, ip(1), t1).unwrap();
         assert_eq!(g.rate.others.len(), MAX_RATED_SOURCES);
+        assert!(!g.rate.others.contains_key(&src(0)));
+        assert!(g.rate.others.contains_key(&src(1)));
+        // A known source keeps what it spent, a genesis address its own.
+        for _ in 1..HANDSHAKE_BURST {
+            start(&mut g, ip(1), t1).unwrap();
+        }
+        assert_eq!(start(&mut g, ip(1), t1), Err(Refusal::Rate));
+        start(&mut g, ip(7), t1).unwrap();
+        assert_eq!(g.rate.genesis.len(), 1);
         // Once their buckets are full again they are forgotten.
-        let later = t0 + HANDSHAKE_EVERY * 2;
-        start(&mut g, ip(1), later).unwrap();
+        let later = t1 + HANDSHAKE_EVERY * HANDSHAKE_BURST;
+        start(&mut g, ip(2), later).unwrap();
         assert_eq!(g.rate.others.len(), 1);
         assert_eq!(g.rate.genesis.len(), 1);
     }
