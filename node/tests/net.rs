@@ -637,7 +637,11 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
     assert!(t.refused_per_ip > 0 && t.refused_pool_full > 0, "{t:?}");
     assert_eq!(
         t.inbound_refused,
-        t.refused_per_ip + t.refused_pool_full + t.refused_members_full
+        t.refused_per_ip
+            + t.refused_pool_full
+            + t.refused_members_full
+            + t.refused_guests_full
+            + t.refused_rate
     );
     assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
     // Hundreds of refusals and failures, at most one line per address.

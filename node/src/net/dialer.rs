@@ -77,7 +77,7 @@ async fn attempt(shared: &Shared, address: SocketAddr, expect: Expect) -> Attemp
         .unwrap_or(Attempt::Handshake(HandshakeError::Timeout))
 }
 
-/// Runs a connection we dialed: admits it (a member slot or a pool slot),
+/// Runs a connection we dialed: admits it (a member slot or a guest seat),
 /// then serves it until it ends. Returns whether it was admitted and lasted
 /// at least [`SETTLED`].
 async fn run_dialed(
@@ -160,7 +160,7 @@ pub(crate) async fn book_loop(shared: Arc<Shared>) {
         }
         let held = {
             let g = shared.gate();
-            g.members() + g.pool_used()
+            g.members() + g.guests()
         };
         let next = {
             let mut b = book.lock().expect("book lock");

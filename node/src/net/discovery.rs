@@ -14,6 +14,14 @@
 //! message (a typed error, nothing kept). The receiver takes the sender's
 //! listen port together with the IP the connection comes from as that
 //! peer's address. Sans-IO: the codec and [`AddressBook`] do no I/O.
+//!
+//! A peer must not make us dial our own host's or our LAN's services: an
+//! address learned from a peer is kept only if it is global, or in a
+//! [`Scope`] this node is on itself (that of its listen address, of its
+//! genesis peers' addresses, or of an address its operator gave it with
+//! `--bootstrap`); loopback only when the node itself listens on loopback
+//! (a node listening on an unspecified IP is not "on" loopback). Anything
+//! else is skipped ([`Skip::OutOfScope`], counted as `addrs_out_of_scope`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -86,6 +94,53 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
+    }
+}
+
+/// How far an address reaches, as far as dialing it goes: whether it may
+/// name a service of this host ([`Scope::Loopback`]), of its link or of its
+/// private network, or anything else ([`Scope::Global`]; ranges reserved
+/// for documentation, unroutable anywhere, count as global: dialing them
+/// reaches nobody's local service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// 127.0.0.0/8, 0.0.0.0/8, ::1.
+    Loopback,
+    /// 169.254.0.0/16, fe80::/10.
+    LinkLocal,
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT),
+    /// fc00::/7 (unique local), fec0::/10 (site-local).
+    Private,
+    Global,
+}
+
+/// The [`Scope`] of `ip` (an IPv4-mapped IPv6 address as its IPv4).
+pub fn scope(ip: IpAddr) -> Scope {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() || a == 0 {
+                Scope::Loopback
+            } else if v4.is_link_local() {
+                Scope::LinkLocal
+            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+                Scope::Private
+            } else {
+                Scope::Global
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() || v6.is_unspecified() {
+                Scope::Loopback
+            } else if first & 0xffc0 == 0xfe80 {
+                Scope::LinkLocal
+            } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+                Scope::Private
+            } else {
+                Scope::Global
+            }
+        }
     }
 }
 
@@ -175,6 +230,10 @@ pub enum Skip {
     Unusable,
     Myself,
     Known,
+    /// Learned from a peer, and in a [`Scope`] (loopback, link-local,
+    /// private) this node is not on: a peer could make us dial our own
+    /// host's or LAN's services.
+    OutOfScope,
     Full,
 }
 
@@ -187,13 +246,17 @@ pub struct AddressBook {
     myself: HashSet<SocketAddr>,
     /// Addresses not to add (genesis peers dialed by their own loops).
     excluded: HashSet<SocketAddr>,
+    /// The scopes this node is on, besides [`Scope::Global`]: learned
+    /// addresses in any other are skipped (see the module docs).
+    scopes: HashSet<Scope>,
     cap: usize,
 }
 
 impl AddressBook {
     /// `me`: our listen address (a port on an unspecified IP means any
     /// local IP at that port, loopback included); `excluded`: addresses
-    /// dialed elsewhere.
+    /// dialed elsewhere. Both put the node on their scopes (an unspecified
+    /// IP on none).
     pub fn new(me: SocketAddr, excluded: impl IntoIterator<Item = SocketAddr>, cap: usize) -> Self {
         let mut myself = HashSet::new();
         myself.insert(canonical_addr(me));
@@ -201,12 +264,37 @@ impl AddressBook {
             myself.insert(SocketAddr::from(([127, 0, 0, 1], me.port())));
             myself.insert(SocketAddr::from((Ipv6Addr::LOCALHOST, me.port())));
         }
-        AddressBook {
+        let excluded: HashSet<SocketAddr> = excluded.into_iter().map(canonical_addr).collect();
+        let mut book = AddressBook {
             entries: HashMap::new(),
             myself,
-            excluded: excluded.into_iter().map(canonical_addr).collect(),
+            scopes: HashSet::new(),
             cap,
+            excluded: HashSet::new(),
+        };
+        if !canonical(me.ip()).is_unspecified() {
+            book.on_networks_of([me]);
         }
+        book.on_networks_of(excluded.iter().copied());
+        book.excluded = excluded;
+        book
+    }
+
+    /// This node is on the networks of `addrs` (its genesis peers'
+    /// addresses, its bootstrap addresses): learned addresses in their
+    /// scopes are kept.
+    pub fn on_networks_of(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        for a in addrs {
+            if usable(&canonical_addr(a)) {
+                self.scopes.insert(scope(a.ip()));
+            }
+        }
+    }
+
+    /// Whether a learned address in `a`'s scope is kept.
+    pub fn in_scope(&self, a: &SocketAddr) -> bool {
+        let s = scope(a.ip());
+        s == Scope::Global || self.scopes.contains(&s)
     }
 
     pub fn len(&self) -> usize {
@@ -232,6 +320,11 @@ impl AddressBook {
         }
         if self.entries.contains_key(&a) || self.excluded.contains(&a) {
             return Err(Skip::Known);
+        }
+        match source {
+            Source::Bootstrap => self.on_networks_of([a]),
+            Source::Learned if !self.in_scope(&a) => return Err(Skip::OutOfScope),
+            Source::Learned => {}
         }
         if self.entries.len() >= self.cap {
             // Make room by forgetting a learned address that keeps failing.
@@ -423,6 +516,89 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A peer could fill the book with loopback, LAN or link-local
+    /// addresses and make the node dial its own host's services.
+    #[test]
+    fn learned_addresses_outside_this_nodes_networks_are_skipped() {
+        let now = Instant::now();
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let local = [
+            "127.0.0.1:22",
+            "127.9.9.9:6379",
+            "0.1.2.3:1",
+            "[::1]:22",
+            "[::ffff:127.0.0.1]:22",
+            "10.0.0.1:80",
+            "172.16.0.1:80",
+            "172.31.255.1:80",
+            "192.168.1.1:80",
+            "[::ffff:192.168.0.1]:80",
+            "100.64.0.1:80",
+            "169.254.169.254:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "[fec0::1]:80",
+        ];
+        // A node on a global address, its genesis peers too.
+        let mut b = AddressBook::new(a("1.2.3.4:4000"), [a("5.6.7.8:4000")], 64);
+        for l in local {
+            assert_eq!(
+                b.add(a(l), Source::Learned, now),
+                Err(Skip::OutOfScope),
+                "{l}"
+            );
+        }
+        for g in [
+            "9.9.9.9:1",
+            "172.32.0.1:1",
+            "100.128.0.1:1",
+            "[2001:4860::1]:1",
+            "[2001:db8::1]:1",
+        ] {
+            assert_eq!(b.add(a(g), Source::Learned, now), Ok(()), "{g}");
+        }
+        assert_eq!(b.len(), 5);
+        // The operator's bootstrap address is kept whatever it is, and puts
+        // the node on its network (but not on loopback).
+        b.add(a("192.168.1.7:4000"), Source::Bootstrap, now)
+            .unwrap();
+        b.add(a("192.168.1.1:80"), Source::Learned, now).unwrap();
+        b.add(a("10.0.0.1:80"), Source::Learned, now).unwrap();
+        assert_eq!(
+            b.add(a("127.0.0.1:22"), Source::Learned, now),
+            Err(Skip::OutOfScope)
+        );
+        // Listening on an unspecified IP is not listening on loopback;
+        // genesis peers on a LAN put the node on it.
+        let mut b = AddressBook::new(a("0.0.0.0:4000"), [], 64);
+        assert_eq!(
+            b.add(a("127.0.0.1:4001"), Source::Learned, now),
+            Err(Skip::OutOfScope)
+        );
+        assert_eq!(
+            b.add(a("10.0.0.1:80"), Source::Learned, now),
+            Err(Skip::OutOfScope)
+        );
+        b.on_networks_of([a("10.1.2.3:4000")]);
+        b.add(a("10.0.0.1:80"), Source::Learned, now).unwrap();
+        assert_eq!(
+            b.add(a("[fe80::1]:80"), Source::Learned, now),
+            Err(Skip::OutOfScope)
+        );
+        // A node listening on loopback (the devnet, the tests) keeps
+        // loopback addresses, and only those besides the global ones.
+        let mut b = AddressBook::new(a("127.0.0.1:4000"), [], 64);
+        b.add(a("127.0.0.1:4001"), Source::Learned, now).unwrap();
+        b.add(a("127.0.6.1:9999"), Source::Learned, now).unwrap();
+        b.add(a("[::1]:4001"), Source::Learned, now).unwrap();
+        assert_eq!(
+            b.add(a("192.168.1.1:80"), Source::Learned, now),
+            Err(Skip::OutOfScope)
+        );
+        assert_eq!(scope(a("[::ffff:10.0.0.1]:1").ip()), Scope::Private);
+        assert_eq!(scope(a("[::]:1").ip()), Scope::Loopback);
     }
 
     #[test]

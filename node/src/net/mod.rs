@@ -12,9 +12,11 @@
 //!   heartbeat, idle and write timeouts.
 //! - [`stats`]: per-peer counters in per-minute buckets (last 5 min, 1 h).
 //! - [`gate`]: the connection budgets: `max_peers` slots for members of the
-//!   active set, a separate pool for everyone else and every inbound
-//!   handshake (two per source IP, an allowance for genesis addresses, a
-//!   5 s deadline), and the once-a-minute-per-IP logging of refusals.
+//!   active set, a pool for inbound handshakes (two per source address, an
+//!   allowance for genesis addresses, a 5 s deadline, a rate of handshake
+//!   starts per source), guest seats for everyone else (two per source
+//!   address; when full, the address holding most gives way), and the
+//!   once-a-minute-per-address logging of refusals.
 //! - [`server`] and [`dialer`]: inbound accepts and outbound dials (with
 //!   exponential backoff and jitter, members in random order), both bounded.
 //! - [`discovery`]: address lists exchanged between peers, and the bounded
@@ -158,9 +160,9 @@ pub enum LinkEvent {
 /// Bounds that keep a node's resources finite whatever its peers do.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections to members of the active set (`--max-peers`). Everyone
-    /// else, and every inbound socket in its handshake, shares a separate
-    /// pool of `max(4, max_peers / 4)` (see [`gate`]).
+    /// Connections to members of the active set (`--max-peers`). Inbound
+    /// sockets in their handshake share a pool of `max(4, max_peers / 4)`,
+    /// everyone else's connections as many guest seats (see [`gate`]).
     pub max_peers: usize,
     /// Dials in progress at once (TCP connect and handshake).
     pub max_outbound: usize,

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::discovery::{AddressBook, Source, MAX_BOOK};
 use super::envelope::{Envelope, HEADER_LEN};
-use super::gate::{pool_size, Gate};
+use super::gate::{guest_seats, Gate};
 use super::handshake;
 use super::shared::{bump, Delivery, Guests, NetTotals, Shared, Slot, Totals};
 use super::{
@@ -85,8 +85,10 @@ impl Network {
         })?;
         let (tx, rx) = mpsc::channel(cfg.limits.queue_len.clamp(1, DELIVERY_QUEUE));
         // One slot per genesis peer, then one per connection a node outside
-        // the genesis can hold: members (max_peers) and the pool.
-        let guests = cfg.limits.max_peers + pool_size(cfg.limits.max_peers);
+        // the genesis can hold: members (max_peers) and guests, and as many
+        // again as the guest seats for connections closing while their
+        // successors are seated (an evicted guest, a replaced connection).
+        let guests = cfg.limits.max_peers + 2 * guest_seats(cfg.limits.max_peers);
         let n_slots = (cfg.peers.len() + guests).min(u16::MAX as usize + 1);
         let mut queues = Vec::with_capacity(n_slots);
         let mut slots = Vec::with_capacity(n_slots);
@@ -120,6 +122,7 @@ impl Network {
                 .map(|p| cfg.peers[p.0 as usize].address)
                 .collect();
             let mut book = AddressBook::new(local_addr, excluded, MAX_BOOK);
+            book.on_networks_of(cfg.peers.iter().map(|p| p.address));
             for a in &cfg.bootstrap {
                 let _ = book.add(*a, Source::Bootstrap, StdInstant::now());
             }
@@ -133,6 +136,7 @@ impl Network {
             keys: cfg.keys,
             slots,
             guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
+            kicks: Mutex::default(),
             peers: cfg.peers,
             dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
             members,

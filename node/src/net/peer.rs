@@ -33,7 +33,7 @@ use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::connection::{EnvelopeReader, EnvelopeWriter, LinkError, Session};
-use super::discovery::{Addrs, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
+use super::discovery::{Addrs, Skip, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VERSION, MSG_ADDRS};
 use super::envelope::{Envelope, HEADER_LEN};
 use super::shared::{bump, Admission, Delivery, Shared};
 use super::stats::Event;
@@ -57,6 +57,8 @@ enum Ended {
     Idle,
     WriteStalled,
     Replaced,
+    /// Its guest seat went to a guest from a less represented address.
+    Evicted,
     Shutdown,
     NodeGone,
     Failed(LinkError),
@@ -78,6 +80,9 @@ impl fmt::Display for Ended {
             Ended::Idle => f.write_str("idle timeout (nothing received)"),
             Ended::WriteStalled => f.write_str("write timeout (peer not reading)"),
             Ended::Replaced => f.write_str("replaced by a newer connection"),
+            Ended::Evicted => {
+                f.write_str("guest seat given to a guest from a less represented address")
+            }
             Ended::Shutdown => f.write_str("shutdown"),
             Ended::NodeGone => f.write_str("the node stopped receiving"),
             Ended::Failed(e) => write!(f, "{e}"),
@@ -103,6 +108,8 @@ pub(crate) async fn run<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    let mut admission = admission;
+    let evicted = admission.evicted();
     let link = admission.link.clone();
     let peer = link.peer;
     let (mut reader, mut writer) = session.into_halves(r, w);
@@ -140,6 +147,7 @@ pub(crate) async fn run<R, W>(
         e = read_loop(&shared, &link, reg.id, &mut reader, &control_tx, &pending_ping) => e,
         e = write_loop(&shared, peer, &mut writer, &mut control_rx, reg.queue, &reg.queued, &pending_ping) => e,
         _ = reg.closed => Ended::Replaced,
+        _ = evicted => Ended::Evicted,
         _ = shutdown.wait_for(|stop| *stop) => Ended::Shutdown,
     };
     if shared.is_shutting_down() {
@@ -199,8 +207,18 @@ fn on_addrs(
     }
     if let Some(book) = shared.book.as_ref() {
         let mut b = book.lock().expect("book lock");
+        let mut out_of_scope = 0;
         for a in learned {
-            let _ = b.add(a, Source::Learned, now.into_std());
+            if b.add(a, Source::Learned, now.into_std()) == Err(Skip::OutOfScope) {
+                out_of_scope += 1;
+            }
+        }
+        if out_of_scope > 0 {
+            shared
+                .totals
+                .addrs_out_of_scope
+                .fetch_add(out_of_scope, Ordering::Relaxed);
+            debug!(%peer, out_of_scope, "learned addresses outside our networks skipped");
         }
     }
 }

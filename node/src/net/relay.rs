@@ -21,7 +21,9 @@
 //! - A message is forwarded once, to every connected peer not known to
 //!   have it. A copy seen again goes only to the peers that connected since
 //!   ([`Relay::forward_missing`]); a peer whose connection comes up again
-//!   is forgotten as having anything ([`Relay::forget`]), so the copies
+//!   is forgotten as having anything ([`Relay::forget`], O(1): the peer
+//!   moves to its next epoch and entries noted in an earlier epoch count
+//!   as absent; it used to walk the whole cache), so the copies
 //!   resent while a window is undecided reach a restarted node through
 //!   nodes that already had them, without flooding the network again. A message forgotten by the cache and seen again is treated
 //!   as new (at worst one more round of forwarding, which the receivers'
@@ -48,30 +50,56 @@ pub fn message_id(msg_type: u8, payload: &[u8]) -> MessageId {
     HashSuite::Sha256.hash(&b).0
 }
 
+/// The epoch of each peer id: [`Relay::forget`] moves a peer to its next
+/// epoch, and what was remembered of it in an earlier one no longer counts.
+#[derive(Debug, Default)]
+struct Epochs(HashMap<u16, u32>);
+
+impl Epochs {
+    fn of(&self, peer: u16) -> u32 {
+        self.0.get(&peer).copied().unwrap_or(0)
+    }
+
+    fn has(&self, known: (u16, u32)) -> bool {
+        self.of(known.0) == known.1
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Seen {
-    /// Peers known to have the message.
-    peers: Vec<u16>,
+    /// Peers known to have the message, each with its epoch when it was
+    /// noted (an entry of an earlier epoch is stale: as if absent).
+    peers: Vec<(u16, u32)>,
     forwarded: bool,
 }
 
 impl Seen {
-    fn note(&mut self, peer: u16) {
-        if !self.peers.contains(&peer) && self.peers.len() < MAX_TRACKED_PEERS {
-            self.peers.push(peer);
+    fn has(&self, peer: u16, epochs: &Epochs) -> bool {
+        self.peers.iter().any(|&k| k.0 == peer && epochs.has(k))
+    }
+
+    fn note(&mut self, peer: u16, epochs: &Epochs) {
+        let now = (peer, epochs.of(peer));
+        if let Some(k) = self.peers.iter_mut().find(|k| k.0 == peer) {
+            *k = now;
+        } else if self.peers.len() < MAX_TRACKED_PEERS {
+            self.peers.push(now);
+        } else if let Some(k) = self.peers.iter_mut().find(|k| !epochs.has(**k)) {
+            // A forgotten peer's place.
+            *k = now;
         }
     }
 
     /// The peers among `connected` not known to have it, remembered as
     /// having it from now on (they are about to be sent it).
-    fn lacking(&mut self, connected: &[u16]) -> Vec<u16> {
+    fn lacking(&mut self, connected: &[u16], epochs: &Epochs) -> Vec<u16> {
         let out: Vec<u16> = connected
             .iter()
             .copied()
-            .filter(|p| !self.peers.contains(p))
+            .filter(|&p| !self.has(p, epochs))
             .collect();
         for &p in &out {
-            self.note(p);
+            self.note(p, epochs);
         }
         out
     }
@@ -83,6 +111,11 @@ pub struct Relay {
     current: HashMap<MessageId, Seen>,
     previous: HashMap<MessageId, Seen>,
     generation: usize,
+    epochs: Epochs,
+    /// Cache entries visited by [`Relay::forget`] (tests: its cost; none
+    /// since peers have epochs, where it visited every cached id).
+    #[cfg(test)]
+    forget_visits: usize,
 }
 
 impl Default for Relay {
@@ -98,6 +131,9 @@ impl Relay {
             current: HashMap::new(),
             previous: HashMap::new(),
             generation: (capacity / 2).max(1),
+            epochs: Epochs::default(),
+            #[cfg(test)]
+            forget_visits: 0,
         }
     }
 
@@ -110,9 +146,10 @@ impl Relay {
         self.len() == 0
     }
 
-    /// The entry for `id`, created if new (the bool says so); a hit in the
-    /// previous generation moves it to the current one.
-    fn entry(&mut self, id: MessageId) -> (&mut Seen, bool) {
+    /// The entry for `id`, created if new (the bool says so), and the
+    /// peers' epochs; a hit in the previous generation moves it to the
+    /// current one.
+    fn entry(&mut self, id: MessageId) -> (&mut Seen, &Epochs, bool) {
         let mut new = false;
         if !self.current.contains_key(&id) {
             let seen = match self.previous.remove(&id) {
@@ -127,12 +164,16 @@ impl Relay {
             }
             self.current.insert(id, seen);
         }
-        (self.current.get_mut(&id).expect("just inserted"), new)
+        (
+            self.current.get_mut(&id).expect("just inserted"),
+            &self.epochs,
+            new,
+        )
     }
 
     /// Whether `id` is seen for the first time (and remembers it).
     pub fn first_seen(&mut self, id: MessageId) -> bool {
-        self.entry(id).1
+        self.entry(id).2
     }
 
     /// `id` arrived from `from` (`None`: we made it). Returns whether it is
@@ -140,9 +181,9 @@ impl Relay {
     /// [`Relay::forward_to`]; a copy seen before is dropped (its sender is
     /// remembered, so it is not sent back).
     pub fn observe(&mut self, id: MessageId, from: Option<u16>) -> bool {
-        let (seen, new) = self.entry(id);
+        let (seen, epochs, new) = self.entry(id);
         if let Some(p) = from {
-            seen.note(p);
+            seen.note(p, epochs);
         }
         new
     }
@@ -151,12 +192,12 @@ impl Relay {
     /// have it, the first time this is asked for `id`; nothing after. They
     /// are remembered as having it.
     pub fn forward_to(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
-        let (seen, _) = self.entry(id);
+        let (seen, epochs, _) = self.entry(id);
         if seen.forwarded {
             return Vec::new();
         }
         seen.forwarded = true;
-        seen.lacking(connected)
+        seen.lacking(connected, epochs)
     }
 
     /// For a copy seen again: the peers among `connected` not known to have
@@ -164,19 +205,21 @@ impl Relay {
     /// they are remembered as having it). Nothing for a message that was
     /// never forwarded (refused, or still being checked).
     pub fn forward_missing(&mut self, id: MessageId, connected: &[u16]) -> Vec<u16> {
-        let (seen, _) = self.entry(id);
+        let (seen, epochs, _) = self.entry(id);
         if !seen.forwarded {
             return Vec::new();
         }
-        seen.lacking(connected)
+        seen.lacking(connected, epochs)
     }
 
     /// `peer`'s connection came up (again): it is no longer known to have
-    /// any message (a restarted node lost what it had).
+    /// any message (a restarted node lost what it had). O(1): the peer
+    /// moves to its next epoch, and what the cache remembers of it from
+    /// earlier epochs counts as absent (no entry is visited, so a peer
+    /// reconnecting in a loop costs nothing per cached id).
     pub fn forget(&mut self, peer: u16) {
-        for seen in self.current.values_mut().chain(self.previous.values_mut()) {
-            seen.peers.retain(|p| *p != peer);
-        }
+        let e = self.epochs.0.entry(peer).or_insert(0);
+        *e = e.wrapping_add(1);
     }
 
     /// A copy of `id` from `from` that passed the node's checks: remembers
@@ -287,6 +330,49 @@ mod tests {
                 assert!(!r.first_seen(id(999)), "hot id forgotten at {n}");
             }
         }
+    }
+
+    /// A peer reconnecting in a loop made every reconnection walk the
+    /// whole cache (up to 65,536 ids): forgetting a peer must cost the
+    /// same however many ids are cached, and still work.
+    #[test]
+    fn forgetting_a_peer_does_not_walk_the_cache() {
+        let visits = |cached: u32| {
+            let mut r = Relay::new(2 * cached as usize);
+            for n in 0..cached {
+                r.observe(id(n), Some(7));
+            }
+            let before = r.forget_visits;
+            for _ in 0..100 {
+                r.forget(7);
+            }
+            // Forgotten: every cached id goes to peer 7 again, once.
+            for n in 0..cached {
+                assert_eq!(r.forward_to(id(n), &[7, 8]), vec![7, 8], "id {n}");
+            }
+            r.forget_visits - before
+        };
+        assert_eq!(visits(10), visits(10_000));
+        assert!(visits(10_000) <= 100, "{} entries visited", visits(10_000));
+        // A forgotten peer that sends an id again is known to have it again;
+        // other peers are not forgotten with it.
+        let mut r = Relay::new(100);
+        r.observe(id(1), Some(7));
+        r.observe(id(1), Some(8));
+        r.forget(7);
+        r.observe(id(1), Some(7));
+        assert_eq!(r.forward_to(id(1), &[7, 8, 9]), vec![9]);
+        r.forget(8);
+        assert_eq!(r.forward_missing(id(1), &[7, 8, 9]), vec![8]);
+        // Forgetting frees the tracking room a peer took: with every place
+        // held by forgotten peers, new ones are still tracked.
+        let mut r = Relay::new(10);
+        for p in 0..MAX_TRACKED_PEERS as u16 {
+            r.observe(id(2), Some(p));
+            r.forget(p);
+        }
+        r.observe(id(2), Some(1000));
+        assert_eq!(r.forward_to(id(2), &[1000, 1001]), vec![1001]);
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Accepting inbound connections.
 //!
-//! Two budgets (see [`super::gate`]): a socket still in its handshake holds
-//! a pool slot (a small pool, at most two per source IP, an allowance for
-//! the genesis peers' own addresses, a 5 s deadline); once authenticated, a
-//! member of the active set takes one of `max_peers` member slots and
-//! anyone else keeps its pool slot, until it closes. A socket refused by
-//! either is closed at once and counted by reason; refusals and failed
-//! handshakes are logged at most once a minute per source IP.
+//! The budgets of [`super::gate`]: a socket still in its handshake holds a
+//! slot of the handshake pool (a small pool, at most two per source
+//! address, an allowance for the genesis peers' own addresses, a 5 s
+//! deadline), if its source is within its rate of handshake starts; once
+//! authenticated, it gives that slot back, and a member of the active set
+//! takes one of `max_peers` member slots, anyone else a guest seat (perhaps
+//! evicting a guest of the address holding most), until it closes. A
+//! socket refused by any is closed at once, before any cryptography for a
+//! refusal at accept, and counted by reason; refusals and failed handshakes
+//! are logged at most once a minute per source address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +41,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let admitted = shared.gate().admit(remote.ip());
+        let admitted = shared.gate().admit(remote.ip(), std::time::Instant::now());
         match admitted {
             Ok(ticket) => {
                 let held = Held {

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::discovery::{AddressBook, Addrs, MAX_ADDRS};
 use super::envelope::Envelope;
-use super::gate::{Gate, Refusal, Seat, Ticket};
+use super::gate::{Gate, GuestId, Refusal, Seat, Ticket};
 use super::handshake::{self, HandshakeError, Remote};
 use super::stats::{Counters, Event};
 use super::{Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink};
@@ -48,18 +48,28 @@ pub struct NetTotals {
     /// Dials that did not reach a listening peer.
     pub dial_failures: u64,
     /// Sockets and connections refused by the budgets, all reasons (the
-    /// three below).
+    /// five below).
     pub inbound_refused: u64,
-    /// ... because the pool (handshakes and non-members) was full.
+    /// ... because the pool of handshakes in progress was full.
     pub refused_pool_full: u64,
-    /// ... because their source IP held two pool slots.
+    /// ... because their source address held two handshakes, or two
+    /// guest seats.
     pub refused_per_ip: u64,
     /// ... because every member slot was taken.
     pub refused_members_full: u64,
+    /// ... because every guest seat was taken and nobody could be evicted.
+    pub refused_guests_full: u64,
+    /// ... because their source address started handshakes over its rate.
+    pub refused_rate: u64,
+    /// Guests whose seat went to a guest from a less represented address.
+    pub guests_evicted: u64,
     /// Handshakes completed by nodes outside the genesis.
     pub joiner_handshakes: u64,
     /// Address lists ignored: over the rate, or malformed.
     pub addrs_ignored: u64,
+    /// Learned addresses skipped for their scope: loopback, link-local or
+    /// private, on a network this node is not on (`discovery::Skip::OutOfScope`).
+    pub addrs_out_of_scope: u64,
     /// Envelopes dropped because a peer's queue was full.
     pub queue_full: u64,
     /// Established connections closed for a protocol error.
@@ -81,8 +91,12 @@ pub(crate) struct Totals {
     pub refused_pool_full: AtomicU64,
     pub refused_per_ip: AtomicU64,
     pub refused_members_full: AtomicU64,
+    pub refused_guests_full: AtomicU64,
+    pub refused_rate: AtomicU64,
+    pub guests_evicted: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
+    pub addrs_out_of_scope: AtomicU64,
     pub queue_full: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub messages_sent: AtomicU64,
@@ -106,8 +120,12 @@ impl Totals {
             refused_pool_full: g(&self.refused_pool_full),
             refused_per_ip: g(&self.refused_per_ip),
             refused_members_full: g(&self.refused_members_full),
+            refused_guests_full: g(&self.refused_guests_full),
+            refused_rate: g(&self.refused_rate),
+            guests_evicted: g(&self.guests_evicted),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
+            addrs_out_of_scope: g(&self.addrs_out_of_scope),
             queue_full: g(&self.queue_full),
             protocol_errors: g(&self.protocol_errors),
             messages_sent: g(&self.messages_sent),
@@ -186,6 +204,9 @@ pub(crate) struct Shared {
     pub dial_slots: Arc<Semaphore>,
     pub(super) slots: Vec<Slot>,
     pub(super) guests: Mutex<Guests>,
+    /// Per guest seat, the signal that closes its connection when the
+    /// gate evicts it (always locked after the gate, never before).
+    pub(super) kicks: Mutex<HashMap<GuestId, oneshot::Sender<()>>>,
     pub members: MemberSet,
     /// Nodes outside the genesis: the addresses they may dial.
     pub(super) book: Option<Mutex<AddressBook>>,
@@ -231,28 +252,51 @@ impl Shared {
         };
         let member = self.members.contains(&remote.node_id);
         let replacing = self.slot(peer).live.lock().expect("slot lock").is_some();
-        let seat = self.gate().seat(ticket, addr.ip(), member, replacing);
-        match seat {
-            Ok(seat) => Ok(Admission {
-                shared: self.clone(),
-                link: PeerLink {
-                    peer,
-                    node_id: remote.node_id,
-                    genesis: remote.genesis.is_some(),
-                    member,
-                    outbound,
-                    remote: addr,
-                },
-                seat,
-                guest,
-            }),
+        let mut gate = self.gate();
+        let (seat, evicted) = match gate.seat(ticket, addr.ip(), member, replacing) {
+            Ok(s) => s,
             Err(why) => {
+                drop(gate);
                 if guest {
                     self.guests().release(peer);
                 }
-                Err(why)
+                return Err(why);
             }
+        };
+        // Under the gate's lock, so that an eviction never misses a seat
+        // whose signal is not registered yet.
+        let mut kicks = self.kicks.lock().expect("kick lock");
+        let kicked = match seat {
+            Seat::Guest { id, .. } => {
+                let (tx, rx) = oneshot::channel();
+                kicks.insert(id, tx);
+                Some(rx)
+            }
+            Seat::Member => None,
+        };
+        if let Some(victim) = evicted {
+            bump(&self.totals.guests_evicted);
+            if let Some(kick) = kicks.remove(&victim) {
+                let _ = kick.send(());
+            }
+            debug!(remote = %addr, "guest seats full: the youngest guest of the address holding most evicted");
         }
+        drop(kicks);
+        drop(gate);
+        Ok(Admission {
+            shared: self.clone(),
+            link: PeerLink {
+                peer,
+                node_id: remote.node_id,
+                genesis: remote.genesis.is_some(),
+                member,
+                outbound,
+                remote: addr,
+            },
+            seat,
+            guest,
+            kicked,
+        })
     }
 
     /// Whether a message that `from` sent as `peer` may still go to the
@@ -436,6 +480,8 @@ impl Shared {
             Refusal::PoolFull => &self.totals.refused_pool_full,
             Refusal::PerIp => &self.totals.refused_per_ip,
             Refusal::MembersFull => &self.totals.refused_members_full,
+            Refusal::GuestsFull => &self.totals.refused_guests_full,
+            Refusal::Rate => &self.totals.refused_rate,
         });
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, reason = why.name(), "connection refused (logged once a minute per address)");
@@ -514,11 +560,37 @@ pub(crate) struct Admission {
     pub link: PeerLink,
     seat: Seat,
     guest: bool,
+    /// A guest's: resolves when the gate evicted it.
+    kicked: Option<oneshot::Receiver<()>>,
+}
+
+impl Admission {
+    /// Resolves when this connection's guest seat is given to another
+    /// guest (never for a member).
+    pub(crate) fn evicted(&mut self) -> impl Future<Output = ()> + use<> {
+        let kicked = self.kicked.take();
+        async move {
+            // (A sender dropped unsent: the connection ended otherwise.)
+            let sent = match kicked {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.shared.gate().unseat(self.seat);
+        {
+            let mut gate = self.shared.gate();
+            gate.unseat(self.seat);
+            if let Seat::Guest { id, .. } = self.seat {
+                self.shared.kicks.lock().expect("kick lock").remove(&id);
+            }
+        }
         if self.guest {
             self.shared.guests().release(self.link.peer);
         }

@@ -86,8 +86,8 @@ pub struct JoinOptions {
     /// `--bootstrap`: for keys outside the genesis, the addresses to dial
     /// (none: the genesis peers' addresses).
     pub bootstrap: Vec<SocketAddr>,
-    /// `--max-peers`: member connection slots (the pool for everyone else
-    /// is `max(4, max_peers / 4)`).
+    /// `--max-peers`: member connection slots (handshakes in progress and
+    /// everyone else's connections have `max(4, max_peers / 4)` each).
     pub max_peers: usize,
 }
 

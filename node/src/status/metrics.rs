@@ -273,6 +273,8 @@ pub fn render(s: &StatusSnapshot) -> String {
         ("pool_full", n.refused_pool_full),
         ("per_ip", n.refused_per_ip),
         ("members_full", n.refused_members_full),
+        ("guests_full", n.refused_guests_full),
+        ("rate", n.refused_rate),
     ] {
         refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
@@ -280,8 +282,14 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
     reg.register(
         "net_inbound_refused",
-        "Sockets and connections refused, by reason (pool of handshakes and non-members full, two from that IP already, every member slot taken)",
+        "Sockets and connections refused, by reason (pool of handshakes full, two handshakes or guests from that address already, every member slot taken, every guest seat taken and nobody to evict, handshake starts over the address's rate)",
         refused,
+    );
+    counter(
+        &mut reg,
+        "net_guests_evicted",
+        "Guests whose seat went to a guest from a less represented address",
+        n.guests_evicted,
     );
     counter(
         &mut reg,
@@ -294,6 +302,12 @@ pub fn render(s: &StatusSnapshot) -> String {
         "net_addrs_ignored",
         "Address lists ignored (over the rate, or malformed)",
         n.addrs_ignored,
+    );
+    counter(
+        &mut reg,
+        "net_addrs_out_of_scope",
+        "Learned addresses skipped: loopback, link-local or private, on a network this node is not on",
+        n.addrs_out_of_scope,
     );
     counter(
         &mut reg,
