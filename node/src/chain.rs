@@ -703,8 +703,10 @@ pub struct TipMeta {
     /// the tip's bundles are checked against it.
     pub set: ActiveSet,
     /// T(tip - 1) (T(0) at windows 0 and 1): candidate proofs of that
-    /// window may still be carried.
-    pub prev_t: Hash32,
+    /// window may still be carried. Unknown (None) where the tip was
+    /// installed from a snapshot: the proposal before it is not stored,
+    /// and T(0) in its place judged every such proof with a wrong T.
+    pub prev_t: Option<Hash32>,
 }
 
 impl TipMeta {
@@ -714,7 +716,7 @@ impl TipMeta {
             proposer: g.node_id(g.proposer()),
             extras: Extras::default(),
             set: g.active_set(),
-            prev_t: g.timechain().t0(),
+            prev_t: Some(g.timechain().t0()),
         }
     }
 }
@@ -739,7 +741,8 @@ pub struct Chain {
     tip_proposer: NodeId,
     tip_extras: Extras,
     tip_set: ActiveSet,
-    prev_t: Hash32,
+    /// T(tip - 1), where known ([`TipMeta::prev_t`]).
+    prev_t: Option<Hash32>,
     // Joining (docs/SPEC.md 9.9).
     /// Verified gossiped candidate proofs, for this node's proposals.
     pool: BTreeMap<(NodeId, u64), CandidateProof>,
@@ -2166,7 +2169,9 @@ impl Chain {
         if h == self.tip.window + 1 && h.checked_sub(1) == Some(window) {
             Ok(self.tip.t)
         } else if h == self.tip.window + 1 && h.checked_sub(2) == Some(window) {
-            Ok(self.prev_t)
+            // Unknown right after a snapshot install: such a proof cannot
+            // be judged here, and counts as late (for that one window).
+            self.prev_t.ok_or(Reject::Candidate("candidate_late"))
         } else {
             Err(Reject::Candidate("candidate_late"))
         }
@@ -2704,7 +2709,7 @@ impl Chain {
         let set = self.state.active().clone();
         self.state.apply(changes);
         self.root = root;
-        self.prev_t = self.tip.t;
+        self.prev_t = Some(self.tip.t);
         self.tip = self.tip.after(p);
         self.tip_proposer = p.header.proposer;
         self.tip_extras = p.extras.clone();
@@ -2952,7 +2957,7 @@ impl Chain {
         if window == self.tip.window {
             Some(self.tip.t)
         } else if self.tip.window.checked_sub(1) == Some(window) {
-            Some(self.prev_t)
+            self.prev_t
         } else {
             self.applied.filter(|(w, _)| *w == window).map(|(_, t)| t)
         }

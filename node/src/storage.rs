@@ -638,11 +638,11 @@ impl Store {
                 Some(b) => decode_set(&b).ok_or_else(|| self.corrupt("the tip's active set"))?,
                 None => state.active().clone(),
             };
+            // Not stored where the tip was installed from a snapshot.
             let prev_t = if self.tip.window >= 2 {
-                self.proposal(self.tip.window - 1)?
-                    .map_or(genesis.timechain().t0(), |q| q.header.t)
+                self.proposal(self.tip.window - 1)?.map(|q| q.header.t)
             } else {
-                genesis.timechain().t0()
+                Some(genesis.timechain().t0())
             };
             let meta = TipMeta {
                 proposer: p.header.proposer,

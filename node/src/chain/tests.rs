@@ -119,10 +119,11 @@ impl Sim {
             meta.proposer = p.header.proposer;
             meta.extras = p.extras.clone();
             meta.set = d.tip_set.clone().expect("written with the tip");
-            meta.prev_t = d
-                .proposals
-                .get(&(tip.window - 1))
-                .map_or(meta.prev_t, |q| q.header.t);
+            // As the store: unknown where the proposal before the tip is
+            // not held (a tip installed from a snapshot).
+            if tip.window >= 2 {
+                meta.prev_t = d.proposals.get(&(tip.window - 1)).map(|q| q.header.t);
+            }
         }
         let state = d.state.clone().unwrap_or_else(|| self.g.initial_state());
         let bundle = d.cements.get(&tip.window).cloned();
@@ -1643,6 +1644,49 @@ fn a_late_candidate_proof_does_not_count() {
         c.check_candidate(&late, &roster).is_ok(),
         "only its window is wrong"
     );
+}
+
+/// A node whose tip was installed from a snapshot does not know T(tip-1)
+/// (the proposal before its tip is not stored): it used to judge that
+/// window's candidate proofs with T(0) in its place, so every honest one
+/// failed its chain and its sender was blamed, and a proposal carrying one
+/// was refused as a bad proof. Now such a proof is dropped unjudged (and
+/// counts as late in a proposal) for that one window; proofs of the tip
+/// window are judged as ever.
+#[test]
+fn without_t_before_the_tip_its_candidate_proofs_are_not_judged_with_a_wrong_t() {
+    let mut sim = Sim::new(4, 17);
+    sim.start();
+    assert!(sim.run_until(5, 60_000));
+    let tip = sim.nodes[1].tip().window;
+    sim.disks[1].proposals.remove(&(tip - 1));
+    let mut c = sim.boot(1);
+    assert_eq!(c.tip().window, tip);
+    let now = sim.now();
+    let stranger = NodeKeys::generate().unwrap();
+    let proof = |w: u64| {
+        CandidateProof::sign(
+            &stranger,
+            sim.g.network_id(),
+            sim.g.hash,
+            w,
+            vec![Hash32([1; 32]); sim.g.joining().candidate_k as usize],
+        )
+    };
+    let judged = |out: &[Action]| {
+        out.iter()
+            .any(|a| matches!(a, Action::VerifyCandidates { .. } | Action::Rejected { .. }))
+    };
+    let out = c.on_message(2, Message::CandidateProof(Box::new(proof(tip - 1))), now);
+    assert!(!judged(&out), "judged with a T it does not know");
+    assert_eq!(
+        c.candidate_t(tip - 1, tip + 1),
+        Err(Reject::Candidate("candidate_late"))
+    );
+    let out = c.on_message(2, Message::CandidateProof(Box::new(proof(tip))), now);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::VerifyCandidates { .. })));
 }
 
 /// A member that stops leaves the active set once it has been absent from

@@ -184,6 +184,8 @@ fn snapshot_sync_end_to_end(accounts: u64) {
     let (st, proposer, cement) = b.consensus(&g).unwrap();
     assert_eq!(st.root(), state.root());
     assert_eq!(proposer.proposer, ws[1].proposal.header.proposer);
+    // T(1) is not stored (its proposal is not): unknown, not T(0).
+    assert_eq!(proposer.prev_t, None);
     assert_eq!(cement.as_ref(), Some(&ws[1].cement));
     // Nothing of the snapshot stays in memory or in staging.
     assert_eq!(staging.entries().count(), 0);
