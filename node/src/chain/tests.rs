@@ -1689,6 +1689,20 @@ fn without_t_before_the_tip_its_candidate_proofs_are_not_judged_with_a_wrong_t()
         .any(|a| matches!(a, Action::VerifyCandidates { .. })));
 }
 
+/// A genesis of `n` peers like [`genesis`]'s whose members leave after
+/// `inactive_windows` windows outside every canonical bundle.
+fn genesis_gone_after(n: usize, inactive_windows: u32) -> (Genesis, Vec<NodeKeys>) {
+    let (p, k) = peers(n);
+    let mut consensus = crate::genesis::ConsensusParams::defaults(1.0);
+    let mut j = crate::genesis::JoinRules::defaults(40);
+    j.inactive_windows = inactive_windows;
+    consensus.joining = Some(j);
+    (
+        Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, consensus).unwrap(),
+        k,
+    )
+}
+
 /// A member that stops leaves the active set once it has been absent from
 /// the canonical bundles for `inactive_windows` windows, and cementing goes
 /// on with the others (issue 10: dead members cannot freeze the quorum).
@@ -1696,12 +1710,7 @@ fn without_t_before_the_tip_its_candidate_proofs_are_not_judged_with_a_wrong_t()
 /// it has left, three of four are.
 #[test]
 fn a_member_that_stops_is_dropped_after_inactive_windows_and_cementing_continues() {
-    let (p, k) = peers(5);
-    let mut consensus = crate::genesis::ConsensusParams::defaults(1.0);
-    let mut j = crate::genesis::JoinRules::defaults(40);
-    j.inactive_windows = 4;
-    consensus.joining = Some(j);
-    let g = Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, consensus).unwrap();
+    let (g, k) = genesis_gone_after(5, 4);
     let mut sim = Sim::with_genesis(g, k, 21);
     sim.start();
     assert!(sim.run_until(2, 60_000));
@@ -1728,17 +1737,12 @@ fn a_member_that_stops_is_dropped_after_inactive_windows_and_cementing_continues
 /// `tenure`-th window hands it over to the first member by
 /// SHA-256(T(w-1) || id), and between handovers the maker keeps it. The
 /// first two by hash start on T(w) once T(w-1) is known, not only once
-/// window w-1 is cemented. (Before, a
-/// member that made one window made every window while it lived, and it
-/// alone chose every canonical bundle: who is paid and who counts as seen.)
+/// window w-1 is cemented. (Before, a member that made one window made
+/// every window while it lived, and it alone chose every canonical bundle:
+/// who is paid and who counts as seen.)
 #[test]
 fn rank_0_is_handed_over_every_tenure_and_the_next_one_starts_early() {
-    let (p, k) = peers(4);
-    let mut consensus = crate::genesis::ConsensusParams::defaults(1.0);
-    let mut j = crate::genesis::JoinRules::defaults(40);
-    j.inactive_windows = 16;
-    consensus.joining = Some(j);
-    let g = Genesis::new_with(p, HashSuite::Sha256, 40, 4, 1.0, consensus).unwrap();
+    let (g, k) = genesis_gone_after(4, 16);
     let tenure = g.joining().tenure();
     assert_eq!(tenure, 4);
     let mut sim = Sim::with_genesis(g, k, 41);
