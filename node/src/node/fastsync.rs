@@ -317,6 +317,15 @@ pub async fn before_run(
                 }
                 Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
                 Action::Install { window } => {
+                    if let Some(why) = staging.untrusted().map_err(store_err)? {
+                        // The certificates left a change of the set out:
+                        // nothing is installed, the source is blamed and
+                        // the sync goes on (or falls back to replay).
+                        warn!(window, "fast-sync: snapshot refused: {why}");
+                        staging.clear().map_err(store_err)?;
+                        queue.extend(sync.install_refused(why, now));
+                        continue;
+                    }
                     let (held, all) = sync.progress();
                     info!(
                         window,

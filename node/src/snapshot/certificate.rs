@@ -13,7 +13,7 @@
 //!   just before and just after the members, when they exist, so that the
 //!   range is provably all of them);
 //! - it is accepted iff c is above the previous certificate's window and
-//!   below the snapshot window, the Cement verifies against the set in
+//!   at most the snapshot window, the Cement verifies against the set in
 //!   force (the previous one), names this header, the range proves, and
 //!   the members form a valid set that differs from the previous one;
 //! - the set it proves is the set of the windows after c.
@@ -25,6 +25,12 @@
 //! installs them with the snapshot, so it serves them on. With no change
 //! the list is empty and the snapshot window's Cement is checked against
 //! the genesis set itself.
+//!
+//! A list of valid certificates may still leave a change out (where the
+//! old set is a quorum of itself), so the list runs through the snapshot
+//! window w (its own certificate when the set changed at w) and the set it
+//! leads to ([`Trust::state_set`]) must be the member set of the verified
+//! state after w before the snapshot is installed (`staging.rs`).
 
 use montana_vdf::{Hash32, HashSuite};
 
@@ -175,6 +181,18 @@ impl Certificate {
         if !bounded_left || !bounded_right {
             return Err(format!("window {c}: the range may leave members out"));
         }
+        let set = self.members()?;
+        if set == *current {
+            return Err(format!("window {c}: the set does not change"));
+        }
+        Ok(set)
+    }
+
+    /// The members its range holds, as a set (trusted only once the
+    /// certificate was followed, [`follow`]).
+    pub fn members(&self) -> Result<ActiveSet, String> {
+        let c = self.window();
+        let is_member = |e: &Entry| e.0.first() == Some(&b'm');
         let mut members = Vec::new();
         for (k, v) in self.range.iter().filter(|e| is_member(e)) {
             let id: [u8; 32] = k[1..]
@@ -194,18 +212,15 @@ impl Certificate {
                 weight,
             });
         }
-        let set = ActiveSet::new(members).map_err(|e| format!("window {c}: {e}"))?;
-        if set == *current {
-            return Err(format!("window {c}: the set does not change"));
-        }
-        Ok(set)
+        ActiveSet::new(members).map_err(|e| format!("window {c}: {e}"))
     }
 }
 
 /// What an accepted manifest's trust rests on: the active set of its
-/// window (its Cement verified against it) and the certificates that led
-/// there from the genesis, ascending. Staged with the manifest; installed
-/// as the tip's set and the certificates a fast-synced node serves on.
+/// window w (its Cement verified against it) and the certificates that led
+/// from the genesis through w, ascending (the last one is w's own when the
+/// set changed at w). Staged with the manifest; installed as the tip's set
+/// and the certificates a fast-synced node serves on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trust {
     pub set: ActiveSet,
@@ -213,6 +228,17 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// The active set of the state after `window` that the certificates
+    /// say: the one window's own certificate proves, else the set that
+    /// cemented it. The snapshot's state must hold exactly these members
+    /// (a certificate left out shows there, see `sync.rs`).
+    pub fn state_set(&self, window: u64) -> Result<ActiveSet, String> {
+        match self.certificates.last() {
+            Some(c) if c.window() == window => c.members(),
+            _ => Ok(self.set.clone()),
+        }
+    }
+
     /// `set length (u32) | set (storage's tip_set layout) | n (u32) | n x
     /// (length u32 | certificate)`: local (the staging area), not sent.
     pub fn encode(&self) -> Vec<u8> {
@@ -247,14 +273,15 @@ impl Trust {
 
 /// Follows `certificates` (ascending, each above `after`) from `set`, the
 /// set in force after window `after`: the set they lead to and the window
-/// of the last one. Each must be below `window`, the snapshot's.
+/// of the last one. Each must be at most `through` (the snapshot's window:
+/// its own certificate, if the set changed at it, is followed too).
 pub fn follow(
     network_id: &[u8; 32],
     mut set: ActiveSet,
     quorum: Quorum,
     mut after: u64,
     certificates: &[Certificate],
-    window: u64,
+    through: u64,
 ) -> Result<(ActiveSet, u64), String> {
     for cert in certificates {
         let c = cert.window();
@@ -263,9 +290,9 @@ pub fn follow(
                 "certificate of window {c} is not after window {after}"
             ));
         }
-        if c >= window {
+        if c > through {
             return Err(format!(
-                "certificate of window {c} is not below window {window}"
+                "certificate of window {c} is after window {through}"
             ));
         }
         set = cert.next_set(network_id, &set, quorum)?;
@@ -290,7 +317,7 @@ pub fn active_set_at(
         quorum,
         0,
         certificates,
-        window,
+        window.saturating_sub(1),
     )
     .map(|(s, _)| s)
 }

@@ -216,7 +216,9 @@ impl Snapshots {
 
 impl Snapshots {
     /// The membership certificates of the windows in `(above, below)`,
-    /// ascending, from the snapshot of window `below` (else the newest):
+    /// ascending, from the oldest snapshot that holds them all (of window
+    /// `below - 1` or later: a syncing node asks for the snapshot window's
+    /// own certificate too), else the newest:
     /// as many as one Certificates message holds (at most
     /// [`MAX_CERTIFICATES`], the payload within [`MAX_PAYLOAD`]). An empty
     /// answer means there are no more.
@@ -225,7 +227,7 @@ impl Snapshots {
         let Some(w) = windows
             .iter()
             .copied()
-            .find(|w| *w == below)
+            .find(|w| w.saturating_add(1) >= below)
             .or(windows.last().copied())
         else {
             return Vec::new();

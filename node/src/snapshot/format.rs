@@ -465,13 +465,36 @@ pub(crate) mod tests {
         pub proposal: Proposal,
     }
 
+    /// A snapshot of `window` by a set of 4 that never changed, 3 of them
+    /// signing its Cement: `n` entries, the members' among them.
     pub(crate) fn fixture(n: u64, window: u64) -> Fixture {
         let (set, keys) = set_of(4);
-        let entries = entries(n);
+        let mut f = snapshot_of(n, window, &set, &[&keys[0], &keys[1], &keys[2]]);
+        f.keys = keys;
+        f
+    }
+
+    /// A snapshot of `window` whose state holds `n` entries, the member
+    /// entries of `set` among them (its `set`), cemented by `signers`
+    /// (no `keys`).
+    pub(crate) fn snapshot_of(
+        n: u64,
+        window: u64,
+        set: &ActiveSet,
+        signers: &[&NodeKeys],
+    ) -> Fixture {
+        let mut all: std::collections::BTreeMap<_, _> =
+            entries(n - set.len() as u64).into_iter().collect();
+        all.extend(
+            set.members()
+                .iter()
+                .map(crate::consensus::state::member_entry),
+        );
+        let entries: Vec<Entry> = all.into_iter().collect();
         let leaves: Vec<Hash32> = entries.iter().map(|(k, v)| merkle::leaf(k, v)).collect();
         let root = merkle::state_root(&leaves);
-        let p = proposal(&keys[0], window, root);
-        let c = cement(&p, &[&keys[0], &keys[1], &keys[2]]);
+        let p = proposal(signers[0], window, root);
+        let c = cement(&p, signers);
         let manifest = Manifest {
             window,
             entries: n,
@@ -480,8 +503,8 @@ pub(crate) mod tests {
             cement: c,
         };
         Fixture {
-            set,
-            keys,
+            set: set.clone(),
+            keys: Vec::new(),
             entries,
             leaves,
             manifest,

@@ -235,6 +235,52 @@ impl Staging {
         }
         Ok(self.root()? == (m.entries, m.root))
     }
+
+    /// Why the staged snapshot must not be installed, if so: its state's
+    /// members (tag `m`, committed to by the root) are not the set its
+    /// staged trust leads to after the window ([`Trust::state_set`]), that
+    /// is, the certificates it was trusted through left a change of the
+    /// set out (or there is no trust staged). Only meaningful once the
+    /// entries are [`Staging::complete`].
+    pub fn untrusted(&self) -> Result<Option<String>, StoreError> {
+        let Some(m) = &self.target else {
+            return Ok(Some("nothing staged".into()));
+        };
+        let Some(trust) = self.trust()? else {
+            return Ok(Some("no active set staged with it".into()));
+        };
+        let want = match trust.state_set(m.window) {
+            Ok(s) => s,
+            Err(e) => return Ok(Some(e)),
+        };
+        let from = [ENTRY, b'm'];
+        let mut members = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&from, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&from) {
+                break;
+            }
+            members.push((k[1..].to_vec(), v.to_vec()));
+        }
+        let got = match crate::consensus::state::Roster::from_entries(
+            members.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        ) {
+            Ok(r) => r.active,
+            Err(e) => return Ok(Some(format!("the state's members: {e}"))),
+        };
+        if got != want {
+            return Ok(Some(format!(
+                "the state after window {} has {} members, not the {} its certificates lead to: a change of the set was left out",
+                m.window,
+                got.len(),
+                want.len()
+            )));
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -8,14 +8,24 @@
 //!   0) and take the highest window above our tip among the answers (once
 //!   all answered, or after the request timeout).
 //! - Certify: ask that peer for the membership certificates of the windows
-//!   below the manifest's, page by page (each page asks for the windows
-//!   after the last one received; an empty page ends the list), and follow
-//!   them from the genesis set ([`super::certificate::follow`]); the
-//!   manifest's Cement must verify against the set so obtained, for its
-//!   header, whose state root is the manifest's. The set and the
-//!   certificates are staged with the manifest ([`Trust`]). Anything else refuses the manifest and demotes the
+//!   up to and including the manifest's w, page by page (each page asks
+//!   for the windows after the last one received; an empty page ends the
+//!   list), and follow them from the genesis set
+//!   ([`super::certificate::follow`]); the manifest's Cement must verify
+//!   against the set so obtained (the one before w's own certificate, if
+//!   the set changed at w: that certificate must be of the manifest's
+//!   proposal), for its header, whose state root is the manifest's. The
+//!   set that cemented w and the certificates are staged with the manifest
+//!   ([`Trust`]). Anything else refuses the manifest and demotes the
 //!   peer that sent it (`manifest_*`, `certificate_broken`, `cement_*`,
 //!   `cement_short_of_quorum`).
+//! - Valid certificates do not show that none was left out (G -> G + J
+//!   left out, a Cement of w rebuilt from G's precommits verifies against
+//!   G). The state's member set, committed to by the root, does: once
+//!   every chunk is in, the runtime checks that it is the set the
+//!   certificates lead to after w (`Staging::untrusted`) before installing;
+//!   if not, [`FastSync::install_refused`] drops the target, demotes its
+//!   source (`certificate_missing`) and discovers again.
 //! - Fetch: stage the accepted manifest (dropping anything staged for
 //!   another snapshot), ask for the window's proposal (checked against the
 //!   header's hash), and ask for chunks from every usable peer in
@@ -40,7 +50,8 @@
 //!   ([`Action::Note`]) and starts on it.
 //! - Resume: built from what staging holds ([`Resume`]), the machine asks
 //!   only for the chunks not in.
-//! - Done: every chunk and the proposal in: [`Action::Install`].
+//! - Done: every chunk and the proposal in: [`Action::Install`] (or
+//!   [`FastSync::install_refused`], above).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -130,8 +141,10 @@ enum Phase {
         manifest: Manifest,
         deadline: Instant,
         /// The set in force after window `after`, followed from the
-        /// genesis through `certificates` (verified so far).
+        /// genesis through `certificates` (verified so far), and the one
+        /// in force at `after` (before its certificate).
         set: ActiveSet,
+        before: ActiveSet,
         after: u64,
         certificates: Vec<Certificate>,
         bytes: usize,
@@ -455,6 +468,7 @@ impl FastSync {
             peer: p,
             manifest,
             set,
+            before,
             after,
             certificates,
             bytes,
@@ -480,20 +494,28 @@ impl FastSync {
                 .map(|c| Certificate::decode(c).map_err(|e| e.to_string()))
                 .collect();
             Some(decoded.and_then(|cs| {
-                let (next, last) = follow(
-                    &self.cfg.network_id,
-                    set.clone(),
-                    self.cfg.quorum,
-                    *after,
-                    &cs,
-                    manifest.window,
-                )?;
-                Ok((cs, next, last))
+                // One at a time: the set before the last one is the set
+                // that cemented the snapshot window if that one is its own.
+                let (mut next, mut prev, mut last) = (set.clone(), before.clone(), *after);
+                for c in &cs {
+                    let (n, l) = follow(
+                        &self.cfg.network_id,
+                        next.clone(),
+                        self.cfg.quorum,
+                        last,
+                        std::slice::from_ref(c),
+                        manifest.window,
+                    )?;
+                    prev = std::mem::replace(&mut next, n);
+                    last = l;
+                }
+                Ok((cs, next, prev, last))
             }))
         };
         match step {
-            Some(Ok((cs, next, last))) => {
+            Some(Ok((cs, next, prev, last))) => {
                 *set = next;
+                *before = prev;
                 *after = last;
                 *bytes += page_bytes;
                 certificates.extend(cs);
@@ -502,7 +524,7 @@ impl FastSync {
                     peer,
                     msg: SyncMessage::GetCertificates {
                         above: last,
-                        below: manifest.window,
+                        below: manifest.window.saturating_add(1),
                     },
                 });
             }
@@ -512,10 +534,27 @@ impl FastSync {
             }
             None => {
                 let manifest = manifest.clone();
+                // The set changed at the snapshot window itself: its Cement
+                // is the set's before, and the certificate must be of the
+                // cemented proposal.
+                let own = *after == manifest.window;
                 let trust = Trust {
-                    set: set.clone(),
+                    set: if own { before.clone() } else { set.clone() },
                     certificates: std::mem::take(certificates),
                 };
+                if own
+                    && trust
+                        .certificates
+                        .last()
+                        .is_some_and(|c| c.header.hash() != manifest.header.hash())
+                {
+                    let why = format!(
+                        "the certificate of window {} is of another proposal than the manifest's",
+                        manifest.window
+                    );
+                    self.demote(peer, &SnapshotError::Certificate(why), now, out);
+                    return self.discover(now, out);
+                }
                 if let Err(e) = manifest
                     .cement
                     .verify(
@@ -767,7 +806,7 @@ impl FastSync {
                             peer,
                             msg: SyncMessage::GetCertificates {
                                 above: 0,
-                                below: manifest.window,
+                                below: manifest.window.saturating_add(1),
                             },
                         });
                         self.phase = Phase::Certify {
@@ -775,6 +814,7 @@ impl FastSync {
                             manifest,
                             deadline: now + self.cfg.timeout,
                             set: self.cfg.genesis_set.clone(),
+                            before: self.cfg.genesis_set.clone(),
                             after: 0,
                             certificates: Vec::new(),
                             bytes: 0,
@@ -828,6 +868,29 @@ impl FastSync {
             return self.discover(now, out);
         }
         self.fill(now, out);
+    }
+
+    /// The runtime refused to install the complete target (`why`): its
+    /// state's members are not the set its certificates lead to, so the
+    /// certificates the source served left a change of the set out (or the
+    /// state lies, which its root rules out). The target is dropped, its
+    /// source demoted (`certificate_missing`; counted alone after a
+    /// resume, whose source is unknown) and discovery starts again.
+    pub fn install_refused(&mut self, why: String, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !matches!(self.phase, Phase::Done) {
+            return out;
+        }
+        let Some(t) = self.target.take() else {
+            return out;
+        };
+        match t.source {
+            Some(s) => self.demote_for(s, "certificate_missing", why, now, &mut out),
+            None => self.count("certificate_missing"),
+        }
+        self.discover(now, &mut out);
+        self.after_change(now, &mut out);
+        out
     }
 
     /// The target's manifest is taken for a liar: dropped, its source

@@ -67,7 +67,9 @@ impl Store {
     /// Installs the complete, verified snapshot staged in `staging` as the
     /// live state (see the module docs) and returns the new tip. Refuses a
     /// staging area that is not complete (every chunk, the proposal, the
-    /// recomputed root) and a snapshot not above the tip.
+    /// recomputed root), one whose state's members are not the set its
+    /// certificates lead to ([`Staging::untrusted`]) and a snapshot not
+    /// above the tip; a refusal writes nothing.
     pub fn install_snapshot(&mut self, staging: &Staging) -> Result<Tip, StoreError> {
         let refuse = |why: String| StoreError::Db {
             path: self.path.clone(),
@@ -94,6 +96,9 @@ impl Store {
             .ok_or_else(|| refuse("no proposal".into()))?;
         if p.hash() != m.header.hash() {
             return Err(refuse("the staged proposal is not the cemented one".into()));
+        }
+        if let Some(why) = staging.untrusted()? {
+            return Err(refuse(why));
         }
         let trust = staging.trust()?;
         let mut batch = WriteBatch::default();
@@ -291,5 +296,43 @@ mod tests {
         let s = Store::open(dir.path(), &g).unwrap();
         assert_eq!(s.tip(), tip);
         assert_eq!(s.proposal(5).unwrap().as_ref(), Some(&f.proposal));
+    }
+
+    /// A complete snapshot whose state's members are not the set its
+    /// trust leads to (a change of the set left out) is refused and
+    /// nothing of it is written: no `installing` marker, the tip and the
+    /// state unchanged.
+    #[test]
+    fn a_snapshot_whose_members_are_not_its_trusted_set_is_not_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(2);
+        let g = Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap();
+        let f = fixture(10_000, 5);
+        let mut trust = f.trust();
+        trust.set = crate::consensus::active::tests::set_of(4).0;
+        let mut staging = Staging::open(&dir.path().join("staging")).unwrap();
+        staging.reset(&f.manifest, &trust).unwrap();
+        for i in 0..f.manifest.chunks() {
+            staging.put_chunk(&f.chunk(i)).unwrap();
+        }
+        staging.put_proposal(&f.proposal).unwrap();
+        assert!(staging.complete().unwrap());
+        let mut s = Store::open(dir.path(), &g).unwrap();
+        let before: Vec<_> = s
+            .db()
+            .iterator_cf(s.cf(CF_STATE), IteratorMode::Start)
+            .map(|i| i.unwrap())
+            .collect();
+        let e = s.install_snapshot(&staging).unwrap_err();
+        assert!(e.to_string().contains("left out"), "{e}");
+        assert_eq!(s.tip().window, 0);
+        assert_eq!(s.pending_install().unwrap(), None);
+        assert_eq!(s.snapshot_window().unwrap(), None);
+        let after: Vec<_> = s
+            .db()
+            .iterator_cf(s.cf(CF_STATE), IteratorMode::Start)
+            .map(|i| i.unwrap())
+            .collect();
+        assert_eq!(before, after);
     }
 }

@@ -110,6 +110,8 @@ struct Log {
     trust: Option<Trust>,
     /// GetCertificates requests sent.
     certificate_pages: usize,
+    /// Installs refused (staging's `untrusted`).
+    refused: Vec<String>,
 }
 
 struct Sim {
@@ -189,6 +191,7 @@ impl Sim {
                 }
                 Action::Stage(m, t) => {
                     self.log.staged.push(m.window);
+                    self.log.stored.clear();
                     self.log.trust = Some(*t.clone());
                     self.staging.reset(&m, &t).unwrap();
                 }
@@ -209,7 +212,14 @@ impl Sim {
                         self.staging.complete().unwrap(),
                         "install only when complete"
                     );
-                    self.log.installed = Some(window);
+                    // As the runtime does (node/fastsync.rs).
+                    if let Some(why) = self.staging.untrusted().unwrap() {
+                        self.log.refused.push(why.clone());
+                        self.staging.clear().unwrap();
+                        q.extend(s.install_refused(why, now).into_iter().map(|a| (0, a)));
+                    } else {
+                        self.log.installed = Some(window);
+                    }
                 }
                 Action::Demote { peer, reason, .. } => self.log.demoted.push((peer, reason)),
                 Action::Note(n) => self.log.notes.push(n),
@@ -482,11 +492,12 @@ fn a_pruned_snapshot_is_replaced_by_the_newer_one_and_the_node_says_so() {
     let old = fixture(N, 7);
     // The peers moved on: they serve window 107 only (same keys, so the
     // same active set).
-    let mut new = fixture(N + 5, 107);
-    let p = crate::snapshot::format::tests::proposal(&old.keys[0], 107, new.manifest.root);
-    new.manifest.header = p.header.clone();
-    new.manifest.cement = cement(&p, &[&old.keys[0], &old.keys[1], &old.keys[2]]);
-    new.proposal = p;
+    let new = crate::snapshot::format::tests::snapshot_of(
+        N + 5,
+        107,
+        &old.set,
+        &[&old.keys[0], &old.keys[1], &old.keys[2]],
+    );
     let now = Instant::now();
     {
         let mut s = FastSync::new(config(&old), None, now);
@@ -672,4 +683,120 @@ fn two_lying_peers_cannot_get_an_honest_source_blamed() {
         "one snapshot staged, never dropped"
     );
     assert!(sim.log.stored.values().all(|p| *p == 3));
+}
+
+/// G = k0..k3 and S = G + k4 (k4 joined at window 3): sets that overlap,
+/// so that leaving the change out cannot show as a broken certificate.
+fn overlapping() -> (ActiveSet, ActiveSet, Vec<crate::keys::NodeKeys>) {
+    let (s, k) = set_of(5);
+    let joiner = crate::consensus::active::NodeId::of(k[4].verifying_key());
+    let g = ActiveSet::new(
+        s.members()
+            .iter()
+            .filter(|m| m.id != joiner)
+            .cloned()
+            .collect(),
+    )
+    .unwrap();
+    (g, s, k)
+}
+
+/// A hostile server answers discovery with the real newest manifest of
+/// window 7 but its Cement rebuilt from G's precommits only (J's dropped:
+/// G alone is a quorum of G) and serves no certificates, leaving out the
+/// change G -> S of window 3. Every certificate it gave is valid and the
+/// Cement verifies against G, so before the fix the snapshot installed
+/// with G as the tip's set (honest Cements of 7, signed by J, refused
+/// after). Now the state's members (S) are not the set followed (G): the
+/// install is refused, the server demoted (`certificate_missing`), and the
+/// honest server's snapshot installs with S and the certificate of 3.
+#[test]
+fn a_certificate_left_out_is_caught_at_install_and_its_server_blamed() {
+    use crate::snapshot::certificate::tests::certificate;
+    use crate::snapshot::format::tests::snapshot_of;
+    let (g, s, k) = overlapping();
+    let c3 = certificate(&s, 3, &[&k[0], &k[1], &k[2]]);
+    let f = snapshot_of(3 * CHUNK_SIZE, 7, &s, &[&k[0], &k[1], &k[2], &k[4]]);
+    let mut forged = f.manifest.clone();
+    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
+    let mut liar = honest(&f);
+    liar.manifest = Some(forged.encode());
+    let mut good = honest(&f);
+    good.certificates = vec![c3.encode()];
+    let cfg = Config {
+        genesis_set: g.clone(),
+        ..config(&f)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut sync = FastSync::new(cfg, None, now);
+    let mut sim = Sim::new(dir.path(), vec![liar, good]);
+    sim.start(&mut sync, now);
+    assert_eq!(sim.log.refused.len(), 1, "{:?}", sim.log.trust);
+    assert!(
+        sim.log.refused[0].contains("left out"),
+        "{}",
+        sim.log.refused[0]
+    );
+    assert_eq!(sim.log.demoted, vec![(1, "certificate_missing")]);
+    assert_eq!(sync.rejected().get("certificate_missing"), Some(&1));
+    assert_eq!(
+        sim.log.staged,
+        vec![7, 7],
+        "staged again from the honest one"
+    );
+    assert_eq!(sim.log.installed, Some(7));
+    let trust = sim.log.trust.unwrap();
+    assert_eq!(trust.set, s);
+    assert_eq!(trust.certificates, vec![c3]);
+}
+
+/// The certificate of the snapshot window w itself, where the set changed
+/// at w (G cemented w, S holds after it): the sync asks for it, checks the
+/// Cement against G, stages it (so the node serves it on) and installs.
+/// Left out, the install is refused and the server blamed.
+#[test]
+fn a_change_of_the_set_at_the_snapshot_window_is_followed_and_kept() {
+    use crate::consensus::merkle::range_proof;
+    use crate::snapshot::format::tests::snapshot_of;
+    let (g, s, k) = overlapping();
+    let f = snapshot_of(3 * CHUNK_SIZE, 7, &s, &[&k[0], &k[1], &k[2]]);
+    let a = f.entries.iter().position(|e| e.0[0] == b'm').unwrap() - 1;
+    let b = (f.entries.iter().rposition(|e| e.0[0] == b'm').unwrap() + 2).min(f.entries.len());
+    let c7 = Certificate {
+        header: f.proposal.header.clone(),
+        cement: f.manifest.cement.clone(),
+        entries: f.entries.len() as u64,
+        first: a as u64,
+        range: f.entries[a..b].to_vec(),
+        proof: range_proof(&f.leaves, a as u64, b as u64),
+    };
+    let cfg = Config {
+        genesis_set: g.clone(),
+        ..config(&f)
+    };
+    let run = |certs: Vec<Vec<u8>>| {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let mut sync = FastSync::new(cfg.clone(), None, now);
+        let mut p = honest(&f);
+        p.certificates = certs;
+        let mut sim = Sim::new(dir.path(), vec![p]);
+        sim.start(&mut sync, now);
+        (sim.log, sync.rejected().clone())
+    };
+    let (log, rejected) = run(vec![c7.encode()]);
+    assert_eq!(log.installed, Some(7), "{rejected:?} {:?}", log.refused);
+    assert!(log.demoted.is_empty());
+    let trust = log.trust.unwrap();
+    assert_eq!(trust.set, g, "the set that cemented 7");
+    assert_eq!(trust.certificates.len(), 1);
+    assert!(trust.certificates[0] == c7, "the certificate of 7 staged");
+    assert_eq!(trust.state_set(7).unwrap(), s);
+    // Left out: refused, nothing installed, the server blamed.
+    let (log, rejected) = run(vec![]);
+    assert_eq!(log.installed, None);
+    assert_eq!(log.refused.len(), 1);
+    assert_eq!(log.demoted, vec![(1, "certificate_missing")]);
+    assert_eq!(rejected.get("certificate_missing"), Some(&1));
 }
