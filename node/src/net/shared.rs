@@ -243,10 +243,10 @@ impl Shared {
         let (peer, guest) = match remote.genesis {
             Some(id) => (id, false),
             None => match self.guests().assign(remote.node_id) {
-                Some(id) => (id, true),
-                None => {
+                Ok(id) => (id, true),
+                Err(why) => {
                     release(&mut self.gate());
-                    return Err(Refusal::PoolFull);
+                    return Err(why);
                 }
             },
         };
@@ -520,15 +520,17 @@ impl Guests {
     }
 
     /// The id of `node` (its current one, or a free one), held until
-    /// [`Guests::release`].
-    pub fn assign(&mut self, node: NodeId) -> Option<PeerId> {
+    /// [`Guests::release`]. With every id held the connection is refused
+    /// as [`Refusal::GuestsFull`]: a connection of a node outside the
+    /// genesis, which no handshake slot would have admitted either.
+    pub fn assign(&mut self, node: NodeId) -> Result<PeerId, Refusal> {
         if let Some((id, refs)) = self.by_node.get_mut(&node) {
             *refs += 1;
-            return Some(*id);
+            return Ok(*id);
         }
-        let id = self.free.pop_front()?;
+        let id = self.free.pop_front().ok_or(Refusal::GuestsFull)?;
         self.by_node.insert(node, (id, 1));
-        Some(id)
+        Ok(id)
     }
 
     /// Whether `node` holds `id` now.
@@ -613,14 +615,25 @@ mod tests {
         let mut g = Guests::new(4, 3);
         let a = g.assign(node(1)).unwrap();
         assert_eq!(a, PeerId(4));
-        assert_eq!(g.assign(node(1)), Some(a), "the same node, the same id");
+        assert_eq!(g.assign(node(1)), Ok(a), "the same node, the same id");
         g.release(a);
         g.release(a);
         let b = g.assign(node(2)).unwrap();
         assert_ne!(b, a, "not the id just given back");
         let c = g.assign(node(3)).unwrap();
         assert_ne!(c, a);
-        assert_eq!(g.assign(node(4)), Some(a), "only once the others are taken");
-        assert_eq!(g.assign(node(5)), None, "all taken");
+        assert_eq!(g.assign(node(4)), Ok(a), "only once the others are taken");
+        assert!(g.assign(node(5)).is_err(), "all taken");
+    }
+
+    /// Running out of guest ids is a full house of guests, not a full
+    /// handshake pool: counted and logged as `guests_full`.
+    #[test]
+    fn out_of_guest_ids_is_refused_as_guests_full() {
+        let mut g = Guests::new(4, 2);
+        g.assign(node(1)).unwrap();
+        g.assign(node(2)).unwrap();
+        assert_eq!(g.assign(node(3)), Err(Refusal::GuestsFull));
+        assert_eq!(g.assign(node(1)), Ok(PeerId(4)), "a holder keeps its id");
     }
 }
