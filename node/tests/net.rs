@@ -642,6 +642,7 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
             + t.refused_members_full
             + t.refused_guests_full
             + t.refused_rate
+            + t.refused_banned
     );
     assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
     // Hundreds of refusals and failures, at most one line per address.

@@ -125,6 +125,8 @@ pub enum Refusal {
     MembersFull,
     /// This source address started handshakes faster than its rate.
     Rate,
+    /// The node is banned for misbehaviour ([`super::misbehaviour`]).
+    Banned,
 }
 
 impl Refusal {
@@ -135,6 +137,7 @@ impl Refusal {
             Refusal::GuestsFull => "guests_full",
             Refusal::MembersFull => "members_full",
             Refusal::Rate => "rate",
+            Refusal::Banned => "banned",
         }
     }
 }

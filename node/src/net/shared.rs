@@ -30,6 +30,7 @@ use super::discovery::{AddressBook, Addrs, MAX_ADDRS};
 use super::envelope::Envelope;
 use super::gate::{Gate, GuestId, Refusal, Seat, Ticket};
 use super::handshake::{self, HandshakeError, Remote};
+use super::misbehaviour::{Misbehaviour, Offence};
 use super::stats::{Counters, Event};
 use super::{Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink};
 use crate::keys::NodeKeys;
@@ -61,6 +62,13 @@ pub struct NetTotals {
     pub refused_guests_full: u64,
     /// ... because their source address started handshakes over its rate.
     pub refused_rate: u64,
+    /// ... because the node is banned for misbehaviour (inbound and
+    /// dialed connections alike).
+    pub refused_banned: u64,
+    /// Attributable offences the node reported ([`super::misbehaviour`]).
+    pub peer_offences: u64,
+    /// Peers banned for misbehaviour (their connection closed).
+    pub peers_banned: u64,
     /// Guests whose seat went to a guest from a less represented address.
     pub guests_evicted: u64,
     /// Handshakes completed by nodes outside the genesis.
@@ -93,6 +101,9 @@ pub(crate) struct Totals {
     pub refused_members_full: AtomicU64,
     pub refused_guests_full: AtomicU64,
     pub refused_rate: AtomicU64,
+    pub refused_banned: AtomicU64,
+    pub peer_offences: AtomicU64,
+    pub peers_banned: AtomicU64,
     pub guests_evicted: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
@@ -122,6 +133,9 @@ impl Totals {
             refused_members_full: g(&self.refused_members_full),
             refused_guests_full: g(&self.refused_guests_full),
             refused_rate: g(&self.refused_rate),
+            refused_banned: g(&self.refused_banned),
+            peer_offences: g(&self.peer_offences),
+            peers_banned: g(&self.peers_banned),
             guests_evicted: g(&self.guests_evicted),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
@@ -196,6 +210,8 @@ pub(crate) struct Shared {
     pub params: NoiseParams,
     pub totals: Totals,
     pub(super) gate: Mutex<Gate>,
+    /// Offence scores and bans by node id.
+    pub(super) misbehaviour: Mutex<Misbehaviour>,
     /// Connection lines (connected, failed, disconnected): at most one a
     /// minute per address and kind, so that a peer reconnecting in a loop
     /// cannot fill the disk through the log.
@@ -240,6 +256,10 @@ impl Shared {
                 gate.release(t);
             }
         };
+        if self.banned(&remote.node_id) {
+            release(&mut self.gate());
+            return Err(Refusal::Banned);
+        }
         let (peer, guest) = match remote.genesis {
             Some(id) => (id, false),
             None => match self.guests().assign(remote.node_id) {
@@ -306,6 +326,55 @@ impl Shared {
     /// holder had queued must not reach the node as the new holder's.
     pub(super) fn still_sender(&self, peer: PeerId, from: NodeId) -> bool {
         (peer.0 as usize) < self.genesis_len() || self.guests().holds(peer, from)
+    }
+
+    /// Whether `node` is banned for misbehaviour now.
+    pub fn banned(&self, node: &NodeId) -> bool {
+        self.misbehaviour
+            .lock()
+            .expect("misbehaviour lock")
+            .banned(node, Instant::now())
+    }
+
+    /// The node connected as `peer` committed `offence` (see
+    /// [`super::misbehaviour`]): scored against its node id; when that
+    /// bans it, its connection is closed (a line, once per ban). Nobody
+    /// connected as `peer`: nothing to score.
+    pub fn offence(&self, peer: PeerId, offence: Offence) {
+        let Some(link) = self.slots.get(peer.0 as usize).and_then(|s| {
+            let live = s.live.lock().expect("slot lock");
+            live.as_ref().map(|l| l.link.clone())
+        }) else {
+            return;
+        };
+        bump(&self.totals.peer_offences);
+        let member = link.genesis || self.members.contains(&link.node_id);
+        let ban = self
+            .misbehaviour
+            .lock()
+            .expect("misbehaviour lock")
+            .offence(link.node_id, offence, member, Instant::now());
+        let Some(ban) = ban else { return };
+        bump(&self.totals.peers_banned);
+        // Dropping the live connection closes it.
+        let closed = {
+            let mut live = self.slot(peer).live.lock().expect("slot lock");
+            match live.as_ref() {
+                Some(l) if l.link.node_id == link.node_id => live.take(),
+                _ => None,
+            }
+        };
+        drop(closed);
+        warn!(
+            %peer,
+            node_id = %link.node_id,
+            remote = %link.remote,
+            genesis = link.genesis,
+            offence = offence.name(),
+            secs = ban.lasts.as_secs(),
+            strikes = ban.strikes,
+            "peer banned for misbehaviour: disconnected, its connections refused until the ban ends (logged once per ban)"
+        );
     }
 
     fn guests(&self) -> MutexGuard<'_, Guests> {
@@ -482,6 +551,7 @@ impl Shared {
             Refusal::MembersFull => &self.totals.refused_members_full,
             Refusal::GuestsFull => &self.totals.refused_guests_full,
             Refusal::Rate => &self.totals.refused_rate,
+            Refusal::Banned => &self.totals.refused_banned,
         });
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, reason = why.name(), "connection refused (logged once a minute per address)");
