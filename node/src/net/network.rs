@@ -138,6 +138,7 @@ impl Network {
             slots,
             guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
             kicks: Mutex::default(),
+            handshake_kicks: Mutex::default(),
             peers: cfg.peers,
             dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
             members,

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::discovery::{AddressBook, Addrs, MAX_ADDRS};
 use super::envelope::Envelope;
-use super::gate::{Gate, GuestId, Refusal, Seat, Ticket};
+use super::gate::{Gate, GuestId, HandshakeId, Refusal, Seat, Ticket};
 use super::handshake::{self, HandshakeError, Remote};
 use super::misbehaviour::{Misbehaviour, Offence};
 use super::stats::{Counters, Event};
@@ -71,6 +71,9 @@ pub struct NetTotals {
     pub peers_banned: u64,
     /// Guests whose seat went to a guest from a less represented address.
     pub guests_evicted: u64,
+    /// Handshakes in progress whose pool slot went to a socket from a less
+    /// represented address.
+    pub handshakes_evicted: u64,
     /// Handshakes completed by nodes outside the genesis.
     pub joiner_handshakes: u64,
     /// Address lists ignored: over the rate, or malformed.
@@ -105,6 +108,7 @@ pub(crate) struct Totals {
     pub peer_offences: AtomicU64,
     pub peers_banned: AtomicU64,
     pub guests_evicted: AtomicU64,
+    pub handshakes_evicted: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
     pub addrs_out_of_scope: AtomicU64,
@@ -137,6 +141,7 @@ impl Totals {
             peer_offences: g(&self.peer_offences),
             peers_banned: g(&self.peers_banned),
             guests_evicted: g(&self.guests_evicted),
+            handshakes_evicted: g(&self.handshakes_evicted),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
             addrs_out_of_scope: g(&self.addrs_out_of_scope),
@@ -223,6 +228,9 @@ pub(crate) struct Shared {
     /// Per guest seat, the signal that closes its connection when the
     /// gate evicts it (always locked after the gate, never before).
     pub(super) kicks: Mutex<HashMap<GuestId, oneshot::Sender<()>>>,
+    /// Per handshake in the pool, the signal that ends it when the gate
+    /// evicts it (locked after the gate, like `kicks`).
+    pub(super) handshake_kicks: Mutex<HashMap<HandshakeId, oneshot::Sender<()>>>,
     pub members: MemberSet,
     /// Nodes outside the genesis: the addresses they may dial.
     pub(super) book: Option<Mutex<AddressBook>>,

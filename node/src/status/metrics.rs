@@ -300,6 +300,12 @@ pub fn render(s: &StatusSnapshot) -> String {
     );
     counter(
         &mut reg,
+        "net_handshakes_evicted",
+        "Handshakes in progress whose pool slot went to a socket from a less represented address",
+        n.handshakes_evicted,
+    );
+    counter(
+        &mut reg,
         "net_guests_evicted",
         "Guests whose seat went to a guest from a less represented address",
         n.guests_evicted,
