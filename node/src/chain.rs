@@ -143,6 +143,9 @@ pub enum Reject {
     WrongProposer,
     WrongNetwork,
     BadSignature,
+    /// The maker's signature of a proposal (inside a Propose, or fetched);
+    /// counted as `bad_signature`.
+    BadMakerSignature,
     WrongParams(String),
     WrongWindow {
         expected: u64,
@@ -173,7 +176,7 @@ impl Reject {
         match self {
             Reject::WrongProposer => "wrong_proposer",
             Reject::WrongNetwork => "wrong_network",
-            Reject::BadSignature => "bad_signature",
+            Reject::BadSignature | Reject::BadMakerSignature => "bad_signature",
             Reject::WrongParams(_) => "wrong_params",
             Reject::WrongWindow { .. } => "wrong_window",
             Reject::WrongPrevious => "wrong_previous",
@@ -187,6 +190,35 @@ impl Reject {
     }
 }
 
+impl Reject {
+    /// The offence of the peer that sent a message of type `msg_type`
+    /// refused for this reason, if no honest node sends or forwards such a
+    /// message whatever its view ([`crate::net::misbehaviour`]): a Vote,
+    /// Propose or Beacon whose own signature fails (checked before any
+    /// forward, `Chain::passing` included; keys are bound to node ids, so
+    /// no active set makes it valid), and a Vote, Propose, Beacon or
+    /// Cement for another network (checked first, everywhere). Not: a
+    /// proposal's maker's signature (a Propose held for the next window is
+    /// forwarded with only its own signature checked), a Cement's
+    /// precommits or form (a Cement with no room is forwarded before
+    /// `check_cement`), candidate proofs and registrations (a non-member
+    /// forwards them unchecked), a proof's VDF (forwarded before it is
+    /// verified), nor anything that depends on the window, round, tip or
+    /// active set this node is at.
+    pub fn offence(&self, msg_type: u8) -> Option<crate::net::misbehaviour::Offence> {
+        use crate::messages::{MSG_BEACON, MSG_CEMENT, MSG_PROPOSE, MSG_VOTE};
+        use crate::net::misbehaviour::Offence;
+        match (msg_type, self) {
+            (MSG_PROPOSE | MSG_BEACON, Reject::BadSignature)
+            | (MSG_VOTE, Reject::Vote("vote_bad_signature")) => Some(Offence::BadSignature),
+            (MSG_PROPOSE | MSG_BEACON, Reject::WrongNetwork)
+            | (MSG_VOTE, Reject::Vote("vote_wrong_network"))
+            | (MSG_CEMENT, Reject::Cement("cement_wrong_network")) => Some(Offence::WrongNetwork),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Reject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -195,6 +227,7 @@ impl std::fmt::Display for Reject {
             }
             Reject::WrongNetwork => f.write_str("for another network"),
             Reject::BadSignature => f.write_str("bad signature"),
+            Reject::BadMakerSignature => f.write_str("bad signature of the proposal's maker"),
             Reject::WrongParams(why) => write!(f, "wrong parameters: {why}"),
             Reject::WrongWindow { expected, got } => {
                 write!(f, "wrong window: expected {expected}, got {got}")
@@ -1892,8 +1925,11 @@ impl Chain {
         }
         self.signature_checks += 2;
         let set = self.state.active();
-        if !m.signed_in(set) || !Self::proposal_signed(set, &m.proposal) {
+        if !m.signed_in(set) {
             return self.reject(peer, k.window, Reject::BadSignature, out);
+        }
+        if !Self::proposal_signed(set, &m.proposal) {
+            return self.reject(peer, k.window, Reject::BadMakerSignature, out);
         }
         if let Some(peer) = peer {
             self.claims.entry(peer).or_default();
@@ -3297,7 +3333,7 @@ impl Chain {
         if let Some(key) = maker {
             self.signature_checks += 1;
             if !p.signed_by(&key) {
-                self.reject(peer, w, Reject::BadSignature, out);
+                self.reject(peer, w, Reject::BadMakerSignature, out);
                 return false;
             }
         }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{small_plan, Cluster};
 use montana_node::keys::NodeKeys;
 use montana_node::messages::{Message, MSG_GET_PROPOSALS, MSG_PROPOSALS, MSG_PROPOSE, MSG_TIP};
-use montana_node::net::{Envelope, Limits, NetConfig, Network, PeerId, PeerInfo};
+use montana_node::net::{Envelope, Limits, NetConfig, NetError, Network, PeerId, PeerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every genesis peer of a plan as the transport sees it.
@@ -162,7 +162,7 @@ fn a_replayed_handshake_is_refused() {
 /// running nodes, so they are a quorum of the four once windows are
 /// cemented.)
 #[test]
-fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
+fn malformed_messages_from_a_genesis_peer_are_counted_and_a_flood_bans_it() {
     let dir = common::tempdir();
     let plan = small_plan(dir.path(), 4);
     let listen = plan.nodes[3].address;
@@ -221,19 +221,11 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
             ),
         ),
     ];
-    // Then a flood of one of them: counted each, logged once a minute per
-    // peer (a hostile peer must not fill the disk through the log).
-    const FLOOD: u64 = 2_000;
-    let counted = bad.len() as u64 + FLOOD;
+    // Seven: 70 points of misbehaviour, short of a ban (100).
+    let counted = bad.len() as u64;
     for (what, env) in bad {
         peer.send(PeerId(0), env)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-    }
-    for _ in 0..FLOOD {
-        let env = Envelope::new(MSG_TIP, 2, 0, tip.clone());
-        while peer.send(PeerId(0), env.clone()).is_err() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
     // Unknown types (a future protocol's) are not an offence.
     for t in [99u8, 255] {
@@ -246,18 +238,150 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_ignored() {
     });
     let w = c.window(0);
     c.wait_until("node0 going on", 30, |c| c.window(0) > w + 2);
-    std::thread::sleep(Duration::from_millis(500));
     let s = c.state(0).unwrap();
     assert_eq!(s["rejected"]["malformed"], counted, "{s}");
+    assert_eq!(s["net"]["peer_offences"], counted, "{s}");
+    assert_eq!(s["net"]["peers_banned"], 0, "{s}");
     assert_eq!(peer.connected(), everyone, "still connected");
+    // Then a flood: counted each, logged once a minute per peer (a hostile
+    // peer must not fill the disk through the log), until the peer is
+    // banned: disconnected, and not redialed while the ban lasts.
+    let mut sent = 0u64;
+    loop {
+        match peer.send(PeerId(0), Envelope::new(MSG_TIP, 2, 0, tip.clone())) {
+            Ok(()) => sent += 1,
+            Err(NetError::QueueFull(_)) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                assert!(matches!(e, NetError::NotConnected(_)), "{e}");
+                break;
+            }
+        }
+        assert!(sent < 100_000, "never disconnected");
+    }
+    c.wait_until("the ban counted", 30, |c| {
+        c.state(0)
+            .is_some_and(|s| s["net"]["peers_banned"].as_u64() == Some(1))
+    });
+    let w = c.window(0);
+    c.wait_until("node0 going on", 30, |c| c.window(0) > w + 2);
+    let s = c.state(0).unwrap();
+    let malformed = s["rejected"]["malformed"].as_u64().unwrap();
+    assert!(
+        (counted + 3..counted + 3 + 20).contains(&malformed),
+        "the flood cut short at the ban (a few in flight): {malformed} of {}",
+        counted + sent
+    );
+    assert_eq!(
+        peer.connected(),
+        vec![PeerId(1), PeerId(2)],
+        "node0 closed us"
+    );
     let log = c.log(0);
     assert_eq!(
         log.matches("malformed message").count(),
         1,
         "one line a minute from one peer: {log}"
     );
+    assert_eq!(
+        log.matches("peer banned for misbehaviour").count(),
+        1,
+        "one line per ban: {log}"
+    );
     rt.block_on(peer.shutdown());
     for i in 0..3 {
+        c.terminate(i);
+    }
+}
+
+/// A genesis peer sending forged votes (a member's id, a signature of
+/// garbage) is banned: its connection closed and its redials refused
+/// while the ban lasts. The honest peers, which relay every genuine
+/// message to one another and to it, are never banned.
+#[test]
+fn a_peer_sending_forged_votes_is_banned_and_honest_relays_are_not() {
+    use montana_node::consensus::agreement::VoteKind;
+    use montana_node::consensus::vote::{Vote, VoteKey};
+    use montana_node::net::NodeId;
+    let dir = common::tempdir();
+    let plan = small_plan(dir.path(), 4);
+    // Node 2 in this process: it dials node 3 (the lower id dials), so its
+    // redials after the ban reach node 3's admission.
+    let listen = plan.nodes[2].address;
+    let cfg = as_network_config(&plan, 2, listen);
+    let network_id = plan.genesis.network_id();
+    let signer = NodeId::of(&peer_infos(&plan)[1].signing_public);
+    let mut c = Cluster::new(plan);
+    for i in [3, 1, 0] {
+        c.start(i, &[]);
+    }
+    let rt = rt();
+    let (peer, _rx) = rt.block_on(Network::start(cfg)).unwrap();
+    let others = vec![PeerId(0), PeerId(1), PeerId(3)];
+    c.wait_until("node0 proposing with node2 connected", 90, |c| {
+        c.window(0) >= 2 && peer.connected() == others
+    });
+    // Forged votes for the next window (checked there before being held),
+    // each of its own round (no copy dropped unchecked), until node 3
+    // closes the connection.
+    let mut forged = 0u32;
+    while peer.connected().contains(&PeerId(3)) {
+        assert!(forged < 64, "never disconnected");
+        let v = Vote {
+            key: VoteKey {
+                kind: VoteKind::Prevote,
+                network_id,
+                window: c.state(3).map_or(0, |s| common::u64_field(&s, "cemented")) + 1,
+                round: forged,
+                value: None,
+                signer,
+            },
+            signature: vec![0x5A; montana_node::keys::SIGNATURE_LEN],
+        };
+        let m = Message::Vote(Box::new(v));
+        if peer
+            .send(
+                PeerId(3),
+                Envelope::new(
+                    m.msg_type(),
+                    montana_node::messages::MSG_VERSION,
+                    0,
+                    m.encode(),
+                ),
+            )
+            .is_ok()
+        {
+            forged += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(forged >= 4, "four forged votes ban: {forged}");
+    c.wait_until("node 3 refuses node 2's redials", 30, |c| {
+        c.state(3).is_some_and(|s| {
+            s["net"]["peers_banned"].as_u64() == Some(1)
+                && s["net"]["refused_banned"].as_u64() >= Some(1)
+        })
+    });
+    let w = c.window(3);
+    c.wait_until("node 3 going on", 60, |c| c.window(3) > w + 2);
+    let s = c.state(3).unwrap();
+    assert!(
+        s["rejected"]["vote_bad_signature"].as_u64() >= Some(4),
+        "{s}"
+    );
+    assert!(!peer.connected().contains(&PeerId(3)), "still refused");
+    assert_eq!(peer.connected(), vec![PeerId(0), PeerId(1)]);
+    for i in [0, 1] {
+        let s = c.state(i).unwrap();
+        assert_eq!(s["net"]["peers_banned"], 0, "node{i}: {s}");
+        assert_eq!(s["net"]["peer_offences"], 0, "node{i}: {s}");
+    }
+    assert_eq!(
+        c.log(3).matches("peer banned for misbehaviour").count(),
+        1,
+        "one line per ban"
+    );
+    rt.block_on(peer.shutdown());
+    for i in [0, 1, 3] {
         c.terminate(i);
     }
 }

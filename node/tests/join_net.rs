@@ -547,6 +547,7 @@ async fn a_guest_flood_does_not_keep_a_restarting_genesis_peer_out_and_the_log_s
             + t.refused_members_full
             + t.refused_guests_full
             + t.refused_rate
+            + t.refused_banned
     );
     // Hundreds of refusals and failures from 30 addresses: at most one
     // line per address (a minute has not passed).

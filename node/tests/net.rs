@@ -634,7 +634,10 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
         let _ = t.await;
     }
     let t = b.totals();
-    assert!(t.refused_per_ip > 0 && t.refused_pool_full > 0, "{t:?}");
+    // (A source holding two handshakes gives one way to a newcomer from a
+    // source holding none, so the pool settles at one per source and the
+    // per-address bound is seldom what refuses.)
+    assert!(t.refused_pool_full > 0, "{t:?}");
     assert_eq!(
         t.inbound_refused,
         t.refused_per_ip
@@ -642,6 +645,7 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
             + t.refused_members_full
             + t.refused_guests_full
             + t.refused_rate
+            + t.refused_banned
     );
     assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
     // Hundreds of refusals and failures, at most one line per address.

@@ -2748,3 +2748,111 @@ fn a_member_cannot_make_every_node_forward_endless_messages() {
     assert!(!passes(&mut c, v(5, 1)));
     assert_eq!(c.early.len(), held + 2);
 }
+
+/// The audit of which rejections are offences of the peer that sent the
+/// message (net::misbehaviour): only what no honest node sends or forwards
+/// whatever its view; nothing that depends on the window, round, tip or
+/// set, nothing an honest node forwards before the check that failed.
+#[test]
+fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
+    use crate::messages::{
+        MSG_BEACON, MSG_CANDIDATE_PROOF, MSG_CEMENT, MSG_CEMENTS, MSG_PROPOSALS, MSG_PROPOSE,
+        MSG_REGISTRATION, MSG_VOTE,
+    };
+    use crate::net::misbehaviour::Offence;
+    let offences = [
+        (
+            MSG_VOTE,
+            Reject::Vote("vote_bad_signature"),
+            Offence::BadSignature,
+        ),
+        (MSG_PROPOSE, Reject::BadSignature, Offence::BadSignature),
+        (MSG_BEACON, Reject::BadSignature, Offence::BadSignature),
+        (
+            MSG_VOTE,
+            Reject::Vote("vote_wrong_network"),
+            Offence::WrongNetwork,
+        ),
+        (MSG_PROPOSE, Reject::WrongNetwork, Offence::WrongNetwork),
+        (MSG_BEACON, Reject::WrongNetwork, Offence::WrongNetwork),
+        (
+            MSG_CEMENT,
+            Reject::Cement("cement_wrong_network"),
+            Offence::WrongNetwork,
+        ),
+    ];
+    for (t, r, o) in offences {
+        assert_eq!(r.offence(t), Some(o), "{t} {r:?}");
+    }
+    let h = Hash32([1; 32]);
+    let not = [
+        // A Propose held for the next window is forwarded with only its
+        // own signature checked; a fetched proposal's maker may be unknown
+        // to the node that served it.
+        (MSG_PROPOSE, Reject::BadMakerSignature),
+        (MSG_PROPOSALS, Reject::BadMakerSignature),
+        (MSG_PROPOSE, Reject::BadCheckpoint { segment: 0 }),
+        (MSG_PROPOSE, Reject::WrongProposer),
+        (MSG_PROPOSE, Reject::WrongPrevious),
+        (MSG_PROPOSE, Reject::WrongParams(String::new())),
+        (MSG_PROPOSE, Reject::UnknownBundle),
+        (
+            MSG_PROPOSE,
+            Reject::WrongWindow {
+                expected: 1,
+                got: 2,
+            },
+        ),
+        (
+            MSG_PROPOSE,
+            Reject::WrongStateRoot {
+                expected: h,
+                got: h,
+            },
+        ),
+        (MSG_PROPOSE, Reject::Candidate("candidate_too_many")),
+        (MSG_VOTE, Reject::Vote("vote_non_member")),
+        (MSG_VOTE, Reject::Vote("vote_wrong_round")),
+        (MSG_VOTE, Reject::Vote("vote_wrong_window")),
+        (MSG_VOTE, Reject::Vote("vote_duplicate")),
+        (MSG_VOTE, Reject::Vote("vote_conflicting")),
+        // A Cement with no room is forwarded before its precommits are
+        // checked.
+        (MSG_CEMENT, Reject::Cement("cement_bad_signature")),
+        (MSG_CEMENT, Reject::Cement("cement_malformed")),
+        (MSG_CEMENT, Reject::Cement("cement_non_member")),
+        (MSG_CEMENTS, Reject::Cement("cement_bad_signature")),
+        (
+            MSG_CEMENT,
+            Reject::CementConflict {
+                ours: [0; 32],
+                theirs: h,
+            },
+        ),
+        // A non-member forwards candidate proofs and registrations unchecked.
+        (
+            MSG_CANDIDATE_PROOF,
+            Reject::Candidate("candidate_bad_signature"),
+        ),
+        (
+            MSG_CANDIDATE_PROOF,
+            Reject::Candidate("candidate_wrong_network"),
+        ),
+        (
+            MSG_CANDIDATE_PROOF,
+            Reject::Candidate("candidate_bad_proof"),
+        ),
+        (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_late")),
+        (
+            MSG_REGISTRATION,
+            Reject::Candidate("registration_bad_signature"),
+        ),
+        // A reason of one kind on another message (a held one) is not
+        // this message's.
+        (MSG_VOTE, Reject::BadSignature),
+        (MSG_CEMENT, Reject::Vote("vote_bad_signature")),
+    ];
+    for (t, r) in not {
+        assert_eq!(r.offence(t), None, "{t} {r:?}");
+    }
+}

@@ -120,8 +120,9 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: PeerId) {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = sleep(wait) => {}
         }
-        if shared.link(peer).is_some() || !room_for(&shared, &node) {
-            // Connected by another way, or every slot taken: look again soon.
+        if shared.link(peer).is_some() || !room_for(&shared, &node) || shared.banned(&node) {
+            // Connected by another way, every slot taken, or banned for
+            // misbehaviour: look again soon.
             wait = jittered(BACKOFF_MIN * 2);
             continue;
         }

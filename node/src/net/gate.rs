@@ -14,7 +14,15 @@
 //!   ids) may run that many handshakes plus one outside the pool, so idle
 //!   sockets from elsewhere can never lock a genesis peer out of its
 //!   handshake (on a shared host or NAT the allowance is shared with
-//!   whoever else uses that address).
+//!   whoever else uses that address). When the pool is full, a newcomer
+//!   takes the slot of the oldest handshake of the source address holding
+//!   the most (ties: the one whose oldest is oldest), if that source holds
+//!   at least two more than the newcomer's (the guests' rule below; the
+//!   caller ends the evicted handshake, [`Gate::take_evicted`]); otherwise
+//!   it is refused ([`Refusal::PoolFull`]). Two addresses reopening idle
+//!   sockets, each freed only by the deadline, kept the pool full against
+//!   every joiner and member outside the genesis; filling it now takes as
+//!   many source addresses as it has slots.
 //! - Guest seats: every established connection of a non-member holds one
 //!   of [`guest_seats`] seats (as many as the handshake pool), at most
 //!   [`PER_IP`] from one source address. Guests authenticated, so no
@@ -125,6 +133,8 @@ pub enum Refusal {
     MembersFull,
     /// This source address started handshakes faster than its rate.
     Rate,
+    /// The node is banned for misbehaviour ([`super::misbehaviour`]).
+    Banned,
 }
 
 impl Refusal {
@@ -135,6 +145,7 @@ impl Refusal {
             Refusal::GuestsFull => "guests_full",
             Refusal::MembersFull => "members_full",
             Refusal::Rate => "rate",
+            Refusal::Banned => "banned",
         }
     }
 }
@@ -144,8 +155,12 @@ impl Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ticket {
     Reserved(IpAddr),
-    General(IpAddr),
+    /// A slot of the pool: the source, and the handshake's identity.
+    General(IpAddr, HandshakeId),
 }
+
+/// A handshake in the pool: the order in which handshakes started.
+pub type HandshakeId = u64;
 
 /// A guest seat's identity: the order in which guests were seated.
 pub type GuestId = u64;
@@ -210,8 +225,11 @@ pub struct Gate {
     pool: usize,
     seats: usize,
     /// General handshakes in progress (in the pool), in all and per source.
-    pending: usize,
+    pending: BTreeMap<HandshakeId, IpAddr>,
     pending_per: HashMap<IpAddr, usize>,
+    next_handshake: HandshakeId,
+    /// The handshake the last [`Gate::admit`] evicted, if any.
+    evicted: Option<HandshakeId>,
     allowance: HashMap<IpAddr, usize>,
     reserved: HashMap<IpAddr, usize>,
     /// Guest seats by id (the oldest first), and per source.
@@ -240,8 +258,10 @@ impl Gate {
             max_peers,
             pool: pool_size(max_peers),
             seats: guest_seats(max_peers),
-            pending: 0,
+            pending: BTreeMap::new(),
             pending_per: HashMap::new(),
+            next_handshake: 0,
+            evicted: None,
             allowance,
             reserved: HashMap::new(),
             guests: BTreeMap::new(),
@@ -288,12 +308,14 @@ impl Gate {
         let ip = source(ip);
         let allowed = self.allowance.get(&ip).copied().unwrap_or(0);
         let reserved = self.reserved.get(&ip).copied().unwrap_or(0) < allowed;
+        let mut victim = None;
         if !reserved {
-            if self.pending_per.get(&ip).copied().unwrap_or(0) >= PER_IP {
+            let held = self.pending_per.get(&ip).copied().unwrap_or(0);
+            if held >= PER_IP {
                 return Err(Refusal::PerIp);
             }
-            if self.pending >= self.pool {
-                return Err(Refusal::PoolFull);
+            if self.pending.len() >= self.pool {
+                victim = Some(self.oldest_of_most(held).ok_or(Refusal::PoolFull)?);
             }
         }
         if !self.rate.allow(ip, now) {
@@ -303,18 +325,47 @@ impl Gate {
             *self.reserved.entry(ip).or_insert(0) += 1;
             return Ok(Ticket::Reserved(ip));
         }
-        self.pending += 1;
+        if let Some(v) = victim {
+            let src = self.pending[&v];
+            self.release(Ticket::General(src, v));
+        }
+        self.evicted = victim;
+        let id = self.next_handshake;
+        self.next_handshake += 1;
+        self.pending.insert(id, ip);
         *self.pending_per.entry(ip).or_insert(0) += 1;
-        Ok(Ticket::General(ip))
+        Ok(Ticket::General(ip, id))
+    }
+
+    /// The handshake the last [`Gate::admit`] evicted for its newcomer
+    /// (its slot is gone; the caller ends it), once.
+    pub fn take_evicted(&mut self) -> Option<HandshakeId> {
+        self.evicted.take()
+    }
+
+    /// The handshake to evict from a full pool for a newcomer whose source
+    /// holds `held`: the oldest of the source holding most, if that is at
+    /// least `held + 2` (ties: the source whose oldest is oldest).
+    fn oldest_of_most(&self, held: usize) -> Option<HandshakeId> {
+        let most = self.pending_per.values().copied().max()?;
+        if most < held + 2 {
+            return None;
+        }
+        self.pending
+            .iter()
+            .find(|(_, ip)| self.pending_per[*ip] == most)
+            .map(|(id, _)| *id)
     }
 
     /// The handshake ended.
     pub fn release(&mut self, t: Ticket) {
         match t {
             Ticket::Reserved(ip) => dec(&mut self.reserved, ip),
-            Ticket::General(ip) => {
-                self.pending -= 1;
-                dec(&mut self.pending_per, ip);
+            Ticket::General(ip, id) => {
+                // (An evicted handshake's slot is gone already.)
+                if self.pending.remove(&id).is_some() {
+                    dec(&mut self.pending_per, ip);
+                }
             }
         }
     }
@@ -394,7 +445,7 @@ impl Gate {
 
     /// Handshakes in progress: in the pool, and reserved.
     pub fn in_progress(&self) -> usize {
-        self.pending + self.reserved.values().sum::<usize>()
+        self.pending.len() + self.reserved.values().sum::<usize>()
     }
 
     /// Whether to log an event from `ip` now: at most once per
@@ -435,20 +486,22 @@ mod tests {
         assert_eq!(g.pool(), 16);
         assert_eq!(Gate::new(1, []).pool(), 4);
         let a = g.admit(ip(1), now).unwrap();
-        g.admit(ip(1), now).unwrap();
+        let b = g.admit(ip(1), now).unwrap();
         assert_eq!(g.admit(ip(1), now), Err(Refusal::PerIp));
+        g.release(b);
         let mut held = vec![a];
-        for i in 2..=15 {
+        for i in 2..=16 {
             held.push(g.admit(ip(i), now).unwrap());
         }
         assert_eq!(g.in_progress(), 16);
+        // Nobody holds two: nobody gives way.
         assert_eq!(g.admit(ip(99), now), Err(Refusal::PoolFull));
         g.release(held.pop().unwrap());
         assert!(g.admit(ip(99), now).is_ok());
         // Released per-IP slots come back.
         assert_eq!(g.admit(ip(200), now), Err(Refusal::PoolFull));
         g.release(a);
-        assert_eq!(g.admit(ip(1), now), Ok(Ticket::General(ip(1))));
+        assert!(matches!(g.admit(ip(1), now), Ok(Ticket::General(a, _)) if a == ip(1)));
         assert_eq!(g.in_progress(), 16);
     }
 
@@ -535,6 +588,63 @@ mod tests {
         assert_eq!(g.admit(peer, now), Err(Refusal::PoolFull));
         g.release(t[0]);
         assert_eq!(g.admit(peer, now), Ok(Ticket::Reserved(peer)));
+    }
+
+    /// Two source addresses reopening idle sockets (each freed by the
+    /// handshake deadline) kept the pool full for good: a joiner or a member
+    /// outside the genesis could not start a handshake. Now a newcomer from
+    /// an address holding none takes the place of the oldest handshake of
+    /// the address holding most (two); an address holding one does not, so
+    /// the evicted source cannot take its place back at once.
+    #[test]
+    fn two_sources_reopening_idle_sockets_lock_nobody_out_of_the_pool() {
+        let now = Instant::now();
+        let mut g = Gate::new(16, []);
+        assert_eq!(g.pool(), 4);
+        let mut idle = Vec::new();
+        for i in [1, 1, 2, 2] {
+            idle.push(g.admit(ip(i), now).unwrap());
+            assert_eq!(g.take_evicted(), None);
+        }
+        // A newcomer gets in, in place of ip(1)'s oldest.
+        let t = g
+            .admit(ip(3), now)
+            .expect("the newcomer starts its handshake");
+        let Ticket::General(_, oldest) = idle[0] else {
+            panic!()
+        };
+        assert_eq!(g.take_evicted(), Some(oldest));
+        assert_eq!(g.take_evicted(), None, "once");
+        assert_eq!(g.in_progress(), 4);
+        // The evicted handshake's end gives nothing back twice.
+        g.release(idle[0]);
+        assert_eq!(g.in_progress(), 4);
+        // ip(1) holds one now, as many as ip(3): it cannot take a place
+        // back; ip(2) still holds two, so another newcomer gets in.
+        assert_eq!(g.admit(ip(1), now), Err(Refusal::PoolFull));
+        g.admit(ip(4), now).expect("a second newcomer");
+        let Ticket::General(_, oldest_of_2) = idle[2] else {
+            panic!()
+        };
+        assert_eq!(g.take_evicted(), Some(oldest_of_2));
+        // Everyone holds one: full, nobody evicted.
+        assert_eq!(g.admit(ip(5), now), Err(Refusal::PoolFull));
+        assert_eq!(g.take_evicted(), None);
+        // The newcomer's handshake ends normally.
+        g.release(t);
+        assert_eq!(g.in_progress(), 3);
+        // A socket over its rate evicts nobody.
+        let mut g = Gate::new(16, []);
+        for _ in 0..HANDSHAKE_BURST {
+            let t = g.admit(ip(9), now).unwrap();
+            g.release(t);
+        }
+        for i in [1, 1, 2, 2] {
+            g.admit(ip(i), now).unwrap();
+        }
+        assert_eq!(g.admit(ip(9), now), Err(Refusal::Rate));
+        assert_eq!(g.take_evicted(), None);
+        assert_eq!(g.in_progress(), 4);
     }
 
     /// Two source addresses holding two idle guests each (authenticated:

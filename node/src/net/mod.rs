@@ -21,6 +21,9 @@
 //!   exponential backoff and jitter, members in random order), both bounded.
 //! - [`discovery`]: address lists exchanged between peers, and the bounded
 //!   address book a node outside the genesis dials from.
+//! - [`misbehaviour`]: the offences a peer is scored for (what no honest
+//!   node sends or forwards), and the bans that close its connection and
+//!   refuse it for a back-off (sans-IO; the node reports offences).
 //! - [`relay`]: a bounded seen-cache deciding what to forward to whom
 //!   (sans-IO; the node calls it).
 //! - [`shared`]: per-peer slots, totals and signals the tasks share.
@@ -51,6 +54,7 @@ pub mod envelope;
 pub mod frame;
 pub mod gate;
 pub mod handshake;
+pub mod misbehaviour;
 pub mod network;
 pub mod peer;
 pub mod relay;

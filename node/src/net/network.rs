@@ -32,6 +32,7 @@ use super::discovery::{AddressBook, Source, MAX_BOOK};
 use super::envelope::{Envelope, HEADER_LEN};
 use super::gate::{guest_seats, Gate};
 use super::handshake;
+use super::misbehaviour::{Misbehaviour, Offence};
 use super::shared::{bump, Delivery, Guests, NetTotals, Shared, Slot, Totals};
 use super::{
     dialer, server, Inbound, LinkEvent, MemberSet, NetConfig, NetError, NodeId, PeerId, PeerLink,
@@ -137,6 +138,7 @@ impl Network {
             slots,
             guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
             kicks: Mutex::default(),
+            handshake_kicks: Mutex::default(),
             peers: cfg.peers,
             dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
             members,
@@ -147,6 +149,7 @@ impl Network {
             params,
             totals: Totals::default(),
             gate: Mutex::new(gate),
+            misbehaviour: Mutex::new(Misbehaviour::new()),
             conn_log: Mutex::new(crate::lograte::LogRate::per_minute()),
             shutdown: watch::Sender::new(false),
             next_conn: AtomicU64::new(0),
@@ -183,6 +186,18 @@ impl Network {
             },
             rx,
         ))
+    }
+
+    /// The node connected as `peer` committed `offence`: scored, and
+    /// banned (disconnected, then refused) at the threshold
+    /// ([`super::misbehaviour`]).
+    pub fn offence(&self, peer: PeerId, offence: Offence) {
+        self.shared.offence(peer, offence);
+    }
+
+    /// Whether `node` is banned for misbehaviour now.
+    pub fn banned(&self, node: &NodeId) -> bool {
+        self.shared.banned(node)
     }
 
     /// Queues `env` for `peer` without waiting. A full queue (in envelopes
@@ -493,6 +508,11 @@ async fn deliver(
         } = d;
         if !shared.still_sender(inbound.peer, from) {
             debug!(peer = %inbound.peer, "message of a connection whose id went to another node; dropped");
+            continue;
+        }
+        if shared.banned(&from) {
+            // Queued before its ban: it would cost decoding and signature
+            // checks for nothing.
             continue;
         }
         tokio::select! {

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::time::{sleep, timeout, Duration};
 use tracing::{debug, warn};
 
@@ -41,16 +42,35 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let admitted = shared.gate().admit(remote.ip(), std::time::Instant::now());
+        let mut gate = shared.gate();
+        let admitted = gate.admit(remote.ip(), std::time::Instant::now());
         match admitted {
             Ok(ticket) => {
+                // Under the gate's lock, so that an eviction never misses
+                // a handshake whose signal is not registered yet.
+                let mut kicks = shared.handshake_kicks.lock().expect("kick lock");
+                let (tx, evicted) = oneshot::channel();
+                if let Ticket::General(_, id) = ticket {
+                    kicks.insert(id, tx);
+                }
+                if let Some(victim) = gate.take_evicted() {
+                    bump(&shared.totals.handshakes_evicted);
+                    if let Some(kick) = kicks.remove(&victim) {
+                        let _ = kick.send(());
+                    }
+                }
+                drop(kicks);
+                drop(gate);
                 let held = Held {
                     shared: shared.clone(),
                     ticket: Some(ticket),
                 };
-                shared.spawn(serve_inbound(shared.clone(), stream, remote, held));
+                shared.spawn(serve_inbound(shared.clone(), stream, remote, held, evicted));
             }
-            Err(why) => shared.refused(remote, why),
+            Err(why) => {
+                drop(gate);
+                shared.refused(remote, why)
+            }
         }
     }
 }
@@ -64,7 +84,15 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
-            self.shared.gate().release(t);
+            let mut gate = self.shared.gate();
+            gate.release(t);
+            if let Ticket::General(_, id) = t {
+                self.shared
+                    .handshake_kicks
+                    .lock()
+                    .expect("kick lock")
+                    .remove(&id);
+            }
         }
     }
 }
@@ -74,13 +102,24 @@ async fn serve_inbound(
     mut stream: TcpStream,
     remote: SocketAddr,
     mut held: Held,
+    evicted: oneshot::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown_signal();
     let ctx = shared.handshake_context();
     let deadline = shared.limits.handshake_timeout.min(HANDSHAKE_DEADLINE);
+    // (A sender dropped unsent: a reserved ticket, never evicted.)
+    let evicted = async {
+        if evicted.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => return,
+        _ = evicted => {
+            debug!(%remote, "handshake pool full: the oldest handshake of the address holding most evicted");
+            return;
+        }
         r = timeout(deadline, handshake::respond(&mut stream, &ctx)) => r,
     };
     let session = match result {

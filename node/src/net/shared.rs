@@ -28,8 +28,9 @@ use tracing::{debug, info, warn};
 
 use super::discovery::{AddressBook, Addrs, MAX_ADDRS};
 use super::envelope::Envelope;
-use super::gate::{Gate, GuestId, Refusal, Seat, Ticket};
+use super::gate::{Gate, GuestId, HandshakeId, Refusal, Seat, Ticket};
 use super::handshake::{self, HandshakeError, Remote};
+use super::misbehaviour::{Misbehaviour, Offence};
 use super::stats::{Counters, Event};
 use super::{Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink};
 use crate::keys::NodeKeys;
@@ -61,8 +62,18 @@ pub struct NetTotals {
     pub refused_guests_full: u64,
     /// ... because their source address started handshakes over its rate.
     pub refused_rate: u64,
+    /// ... because the node is banned for misbehaviour (inbound and
+    /// dialed connections alike).
+    pub refused_banned: u64,
+    /// Attributable offences the node reported ([`super::misbehaviour`]).
+    pub peer_offences: u64,
+    /// Peers banned for misbehaviour (their connection closed).
+    pub peers_banned: u64,
     /// Guests whose seat went to a guest from a less represented address.
     pub guests_evicted: u64,
+    /// Handshakes in progress whose pool slot went to a socket from a less
+    /// represented address.
+    pub handshakes_evicted: u64,
     /// Handshakes completed by nodes outside the genesis.
     pub joiner_handshakes: u64,
     /// Address lists ignored: over the rate, or malformed.
@@ -93,7 +104,11 @@ pub(crate) struct Totals {
     pub refused_members_full: AtomicU64,
     pub refused_guests_full: AtomicU64,
     pub refused_rate: AtomicU64,
+    pub refused_banned: AtomicU64,
+    pub peer_offences: AtomicU64,
+    pub peers_banned: AtomicU64,
     pub guests_evicted: AtomicU64,
+    pub handshakes_evicted: AtomicU64,
     pub joiner_handshakes: AtomicU64,
     pub addrs_ignored: AtomicU64,
     pub addrs_out_of_scope: AtomicU64,
@@ -122,7 +137,11 @@ impl Totals {
             refused_members_full: g(&self.refused_members_full),
             refused_guests_full: g(&self.refused_guests_full),
             refused_rate: g(&self.refused_rate),
+            refused_banned: g(&self.refused_banned),
+            peer_offences: g(&self.peer_offences),
+            peers_banned: g(&self.peers_banned),
             guests_evicted: g(&self.guests_evicted),
+            handshakes_evicted: g(&self.handshakes_evicted),
             joiner_handshakes: g(&self.joiner_handshakes),
             addrs_ignored: g(&self.addrs_ignored),
             addrs_out_of_scope: g(&self.addrs_out_of_scope),
@@ -196,6 +215,8 @@ pub(crate) struct Shared {
     pub params: NoiseParams,
     pub totals: Totals,
     pub(super) gate: Mutex<Gate>,
+    /// Offence scores and bans by node id.
+    pub(super) misbehaviour: Mutex<Misbehaviour>,
     /// Connection lines (connected, failed, disconnected): at most one a
     /// minute per address and kind, so that a peer reconnecting in a loop
     /// cannot fill the disk through the log.
@@ -207,6 +228,9 @@ pub(crate) struct Shared {
     /// Per guest seat, the signal that closes its connection when the
     /// gate evicts it (always locked after the gate, never before).
     pub(super) kicks: Mutex<HashMap<GuestId, oneshot::Sender<()>>>,
+    /// Per handshake in the pool, the signal that ends it when the gate
+    /// evicts it (locked after the gate, like `kicks`).
+    pub(super) handshake_kicks: Mutex<HashMap<HandshakeId, oneshot::Sender<()>>>,
     pub members: MemberSet,
     /// Nodes outside the genesis: the addresses they may dial.
     pub(super) book: Option<Mutex<AddressBook>>,
@@ -240,13 +264,17 @@ impl Shared {
                 gate.release(t);
             }
         };
+        if self.banned(&remote.node_id) {
+            release(&mut self.gate());
+            return Err(Refusal::Banned);
+        }
         let (peer, guest) = match remote.genesis {
             Some(id) => (id, false),
             None => match self.guests().assign(remote.node_id) {
-                Some(id) => (id, true),
-                None => {
+                Ok(id) => (id, true),
+                Err(why) => {
                     release(&mut self.gate());
-                    return Err(Refusal::PoolFull);
+                    return Err(why);
                 }
             },
         };
@@ -306,6 +334,55 @@ impl Shared {
     /// holder had queued must not reach the node as the new holder's.
     pub(super) fn still_sender(&self, peer: PeerId, from: NodeId) -> bool {
         (peer.0 as usize) < self.genesis_len() || self.guests().holds(peer, from)
+    }
+
+    /// Whether `node` is banned for misbehaviour now.
+    pub fn banned(&self, node: &NodeId) -> bool {
+        self.misbehaviour
+            .lock()
+            .expect("misbehaviour lock")
+            .banned(node, Instant::now())
+    }
+
+    /// The node connected as `peer` committed `offence` (see
+    /// [`super::misbehaviour`]): scored against its node id; when that
+    /// bans it, its connection is closed (a line, once per ban). Nobody
+    /// connected as `peer`: nothing to score.
+    pub fn offence(&self, peer: PeerId, offence: Offence) {
+        let Some(link) = self.slots.get(peer.0 as usize).and_then(|s| {
+            let live = s.live.lock().expect("slot lock");
+            live.as_ref().map(|l| l.link.clone())
+        }) else {
+            return;
+        };
+        bump(&self.totals.peer_offences);
+        let member = link.genesis || self.members.contains(&link.node_id);
+        let ban = self
+            .misbehaviour
+            .lock()
+            .expect("misbehaviour lock")
+            .offence(link.node_id, offence, member, Instant::now());
+        let Some(ban) = ban else { return };
+        bump(&self.totals.peers_banned);
+        // Dropping the live connection closes it.
+        let closed = {
+            let mut live = self.slot(peer).live.lock().expect("slot lock");
+            match live.as_ref() {
+                Some(l) if l.link.node_id == link.node_id => live.take(),
+                _ => None,
+            }
+        };
+        drop(closed);
+        warn!(
+            %peer,
+            node_id = %link.node_id,
+            remote = %link.remote,
+            genesis = link.genesis,
+            offence = offence.name(),
+            secs = ban.lasts.as_secs(),
+            strikes = ban.strikes,
+            "peer banned for misbehaviour: disconnected, its connections refused until the ban ends (logged once per ban)"
+        );
     }
 
     fn guests(&self) -> MutexGuard<'_, Guests> {
@@ -482,6 +559,7 @@ impl Shared {
             Refusal::MembersFull => &self.totals.refused_members_full,
             Refusal::GuestsFull => &self.totals.refused_guests_full,
             Refusal::Rate => &self.totals.refused_rate,
+            Refusal::Banned => &self.totals.refused_banned,
         });
         if self.gate().should_log(remote.ip(), Instant::now()) {
             warn!(%remote, reason = why.name(), "connection refused (logged once a minute per address)");
@@ -520,15 +598,17 @@ impl Guests {
     }
 
     /// The id of `node` (its current one, or a free one), held until
-    /// [`Guests::release`].
-    pub fn assign(&mut self, node: NodeId) -> Option<PeerId> {
+    /// [`Guests::release`]. With every id held the connection is refused
+    /// as [`Refusal::GuestsFull`]: a connection of a node outside the
+    /// genesis, which no handshake slot would have admitted either.
+    pub fn assign(&mut self, node: NodeId) -> Result<PeerId, Refusal> {
         if let Some((id, refs)) = self.by_node.get_mut(&node) {
             *refs += 1;
-            return Some(*id);
+            return Ok(*id);
         }
-        let id = self.free.pop_front()?;
+        let id = self.free.pop_front().ok_or(Refusal::GuestsFull)?;
         self.by_node.insert(node, (id, 1));
-        Some(id)
+        Ok(id)
     }
 
     /// Whether `node` holds `id` now.
@@ -613,14 +693,25 @@ mod tests {
         let mut g = Guests::new(4, 3);
         let a = g.assign(node(1)).unwrap();
         assert_eq!(a, PeerId(4));
-        assert_eq!(g.assign(node(1)), Some(a), "the same node, the same id");
+        assert_eq!(g.assign(node(1)), Ok(a), "the same node, the same id");
         g.release(a);
         g.release(a);
         let b = g.assign(node(2)).unwrap();
         assert_ne!(b, a, "not the id just given back");
         let c = g.assign(node(3)).unwrap();
         assert_ne!(c, a);
-        assert_eq!(g.assign(node(4)), Some(a), "only once the others are taken");
-        assert_eq!(g.assign(node(5)), None, "all taken");
+        assert_eq!(g.assign(node(4)), Ok(a), "only once the others are taken");
+        assert!(g.assign(node(5)).is_err(), "all taken");
+    }
+
+    /// Running out of guest ids is a full house of guests, not a full
+    /// handshake pool: counted and logged as `guests_full`.
+    #[test]
+    fn out_of_guest_ids_is_refused_as_guests_full() {
+        let mut g = Guests::new(4, 2);
+        g.assign(node(1)).unwrap();
+        g.assign(node(2)).unwrap();
+        assert_eq!(g.assign(node(3)), Err(Refusal::GuestsFull));
+        assert_eq!(g.assign(node(1)), Ok(PeerId(4)), "a holder keeps its id");
     }
 }

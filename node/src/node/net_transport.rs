@@ -75,6 +75,10 @@ impl Transport for NetTransport {
         self.0.members().set(ids.iter().copied());
     }
 
+    fn offence(&self, peer: u16, offence: crate::net::misbehaviour::Offence) {
+        self.0.offence(PeerId(peer), offence);
+    }
+
     fn link_events(&self) -> Option<broadcast::Receiver<LinkEvent>> {
         Some(self.0.link_events())
     }

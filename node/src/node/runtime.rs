@@ -32,6 +32,7 @@ use crate::chain::{Action, Batch, Cemented, Chain, Rules};
 use crate::consensus::agreement::Timeout;
 use crate::lograte::LogRate;
 use crate::messages::{self, Message, MSG_CEMENTS, MSG_PROPOSALS};
+use crate::net::misbehaviour::Offence;
 use crate::net::relay::{message_id, MessageId, Relay};
 
 /// The message types forwarded to peers that lack them (docs/SPEC.md
@@ -840,8 +841,10 @@ impl Runner {
     }
 
     /// A message that does not decode: counted always, a line at most once
-    /// a minute per peer (crate::lograte).
+    /// a minute per peer (crate::lograte), and an offence of the peer
+    /// (crate::net::misbehaviour).
     fn malformed(&mut self, m: &Incoming, e: &dyn std::fmt::Display) {
+        self.transport.offence(m.peer, Offence::Malformed);
         *self
             .state
             .lock()
@@ -913,6 +916,21 @@ impl Runner {
                 self.chain.on_message(m.peer, msg, now)
             }
         };
+        // Rejections that are offences of the peer that sent this message
+        // (Reject::offence); rejections of other messages the chain went
+        // through meanwhile (held ones) are not charged to this peer.
+        for a in &actions {
+            if let Action::Rejected {
+                peer: Some(p),
+                reason,
+                ..
+            } = a
+            {
+                if let Some(o) = reason.offence(m.msg_type).filter(|_| *p == m.peer) {
+                    self.transport.offence(m.peer, o);
+                }
+            }
+        }
         // Passed the chain's cheap checks (a proposal: before its VDF is
         // verified): on to the peers that lack it.
         if let Some(id) = relayed {

@@ -65,6 +65,9 @@ pub trait Transport: Send + Sync {
     /// Replaces the set of node ids that get member connection slots (the
     /// active set; the genesis peers to start with).
     fn set_members(&self, _ids: &[crate::net::NodeId]) {}
+    /// The node connected as `peer` committed `offence` (attributable:
+    /// see [`crate::net::misbehaviour`]); enough of them ban it.
+    fn offence(&self, _peer: u16, _offence: crate::net::misbehaviour::Offence) {}
     /// Connections opening and closing, from now on (`None` in-process).
     fn link_events(&self) -> Option<tokio::sync::broadcast::Receiver<crate::net::LinkEvent>> {
         None

@@ -275,6 +275,7 @@ pub fn render(s: &StatusSnapshot) -> String {
         ("members_full", n.refused_members_full),
         ("guests_full", n.refused_guests_full),
         ("rate", n.refused_rate),
+        ("banned", n.refused_banned),
     ] {
         refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
@@ -282,8 +283,26 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
     reg.register(
         "net_inbound_refused",
-        "Sockets and connections refused, by reason (pool of handshakes full, two handshakes or guests from that address already, every member slot taken, every guest seat taken and nobody to evict, handshake starts over the address's rate)",
+        "Sockets and connections refused, by reason (pool of handshakes full, two handshakes or guests from that address already, every member slot taken, every guest seat taken and nobody to evict, handshake starts over the address's rate, the node banned for misbehaviour)",
         refused,
+    );
+    counter(
+        &mut reg,
+        "net_peer_offences",
+        "Attributable offences of peers: messages that do not decode, bad signatures, messages for another network",
+        n.peer_offences,
+    );
+    counter(
+        &mut reg,
+        "net_peers_banned",
+        "Peers banned for misbehaviour: disconnected, their connections refused for a back-off",
+        n.peers_banned,
+    );
+    counter(
+        &mut reg,
+        "net_handshakes_evicted",
+        "Handshakes in progress whose pool slot went to a socket from a less represented address",
+        n.handshakes_evicted,
     );
     counter(
         &mut reg,
