@@ -2441,14 +2441,15 @@ impl Chain {
                 // Full: a bundle gets in only in place of one worth less
                 // (never our own, the first); see `bundle_worth`.
                 let mine = self.bundle_worth(&h);
+                // No room: dropped unchecked, so not forwarded.
                 let Some((i, least)) = (1..self.bundles.len())
                     .map(|i| (i, self.bundle_worth(&self.bundles.hash_at(i))))
                     .min_by_key(|&(_, w)| w)
                 else {
-                    return;
+                    return out.push(Action::Unchecked);
                 };
                 if least >= mine {
-                    return;
+                    return out.push(Action::Unchecked);
                 }
                 self.bundles.remove(i);
             }
@@ -3007,21 +3008,21 @@ impl Chain {
         c: CandidateProof,
         out: &mut Vec<Action>,
     ) {
-        if !self.is_member() {
-            return;
+        // Not checked here (a non-member does not judge proofs; one whose
+        // chain failed; one far ahead): not forwarded either.
+        if !self.is_member() || self.bad_proofs.contains(&(c.window, c.id)) {
+            return out.push(Action::Unchecked);
         }
         let key = c.key();
-        if self.pool.contains_key(&key)
-            || self.bad_proofs.contains(&(c.window, c.id))
-            || self.unverified.iter().any(|(_, x)| x.key() == key)
-        {
-            return;
+        if self.pool.contains_key(&key) || self.unverified.iter().any(|(_, x)| x.key() == key) {
+            return; // a copy of one checked
         }
         if c.window.saturating_add(1) < self.tip.window {
             return self.reject(peer, c.window, Reject::Candidate("candidate_late"), out);
         }
         if c.window > self.tip.window.saturating_add(2) {
-            return; // ahead of anything this node could carry soon
+            // Ahead of anything this node could carry soon.
+            return out.push(Action::Unchecked);
         }
         self.signature_checks += 1;
         if let Err(r) = self.check_candidate(&c, self.state.roster()) {
@@ -3136,7 +3137,11 @@ impl Chain {
     /// candidate has counted enough windows and it is signed by the key of
     /// the candidate's entry.
     fn on_registration(&mut self, peer: Option<PeerIndex>, g: Registration, out: &mut Vec<Action>) {
-        if !self.is_member() || self.registrations.contains_key(&g.id) {
+        if !self.is_member() {
+            // Not judged here: not forwarded either.
+            return out.push(Action::Unchecked);
+        }
+        if self.registrations.contains_key(&g.id) {
             return;
         }
         self.signature_checks += 1;

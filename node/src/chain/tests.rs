@@ -2645,6 +2645,58 @@ fn messages_dropped_before_any_check_are_marked_unchecked() {
     assert!(unchecked(&c2.on_message(2, canonical, t)), "no room");
 }
 
+/// What the chain drops without judging it is not forwarded, for the kinds
+/// the first review missed (found by the review of the misbehaviour rules:
+/// such messages crossed the network unchecked, so their bad signatures
+/// could not be held against the sender). Fails before: none was marked.
+#[test]
+fn candidate_proofs_registrations_and_tip_cements_not_judged_are_not_forwarded() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
+    // A non-member judges no candidate proof and no registration.
+    let stranger = Arc::new(NodeKeys::generate().unwrap());
+    let mut outsider = fresh(&g, &stranger);
+    outsider.start(t);
+    let proof = || Message::CandidateProof(Box::new(junk_candidate(&g, 1)));
+    assert!(unchecked(&outsider.on_message(0, proof(), t)));
+    let reg = Registration::sign(&stranger, g.network_id(), 0);
+    assert!(unchecked(&outsider.on_message(
+        0,
+        Message::Registration(Box::new(reg)),
+        t
+    )));
+    // A member: a proof far ahead is not judged either.
+    let key = NodeKeys::generate().unwrap();
+    let far = CandidateProof::sign(
+        &key,
+        g.network_id(),
+        g.hash,
+        9,
+        vec![Hash32([1; 32]); g.joining().candidate_k as usize],
+    );
+    assert!(unchecked(&c.on_message(
+        0,
+        Message::CandidateProof(Box::new(far)),
+        t
+    )));
+    // A Cement of the tip with no room among its bundles.
+    let (chain, _) = cemented_chain(&g, &k, 0, 4, |_, _| {});
+    catch_up_from_peer_0(&mut c, &chain[..3], t);
+    assert_eq!(c.tip().window, 3);
+    let subs = three_of_four(&g, &k, &chain[2].proposal);
+    let marks: Vec<bool> = subs
+        .into_iter()
+        .map(|sub| unchecked(&c.on_message(2, Message::Cement(Box::new(sub)), t)))
+        .collect();
+    assert_eq!(c.bundles.len(), MAX_BUNDLES);
+    assert_eq!(
+        marks,
+        vec![false, false, false, true],
+        "the fourth had no room"
+    );
+}
+
 /// A vote, Propose or Beacon this node does not count now but forwards
 /// (late for the window just cemented, or held for the next) is forwarded
 /// only once its signature checked: such forgeries crossed the whole
