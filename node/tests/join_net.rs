@@ -540,15 +540,7 @@ async fn a_guest_flood_does_not_keep_a_restarting_genesis_peer_out_and_the_log_s
     // them to the pool, and those that got in failed or were seated as guests.
     assert!(handshakes.load(Ordering::Relaxed) >= 20);
     assert!(t.handshake_failures > 0, "{t:?}");
-    assert_eq!(
-        t.inbound_refused,
-        t.refused_per_ip
-            + t.refused_pool_full
-            + t.refused_members_full
-            + t.refused_guests_full
-            + t.refused_rate
-            + t.refused_banned
-    );
+    assert_eq!(t.inbound_refused, t.refused_by_reason());
     // Hundreds of refusals and failures from 30 addresses: at most one
     // line per address (a minute has not passed).
     let lines: Vec<String> = log_lines_mentioning("127.0.4.")

@@ -638,15 +638,7 @@ async fn idle_sockets_cannot_lock_a_genesis_peer_out_and_the_log_stays_short() {
     // source holding none, so the pool settles at one per source and the
     // per-address bound is seldom what refuses.)
     assert!(t.refused_pool_full > 0, "{t:?}");
-    assert_eq!(
-        t.inbound_refused,
-        t.refused_per_ip
-            + t.refused_pool_full
-            + t.refused_members_full
-            + t.refused_guests_full
-            + t.refused_rate
-            + t.refused_banned
-    );
+    assert_eq!(t.inbound_refused, t.refused_by_reason());
     assert!(t.handshake_failures > 0, "idle sockets timed out: {t:?}");
     // Hundreds of refusals and failures, at most one line per address.
     let lines = log_lines_mentioning("127.0.1.");

@@ -2606,17 +2606,24 @@ fn a_value_pushed_out_before_it_was_judged_is_judged_when_proposed_again() {
     assert!(seen, "the honest value was never verified again");
 }
 
+/// [`one`]'s machine caught up to window 3 of a 6-window chain (returned,
+/// with the time used).
+fn one_at_window_3() -> (Genesis, Vec<Arc<NodeKeys>>, Chain, Vec<Cemented>, Instant) {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
+    catch_up_from_peer_0(&mut c, &chain[..3], t);
+    assert_eq!(c.tip().window, 3);
+    (g, k, c, chain, t)
+}
+
 /// What the chain drops before any signature check is marked Unchecked
 /// (the node does not forward it): windows gone by (but the one just
 /// cemented, which a peer may still be finishing), windows beyond the
 /// next, and Cements with no room; a copy of a held Cement is not.
 #[test]
 fn messages_dropped_before_any_check_are_marked_unchecked() {
-    let (g, k, mut c) = one();
-    let t = Instant::now();
-    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
-    catch_up_from_peer_0(&mut c, &chain[..3], t);
-    assert_eq!(c.tip().window, 3);
+    let (g, k, mut c, chain, t) = one_at_window_3();
     let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
     let v = |w: u64| Message::Vote(Box::new(vote(&g, &k[2], w, 0, None)));
     assert!(unchecked(&c.on_message(2, v(2), t)), "a window gone by");
@@ -2708,11 +2715,7 @@ fn candidate_proofs_registrations_and_tip_cements_not_judged_are_not_forwarded()
 /// one checked costs no second check.
 #[test]
 fn late_and_early_messages_are_forwarded_only_once_their_signature_checked() {
-    let (g, k, mut c) = one();
-    let t = Instant::now();
-    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
-    catch_up_from_peer_0(&mut c, &chain[..3], t);
-    assert_eq!(c.tip().window, 3);
+    let (g, k, mut c, _, t) = one_at_window_3();
     let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
     let rejected = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Rejected { .. }));
     let forged = |w: u64| {
@@ -2761,11 +2764,7 @@ fn late_and_early_messages_are_forwarded_only_once_their_signature_checked() {
 /// message per (kind, window, round, signer).
 #[test]
 fn a_member_cannot_make_every_node_forward_endless_messages() {
-    let (g, k, mut c) = one();
-    let t = Instant::now();
-    let (chain, _) = cemented_chain(&g, &k, 0, 6, |_, _| {});
-    catch_up_from_peer_0(&mut c, &chain[..3], t);
-    assert_eq!(c.tip().window, 3);
+    let (g, k, mut c, chain, t) = one_at_window_3();
     let decided = c.bundles.first().unwrap().round;
     let passes = |c: &mut Chain, m: Message| {
         !c.on_message(2, m, t)

@@ -49,7 +49,7 @@ pub struct NetTotals {
     /// Dials that did not reach a listening peer.
     pub dial_failures: u64,
     /// Sockets and connections refused by the budgets, all reasons (the
-    /// five below).
+    /// six below: [`NetTotals::refused_by_reason`]).
     pub inbound_refused: u64,
     /// ... because the pool of handshakes in progress was full.
     pub refused_pool_full: u64,
@@ -89,6 +89,18 @@ pub struct NetTotals {
     /// their bytes (envelope header and payload, before encryption).
     pub messages_sent: u64,
     pub bytes_sent: u64,
+}
+
+impl NetTotals {
+    /// The refusals counted by reason, added up: always `inbound_refused`.
+    pub fn refused_by_reason(&self) -> u64 {
+        self.refused_pool_full
+            + self.refused_per_ip
+            + self.refused_members_full
+            + self.refused_guests_full
+            + self.refused_rate
+            + self.refused_banned
+    }
 }
 
 #[derive(Default)]
