@@ -427,16 +427,19 @@ pub struct Serving {
     dir: PathBuf,
     interval: u64,
     budget: Arc<Mutex<ChunkBudget>>,
+    /// The node's limit on answers built at once ([`super::serve::Gate`]).
+    gate: super::serve::Gate,
 }
 
 impl Serving {
-    pub fn new(node: &Node) -> Self {
+    pub fn new(node: &Node, gate: super::serve::Gate) -> Self {
         let dir = snapshots_dir(node);
         Serving {
             snapshots: Snapshots::new(&dir),
             dir,
             interval: node.fast_sync.snapshot_interval,
             budget: Arc::default(),
+            gate,
         }
     }
 
@@ -468,7 +471,7 @@ impl Serving {
             transport.clone(),
             m.request_id,
         );
-        tokio::task::spawn_blocking(move || {
+        self.gate.spawn(move || {
             let Some(reply) = snaps.answer(&msg) else {
                 budget.lock().unwrap().done(peer, 0);
                 return;

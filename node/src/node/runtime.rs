@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 #[cfg(any(test, feature = "test-faults"))]
 use super::faults;
-use super::serve::ServeBudget;
+use super::serve::{Gate, ServeBudget};
 use super::state::NodeState;
 use super::transport::{Incoming, Transport};
 use super::{Node, NodeError};
@@ -144,6 +144,9 @@ struct Runner {
     /// GetProposals answers being built.
     serving: usize,
     budget: ServeBudget,
+    /// Every answer (catch-up and fast-sync) is built through it, a few at
+    /// a time ([`super::serve::Gate`]).
+    gate: Gate,
     last_applied_at: Instant,
     started_at: Instant,
     /// Windows were fetched since the last catch-up ended: memory is
@@ -194,7 +197,8 @@ pub(super) async fn run(
         r = super::fastsync::before_run(&mut node, &transport, &mut inbound, &state) => r?,
         _ = &mut shutdown => return Ok(state.lock().unwrap().clone()),
     };
-    let snapshots = super::fastsync::Serving::new(&node);
+    let gate = Gate::default();
+    let snapshots = super::fastsync::Serving::new(&node, gate.clone());
     let (cstate, tip_meta, bundle) = node.store.consensus(&node.genesis)?;
     let mut chain = Chain::new(
         Rules::from_genesis(&node.genesis),
@@ -239,6 +243,7 @@ pub(super) async fn run(
         in_flight: 0,
         serving: 0,
         budget: ServeBudget::default(),
+        gate,
         last_applied_at: Instant::now(),
         caught_up_trim: false,
         started_at: Instant::now(),
@@ -967,8 +972,9 @@ impl Runner {
 
     /// Answers GetProposals from storage, within the peer's budget
     /// ([`super::serve`]): consecutive windows from `from`, as many as fit
-    /// one message, read and queued on a blocking thread so the event loop
-    /// never waits on the database for a peer.
+    /// one message, read and queued on a blocking thread (through the
+    /// node's [`Gate`]) so the event loop never waits on the database for a
+    /// peer.
     fn serve(&mut self, peer: u16, request_id: u64, what: Served, from: u64, count: u32) {
         let tip = self.chain.tip().window;
         if from == 0 || from > tip || self.chain.is_stopped() {
@@ -989,7 +995,7 @@ impl Runner {
         let transport = self.transport.clone();
         let tx = self.done_tx.clone();
         self.serving += 1;
-        tokio::task::spawn_blocking(move || {
+        self.gate.spawn(move || {
             let t = match what {
                 Served::Proposals => MSG_PROPOSALS,
                 Served::Cements => MSG_CEMENTS,
