@@ -49,7 +49,7 @@ const INITIAL_BATCH: usize = 65_536;
 use crate::proposal::Proposal;
 
 mod fastsync;
-pub use fastsync::CheckpointView;
+pub use fastsync::{Abandoned, CheckpointView, InstallError};
 
 const CF_METADATA: &str = "metadata";
 const CF_PROPOSALS: &str = "proposals";

@@ -23,7 +23,7 @@ use crate::snapshot::messages::SyncMessage;
 use crate::snapshot::staging::Staging;
 use crate::snapshot::sync::{Action, Config, FastSync, Resume};
 use crate::snapshot::{DEFAULT_FAST_SYNC_THRESHOLD, DEFAULT_SNAPSHOT_INTERVAL, SNAPSHOTS_KEPT};
-use crate::storage::Store;
+use crate::storage::{Abandoned, InstallError, Store};
 
 /// Chunk requests outstanding per peer while syncing.
 pub const IN_FLIGHT_PER_PEER: usize = 4;
@@ -83,6 +83,73 @@ fn install(
     state: &Mutex<NodeState>,
 ) -> Result<(), NodeError> {
     let tip = store.install_snapshot(staging).map_err(store_err)?;
+    installed(staging, state, tip)
+}
+
+/// At start-up, before anything reads the state: opens the staging area
+/// when `wanted` or an install is pending (one it cannot use, say written
+/// by an older build, is discarded with one line: it holds only what can
+/// be fetched again), and finishes the install interrupted at the last
+/// stop; when the staging area cannot give it, gives the install up with
+/// one line ([`Store::abandon_install`]: the state kept if the install
+/// had not touched it, else the genesis state; the cemented proposals and
+/// Cements kept either way), so the node syncs again or replays. Returns
+/// the staging area and whether an install was finished.
+fn start_staging(
+    store: &mut Store,
+    genesis: &crate::genesis::Genesis,
+    dir: &std::path::Path,
+    wanted: bool,
+    state: &Mutex<NodeState>,
+) -> Result<(Option<Staging>, bool), NodeError> {
+    let pending = store.pending_install().map_err(store_err)?;
+    if !wanted && pending.is_none() {
+        return Ok((None, false));
+    }
+    let (mut staging, discarded) = Staging::open_or_discard(dir).map_err(store_err)?;
+    let Some(window) = pending else {
+        if let Some(u) = discarded {
+            warn!("fast-sync: {u}; discarded, a sync starts over");
+        }
+        return Ok((Some(staging), false));
+    };
+    let why = match discarded {
+        Some(u) => u.to_string(),
+        None => match store.try_install_snapshot(&staging) {
+            Ok(tip) => {
+                info!(
+                    window,
+                    "finished the snapshot install interrupted at the last stop"
+                );
+                installed(&mut staging, state, tip)?;
+                return Ok((Some(staging), true));
+            }
+            Err(InstallError::Store(e)) => return Err(store_err(e)),
+            Err(InstallError::Refused(why)) => {
+                drop(staging);
+                staging = Staging::discard(dir).map_err(store_err)?;
+                why
+            }
+        },
+    };
+    let left = match store.abandon_install(genesis).map_err(store_err)? {
+        Abandoned::Kept(tip) => format!("the state of window {} kept", tip.window),
+        Abandoned::Reset => "the state, half replaced, is the genesis state again (the cemented proposals kept): syncing again or replaying".into(),
+    };
+    warn!(
+        window,
+        "the snapshot install interrupted at the last stop cannot be finished ({why}); staging discarded, {left}"
+    );
+    Ok((Some(staging), false))
+}
+
+/// Records an installed snapshot: staging cleared, the node state moved to
+/// its tip.
+fn installed(
+    staging: &mut Staging,
+    state: &Mutex<NodeState>,
+    tip: crate::storage::Tip,
+) -> Result<(), NodeError> {
     staging.clear().map_err(store_err)?;
     let mut s = state.lock().unwrap();
     s.snapshot_window = Some(tip.window);
@@ -185,22 +252,15 @@ pub async fn before_run(
     inbound: &mut mpsc::Receiver<Incoming>,
     state: &Arc<Mutex<NodeState>>,
 ) -> Result<Vec<Incoming>, NodeError> {
-    state.lock().unwrap().snapshot_window = node.store.snapshot_window().map_err(store_err)?;
     let dir = staging_dir(node);
-    let tip = node.store.tip().window;
-    let mut staging = if dir.exists() || node.fast_sync.enabled {
-        Some(Staging::open(&dir).map_err(store_err)?)
-    } else {
-        None
-    };
-    if node.store.pending_install().map_err(store_err)?.is_some() {
-        info!("finishing the snapshot install interrupted at the last stop");
-        let mut s = match staging {
-            Some(s) => s,
-            None => Staging::open(&dir).map_err(store_err)?,
-        };
-        return install(&mut node.store, &mut s, state).map(|_| Vec::new());
+    let wanted = dir.exists() || node.fast_sync.enabled;
+    let (mut staging, finished) =
+        start_staging(&mut node.store, &node.genesis, &dir, wanted, state)?;
+    if finished {
+        return Ok(Vec::new());
     }
+    state.lock().unwrap().snapshot_window = node.store.snapshot_window().map_err(store_err)?;
+    let tip = node.store.tip().window;
     let mut above = tip;
     let has_target = staging.as_ref().is_some_and(|s| s.target().is_some());
     if !node.fast_sync.enabled && !has_target {
@@ -434,8 +494,12 @@ pub struct Serving {
 impl Serving {
     pub fn new(node: &Node, gate: super::serve::Gate) -> Self {
         let dir = snapshots_dir(node);
+        let certify = disk::Certify {
+            genesis_set: node.genesis.active_set(),
+            quorum: node.genesis.quorum,
+        };
         Serving {
-            snapshots: Snapshots::new(&dir),
+            snapshots: Snapshots::serving(&dir, certify),
             dir,
             interval: node.fast_sync.snapshot_interval,
             budget: Arc::default(),
@@ -472,12 +536,12 @@ impl Serving {
             m.request_id,
         );
         self.gate.spawn(move || {
-            let Some(reply) = snaps.answer(&msg) else {
+            let Some((reply, read)) = snaps.answer_counted(&msg) else {
                 budget.lock().unwrap().done(peer, 0);
                 return;
             };
             let payload = reply.encode();
-            let bytes = payload.len();
+            let bytes = payload.len().max(read);
             if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
                 debug!(peer, error = %e, "fast-sync answer not sent");
             }
@@ -500,13 +564,19 @@ impl Serving {
             warn!(window, error = %e, "snapshot checkpoint failed");
             return;
         }
-        let dir = self.dir.clone();
+        let (dir, snaps) = (self.dir.clone(), self.snapshots.clone());
         tokio::task::spawn_blocking(move || match disk::build(&ckpt, &dir, SNAPSHOTS_KEPT) {
-            Ok(info) => info!(
-                window = info.window,
-                entries = info.entries,
-                "snapshot written"
-            ),
+            Ok(info) => {
+                info!(
+                    window = info.window,
+                    entries = info.entries,
+                    "snapshot written"
+                );
+                // Loaded now rather than by the first request (and said
+                // once in the log if it cannot be certified).
+                snaps.refresh(info.window);
+                snaps.load(info.window);
+            }
             Err(e) => {
                 warn!(window, error = %e, "snapshot not written");
                 let _ = std::fs::remove_dir_all(&ckpt);
@@ -570,6 +640,71 @@ mod tests {
 
     use montana_vdf::HashSuite;
     use tokio::sync::oneshot;
+
+    /// A node whose staging area an older build left (its target in the
+    /// old 226-byte header layout) starts: the staging area is discarded
+    /// with one line and the node goes on. With an install of it pending
+    /// at the last stop, the install is given up: the state of window 2
+    /// kept when the install had not touched it, else (half replaced) the
+    /// genesis state again; the cemented proposals are kept either way.
+    /// Before: `before_run` failed (the staging area did not open), every
+    /// start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_starts_over_a_staging_area_it_cannot_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (peers, keys) = crate::genesis::tests::peers(4);
+        let g = Genesis::new(peers, HashSuite::Sha256, 40, 4, 1.0).unwrap();
+        let genesis = dir.path().join("genesis.json");
+        std::fs::write(&genesis, g.to_json()).unwrap();
+        let (ws, after) = crate::testutil::cemented_chain(&g, &keys, 0, 2, |_, _| {});
+        for pending in [None, Some(false), Some(true)] {
+            let dd = dir.path().join(format!("node-{pending:?}"));
+            keys[0].save(&dd.join("keys")).unwrap();
+            {
+                let mut s = Store::open(&dd, &g).unwrap();
+                s.cement(&ws, &after).unwrap();
+                if let Some(half) = pending {
+                    s.interrupt_install(5, half).unwrap();
+                }
+            }
+            crate::snapshot::staging::tests::stage_old_layout(&dd.join("staging"));
+            let cfg = NodeConfig {
+                data_dir: dd.clone(),
+                genesis: genesis.clone(),
+                keys_dir: None,
+                backends: Default::default(),
+                last_window: None,
+                label: None,
+                calibration: crate::backend_choice::Calibration::Skip,
+            };
+            let mut node = Node::open(&cfg).unwrap();
+            node.fast_sync.threshold = u64::MAX;
+            let hub = LocalHub::default();
+            let (port, mut inbound) = hub.attach(0);
+            let transport: Arc<dyn Transport> = Arc::new(port);
+            let state = Arc::new(Mutex::new(node.initial_state()));
+            let kept = before_run(&mut node, &transport, &mut inbound, &state)
+                .await
+                .unwrap_or_else(|e| panic!("{pending:?}: {e}"));
+            assert!(kept.is_empty());
+            let want = if pending == Some(true) { 0 } else { 2 };
+            assert_eq!(node.store.tip().window, want, "{pending:?}");
+            assert_eq!(node.store.pending_install().unwrap(), None);
+            assert_eq!(node.store.snapshot_window().unwrap(), None);
+            let (st, _, _) = node.store.consensus(&g).unwrap();
+            let root = if want == 0 {
+                g.initial_state().root()
+            } else {
+                after.root()
+            };
+            assert_eq!(st.root(), root, "{pending:?}");
+            assert!(node.store.proposal(2).unwrap().is_some(), "{pending:?}");
+            assert_eq!(state.lock().unwrap().snapshot_window, None);
+            drop(node);
+            let staged = Staging::open(&dd.join("staging")).unwrap();
+            assert!(staged.target().is_none(), "{pending:?}");
+        }
+    }
 
     use super::*;
     use crate::genesis::{Genesis, GenesisPeer};

@@ -34,6 +34,26 @@ const KEY_TRUST: &[u8] = b"trust";
 const CHUNK: u8 = b'c';
 const ENTRY: u8 = b'e';
 
+/// Why a staging area found on disk cannot be used (written by an older
+/// build in another layout, garbled, or a target without the certificates
+/// it was trusted through): it is discarded ([`Staging::open_or_discard`]),
+/// since it holds only what can be fetched again.
+#[derive(Debug, thiserror::Error)]
+#[error("the staging area {path} cannot be used ({why})")]
+pub struct Unusable {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// The reason in a staging area's error, without the advice the live
+/// database's errors carry.
+pub(crate) fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Db { why, .. } | StoreError::Corrupt { why, .. } => why.clone(),
+        e => e.to_string(),
+    }
+}
+
 /// The staging database.
 pub struct Staging {
     db: DB,
@@ -54,7 +74,8 @@ fn chunk_key(index: u64) -> [u8; 9] {
 }
 
 impl Staging {
-    /// Opens (or creates) the staging database at `path`.
+    /// Opens (or creates) the staging database at `path` and checks what
+    /// it holds ([`Staging::check`]): `Err` when it cannot be used.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -74,7 +95,74 @@ impl Staging {
             None => None,
             Some(b) => Some(Manifest::decode(&b).map_err(|e| s.corrupt(&format!("target: {e}")))?),
         };
+        s.check()?;
         Ok(s)
+    }
+
+    /// Opens the staging area at `path`; one that cannot be used
+    /// ([`Staging::open`] fails) is removed and a fresh one opened. Returns
+    /// it and, if the one found was discarded, why. `Err` only when a
+    /// fresh one cannot be opened either (the disk, the permissions).
+    pub fn open_or_discard(path: &Path) -> Result<(Self, Option<Unusable>), StoreError> {
+        match Staging::open(path) {
+            Ok(s) => Ok((s, None)),
+            Err(e) => {
+                let why = reason(&e);
+                let s = Staging::discard(path)?;
+                let path = path.to_path_buf();
+                Ok((s, Some(Unusable { path, why })))
+            }
+        }
+    }
+
+    /// Removes whatever is at `path` and opens a fresh staging area there.
+    pub fn discard(path: &Path) -> Result<Self, StoreError> {
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match gone {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Db {
+                    path: path.to_path_buf(),
+                    why: format!("cannot remove the staging area: {e}"),
+                })
+            }
+            _ => {}
+        }
+        Staging::open(path)
+    }
+
+    /// Everything staged decodes and hangs together: a target comes with
+    /// its trust (a staging area written before certificates were staged
+    /// has none: it could never be installed), the proposal decodes, the
+    /// chunk markers are of the target's chunks, and once every chunk is
+    /// marked the entries give the target's root (else the sync would
+    /// install nothing, ever, from it).
+    fn check(&self) -> Result<(), StoreError> {
+        let Some(m) = &self.target else {
+            return Ok(());
+        };
+        if self.trust()?.is_none() {
+            return Err(self.corrupt(
+                "a target without the certificates it was trusted through (an older build's)",
+            ));
+        }
+        self.proposal()?;
+        let held = self.held()?;
+        if let Some(i) = held.iter().find(|i| **i >= m.chunks()) {
+            return Err(self.corrupt(&format!(
+                "chunk {i} marked in, past the target's {} chunks",
+                m.chunks()
+            )));
+        }
+        if held.len() as u64 == m.chunks() && self.root()? != (m.entries, m.root) {
+            return Err(self.corrupt(
+                "every chunk is marked in but the entries do not give the target's root",
+            ));
+        }
+        Ok(())
     }
 
     fn err(&self, e: rocksdb::Error) -> StoreError {
@@ -174,7 +262,7 @@ impl Staging {
     }
 
     /// What the target's trust rests on (absent in a staging area written
-    /// before certificates were staged).
+    /// before certificates were staged, which [`Staging::open`] refuses).
     pub fn trust(&self) -> Result<Option<Trust>, StoreError> {
         match self.get(KEY_TRUST)? {
             None => Ok(None),
@@ -284,9 +372,103 @@ impl Staging {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::snapshot::format::tests::fixture;
+
+    /// A staging area at `path` as an older build left it: a target whose
+    /// manifest carries the 226-byte proposal header of before (and one
+    /// chunk in).
+    pub(crate) fn stage_old_layout(path: &Path) {
+        let f = fixture(10_000, 5);
+        {
+            let mut s = Staging::open(path).unwrap();
+            s.reset(&f.manifest, &f.trust()).unwrap();
+            s.put_chunk(&f.chunk(0)).unwrap();
+        }
+        let mut old = f.manifest.encode();
+        old.drain(57 + 226..57 + crate::proposal::HEADER_LEN);
+        let db = DB::open_default(path).unwrap();
+        db.put(KEY_TARGET, old).unwrap();
+    }
+
+    /// What an older build left, or a garbled one, is refused at open with
+    /// a reason and discarded by `open_or_discard` (a fresh, empty staging
+    /// area in its place); a usable one is kept as it is.
+    #[test]
+    fn a_staging_area_that_cannot_be_used_is_discarded() {
+        let f = fixture(10_000, 5);
+        let usable = |p: &Path| {
+            let mut s = Staging::open(p).unwrap();
+            s.reset(&f.manifest, &f.trust()).unwrap();
+            s.put_chunk(&f.chunk(1)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Make)> = vec![
+            ("old layout", Box::new(stage_old_layout)),
+            (
+                "no trust",
+                Box::new(|p| {
+                    usable(p);
+                    DB::open_default(p).unwrap().delete(KEY_TRUST).unwrap();
+                }),
+            ),
+            (
+                "garbled trust",
+                Box::new(|p| {
+                    usable(p);
+                    DB::open_default(p).unwrap().put(KEY_TRUST, b"x").unwrap();
+                }),
+            ),
+            (
+                "a marker past the last chunk",
+                Box::new(|p| {
+                    usable(p);
+                    DB::open_default(p).unwrap().put(chunk_key(9), []).unwrap();
+                }),
+            ),
+            (
+                "every chunk marked, the entries not the target's",
+                Box::new(|p| {
+                    usable(p);
+                    let db = DB::open_default(p).unwrap();
+                    db.put(chunk_key(0), []).unwrap();
+                    db.put(chunk_key(2), []).unwrap();
+                }),
+            ),
+            (
+                "garbled database",
+                Box::new(|p| {
+                    usable(p);
+                    std::fs::write(p.join("CURRENT"), b"MANIFEST-999999\n").unwrap();
+                }),
+            ),
+            (
+                "a file",
+                Box::new(|p| std::fs::write(p, b"not a database").unwrap()),
+            ),
+        ];
+        for (i, (what, make)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("staging-{i}"));
+            make(&p);
+            assert!(Staging::open(&p).is_err(), "{what}: opened");
+            let (s, discarded) = Staging::open_or_discard(&p).unwrap();
+            let u = discarded.unwrap_or_else(|| panic!("{what}: not discarded"));
+            assert_eq!(u.path, p);
+            assert!(!u.why.contains("move it aside"), "{what}: {u}");
+            assert!(s.target().is_none(), "{what}");
+            assert!(s.held().unwrap().is_empty(), "{what}");
+            assert_eq!(s.entries().count(), 0, "{what}");
+        }
+        // A usable one is kept whole.
+        let p = dir.path().join("usable");
+        usable(&p);
+        let (s, discarded) = Staging::open_or_discard(&p).unwrap();
+        assert!(discarded.is_none());
+        assert_eq!(s.target(), Some(&f.manifest));
+        assert_eq!(s.held().unwrap(), vec![1]);
+    }
 
     #[test]
     fn chunks_survive_a_reopen_and_the_root_is_recomputed() {

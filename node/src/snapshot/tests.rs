@@ -28,6 +28,17 @@ fn genesis(accounts: u64) -> (Genesis, Vec<NodeKeys>) {
     )
 }
 
+/// The snapshots under `dir`, served as `g`'s nodes serve them.
+fn serving(g: &Genesis, dir: &std::path::Path) -> Snapshots {
+    Snapshots::serving(
+        dir,
+        disk::Certify {
+            genesis_set: g.active_set(),
+            quorum: g.quorum,
+        },
+    )
+}
+
 fn config(g: &Genesis, above: u64) -> Config {
     Config {
         network_id: g.network_id(),
@@ -130,7 +141,7 @@ fn snapshot_sync_end_to_end(accounts: u64) {
     );
     assert_eq!(info.root, state.root());
     assert!(!ckpt.exists(), "the checkpoint is removed once built");
-    let snaps = Snapshots::new(&snapdir);
+    let snaps = serving(&g, &snapdir);
     assert_eq!(snaps.windows(), vec![2]);
     let reader = a.reader();
 
@@ -217,7 +228,7 @@ fn snapshots_are_pruned_to_the_newest_two() {
         let info = disk::build(&ckpt, &snapdir, 2).unwrap();
         assert_eq!(info.root, st.root());
     }
-    let snaps = Snapshots::new(&snapdir);
+    let snaps = serving(&g, &snapdir);
     assert_eq!(snaps.windows(), vec![3, 4]);
     // The newest is served for window 0; a pruned one is not served.
     let m = super::format::Manifest::decode(&snaps.manifest(0).unwrap()).unwrap();

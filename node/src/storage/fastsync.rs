@@ -12,7 +12,13 @@
 //! A node killed in between finds `installing` at its next start
 //! ([`Store::pending_install`]) and installs again from the staging area,
 //! which is cleared only after the install completed: the live state is
-//! the old one or the whole new one, never a mix that is used.
+//! the old one or the whole new one, never a mix that is used. When the
+//! staging area cannot give that snapshot any more (written by an older
+//! build, garbled, incomplete), the install is given up
+//! ([`Store::abandon_install`]): the state is kept if the install had not
+//! touched it (its entries still give the stored root), else it is the
+//! genesis state again at tip 0; the cemented proposals, Cements and
+//! certificates stay either way, and the node syncs again or replays.
 
 use std::path::{Path, PathBuf};
 
@@ -20,9 +26,12 @@ use rocksdb::{checkpoint::Checkpoint, IteratorMode, WriteBatch};
 
 use super::{
     certificate_key, encode_set, open_db, Store, StoreError, Tip, CF_CEMENTS, CF_METADATA,
-    CF_PROPOSALS, CF_STATE, KEY_APPLIED, KEY_CERTIFICATE, KEY_ROOT, KEY_TIP, KEY_TIP_SET,
+    CF_PROPOSALS, CF_STATE, KEY_APPLIED, KEY_CERTIFICATE, KEY_CREATING, KEY_ROOT, KEY_TIP,
+    KEY_TIP_SET,
 };
-use crate::snapshot::staging::Staging;
+use crate::consensus::merkle;
+use crate::genesis::Genesis;
+use crate::snapshot::staging::{reason, Staging};
 
 const KEY_INSTALLING: &[u8] = b"installing";
 const KEY_SNAPSHOT_WINDOW: &[u8] = b"snapshot_window";
@@ -31,6 +40,31 @@ const INSTALL_BATCH: usize = 65_536;
 
 fn u64_of(b: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// Why a staged snapshot was not installed ([`Store::try_install_snapshot`]).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The staging area does not give a snapshot to install: nothing or
+    /// not all of it staged, not above the tip, not trusted, or its
+    /// records unreadable. Nothing was written, unless reading the staged
+    /// entries failed mid-install (`installing` is then left set).
+    #[error("{0}")]
+    Refused(String),
+    /// The live database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// What [`Store::abandon_install`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abandoned {
+    /// The install had not touched the state: the tip and state before it
+    /// are kept.
+    Kept(Tip),
+    /// The state was partly replaced: it is the genesis state again, at
+    /// tip 0.
+    Reset,
 }
 
 impl Store {
@@ -71,48 +105,61 @@ impl Store {
     /// certificates lead to ([`Staging::untrusted`]) and a snapshot not
     /// above the tip; a refusal writes nothing.
     pub fn install_snapshot(&mut self, staging: &Staging) -> Result<Tip, StoreError> {
-        let refuse = |why: String| StoreError::Db {
-            path: self.path.clone(),
-            why: format!("cannot install the snapshot: {why}"),
-        };
+        self.try_install_snapshot(staging).map_err(|e| match e {
+            InstallError::Refused(why) => StoreError::Db {
+                path: self.path.clone(),
+                why: format!("cannot install the snapshot: {why}"),
+            },
+            InstallError::Store(e) => e,
+        })
+    }
+
+    /// [`Store::install_snapshot`], telling a staging area that does not
+    /// give a snapshot to install ([`InstallError::Refused`]) from a
+    /// failure of the live database.
+    pub fn try_install_snapshot(&mut self, staging: &Staging) -> Result<Tip, InstallError> {
+        let refuse = InstallError::Refused;
+        let staged = |e: StoreError| InstallError::Refused(reason(&e));
         let m = staging
             .target()
             .cloned()
             .ok_or_else(|| refuse("nothing staged".into()))?;
-        let pending = self.pending_install()?;
+        let pending = self.pending_install().map_err(InstallError::Store)?;
         if m.window <= self.tip.window && pending != Some(m.window) {
             return Err(refuse(format!(
                 "window {} is not above the tip {}",
                 m.window, self.tip.window
             )));
         }
-        if !staging.complete()? {
+        if !staging.complete().map_err(staged)? {
             return Err(refuse(
                 "the staged snapshot is incomplete or does not match its root".into(),
             ));
         }
         let p = staging
-            .proposal()?
+            .proposal()
+            .map_err(staged)?
             .ok_or_else(|| refuse("no proposal".into()))?;
         if p.hash() != m.header.hash() {
             return Err(refuse("the staged proposal is not the cemented one".into()));
         }
-        if let Some(why) = staging.untrusted()? {
+        if let Some(why) = staging.untrusted().map_err(staged)? {
             return Err(refuse(why));
         }
-        let trust = staging.trust()?;
+        let trust = staging.trust().map_err(staged)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_METADATA), KEY_INSTALLING, m.window.to_le_bytes());
-        self.write(batch)?;
+        self.write(batch).map_err(InstallError::Store)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_STATE), &[0u8][..], &[0xffu8; 300][..]);
         let mut n = 0usize;
         for item in staging.entries() {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(staged)?;
             batch.put_cf(self.cf(CF_STATE), k, v);
             n += 1;
             if n.is_multiple_of(INSTALL_BATCH) {
-                self.write(std::mem::take(&mut batch))?;
+                self.write(std::mem::take(&mut batch))
+                    .map_err(InstallError::Store)?;
             }
         }
         let tip = Tip {
@@ -142,9 +189,64 @@ impl Store {
         }
         batch.delete_cf(self.cf(CF_METADATA), KEY_APPLIED);
         batch.delete_cf(self.cf(CF_METADATA), KEY_INSTALLING);
-        self.write(batch)?;
+        self.write(batch).map_err(InstallError::Store)?;
         self.tip = tip;
         Ok(tip)
+    }
+
+    /// Gives up an interrupted install that cannot be finished (see the
+    /// module docs) and clears `installing`: the state is kept when its
+    /// entries still give the stored root, else the genesis state is
+    /// written again with tip 0 and no `snapshot_window`, `tip_set` or
+    /// `applied`. Proposals, Cements, certificates and `signed` are kept.
+    /// Killed half-way, it is given up again at the next start.
+    pub fn abandon_install(&mut self, genesis: &Genesis) -> Result<Abandoned, StoreError> {
+        let mut tree = merkle::Streaming::default();
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_STATE), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.corrupt(&e.into_string()))?;
+            tree.push(merkle::leaf(&k, &v));
+        }
+        let stored = self.get(CF_METADATA, KEY_ROOT)?;
+        let mut batch = WriteBatch::default();
+        if stored.as_deref() == Some(&tree.root().0[..]) {
+            batch.delete_cf(self.cf(CF_METADATA), KEY_INSTALLING);
+            self.write(batch)?;
+            return Ok(Abandoned::Kept(self.tip));
+        }
+        let root = self.write_initial_state(genesis)?;
+        let tip = Tip::genesis(genesis);
+        batch.put_cf(self.cf(CF_METADATA), KEY_TIP, tip.to_bytes());
+        batch.put_cf(self.cf(CF_METADATA), KEY_ROOT, root.0);
+        for k in [
+            KEY_TIP_SET,
+            KEY_SNAPSHOT_WINDOW,
+            KEY_APPLIED,
+            KEY_CREATING,
+            KEY_INSTALLING,
+        ] {
+            batch.delete_cf(self.cf(CF_METADATA), k);
+        }
+        self.write(batch)?;
+        self.tip = tip;
+        Ok(Abandoned::Reset)
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// What a kill part-way through installing `window` leaves:
+    /// `installing` set and, when `half`, the state partly replaced.
+    pub(crate) fn interrupt_install(&mut self, window: u64, half: bool) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_METADATA), KEY_INSTALLING, window.to_le_bytes());
+        if half {
+            batch.delete_range_cf(self.cf(CF_STATE), &[0u8][..], &[0xffu8; 300][..]);
+            batch.put_cf(self.cf(CF_STATE), b"a-partial", b"x");
+        }
+        self.write(batch)
     }
 }
 
@@ -296,6 +398,53 @@ mod tests {
         let s = Store::open(dir.path(), &g).unwrap();
         assert_eq!(s.tip(), tip);
         assert_eq!(s.proposal(5).unwrap().as_ref(), Some(&f.proposal));
+    }
+
+    /// A node that fast-synced through two changes of the active set
+    /// (windows 2 and 4) installs both certificates, and the snapshot it
+    /// then writes carries them: it is served, certified from the genesis
+    /// set, with both.
+    #[test]
+    fn a_fast_synced_node_serves_its_snapshots_with_every_certificate() {
+        use crate::consensus::active::tests::set_of;
+        use crate::snapshot::certificate::{tests::certificate, Trust};
+        use crate::snapshot::disk::{self, Certify, Snapshots};
+        use crate::snapshot::format::tests::snapshot_of;
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = peers(2);
+        let genesis = Genesis::new(p, HashSuite::Sha256, 40, 4, 1.0).unwrap();
+        let (g, gk) = set_of(4);
+        let (s2, k2) = set_of(5);
+        let (s4, k4) = set_of(4);
+        let f = snapshot_of(10_000, 7, &s4, &[&k4[0], &k4[1], &k4[2]]);
+        let c2 = certificate(&s2, 2, &[&gk[0], &gk[1], &gk[2]]);
+        let c4 = certificate(&s4, 4, &[&k2[0], &k2[1], &k2[2], &k2[3]]);
+        let trust = Trust {
+            set: s4.clone(),
+            certificates: vec![c2.clone(), c4.clone()],
+        };
+        let mut staging = Staging::open(&dir.path().join("staging")).unwrap();
+        staging.reset(&f.manifest, &trust).unwrap();
+        for i in 0..f.manifest.chunks() {
+            staging.put_chunk(&f.chunk(i)).unwrap();
+        }
+        staging.put_proposal(&f.proposal).unwrap();
+        let mut s = Store::open(dir.path(), &genesis).unwrap();
+        s.install_snapshot(&staging).unwrap();
+        let ckpt = dir.path().join("ckpt");
+        s.checkpoint(&ckpt).unwrap();
+        let snapdir = dir.path().join("snapshots");
+        disk::build(&ckpt, &snapdir, 2).unwrap();
+        let snaps = Snapshots::serving(
+            &snapdir,
+            Certify {
+                genesis_set: g,
+                quorum: Default::default(),
+            },
+        );
+        assert!(snaps.load(7).0);
+        assert_eq!(snaps.manifest(0), Some(f.manifest.encode()));
+        assert_eq!(snaps.certificates(0, 8), vec![c2.encode(), c4.encode()]);
     }
 
     /// A complete snapshot whose state's members are not the set its
