@@ -1227,24 +1227,34 @@ fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
                     assert_eq!(peer, 0);
                     if let Some((from, count)) = cements {
                         requests += 1;
-                        budget.admit(0, 0, now).expect("a GetCements over budget");
+                        budget
+                            .admit(crate::net::Source::Local(0), 0, now)
+                            .expect("a GetCements over budget");
                         let cs: Vec<Cement> = (from..from + count as u64)
                             .filter_map(|w| chain.get(w as usize - 1).map(|x| x.cement.clone()))
                             .collect();
                         for x in &cs {
                             *cements_asked.entry(x.window).or_default() += 1;
                         }
-                        budget.done(0, cs.iter().map(Cement::weight).sum());
+                        budget.done(
+                            crate::net::Source::Local(0),
+                            cs.iter().map(Cement::weight).sum(),
+                        );
                         pending.extend(c.on_message(0, Message::Cements(cs), now));
                     }
                     if let Some((from, count)) = proposals {
                         requests += 1;
-                        budget.admit(0, 0, now).expect("a GetProposals over budget");
+                        budget
+                            .admit(crate::net::Source::Local(0), 0, now)
+                            .expect("a GetProposals over budget");
                         let ps: Vec<Proposal> = (from..from + count as u64)
                             .take(per_answer)
                             .filter_map(|w| chain.get(w as usize - 1).map(|x| x.proposal.clone()))
                             .collect();
-                        budget.done(0, ps.iter().map(|p| weight(p) + 4).sum());
+                        budget.done(
+                            crate::net::Source::Local(0),
+                            ps.iter().map(|p| weight(p) + 4).sum(),
+                        );
                         pending.extend(c.on_message(0, Message::Proposals(ps), now));
                     }
                 }
