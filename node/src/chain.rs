@@ -193,27 +193,52 @@ impl Reject {
 impl Reject {
     /// The offence of the peer that sent a message of type `msg_type`
     /// refused for this reason, if no honest node sends or forwards such a
-    /// message whatever its view ([`crate::net::misbehaviour`]): a Vote,
-    /// Propose or Beacon whose own signature fails (checked before any
-    /// forward, `Chain::passing` included; keys are bound to node ids, so
-    /// no active set makes it valid), and a Vote, Propose, Beacon or
-    /// Cement for another network (checked first, everywhere). Not: a
-    /// proposal's maker's signature (a Propose held for the next window is
-    /// forwarded with only its own signature checked), a Cement's
-    /// precommits or form (a Cement with no room is forwarded before
-    /// `check_cement`), candidate proofs and registrations (a non-member
-    /// forwards them unchecked), a proof's VDF (forwarded before it is
-    /// verified), nor anything that depends on the window, round, tip or
-    /// active set this node is at.
+    /// message whatever its view ([`crate::net::misbehaviour`];
+    /// docs/SPEC.md 10.7):
+    /// - a Vote, Propose or Beacon whose own signature fails (checked
+    ///   before any forward, `Chain::passing` included; keys are bound to
+    ///   node ids, so no active set makes it valid), and a Vote, Propose,
+    ///   Beacon or Cement for another network (checked first, everywhere);
+    /// - a candidate proof or registration whose own signature fails: a
+    ///   node forwards one only as a member, after checking that
+    ///   signature (the key is bound to the id: the proof carries it, a
+    ///   registration's is the candidate's), and a copy is forwarded
+    ///   unchecked only when it is the same bytes as one checked; a
+    ///   non-member forwards none;
+    /// - in a catch-up answer (GetProposals, GetCements: never relayed,
+    ///   built from the server's store of what it cemented, each checked
+    ///   before it was stored): a Cement whose precommits do not verify,
+    ///   are out of order, or are for another network, and a proposal
+    ///   with the wrong parameters or too many candidate proofs.
+    ///
+    /// Not: a proposal's maker's signature (a Propose held for the next
+    /// window is forwarded with only its own signature checked, and a
+    /// fetched proposal whose maker the server did not know was stored on
+    /// the word of its Cement, which does not cover that signature), a
+    /// gossiped Cement's precommits or form (a Cement with no room is
+    /// forwarded before `check_cement`), a proof's VDF (forwarded before
+    /// it is verified), nor anything that depends on the window, round,
+    /// tip or active set this node is at.
     pub fn offence(&self, msg_type: u8) -> Option<crate::net::misbehaviour::Offence> {
-        use crate::messages::{MSG_BEACON, MSG_CEMENT, MSG_PROPOSE, MSG_VOTE};
+        use crate::messages::{
+            MSG_BEACON, MSG_CANDIDATE_PROOF, MSG_CEMENT, MSG_CEMENTS, MSG_PROPOSALS, MSG_PROPOSE,
+            MSG_REGISTRATION, MSG_VOTE,
+        };
         use crate::net::misbehaviour::Offence;
         match (msg_type, self) {
             (MSG_PROPOSE | MSG_BEACON, Reject::BadSignature)
-            | (MSG_VOTE, Reject::Vote("vote_bad_signature")) => Some(Offence::BadSignature),
+            | (MSG_VOTE, Reject::Vote("vote_bad_signature"))
+            | (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_bad_signature"))
+            | (MSG_REGISTRATION, Reject::Candidate("registration_bad_signature"))
+            | (MSG_CEMENTS, Reject::Cement("cement_bad_signature")) => Some(Offence::BadSignature),
             (MSG_PROPOSE | MSG_BEACON, Reject::WrongNetwork)
             | (MSG_VOTE, Reject::Vote("vote_wrong_network"))
-            | (MSG_CEMENT, Reject::Cement("cement_wrong_network")) => Some(Offence::WrongNetwork),
+            | (MSG_CEMENT | MSG_CEMENTS, Reject::Cement("cement_wrong_network")) => {
+                Some(Offence::WrongNetwork)
+            }
+            (MSG_CEMENTS, Reject::Cement("cement_malformed"))
+            | (MSG_PROPOSALS, Reject::WrongParams(_))
+            | (MSG_PROPOSALS, Reject::Candidate("candidate_too_many")) => Some(Offence::Malformed),
             _ => None,
         }
     }
@@ -3014,8 +3039,24 @@ impl Chain {
             return out.push(Action::Unchecked);
         }
         let key = c.key();
-        if self.pool.contains_key(&key) || self.unverified.iter().any(|(_, x)| x.key() == key) {
+        let held = self
+            .pool
+            .get(&key)
+            .into_iter()
+            .chain(
+                self.unverified
+                    .iter()
+                    .map(|(_, x)| x)
+                    .filter(|x| x.key() == key),
+            )
+            .collect::<Vec<_>>();
+        if held.contains(&&c) {
             return; // a copy of one checked
+        }
+        if !held.is_empty() {
+            // Another proof of a candidate and window held (signatures are
+            // randomised: re-signed, or forged): not judged, not forwarded.
+            return out.push(Action::Unchecked);
         }
         if c.window.saturating_add(1) < self.tip.window {
             return self.reject(peer, c.window, Reject::Candidate("candidate_late"), out);
@@ -3141,8 +3182,12 @@ impl Chain {
             // Not judged here: not forwarded either.
             return out.push(Action::Unchecked);
         }
-        if self.registrations.contains_key(&g.id) {
-            return;
+        match self.registrations.get(&g.id) {
+            Some(held) if *held == g => return, // a copy of one checked
+            // Another registration of a candidate held (re-signed, or
+            // forged): not judged, not forwarded.
+            Some(_) => return out.push(Action::Unchecked),
+            None => {}
         }
         self.signature_checks += 1;
         let pooled = self.pooled_of(&g.id);

@@ -386,6 +386,100 @@ fn a_peer_sending_forged_votes_is_banned_and_honest_relays_are_not() {
     }
 }
 
+/// A node outside the genesis (a guest) sending forged votes is banned by
+/// its node id and by its source address: it mints node ids for free, so
+/// when it comes back under a new one from the same address it is still
+/// refused (`refused_banned`), while the genesis peers, all on the same
+/// address here, are judged by their own ids and keep cementing with the
+/// node that banned it; the re-keyed guest is refused only there (found by
+/// review; fails before: the new id was admitted).
+#[test]
+fn a_guest_that_rekeys_and_reconnects_stays_banned_by_its_address() {
+    use montana_node::consensus::agreement::VoteKind;
+    use montana_node::consensus::vote::{Vote, VoteKey};
+    use montana_node::net::NodeId;
+    let dir = common::tempdir();
+    let plan = small_plan(dir.path(), 4);
+    let network_id = plan.genesis.network_id();
+    let signer = NodeId::of(&peer_infos(&plan)[1].signing_public);
+    let guest = |bootstrap: Vec<SocketAddr>| NetConfig {
+        me: None,
+        keys: Arc::new(NodeKeys::generate().unwrap()),
+        listen: common::free_addr(),
+        bootstrap,
+        ..as_network_config(&plan, 0, common::free_addr())
+    };
+    let first = guest(vec![plan.nodes[3].address]);
+    let rekeyed = guest(vec![plan.nodes[3].address, plan.nodes[0].address]);
+    let mut c = Cluster::new(plan);
+    for i in [3, 2, 1, 0] {
+        c.start(i, &[]);
+    }
+    let rt = rt();
+    let (bad, _rx) = rt.block_on(Network::start(first)).unwrap();
+    c.wait_until("cementing, with the guest connected to node 3", 90, |c| {
+        c.window(3) >= 2 && bad.connected().contains(&PeerId(3))
+    });
+    let mut forged = 0u32;
+    while bad.connected().contains(&PeerId(3)) {
+        assert!(forged < 64, "never disconnected");
+        let v = Vote {
+            key: VoteKey {
+                kind: VoteKind::Prevote,
+                network_id,
+                window: c.state(3).map_or(0, |s| common::u64_field(&s, "cemented")) + 1,
+                round: forged,
+                value: None,
+                signer,
+            },
+            signature: vec![0x5A; montana_node::keys::SIGNATURE_LEN],
+        };
+        let m = Message::Vote(Box::new(v));
+        let env = Envelope::new(
+            m.msg_type(),
+            montana_node::messages::MSG_VERSION,
+            0,
+            m.encode(),
+        );
+        if bad.send(PeerId(3), env).is_ok() {
+            forged += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(forged >= 4, "four forged votes ban: {forged}");
+    rt.block_on(bad.shutdown());
+    let before = c.state(3).unwrap();
+    // The same guest under a new node id, from the same address.
+    let (again, _rx2) = rt.block_on(Network::start(rekeyed)).unwrap();
+    c.wait_until("node 3 refuses the re-keyed guest", 60, |c| {
+        c.state(3).is_some_and(|s| {
+            s["net"]["refused_banned"].as_u64() > before["net"]["refused_banned"].as_u64()
+        })
+    });
+    let w = c.window(3);
+    c.wait_until("node 3 cementing with the genesis peers", 60, |c| {
+        c.window(3) > w + 2
+    });
+    let s = c.state(3).unwrap();
+    assert_eq!(s["net"]["peers_banned"], 1, "{s}");
+    assert!(!again.connected().contains(&PeerId(3)), "refused");
+    rt.block_on(async {
+        wait("the re-keyed guest connected elsewhere", 30, || {
+            again.connected().contains(&PeerId(0))
+        })
+        .await
+    });
+    assert!(!again.connected().contains(&PeerId(3)), "still refused");
+    for i in 0..3 {
+        let s = c.state(i).unwrap();
+        assert_eq!(s["net"]["peers_banned"], 0, "node{i}: {s}");
+    }
+    rt.block_on(again.shutdown());
+    for i in 0..4 {
+        c.terminate(i);
+    }
+}
+
 /// Runs `montana start` expecting a refusal; returns its one stderr line.
 fn refused_start(
     plan: &montana_node::devnet::Plan,

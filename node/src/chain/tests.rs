@@ -1227,24 +1227,34 @@ fn catching_up_stays_inside_the_servers_budget_and_a_batch_ahead() {
                     assert_eq!(peer, 0);
                     if let Some((from, count)) = cements {
                         requests += 1;
-                        budget.admit(0, 0, now).expect("a GetCements over budget");
+                        budget
+                            .admit(crate::net::Source::Local(0), 0, now)
+                            .expect("a GetCements over budget");
                         let cs: Vec<Cement> = (from..from + count as u64)
                             .filter_map(|w| chain.get(w as usize - 1).map(|x| x.cement.clone()))
                             .collect();
                         for x in &cs {
                             *cements_asked.entry(x.window).or_default() += 1;
                         }
-                        budget.done(0, cs.iter().map(Cement::weight).sum());
+                        budget.done(
+                            crate::net::Source::Local(0),
+                            cs.iter().map(Cement::weight).sum(),
+                        );
                         pending.extend(c.on_message(0, Message::Cements(cs), now));
                     }
                     if let Some((from, count)) = proposals {
                         requests += 1;
-                        budget.admit(0, 0, now).expect("a GetProposals over budget");
+                        budget
+                            .admit(crate::net::Source::Local(0), 0, now)
+                            .expect("a GetProposals over budget");
                         let ps: Vec<Proposal> = (from..from + count as u64)
                             .take(per_answer)
                             .filter_map(|w| chain.get(w as usize - 1).map(|x| x.proposal.clone()))
                             .collect();
-                        budget.done(0, ps.iter().map(|p| weight(p) + 4).sum());
+                        budget.done(
+                            crate::net::Source::Local(0),
+                            ps.iter().map(|p| weight(p) + 4).sum(),
+                        );
                         pending.extend(c.on_message(0, Message::Proposals(ps), now));
                     }
                 }
@@ -2704,6 +2714,57 @@ fn candidate_proofs_registrations_and_tip_cements_not_judged_are_not_forwarded()
     );
 }
 
+/// A copy of a candidate proof or registration held here passes without a
+/// second check (and is forwarded) only when it is the same bytes: another
+/// one of the same candidate and window (signatures are randomised:
+/// re-signed, or a forged signature) passed as a copy, unchecked, and was
+/// forwarded, so that a bad signature could not be held against whoever
+/// sent it (found by the review of the misbehaviour keys; fails before: the
+/// forged copies passed unmarked, so the runtime forwarded them).
+#[test]
+fn only_identical_copies_of_held_candidate_proofs_and_registrations_pass_unchecked() {
+    let (g, _k, mut c) = one();
+    let t = Instant::now();
+    let passes = |out: &[Action]| {
+        !out.iter()
+            .any(|a| matches!(a, Action::Unchecked | Action::Rejected { .. }))
+    };
+    let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
+    let key = NodeKeys::generate().unwrap();
+    let kk = g.joining().candidate_k as usize;
+    let sign = |salt: u8| {
+        CandidateProof::sign(
+            &key,
+            g.network_id(),
+            g.hash,
+            0,
+            vec![Hash32([salt; 32]); kk],
+        )
+    };
+    let proof = |p: &CandidateProof| Message::CandidateProof(Box::new(p.clone()));
+    let first = sign(3);
+    assert!(passes(&c.on_message(0, proof(&first), t)), "checked");
+    assert!(passes(&c.on_message(2, proof(&first), t)), "the same bytes");
+    let mut forged = first.clone();
+    forged.signature = sign(4).signature;
+    assert!(!forged.signed());
+    assert!(unchecked(&c.on_message(2, proof(&forged), t)), "a forgery");
+    assert!(unchecked(&c.on_message(2, proof(&sign(3)), t)), "re-signed");
+    let reg = Registration::sign(&key, g.network_id(), 0);
+    c.registrations.insert(reg.id, reg.clone());
+    let registration = |r: &Registration| Message::Registration(Box::new(r.clone()));
+    assert!(
+        passes(&c.on_message(2, registration(&reg), t)),
+        "the same bytes"
+    );
+    let mut forged = reg.clone();
+    forged.signature = Registration::sign(&key, g.network_id(), 1).signature;
+    assert!(
+        unchecked(&c.on_message(2, registration(&forged), t)),
+        "a forgery"
+    );
+}
+
 /// A vote, Propose or Beacon this node does not count now but forwards
 /// (late for the window just cemented, or held for the next) is forwarded
 /// only once its signature checked: such forgeries crossed the whole
@@ -2831,6 +2892,46 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
             Reject::Cement("cement_wrong_network"),
             Offence::WrongNetwork,
         ),
+        // A member forwards a candidate proof or registration only once
+        // checked (a copy only when it is the same bytes as one checked);
+        // a non-member forwards none.
+        (
+            MSG_CANDIDATE_PROOF,
+            Reject::Candidate("candidate_bad_signature"),
+            Offence::BadSignature,
+        ),
+        (
+            MSG_REGISTRATION,
+            Reject::Candidate("registration_bad_signature"),
+            Offence::BadSignature,
+        ),
+        // Catch-up answers: never relayed, built from the server's store
+        // of what it checked and cemented.
+        (
+            MSG_CEMENTS,
+            Reject::Cement("cement_bad_signature"),
+            Offence::BadSignature,
+        ),
+        (
+            MSG_CEMENTS,
+            Reject::Cement("cement_wrong_network"),
+            Offence::WrongNetwork,
+        ),
+        (
+            MSG_CEMENTS,
+            Reject::Cement("cement_malformed"),
+            Offence::Malformed,
+        ),
+        (
+            MSG_PROPOSALS,
+            Reject::WrongParams(String::new()),
+            Offence::Malformed,
+        ),
+        (
+            MSG_PROPOSALS,
+            Reject::Candidate("candidate_too_many"),
+            Offence::Malformed,
+        ),
     ];
     for (t, r, o) in offences {
         assert_eq!(r.offence(t), Some(o), "{t} {r:?}");
@@ -2872,7 +2973,20 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
         (MSG_CEMENT, Reject::Cement("cement_bad_signature")),
         (MSG_CEMENT, Reject::Cement("cement_malformed")),
         (MSG_CEMENT, Reject::Cement("cement_non_member")),
-        (MSG_CEMENTS, Reject::Cement("cement_bad_signature")),
+        // A catch-up answer names windows the asker's set may not cover
+        // (it checks each again against its own window's set), and an
+        // answer's proposal may be stored on its Cement's word alone.
+        (MSG_CEMENTS, Reject::Cement("cement_non_member")),
+        (MSG_CEMENTS, Reject::Cement("bundle_short_of_quorum")),
+        (
+            MSG_CEMENTS,
+            Reject::CementConflict {
+                ours: [0; 32],
+                theirs: h,
+            },
+        ),
+        (MSG_PROPOSALS, Reject::WrongProposer),
+        (MSG_PROPOSALS, Reject::Candidate("candidate_bad_signature")),
         (
             MSG_CEMENT,
             Reject::CementConflict {
@@ -2880,24 +2994,20 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
                 theirs: h,
             },
         ),
-        // A non-member forwards candidate proofs and registrations unchecked.
-        (
-            MSG_CANDIDATE_PROOF,
-            Reject::Candidate("candidate_bad_signature"),
-        ),
-        (
-            MSG_CANDIDATE_PROOF,
-            Reject::Candidate("candidate_wrong_network"),
-        ),
+        // A candidate proof's chain is forwarded before it is verified;
+        // lateness, counting and registration depend on the tip and roster.
         (
             MSG_CANDIDATE_PROOF,
             Reject::Candidate("candidate_bad_proof"),
         ),
         (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_late")),
-        (
-            MSG_REGISTRATION,
-            Reject::Candidate("registration_bad_signature"),
-        ),
+        (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_counted")),
+        (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_member")),
+        (MSG_REGISTRATION, Reject::Candidate("registration_early")),
+        (MSG_REGISTRATION, Reject::Candidate("registration_unknown")),
+        // A signature of one kind of message on another (a proposal's
+        // carried proof is judged with the proposal).
+        (MSG_PROPOSE, Reject::Candidate("candidate_bad_signature")),
         // A reason of one kind on another message (a held one) is not
         // this message's.
         (MSG_VOTE, Reject::BadSignature),

@@ -47,6 +47,25 @@ impl LinkError {
     }
 }
 
+impl LinkError {
+    /// The offence of the peer this error is ([`super::misbehaviour`]):
+    /// only what the peer itself sealed. An envelope header announcing an
+    /// oversize payload came out of a message that decrypted, so the
+    /// peer's session key made it, and no honest encoder writes one
+    /// ([`Envelope::check`]): [`Offence::Malformed`]. A frame length or a
+    /// ciphertext that fails is not: those bytes are not authenticated
+    /// until they decrypt, and anyone on the path can inject some (the
+    /// connection is closed all the same, and the peer reconnects).
+    pub fn offence(&self) -> Option<super::misbehaviour::Offence> {
+        match self {
+            LinkError::Envelope(EnvelopeError::TooLarge(_)) => {
+                Some(super::misbehaviour::Offence::Malformed)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Encrypts outgoing transport messages.
 pub struct Sealer {
     transport: Arc<StatelessTransportState>,
@@ -194,5 +213,32 @@ impl<W: AsyncWrite + Unpin> EnvelopeWriter<W> {
             self.out = Vec::new();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::misbehaviour::Offence;
+
+    /// Of the protocol violations that close a connection, only what the
+    /// peer sealed itself is its offence: an oversize envelope header in
+    /// decrypted bytes; not an empty or oversize frame, nor a ciphertext
+    /// that fails (bytes anyone on the path can inject).
+    #[test]
+    fn only_violations_inside_decrypted_bytes_are_offences() {
+        let sealed = LinkError::Envelope(EnvelopeError::TooLarge(1 << 30));
+        assert!(sealed.is_protocol_violation());
+        assert_eq!(sealed.offence(), Some(Offence::Malformed));
+        for e in [
+            LinkError::Decrypt,
+            LinkError::Frame(FrameError::Empty),
+            LinkError::Frame(FrameError::TooLarge(70_000)),
+            LinkError::NonceExhausted,
+            LinkError::Envelope(EnvelopeError::Truncated(3)),
+            LinkError::Io(io::Error::other("reset")),
+        ] {
+            assert_eq!(e.offence(), None, "{e}");
+        }
     }
 }

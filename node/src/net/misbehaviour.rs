@@ -23,21 +23,30 @@
 //! forwards before the check that failed (a proof's VDF, a candidate proof
 //! or registration at a non-member) never are.
 //!
-//! Scoring is a leaky bucket per node id: each offence adds its
-//! [`Offence::weight`], one point leaks away per [`LEAK_EVERY`]; a node
-//! reaching [`THRESHOLD`] is banned: its connection closed, and any
-//! connection with it refused, for [`BAN_FIRST`], doubling with each ban
-//! up to [`BAN_MAX`] ([`MEMBER_BAN_MAX`] for a genesis peer or a member of
-//! the active set: an honest member with a bug is not cut off for long). A
-//! node clean for [`FORGET_AFTER`] after its last ban starts over. At most
-//! [`MAX_TRACKED`] node ids are remembered; when full, forgotten first are
-//! those clean again, then the one with the lowest score not banned, then
-//! the ban ending soonest.
+//! Scoring is a leaky bucket per key ([`Source`]): each offence adds its
+//! [`Offence::weight`], one point leaks away per [`LEAK_EVERY`]; a key
+//! reaching [`THRESHOLD`] is banned: the connections it covers closed, and
+//! any it would cover refused, for [`BAN_FIRST`], doubling with each ban up
+//! to [`BAN_MAX`] ([`MEMBER_BAN_MAX`] for a genesis peer or a member of the
+//! active set: an honest member with a bug is not cut off for long). A key
+//! clean for [`FORGET_AFTER`] after its last ban starts over.
+//!
+//! The keys an offence is scored against are the sender's
+//! ([`super::Sender::charged`]), fixed when its message was read, never
+//! whoever holds its slot when the message is judged: its node id and, for
+//! a guest (neither a genesis peer nor a member), its source address as
+//! well, since anyone can mint node ids: a guest that reconnects under a
+//! new id keeps its address's score and ban. A banned address refuses
+//! guests only: a genesis peer or member behind it is judged by its own id.
+//!
+//! At most [`MAX_TRACKED`] keys are remembered; when full, forgotten first
+//! are those clean again, then the one with the lowest score not banned,
+//! then the ban ending soonest.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::NodeId;
+use super::Source;
 
 /// Score at which a node is banned.
 pub const THRESHOLD: u32 = 100;
@@ -52,7 +61,7 @@ pub const MEMBER_BAN_MAX: Duration = Duration::from_secs(120);
 /// A node with no offence for this long after its last ban ended starts
 /// over (its next ban is [`BAN_FIRST`] again).
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
-/// Node ids remembered at most.
+/// Keys (node ids and source addresses) remembered at most.
 pub const MAX_TRACKED: usize = 4096;
 
 /// What a peer did that no honest node does (see the module docs).
@@ -131,10 +140,10 @@ impl Record {
     }
 }
 
-/// Scores and bans by node id (see the module docs).
+/// Scores and bans by key (see the module docs).
 #[derive(Debug, Default)]
 pub struct Misbehaviour {
-    records: HashMap<NodeId, Record>,
+    records: HashMap<Source, Record>,
 }
 
 impl Misbehaviour {
@@ -142,13 +151,13 @@ impl Misbehaviour {
         Self::default()
     }
 
-    /// `node` (a genesis peer or a member if `member`) committed `offence`
-    /// at `now`: the ban it earns, if this offence reaches the threshold.
-    /// Offences of a node already banned (messages it sent before, still
-    /// on their way) are not scored.
+    /// `node` (a genesis peer's or a member's if `member`) is charged
+    /// `offence` at `now`: the ban it earns, if this offence reaches the
+    /// threshold. Offences of a key already banned (messages sent before,
+    /// still on their way) are not scored.
     pub fn offence(
         &mut self,
-        node: NodeId,
+        node: Source,
         offence: Offence,
         member: bool,
         now: Instant,
@@ -189,11 +198,11 @@ impl Misbehaviour {
     }
 
     /// Whether `node` is banned at `now`.
-    pub fn banned(&self, node: &NodeId, now: Instant) -> bool {
+    pub fn banned(&self, node: &Source, now: Instant) -> bool {
         self.records.get(node).is_some_and(|r| r.banned(now))
     }
 
-    /// Node ids remembered.
+    /// Keys remembered.
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -233,10 +242,10 @@ impl Misbehaviour {
 mod tests {
     use super::*;
 
-    fn node(i: u16) -> NodeId {
+    fn node(i: u16) -> Source {
         let mut b = [0u8; 32];
         b[..2].copy_from_slice(&i.to_be_bytes());
-        NodeId(b)
+        Source::Node(crate::net::NodeId(b))
     }
 
     /// Four forged signatures in a burst ban; three do not, and the score
@@ -287,7 +296,7 @@ mod tests {
     #[test]
     fn bans_double_up_to_a_cap_shorter_for_members_and_are_forgotten() {
         let mut m = Misbehaviour::new();
-        let burst = |m: &mut Misbehaviour, n: NodeId, member: bool, at: Instant| {
+        let burst = |m: &mut Misbehaviour, n: Source, member: bool, at: Instant| {
             (0..4)
                 .filter_map(|_| m.offence(n, Offence::BadSignature, member, at))
                 .last()
@@ -335,5 +344,34 @@ mod tests {
         }
         assert_eq!(m.len(), MAX_TRACKED);
         assert!(m.banned(&node(0), t), "the ban kept");
+    }
+
+    /// Source addresses are keys like node ids, counted as the gate counts
+    /// them (an IPv6 /64 is one source): a guest's address is banned
+    /// whichever host of its /64 it comes from, and a flood of /64s (an
+    /// IPv6 /48 holds 65,536) is bounded with the node ids, the banned
+    /// kept.
+    #[test]
+    fn source_addresses_are_scored_per_source_and_bounded_with_node_ids() {
+        use std::net::{IpAddr, Ipv6Addr};
+        let host = |net: u16, h: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, h));
+        let mut m = Misbehaviour::new();
+        let t = Instant::now();
+        for h in 1..=4 {
+            m.offence(Source::addr(host(1, h)), Offence::BadSignature, false, t);
+        }
+        assert!(m.banned(&Source::addr(host(1, 999)), t), "the whole /64");
+        assert!(!m.banned(&Source::addr(host(2, 1)), t), "not the next /64");
+        m.offence(node(0), Offence::WrongNetwork, false, t);
+        m.offence(node(0), Offence::WrongNetwork, false, t);
+        for net in 2..(2 * MAX_TRACKED) as u16 {
+            m.offence(Source::addr(host(net, 1)), Offence::Malformed, false, t);
+        }
+        assert_eq!(m.len(), MAX_TRACKED);
+        assert!(
+            m.banned(&Source::addr(host(1, 7)), t),
+            "the address ban kept"
+        );
+        assert!(m.banned(&node(0), t), "the node ban kept");
     }
 }

@@ -27,6 +27,8 @@
 //! - [`relay`]: a bounded seen-cache deciding what to forward to whom
 //!   (sans-IO; the node calls it).
 //! - [`shared`]: per-peer slots, totals and signals the tasks share.
+//! - [`sources`]: per-source state with a bound on the sources remembered
+//!   (the node's serving budgets).
 //! - [`network`]: the [`Network`] handle that the node drives.
 //!
 //! One connection per pair of genesis peers: the peer with the lower
@@ -37,7 +39,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -60,6 +62,7 @@ pub mod peer;
 pub mod relay;
 pub mod server;
 pub mod shared;
+pub mod sources;
 pub mod stats;
 
 pub use envelope::{Envelope, EnvelopeError, MAX_PAYLOAD};
@@ -226,11 +229,88 @@ pub struct NetConfig {
     pub transport: String,
 }
 
-/// A message received from a peer (types from [`RESERVED_TYPES`] on).
+/// A message received from a peer (types from [`RESERVED_TYPES`] on), with
+/// who sent it: by the time the node judges it, the peer's slot may hold
+/// another connection, of the same node or of another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbound {
     pub peer: PeerId,
+    pub from: Sender,
     pub envelope: Envelope,
+}
+
+/// What misbehaviour scores and serving budgets are kept by (docs/SPEC.md
+/// 10.7): a genesis peer's or a member's node id (its place costs it its
+/// key), and a guest's source address as well (anyone can mint node ids,
+/// so a guest's own id is no key it cannot change by reconnecting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Node(NodeId),
+    /// An address as [`gate::source`] counts it: IPv4, or an IPv6 /64.
+    Addr(IpAddr),
+    /// A peer of an in-process transport (tests), whose index nobody else
+    /// ever takes.
+    Local(u16),
+}
+
+impl Source {
+    /// The source address of `ip` ([`gate::source`]).
+    pub fn addr(ip: IpAddr) -> Self {
+        Source::Addr(gate::source(ip))
+    }
+}
+
+/// The connection a message came on, fixed when it was read: whom its
+/// offences are charged to ([`Network::offence`]) and whose budgets it
+/// spends ([`Sender::source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// The slot it came through (another connection's once it closed).
+    pub peer: PeerId,
+    /// The connection's id, never reused while the network runs.
+    pub conn: u64,
+    /// SHA-256 of its ML-DSA-65 key, proven in the handshake.
+    pub node_id: NodeId,
+    /// The address at the other end of the socket.
+    pub remote: SocketAddr,
+    /// A genesis peer, or a member of the active set when it connected;
+    /// otherwise a guest.
+    pub member: bool,
+}
+
+impl Sender {
+    /// The sender of what arrives on connection `conn` of `link`.
+    pub fn of(link: &PeerLink, conn: u64) -> Self {
+        Sender {
+            peer: link.peer,
+            conn,
+            node_id: link.node_id,
+            remote: link.remote,
+            member: link.genesis || link.member,
+        }
+    }
+
+    /// Whom its requests are budgeted to: a genesis peer or a member by
+    /// its node id, a guest by its source address (shared with every
+    /// guest from there, whatever node id each holds).
+    pub fn source(&self) -> Source {
+        if self.member {
+            Source::Node(self.node_id)
+        } else {
+            Source::addr(self.remote.ip())
+        }
+    }
+
+    /// What its offences are scored against: its node id and, unless it
+    /// is a genesis peer or a member (`member_now`: of the active set
+    /// now), its source address too.
+    pub fn charged(&self, member_now: bool) -> Vec<Source> {
+        let mut keys = vec![Source::Node(self.node_id)];
+        if !self.member && !member_now {
+            keys.push(Source::addr(self.remote.ip()));
+        }
+        keys
+    }
 }
 
 /// One peer's connection state and heartbeat counters.

@@ -36,7 +36,7 @@ use super::misbehaviour::{Misbehaviour, Offence};
 use super::shared::{bump, Delivery, Guests, NetTotals, Shared, Slot, Totals};
 use super::{
     dialer, server, Inbound, LinkEvent, MemberSet, NetConfig, NetError, NodeId, PeerId, PeerLink,
-    PeerStats, RESERVED_TYPES,
+    PeerStats, Sender, RESERVED_TYPES,
 };
 
 /// Link events kept for a slow subscriber (it then misses the oldest and
@@ -85,76 +85,8 @@ impl Network {
             source,
         })?;
         let (tx, rx) = mpsc::channel(cfg.limits.queue_len.clamp(1, DELIVERY_QUEUE));
-        // One slot per genesis peer, then one per connection a node outside
-        // the genesis can hold: members (max_peers) and guests, and as many
-        // again as the guest seats for connections closing while their
-        // successors are seated (an evicted guest, a replaced connection).
-        let guests = cfg.limits.max_peers + 2 * guest_seats(cfg.limits.max_peers);
-        let n_slots = (cfg.peers.len() + guests).min(u16::MAX as usize + 1);
-        let mut queues = Vec::with_capacity(n_slots);
-        let mut slots = Vec::with_capacity(n_slots);
-        for _ in 0..n_slots {
-            let (ptx, prx) = mpsc::channel(cfg.limits.queue_len.max(1));
-            slots.push(Slot::new(ptx, cfg.limits.inbound_bytes));
-            queues.push(prx);
-        }
-        let gate = Gate::new(
-            cfg.limits.max_peers,
-            cfg.peers
-                .iter()
-                .filter(|p| cfg.me.is_some_and(|me| p.id < me))
-                .map(|p| p.address.ip()),
-        );
-        let members = cfg
-            .members
-            .clone()
-            .unwrap_or_else(|| MemberSet::of_genesis(&cfg.peers));
-        // Which genesis peers we dial by their genesis address: the higher
-        // ids for a genesis peer; all of them for a node outside the genesis
-        // without bootstrap addresses.
-        let dial_genesis: Vec<PeerId> = match cfg.me {
-            Some(me) => cfg.peers.iter().map(|p| p.id).filter(|&p| p > me).collect(),
-            None if cfg.bootstrap.is_empty() => cfg.peers.iter().map(|p| p.id).collect(),
-            None => Vec::new(),
-        };
-        let book = cfg.me.is_none().then(|| {
-            let excluded: Vec<SocketAddr> = dial_genesis
-                .iter()
-                .map(|p| cfg.peers[p.0 as usize].address)
-                .collect();
-            let mut book = AddressBook::new(local_addr, excluded, MAX_BOOK);
-            book.on_networks_of(cfg.peers.iter().map(|p| p.address));
-            for a in &cfg.bootstrap {
-                let _ = book.add(*a, Source::Bootstrap, StdInstant::now());
-            }
-            Mutex::new(book)
-        });
-        let genesis_len = cfg.peers.len();
-        let shared = Arc::new(Shared {
-            network_id: cfg.network_id,
-            me: cfg.me,
-            my_id: NodeId::of(cfg.keys.verifying_key()),
-            keys: cfg.keys,
-            slots,
-            guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
-            kicks: Mutex::default(),
-            handshake_kicks: Mutex::default(),
-            peers: cfg.peers,
-            dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
-            members,
-            book,
-            listen: local_addr,
-            links: broadcast::channel(LINK_EVENTS).0,
-            limits: cfg.limits,
-            params,
-            totals: Totals::default(),
-            gate: Mutex::new(gate),
-            misbehaviour: Mutex::new(Misbehaviour::new()),
-            conn_log: Mutex::new(crate::lograte::LogRate::per_minute()),
-            shutdown: watch::Sender::new(false),
-            next_conn: AtomicU64::new(0),
-            tasks: Mutex::new(JoinSet::new()),
-        });
+        let (shared, queues, dial_genesis) = Shared::build(cfg, params, local_addr);
+        let shared = Arc::new(shared);
         shared.spawn(deliver(
             shared.clone(),
             queues,
@@ -188,11 +120,12 @@ impl Network {
         ))
     }
 
-    /// The node connected as `peer` committed `offence`: scored, and
-    /// banned (disconnected, then refused) at the threshold
+    /// `from` (the sender of an [`Inbound`]) committed `offence`: scored
+    /// against its keys, whoever holds its slot now, and banned
+    /// (disconnected, then refused) at the threshold
     /// ([`super::misbehaviour`]).
-    pub fn offence(&self, peer: PeerId, offence: Offence) {
-        self.shared.offence(peer, offence);
+    pub fn offence(&self, from: &Sender, offence: Offence) {
+        self.shared.offence(from, offence);
     }
 
     /// Whether `node` is banned for misbehaviour now.
@@ -406,6 +339,89 @@ impl Network {
     }
 }
 
+impl Shared {
+    /// The state of a network listening at `local_addr` (no task started),
+    /// the peers' inbound queues for its delivery task, and the genesis
+    /// peers it dials.
+    pub(super) fn build(
+        cfg: NetConfig,
+        params: snow::params::NoiseParams,
+        local_addr: SocketAddr,
+    ) -> (Shared, Vec<mpsc::Receiver<Delivery>>, Vec<PeerId>) {
+        // One slot per genesis peer, then one per connection a node outside
+        // the genesis can hold: members (max_peers) and guests, and as many
+        // again as the guest seats for connections closing while their
+        // successors are seated (an evicted guest, a replaced connection).
+        let guests = cfg.limits.max_peers + 2 * guest_seats(cfg.limits.max_peers);
+        let n_slots = (cfg.peers.len() + guests).min(u16::MAX as usize + 1);
+        let mut queues = Vec::with_capacity(n_slots);
+        let mut slots = Vec::with_capacity(n_slots);
+        for _ in 0..n_slots {
+            let (ptx, prx) = mpsc::channel(cfg.limits.queue_len.max(1));
+            slots.push(Slot::new(ptx, cfg.limits.inbound_bytes));
+            queues.push(prx);
+        }
+        let gate = Gate::new(
+            cfg.limits.max_peers,
+            cfg.peers
+                .iter()
+                .filter(|p| cfg.me.is_some_and(|me| p.id < me))
+                .map(|p| p.address.ip()),
+        );
+        let members = cfg
+            .members
+            .clone()
+            .unwrap_or_else(|| MemberSet::of_genesis(&cfg.peers));
+        // Which genesis peers we dial by their genesis address: the higher
+        // ids for a genesis peer; all of them for a node outside the genesis
+        // without bootstrap addresses.
+        let dial_genesis: Vec<PeerId> = match cfg.me {
+            Some(me) => cfg.peers.iter().map(|p| p.id).filter(|&p| p > me).collect(),
+            None if cfg.bootstrap.is_empty() => cfg.peers.iter().map(|p| p.id).collect(),
+            None => Vec::new(),
+        };
+        let book = cfg.me.is_none().then(|| {
+            let excluded: Vec<SocketAddr> = dial_genesis
+                .iter()
+                .map(|p| cfg.peers[p.0 as usize].address)
+                .collect();
+            let mut book = AddressBook::new(local_addr, excluded, MAX_BOOK);
+            book.on_networks_of(cfg.peers.iter().map(|p| p.address));
+            for a in &cfg.bootstrap {
+                let _ = book.add(*a, Source::Bootstrap, StdInstant::now());
+            }
+            Mutex::new(book)
+        });
+        let genesis_len = cfg.peers.len();
+        let shared = Shared {
+            network_id: cfg.network_id,
+            me: cfg.me,
+            my_id: NodeId::of(cfg.keys.verifying_key()),
+            keys: cfg.keys,
+            slots,
+            guests: Mutex::new(Guests::new(genesis_len, n_slots - genesis_len)),
+            kicks: Mutex::default(),
+            handshake_kicks: Mutex::default(),
+            peers: cfg.peers,
+            dial_slots: Arc::new(Semaphore::new(cfg.limits.max_outbound)),
+            members,
+            book,
+            listen: local_addr,
+            links: broadcast::channel(LINK_EVENTS).0,
+            limits: cfg.limits,
+            params,
+            totals: Totals::default(),
+            gate: Mutex::new(gate),
+            misbehaviour: Mutex::new(Misbehaviour::new()),
+            conn_log: Mutex::new(crate::lograte::LogRate::per_minute()),
+            shutdown: watch::Sender::new(false),
+            next_conn: AtomicU64::new(0),
+            tasks: Mutex::new(JoinSet::new()),
+        };
+        (shared, queues, dial_genesis)
+    }
+}
+
 fn validate(cfg: &NetConfig) -> Result<(), NetError> {
     let bad = |m: String| Err(NetError::Config(m));
     if cfg.peers.len() > u16::MAX as usize + 1 {
@@ -501,16 +517,12 @@ async fn deliver(
                 None => return,
             },
         };
-        let Delivery {
-            inbound,
-            from,
-            permit,
-        } = d;
-        if !shared.still_sender(inbound.peer, from) {
+        let Delivery { inbound, permit } = d;
+        if !shared.still_sender(inbound.peer, inbound.from.node_id) {
             debug!(peer = %inbound.peer, "message of a connection whose id went to another node; dropped");
             continue;
         }
-        if shared.banned(&from) {
+        if shared.refuses_sender(&inbound.from) {
             // Queued before its ban: it would cost decoding and signature
             // checks for nothing.
             continue;

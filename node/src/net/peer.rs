@@ -37,7 +37,7 @@ use super::discovery::{Addrs, Skip, Source, ADDRS_EVERY, ADDRS_MIN_GAP, ADDRS_VE
 use super::envelope::{Envelope, HEADER_LEN};
 use super::shared::{bump, Admission, Delivery, Shared};
 use super::stats::Event;
-use super::{Inbound, PeerId, PeerLink, MSG_PING, MSG_PONG, RESERVED_TYPES};
+use super::{Inbound, PeerId, PeerLink, Sender, MSG_PING, MSG_PONG, RESERVED_TYPES};
 
 /// Version of the Ping/Pong layout (empty payload, id in the request id).
 const HEARTBEAT_VERSION: u8 = 1;
@@ -155,6 +155,9 @@ pub(crate) async fn run<R, W>(
         debug!(%peer, "connection closed for shutdown");
     } else if let Some(e) = ended.link_error().filter(|e| e.is_protocol_violation()) {
         bump(&shared.totals.protocol_errors);
+        if let Some(o) = e.offence() {
+            shared.offence(&Sender::of(&link, reg.id), o);
+        }
         match shared.conn_line(ip, "failed") {
             Some(left_out) => warn!(%peer, remote = %link.remote, error = %e, left_out,
                 "connection failed (logged once a minute per address)"),
@@ -275,13 +278,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 };
                 let inbound = Inbound {
                     peer,
+                    from: Sender::of(link, conn),
                     envelope: env,
                 };
-                let d = Delivery {
-                    inbound,
-                    from: link.node_id,
-                    permit,
-                };
+                let d = Delivery { inbound, permit };
                 if slot.inbound.send(d).await.is_err() {
                     return Ended::NodeGone;
                 }

@@ -32,7 +32,9 @@ use super::gate::{Gate, GuestId, HandshakeId, Refusal, Seat, Ticket};
 use super::handshake::{self, HandshakeError, Remote};
 use super::misbehaviour::{Misbehaviour, Offence};
 use super::stats::{Counters, Event};
-use super::{Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink};
+use super::{
+    Inbound, Limits, LinkEvent, MemberSet, NodeId, PeerId, PeerInfo, PeerLink, Sender, Source,
+};
 use crate::keys::NodeKeys;
 
 /// Node-wide transport counters since start.
@@ -178,12 +180,11 @@ pub(super) struct Live {
     pub(super) _close: oneshot::Sender<()>,
 }
 
-/// A received message on its way to the node, holding its share of the
-/// peer's inbound byte budget until the node's channel takes it, and the
-/// node that sent it ([`Shared::still_sender`]).
+/// A received message on its way to the node (with its sender,
+/// [`Shared::still_sender`]), holding its share of the peer's inbound byte
+/// budget until the node's channel takes it.
 pub(super) struct Delivery {
     pub(super) inbound: Inbound,
-    pub(super) from: NodeId,
     pub(super) permit: OwnedSemaphorePermit,
 }
 
@@ -276,7 +277,8 @@ impl Shared {
                 gate.release(t);
             }
         };
-        if self.banned(&remote.node_id) {
+        let by_id = remote.genesis.is_some() || self.members.contains(&remote.node_id);
+        if self.refuses(&remote.node_id, addr, by_id) {
             release(&mut self.gate());
             return Err(Refusal::Banned);
         }
@@ -353,48 +355,87 @@ impl Shared {
         self.misbehaviour
             .lock()
             .expect("misbehaviour lock")
-            .banned(node, Instant::now())
+            .banned(&Source::Node(*node), Instant::now())
     }
 
-    /// The node connected as `peer` committed `offence` (see
-    /// [`super::misbehaviour`]): scored against its node id; when that
-    /// bans it, its connection is closed (a line, once per ban). Nobody
-    /// connected as `peer`: nothing to score.
-    pub fn offence(&self, peer: PeerId, offence: Offence) {
-        let Some(link) = self.slots.get(peer.0 as usize).and_then(|s| {
-            let live = s.live.lock().expect("slot lock");
-            live.as_ref().map(|l| l.link.clone())
-        }) else {
-            return;
-        };
+    /// Whether a connection of `node` from `remote` is refused now for
+    /// misbehaviour: its node id banned, or, for a guest (not `member`: a
+    /// genesis peer or a member of the active set), its source address.
+    pub fn refuses(&self, node: &NodeId, remote: SocketAddr, member: bool) -> bool {
+        let m = self.misbehaviour.lock().expect("misbehaviour lock");
+        let now = Instant::now();
+        m.banned(&Source::Node(*node), now)
+            || (!member && m.banned(&Source::addr(remote.ip()), now))
+    }
+
+    /// Whether what `from` sent is refused now ([`Shared::refuses`]).
+    pub(super) fn refuses_sender(&self, from: &Sender) -> bool {
+        let member = from.member || self.members.contains(&from.node_id);
+        self.refuses(&from.node_id, from.remote, member)
+    }
+
+    /// `from` committed `offence` (see [`super::misbehaviour`]): scored
+    /// against its keys ([`Sender::charged`]), whoever holds its slot now
+    /// (a message is judged after it was queued; its sender may have left
+    /// and another node taken the slot). When that bans a key, every live
+    /// connection it covers is closed (a line, once per ban).
+    pub fn offence(&self, from: &Sender, offence: Offence) {
         bump(&self.totals.peer_offences);
-        let member = link.genesis || self.members.contains(&link.node_id);
-        let ban = self
-            .misbehaviour
-            .lock()
-            .expect("misbehaviour lock")
-            .offence(link.node_id, offence, member, Instant::now());
+        let member = from.member || self.members.contains(&from.node_id);
+        let now = Instant::now();
+        let ban = {
+            let mut m = self.misbehaviour.lock().expect("misbehaviour lock");
+            from.charged(member)
+                .into_iter()
+                .filter_map(|key| m.offence(key, offence, member, now))
+                .max_by_key(|b| b.until)
+        };
         let Some(ban) = ban else { return };
         bump(&self.totals.peers_banned);
-        // Dropping the live connection closes it.
-        let closed = {
-            let mut live = self.slot(peer).live.lock().expect("slot lock");
-            match live.as_ref() {
-                Some(l) if l.link.node_id == link.node_id => live.take(),
-                _ => None,
-            }
-        };
-        drop(closed);
+        let closed = self.close_refused();
         warn!(
-            %peer,
-            node_id = %link.node_id,
-            remote = %link.remote,
-            genesis = link.genesis,
+            peer = %from.peer,
+            node_id = %from.node_id,
+            remote = %from.remote,
+            member,
             offence = offence.name(),
             secs = ban.lasts.as_secs(),
             strikes = ban.strikes,
+            closed,
             "peer banned for misbehaviour: disconnected, its connections refused until the ban ends (logged once per ban)"
         );
+    }
+
+    /// Closes every live connection refused now ([`Shared::refuses`]):
+    /// the banned node's, and every guest's from a banned address. How
+    /// many.
+    fn close_refused(&self) -> usize {
+        let mut closed = 0;
+        for slot in &self.slots {
+            let Some((link, id)) = slot
+                .live
+                .lock()
+                .expect("slot lock")
+                .as_ref()
+                .map(|l| (l.link.clone(), l.id))
+            else {
+                continue;
+            };
+            let member = link.genesis || link.member || self.members.contains(&link.node_id);
+            if !self.refuses(&link.node_id, link.remote, member) {
+                continue;
+            }
+            // Dropping the live connection closes it (if still that one).
+            let gone = {
+                let mut live = slot.live.lock().expect("slot lock");
+                match live.as_ref() {
+                    Some(l) if l.id == id => live.take(),
+                    _ => None,
+                }
+            };
+            closed += gone.is_some() as usize;
+        }
+        closed
     }
 
     fn guests(&self) -> MutexGuard<'_, Guests> {
@@ -725,5 +766,112 @@ mod tests {
         g.assign(node(2)).unwrap();
         assert_eq!(g.assign(node(3)), Err(Refusal::GuestsFull));
         assert_eq!(g.assign(node(1)), Ok(PeerId(4)), "a holder keeps its id");
+    }
+
+    /// A network of no genesis peer, with no task running, whose slots
+    /// the tests fill by hand.
+    fn bare() -> Shared {
+        let cfg = super::super::NetConfig {
+            network_id: [7; 32],
+            me: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            keys: Arc::new(NodeKeys::generate().unwrap()),
+            peers: Vec::new(),
+            bootstrap: Vec::new(),
+            members: Some(MemberSet::new([])),
+            limits: Limits::default(),
+            transport: handshake::DEFAULT_TRANSPORT.into(),
+        };
+        let params = handshake::parse_suite(&cfg.transport).unwrap();
+        let listen = cfg.listen;
+        Shared::build(cfg, params, listen).0
+    }
+
+    /// `node`'s connection from `remote` in slot `peer`, live.
+    fn connect(s: &Shared, peer: u16, node: u8, remote: &str, member: bool) -> Sender {
+        let link = PeerLink {
+            peer: PeerId(peer),
+            node_id: NodeId([node; 32]),
+            genesis: false,
+            member,
+            outbound: false,
+            remote: remote.parse().unwrap(),
+        };
+        let reg = s.register(&link).unwrap();
+        Sender::of(&link, reg.id)
+    }
+
+    fn occupant(s: &Shared, peer: u16) -> Option<NodeId> {
+        s.link(PeerId(peer)).map(|l| l.node_id)
+    }
+
+    /// A message is judged after it was queued: its sender may have left
+    /// and another node taken its slot by then. The offence is charged to
+    /// the sender (its node id and, a guest, its address), never to the
+    /// slot's new occupant, which stays connected (found by review; fails
+    /// before, with the offence charged to whoever held the slot: the
+    /// newcomer was banned and disconnected).
+    #[test]
+    fn an_offence_is_charged_to_its_sender_not_to_the_slots_new_occupant() {
+        let s = bare();
+        let a = connect(&s, 3, 1, "192.0.2.1:5000", false);
+        s.unregister(&s.link(PeerId(3)).unwrap(), a.conn);
+        let b = connect(&s, 3, 2, "198.51.100.2:5000", false);
+        for _ in 0..4 {
+            s.offence(&a, Offence::BadSignature);
+        }
+        assert!(s.banned(&a.node_id));
+        assert!(s.refuses_sender(&a));
+        assert!(!s.banned(&b.node_id) && !s.refuses_sender(&b));
+        assert_eq!(occupant(&s, 3), Some(b.node_id), "the newcomer stays");
+        assert_eq!(s.totals.snapshot().peers_banned, 1);
+        // Nobody in the slot: the sender is charged all the same.
+        let c = connect(&s, 4, 3, "203.0.113.3:5000", false);
+        s.unregister(&s.link(PeerId(4)).unwrap(), c.conn);
+        for _ in 0..4 {
+            s.offence(&c, Offence::BadSignature);
+        }
+        assert!(s.banned(&c.node_id));
+    }
+
+    /// A guest mints node ids for free: its offences are scored against
+    /// its source address too, so one that reconnects under a new id is
+    /// still refused, and the other guests of that address are closed;
+    /// a genesis peer or member behind the address is judged by its own
+    /// id (found by review; fails before: only the node id was banned).
+    #[test]
+    fn a_guest_that_rekeys_stays_banned_by_its_address_and_members_there_do_not() {
+        let s = bare();
+        let bad = connect(&s, 0, 1, "[2001:db8:1:2::5]:5000", false);
+        let other_guest = connect(&s, 1, 2, "[2001:db8:1:2::6]:5000", false);
+        let member = connect(&s, 2, 3, "[2001:db8:1:2::7]:5000", true);
+        for _ in 0..4 {
+            s.offence(&bad, Offence::BadSignature);
+        }
+        let rekeyed = NodeId([9; 32]);
+        let again: SocketAddr = "[2001:db8:1:2::ff]:6000".parse().unwrap();
+        assert!(s.refuses(&rekeyed, again, false), "a new id, same /64");
+        assert!(
+            !s.refuses(&rekeyed, again, true),
+            "a member is judged by id"
+        );
+        assert!(!s.refuses(&rekeyed, "[2001:db8:1:3::1]:1".parse().unwrap(), false));
+        assert_eq!(occupant(&s, 0), None, "the offender closed");
+        assert_eq!(
+            occupant(&s, 1),
+            None,
+            "a guest of the banned address closed"
+        );
+        assert_eq!(occupant(&s, 2), Some(member.node_id), "the member stays");
+        let _ = other_guest;
+        // A member's offences are scored against its id alone: the guests
+        // of its address are not refused for them.
+        let member = connect(&s, 3, 4, "192.0.2.50:5000", true);
+        for _ in 0..4 {
+            s.offence(&member, Offence::BadSignature);
+        }
+        assert!(s.banned(&member.node_id));
+        assert_eq!(occupant(&s, 3), None, "the member closed");
+        assert!(!s.refuses(&rekeyed, member.remote, false));
     }
 }

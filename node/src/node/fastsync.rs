@@ -1,7 +1,7 @@
 //! Fast-sync in the running node (docs/SPEC.md section 13): the syncing
 //! phase before the window loop ([`before_run`]) and the serving side
 //! ([`Serving`]: snapshots taken every `snapshot_interval` cemented windows,
-//! requests answered off the event loop within a per-peer budget).
+//! requests answered off the event loop within a per-source budget).
 //!
 //! The runtime calls three hooks: [`before_run`] once before it builds the
 //! chain, [`Serving::on_request`] for each message type
@@ -481,7 +481,7 @@ fn publish_rejected(sync: &FastSync, state: &Mutex<NodeState>) {
     }
 }
 
-/// The serving side: snapshots on disk and the per-peer chunk budget.
+/// The serving side: snapshots on disk and the per-source chunk budget.
 pub struct Serving {
     snapshots: Snapshots,
     dir: PathBuf,
@@ -522,9 +522,9 @@ impl Serving {
         ) {
             return false;
         }
-        let peer = m.peer;
+        let (peer, source) = (m.peer, m.source());
         if transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
-            || !self.budget.lock().unwrap().admit(peer, Instant::now())
+            || !self.budget.lock().unwrap().admit(source, Instant::now())
         {
             debug!(peer, "fast-sync request over budget; dropped");
             return true;
@@ -537,7 +537,7 @@ impl Serving {
         );
         self.gate.spawn(move || {
             let Some((reply, read)) = snaps.answer_counted(&msg) else {
-                budget.lock().unwrap().done(peer, 0);
+                budget.lock().unwrap().done(source, 0);
                 return;
             };
             let payload = reply.encode();
@@ -545,7 +545,7 @@ impl Serving {
             if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
                 debug!(peer, error = %e, "fast-sync answer not sent");
             }
-            budget.lock().unwrap().done(peer, bytes);
+            budget.lock().unwrap().done(source, bytes);
         });
         true
     }
@@ -596,6 +596,7 @@ mod tests {
     fn the_probe_hears_genesis_peers_only_and_keeps_a_bounded_backlog() {
         let tip = |peer: u16, window: u64| Incoming {
             peer,
+            from: None,
             msg_type: crate::messages::MSG_TIP,
             version: 1,
             request_id: 0,
@@ -629,6 +630,7 @@ mod tests {
         for _ in 0..64 {
             h.take(Incoming {
                 peer: 1,
+                from: None,
                 msg_type: 200,
                 version: 1,
                 request_id: 0,

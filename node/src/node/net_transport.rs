@@ -15,6 +15,7 @@ use crate::keys::NodeKeys;
 use crate::messages::MSG_VERSION;
 use crate::net::{
     Envelope, Inbound, Limits, LinkEvent, NetConfig, Network, NodeId, PeerId, PeerInfo, PeerLink,
+    Sender,
 };
 use crate::status::StatusSnapshot;
 
@@ -75,8 +76,8 @@ impl Transport for NetTransport {
         self.0.members().set(ids.iter().copied());
     }
 
-    fn offence(&self, peer: u16, offence: crate::net::misbehaviour::Offence) {
-        self.0.offence(PeerId(peer), offence);
+    fn offence(&self, from: &Sender, offence: crate::net::misbehaviour::Offence) {
+        self.0.offence(from, offence);
     }
 
     fn link_events(&self) -> Option<broadcast::Receiver<LinkEvent>> {
@@ -194,6 +195,7 @@ pub fn forward(mut rx: mpsc::Receiver<Inbound>) -> mpsc::Receiver<Incoming> {
             let e = m.envelope;
             let incoming = Incoming {
                 peer: m.peer.0,
+                from: Some(m.from),
                 msg_type: e.msg_type,
                 version: e.version,
                 request_id: e.request_id,
@@ -232,6 +234,13 @@ mod tests {
             let e = Envelope::new(200, MSG_VERSION, i as u64, vec![0; 1 << 10]);
             tx.try_send(Inbound {
                 peer: PeerId(1),
+                from: Sender {
+                    peer: PeerId(1),
+                    conn: 1,
+                    node_id: NodeId([1; 32]),
+                    remote: "127.0.0.1:1".parse().unwrap(),
+                    member: true,
+                },
                 envelope: e,
             })
             .unwrap();

@@ -89,9 +89,10 @@ enum Done {
         window: u64,
         checkpoints: Option<Vec<montana_vdf::Hash32>>,
     },
-    /// A GetProposals answer was built (and queued): its size in bytes.
+    /// A GetProposals answer was built (and queued): its size in bytes,
+    /// charged to `source`'s budget.
     Served {
-        peer: u16,
+        source: crate::net::Source,
         result: Result<usize, crate::storage::StoreError>,
     },
 }
@@ -732,10 +733,10 @@ impl Runner {
 
     fn on_done(&mut self, d: Done) -> Result<(), NodeError> {
         let now = Instant::now();
-        if let Done::Served { peer, result } = d {
+        if let Done::Served { source, result } = d {
             self.serving -= 1;
             let bytes = result?;
-            self.budget.done(peer, bytes);
+            self.budget.done(source, bytes);
             return Ok(());
         }
         self.in_flight -= 1;
@@ -849,7 +850,7 @@ impl Runner {
     /// a minute per peer (crate::lograte), and an offence of the peer
     /// (crate::net::misbehaviour).
     fn malformed(&mut self, m: &Incoming, e: &dyn std::fmt::Display) {
-        self.transport.offence(m.peer, Offence::Malformed);
+        self.charge(m, Offence::Malformed);
         *self
             .state
             .lock()
@@ -868,6 +869,15 @@ impl Runner {
                 left_out,
                 "malformed message (logged once a minute per peer)"
             );
+        }
+    }
+
+    /// `m`'s sender committed `offence`: charged to the connection it came
+    /// on, whoever holds its peer index now (nobody in-process, where
+    /// nothing is scored).
+    fn charge(&self, m: &Incoming, offence: Offence) {
+        if let Some(from) = &m.from {
+            self.transport.offence(from, offence);
         }
     }
 
@@ -902,11 +912,11 @@ impl Runner {
         trace_consensus("recv", Some(m.peer), &msg);
         let actions = match msg {
             Message::GetProposals { from, count } => {
-                self.serve(m.peer, m.request_id, Served::Proposals, from, count);
+                self.serve(&m, Served::Proposals, from, count);
                 Vec::new()
             }
             Message::GetCements { from, count } => {
-                self.serve(m.peer, m.request_id, Served::Cements, from, count);
+                self.serve(&m, Served::Cements, from, count);
                 Vec::new()
             }
             msg => {
@@ -932,7 +942,7 @@ impl Runner {
             } = a
             {
                 if let Some(o) = reason.offence(m.msg_type).filter(|_| *p == m.peer) {
-                    self.transport.offence(m.peer, o);
+                    self.charge(&m, o);
                 }
             }
         }
@@ -970,18 +980,19 @@ impl Runner {
         let _ = self.relay.forward_to(id, &self.connected());
     }
 
-    /// Answers GetProposals from storage, within the peer's budget
-    /// ([`super::serve`]): consecutive windows from `from`, as many as fit
-    /// one message, read and queued on a blocking thread (through the
-    /// node's [`Gate`]) so the event loop never waits on the database for a
-    /// peer.
-    fn serve(&mut self, peer: u16, request_id: u64, what: Served, from: u64, count: u32) {
+    /// Answers GetProposals (GetCements) request `m` from storage, within
+    /// its sender's budget ([`super::serve`]; a guest's is its source
+    /// address's): consecutive windows from `from`, as many as fit one
+    /// message, read and queued on a blocking thread (through the node's
+    /// [`Gate`]) so the event loop never waits on the database for a peer.
+    fn serve(&mut self, m: &Incoming, what: Served, from: u64, count: u32) {
+        let (peer, request_id, source) = (m.peer, m.request_id, m.source());
         let tip = self.chain.tip().window;
         if from == 0 || from > tip || self.chain.is_stopped() {
             return;
         }
         let backlog = self.transport.queued_bytes(peer);
-        if let Err(why) = self.budget.admit(peer, backlog, Instant::now()) {
+        if let Err(why) = self.budget.admit(source, backlog, Instant::now()) {
             debug!(
                 peer,
                 from,
@@ -1012,7 +1023,7 @@ impl Runner {
                 t,
                 request_id,
             );
-            let _ = tx.send(Done::Served { peer, result });
+            let _ = tx.send(Done::Served { source, result });
         });
     }
 

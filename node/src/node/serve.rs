@@ -2,7 +2,10 @@
 //! and GetCements.
 //!
 //! Each request costs up to [`crate::messages::MAX_REQUEST`] database reads
-//! and a 1 MiB answer, so every peer gets, independently:
+//! and a 1 MiB answer, so every source ([`crate::net::Sender::source`]: a
+//! genesis peer's or a member's node id, a guest's source address, which a
+//! guest cannot change by reconnecting under a new node id) gets,
+//! independently:
 //! - at most [`MAX_IN_FLIGHT`] answers in preparation at a time (a
 //!   catch-up asks for proposals and their Cements together;
 //!   [`Refused::Busy`]);
@@ -19,6 +22,10 @@
 //! queued ([`answer`]): a peer that disconnects, or never reads, after
 //! asking still pays for the reads and the encoding it caused.
 //!
+//! At most [`crate::net::sources::MAX_SOURCES`] sources are remembered;
+//! when full, a new one takes the place of the one whose budget is
+//! fullest with nothing in preparation ([`crate::net::sources`]).
+//!
 //! A refused request is dropped (the asker times out and asks elsewhere).
 //! An honest follower asks one pair of requests at a time, so it stays far inside
 //! these bounds. Answers are built off the event loop (see the runtime).
@@ -34,7 +41,6 @@
 //! their turn in arrival order (not dropped: an honest asker's request is
 //! late, not lost). What waits is bounded by the per-peer budgets above.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +50,8 @@ use tracing::debug;
 
 use super::transport::Transport;
 use crate::messages;
+use crate::net::sources::SourceMap;
+use crate::net::Source;
 
 /// Sustained requests per second per peer.
 pub const REQUESTS_PER_SEC: f64 = 10.0;
@@ -124,23 +132,37 @@ struct Bucket {
     busy: u8,
 }
 
-/// Per-peer budgets; see the module docs.
+impl Bucket {
+    /// How full it would be at `now`, both budgets counted (2: a new
+    /// one's); `None` while an answer is in preparation.
+    fn spare(&self, now: Instant) -> Option<f64> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        let requests = (self.requests + dt * REQUESTS_PER_SEC).min(REQUEST_BURST);
+        let bytes = (self.bytes + dt * BYTES_PER_SEC).min(BYTES_BURST);
+        (self.busy == 0).then_some(requests / REQUEST_BURST + bytes / BYTES_BURST)
+    }
+}
+
+/// Per-source budgets; see the module docs.
 #[derive(Debug, Default)]
 pub struct ServeBudget {
-    peers: HashMap<u16, Bucket>,
+    peers: SourceMap<Bucket>,
 }
 
 impl ServeBudget {
-    /// May `peer`'s request be answered now? `backlog`: bytes already queued
-    /// for it. On `Ok` one of the peer's [`MAX_IN_FLIGHT`] slots is taken
-    /// until [`ServeBudget::done`].
-    pub fn admit(&mut self, peer: u16, backlog: usize, now: Instant) -> Result<(), Refused> {
-        let b = self.peers.entry(peer).or_insert(Bucket {
+    /// May a request of `source` be answered now? `backlog`: bytes already
+    /// queued for its peer. On `Ok` one of the source's [`MAX_IN_FLIGHT`]
+    /// slots is taken until [`ServeBudget::done`].
+    pub fn admit(&mut self, source: Source, backlog: usize, now: Instant) -> Result<(), Refused> {
+        let new = || Bucket {
             requests: REQUEST_BURST,
             bytes: BYTES_BURST,
             at: now,
             busy: 0,
-        });
+        };
+        let Some(b) = self.peers.entry(source, new, |b| b.spare(now)) else {
+            return Err(Refused::Busy);
+        };
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
         b.at = now.max(b.at);
         b.requests = (b.requests + dt * REQUESTS_PER_SEC).min(REQUEST_BURST);
@@ -162,9 +184,9 @@ impl ServeBudget {
         Ok(())
     }
 
-    /// The answer to `peer` was built: `bytes` long (0 if none was sent).
-    pub fn done(&mut self, peer: u16, bytes: usize) {
-        if let Some(b) = self.peers.get_mut(&peer) {
+    /// The answer to `source` was built: `bytes` long (0 if none was sent).
+    pub fn done(&mut self, source: Source, bytes: usize) {
+        if let Some(b) = self.peers.get_mut(&source) {
             b.busy = b.busy.saturating_sub(1);
             b.bytes -= bytes as f64;
         }
@@ -275,10 +297,10 @@ mod tests {
         // 10 s of requests at 20 a second, every answer dropped.
         for i in 0..200u64 {
             now += Duration::from_millis(50);
-            if s.admit(9, 0, now).is_ok() {
+            if s.admit(Source::Local(9), 0, now).is_ok() {
                 let bytes = answer(read, 1, 256, &Gone, 9, messages::MSG_PROPOSALS, i).unwrap();
                 assert!(bytes >= messages::MAX_PAYLOAD - (64 << 10));
-                s.done(9, bytes);
+                s.done(Source::Local(9), bytes);
                 built += bytes;
             }
         }
@@ -291,27 +313,31 @@ mod tests {
     fn one_at_a_time_rate_bytes_and_backlog() {
         let mut s = ServeBudget::default();
         let t = Instant::now();
-        s.admit(1, 0, t).unwrap();
-        s.admit(1, 0, t).unwrap();
-        assert_eq!(s.admit(1, 0, t), Err(Refused::Busy));
+        s.admit(Source::Local(1), 0, t).unwrap();
+        s.admit(Source::Local(1), 0, t).unwrap();
+        assert_eq!(s.admit(Source::Local(1), 0, t), Err(Refused::Busy));
         // Other peers have their own budget.
-        s.admit(2, 0, t).unwrap();
-        s.done(1, 1000);
-        s.done(1, 1000);
+        s.admit(Source::Local(2), 0, t).unwrap();
+        s.done(Source::Local(1), 1000);
+        s.done(Source::Local(1), 1000);
         // The burst, then the sustained rate.
         let mut served = 2;
-        while s.admit(1, 0, t).is_ok() {
-            s.done(1, 1000);
+        while s.admit(Source::Local(1), 0, t).is_ok() {
+            s.done(Source::Local(1), 1000);
             served += 1;
         }
         assert_eq!(served, REQUEST_BURST as usize);
-        assert_eq!(s.admit(1, 0, t), Err(Refused::Rate));
+        assert_eq!(s.admit(Source::Local(1), 0, t), Err(Refused::Rate));
         let later = t + Duration::from_millis(100);
-        s.admit(1, 0, later).unwrap();
-        s.done(1, 0);
+        s.admit(Source::Local(1), 0, later).unwrap();
+        s.done(Source::Local(1), 0);
         // A slow reader gets nothing more while its backlog is full.
         assert_eq!(
-            s.admit(1, MAX_BACKLOG, later + Duration::from_secs(10)),
+            s.admit(
+                Source::Local(1),
+                MAX_BACKLOG,
+                later + Duration::from_secs(10)
+            ),
             Err(Refused::Backlog)
         );
     }
@@ -325,8 +351,8 @@ mod tests {
         let mut now = t;
         for _ in 0..400 {
             now += Duration::from_millis(50);
-            if s.admit(7, 0, now).is_ok() {
-                s.done(7, 1 << 20);
+            if s.admit(Source::Local(7), 0, now).is_ok() {
+                s.done(Source::Local(7), 1 << 20);
                 sent += 1 << 20;
             }
         }
@@ -334,5 +360,69 @@ mod tests {
         let bound = BYTES_BURST + BYTES_PER_SEC * secs + (1 << 20) as f64;
         assert!(sent as f64 <= bound, "{sent} > {bound}");
         assert!(sent as f64 >= BYTES_PER_SEC * secs * 0.9, "{sent} too few");
+    }
+
+    /// A guest reconnecting under a new node id (another connection,
+    /// another slot) from the same source address.
+    fn guest(node: u8, peer: u16, remote: &str) -> crate::net::Sender {
+        crate::net::Sender {
+            peer: crate::net::PeerId(peer),
+            conn: node as u64,
+            node_id: crate::net::NodeId([node; 32]),
+            remote: remote.parse().unwrap(),
+            member: false,
+        }
+    }
+
+    /// The budgets of catch-up and fast-sync serving are a guest's source
+    /// address's: a guest that spent its budget and reconnects under a
+    /// new node id (another slot) finds it spent; a member behind that
+    /// address has its own, by node id (found by review; fails before,
+    /// with the budgets keyed by peer index: the new slot had a full one).
+    #[test]
+    fn a_guest_that_rekeys_and_reconnects_stays_over_budget() {
+        let t = Instant::now();
+        let first = guest(1, 10, "192.0.2.7:4000");
+        let rekeyed = guest(2, 11, "192.0.2.7:4001");
+        let member = crate::net::Sender {
+            member: true,
+            ..guest(3, 12, "192.0.2.7:4002")
+        };
+        let mut s = ServeBudget::default();
+        let mut served = 0;
+        while s.admit(first.source(), 0, t).is_ok() {
+            s.done(first.source(), 1000);
+            served += 1;
+        }
+        assert_eq!(served, REQUEST_BURST as usize);
+        assert_eq!(s.admit(rekeyed.source(), 0, t), Err(Refused::Rate));
+        s.admit(member.source(), 0, t).unwrap();
+
+        let mut chunks = crate::snapshot::disk::ChunkBudget::default();
+        while chunks.admit(first.source(), t) {
+            chunks.done(first.source(), 8 << 20);
+        }
+        assert!(!chunks.admit(rekeyed.source(), t));
+        assert!(chunks.admit(member.source(), t));
+    }
+
+    /// A flood of source addresses is bounded, and a source in debt is
+    /// not forgotten for it (a fresh source's budget is fuller).
+    #[test]
+    fn a_flood_of_sources_neither_grows_the_budget_nor_clears_a_debt() {
+        use crate::net::sources::MAX_SOURCES;
+        let t = Instant::now();
+        let mut s = ServeBudget::default();
+        let spent = Source::addr("192.0.2.7".parse().unwrap());
+        while s.admit(spent, 0, t).is_ok() {
+            s.done(spent, 1000);
+        }
+        for i in 0..2 * MAX_SOURCES as u32 {
+            let src = Source::addr(std::net::Ipv4Addr::from(0x0a00_0000 + i).into());
+            s.admit(src, 0, t).unwrap();
+            s.done(src, 1000);
+        }
+        assert_eq!(s.peers.len(), MAX_SOURCES);
+        assert_eq!(s.admit(spent, 0, t), Err(Refused::Rate), "still spent");
     }
 }

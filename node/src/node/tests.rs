@@ -761,6 +761,7 @@ fn incoming(peer: u16, msg: crate::messages::Message) -> Incoming {
 fn raw(peer: u16, msg_type: u8, payload: Vec<u8>) -> Incoming {
     Incoming {
         peer,
+        from: None,
         msg_type,
         version: crate::messages::MSG_VERSION,
         request_id: 0,
@@ -798,6 +799,7 @@ async fn junk_does_not_flush_the_relay_cache() {
     for i in 0..junk {
         let m = Incoming {
             peer: 1,
+            from: None,
             msg_type: [MSG_PROPOSE, MSG_VOTE, MSG_BEACON][i as usize % 3],
             version: crate::messages::MSG_VERSION,
             request_id: 0,

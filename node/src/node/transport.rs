@@ -6,14 +6,29 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use crate::net::{Sender, Source};
+
 /// One application message from a peer.
 #[derive(Clone, Debug)]
 pub struct Incoming {
     pub peer: u16,
+    /// The connection it came on (`None` in-process, where a peer index is
+    /// never another node's): whom its offences are charged to.
+    pub from: Option<Sender>,
     pub msg_type: u8,
     pub version: u8,
     pub request_id: u64,
     pub payload: Vec<u8>,
+}
+
+impl Incoming {
+    /// Whose serving budgets its requests spend ([`Sender::source`]; in
+    /// process, its peer index).
+    pub fn source(&self) -> Source {
+        self.from
+            .as_ref()
+            .map_or(Source::Local(self.peer), Sender::source)
+    }
 }
 
 /// Connection health for the status snapshot and the devnet table.
@@ -65,9 +80,10 @@ pub trait Transport: Send + Sync {
     /// Replaces the set of node ids that get member connection slots (the
     /// active set; the genesis peers to start with).
     fn set_members(&self, _ids: &[crate::net::NodeId]) {}
-    /// The node connected as `peer` committed `offence` (attributable:
-    /// see [`crate::net::misbehaviour`]); enough of them ban it.
-    fn offence(&self, _peer: u16, _offence: crate::net::misbehaviour::Offence) {}
+    /// `from` (the sender of an [`Incoming`], whoever holds its slot now)
+    /// committed `offence` (attributable: see
+    /// [`crate::net::misbehaviour`]); enough of them ban it.
+    fn offence(&self, _from: &Sender, _offence: crate::net::misbehaviour::Offence) {}
     /// Connections opening and closing, from now on (`None` in-process).
     fn link_events(&self) -> Option<tokio::sync::broadcast::Receiver<crate::net::LinkEvent>> {
         None
@@ -135,6 +151,7 @@ impl Transport for LocalPort {
             .ok_or_else(|| format!("peer {peer} is not connected"))?;
         tx.send(Incoming {
             peer: self.me,
+            from: None,
             msg_type,
             version: crate::messages::MSG_VERSION,
             request_id,

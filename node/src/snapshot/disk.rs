@@ -17,7 +17,7 @@
 //! it is first served ([`Snapshots`]), so serving a chunk reads that chunk's
 //! file and nothing else, and a page of certificates reads that page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ use crate::consensus::merkle;
 use crate::consensus::state::Roster;
 use crate::consensus::vote::Cement;
 use crate::messages::MAX_PAYLOAD;
+use crate::net::{sources::SourceMap, Source};
 use crate::proposal::Proposal;
 use crate::storage::{CheckpointView, StoreError};
 
@@ -680,7 +681,10 @@ struct Bucket {
     busy: usize,
 }
 
-/// The per-peer budget for answering fast-sync requests: at most
+/// The per-source budget ([`crate::net::Sender::source`]: a guest's is its
+/// address's, whatever node id it reconnects under; at most
+/// [`crate::net::sources::MAX_SOURCES`] remembered) for answering fast-sync
+/// requests: at most
 /// [`CHUNKS_IN_PREPARATION`] answers in preparation, and
 /// [`CHUNK_BYTES_PER_SEC`] bytes per second in bursts of
 /// [`CHUNK_BYTES_BURST`]; an answer is charged once built (the bytes it
@@ -691,18 +695,26 @@ struct Bucket {
 /// the caller passes the time.
 #[derive(Debug, Default)]
 pub struct ChunkBudget {
-    peers: HashMap<u16, Bucket>,
+    peers: SourceMap<Bucket>,
 }
 
 impl ChunkBudget {
     /// May `peer`'s chunk request be answered now? On `true` one answer is
     /// in preparation until [`ChunkBudget::done`].
-    pub fn admit(&mut self, peer: u16, now: Instant) -> bool {
-        let b = self.peers.entry(peer).or_insert(Bucket {
+    pub fn admit(&mut self, peer: Source, now: Instant) -> bool {
+        let new = || Bucket {
             bytes: CHUNK_BYTES_BURST,
             at: now,
             busy: 0,
-        });
+        };
+        // Forgotten first when full: the fullest with nothing in preparation.
+        let spare = |b: &Bucket| {
+            let dt = now.saturating_duration_since(b.at).as_secs_f64();
+            (b.busy == 0).then_some(b.bytes + dt * CHUNK_BYTES_PER_SEC)
+        };
+        let Some(b) = self.peers.entry(peer, new, spare) else {
+            return false;
+        };
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
         b.at = now.max(b.at);
         b.bytes = (b.bytes + dt * CHUNK_BYTES_PER_SEC).min(CHUNK_BYTES_BURST);
@@ -716,7 +728,7 @@ impl ChunkBudget {
     /// The answer for `peer` is built (`bytes`: what it read or sent,
     /// whichever is more; 0 if none): charge it, at least
     /// [`CHUNK_MIN_CHARGE`].
-    pub fn done(&mut self, peer: u16, bytes: usize) {
+    pub fn done(&mut self, peer: Source, bytes: usize) {
         if let Some(b) = self.peers.get_mut(&peer) {
             b.busy = b.busy.saturating_sub(1);
             b.bytes -= bytes.max(CHUNK_MIN_CHARGE) as f64;
@@ -960,17 +972,17 @@ mod tests {
         let mut b = ChunkBudget::default();
         let t = Instant::now();
         for _ in 0..CHUNKS_IN_PREPARATION {
-            assert!(b.admit(1, t));
+            assert!(b.admit(Source::Local(1), t));
         }
-        assert!(!b.admit(1, t), "in preparation");
-        assert!(b.admit(2, t), "another peer is not affected");
+        assert!(!b.admit(Source::Local(1), t), "in preparation");
+        assert!(b.admit(Source::Local(2), t), "another peer is not affected");
         for _ in 0..CHUNKS_IN_PREPARATION {
-            b.done(1, 6 << 20);
+            b.done(Source::Local(1), 6 << 20);
         }
-        assert!(!b.admit(1, t), "16 MiB burst spent: in debt");
+        assert!(!b.admit(Source::Local(1), t), "16 MiB burst spent: in debt");
         // 8 MiB repaid per second: 24 - 16 = 8 MiB debt, repaid after 1 s.
-        assert!(!b.admit(1, t + Duration::from_millis(900)));
-        assert!(b.admit(1, t + Duration::from_millis(1100)));
+        assert!(!b.admit(Source::Local(1), t + Duration::from_millis(900)));
+        assert!(b.admit(Source::Local(1), t + Duration::from_millis(1100)));
     }
 
     /// Requests that cost the server a read but answer nothing (an unknown
@@ -981,18 +993,18 @@ mod tests {
         let t = Instant::now();
         let mut answered = 0;
         for _ in 0..10_000 {
-            if !b.admit(1, t) {
+            if !b.admit(Source::Local(1), t) {
                 break;
             }
-            b.done(1, 0);
+            b.done(Source::Local(1), 0);
             answered += 1;
         }
         assert_eq!(answered as f64, CHUNK_BYTES_BURST / CHUNK_MIN_CHARGE as f64);
         // Then about 32 a second.
         let mut later = 0;
         for ms in (0..1000).step_by(5) {
-            if b.admit(1, t + Duration::from_millis(ms)) {
-                b.done(1, 0);
+            if b.admit(Source::Local(1), t + Duration::from_millis(ms)) {
+                b.done(Source::Local(1), 0);
                 later += 1;
             }
         }
