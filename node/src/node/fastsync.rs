@@ -29,9 +29,14 @@ use crate::storage::{Abandoned, InstallError, Store};
 pub const IN_FLIGHT_PER_PEER: usize = 4;
 /// A fast-sync request unanswered this long counts against the peer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// With no snapshot above our tip accepted by then, the node gives up and
-/// catches up by replay.
+/// The node gives up and catches up by replay once the sync has had no
+/// snapshot left to try (no candidate waiting, being certified or
+/// fetched) and no chunk verified for this long
+/// ([`FastSync::exhausted`]).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// One peer's membership certificates, every page, must be in within this
+/// long (else the next peer that sent the same manifest is asked).
+pub const CERTIFY_BUDGET: Duration = Duration::from_secs(30);
 /// At start-up without `--fast-sync`: how long the node listens for its
 /// peers' tips (less once every peer's is heard) to learn whether it is
 /// more than `--fast-sync-threshold` windows behind.
@@ -242,10 +247,11 @@ async fn probe(
 /// `--fast-sync-threshold` windows ahead. That claim is only a hint: the
 /// snapshot taken must then be of a window more than the threshold ahead
 /// *and* verified through its Cement (docs/SPEC.md 13.1), else the node
-/// replays. Returns when the snapshot is installed, or when no peer
-/// offered such a snapshot within [`GIVE_UP_AFTER`] (the node then catches
-/// up by replay), with the messages the probe received (for the window
-/// loop to handle first).
+/// replays. Returns when the snapshot is installed, or when the sync has
+/// had no such snapshot left to try for [`GIVE_UP_AFTER`] (every candidate
+/// refused, none offered, no chunk verified meanwhile: the node then
+/// catches up by replay), with the messages the probe received (for the
+/// window loop to handle first).
 pub async fn before_run(
     node: &mut Node,
     transport: &Arc<dyn Transport>,
@@ -312,6 +318,7 @@ pub async fn before_run(
         above,
         in_flight_per_peer: IN_FLIGHT_PER_PEER,
         timeout: REQUEST_TIMEOUT,
+        certify_budget: CERTIFY_BUDGET,
     };
     let started = Instant::now();
     let mut sync = FastSync::new(cfg, resume, started);
@@ -375,6 +382,14 @@ pub async fn before_run(
                     fetched_chunks += 1;
                     staging.put_chunk(&c).map_err(store_err)?;
                 }
+                Action::CheckMembers { window } => {
+                    // The member entries are in, the rest need not be.
+                    if let Some(why) = staging.untrusted().map_err(store_err)? {
+                        warn!(window, "fast-sync: snapshot refused: {why}");
+                        staging.clear().map_err(store_err)?;
+                        queue.extend(sync.members_refused(why, now));
+                    }
+                }
                 Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
                 Action::Install { window } => {
                     if let Some(why) = staging.untrusted().map_err(store_err)? {
@@ -383,7 +398,7 @@ pub async fn before_run(
                         // the sync goes on (or falls back to replay).
                         warn!(window, "fast-sync: snapshot refused: {why}");
                         staging.clear().map_err(store_err)?;
-                        queue.extend(sync.install_refused(why, now));
+                        queue.extend(sync.members_refused(why, now));
                         continue;
                     }
                     let (held, all) = sync.progress();
@@ -421,9 +436,10 @@ pub async fn before_run(
             }
         }
         publish_rejected(&sync, state);
-        if sync.target_window().is_none() && started.elapsed() >= GIVE_UP_AFTER {
+        if sync.exhausted(Instant::now(), GIVE_UP_AFTER) {
             info!(
                 tip,
+                stale_answers = sync.stale_answers(),
                 "fast-sync: no peer serves a snapshot above our tip; catching up by replay"
             );
             state.lock().unwrap().phase = "starting".into();

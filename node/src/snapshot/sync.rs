@@ -1,38 +1,68 @@
 //! The syncing side of fast-sync, without I/O: events in (a peer up or
 //! down, a message, the time), [`Action`]s out (send, stage, store a
-//! verified chunk, install, demote, note). The runtime carries the actions
-//! out in order; tests drive it with plain values.
+//! verified chunk, check the members, install, demote, note). The runtime
+//! carries the actions out in order; tests drive it with plain values.
 //!
-//! Rules (docs/SPEC.md 13.6):
+//! Rules (docs/SPEC.md 13.7):
 //! - Discover: ask every usable peer for its newest manifest (GetManifest
-//!   0) and take the highest window above our tip among the answers (once
-//!   all answered, or after the request timeout).
-//! - Certify: ask that peer for the membership certificates of the windows
-//!   up to and including the manifest's w, page by page (each page asks
-//!   for the windows after the last one received; an empty page ends the
-//!   list), and follow them from the genesis set
-//!   ([`super::certificate::follow`]); the manifest's Cement must verify
-//!   against the set so obtained (the one before w's own certificate, if
-//!   the set changed at w: that certificate must be of the manifest's
-//!   proposal), for its header, whose state root is the manifest's. The
-//!   set that cemented w and the certificates are staged with the manifest
-//!   ([`Trust`]). Anything else refuses the manifest and demotes the
-//!   peer that sent it (`manifest_*`, `certificate_broken`, `cement_*`,
-//!   `cement_short_of_quorum`).
+//!   0). Once all answered, or after the request timeout (the silent ones
+//!   demoted, `timeout`), every acceptable manifest becomes a candidate:
+//!   byte-identical ones are one candidate with all their senders, so at
+//!   most one per peer. A manifest at or below our tip is no offence (the
+//!   peer's newest snapshot is older than our tip): it is ignored and
+//!   counted ([`FastSync::stale_answers`]), the peer not demoted. A
+//!   manifest that does not decode or hang together demotes its sender
+//!   (`manifest_*`). Candidates are ordered: window descending, then the
+//!   one whose snapshot (header and entry count) more peers offered, then
+//!   the one more peers sent byte for byte, then the lowest sender. They
+//!   are unverified: a liar's higher window comes first, so each costs at
+//!   most one Certify budget and the next is taken without a new
+//!   discovery round; discovery starts again only when none is left.
+//! - Certify a candidate through one of its senders at a time, from the
+//!   genesis: ask it for the membership certificates of the windows up to
+//!   and including the manifest's w, page by page (each page asks for the
+//!   windows after the last one received; an empty page ends the list),
+//!   and follow them from the genesis set ([`super::certificate::follow`]);
+//!   the manifest's Cement must verify against the set so obtained (the
+//!   one before w's own certificate, if the set changed at w: that
+//!   certificate must be of the manifest's proposal), for its header,
+//!   whose state root is the manifest's. The set that cemented w and the
+//!   certificates are staged with the manifest ([`Trust`]). Each page must
+//!   come within the request timeout and the whole list within
+//!   `certify_budget` of the first request (a sender dribbling one page
+//!   per timeout cannot hold Certify; each non-empty page carries a valid
+//!   certificate of a later window, at most [`MAX_TRUST_BYTES`] in all).
+//!   Anything else refuses the manifest from that sender and demotes it
+//!   (`manifest_*`, `certificate_broken`, `cement_*`,
+//!   `cement_short_of_quorum`, `timeout`); the same manifest is then
+//!   certified from scratch through its next sender (certificates are
+//!   verified by following them, and every sender of the manifest vouches
+//!   for it), and when no usable sender is left, the next candidate is
+//!   taken. A sender that goes down is passed over without demotion.
 //! - Valid certificates do not show that none was left out (G -> G + J
 //!   left out, a Cement of w rebuilt from G's precommits verifies against
-//!   G). The state's member set, committed to by the root, does: once
-//!   every chunk is in, the runtime checks that it is the set the
-//!   certificates lead to after w (`Staging::untrusted`) before installing;
-//!   if not, [`FastSync::install_refused`] drops the target, demotes its
-//!   source (`certificate_missing`) and discovers again.
+//!   G). The state's member set, committed to by the root, does: the
+//!   member entries (tag `m`) sort together near the end of the state
+//!   (`a` < `c` < `m` < `s`, SPEC 9.6), so the chunks are fetched from the
+//!   last one down until verified chunks hold every member entry (a run of
+//!   chunks from one starting before `m`, or chunk 0, to one ending after
+//!   `m`, or the last): then [`Action::CheckMembers`] has the runtime
+//!   check that they are the set the certificates lead to after w
+//!   (`Staging::untrusted`), long before the rest is in. If not,
+//!   [`FastSync::members_refused`] drops the target, demotes its source
+//!   (`certificate_missing`) and takes the next sender or candidate. After
+//!   a resume (whose chunks' keys the machine never saw) the check is made
+//!   once every chunk is in, before installing (the runtime checks again
+//!   there in any case).
 //! - Fetch: stage the accepted manifest (dropping anything staged for
 //!   another snapshot), ask for the window's proposal (checked against the
 //!   header's hash), and ask for chunks from every usable peer in
-//!   parallel, at most `in_flight_per_peer` outstanding per peer, lowest
-//!   missing index first, each chunk from one peer at a time. A chunk is
-//!   verified on arrival ([`super::format::Chunk::verify`]) and handed to
-//!   [`Action::StoreChunk`] at once: the machine holds no entries.
+//!   parallel, at most `in_flight_per_peer` outstanding per peer, from the
+//!   highest missing index down until the members are checked, then the
+//!   lowest missing index first, each chunk from one peer at a time. A
+//!   chunk is verified on arrival ([`super::format::Chunk::verify`]) and
+//!   handed to [`Action::StoreChunk`] at once: the machine holds no
+//!   entries.
 //! - A peer that sends a bad chunk, an unrequested or duplicated one, or
 //!   lets a request time out is demoted: its outstanding chunks go back to
 //!   the queue and it gets no request for a back-off (5 s, doubling per
@@ -43,17 +73,24 @@
 //!   the first chunk that verifies confirms the count and demotes those
 //!   peers, while a bad chunk from the source itself, or no peer left to
 //!   settle it, blames the manifest (`manifest_unconfirmed`, the source
-//!   demoted) and the snapshot is discovered again.
+//!   demoted) and the next sender or candidate is taken.
 //! - A peer answering GetChunk with "not served" no longer serves the
 //!   snapshot (pruned); when no usable peer serves it, the machine
-//!   discovers again and, if the best snapshot is another one, says so
+//!   discovers again (the candidates left are dropped: newer snapshots are
+//!   served) and, if the best snapshot is another one, says so
 //!   ([`Action::Note`]) and starts on it.
 //! - Resume: built from what staging holds ([`Resume`]), the machine asks
 //!   only for the chunks not in.
 //! - Done: every chunk and the proposal in: [`Action::Install`] (or
-//!   [`FastSync::install_refused`], above).
+//!   [`FastSync::members_refused`], above).
+//! - Giving up ([`FastSync::exhausted`]): only once a discovery round
+//!   has ended with no offer, no candidate is left, and nothing verified
+//!   (no chunk) for the give-up time. Candidates waiting in the list, a manifest
+//!   being certified and a snapshot being fetched never count against it:
+//!   each candidate costs at most its senders' Certify budgets, and there
+//!   is at most one per peer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::consensus::active::{ActiveSet, Quorum};
@@ -73,6 +110,10 @@ pub const MAX_TRUST_BYTES: usize = 64 << 20;
 pub const DEMOTION: Duration = Duration::from_secs(5);
 /// Longest demotion.
 pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
+/// The tag of a member entry's key (SPEC 9.6): the member entries sort
+/// together, after the accounts (`a`) and candidates (`c`), before the
+/// seen entries (`s`).
+const MEMBER_TAG: u8 = b'm';
 
 /// The fixed inputs.
 #[derive(Clone, Debug)]
@@ -86,6 +127,9 @@ pub struct Config {
     pub in_flight_per_peer: usize,
     /// A request unanswered this long counts against the peer.
     pub timeout: Duration,
+    /// One sender's certificates, every page, must be in within this long
+    /// of the first request (else `timeout`, and the next sender).
+    pub certify_budget: Duration,
 }
 
 /// What staging held when the node started.
@@ -113,6 +157,13 @@ pub enum Action {
     Stage(Box<Manifest>, Box<Trust>),
     /// Write this verified chunk to staging, synced.
     StoreChunk(Box<Chunk>),
+    /// Every member entry of the target's state is staged (the chunks
+    /// holding them are in): check them against the set the staged
+    /// certificates lead to (`Staging::untrusted`) and, if they differ,
+    /// call [`FastSync::members_refused`].
+    CheckMembers {
+        window: u64,
+    },
     /// Write the snapshot window's proposal (hash checked) to staging.
     StoreProposal(Box<Proposal>),
     /// Everything is in: check the staged root and install the snapshot.
@@ -129,26 +180,47 @@ pub enum Action {
     Note(String),
 }
 
+/// A manifest offered in discovery, not yet verified, with the peers that
+/// sent it byte for byte.
+#[derive(Clone, Debug)]
+struct Candidate {
+    manifest: Manifest,
+    /// Senders not tried yet, ascending.
+    senders: BTreeSet<PeerIndex>,
+    /// Peers that offered the same snapshot (header and entry count),
+    /// through this manifest or another Cement of it.
+    support: usize,
+}
+
+/// Certifying one candidate through one of its senders.
+#[derive(Debug)]
+struct Certifying {
+    /// The candidate; its senders are the ones left after `peer`.
+    candidate: Candidate,
+    peer: PeerIndex,
+    /// For the page asked.
+    deadline: Instant,
+    /// For the whole list.
+    until: Instant,
+    /// The set in force after window `after`, followed from the genesis
+    /// through `certificates` (verified so far), and the one in force at
+    /// `after` (before its certificate).
+    set: ActiveSet,
+    before: ActiveSet,
+    after: u64,
+    certificates: Vec<Certificate>,
+    bytes: usize,
+}
+
 #[derive(Debug)]
 enum Phase {
     Discover {
         asked: BTreeSet<PeerIndex>,
-        best: Option<(PeerIndex, Manifest)>,
+        /// At most one per peer asked.
+        offers: Vec<Candidate>,
         deadline: Instant,
     },
-    Certify {
-        peer: PeerIndex,
-        manifest: Manifest,
-        deadline: Instant,
-        /// The set in force after window `after`, followed from the
-        /// genesis through `certificates` (verified so far), and the one
-        /// in force at `after` (before its certificate).
-        set: ActiveSet,
-        before: ActiveSet,
-        after: u64,
-        certificates: Vec<Certificate>,
-        bytes: usize,
-    },
+    Certify(Box<Certifying>),
     Fetch,
     Done,
 }
@@ -167,6 +239,50 @@ struct Peer {
     not_serving: bool,
 }
 
+/// Where the target's member entries are, from the chunks verified so far
+/// (see the module docs): the machine only looks at each chunk's first and
+/// last key.
+#[derive(Debug, Default)]
+struct Members {
+    /// The check was asked for (or cannot be made early: a resume).
+    checked: bool,
+    /// Chunks verified in this run (until checked).
+    known: BTreeSet<u64>,
+    /// The highest chunk verified that no member entry precedes (chunk 0,
+    /// or one whose first key sorts before `m`), and the lowest that none
+    /// follows (the last chunk, or one whose last key sorts after `m`).
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+impl Members {
+    /// Notes verified chunk `c` of `chunks`; true once every member entry
+    /// is in verified chunks (`from ..= to` all known).
+    fn note(&mut self, c: &Chunk, chunks: u64) -> bool {
+        if self.checked {
+            return false;
+        }
+        let tag = |e: Option<&(Vec<u8>, Vec<u8>)>| e.and_then(|(k, _)| k.first().copied());
+        let (first, last) = (tag(c.entries.first()), tag(c.entries.last()));
+        self.known.insert(c.index);
+        if c.index == 0 || first.is_some_and(|f| f < MEMBER_TAG) {
+            self.from = self.from.max(Some(c.index));
+        }
+        if c.index + 1 == chunks || last.is_some_and(|l| l > MEMBER_TAG) {
+            self.to = Some(self.to.map_or(c.index, |t| t.min(c.index)));
+        }
+        let (Some(from), Some(to)) = (self.from, self.to) else {
+            return false;
+        };
+        if from > to || self.known.range(from..=to).count() as u64 != to - from + 1 {
+            return false;
+        }
+        self.checked = true;
+        self.known.clear();
+        true
+    }
+}
+
 #[derive(Debug)]
 struct Target {
     manifest: Manifest,
@@ -183,6 +299,7 @@ struct Target {
     proposal: bool,
     proposal_asked: Option<(PeerIndex, Instant)>,
     proposal_tried: BTreeSet<PeerIndex>,
+    members: Members,
 }
 
 impl Target {
@@ -208,6 +325,21 @@ impl Target {
             proposal,
             proposal_asked: None,
             proposal_tried: BTreeSet::new(),
+            // Chunks held from before were never seen: checked at the end.
+            members: Members {
+                checked: count > 0,
+                ..Members::default()
+            },
+        }
+    }
+
+    /// The next chunk to ask for: from the top down while the members are
+    /// not checked, then the lowest.
+    fn next(&mut self) -> Option<u64> {
+        if self.members.checked {
+            self.todo.pop_first()
+        } else {
+            self.todo.pop_last()
         }
     }
 }
@@ -218,11 +350,20 @@ pub struct FastSync {
     cfg: Config,
     phase: Phase,
     peers: BTreeMap<PeerIndex, Peer>,
+    /// Candidates of the last discovery not tried yet, best first.
+    candidates: VecDeque<Candidate>,
     target: Option<Target>,
-    /// (window, root) of a target dropped for a lying entry count: the
-    /// same snapshot with the right count keeps the peers' requests.
+    /// (window, root) of a target dropped (its entry count or members
+    /// refused): the same snapshot taken again keeps the peers' requests.
     dropped: Option<(u64, montana_vdf::Hash32)>,
+    /// (window, root) of the last target replaced or dropped: chunks of it
+    /// that come late are ignored, held against nobody.
+    late: Option<(u64, montana_vdf::Hash32)>,
     rejected: BTreeMap<&'static str, u64>,
+    /// Manifests at or below our tip (no offence).
+    stale: u64,
+    /// The start, or the last chunk verified.
+    progress_at: Instant,
 }
 
 impl FastSync {
@@ -232,13 +373,17 @@ impl FastSync {
             cfg,
             phase: Phase::Discover {
                 asked: BTreeSet::new(),
-                best: None,
+                offers: Vec::new(),
                 deadline: now,
             },
             peers: BTreeMap::new(),
+            candidates: VecDeque::new(),
             target: None,
             dropped: None,
+            late: None,
             rejected: BTreeMap::new(),
+            stale: 0,
+            progress_at: now,
         };
         if let Some(r) = resume.filter(|r| r.manifest.window > s.cfg.above) {
             s.target = Some(Target::new(r.manifest, None, &r.held, r.proposal));
@@ -250,6 +395,12 @@ impl FastSync {
     /// Rejections so far, by reason.
     pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejected
+    }
+
+    /// Manifests answered at or below our tip so far (ignored, held
+    /// against nobody).
+    pub fn stale_answers(&self) -> u64 {
+        self.stale
     }
 
     /// The window being fetched, if one is accepted.
@@ -271,6 +422,21 @@ impl FastSync {
 
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
+    }
+
+    /// Whether the node should give up and replay at `now`: the machine
+    /// is discovering, every peer asked has answered (or timed out) with
+    /// no snapshot above our tip, no candidate is left, and no chunk
+    /// verified within `after` (nor since the start). A candidate waiting,
+    /// being certified or fetched never counts against it.
+    pub fn exhausted(&self, now: Instant, after: Duration) -> bool {
+        let searching = match &self.phase {
+            Phase::Discover { asked, offers, .. } => {
+                asked.is_empty() && offers.is_empty() && self.candidates.is_empty()
+            }
+            _ => false,
+        };
+        searching && now.saturating_duration_since(self.progress_at) >= after
     }
 
     /// Whether `peer` is demoted at `now`.
@@ -315,14 +481,20 @@ impl FastSync {
             p.up = false;
         }
         self.requeue(peer);
-        if let Phase::Discover { asked, .. } = &mut self.phase {
-            asked.remove(&peer);
+        match &mut self.phase {
+            Phase::Discover { asked, .. } => {
+                asked.remove(&peer);
+            }
+            // Its certificates will not come: the next sender, no offence.
+            Phase::Certify(c) if c.peer == peer => self.certify_next(now, &mut out),
+            _ => {}
         }
         self.after_change(now, &mut out);
         out
     }
 
-    /// Start (or restart) discovery: ask every usable peer.
+    /// Start (or restart) discovery: ask every usable peer. The
+    /// candidates left from the last one are dropped.
     fn discover(&mut self, now: Instant, out: &mut Vec<Action>) {
         let peers: Vec<PeerIndex> = self
             .peers
@@ -336,11 +508,93 @@ impl FastSync {
                 msg: SyncMessage::GetManifest { window: 0 },
             });
         }
+        self.candidates.clear();
         self.phase = Phase::Discover {
             asked: peers.into_iter().collect(),
-            best: None,
+            offers: Vec::new(),
             deadline: now + self.cfg.timeout,
         };
+    }
+
+    /// The end of a discovery round: its offers, ordered, become the
+    /// candidates (see the module docs).
+    fn rank(mut offers: Vec<Candidate>) -> VecDeque<Candidate> {
+        let snapshot: Vec<_> = offers
+            .iter()
+            .map(|c| {
+                (
+                    c.manifest.header.hash(),
+                    c.manifest.entries,
+                    c.senders.len(),
+                )
+            })
+            .collect();
+        for (c, (h, n, _)) in offers.iter_mut().zip(&snapshot) {
+            c.support = snapshot
+                .iter()
+                .filter(|(h2, n2, _)| h2 == h && n2 == n)
+                .map(|(_, _, k)| k)
+                .sum();
+        }
+        offers.sort_by(|a, b| {
+            b.manifest
+                .window
+                .cmp(&a.manifest.window)
+                .then(b.support.cmp(&a.support))
+                .then(b.senders.len().cmp(&a.senders.len()))
+                .then(a.senders.first().cmp(&b.senders.first()))
+        });
+        offers.into()
+    }
+
+    /// Certify the next candidate through its next usable sender;
+    /// discovery again when none is left.
+    fn next_candidate(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some(mut c) = self.candidates.pop_front() {
+            while let Some(peer) = c.senders.pop_first() {
+                if self.usable(peer, now) {
+                    return self.certify(c, peer, now, out);
+                }
+            }
+        }
+        self.discover(now, out);
+    }
+
+    fn certify(
+        &mut self,
+        candidate: Candidate,
+        peer: PeerIndex,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Send {
+            peer,
+            msg: SyncMessage::GetCertificates {
+                above: 0,
+                below: candidate.manifest.window.saturating_add(1),
+            },
+        });
+        self.phase = Phase::Certify(Box::new(Certifying {
+            candidate,
+            peer,
+            deadline: now + self.cfg.timeout,
+            until: now + self.cfg.certify_budget,
+            set: self.cfg.genesis_set.clone(),
+            before: self.cfg.genesis_set.clone(),
+            after: 0,
+            certificates: Vec::new(),
+            bytes: 0,
+        }));
+    }
+
+    /// The candidate being certified goes back to the front (with the
+    /// senders left) and the next sender or candidate is taken.
+    fn certify_next(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Phase::Certify(c) = std::mem::replace(&mut self.phase, Phase::Fetch) else {
+            return;
+        };
+        self.candidates.push_front(c.candidate);
+        self.next_candidate(now, out);
     }
 
     fn count(&mut self, reason: &'static str) {
@@ -441,15 +695,20 @@ impl FastSync {
             Err(e) => return self.demote(peer, &e, now, out),
         };
         if m.window <= self.cfg.above {
-            let e = SnapshotError::ManifestStale {
-                window: m.window,
-                tip: self.cfg.above,
-            };
-            return self.demote(peer, &e, now, out);
+            // Its newest snapshot is older than our tip: no offence.
+            self.stale += 1;
+            return;
         }
-        if let Phase::Discover { best, .. } = &mut self.phase {
-            if best.as_ref().is_none_or(|(_, b)| m.window > b.window) {
-                *best = Some((peer, m));
+        if let Phase::Discover { offers, .. } = &mut self.phase {
+            match offers.iter_mut().find(|c| c.manifest == m) {
+                Some(c) => {
+                    c.senders.insert(peer);
+                }
+                None => offers.push(Candidate {
+                    manifest: m,
+                    senders: BTreeSet::from([peer]),
+                    support: 0,
+                }),
             }
         }
     }
@@ -464,26 +723,17 @@ impl FastSync {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Phase::Certify {
-            peer: p,
-            manifest,
-            set,
-            before,
-            after,
-            certificates,
-            bytes,
-            deadline,
-        } = &mut self.phase
-        else {
+        let Phase::Certify(c) = &mut self.phase else {
             return;
         };
-        if *p != peer {
+        if c.peer != peer {
             return;
         }
+        let window = c.candidate.manifest.window;
         let page_bytes: usize = certs.iter().map(|c| c.len()).sum();
         let step = if certs.is_empty() {
             None
-        } else if *bytes + page_bytes > MAX_TRUST_BYTES {
+        } else if c.bytes + page_bytes > MAX_TRUST_BYTES {
             Some(Err(format!(
                 "more than {} MiB of certificates",
                 MAX_TRUST_BYTES >> 20
@@ -496,15 +746,15 @@ impl FastSync {
             Some(decoded.and_then(|cs| {
                 // One at a time: the set before the last one is the set
                 // that cemented the snapshot window if that one is its own.
-                let (mut next, mut prev, mut last) = (set.clone(), before.clone(), *after);
-                for c in &cs {
+                let (mut next, mut prev, mut last) = (c.set.clone(), c.before.clone(), c.after);
+                for cert in &cs {
                     let (n, l) = follow(
                         &self.cfg.network_id,
                         next.clone(),
                         self.cfg.quorum,
                         last,
-                        std::slice::from_ref(c),
-                        manifest.window,
+                        std::slice::from_ref(cert),
+                        window,
                     )?;
                     prev = std::mem::replace(&mut next, n);
                     last = l;
@@ -514,33 +764,33 @@ impl FastSync {
         };
         match step {
             Some(Ok((cs, next, prev, last))) => {
-                *set = next;
-                *before = prev;
-                *after = last;
-                *bytes += page_bytes;
-                certificates.extend(cs);
-                *deadline = now + self.cfg.timeout;
+                c.set = next;
+                c.before = prev;
+                c.after = last;
+                c.bytes += page_bytes;
+                c.certificates.extend(cs);
+                c.deadline = now + self.cfg.timeout;
                 out.push(Action::Send {
                     peer,
                     msg: SyncMessage::GetCertificates {
                         above: last,
-                        below: manifest.window.saturating_add(1),
+                        below: window.saturating_add(1),
                     },
                 });
             }
             Some(Err(why)) => {
                 self.demote(peer, &SnapshotError::Certificate(why), now, out);
-                self.discover(now, out);
+                self.certify_next(now, out);
             }
             None => {
-                let manifest = manifest.clone();
+                let manifest = c.candidate.manifest.clone();
                 // The set changed at the snapshot window itself: its Cement
                 // is the set's before, and the certificate must be of the
                 // cemented proposal.
-                let own = *after == manifest.window;
+                let own = c.after == manifest.window;
                 let trust = Trust {
-                    set: if own { before.clone() } else { set.clone() },
-                    certificates: std::mem::take(certificates),
+                    set: if own { c.before.clone() } else { c.set.clone() },
+                    certificates: std::mem::take(&mut c.certificates),
                 };
                 if own
                     && trust
@@ -553,7 +803,7 @@ impl FastSync {
                         manifest.window
                     );
                     self.demote(peer, &SnapshotError::Certificate(why), now, out);
-                    return self.discover(now, out);
+                    return self.certify_next(now, out);
                 }
                 if let Err(e) = manifest
                     .cement
@@ -566,7 +816,14 @@ impl FastSync {
                     .map_err(SnapshotError::Cement)
                 {
                     self.demote(peer, &e, now, out);
-                    return self.discover(now, out);
+                    return self.certify_next(now, out);
+                }
+                // Its other senders stay first in line, should the target
+                // be refused later (members, entry count).
+                if let Phase::Certify(c) = std::mem::replace(&mut self.phase, Phase::Fetch) {
+                    if !c.candidate.senders.is_empty() {
+                        self.candidates.push_front(c.candidate);
+                    }
                 }
                 self.accept(peer, manifest, trust, now, out);
             }
@@ -596,14 +853,13 @@ impl FastSync {
                 .as_ref()
                 .map(|t| (t.manifest.window, t.manifest.root))
                 .or(self.dropped.take());
-            for p in self
-                .peers
-                .values_mut()
-                .filter(|_| prev != Some((m.window, m.root)))
-            {
-                p.in_flight.clear();
-                p.asked.clear();
-                p.answered.clear();
+            if prev != Some((m.window, m.root)) {
+                for p in self.peers.values_mut() {
+                    p.in_flight.clear();
+                    p.asked.clear();
+                    p.answered.clear();
+                }
+                self.late = prev.or(self.late);
             }
             if let Some(old) = &self.target {
                 out.push(Action::Note(format!(
@@ -644,6 +900,16 @@ impl FastSync {
             Err(e) => return self.demote(peer, &e, now, out),
         };
         let index = chunk.index;
+        let of = Some((chunk.window, chunk.root));
+        if of == self.late
+            && of
+                != self
+                    .target
+                    .as_ref()
+                    .map(|t| (t.manifest.window, t.manifest.root))
+        {
+            return; // asked for the snapshot before this one
+        }
         let p = self.peers.entry(peer).or_default();
         if !p.asked.contains(&index) {
             return self.demote(peer, &SnapshotError::ChunkUnrequested { index }, now, out);
@@ -662,13 +928,19 @@ impl FastSync {
                 t.held += 1;
                 t.todo.remove(&index);
                 t.confirmed = true;
+                let members_in = t.members.note(&chunk, t.manifest.chunks());
+                let window = t.manifest.window;
                 // The entry count is right: the chunks that failed before
                 // were bad.
                 let failed = std::mem::take(&mut t.failures);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.strikes = 0;
                 }
+                self.progress_at = now;
                 out.push(Action::StoreChunk(Box::new(chunk)));
+                if members_in {
+                    out.push(Action::CheckMembers { window });
+                }
                 for (p, (reason, detail)) in failed {
                     self.demote_for(p, reason, detail, now, out);
                 }
@@ -746,10 +1018,15 @@ impl FastSync {
                     asked.clear();
                 }
             }
-            Phase::Certify { peer, deadline, .. } if *deadline <= now => {
-                let p = *peer;
-                self.demote_for(p, "timeout", "no certificates answer".into(), now, &mut out);
-                self.discover(now, &mut out);
+            Phase::Certify(c) if c.deadline <= now || c.until <= now => {
+                let (p, why) = if c.until <= now {
+                    let secs = self.cfg.certify_budget.as_secs();
+                    (c.peer, format!("certificates not all in within {secs} s"))
+                } else {
+                    (c.peer, "no certificates answer".to_string())
+                };
+                self.demote_for(p, "timeout", why, now, &mut out);
+                self.certify_next(now, &mut out);
             }
             Phase::Fetch => {
                 let late: Vec<PeerIndex> = self
@@ -795,42 +1072,21 @@ impl FastSync {
     fn after_change(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Phase::Discover {
             asked,
-            best,
+            offers,
             deadline,
         } = &mut self.phase
         {
-            if asked.is_empty() {
-                match best.take() {
-                    Some((peer, manifest)) => {
-                        out.push(Action::Send {
-                            peer,
-                            msg: SyncMessage::GetCertificates {
-                                above: 0,
-                                below: manifest.window.saturating_add(1),
-                            },
-                        });
-                        self.phase = Phase::Certify {
-                            peer,
-                            manifest,
-                            deadline: now + self.cfg.timeout,
-                            set: self.cfg.genesis_set.clone(),
-                            before: self.cfg.genesis_set.clone(),
-                            after: 0,
-                            certificates: Vec::new(),
-                            bytes: 0,
-                        };
-                    }
-                    None if *deadline <= now => {
-                        // Nobody serves a snapshot above our tip (yet): ask again.
-                        self.discover(now, out);
-                        if let Phase::Discover { asked, .. } = &self.phase {
-                            if asked.is_empty() {
-                                // No usable peer: wait for one (peer_up) or a tick.
-                            }
-                        }
-                    }
-                    None => {}
-                }
+            if !asked.is_empty() {
+                return;
+            }
+            if !offers.is_empty() {
+                self.candidates = Self::rank(std::mem::take(offers));
+                return self.next_candidate(now, out);
+            }
+            if *deadline <= now {
+                // Nobody serves a snapshot above our tip (yet): ask again
+                // (with no usable peer, at the next peer_up or tick).
+                self.discover(now, out);
             }
             return;
         }
@@ -838,7 +1094,7 @@ impl FastSync {
             return;
         }
         let Some(t) = &self.target else {
-            return self.discover(now, out);
+            return self.next_candidate(now, out);
         };
         if t.held == t.manifest.chunks() && t.proposal {
             out.push(Action::Install {
@@ -870,34 +1126,53 @@ impl FastSync {
         self.fill(now, out);
     }
 
-    /// The runtime refused to install the complete target (`why`): its
-    /// state's members are not the set its certificates lead to, so the
-    /// certificates the source served left a change of the set out (or the
-    /// state lies, which its root rules out). The target is dropped, its
-    /// source demoted (`certificate_missing`; counted alone after a
-    /// resume, whose source is unknown) and discovery starts again.
-    pub fn install_refused(&mut self, why: String, now: Instant) -> Vec<Action> {
+    /// The runtime found the target's members (staged at
+    /// [`Action::CheckMembers`], or complete at [`Action::Install`]) not
+    /// the set its certificates lead to (`why`): the certificates its
+    /// source served left a change of the set out (or the state lies,
+    /// which its root rules out). The target is dropped (the runtime
+    /// clears staging), its source demoted (`certificate_missing`; counted
+    /// alone after a resume, whose source is unknown) and the next sender
+    /// or candidate is certified.
+    pub fn members_refused(&mut self, why: String, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if !matches!(self.phase, Phase::Done) {
+        if !matches!(self.phase, Phase::Fetch | Phase::Done) {
             return out;
         }
         let Some(t) = self.target.take() else {
             return out;
         };
+        self.drop_target(&t);
         match t.source {
             Some(s) => self.demote_for(s, "certificate_missing", why, now, &mut out),
             None => self.count("certificate_missing"),
         }
-        self.discover(now, &mut out);
+        self.phase = Phase::Fetch;
+        self.next_candidate(now, &mut out);
         self.after_change(now, &mut out);
         out
     }
 
+    /// `t` is no longer the target: nothing is in flight any more (an
+    /// answer that comes while another candidate is certified is not
+    /// taken, so it must not count against the peer's slots or as a
+    /// timeout), while the same snapshot taken again keeps what the peers
+    /// were asked (a late chunk of it is an answer), and a late chunk of
+    /// it is no offence if another snapshot is taken.
+    fn drop_target(&mut self, t: &Target) {
+        let key = (t.manifest.window, t.manifest.root);
+        self.dropped = Some(key);
+        self.late = Some(key);
+        for p in self.peers.values_mut() {
+            p.in_flight.clear();
+        }
+    }
+
     /// The target's manifest is taken for a liar: dropped, its source
-    /// demoted (`manifest_unconfirmed`), and discovery again.
+    /// demoted (`manifest_unconfirmed`), and the next sender or candidate.
     fn blame_manifest(&mut self, now: Instant, out: &mut Vec<Action>) {
         let Some(t) = self.target.take() else { return };
-        self.dropped = Some((t.manifest.window, t.manifest.root));
+        self.drop_target(&t);
         match t.source {
             Some(s) => {
                 let why = "no chunk of its snapshot verifies from any peer".to_string();
@@ -905,7 +1180,7 @@ impl FastSync {
             }
             None => self.count("manifest_unconfirmed"),
         }
-        self.discover(now, out);
+        self.next_candidate(now, out);
     }
 
     fn fill(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -946,7 +1221,7 @@ impl FastSync {
                 if p.in_flight.len() >= limit {
                     continue;
                 }
-                let Some(index) = t.todo.pop_first() else {
+                let Some(index) = t.next() else {
                     return;
                 };
                 p.in_flight.insert(index, now);

@@ -47,6 +47,7 @@ fn config(g: &Genesis, above: u64) -> Config {
         above,
         in_flight_per_peer: 4,
         timeout: Duration::from_secs(10),
+        certify_budget: Duration::from_secs(30),
     }
 }
 
@@ -101,6 +102,11 @@ fn drive(
                 if kill_after == Some(stored) {
                     return (asked, false);
                 }
+            }
+            Action::CheckMembers { .. } => {
+                // The member entries are in before most chunks are.
+                assert!(stored < 4, "the members checked after {stored} chunks");
+                assert_eq!(staging.untrusted().unwrap(), None);
             }
             Action::StoreProposal(p) => staging.put_proposal(&p).unwrap(),
             Action::Install { .. } => return (asked, true),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::consensus::active::tests::set_of;
+use crate::node::fastsync::GIVE_UP_AFTER;
 use crate::snapshot::format::tests::{cement, fixture, Fixture, NET};
 use crate::snapshot::format::CHUNK_SIZE;
 use crate::snapshot::staging::Staging;
@@ -23,6 +24,8 @@ struct PeerSim {
     silent: bool,
     /// Certificates per answer (0: as many as a message holds).
     page: usize,
+    /// Certificate pages come this late (delivered by [`Sim::advance`]).
+    certificates_after: Option<Duration>,
 }
 
 fn honest(f: &Fixture) -> PeerSim {
@@ -37,6 +40,7 @@ fn honest(f: &Fixture) -> PeerSim {
         proposal: Some(f.proposal.clone()),
         silent: false,
         page: 0,
+        certificates_after: None,
     }
 }
 
@@ -110,8 +114,20 @@ struct Log {
     trust: Option<Trust>,
     /// GetCertificates requests sent.
     certificate_pages: usize,
-    /// Installs refused (staging's `untrusted`).
+    /// GetManifest requests sent (discovery rounds times peers).
+    manifests_asked: usize,
+    /// Snapshots refused for their members (staging's `untrusted`), and
+    /// the chunk requests sent before each.
     refused: Vec<String>,
+    refused_after: Vec<usize>,
+    /// When the runtime would have given up ([`Sim::advance`]).
+    gave_up: Option<Instant>,
+}
+
+/// An answer on its way to the machine.
+enum Reply {
+    Sync(PeerIndex, SyncMessage),
+    Node(PeerIndex, Message),
 }
 
 struct Sim {
@@ -121,6 +137,8 @@ struct Sim {
     /// Stop (a kill) once this many chunks are stored.
     kill_after: Option<usize>,
     outstanding: BTreeMap<PeerIndex, usize>,
+    /// Late answers: (when, peer, answer).
+    later: Vec<(Instant, PeerIndex, SyncMessage)>,
 }
 
 impl Sim {
@@ -135,6 +153,7 @@ impl Sim {
             log: Log::default(),
             kill_after: None,
             outstanding: BTreeMap::new(),
+            later: Vec::new(),
         }
     }
 
@@ -149,88 +168,158 @@ impl Sim {
         self.run(s, q, now)
     }
 
+    /// Carries out `q` as the runtime does (node/fastsync.rs): every
+    /// action of one event in order, the peers' answers then handed to
+    /// the machine one at a time, in the order asked. Returns false when
+    /// killed.
     fn run(
         &mut self,
         s: &mut FastSync,
         mut q: VecDeque<(PeerIndex, Action)>,
         now: Instant,
     ) -> bool {
-        while let Some((from, a)) = q.pop_front() {
-            match a {
-                Action::Send { peer, msg } => {
-                    if let SyncMessage::GetCertificates { .. } = msg {
-                        self.log.certificate_pages += 1;
-                    }
-                    if let SyncMessage::GetChunk { index, .. } = msg {
+        let mut replies = VecDeque::new();
+        loop {
+            while let Some((from, a)) = q.pop_front() {
+                if !self.act(s, from, a, &mut q, &mut replies, now) {
+                    return false;
+                }
+            }
+            let Some(r) = replies.pop_front() else {
+                return true;
+            };
+            let (peer, out) = match r {
+                Reply::Sync(peer, m) => (peer, s.on_message(peer, m, now)),
+                Reply::Node(peer, m) => (peer, s.on_node_message(peer, &m, now)),
+            };
+            q.extend(out.into_iter().map(|a| (peer, a)));
+        }
+    }
+
+    fn act(
+        &mut self,
+        s: &mut FastSync,
+        from: PeerIndex,
+        a: Action,
+        q: &mut VecDeque<(PeerIndex, Action)>,
+        replies: &mut VecDeque<Reply>,
+        now: Instant,
+    ) -> bool {
+        match a {
+            Action::Send { peer, msg } => {
+                match msg {
+                    SyncMessage::GetCertificates { .. } => self.log.certificate_pages += 1,
+                    SyncMessage::GetManifest { .. } => self.log.manifests_asked += 1,
+                    SyncMessage::GetChunk { index, .. } => {
                         self.log.asked.push((peer, index));
-                        let o = self.outstanding.entry(peer).or_default();
-                        *o += 1;
+                        *self.outstanding.entry(peer).or_default() += 1;
                         let total: usize = self.outstanding.values().sum();
                         self.log.most_in_flight = self.log.most_in_flight.max(total);
                     }
-                    if let Some(reply) = self.peers[&peer].answer(&msg) {
-                        if matches!(msg, SyncMessage::GetChunk { .. }) {
-                            *self.outstanding.get_mut(&peer).unwrap() -= 1;
-                        }
-                        q.extend(
-                            s.on_message(peer, reply, now)
-                                .into_iter()
-                                .map(|a| (peer, a)),
-                        );
+                    _ => {}
+                }
+                let sim = &self.peers[&peer];
+                let late = sim
+                    .certificates_after
+                    .filter(|_| matches!(msg, SyncMessage::GetCertificates { .. }));
+                if let Some(reply) = sim.answer(&msg) {
+                    if matches!(msg, SyncMessage::GetChunk { .. }) {
+                        *self.outstanding.get_mut(&peer).unwrap() -= 1;
+                    }
+                    match late {
+                        Some(after) => self.later.push((now + after, peer, reply)),
+                        None => replies.push_back(Reply::Sync(peer, reply)),
                     }
                 }
-                Action::RequestProposal { peer, .. } => {
-                    let ps: Vec<Proposal> =
-                        self.peers[&peer].proposal.clone().into_iter().collect();
-                    let m = Message::Proposals(ps);
-                    q.extend(
-                        s.on_node_message(peer, &m, now)
-                            .into_iter()
-                            .map(|a| (peer, a)),
-                    );
-                }
-                Action::Stage(m, t) => {
-                    self.log.staged.push(m.window);
-                    self.log.stored.clear();
-                    self.log.trust = Some(*t.clone());
-                    self.staging.reset(&m, &t).unwrap();
-                }
-                Action::StoreChunk(c) => {
-                    self.staging.put_chunk(&c).unwrap();
-                    assert!(
-                        self.log.stored.insert(c.index, from).is_none(),
-                        "chunk {} stored twice",
-                        c.index
-                    );
-                    if self.kill_after == Some(self.log.stored.len()) {
-                        return false;
-                    }
-                }
-                Action::StoreProposal(p) => self.staging.put_proposal(&p).unwrap(),
-                Action::Install { window } => {
-                    assert!(
-                        self.staging.complete().unwrap(),
-                        "install only when complete"
-                    );
-                    // As the runtime does (node/fastsync.rs).
-                    if let Some(why) = self.staging.untrusted().unwrap() {
-                        self.log.refused.push(why.clone());
-                        self.staging.clear().unwrap();
-                        q.extend(s.install_refused(why, now).into_iter().map(|a| (0, a)));
-                    } else {
-                        self.log.installed = Some(window);
-                    }
-                }
-                Action::Demote { peer, reason, .. } => self.log.demoted.push((peer, reason)),
-                Action::Note(n) => self.log.notes.push(n),
             }
+            Action::RequestProposal { peer, .. } => {
+                let ps: Vec<Proposal> = self.peers[&peer].proposal.clone().into_iter().collect();
+                replies.push_back(Reply::Node(peer, Message::Proposals(ps)));
+            }
+            Action::Stage(m, t) => {
+                self.log.staged.push(m.window);
+                self.log.stored.clear();
+                self.log.trust = Some(*t.clone());
+                self.staging.reset(&m, &t).unwrap();
+            }
+            Action::StoreChunk(c) => {
+                self.staging.put_chunk(&c).unwrap();
+                assert!(
+                    self.log.stored.insert(c.index, from).is_none(),
+                    "chunk {} stored twice",
+                    c.index
+                );
+                if self.kill_after == Some(self.log.stored.len()) {
+                    return false;
+                }
+            }
+            // As the runtime does (node/fastsync.rs).
+            Action::CheckMembers { .. } => {
+                self.check_members(s, q, now);
+            }
+            Action::StoreProposal(p) => self.staging.put_proposal(&p).unwrap(),
+            Action::Install { window } => {
+                assert!(
+                    self.staging.complete().unwrap(),
+                    "install only when complete"
+                );
+                if !self.check_members(s, q, now) {
+                    self.log.installed = Some(window);
+                }
+            }
+            Action::Demote { peer, reason, .. } => self.log.demoted.push((peer, reason)),
+            Action::Note(n) => self.log.notes.push(n),
         }
+        true
+    }
+
+    /// The runtime's check of the staged members; true if refused.
+    fn check_members(
+        &mut self,
+        s: &mut FastSync,
+        q: &mut VecDeque<(PeerIndex, Action)>,
+        now: Instant,
+    ) -> bool {
+        let Some(why) = self.staging.untrusted().unwrap() else {
+            return false;
+        };
+        self.log.refused.push(why.clone());
+        self.log.refused_after.push(self.log.asked.len());
+        self.staging.clear().unwrap();
+        q.extend(s.members_refused(why, now).into_iter().map(|a| (0, a)));
         true
     }
 
     fn tick(&mut self, s: &mut FastSync, now: Instant) -> bool {
         let q = s.tick(now).into_iter().map(|a| (0, a)).collect();
         self.run(s, q, now)
+    }
+
+    /// Time passes from `from` to `to` a second at a time: the late
+    /// answers due are delivered, then the machine ticks, until it is
+    /// done. Returns the time it was done at, if it was.
+    fn advance(&mut self, s: &mut FastSync, from: Instant, to: Instant) -> Option<Instant> {
+        let mut now = from;
+        while now < to && !s.is_done() {
+            now += Duration::from_secs(1);
+            let (due, rest) = std::mem::take(&mut self.later)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _, _)| *at <= now);
+            self.later = rest;
+            for (_, peer, reply) in due {
+                let q = s
+                    .on_message(peer, reply, now)
+                    .into_iter()
+                    .map(|a| (peer, a))
+                    .collect();
+                self.run(s, q, now);
+            }
+            self.tick(s, now);
+            if self.log.gave_up.is_none() && s.exhausted(now, GIVE_UP_AFTER) {
+                self.log.gave_up = Some(now);
+            }
+        }
+        s.is_done().then_some(now)
     }
 }
 
@@ -242,6 +331,7 @@ fn config(f: &Fixture) -> Config {
         above: 0,
         in_flight_per_peer: 2,
         timeout: Duration::from_secs(10),
+        certify_budget: Duration::from_secs(30),
     }
 }
 
@@ -301,14 +391,19 @@ fn a_peer_serving_corrupted_chunks_is_demoted_and_the_honest_one_completes() {
 
 /// A manifest of window 9 over `f`'s entries, with another cement.
 fn higher(f: &Fixture, signers: &[&crate::keys::NodeKeys]) -> PeerSim {
-    let p = crate::snapshot::format::tests::proposal(&f.keys[0], 9, f.manifest.root);
+    higher_at(f, 9, signers)
+}
+
+/// A manifest of `window` over `f`'s entries, with another cement.
+fn higher_at(f: &Fixture, window: u64, signers: &[&crate::keys::NodeKeys]) -> PeerSim {
+    let p = crate::snapshot::format::tests::proposal(&f.keys[0], window, f.manifest.root);
     let mut m = f.manifest.clone();
-    m.window = 9;
+    m.window = window;
     m.header = p.header.clone();
     m.cement = cement(&p, signers);
     let mut sim = honest(f);
     sim.manifest = Some(m.encode());
-    sim.window = 9;
+    sim.window = window;
     sim.proposal = Some(p);
     sim
 }
@@ -376,19 +471,44 @@ fn hostile_manifests_are_refused_with_their_reason() {
     );
 }
 
+/// A peer whose newest snapshot is at or below our tip did nothing wrong:
+/// its manifest is ignored (counted apart), the peer neither demoted nor
+/// counted as refused, and the peer that serves a newer one is synced
+/// from (before the fix: `manifest_stale`, the honest peer demoted).
 #[test]
-fn a_stale_manifest_is_refused() {
+fn a_stale_manifest_is_ignored_and_not_held_against_its_peer() {
     let f = fixture(3 * CHUNK_SIZE, 7);
+    let old = crate::snapshot::format::tests::snapshot_of(
+        3 * CHUNK_SIZE,
+        5,
+        &f.set,
+        &[&f.keys[0], &f.keys[1], &f.keys[2]],
+    );
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut cfg = config(&f);
-    cfg.above = 7; // we already hold window 7
+    cfg.above = 6; // we already hold window 6
+    let mut s = FastSync::new(cfg, None, now);
+    let mut sim = Sim::new(dir.path(), vec![honest(&old), honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert!(sim.log.demoted.is_empty(), "{:?}", sim.log.demoted);
+    assert!(!s.is_demoted(1, now));
+    assert!(s.rejected().is_empty(), "{:?}", s.rejected());
+    assert_eq!(s.stale_answers(), 1);
+    // Alone, it is asked again at the next round, never demoted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&f);
+    cfg.above = 7;
     let mut s = FastSync::new(cfg, None, now);
     let mut sim = Sim::new(dir.path(), vec![honest(&f)]);
     sim.start(&mut s, now);
+    sim.advance(&mut s, now, now + Duration::from_secs(25));
     assert_eq!(sim.log.installed, None);
-    assert_eq!(sim.log.demoted, vec![(1, "manifest_stale")]);
     assert!(sim.log.asked.is_empty());
+    assert!(sim.log.demoted.is_empty(), "{:?}", sim.log.demoted);
+    assert!(s.rejected().is_empty(), "{:?}", s.rejected());
+    assert_eq!(s.stale_answers(), 3, "asked at 0, 10 and 20 s");
 }
 
 #[test]
@@ -403,7 +523,11 @@ fn a_manifest_with_a_lying_entry_count_is_blamed_not_the_honest_peers() {
     m.entries += 1;
     liar.manifest = Some(m.encode());
     liar.silent = true; // it serves no chunks itself
-    let mut sim = Sim::new(dir.path(), vec![liar, honest(&f), honest(&f)]);
+                        // Peer 2 offers the honest manifest (one sender each: the lower
+                        // sender, the liar, is certified first); peer 3 serves chunks only.
+    let mut chunks_only = honest(&f);
+    chunks_only.manifest = None;
+    let mut sim = Sim::new(dir.path(), vec![liar, honest(&f), chunks_only]);
     sim.start(&mut s, now);
     // The honest peers' chunks fail against the wrong count; they are held
     // against nobody until the source, which would settle it, times out.
@@ -420,9 +544,11 @@ fn a_manifest_with_a_lying_entry_count_is_blamed_not_the_honest_peers() {
         "{:?}",
         sim.log.demoted
     );
-    // Discovery again: the liar is demoted, an honest manifest is taken.
+    // The next candidate, without a new discovery round: the honest
+    // manifest is taken.
     assert_eq!(sim.log.installed, Some(7));
     assert_eq!(sim.log.staged.len(), 2);
+    assert_eq!(sim.log.manifests_asked, 3, "one discovery round");
 }
 
 #[test]
@@ -576,6 +702,30 @@ fn unrequested_and_duplicated_chunks_demote_their_sender() {
     )));
 }
 
+/// Syncs from the genesis set `genesis` against one honest peer serving
+/// `f` with `certs`, `page` certificates per answer (0: as many as fit):
+/// what happened and the rejections.
+fn one_peer(
+    f: &Fixture,
+    genesis: &ActiveSet,
+    certs: Vec<Vec<u8>>,
+    page: usize,
+) -> (Log, BTreeMap<&'static str, u64>) {
+    let cfg = Config {
+        genesis_set: genesis.clone(),
+        ..config(f)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut s = FastSync::new(cfg, None, now);
+    let mut p = honest(f);
+    p.certificates = certs;
+    p.page = page;
+    let mut sim = Sim::new(dir.path(), vec![p]);
+    sim.start(&mut s, now);
+    (sim.log, s.rejected().clone())
+}
+
 /// The network's set changed twice before the snapshot window: the
 /// genesis set g made s2 (window 2), s2 made the fixture's set (window 4),
 /// which cemented the snapshot of window 7. Served one certificate per
@@ -591,21 +741,7 @@ fn a_snapshot_after_changes_of_the_active_set_is_trusted_through_certificates() 
     let (s2, k2) = set_of(5);
     let c2 = certificate(&s2, 2, &[&gk[0], &gk[1], &gk[2]]);
     let c4 = certificate(&f.set, 4, &[&k2[0], &k2[1], &k2[2], &k2[3]]);
-    let cfg = Config {
-        genesis_set: g.clone(),
-        ..config(&f)
-    };
-    let run = |certs: Vec<Vec<u8>>| {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
-        let mut s = FastSync::new(cfg.clone(), None, now);
-        let mut p = honest(&f);
-        p.certificates = certs;
-        p.page = 1;
-        let mut sim = Sim::new(dir.path(), vec![p]);
-        sim.start(&mut s, now);
-        (sim.log, s.rejected().clone())
-    };
+    let run = |certs: Vec<Vec<u8>>| one_peer(&f, &g, certs, 1);
     let (log, rejected) = run(vec![c2.encode(), c4.encode()]);
     assert_eq!(log.installed, Some(7), "{rejected:?}");
     assert_eq!(
@@ -771,20 +907,7 @@ fn a_change_of_the_set_at_the_snapshot_window_is_followed_and_kept() {
         range: f.entries[a..b].to_vec(),
         proof: range_proof(&f.leaves, a as u64, b as u64),
     };
-    let cfg = Config {
-        genesis_set: g.clone(),
-        ..config(&f)
-    };
-    let run = |certs: Vec<Vec<u8>>| {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
-        let mut sync = FastSync::new(cfg.clone(), None, now);
-        let mut p = honest(&f);
-        p.certificates = certs;
-        let mut sim = Sim::new(dir.path(), vec![p]);
-        sim.start(&mut sync, now);
-        (sim.log, sync.rejected().clone())
-    };
+    let run = |certs: Vec<Vec<u8>>| one_peer(&f, &g, certs, 0);
     let (log, rejected) = run(vec![c7.encode()]);
     assert_eq!(log.installed, Some(7), "{rejected:?} {:?}", log.refused);
     assert!(log.demoted.is_empty());
@@ -799,4 +922,196 @@ fn a_change_of_the_set_at_the_snapshot_window_is_followed_and_kept() {
     assert_eq!(log.refused.len(), 1);
     assert_eq!(log.demoted, vec![(1, "certificate_missing")]);
     assert_eq!(rejected.get("certificate_missing"), Some(&1));
+}
+
+/// A network whose set changed at windows 1 ..= k, the last change to
+/// `f`'s set (each certificate signed by 3 of the 4 members before it):
+/// the genesis set and the certificates, encoded.
+fn changes(f: &Fixture, k: u64) -> (ActiveSet, Vec<Vec<u8>>) {
+    use crate::snapshot::certificate::tests::certificate;
+    let (g, gk) = set_of(4);
+    let (mut keys, mut certs) = (gk, Vec::new());
+    for w in 1..=k {
+        let (next, nk) = if w == k {
+            (f.set.clone(), Vec::new())
+        } else {
+            set_of(4)
+        };
+        certs.push(certificate(&next, w, &[&keys[0], &keys[1], &keys[2]]).encode());
+        keys = nk;
+    }
+    (g, certs)
+}
+
+/// Two peers advertise higher windows than the honest snapshot, with
+/// Cements that fail (short of quorum; signed by strangers). Each is one
+/// candidate: refused, its sender demoted, and the next candidate taken
+/// without a new discovery round (before the fix: the best manifest alone
+/// was kept, and each refusal started discovery again: 3 rounds).
+#[test]
+fn higher_fake_manifests_cost_one_candidate_each_not_a_new_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let (_, strangers) = set_of(3);
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let short = higher_at(&f, 9, &[&f.keys[0], &f.keys[1]]);
+    let forged = higher_at(&f, 10, &[&strangers[0], &strangers[1], &strangers[2]]);
+    let mut sim = Sim::new(dir.path(), vec![short, forged, honest(&f), honest(&f)]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.manifests_asked, 4, "one discovery round");
+    assert_eq!(
+        sim.log.demoted,
+        vec![(2, "cement_non_member"), (1, "cement_short_of_quorum")],
+        "window 10 first, then 9"
+    );
+    assert_eq!(sim.log.staged, vec![7]);
+    assert_eq!(sim.log.certificate_pages, 3, "one per candidate");
+    let from: BTreeSet<PeerIndex> = sim.log.stored.values().copied().collect();
+    assert_eq!(from, BTreeSet::from([3, 4]));
+}
+
+/// The set changed 6 times; the manifest's first sender dribbles its
+/// (valid) certificates one per page, each 9 s after the request (within
+/// the 10 s request timeout). Certify's budget ends its turn at 30 s
+/// (`timeout`) and the other peer that sent the same manifest serves the
+/// certificates at once: installed by 31 s, one discovery round, and the
+/// node never reaches its give-up (before the fix: each page renewed the
+/// deadline, and the snapshot waited on the staller for 63 s).
+#[test]
+fn a_certificate_staller_is_cut_off_and_another_sender_certifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let (g, certs) = changes(&f, 6);
+    let cfg = Config {
+        genesis_set: g,
+        ..config(&f)
+    };
+    let now = Instant::now();
+    let mut s = FastSync::new(cfg, None, now);
+    let mut staller = honest(&f);
+    staller.certificates = certs.clone();
+    staller.page = 1;
+    staller.certificates_after = Some(Duration::from_secs(9));
+    let mut good = honest(&f);
+    good.certificates = certs.clone();
+    let mut sim = Sim::new(dir.path(), vec![staller, good]);
+    sim.start(&mut s, now);
+    assert_eq!(sim.log.installed, None, "waiting on the staller");
+    let done = sim.advance(&mut s, now, now + Duration::from_secs(120));
+    assert!(
+        done.is_some_and(|t| t <= now + Duration::from_secs(31)),
+        "installed after {:?}",
+        done.map(|t| t - now)
+    );
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.demoted, vec![(1, "timeout")]);
+    assert_eq!(sim.log.manifests_asked, 2, "one discovery round");
+    assert_eq!(sim.log.gave_up, None);
+    let trust = sim.log.trust.unwrap();
+    assert_eq!(trust.set, f.set);
+    let got: Vec<Vec<u8>> = trust.certificates.iter().map(|c| c.encode()).collect();
+    assert_eq!(got, certs);
+}
+
+/// Two stallers advertise higher (fake) windows and dribble the real
+/// certificates one page per 9 s; the honest snapshot waits third in the
+/// list. At 31 s no snapshot is accepted yet (the old give-up rule, "no
+/// target after 30 s", would replay), but candidates remain, so the node
+/// does not give up: each staller costs its 30 s budget and the honest
+/// snapshot installs at about 61 s. With no candidate at all, the node
+/// gives up 30 s after the start.
+#[test]
+fn the_node_gives_up_only_when_no_candidate_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(N, 7);
+    let (g, certs) = changes(&f, 6);
+    let cfg = Config {
+        genesis_set: g,
+        ..config(&f)
+    };
+    let now = Instant::now();
+    let mut s = FastSync::new(cfg.clone(), None, now);
+    let staller = |window: u64| {
+        let mut p = higher_at(&f, window, &[&f.keys[0], &f.keys[1]]);
+        p.certificates = certs.clone();
+        p.page = 1;
+        p.certificates_after = Some(Duration::from_secs(9));
+        p
+    };
+    let mut good = honest(&f);
+    good.certificates = certs.clone();
+    let mut sim = Sim::new(dir.path(), vec![staller(9), staller(8), good]);
+    sim.start(&mut s, now);
+    let at = now + Duration::from_secs(31);
+    assert_eq!(sim.advance(&mut s, now, at), None);
+    assert_eq!(s.target_window(), None, "no snapshot accepted at 31 s");
+    assert!(!s.exhausted(at, GIVE_UP_AFTER), "candidates remain");
+    let done = sim.advance(&mut s, at, now + Duration::from_secs(120));
+    assert!(
+        done.is_some_and(|t| t <= now + Duration::from_secs(62)),
+        "installed after {:?}",
+        done.map(|t| t - now)
+    );
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.gave_up, None);
+    assert_eq!(sim.log.demoted, vec![(1, "timeout"), (2, "timeout")]);
+    assert_eq!(sim.log.manifests_asked, 3, "one discovery round");
+    // Nobody offers a snapshot: given up 30 s after the start, not before.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FastSync::new(cfg, None, now);
+    let mut none = honest(&f);
+    none.manifest = None;
+    let mut sim = Sim::new(dir.path(), vec![none]);
+    sim.start(&mut s, now);
+    sim.advance(&mut s, now, now + Duration::from_secs(40));
+    assert_eq!(sim.log.gave_up, Some(now + GIVE_UP_AFTER));
+}
+
+/// A source leaves the change G -> S out (its Cement rebuilt from G's
+/// precommits, no certificates) of a 10-chunk snapshot. The member
+/// entries sort near the end of the state, so the chunks are asked from
+/// the last one down: the state's members are checked once the chunk
+/// holding them is in, the snapshot refused after at most one request per
+/// slot (4 of 10 chunks), the source demoted, and the honest sender's
+/// manifest, next in the list, installs without a new discovery round
+/// (before the fix: every chunk was fetched before the refusal, then
+/// discovery again).
+#[test]
+fn a_certificate_left_out_is_caught_once_the_member_chunks_are_in() {
+    use crate::snapshot::certificate::tests::certificate;
+    use crate::snapshot::format::tests::snapshot_of;
+    let (g, set, k) = overlapping();
+    let c3 = certificate(&set, 3, &[&k[0], &k[1], &k[2]]);
+    let f = snapshot_of(N, 7, &set, &[&k[0], &k[1], &k[2], &k[4]]);
+    assert_eq!(f.manifest.chunks(), 10);
+    let mut forged = f.manifest.clone();
+    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
+    let mut liar = honest(&f);
+    liar.manifest = Some(forged.encode());
+    let mut good = honest(&f);
+    good.certificates = vec![c3.encode()];
+    let cfg = Config {
+        genesis_set: g,
+        ..config(&f)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut sync = FastSync::new(cfg, None, now);
+    let mut sim = Sim::new(dir.path(), vec![liar, good]);
+    sim.start(&mut sync, now);
+    assert_eq!(sim.log.refused.len(), 1);
+    assert!(
+        sim.log.refused_after[0] <= 4,
+        "refused after {} chunk requests",
+        sim.log.refused_after[0]
+    );
+    assert_eq!(sim.log.demoted, vec![(1, "certificate_missing")]);
+    assert_eq!(sim.log.manifests_asked, 2, "one discovery round");
+    assert_eq!(sim.log.staged, vec![7, 7]);
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.trust.unwrap().certificates, vec![c3]);
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(staged, f.entries);
 }
