@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{small_plan, Cluster};
+use montana_node::consensus::agreement::VoteKind;
+use montana_node::consensus::vote::{Vote, VoteKey};
 use montana_node::keys::NodeKeys;
 use montana_node::messages::{Message, MSG_GET_PROPOSALS, MSG_PROPOSALS, MSG_PROPOSE, MSG_TIP};
-use montana_node::net::{Envelope, Limits, NetConfig, NetError, Network, PeerId, PeerInfo};
+use montana_node::net::{Envelope, Limits, NetConfig, NetError, Network, NodeId, PeerId, PeerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every genesis peer of a plan as the transport sees it.
@@ -297,11 +299,47 @@ fn malformed_messages_from_a_genesis_peer_are_counted_and_a_flood_bans_it() {
 /// garbage) is banned: its connection closed and its redials refused
 /// while the ban lasts. The honest peers, which relay every genuine
 /// message to one another and to it, are never banned.
+/// Sends node 3 forged prevotes signed as `signer` for its next window
+/// (checked there before being held), each of its own round (so no copy is
+/// dropped unchecked), one every 100 ms, until node 3 closes the
+/// connection; returns how many were queued. At most 64.
+fn forge_votes_until_closed(
+    c: &Cluster,
+    net: &Network,
+    network_id: [u8; 32],
+    signer: NodeId,
+) -> u32 {
+    let mut forged = 0u32;
+    while net.connected().contains(&PeerId(3)) {
+        assert!(forged < 64, "never disconnected");
+        let v = Vote {
+            key: VoteKey {
+                kind: VoteKind::Prevote,
+                network_id,
+                window: c.state(3).map_or(0, |s| common::u64_field(&s, "cemented")) + 1,
+                round: forged,
+                value: None,
+                signer,
+            },
+            signature: vec![0x5A; montana_node::keys::SIGNATURE_LEN],
+        };
+        let m = Message::Vote(Box::new(v));
+        let env = Envelope::new(
+            m.msg_type(),
+            montana_node::messages::MSG_VERSION,
+            0,
+            m.encode(),
+        );
+        if net.send(PeerId(3), env).is_ok() {
+            forged += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    forged
+}
+
 #[test]
 fn a_peer_sending_forged_votes_is_banned_and_honest_relays_are_not() {
-    use montana_node::consensus::agreement::VoteKind;
-    use montana_node::consensus::vote::{Vote, VoteKey};
-    use montana_node::net::NodeId;
     let dir = common::tempdir();
     let plan = small_plan(dir.path(), 4);
     // Node 2 in this process: it dials node 3 (the lower id dials), so its
@@ -320,40 +358,8 @@ fn a_peer_sending_forged_votes_is_banned_and_honest_relays_are_not() {
     c.wait_until("node0 proposing with node2 connected", 90, |c| {
         c.window(0) >= 2 && peer.connected() == others
     });
-    // Forged votes for the next window (checked there before being held),
-    // each of its own round (no copy dropped unchecked), until node 3
-    // closes the connection.
-    let mut forged = 0u32;
-    while peer.connected().contains(&PeerId(3)) {
-        assert!(forged < 64, "never disconnected");
-        let v = Vote {
-            key: VoteKey {
-                kind: VoteKind::Prevote,
-                network_id,
-                window: c.state(3).map_or(0, |s| common::u64_field(&s, "cemented")) + 1,
-                round: forged,
-                value: None,
-                signer,
-            },
-            signature: vec![0x5A; montana_node::keys::SIGNATURE_LEN],
-        };
-        let m = Message::Vote(Box::new(v));
-        if peer
-            .send(
-                PeerId(3),
-                Envelope::new(
-                    m.msg_type(),
-                    montana_node::messages::MSG_VERSION,
-                    0,
-                    m.encode(),
-                ),
-            )
-            .is_ok()
-        {
-            forged += 1;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Forged votes for the next window until node 3 closes the connection.
+    let forged = forge_votes_until_closed(&c, &peer, network_id, signer);
     assert!(forged >= 4, "four forged votes ban: {forged}");
     c.wait_until("node 3 refuses node 2's redials", 30, |c| {
         c.state(3).is_some_and(|s| {
@@ -395,9 +401,6 @@ fn a_peer_sending_forged_votes_is_banned_and_honest_relays_are_not() {
 /// review; fails before: the new id was admitted).
 #[test]
 fn a_guest_that_rekeys_and_reconnects_stays_banned_by_its_address() {
-    use montana_node::consensus::agreement::VoteKind;
-    use montana_node::consensus::vote::{Vote, VoteKey};
-    use montana_node::net::NodeId;
     let dir = common::tempdir();
     let plan = small_plan(dir.path(), 4);
     let network_id = plan.genesis.network_id();
@@ -420,32 +423,7 @@ fn a_guest_that_rekeys_and_reconnects_stays_banned_by_its_address() {
     c.wait_until("cementing, with the guest connected to node 3", 90, |c| {
         c.window(3) >= 2 && bad.connected().contains(&PeerId(3))
     });
-    let mut forged = 0u32;
-    while bad.connected().contains(&PeerId(3)) {
-        assert!(forged < 64, "never disconnected");
-        let v = Vote {
-            key: VoteKey {
-                kind: VoteKind::Prevote,
-                network_id,
-                window: c.state(3).map_or(0, |s| common::u64_field(&s, "cemented")) + 1,
-                round: forged,
-                value: None,
-                signer,
-            },
-            signature: vec![0x5A; montana_node::keys::SIGNATURE_LEN],
-        };
-        let m = Message::Vote(Box::new(v));
-        let env = Envelope::new(
-            m.msg_type(),
-            montana_node::messages::MSG_VERSION,
-            0,
-            m.encode(),
-        );
-        if bad.send(PeerId(3), env).is_ok() {
-            forged += 1;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let forged = forge_votes_until_closed(&c, &bad, network_id, signer);
     assert!(forged >= 4, "four forged votes ban: {forged}");
     rt.block_on(bad.shutdown());
     let before = c.state(3).unwrap();

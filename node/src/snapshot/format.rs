@@ -59,8 +59,6 @@ pub enum SnapshotError {
     ManifestEntries(u64),
     #[error("manifest does not hang together: {0}")]
     ManifestUnbound(String),
-    #[error("manifest of window {window} is not above our tip {tip}")]
-    ManifestStale { window: u64, tip: u64 },
     #[error("manifest of window {got}, asked for {asked}")]
     ManifestUnknown { asked: u64, got: u64 },
     #[error("the manifest's cement does not verify: {0}")]
@@ -98,7 +96,6 @@ impl SnapshotError {
             SnapshotError::ManifestChunkSize(_) => "manifest_chunk_size",
             SnapshotError::ManifestEntries(_) => "manifest_entries",
             SnapshotError::ManifestUnbound(_) => "manifest_unbound",
-            SnapshotError::ManifestStale { .. } => "manifest_stale",
             SnapshotError::ManifestUnknown { .. } => "manifest_unknown",
             SnapshotError::Cement(CementError::ShortOfQuorum { .. }) => "cement_short_of_quorum",
             SnapshotError::Cement(e) => e.kind(),

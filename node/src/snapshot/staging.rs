@@ -328,8 +328,10 @@ impl Staging {
     /// members (tag `m`, committed to by the root) are not the set its
     /// staged trust leads to after the window ([`Trust::state_set`]), that
     /// is, the certificates it was trusted through left a change of the
-    /// set out (or there is no trust staged). Only meaningful once the
-    /// entries are [`Staging::complete`].
+    /// set out (or there is no trust staged). Meaningful once every entry
+    /// tagged `m` is staged: the syncing machine fetches the member chunks
+    /// (at the end of the state) first and asks for this check as soon as
+    /// they verified (`Action::CheckMembers`), and the install asks again.
     pub fn untrusted(&self) -> Result<Option<String>, StoreError> {
         let Some(m) = &self.target else {
             return Ok(Some("nothing staged".into()));
