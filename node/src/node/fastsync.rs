@@ -387,7 +387,8 @@ pub async fn before_run(
                     if let Some(why) = staging.untrusted().map_err(store_err)? {
                         warn!(window, "fast-sync: snapshot refused: {why}");
                         staging.clear().map_err(store_err)?;
-                        queue.extend(sync.members_refused(why, now));
+                        queue.retain(|a| !a.is_for(window));
+                        queue.extend(sync.members_refused(window, why, now));
                     }
                 }
                 Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
@@ -398,7 +399,8 @@ pub async fn before_run(
                         // the sync goes on (or falls back to replay).
                         warn!(window, "fast-sync: snapshot refused: {why}");
                         staging.clear().map_err(store_err)?;
-                        queue.extend(sync.members_refused(why, now));
+                        queue.retain(|a| !a.is_for(window));
+                        queue.extend(sync.members_refused(window, why, now));
                         continue;
                     }
                     let (held, all) = sync.progress();

@@ -212,6 +212,20 @@ struct Certifying {
     bytes: usize,
 }
 
+impl Action {
+    /// Whether this action writes, checks or installs the snapshot of
+    /// `window`: those still queued when that target is refused
+    /// ([`FastSync::members_refused`]) are dropped unexecuted.
+    pub fn is_for(&self, window: u64) -> bool {
+        match self {
+            Action::StoreChunk(c) => c.window == window,
+            Action::StoreProposal(p) => p.header.window == window,
+            Action::CheckMembers { window: w } | Action::Install { window: w } => *w == window,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     Discover {
@@ -1133,10 +1147,13 @@ impl FastSync {
     /// which its root rules out). The target is dropped (the runtime
     /// clears staging), its source demoted (`certificate_missing`; counted
     /// alone after a resume, whose source is unknown) and the next sender
-    /// or candidate is certified.
-    pub fn members_refused(&mut self, why: String, now: Instant) -> Vec<Action> {
+    /// or candidate is certified. Whatever the phase: the check may come
+    /// after the event that asked for it moved the machine on (discovering
+    /// again because no peer serves the target any more), and a target
+    /// kept then would be taken again unstaged.
+    pub fn members_refused(&mut self, window: u64, why: String, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if !matches!(self.phase, Phase::Fetch | Phase::Done) {
+        if self.target_window() != Some(window) {
             return out;
         }
         let Some(t) = self.target.take() else {
@@ -1147,8 +1164,10 @@ impl FastSync {
             Some(s) => self.demote_for(s, "certificate_missing", why, now, &mut out),
             None => self.count("certificate_missing"),
         }
-        self.phase = Phase::Fetch;
-        self.next_candidate(now, &mut out);
+        if matches!(self.phase, Phase::Fetch | Phase::Done) {
+            self.phase = Phase::Fetch;
+            self.next_candidate(now, &mut out);
+        }
         self.after_change(now, &mut out);
         out
     }

@@ -285,8 +285,14 @@ impl Sim {
         };
         self.log.refused.push(why.clone());
         self.log.refused_after.push(self.log.asked.len());
+        let window = self.staging.target().map_or(0, |m| m.window);
         self.staging.clear().unwrap();
-        q.extend(s.members_refused(why, now).into_iter().map(|a| (0, a)));
+        q.retain(|(_, a)| !a.is_for(window));
+        q.extend(
+            s.members_refused(window, why, now)
+                .into_iter()
+                .map(|a| (0, a)),
+        );
         true
     }
 
@@ -1114,4 +1120,50 @@ fn a_certificate_left_out_is_caught_once_the_member_chunks_are_in() {
     assert_eq!(sim.log.trust.unwrap().certificates, vec![c3]);
     let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
     assert_eq!(staged, f.entries);
+}
+
+/// The member check is refused after the event that asked for it moved
+/// the machine on: the target's only peer said "not served" to a chunk,
+/// so the machine is discovering again. The target is dropped and its
+/// source demoted all the same (before the fix: ignored outside Fetch;
+/// the same manifest, certified again, was taken as the target still held
+/// and not staged again, and its next chunk, put into the cleared staging,
+/// stopped the node's start).
+#[test]
+fn a_member_refusal_after_the_machine_moved_on_still_drops_the_target() {
+    let f = fixture(N, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut s = FastSync::new(config(&f), None, now);
+    let mut liar = honest(&f);
+    liar.silent = true;
+    let mut sim = Sim::new(dir.path(), vec![liar]);
+    sim.start(&mut s, now);
+    assert_eq!(s.target_window(), Some(7));
+    let out = s.on_message(1, SyncMessage::Chunk(None), now);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: SyncMessage::GetManifest { .. },
+                ..
+            }
+        )),
+        "discovering again: {out:?}"
+    );
+    let out = s.members_refused(7, "a change of the set left out".into(), now);
+    assert_eq!(s.target_window(), None);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Demote {
+                peer: 1,
+                reason: "certificate_missing",
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    // A refusal for a window that is not the target changes nothing.
+    assert!(s.members_refused(7, "again".into(), now).is_empty());
 }
