@@ -541,19 +541,22 @@ impl Serving {
             return false;
         }
         let (peer, source) = (m.peer, m.source());
-        if transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
+        let ticket = self.gate.ticket(&source);
+        if ticket.is_none()
+            || transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
             || !self.budget.lock().unwrap().admit(source, Instant::now())
         {
             debug!(peer, "fast-sync request over budget; dropped");
             return true;
         }
+        let Some(ticket) = ticket else { return true };
         let (snaps, budget, transport, id) = (
             self.snapshots.clone(),
             self.budget.clone(),
             transport.clone(),
             m.request_id,
         );
-        self.gate.spawn(move || {
+        self.gate.spawn(ticket, move || {
             let Some((reply, read)) = snaps.answer_counted(&msg) else {
                 budget.lock().unwrap().done(source, 0);
                 return;

@@ -991,6 +991,10 @@ impl Runner {
         if from == 0 || from > tip || self.chain.is_stopped() {
             return;
         }
+        let Some(ticket) = self.gate.ticket(&source) else {
+            debug!(peer, from, reason = "busy", "request over budget; dropped");
+            return;
+        };
         let backlog = self.transport.queued_bytes(peer);
         if let Err(why) = self.budget.admit(source, backlog, Instant::now()) {
             debug!(
@@ -1006,7 +1010,7 @@ impl Runner {
         let transport = self.transport.clone();
         let tx = self.done_tx.clone();
         self.serving += 1;
-        self.gate.spawn(move || {
+        self.gate.spawn(ticket, move || {
             let t = match what {
                 Served::Proposals => MSG_PROPOSALS,
                 Served::Cements => MSG_CEMENTS,

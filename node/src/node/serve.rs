@@ -36,15 +36,19 @@
 //! encoded on a thread of its own with its megabyte in memory: 96 threads
 //! and ~100 MiB on a 16-peer node, against a 32 MB goal on a 1-core host
 //! whose core also evaluates the chain. So every answer (catch-up and
-//! fast-sync alike) is built through one [`Gate`]: at most
-//! [`BUILDING_AT_ONCE`] at a time across all peers, the others waiting
-//! their turn in arrival order (not dropped: an honest asker's request is
-//! late, not lost). What waits is bounded by the per-peer budgets above.
+//! fast-sync alike) is built through one [`Gate`]: for genesis peers and
+//! members at most [`BUILDING_AT_ONCE`] at a time, for all guests together
+//! [`GUEST_BUILDING_AT_ONCE`], each lane waiting its turn in arrival order
+//! (not dropped: an honest asker's request is late, not lost). Members
+//! never wait behind guests. What waits is bounded by the per-source
+//! budgets for members, and by [`GUEST_ANSWERS`] for all guests together
+//! (beyond it a guest is refused [`Refused::Busy`]), whatever the number of
+//! guest addresses.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tracing::debug;
 
@@ -66,37 +70,80 @@ pub const MAX_BACKLOG: usize = 2 << 20;
 /// Answers being built for one peer at once.
 pub const MAX_IN_FLIGHT: u8 = 2;
 
-/// Answers built at once across every peer (catch-up and fast-sync).
+/// Answers built at once for genesis peers and members (catch-up and
+/// fast-sync).
 pub const BUILDING_AT_ONCE: usize = 2;
+/// Answers built at once for guests, all of them together.
+pub const GUEST_BUILDING_AT_ONCE: usize = 1;
+/// Guests' answers admitted and not yet built, all guests together:
+/// beyond it a guest's request is refused [`Refused::Busy`]. Without it,
+/// guests from thousands of source addresses could each queue their
+/// per-source share (minutes of work), and pin every entry of the
+/// per-source budgets (an entry with work in preparation is never
+/// forgotten), so that a member new to the map found no room.
+pub const GUEST_ANSWERS: usize = 32;
 
 /// The node-wide limit on answers being built (see the module docs); one
-/// per node, shared by every serving path.
+/// per node, shared by every serving path. Two lanes: genesis peers and
+/// members ([`Source::Node`]) never wait behind guests
+/// ([`Source::Addr`]), whose answers are built one at a time and at most
+/// [`GUEST_ANSWERS`] of which wait.
 #[derive(Clone, Debug)]
-pub struct Gate(Arc<Semaphore>);
+pub struct Gate {
+    members: Arc<Semaphore>,
+    guests: Arc<Semaphore>,
+    guest_room: Arc<Semaphore>,
+}
+
+/// A place in the [`Gate`]'s queue, taken before the request is admitted
+/// by its budget and given back when its answer is built (or dropped).
+#[derive(Debug)]
+pub struct Ticket {
+    lane: Arc<Semaphore>,
+    _room: Option<OwnedSemaphorePermit>,
+}
 
 impl Default for Gate {
     fn default() -> Self {
-        Gate::new(BUILDING_AT_ONCE)
+        Gate::new(BUILDING_AT_ONCE, GUEST_BUILDING_AT_ONCE, GUEST_ANSWERS)
     }
 }
 
 impl Gate {
-    pub fn new(at_once: usize) -> Self {
-        Gate(Arc::new(Semaphore::new(at_once.max(1))))
+    pub fn new(members: usize, guests: usize, guest_answers: usize) -> Self {
+        Gate {
+            members: Arc::new(Semaphore::new(members.max(1))),
+            guests: Arc::new(Semaphore::new(guests.max(1))),
+            guest_room: Arc::new(Semaphore::new(guest_answers.max(1))),
+        }
     }
 
-    /// Runs `build` on a blocking thread once fewer than the gate's limit
-    /// are running; until then it waits in arrival order (a task that
-    /// holds only what `build` captured). Call it inside a tokio runtime.
-    pub fn spawn(&self, build: impl FnOnce() + Send + 'static) {
-        let permits = self.0.clone();
+    /// A place for a request of `source`; `None` when it is a guest's and
+    /// [`GUEST_ANSWERS`] guest answers already wait.
+    pub fn ticket(&self, source: &Source) -> Option<Ticket> {
+        match source {
+            Source::Addr(_) => Some(Ticket {
+                lane: self.guests.clone(),
+                _room: Some(self.guest_room.clone().try_acquire_owned().ok()?),
+            }),
+            Source::Node(_) | Source::Local(_) => Some(Ticket {
+                lane: self.members.clone(),
+                _room: None,
+            }),
+        }
+    }
+
+    /// Runs `build` on a blocking thread once its lane has room; until then
+    /// it waits in arrival order (a task that holds only what `build`
+    /// captured). Call it inside a tokio runtime.
+    pub fn spawn(&self, ticket: Ticket, build: impl FnOnce() + Send + 'static) {
         tokio::spawn(async move {
-            // The semaphore is never closed: acquiring only waits.
-            let Ok(permit) = permits.acquire_owned().await else {
+            // The semaphores are never closed: acquiring only waits.
+            let Ok(permit) = ticket.lane.clone().acquire_owned().await else {
                 return;
             };
             let _ = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
+                let _held = (permit, ticket);
                 build()
             })
             .await;
@@ -263,9 +310,12 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         rt.block_on(async {
             // 16 peers, 6 answers each (2 catch-up, 4 fast-sync).
-            for _ in 0..96 {
+            for i in 0..96u16 {
                 let (now, most, built, tx) = (now.clone(), most.clone(), built.clone(), tx.clone());
-                gate.spawn(move || {
+                let ticket = gate
+                    .ticket(&Source::Local(i % 16))
+                    .expect("members always get one");
+                gate.spawn(ticket, move || {
                     let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(n, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(5));
@@ -285,6 +335,70 @@ mod tests {
             (1..=BUILDING_AT_ONCE).contains(&most),
             "{most} answers built at once"
         );
+    }
+
+    /// Guests (source addresses): at most `GUEST_ANSWERS` of their answers
+    /// wait, from however many addresses (the next is refused), built one
+    /// at a time; a member's answer asked after all of them is built at
+    /// once (it never waits behind guests), and a member always gets a
+    /// place. Once built, the guests' places are free again.
+    #[test]
+    fn guests_wait_in_a_bounded_lane_of_their_own() {
+        use std::net::{IpAddr, Ipv4Addr};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let gate = Gate::default();
+        let guest = |i: u32| Source::addr(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+        let tickets: Vec<Ticket> = (0..GUEST_ANSWERS as u32)
+            .map(|i| gate.ticket(&guest(i)).expect("room for a guest"))
+            .collect();
+        assert!(
+            gate.ticket(&guest(9_999)).is_none(),
+            "a guest past the bound"
+        );
+        let member = gate.ticket(&Source::Local(1)).expect("a member always");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.block_on(async {
+            for t in tickets {
+                let (order, now, most, tx) = (order.clone(), now.clone(), most.clone(), tx.clone());
+                gate.spawn(t, move || {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    order.lock().unwrap().push("guest");
+                    let _ = tx.send(());
+                });
+            }
+            let (order, tx) = (order.clone(), tx.clone());
+            gate.spawn(member, move || {
+                order.lock().unwrap().push("member");
+                let _ = tx.send(());
+            });
+        });
+        for _ in 0..=GUEST_ANSWERS {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("an answer was never built");
+        }
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|x| *x == "member").unwrap();
+        assert!(
+            at < GUEST_ANSWERS / 2,
+            "the member's answer came after {at} guests'"
+        );
+        assert_eq!(most.load(Ordering::SeqCst), GUEST_BUILDING_AT_ONCE);
+        // spawn_blocking's closure drops the tickets just after the send.
+        let back = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            gate.ticket(&guest(9_999)).is_some()
+        });
+        assert!(back, "the guests' places were never given back");
     }
 
     #[test]
