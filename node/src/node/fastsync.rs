@@ -81,6 +81,28 @@ fn store_err(e: crate::storage::StoreError) -> NodeError {
     NodeError::Store(e)
 }
 
+/// The runtime's side of the member check ([`Action::CheckMembers`],
+/// [`Action::Install`]): if the staged members are not the set the
+/// certificates lead to, nothing is installed, staging is cleared, what is
+/// still queued for that snapshot is dropped, and the machine blames the
+/// source and goes on (or falls back to replay). Whether it refused.
+fn refuse_untrusted(
+    staging: &mut Staging,
+    sync: &mut FastSync,
+    queue: &mut std::collections::VecDeque<Action>,
+    window: u64,
+    now: Instant,
+) -> Result<bool, NodeError> {
+    let Some(why) = staging.untrusted().map_err(store_err)? else {
+        return Ok(false);
+    };
+    warn!(window, "fast-sync: snapshot refused: {why}");
+    staging.clear().map_err(store_err)?;
+    queue.retain(|a| !a.is_for(window));
+    queue.extend(sync.members_refused(window, why, now));
+    Ok(true)
+}
+
 /// Installs `staging` into the store and records it in the node state.
 fn install(
     store: &mut Store,
@@ -384,23 +406,11 @@ pub async fn before_run(
                 }
                 Action::CheckMembers { window } => {
                     // The member entries are in, the rest need not be.
-                    if let Some(why) = staging.untrusted().map_err(store_err)? {
-                        warn!(window, "fast-sync: snapshot refused: {why}");
-                        staging.clear().map_err(store_err)?;
-                        queue.retain(|a| !a.is_for(window));
-                        queue.extend(sync.members_refused(window, why, now));
-                    }
+                    refuse_untrusted(&mut staging, &mut sync, &mut queue, window, now)?;
                 }
                 Action::StoreProposal(p) => staging.put_proposal(&p).map_err(store_err)?,
                 Action::Install { window } => {
-                    if let Some(why) = staging.untrusted().map_err(store_err)? {
-                        // The certificates left a change of the set out:
-                        // nothing is installed, the source is blamed and
-                        // the sync goes on (or falls back to replay).
-                        warn!(window, "fast-sync: snapshot refused: {why}");
-                        staging.clear().map_err(store_err)?;
-                        queue.retain(|a| !a.is_for(window));
-                        queue.extend(sync.members_refused(window, why, now));
+                    if refuse_untrusted(&mut staging, &mut sync, &mut queue, window, now)? {
                         continue;
                     }
                     let (held, all) = sync.progress();

@@ -291,16 +291,20 @@ mod tests {
         fn broadcast(&self, _: u8, _: Vec<u8>) {}
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// Answers asked for by many peers at once are built at most
     /// `BUILDING_AT_ONCE` at a time, and every one of them is built.
     #[test]
     fn the_gate_builds_few_answers_at_once_and_drops_none() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let gate = Gate::default();
         let (now, most, built) = (
             Arc::new(AtomicUsize::new(0)),
@@ -347,11 +351,7 @@ mod tests {
         use std::net::{IpAddr, Ipv4Addr};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Mutex;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let gate = Gate::default();
         let guest = |i: u32| Source::addr(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
         let tickets: Vec<Ticket> = (0..GUEST_ANSWERS as u32)
