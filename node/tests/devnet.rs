@@ -526,23 +526,30 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
     // host lost round 0 of window 3 to node2, which then made window 4, and
     // no bad twin was ever sent; a follower left two windows behind fetched
     // window 4 cemented and never saw the corrupted twin. So: no failover
-    // here (10 s), and node0 waits 0.3 s after each cement before it
-    // proposes, time for a loaded follower to keep up.
+    // here (10 s); node0 starts once the followers are up and connected to
+    // each other, and waits 1 s after each cement before it proposes, time
+    // for a loaded follower to keep up (with 0.3 s, a follower slow to
+    // start on a loaded host still met window 4 only cemented).
     let plan = small_plan(dir.path(), 4)
         .with_proposer_timeout(10.0)
         .unwrap();
+    let dirs: Vec<PathBuf> = plan.nodes.iter().map(|n| n.dir.clone()).collect();
     let mut nodes = Nodes(vec![
         Some(start(&plan, 1, &["--last-window", "5"], &[])),
         Some(start(&plan, 2, &["--last-window", "5"], &[])),
         Some(start(&plan, 3, &["--last-window", "5"], &[])),
-        Some(start(
-            &plan,
-            0,
-            &["--last-window", "5", "--min-window-secs", "0.3"],
-            &[("MONTANA_TEST_FAULTS", "forge@2,corrupt@4")],
-        )),
     ]);
-    let dirs: Vec<PathBuf> = plan.nodes.iter().map(|n| n.dir.clone()).collect();
+    wait_until("the followers connected to each other", &plan, 60, || {
+        dirs[1..]
+            .iter()
+            .all(|d| state(d).is_some_and(|s| s.connected >= 2))
+    });
+    nodes.0.push(Some(start(
+        &plan,
+        0,
+        &["--last-window", "5", "--min-window-secs", "1"],
+        &[("MONTANA_TEST_FAULTS", "forge@2,corrupt@4")],
+    )));
     wait_until("window 5 on every node", &plan, 90, || {
         dirs.iter().all(|d| window(d) == 5)
     });
@@ -852,7 +859,16 @@ fn bad_devnet_arguments_fail_with_one_line_before_any_work() {
 #[test]
 fn a_failed_start_names_the_socket_once_and_leaves_no_database() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = small_plan(dir.path(), 2);
+    // The p2p port is taken: by this test, which holds the port it was
+    // handed (a port handed out is free until bound: on a busy host another
+    // process may take it first, and then a new plan is made).
+    let (plan, taken) = (0..8)
+        .find_map(|i| {
+            let plan = small_plan(&dir.path().join(format!("plan{i}")), 2);
+            let taken = std::net::TcpListener::bind(plan.nodes[1].address).ok()?;
+            Some((plan, taken))
+        })
+        .expect("a plan whose port this test could hold");
     let n1 = &plan.nodes[1];
     let run = |data: &Path, extra: &[&str]| {
         Command::new(BIN)
@@ -881,8 +897,6 @@ fn a_failed_start_names_the_socket_once_and_leaves_no_database() {
         assert!(errors[0].starts_with(&format!("error: {socket}")), "{err}");
         assert!(errors[0].contains("in use"), "{err}");
     };
-    // The p2p port is taken.
-    let taken = std::net::TcpListener::bind(n1.address).unwrap();
     let out = run(&n1.dir, &[]);
     check(&out, "p2p listener");
     assert!(!n1.dir.join("db").exists(), "no half-made database");

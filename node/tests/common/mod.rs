@@ -199,16 +199,19 @@ impl Cluster {
 
     /// The end of a fault test: every node of `nodes` stopped cleanly and
     /// started again with `--last-window W` (W a few windows past the
-    /// highest window now, every node since the consensus issue may
+    /// highest window once all are stopped, every node since the consensus issue may
     /// propose), waited for until each reports window W (and cemented W,
     /// once the node cements: when `cemented` is non-zero anywhere), then
     /// stopped. Returns the agreed state; fails unless every node reports
     /// the same window, T and state root (when the field exists).
     pub fn converge(&mut self, nodes: &[usize], secs: u64) -> Converged {
-        let top = nodes.iter().map(|&i| self.window(i)).max().unwrap_or(0);
         for &i in nodes {
             self.terminate(i);
         }
+        // The highest window once all are stopped: read before, the nodes
+        // still running while the first ones stop cement windows past it,
+        // and a node already past `--last-window` never reports it.
+        let top = nodes.iter().map(|&i| self.window(i)).max().unwrap_or(0);
         let last = top + 3;
         let arg = last.to_string();
         for &i in nodes {
