@@ -49,7 +49,16 @@
 //!   request times out or whose answer does not make the run of linked
 //!   proposals longer is demoted (its
 //!   claim dropped, its Tips ignored for a back-off that doubles per strike,
-//!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]).
+//!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]). Members' claims
+//!   (genesis peers' and the active set's, [`Chain::on_claim`]) come
+//!   first: while one stands, guests' claims are neither asked nor counted
+//!   in the lag. Anyone can mint a guest's key, so a guest lying about a
+//!   high tip, demoted, could come back under a new key in another slot
+//!   and be asked again, each time for [`REQUEST_TIMEOUT`], for ever, and
+//!   hold a candidate in `syncing`. A guest is asked only while no
+//!   member's claim stands (a node whose peers are all guests, or whose
+//!   members were all demoted): cemented windows are the members' own, so
+//!   a member soon claims whatever a guest truly holds.
 //! - Every check that needs no hashing runs before any signature check;
 //!   every rejection is counted by reason and the machine keeps going.
 
@@ -518,6 +527,9 @@ impl Rules {
 struct Claim {
     /// The peer's latest claimed cemented window.
     window: u64,
+    /// A genesis peer or a member of the active set (the node says, in
+    /// [`Chain::on_claim`]); otherwise a guest.
+    member: bool,
     strikes: u32,
     demoted_until: Option<Instant>,
 }
@@ -1041,10 +1053,13 @@ impl Chain {
     pub fn lag(&self) -> u64 {
         self.best_known().saturating_sub(self.tip.window)
     }
+    /// The highest window claimed by a peer in good standing: by a member
+    /// while any member's claim stands, else by a guest.
     pub fn best_known(&self) -> u64 {
-        self.claims
-            .values()
-            .filter(|c| c.demoted_until.is_none())
+        let standing = || self.claims.values().filter(|c| c.demoted_until.is_none());
+        let members = standing().any(|c| c.member);
+        standing()
+            .filter(|c| c.member || !members)
             .map(|c| c.window)
             .fold(self.tip.window, u64::max)
     }
@@ -1099,12 +1114,13 @@ impl Chain {
 
     // ---- messages ------------------------------------------------------
 
-    /// A message from `peer` (requests are the node's to serve).
+    /// A message from `peer` (requests are the node's to serve). A Tip is
+    /// taken for a guest's: the node passes Tips to [`Chain::on_claim`].
     pub fn on_message(&mut self, peer: PeerIndex, msg: Message, now: Instant) -> Vec<Action> {
         self.clock = now;
         let mut out = Vec::new();
         match msg {
-            Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, now),
+            Message::Tip { cemented, .. } => self.on_tip(peer, cemented.window, false, now),
             Message::Proposals(ps) => self.on_proposals(peer, ps, now, &mut out),
             Message::Cements(cs) => {
                 // The answer to our request is counted against the pace,
@@ -1141,13 +1157,32 @@ impl Chain {
         out
     }
 
-    fn on_tip(&mut self, peer: PeerIndex, window: u64, now: Instant) {
+    /// A Tip from `peer` claiming cemented `window`, `member` when the
+    /// sender is a genesis peer or a member of the active set (the node
+    /// knows who sent it; [`Chain::on_message`] takes every Tip for a
+    /// guest's). Members' claims are asked first (module doc).
+    pub fn on_claim(
+        &mut self,
+        peer: PeerIndex,
+        window: u64,
+        member: bool,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
+        self.on_tip(peer, window, member, now);
+        self.next_work(now, &mut out);
+        out
+    }
+
+    fn on_tip(&mut self, peer: PeerIndex, window: u64, member: bool, now: Instant) {
         let c = self.claims.entry(peer).or_default();
         match c.demoted_until {
             Some(until) if now < until => {}
             _ => {
                 c.demoted_until = None;
                 c.window = window;
+                c.member = member;
             }
         }
     }
@@ -3329,12 +3364,15 @@ impl Chain {
         c.demoted_until = Some(now + backoff);
     }
 
+    /// Whom to ask for windows from `from` on: the member claiming most
+    /// (module doc; [`Chain::best_known`] counts guests' claims only while
+    /// no member's stands).
     fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
         self.claims
             .iter()
             .filter(|(_, c)| c.demoted_until.is_none() && c.window >= from)
+            .max_by_key(|&(p, c)| (c.member, c.window, std::cmp::Reverse(*p)))
             .map(|(p, c)| (*p, c.window))
-            .max_by_key(|&(p, w)| (w, std::cmp::Reverse(p)))
     }
 
     fn reject(&mut self, peer: Option<PeerIndex>, window: u64, r: Reject, out: &mut Vec<Action>) {

@@ -458,6 +458,71 @@ fn a_guest_that_rekeys_and_reconnects_stays_banned_by_its_address() {
     }
 }
 
+/// A guest that claims a far tip: a node caught up with its members
+/// neither asks the guest for windows nor counts the claim in its lag. It
+/// asked the highest claim first, and a guest demoted for not answering
+/// could come back under a new key in another slot, for ever (and its
+/// claim held a candidate in `syncing`).
+#[test]
+fn a_guest_claiming_a_far_tip_is_not_chased() {
+    let dir = common::tempdir();
+    let plan = small_plan(dir.path(), 4);
+    let cfg = NetConfig {
+        me: None,
+        keys: Arc::new(NodeKeys::generate().unwrap()),
+        listen: common::free_addr(),
+        bootstrap: vec![plan.nodes[3].address],
+        ..as_network_config(&plan, 0, common::free_addr())
+    };
+    let mut c = Cluster::new(plan);
+    for i in [3, 2, 1, 0] {
+        c.start(i, &[]);
+    }
+    let rt = rt();
+    let (guest, mut rx) = rt.block_on(Network::start(cfg)).unwrap();
+    c.wait_until("cementing, with the guest connected to node 3", 90, |c| {
+        c.window(3) >= 2 && guest.connected().contains(&PeerId(3))
+    });
+    let far = u64::MAX / 2;
+    let lie = Message::Tip {
+        cemented: montana_node::storage::Tip {
+            window: far,
+            t: montana_vdf::Hash32([7; 32]),
+            hash: [8; 32],
+        },
+        applied: far,
+    };
+    let start = c.window(3);
+    let (mut max_lag, mut asked) = (0, 0);
+    for _ in 0..30 {
+        let env = Envelope::new(
+            MSG_TIP,
+            montana_node::messages::MSG_VERSION,
+            0,
+            lie.encode(),
+        );
+        guest.send(PeerId(3), env).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(s) = c.state(3) {
+            max_lag = max_lag.max(common::u64_field(&s, "lag"));
+        }
+        // Read as it comes (a full queue would hold back what follows).
+        while let Ok(m) = rx.try_recv() {
+            asked += u32::from(m.envelope.msg_type == MSG_GET_PROPOSALS);
+        }
+    }
+    assert_eq!(asked, 0, "node 3 asked the guest for windows");
+    assert!(
+        max_lag < 100,
+        "the guest's claim counted in the lag: {max_lag}"
+    );
+    assert!(c.window(3) > start + 2, "node 3 kept cementing");
+    rt.block_on(guest.shutdown());
+    for i in 0..4 {
+        c.terminate(i);
+    }
+}
+
 /// Runs `montana start` expecting a refusal; returns its one stderr line.
 fn refused_start(
     plan: &montana_node::devnet::Plan,

@@ -3017,3 +3017,105 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
         assert_eq!(r.offence(t), None, "{t} {r:?}");
     }
 }
+
+/// A guest claiming a high tip was asked first (the highest claim won),
+/// and each demotion, keyed by its slot, cost it nothing: under a new key
+/// in another slot it was asked again, [`REQUEST_TIMEOUT`] each time, while
+/// the member holding the windows waited; and its claim made the lag (and a
+/// candidate's `syncing`) whatever it said. Members' claims come first now.
+#[test]
+fn guests_claiming_more_under_new_keys_do_not_hold_catch_up_from_a_member() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+    for slot in 5..10 {
+        c.on_claim(slot, u64::MAX, false, t);
+    }
+    let out = c.on_claim(0, 3, true, t);
+    assert_eq!(
+        c.lag(),
+        3,
+        "a guest's claim counted while a member's stands"
+    );
+    let mut todo: VecDeque<Action> = out.into();
+    let mut asked = Vec::new();
+    let mut tt = t;
+    for _ in 0..60 {
+        while let Some(a) = todo.pop_front() {
+            match a {
+                Action::Verify(b) => {
+                    let o = verify(&b);
+                    todo.extend(c.on_verified(b, Ok(o), tt));
+                }
+                Action::Request {
+                    peer,
+                    proposals,
+                    cements,
+                    ..
+                } => {
+                    asked.push(peer);
+                    if peer != 0 {
+                        continue; // a guest: never answers
+                    }
+                    let range = |(from, n): (u64, u32)| {
+                        let r = from..from + n as u64;
+                        chain
+                            .iter()
+                            .filter(move |w| r.contains(&w.proposal.window()))
+                    };
+                    if let Some(rc) = cements {
+                        let m = Message::Cements(range(rc).map(|w| w.cement.clone()).collect());
+                        todo.extend(c.on_message(0, m, tt));
+                    }
+                    if let Some(rp) = proposals {
+                        let m = Message::Proposals(range(rp).map(|w| w.proposal.clone()).collect());
+                        todo.extend(c.on_message(0, m, tt));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if c.tip().window == 3 {
+            break;
+        }
+        tt += Duration::from_secs(1);
+        todo.extend(c.on_tick(tt));
+    }
+    assert_eq!(
+        c.tip().window,
+        3,
+        "caught up from the member (asked {asked:?})"
+    );
+    assert!(
+        asked.iter().all(|&p| p == 0),
+        "a guest was asked: {asked:?}"
+    );
+    // Caught up with the member: the guests' claims are not chased.
+    assert_eq!(c.lag(), 0);
+    assert!(requests(&c.on_tick(tt + Duration::from_secs(1))).is_empty());
+}
+
+/// With no member's claim standing, a guest's is asked (a node whose
+/// only peers are guests still catches up), and once a member's claim is
+/// dropped (demoted), the guests' count again.
+#[test]
+fn a_guests_claim_counts_while_no_members_stands() {
+    let (_g, _k, mut c) = one();
+    let t = Instant::now();
+    assert_eq!(requests(&c.on_claim(6, 4, false, t)), vec![(6, 1)]);
+    assert_eq!(c.lag(), 4);
+    // A member's claim, however low, stands first.
+    let out = c.on_claim(0, 2, true, t);
+    assert!(requests(&out).is_empty(), "one request at a time");
+    assert_eq!(c.lag(), 2);
+    // The guest's request times out: the member is asked next.
+    let t1 = t + REQUEST_TIMEOUT;
+    assert_eq!(requests(&c.on_tick(t1)), vec![(0, 1)]);
+    assert!(c.is_demoted(6));
+    // Its request times out too: no member's claim stands, a guest's counts.
+    let t2 = t1 + REQUEST_TIMEOUT;
+    c.on_tick(t2);
+    assert!(c.is_demoted(0));
+    assert_eq!(requests(&c.on_claim(7, 4, false, t2)), vec![(7, 1)]);
+    assert_eq!(c.lag(), 4);
+}

@@ -919,17 +919,17 @@ impl Runner {
                 self.serve(&m, Served::Cements, from, count);
                 Vec::new()
             }
-            msg => {
-                if let Message::Tip { cemented, .. } = &msg {
-                    // Bounded: peers are the genesis peers the transport admitted.
-                    self.state
-                        .lock()
-                        .unwrap()
-                        .peer_tips
-                        .insert(m.peer, cemented.window);
-                }
-                self.chain.on_message(m.peer, msg, now)
+            Message::Tip { cemented, .. } => {
+                // Bounded: peers are the slots the transport admitted.
+                self.state
+                    .lock()
+                    .unwrap()
+                    .peer_tips
+                    .insert(m.peer, cemented.window);
+                self.chain
+                    .on_claim(m.peer, cemented.window, m.from_member(), now)
             }
+            msg => self.chain.on_message(m.peer, msg, now),
         };
         // Rejections that are offences of the peer that sent this message
         // (Reject::offence); rejections of other messages the chain went

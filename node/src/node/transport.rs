@@ -29,6 +29,12 @@ impl Incoming {
             .as_ref()
             .map_or(Source::Local(self.peer), Sender::source)
     }
+
+    /// Whether a genesis peer or a member of the active set sent it (in
+    /// process, where every peer is a genesis node: yes).
+    pub fn from_member(&self) -> bool {
+        self.from.as_ref().is_none_or(|f| f.member)
+    }
 }
 
 /// Connection health for the status snapshot and the devnet table.
