@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::state::FastSyncStats;
 use super::{Incoming, Node, NodeError, NodeState, Transport};
@@ -566,18 +566,25 @@ impl Serving {
             transport.clone(),
             m.request_id,
         );
-        self.gate.spawn(ticket, move || {
-            let Some((reply, read)) = snaps.answer_counted(&msg) else {
-                budget.lock().unwrap().done(source, 0);
-                return;
-            };
-            let payload = reply.encode();
-            let bytes = payload.len().max(read);
-            if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
-                debug!(peer, error = %e, "fast-sync answer not sent");
-            }
-            budget.lock().unwrap().done(source, bytes);
-        });
+        self.gate.spawn(
+            ticket,
+            move || {
+                let (reply, read) = snaps.answer_counted(&msg)?;
+                let payload = reply.encode();
+                let bytes = payload.len().max(read);
+                if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
+                    debug!(peer, error = %e, "fast-sync answer not sent");
+                }
+                Some(bytes)
+            },
+            move |built| {
+                let bytes = built.unwrap_or_else(|panic| {
+                    error!(peer, panic = %panic, "building a fast-sync answer panicked; nothing sent");
+                    None
+                });
+                budget.lock().unwrap().done(source, bytes.unwrap_or(0));
+            },
+        );
         true
     }
 

@@ -108,7 +108,7 @@ fn first_occurrence(last: &mut Option<String>, e: String) -> Option<String> {
 }
 
 /// The message of a caught panic.
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(p: &(dyn Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -1010,25 +1010,34 @@ impl Runner {
         let transport = self.transport.clone();
         let tx = self.done_tx.clone();
         self.serving += 1;
-        self.gate.spawn(ticket, move || {
-            let t = match what {
-                Served::Proposals => MSG_PROPOSALS,
-                Served::Cements => MSG_CEMENTS,
-            };
-            let result = super::serve::answer(
-                |w| match what {
-                    Served::Proposals => reader.proposal_bytes(w),
-                    Served::Cements => reader.cement_bytes(w),
-                },
-                from,
-                last,
-                &*transport,
-                peer,
-                t,
-                request_id,
-            );
-            let _ = tx.send(Done::Served { source, result });
-        });
+        self.gate.spawn(
+            ticket,
+            move || {
+                let t = match what {
+                    Served::Proposals => MSG_PROPOSALS,
+                    Served::Cements => MSG_CEMENTS,
+                };
+                super::serve::answer(
+                    |w| match what {
+                        Served::Proposals => reader.proposal_bytes(w),
+                        Served::Cements => reader.cement_bytes(w),
+                    },
+                    from,
+                    last,
+                    &*transport,
+                    peer,
+                    t,
+                    request_id,
+                )
+            },
+            move |built| {
+                let result = built.unwrap_or_else(|panic| {
+                    error!(peer, from, panic = %panic, "building an answer panicked; nothing sent");
+                    Ok(0)
+                });
+                let _ = tx.send(Done::Served { source, result });
+            },
+        );
     }
 
     fn send_tip(&self) {

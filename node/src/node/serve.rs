@@ -135,8 +135,17 @@ impl Gate {
 
     /// Runs `build` on a blocking thread once its lane has room; until then
     /// it waits in arrival order (a task that holds only what `build`
-    /// captured). Call it inside a tokio runtime.
-    pub fn spawn(&self, ticket: Ticket, build: impl FnOnce() + Send + 'static) {
+    /// captured). Then `done` runs, on the same thread, with what `build`
+    /// returned or, had it panicked, the panic's message: the caller's
+    /// bookkeeping (a budget's bytes, the node's count of answers being
+    /// built) is settled whatever happened, and the ticket's place given
+    /// back. Call it inside a tokio runtime.
+    pub fn spawn<R: 'static>(
+        &self,
+        ticket: Ticket,
+        build: impl FnOnce() -> R + Send + 'static,
+        done: impl FnOnce(Result<R, String>) + Send + 'static,
+    ) {
         tokio::spawn(async move {
             // The semaphores are never closed: acquiring only waits.
             let Ok(permit) = ticket.lane.clone().acquire_owned().await else {
@@ -144,7 +153,9 @@ impl Gate {
             };
             let _ = tokio::task::spawn_blocking(move || {
                 let _held = (permit, ticket);
-                build()
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+                    .map_err(|p| super::runtime::panic_message(&*p));
+                done(built)
             })
             .await;
         });
@@ -319,14 +330,19 @@ mod tests {
                 let ticket = gate
                     .ticket(&Source::Local(i % 16))
                     .expect("members always get one");
-                gate.spawn(ticket, move || {
-                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(n, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(5));
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    built.fetch_add(1, Ordering::SeqCst);
-                    let _ = tx.send(());
-                });
+                gate.spawn(
+                    ticket,
+                    move || {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        built.fetch_add(1, Ordering::SeqCst);
+                    },
+                    move |_| {
+                        let _ = tx.send(());
+                    },
+                );
             }
         });
         for _ in 0..96 {
@@ -368,19 +384,27 @@ mod tests {
         rt.block_on(async {
             for t in tickets {
                 let (order, now, most, tx) = (order.clone(), now.clone(), most.clone(), tx.clone());
-                gate.spawn(t, move || {
-                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(10));
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    order.lock().unwrap().push("guest");
-                    let _ = tx.send(());
-                });
+                gate.spawn(
+                    t,
+                    move || {
+                        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(10));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        order.lock().unwrap().push("guest");
+                    },
+                    move |_| {
+                        let _ = tx.send(());
+                    },
+                );
             }
             let (order, tx) = (order.clone(), tx.clone());
-            gate.spawn(member, move || {
-                order.lock().unwrap().push("member");
-                let _ = tx.send(());
-            });
+            gate.spawn(
+                member,
+                move || order.lock().unwrap().push("member"),
+                move |_| {
+                    let _ = tx.send(());
+                },
+            );
         });
         for _ in 0..=GUEST_ANSWERS {
             rx.recv_timeout(Duration::from_secs(30))
@@ -399,6 +423,45 @@ mod tests {
             gate.ticket(&guest(9_999)).is_some()
         });
         assert!(back, "the guests' places were never given back");
+    }
+
+    /// An answer whose building panics: its bookkeeping still runs (with
+    /// the panic's message) and its place in the lane is given back. It
+    /// ran only at the end of the build, so a panic left the node counting
+    /// an answer being built for ever (its shutdown waits for none) and
+    /// the source's budget charged for one in flight.
+    #[test]
+    fn a_panicking_build_still_settles_and_frees_its_place() {
+        let rt = runtime();
+        let gate = Gate::new(1, 1, 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.block_on(async {
+            let tx2 = tx.clone();
+            let t = gate.ticket(&Source::Local(1)).unwrap();
+            gate.spawn(
+                t,
+                || -> usize { panic!("a storage bug") },
+                move |r| {
+                    let _ = tx2.send(r);
+                },
+            );
+            // The lane holds one: this one runs only once the first's
+            // place is given back.
+            let t = gate.ticket(&Source::Local(2)).unwrap();
+            gate.spawn(
+                t,
+                || 7usize,
+                move |r| {
+                    let _ = tx.send(r);
+                },
+            );
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30)).expect("settled");
+        assert_eq!(first, Err("a storage bug".to_string()));
+        let second = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the lane was never freed");
+        assert_eq!(second, Ok(7));
     }
 
     #[test]
