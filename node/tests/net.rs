@@ -330,6 +330,49 @@ async fn reconnects_after_either_peer_restarts() {
     b.shutdown().await;
 }
 
+/// An answer goes only on the connection its request came on: once that
+/// connection has closed, the peer's slot may hold a new one (the same
+/// node restarted, or a guest in a reused slot), which never gets an
+/// answer it did not ask for; fast-sync takes an answer by what it holds,
+/// so another's chunk could be blamed on an honest server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_goes_only_to_the_connection_that_asked() {
+    let g = genesis(2);
+    let (a, mut a_rx) = start(config(&g, 0, NET, limits())).await;
+    let (b, _b_rx) = start(config(&g, 1, NET, limits())).await;
+    wait_until("connected", || connected(&a, &[1]) && connected(&b, &[0])).await;
+    let ask = Envelope::new(16, 1, 7, b"a request".to_vec());
+    b.send(PeerId(0), ask.clone()).unwrap();
+    let asked = recv(&mut a_rx).await;
+    assert_eq!(asked.envelope, ask);
+    let answer = Envelope::new(17, 1, 7, b"the answer".to_vec());
+    // The asker restarts before the answer is built.
+    let (b2, mut b2_rx) = {
+        b.shutdown().await;
+        drop(b);
+        wait_until("a sees b gone", || a.connected().is_empty()).await;
+        start(config(&g, 1, NET, limits())).await
+    };
+    wait_until("reconnected", || {
+        connected(&a, &[1]) && connected(&b2, &[0])
+    })
+    .await;
+    // The asker's connection is gone; the slot's new one gets nothing.
+    assert!(matches!(
+        a.reply(PeerId(1), asked.from.conn, answer.clone()),
+        Err(NetError::NotConnected(PeerId(1)))
+    ));
+    // Its own request is answered on its own connection.
+    b2.send(PeerId(0), ask.clone()).unwrap();
+    let again = recv(&mut a_rx).await;
+    assert_ne!(again.from.conn, asked.from.conn);
+    a.reply(PeerId(1), again.from.conn, answer.clone()).unwrap();
+    let got = recv(&mut b2_rx).await;
+    assert_eq!(got.envelope, answer, "only its own answer arrives");
+    a.shutdown().await;
+    b2.shutdown().await;
+}
+
 /// Resident set size of this process, in bytes (Linux).
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

@@ -136,10 +136,23 @@ impl Network {
     /// Queues `env` for `peer` without waiting. A full queue (in envelopes
     /// or in bytes) drops the message, counts it and says so.
     pub fn send(&self, peer: PeerId, env: Envelope) -> Result<(), NetError> {
-        self.send_shared(peer, Arc::new(env))
+        self.send_shared(peer, None, Arc::new(env))
     }
 
-    fn send_shared(&self, peer: PeerId, env: Arc<Envelope>) -> Result<(), NetError> {
+    /// [`Network::send`] on connection `conn` only (an answer for whoever
+    /// asked on it): once that connection has closed, `NotConnected`, even
+    /// when `peer`'s slot holds another connection now, of the same node
+    /// or of another, which never gets an answer it did not ask for.
+    pub fn reply(&self, peer: PeerId, conn: u64, env: Envelope) -> Result<(), NetError> {
+        self.send_shared(peer, Some(conn), Arc::new(env))
+    }
+
+    fn send_shared(
+        &self,
+        peer: PeerId,
+        conn: Option<u64>,
+        env: Arc<Envelope>,
+    ) -> Result<(), NetError> {
         env.check()?;
         if env.msg_type < RESERVED_TYPES {
             return Err(NetError::ReservedType(env.msg_type));
@@ -151,8 +164,10 @@ impl Network {
             return Err(NetError::Shutdown);
         }
         let (queue, queued) = match &*self.shared.slot(peer).live.lock().expect("slot lock") {
-            Some(live) => (live.queue.clone(), live.queued.clone()),
-            None => return Err(NetError::NotConnected(peer)),
+            Some(live) if conn.is_none_or(|c| c == live.id) => {
+                (live.queue.clone(), live.queued.clone())
+            }
+            _ => return Err(NetError::NotConnected(peer)),
         };
         let size = HEADER_LEN + env.payload.len();
         let full = || {
@@ -179,7 +194,7 @@ impl Network {
     pub fn broadcast(&self, env: Envelope) {
         let env = Arc::new(env);
         for peer in self.connected() {
-            if let Err(e) = self.send_shared(peer, env.clone()) {
+            if let Err(e) = self.send_shared(peer, None, env.clone()) {
                 debug!(%peer, error = %e, "broadcast skipped a peer");
             }
         }

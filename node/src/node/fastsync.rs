@@ -550,7 +550,7 @@ impl Serving {
         ) {
             return false;
         }
-        let (peer, source) = (m.peer, m.source());
+        let (peer, source, asker) = (m.peer, m.source(), m.asker());
         let ticket = self.gate.ticket(&source);
         if ticket.is_none()
             || transport.queued_bytes(peer) >= super::serve::MAX_BACKLOG
@@ -572,7 +572,7 @@ impl Serving {
                 let (reply, read) = snaps.answer_counted(&msg)?;
                 let payload = reply.encode();
                 let bytes = payload.len().max(read);
-                if let Err(e) = transport.send(peer, reply.msg_type(), id, payload) {
+                if let Err(e) = transport.reply(asker, reply.msg_type(), id, payload) {
                     debug!(peer, error = %e, "fast-sync answer not sent");
                 }
                 Some(bytes)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
 use super::state::NodeState;
-use super::transport::{Incoming, PeerSummary, Transport};
+use super::transport::{Asker, Incoming, PeerSummary, Transport};
 use super::{Node, NodeError};
 use crate::genesis::Genesis;
 use crate::keys::NodeKeys;
@@ -36,6 +36,21 @@ impl Transport for NetTransport {
                 Envelope::new(msg_type, MSG_VERSION, request_id, payload),
             )
             .map_err(|e| e.to_string())
+    }
+
+    fn reply(
+        &self,
+        to: Asker,
+        msg_type: u8,
+        request_id: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        let env = Envelope::new(msg_type, MSG_VERSION, request_id, payload);
+        match to.conn {
+            Some(conn) => self.0.reply(PeerId(to.peer), conn, env),
+            None => self.0.send(PeerId(to.peer), env),
+        }
+        .map_err(|e| e.to_string())
     }
 
     fn broadcast(&self, msg_type: u8, payload: Vec<u8>) {

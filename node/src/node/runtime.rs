@@ -986,7 +986,7 @@ impl Runner {
     /// message, read and queued on a blocking thread (through the node's
     /// [`Gate`]) so the event loop never waits on the database for a peer.
     fn serve(&mut self, m: &Incoming, what: Served, from: u64, count: u32) {
-        let (peer, request_id, source) = (m.peer, m.request_id, m.source());
+        let (peer, request_id, source, asker) = (m.peer, m.request_id, m.source(), m.asker());
         let tip = self.chain.tip().window;
         if from == 0 || from > tip || self.chain.is_stopped() {
             return;
@@ -1025,7 +1025,7 @@ impl Runner {
                     from,
                     last,
                     &*transport,
-                    peer,
+                    asker,
                     t,
                     request_id,
                 )

@@ -52,7 +52,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tracing::debug;
 
-use super::transport::Transport;
+use super::transport::{Asker, Transport};
 use crate::messages;
 use crate::net::sources::SourceMap;
 use crate::net::Source;
@@ -253,7 +253,7 @@ impl ServeBudget {
 
 /// Builds the answer to a request for windows `from..=last` (`read` gives a
 /// window's stored bytes; the first missing one ends the answer; as many as
-/// fit one message) and queues it for `peer` as `msg_type`. Returns the
+/// fit one message) and queues it for `to` as `msg_type`. Returns the
 /// bytes built, the amount to charge with [`ServeBudget::done`], whether or
 /// not `transport` took the answer: the work is done either way.
 pub fn answer<E>(
@@ -261,10 +261,11 @@ pub fn answer<E>(
     from: u64,
     last: u64,
     transport: &dyn Transport,
-    peer: u16,
+    to: Asker,
     msg_type: u8,
     request_id: u64,
 ) -> Result<usize, E> {
+    let peer = to.peer;
     let mut encoded = Vec::new();
     let mut size = 0usize;
     for w in from..=last {
@@ -280,7 +281,7 @@ pub fn answer<E>(
     let (payload, n) = messages::encode_proposals(encoded);
     let bytes = payload.len();
     debug!(peer, from, n, "serving cemented windows");
-    if let Err(e) = transport.send(peer, msg_type, request_id, payload) {
+    if let Err(e) = transport.reply(to, msg_type, request_id, payload) {
         debug!(peer, error = %e, "answer not sent");
     }
     Ok(bytes)
@@ -294,6 +295,11 @@ mod tests {
     /// A transport that drops everything: the asker is gone or its queue
     /// is full.
     struct Gone;
+
+    const ASKER: Asker = Asker {
+        peer: 9,
+        conn: None,
+    };
 
     impl Transport for Gone {
         fn send(&self, peer: u16, _: u8, _: u64, _: Vec<u8>) -> Result<(), String> {
@@ -475,7 +481,7 @@ mod tests {
         for i in 0..200u64 {
             now += Duration::from_millis(50);
             if s.admit(Source::Local(9), 0, now).is_ok() {
-                let bytes = answer(read, 1, 256, &Gone, 9, messages::MSG_PROPOSALS, i).unwrap();
+                let bytes = answer(read, 1, 256, &Gone, ASKER, messages::MSG_PROPOSALS, i).unwrap();
                 assert!(bytes >= messages::MAX_PAYLOAD - (64 << 10));
                 s.done(Source::Local(9), bytes);
                 built += bytes;

@@ -35,6 +35,22 @@ impl Incoming {
     pub fn from_member(&self) -> bool {
         self.from.as_ref().is_none_or(|f| f.member)
     }
+
+    /// Whom an answer to it goes to ([`Transport::reply`]).
+    pub fn asker(&self) -> Asker {
+        Asker {
+            peer: self.peer,
+            conn: self.from.as_ref().map(|f| f.conn),
+        }
+    }
+}
+
+/// Whom an answer goes to: the asker's slot and the connection it asked on
+/// (`None` in process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asker {
+    pub peer: u16,
+    pub conn: Option<u64>,
 }
 
 /// Connection health for the status snapshot and the devnet table.
@@ -55,6 +71,18 @@ pub trait Transport: Send + Sync {
         request_id: u64,
         payload: Vec<u8>,
     ) -> Result<(), String>;
+    /// Queues an answer for `to`: only on the connection it asked on, so
+    /// that another connection now in its slot never gets it (an error
+    /// once that connection has closed).
+    fn reply(
+        &self,
+        to: Asker,
+        msg_type: u8,
+        request_id: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        self.send(to.peer, msg_type, request_id, payload)
+    }
     /// Queues a message for every connected peer.
     fn broadcast(&self, msg_type: u8, payload: Vec<u8>);
     fn summary(&self) -> PeerSummary {
