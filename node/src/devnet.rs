@@ -123,6 +123,11 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     // Devnets in parallel scan from different random starts: two meet only
     // if their few ports overlap in a span of ~20,000.
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    if n == 0 {
+        // (The scan below stops at the n-th port: for none, it would hold
+        // every free port of the range, thousands of descriptors.)
+        return Ok(Vec::new());
+    }
     let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
@@ -757,6 +762,7 @@ mod tests {
         // ephemeral range, was taken by an outbound connection of a devnet
         // beside it before its node bound it.
         let small = free_ports(4).unwrap();
+        assert_eq!(free_ports(0).unwrap(), Vec::<u16>::new());
         let mut sorted: Vec<u16> = ports.iter().chain(&more).chain(&small).copied().collect();
         sorted.sort_unstable();
         sorted.dedup();
