@@ -51,14 +51,15 @@
 //!   claim dropped, its Tips ignored for a back-off that doubles per strike,
 //!   from [`REQUEST_TIMEOUT`] up to [`MAX_DEMOTION`]). Members' claims
 //!   (genesis peers' and the active set's, [`Chain::on_claim`]) come
-//!   first: while one stands, guests' claims are neither asked nor counted
-//!   in the lag. Anyone can mint a guest's key, so a guest lying about a
-//!   high tip, demoted, could come back under a new key in another slot
-//!   and be asked again, each time for [`REQUEST_TIMEOUT`], for ever, and
-//!   hold a candidate in `syncing`. A guest is asked only while no
-//!   member's claim stands (a node whose peers are all guests, or whose
-//!   members were all demoted): cemented windows are the members' own, so
-//!   a member soon claims whatever a guest truly holds.
+//!   first: a guest is asked only when no member claims the windows
+//!   wanted, and while any member's claim stands the lag (so `phase` and
+//!   `membership`) counts members' claims only. Anyone can mint a guest's
+//!   key, so a guest lying about a high tip, demoted, could come back
+//!   under a new key in another slot and be asked again before the member
+//!   holding the windows, [`REQUEST_TIMEOUT`] each time, and hold a
+//!   candidate in `syncing`. Guests are still asked for what no member
+//!   claims (a member behind, restored from an old backup, or gone
+//!   without a word must not stop a node whose other peers are guests).
 //! - Every check that needs no hashing runs before any signature check;
 //!   every rejection is counted by reason and the machine keeps going.
 
@@ -1054,17 +1055,31 @@ impl Chain {
         self.best_known().saturating_sub(self.tip.window)
     }
     /// The highest window claimed by a peer in good standing: by a member
-    /// while any member's claim stands, else by a guest.
+    /// while any member's claim stands, else by a guest (what `lag`, and so
+    /// `phase` and `membership`, report).
     pub fn best_known(&self) -> u64 {
-        let standing = || self.claims.values().filter(|c| c.demoted_until.is_none());
-        let members = standing().any(|c| c.member);
-        standing()
+        let members = self.standing().any(|c| c.member);
+        self.standing()
             .filter(|c| c.member || !members)
             .map(|c| c.window)
             .fold(self.tip.window, u64::max)
     }
+    /// The highest window any peer in good standing claims, guests
+    /// included: what catch-up goes after ([`Chain::pick_peer`] asks
+    /// members first).
+    fn best_claimed(&self) -> u64 {
+        self.standing()
+            .map(|c| c.window)
+            .fold(self.tip.window, u64::max)
+    }
+    fn standing(&self) -> impl Iterator<Item = &Claim> {
+        self.claims.values().filter(|c| c.demoted_until.is_none())
+    }
+    /// How many genesis peers and members have sent a Tip (guests' do not
+    /// count: the start waits for the peers that can tell a proposer that
+    /// lost its data that it is behind).
     pub fn heard_from(&self) -> usize {
-        self.claims.len()
+        self.claims.values().filter(|c| c.member).count()
     }
     pub fn is_demoted(&self, peer: PeerIndex) -> bool {
         self.claims
@@ -3364,9 +3379,8 @@ impl Chain {
         c.demoted_until = Some(now + backoff);
     }
 
-    /// Whom to ask for windows from `from` on: the member claiming most
-    /// (module doc; [`Chain::best_known`] counts guests' claims only while
-    /// no member's stands).
+    /// Whom to ask for windows from `from` on: the member claiming most,
+    /// a guest only when no member claims `from` (module doc).
     fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
         self.claims
             .iter()
@@ -3716,7 +3730,7 @@ impl Chain {
         // Behind a peer's claim: fetch what the live agreement will not
         // bring (more than one window, or one that it has not settled for
         // a while).
-        let best = self.best_known();
+        let best = self.best_claimed();
         let stuck = self
             .live
             .as_ref()

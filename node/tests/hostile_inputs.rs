@@ -458,13 +458,12 @@ fn a_guest_that_rekeys_and_reconnects_stays_banned_by_its_address() {
     }
 }
 
-/// A guest that claims a far tip: a node caught up with its members
-/// neither asks the guest for windows nor counts the claim in its lag. It
-/// asked the highest claim first, and a guest demoted for not answering
-/// could come back under a new key in another slot, for ever (and its
-/// claim held a candidate in `syncing`).
+/// A guest that claims a far tip: a node caught up with its members does
+/// not count the claim in its lag (its phase stays following; a candidate
+/// would otherwise stop its candidate work), and asks the guest at most
+/// once for windows no member claims (then the guest is demoted).
 #[test]
-fn a_guest_claiming_a_far_tip_is_not_chased() {
+fn a_guest_claiming_a_far_tip_is_not_believed() {
     let dir = common::tempdir();
     let plan = small_plan(dir.path(), 4);
     let cfg = NetConfig {
@@ -511,7 +510,7 @@ fn a_guest_claiming_a_far_tip_is_not_chased() {
             asked += u32::from(m.envelope.msg_type == MSG_GET_PROPOSALS);
         }
     }
-    assert_eq!(asked, 0, "node 3 asked the guest for windows");
+    assert!(asked <= 1, "node 3 asked the guest {asked} times");
     assert!(
         max_lag < 100,
         "the guest's claim counted in the lag: {max_lag}"
