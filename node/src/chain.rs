@@ -60,6 +60,10 @@
 //!   candidate in `syncing`. Guests are still asked for what no member
 //!   claims (a member behind, restored from an old backup, or gone
 //!   without a word must not stop a node whose other peers are guests).
+//!   Among peers of a class, a slow one (its last useful answer brought
+//!   windows at under [`SLOW_RATE`] a second or under [`SLOW_SHARE`] of
+//!   the best rate seen) comes after the others that claim the windows
+//!   wanted.
 //! - Every check that needs no hashing runs before any signature check;
 //!   every rejection is counted by reason and the machine keeps going.
 
@@ -116,6 +120,17 @@ pub const WAITING_HORIZON: u64 = 4096;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest demotion of a peer that did not serve what it claimed.
 pub const MAX_DEMOTION: Duration = Duration::from_secs(120);
+/// A peer whose last useful catch-up answer brought windows at under this
+/// share of the best rate any peer's did, or under [`SLOW_RATE`], is
+/// asked only when no other peer claims the windows wanted: a Byzantine
+/// member claiming the most and answering each request with one window
+/// just before [`REQUEST_TIMEOUT`] was never demoted and held catch-up to
+/// a window per 5 s.
+pub const SLOW_SHARE: f64 = 0.25;
+/// Windows per second under which a catch-up answer is slow whatever the
+/// others' (an honest answer of one window, the tail, counts
+/// [`REQUEST_PACE`] windows a second: see `answer_rate`).
+pub const SLOW_RATE: f64 = 2.0;
 /// A node one window behind a peer's claim waits this long for the live
 /// agreement before it fetches the window instead.
 pub const CATCH_UP_DELAY: Duration = Duration::from_secs(2);
@@ -531,6 +546,8 @@ struct Claim {
     /// A genesis peer or a member of the active set (the node says, in
     /// [`Chain::on_claim`]); otherwise a guest.
     member: bool,
+    /// Windows per second its last useful answer brought (`answer_rate`).
+    rate: Option<f64>,
     strikes: u32,
     demoted_until: Option<Instant>,
 }
@@ -540,6 +557,15 @@ fn sig_prefix(sig: &[u8]) -> [u8; 16] {
     let n = sig.len().min(16);
     p[..n].copy_from_slice(&sig[..n]);
     p
+}
+
+/// Windows per second of a catch-up answer that made the linked run
+/// `gained` windows longer `took` after its request; never counted faster
+/// than one answer per request interval (a peer answering one window at
+/// once is no faster than the pace allows).
+fn answer_rate(gained: u64, took: Duration) -> f64 {
+    let floor = Duration::from_secs_f64(1.0 / REQUEST_PACE);
+    gained as f64 / took.max(floor).as_secs_f64()
 }
 
 /// A full queue whose entries came from the peers `held` (in order), and
@@ -1223,12 +1249,18 @@ impl Chain {
         for p in ps {
             self.admit(Some(peer), p, out);
         }
-        if let Some(before) = before {
+        if let Some((before, r)) = before.zip(self.requested) {
             self.requested = None;
-            if self.linked_run().0 <= before {
+            let after = self.linked_run().0;
+            if after <= before {
                 self.demote(peer, now);
             } else {
-                self.claims.entry(peer).or_default().strikes = 0;
+                let c = self.claims.entry(peer).or_default();
+                c.strikes = 0;
+                c.rate = Some(answer_rate(
+                    after - before,
+                    now.saturating_duration_since(r.at),
+                ));
             }
         }
     }
@@ -3380,12 +3412,23 @@ impl Chain {
     }
 
     /// Whom to ask for windows from `from` on: the member claiming most,
-    /// a guest only when no member claims `from` (module doc).
+    /// a guest only when no member claims `from`; a slow peer (its last
+    /// useful answer brought under [`SLOW_RATE`] windows a second, or
+    /// under a [`SLOW_SHARE`] of the best rate any peer's did) only when no
+    /// other of its class claims `from` (module doc).
     fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
+        let best = self
+            .standing()
+            .filter_map(|c| c.rate)
+            .fold(0.0f64, f64::max);
+        let slow = |c: &Claim| {
+            c.rate
+                .is_some_and(|r| r < (best * SLOW_SHARE).max(SLOW_RATE))
+        };
         self.claims
             .iter()
             .filter(|(_, c)| c.demoted_until.is_none() && c.window >= from)
-            .max_by_key(|&(p, c)| (c.member, c.window, std::cmp::Reverse(*p)))
+            .max_by_key(|&(p, c)| (c.member, !slow(c), c.window, std::cmp::Reverse(*p)))
             .map(|(p, c)| (*p, c.window))
     }
 

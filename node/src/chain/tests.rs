@@ -3128,3 +3128,70 @@ fn a_guest_is_asked_for_what_no_member_claims() {
     d.on_claim(0, 2, true, t);
     assert_eq!((d.lag(), d.heard_from()), (2, 1));
 }
+
+/// A Byzantine member claiming the most and answering each request with
+/// one window just before REQUEST_TIMEOUT made the run longer each time,
+/// so it was never demoted, and every request went to it: catch-up at a
+/// window per 5 s while an honest member held them all. A slow peer is now
+/// asked only when no other claims the windows wanted.
+#[test]
+fn a_member_trickling_one_window_per_timeout_does_not_hold_catch_up() {
+    const N: u64 = 20;
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, N, |_, _| {});
+    let mut todo: VecDeque<Action> = c.on_claim(1, 1_000, true, t).into();
+    todo.extend(c.on_claim(0, N, true, t));
+    let (mut to_trickler, mut tt) = (0, t);
+    for _ in 0..200 {
+        while let Some(a) = todo.pop_front() {
+            match a {
+                Action::Verify(b) => {
+                    let o = verify(&b);
+                    todo.extend(c.on_verified(b, Ok(o), tt));
+                }
+                Action::Request {
+                    peer,
+                    proposals,
+                    cements,
+                    ..
+                } => {
+                    // The trickler sends only the first window asked, late.
+                    let (n_max, delay) = if peer == 1 {
+                        to_trickler += 1;
+                        (1, Duration::from_millis(4_900))
+                    } else {
+                        (u64::MAX, Duration::from_millis(50))
+                    };
+                    tt += delay;
+                    let range = |(from, n): (u64, u32)| {
+                        let r = from..from + (n as u64).min(n_max);
+                        chain
+                            .iter()
+                            .filter(move |w| r.contains(&w.proposal.window()))
+                    };
+                    if let Some(rc) = cements {
+                        let m = Message::Cements(range(rc).map(|w| w.cement.clone()).collect());
+                        todo.extend(c.on_message(peer, m, tt));
+                    }
+                    if let Some(rp) = proposals {
+                        let m = Message::Proposals(range(rp).map(|w| w.proposal.clone()).collect());
+                        todo.extend(c.on_message(peer, m, tt));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if c.tip().window == N {
+            break;
+        }
+        tt += Duration::from_millis(100);
+        todo.extend(c.on_tick(tt));
+    }
+    assert_eq!(c.tip().window, N, "caught up");
+    assert!(
+        to_trickler <= 2,
+        "{to_trickler} requests went to the trickler ({:?} in all)",
+        tt - t
+    );
+}
