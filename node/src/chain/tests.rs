@@ -2044,9 +2044,28 @@ fn a_rejected_candidate_proof_is_verified_once() {
 /// verification done by the reference, every request answered by the
 /// honest `peer` from `chain` (Cements first).
 fn drive_catch_up(c: &mut Chain, peer: PeerIndex, chain: &[Cemented], out: &[Action], t: Instant) {
+    let every = |_: PeerIndex, _: u64| Some((peer, u64::MAX, Duration::ZERO));
+    run_catch_up(c, chain, out, t, (Duration::from_secs(1), 60), None, every);
+}
+
+/// Runs catch-up from `out`: verifies what the machine asks for, and
+/// answers each request to `peer` for windows from `first` as
+/// `answer(peer, first)` says: `None`, no answer; `(as_peer, most, delay)`,
+/// at most `most` of the windows asked, from `as_peer`, `delay` later.
+/// Between rounds, `ticks.1` ticks of `ticks.0`; stops early once the tip
+/// is `until`. Returns the time reached.
+fn run_catch_up(
+    c: &mut Chain,
+    chain: &[Cemented],
+    out: &[Action],
+    t: Instant,
+    ticks: (Duration, usize),
+    until: Option<u64>,
+    mut answer: impl FnMut(PeerIndex, u64) -> Option<(PeerIndex, u64, Duration)>,
+) -> Instant {
     let mut todo: VecDeque<Action> = out.iter().cloned().collect();
     let mut tt = t;
-    for _ in 0..60 {
+    for _ in 0..ticks.1 {
         while let Some(a) = todo.pop_front() {
             match a {
                 Action::Verify(b) => {
@@ -2054,31 +2073,42 @@ fn drive_catch_up(c: &mut Chain, peer: PeerIndex, chain: &[Cemented], out: &[Act
                     todo.extend(c.on_verified(b, Ok(o), tt));
                 }
                 Action::Request {
-                    proposals, cements, ..
+                    peer,
+                    proposals,
+                    cements,
+                    ..
                 } => {
-                    // The honest peer answers what was asked.
-                    let asked = |(from, n): (u64, _)| {
-                        let r = from..from + n as u64;
+                    let first = proposals.or(cements).map_or(0, |(from, _)| from);
+                    let Some((from_peer, most, delay)) = answer(peer, first) else {
+                        continue;
+                    };
+                    tt += delay;
+                    let asked = |(from, n): (u64, u32)| {
+                        let r = from..from + (n as u64).min(most);
                         chain
                             .iter()
                             .filter(move |w| r.contains(&w.proposal.window()))
                     };
                     if let Some(range) = cements {
                         let m = Message::Cements(asked(range).map(|w| w.cement.clone()).collect());
-                        todo.extend(c.on_message(peer, m, tt));
+                        todo.extend(c.on_message(from_peer, m, tt));
                     }
                     if let Some(range) = proposals {
                         let m =
                             Message::Proposals(asked(range).map(|w| w.proposal.clone()).collect());
-                        todo.extend(c.on_message(peer, m, tt));
+                        todo.extend(c.on_message(from_peer, m, tt));
                     }
                 }
                 _ => {}
             }
         }
-        tt += Duration::from_secs(1);
+        if until.is_some_and(|w| c.tip().window == w) {
+            break;
+        }
+        tt += ticks.0;
         todo.extend(c.on_tick(tt));
     }
+    tt
 }
 
 /// An honest peer 0 claims `chain` and serves it; the follower runs its
@@ -3037,54 +3067,16 @@ fn guests_claiming_more_under_new_keys_do_not_hold_catch_up_from_a_member() {
         3,
         "a guest's claim counted while a member's stands"
     );
-    let mut todo: VecDeque<Action> = out.into();
+    // Who is asked for windows the member holds; guests never answer.
     let mut asked = Vec::new();
-    let mut tt = t;
-    for _ in 0..60 {
-        while let Some(a) = todo.pop_front() {
-            match a {
-                Action::Verify(b) => {
-                    let o = verify(&b);
-                    todo.extend(c.on_verified(b, Ok(o), tt));
-                }
-                Action::Request {
-                    peer,
-                    proposals,
-                    cements,
-                    ..
-                } => {
-                    // Who was asked for windows the member holds.
-                    let first = proposals.or(cements).map_or(0, |(from, _)| from);
-                    if first <= 3 {
-                        asked.push(peer);
-                    }
-                    if peer != 0 {
-                        continue; // a guest: never answers
-                    }
-                    let range = |(from, n): (u64, u32)| {
-                        let r = from..from + n as u64;
-                        chain
-                            .iter()
-                            .filter(move |w| r.contains(&w.proposal.window()))
-                    };
-                    if let Some(rc) = cements {
-                        let m = Message::Cements(range(rc).map(|w| w.cement.clone()).collect());
-                        todo.extend(c.on_message(0, m, tt));
-                    }
-                    if let Some(rp) = proposals {
-                        let m = Message::Proposals(range(rp).map(|w| w.proposal.clone()).collect());
-                        todo.extend(c.on_message(0, m, tt));
-                    }
-                }
-                _ => {}
-            }
+    let member_only = |peer: PeerIndex, first: u64| {
+        if first <= 3 {
+            asked.push(peer);
         }
-        if c.tip().window == 3 {
-            break;
-        }
-        tt += Duration::from_secs(1);
-        todo.extend(c.on_tick(tt));
-    }
+        (peer == 0).then_some((0, u64::MAX, Duration::ZERO))
+    };
+    let second = (Duration::from_secs(1), 60);
+    run_catch_up(&mut c, &chain, &out, t, second, Some(3), member_only);
     assert_eq!(
         c.tip().window,
         3,
@@ -3140,54 +3132,20 @@ fn a_member_trickling_one_window_per_timeout_does_not_hold_catch_up() {
     let (g, k, mut c) = one();
     let t = Instant::now();
     let (chain, _) = cemented_chain(&g, &k, 0, N, |_, _| {});
-    let mut todo: VecDeque<Action> = c.on_claim(1, 1_000, true, t).into();
-    todo.extend(c.on_claim(0, N, true, t));
-    let (mut to_trickler, mut tt) = (0, t);
-    for _ in 0..200 {
-        while let Some(a) = todo.pop_front() {
-            match a {
-                Action::Verify(b) => {
-                    let o = verify(&b);
-                    todo.extend(c.on_verified(b, Ok(o), tt));
-                }
-                Action::Request {
-                    peer,
-                    proposals,
-                    cements,
-                    ..
-                } => {
-                    // The trickler sends only the first window asked, late.
-                    let (n_max, delay) = if peer == 1 {
-                        to_trickler += 1;
-                        (1, Duration::from_millis(4_900))
-                    } else {
-                        (u64::MAX, Duration::from_millis(50))
-                    };
-                    tt += delay;
-                    let range = |(from, n): (u64, u32)| {
-                        let r = from..from + (n as u64).min(n_max);
-                        chain
-                            .iter()
-                            .filter(move |w| r.contains(&w.proposal.window()))
-                    };
-                    if let Some(rc) = cements {
-                        let m = Message::Cements(range(rc).map(|w| w.cement.clone()).collect());
-                        todo.extend(c.on_message(peer, m, tt));
-                    }
-                    if let Some(rp) = proposals {
-                        let m = Message::Proposals(range(rp).map(|w| w.proposal.clone()).collect());
-                        todo.extend(c.on_message(peer, m, tt));
-                    }
-                }
-                _ => {}
-            }
+    let mut out = c.on_claim(1, 1_000, true, t);
+    out.extend(c.on_claim(0, N, true, t));
+    // The trickler sends only the first window asked, late.
+    let mut to_trickler = 0;
+    let answer = |peer: PeerIndex, _: u64| {
+        if peer == 1 {
+            to_trickler += 1;
+            Some((1, 1, Duration::from_millis(4_900)))
+        } else {
+            Some((0, u64::MAX, Duration::from_millis(50)))
         }
-        if c.tip().window == N {
-            break;
-        }
-        tt += Duration::from_millis(100);
-        todo.extend(c.on_tick(tt));
-    }
+    };
+    let tenth = (Duration::from_millis(100), 200);
+    let tt = run_catch_up(&mut c, &chain, &out, t, tenth, Some(N), answer);
     assert_eq!(c.tip().window, N, "caught up");
     assert!(
         to_trickler <= 2,
