@@ -932,8 +932,8 @@ fn a_change_of_the_set_at_the_snapshot_window_is_followed_and_kept() {
 
 /// A network whose set changed at windows 1 ..= k, the last change to
 /// `f`'s set (each certificate signed by 3 of the 4 members before it):
-/// the genesis set and the certificates, encoded.
-fn changes(f: &Fixture, k: u64) -> (ActiveSet, Vec<Vec<u8>>) {
+/// its config (the genesis set) and the certificates, encoded.
+fn changes(f: &Fixture, k: u64) -> (Config, Vec<Vec<u8>>) {
     use crate::snapshot::certificate::tests::certificate;
     let (g, gk) = set_of(4);
     let (mut keys, mut certs) = (gk, Vec::new());
@@ -946,7 +946,11 @@ fn changes(f: &Fixture, k: u64) -> (ActiveSet, Vec<Vec<u8>>) {
         certs.push(certificate(&next, w, &[&keys[0], &keys[1], &keys[2]]).encode());
         keys = nk;
     }
-    (g, certs)
+    let cfg = Config {
+        genesis_set: g,
+        ..config(f)
+    };
+    (cfg, certs)
 }
 
 /// Two peers advertise higher windows than the honest snapshot, with
@@ -989,11 +993,7 @@ fn higher_fake_manifests_cost_one_candidate_each_not_a_new_discovery() {
 fn a_certificate_staller_is_cut_off_and_another_sender_certifies() {
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(N, 7);
-    let (g, certs) = changes(&f, 6);
-    let cfg = Config {
-        genesis_set: g,
-        ..config(&f)
-    };
+    let (cfg, certs) = changes(&f, 6);
     let now = Instant::now();
     let mut s = FastSync::new(cfg, None, now);
     let mut staller = honest(&f);
@@ -1032,11 +1032,7 @@ fn a_certificate_staller_is_cut_off_and_another_sender_certifies() {
 fn the_node_gives_up_only_when_no_candidate_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(N, 7);
-    let (g, certs) = changes(&f, 6);
-    let cfg = Config {
-        genesis_set: g,
-        ..config(&f)
-    };
+    let (cfg, certs) = changes(&f, 6);
     let now = Instant::now();
     let mut s = FastSync::new(cfg.clone(), None, now);
     let staller = |window: u64| {
