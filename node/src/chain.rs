@@ -62,8 +62,8 @@
 //!   without a word must not stop a node whose other peers are guests).
 //!   Among peers of a class, a slow one (its last useful answer brought
 //!   windows at under [`SLOW_RATE`] a second or under [`SLOW_SHARE`] of
-//!   the best rate seen) comes after the others that claim the windows
-//!   wanted.
+//!   the best rate seen in that class) comes after the others that claim
+//!   the windows wanted.
 //! - Every check that needs no hashing runs before any signature check;
 //!   every rejection is counted by reason and the machine keeps going.
 
@@ -3414,16 +3414,21 @@ impl Chain {
     /// Whom to ask for windows from `from` on: the member claiming most,
     /// a guest only when no member claims `from`; a slow peer (its last
     /// useful answer brought under [`SLOW_RATE`] windows a second, or
-    /// under a [`SLOW_SHARE`] of the best rate any peer's did) only when no
-    /// other of its class claims `from` (module doc).
+    /// under a [`SLOW_SHARE`] of the best rate of a peer of its class)
+    /// only when no other of its class claims `from` (module doc). Rates
+    /// are compared within a class: a fast guest must not make every
+    /// member slow, and so the slow member first again.
     fn pick_peer(&self, from: u64) -> Option<(PeerIndex, u64)> {
-        let best = self
-            .standing()
-            .filter_map(|c| c.rate)
-            .fold(0.0f64, f64::max);
+        let best = |member: bool| {
+            self.standing()
+                .filter(|c| c.member == member)
+                .filter_map(|c| c.rate)
+                .fold(0.0f64, f64::max)
+        };
+        let best = [best(false), best(true)];
         let slow = |c: &Claim| {
             c.rate
-                .is_some_and(|r| r < (best * SLOW_SHARE).max(SLOW_RATE))
+                .is_some_and(|r| r < (best[usize::from(c.member)] * SLOW_SHARE).max(SLOW_RATE))
         };
         self.claims
             .iter()

@@ -3153,3 +3153,40 @@ fn a_member_trickling_one_window_per_timeout_does_not_hold_catch_up() {
         tt - t
     );
 }
+
+/// Rates are compared within a class: a guest that once served many
+/// windows at once (when no member claimed them) set the best rate, every
+/// member's answer was "slow" beside it, and the trickling member, claiming
+/// the most, was asked first again.
+#[test]
+fn a_fast_guest_does_not_make_the_trickling_member_first_again() {
+    const N: u64 = 20;
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, N, |_, _| {});
+    let tenth = (Duration::from_millis(100), 200);
+    // Only a guest claims windows 1-10: it serves them all at once.
+    let out = c.on_claim(6, 10, false, t);
+    let all_at_once = |_: PeerIndex, _: u64| Some((6, u64::MAX, Duration::ZERO));
+    let t1 = run_catch_up(&mut c, &chain, &out, t, tenth, Some(10), all_at_once);
+    assert_eq!(c.tip().window, 10);
+    // The members: a trickler claiming the most, an honest one serving two
+    // windows an answer.
+    let mut out = c.on_claim(1, 1_000, true, t1);
+    out.extend(c.on_claim(0, N, true, t1));
+    let mut to_trickler = 0;
+    let answer = |peer: PeerIndex, _: u64| match peer {
+        1 => {
+            to_trickler += 1;
+            Some((1, 1, Duration::from_millis(4_900)))
+        }
+        0 => Some((0, 2, Duration::from_millis(50))),
+        _ => None,
+    };
+    run_catch_up(&mut c, &chain, &out, t1, tenth, Some(N), answer);
+    assert_eq!(c.tip().window, N, "caught up");
+    assert!(
+        to_trickler <= 2,
+        "{to_trickler} requests went to the trickler"
+    );
+}
