@@ -590,18 +590,26 @@ fn weight(p: &Proposal) -> usize {
     crate::proposal::HEADER_LEN + SIGNATURE_LEN + 32 * p.checkpoints.len()
 }
 
-/// A message for a window this node has not reached yet.
+/// A message for a window this node has not reached yet, with the peer
+/// that sent it until that peer leaves ([`Chain::on_peer_left`]: whoever
+/// holds its index next did not send it).
 #[derive(Clone, Debug)]
 enum Early {
-    Propose(PeerIndex, Box<Propose>),
-    Vote(PeerIndex, Box<Vote>),
-    Beacon(PeerIndex, Box<Beacon>),
+    Propose(Option<PeerIndex>, Box<Propose>),
+    Vote(Option<PeerIndex>, Box<Vote>),
+    Beacon(Option<PeerIndex>, Box<Beacon>),
 }
 
 impl Early {
-    fn peer(&self) -> PeerIndex {
+    fn peer(&self) -> Option<PeerIndex> {
         match self {
             Early::Propose(p, _) | Early::Vote(p, _) | Early::Beacon(p, _) => *p,
+        }
+    }
+    /// Its sender forgotten: the sender left.
+    fn orphan(&mut self) {
+        match self {
+            Early::Propose(p, _) | Early::Vote(p, _) | Early::Beacon(p, _) => *p = None,
         }
     }
     fn signer(&self) -> NodeId {
@@ -1216,6 +1224,47 @@ impl Chain {
         out
     }
 
+    /// The node that held `peer`'s index left it (its connection closed,
+    /// or another node's took the index): what it sent is no longer held
+    /// against whoever holds the index next.
+    /// - Messages it sent that are held (for the next window, or waiting
+    ///   to be verified) keep no sender: judged later, they are charged to
+    ///   nobody.
+    /// - Its claim goes (it cannot answer while gone; it sends a Tip again
+    ///   when back), except a member's while demoted: a genesis peer's
+    ///   index is its own, so the back-off holds across its reconnects. A
+    ///   guest's demotion goes with it: the next guest in that index is
+    ///   another node.
+    /// - A request outstanding to it is given up without demotion (as
+    ///   fast-sync passes over a sender that goes down), and catch-up asks
+    ///   another peer now rather than after [`REQUEST_TIMEOUT`].
+    pub fn on_peer_left(&mut self, peer: PeerIndex, now: Instant) -> Vec<Action> {
+        self.clock = now;
+        let mut out = Vec::new();
+        for (_, e) in &mut self.early {
+            if e.peer() == Some(peer) {
+                e.orphan();
+            }
+        }
+        for (from, _) in self.waiting.values_mut().flatten() {
+            if *from == Some(peer) {
+                *from = None;
+            }
+        }
+        if self
+            .claims
+            .get(&peer)
+            .is_some_and(|c| !(c.member && c.demoted_until.is_some()))
+        {
+            self.claims.remove(&peer);
+        }
+        if self.requested.is_some_and(|r| r.peer == peer) {
+            self.requested = None;
+        }
+        self.next_work(now, &mut out);
+        out
+    }
+
     fn on_tip(&mut self, peer: PeerIndex, window: u64, member: bool, now: Instant) {
         let c = self.claims.entry(peer).or_default();
         match c.demoted_until {
@@ -1439,9 +1488,9 @@ impl Chain {
         self.drive(outs, now, out);
         for (_, e) in std::mem::take(&mut self.early) {
             match e {
-                Early::Propose(p, m) => self.on_propose(Some(p), m, now, out),
-                Early::Vote(p, v) => self.on_vote(Some(p), v, now, out),
-                Early::Beacon(p, b) => self.on_beacon(Some(p), b, out),
+                Early::Propose(p, m) => self.on_propose(p, m, now, out),
+                Early::Vote(p, v) => self.on_vote(p, v, now, out),
+                Early::Beacon(p, b) => self.on_beacon(p, b, out),
             }
         }
     }
@@ -1465,7 +1514,7 @@ impl Chain {
             return;
         }
         if self.early.len() >= MAX_FUTURE {
-            let held: Vec<PeerIndex> = self.early.iter().map(|(_, e)| e.peer()).collect();
+            let held: Vec<Option<PeerIndex>> = self.early.iter().map(|(_, e)| e.peer()).collect();
             let Some(i) = fair_share(&held, e.peer()) else {
                 return;
             };
@@ -2000,11 +2049,11 @@ impl Chain {
         }
         if k.window == window + 1 || (k.window == window && self.live.is_none()) {
             // For the next window, or this one before the agreement started.
-            return self.keep_early(peer, Early::Propose(peer.unwrap_or(0), m), out);
+            return self.keep_early(peer, Early::Propose(peer, m), out);
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
             // Late, or far ahead (fetched when its turn comes).
-            return self.unchecked(peer, Early::Propose(peer.unwrap_or(0), m), out);
+            return self.unchecked(peer, Early::Propose(peer, m), out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD)
             || live.proposed_rounds.contains(&k.round)
@@ -2421,7 +2470,7 @@ impl Chain {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_network"), out);
         }
         if k.window == window + 1 || (k.window == window && self.live.is_none()) {
-            return self.keep_early(peer, Early::Vote(peer.unwrap_or(0), v), out);
+            return self.keep_early(peer, Early::Vote(peer, v), out);
         }
         if k.window == 0 || k.window > window.saturating_add(WAITING_HORIZON) {
             // No such window can be voted on.
@@ -2430,7 +2479,7 @@ impl Chain {
         let Some(live) = self.live.as_ref().filter(|l| l.window == k.window) else {
             // Late (cemented here already) or ahead of this node (it
             // catches up from cements): not counted either way.
-            return self.unchecked(peer, Early::Vote(peer.unwrap_or(0), v), out);
+            return self.unchecked(peer, Early::Vote(peer, v), out);
         };
         if k.round > live.agreement.round().saturating_add(MAX_ROUNDS_AHEAD) {
             return self.reject(peer, k.window, Reject::Vote("vote_wrong_round"), out);
@@ -2464,10 +2513,10 @@ impl Chain {
             return self.reject(peer, b.window, Reject::WrongNetwork, out);
         }
         if b.window == window + 1 || (b.window == window && self.live.is_none()) {
-            return self.keep_early(peer, Early::Beacon(peer.unwrap_or(0), b), out);
+            return self.keep_early(peer, Early::Beacon(peer, b), out);
         }
         let Some(live) = self.live.as_ref().filter(|l| l.window == b.window) else {
-            return self.unchecked(peer, Early::Beacon(peer.unwrap_or(0), b), out);
+            return self.unchecked(peer, Early::Beacon(peer, b), out);
         };
         if live.agreement.proposer(b.round) != b.signer || b.round != live.agreement.round() {
             return out.push(Action::Unchecked);

@@ -2248,7 +2248,7 @@ fn one_peer_cannot_fill_the_room_for_the_next_window() {
     c.on_message(0, Message::Vote(Box::new(vote(&g, &k[0], 2, 0, None))), now);
     assert_eq!(c.early.len(), MAX_FUTURE);
     assert!(
-        c.early.iter().any(|(_, e)| e.peer() == 0),
+        c.early.iter().any(|(_, e)| e.peer() == Some(0)),
         "the honest peer's vote was dropped"
     );
     // Peer 9 cannot take it back: it holds the most already.
@@ -2257,7 +2257,7 @@ fn one_peer_cannot_fill_the_room_for_the_next_window() {
         Message::Vote(Box::new(vote(&g, &k[3], 2, 999, None))),
         now,
     );
-    assert!(c.early.iter().any(|(_, e)| e.peer() == 0));
+    assert!(c.early.iter().any(|(_, e)| e.peer() == Some(0)));
 }
 
 /// A copy of a message held for the next window is not held twice: an
@@ -3189,4 +3189,95 @@ fn a_fast_guest_does_not_make_the_trickling_member_first_again() {
         to_trickler <= 2,
         "{to_trickler} requests went to the trickler"
     );
+}
+
+/// The rejections of the messages held for the next window (judged when
+/// it opens), as (peer, reason).
+fn vote_rejections(out: &[Action]) -> Vec<(Option<PeerIndex>, Reject)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Rejected {
+                peer,
+                reason: r @ Reject::Vote(_),
+                ..
+            } => Some((*peer, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A message held for the next window is judged when that window opens,
+/// and its rejection named the peer index it came through: the runtime
+/// charged it to whoever held that index then (another node, once the
+/// sender had left and its index was taken: its own message opening the
+/// window, the charge matched its kind). The chain now forgets the sender
+/// when it leaves ([`Chain::on_peer_left`]). Fails before: the rejection
+/// of the vote that came through index 9 named 9.
+#[test]
+fn a_held_message_is_not_charged_to_the_next_holder_of_its_index() {
+    let (g, _k, mut c, chain, t) = one_at_window_3();
+    let stranger = NodeKeys::generate().unwrap();
+    // Votes for window 5 by a non-member: held (the set may change at 4).
+    for (peer, round) in [(9, 0), (8, 1)] {
+        let v = vote(&g, &stranger, 5, round, None);
+        c.on_message(peer, Message::Vote(Box::new(v)), t);
+    }
+    assert_eq!(c.early.len(), 2);
+    c.on_peer_left(9, t);
+    // Window 4 cements: window 5 opens and the held votes are judged.
+    c.on_message(0, claim_of(&chain[..4]), t);
+    let out = serve(&mut c, 0, &chain[..4], t);
+    let b = verify_action(&out).expect("window 4 to verify");
+    let o = verify(&b);
+    let out = c.on_verified(b, Ok(o), t);
+    assert_eq!(c.tip().window, 4);
+    assert_eq!(
+        vote_rejections(&out),
+        vec![
+            (None, Reject::Vote("vote_non_member")),
+            (Some(8), Reject::Vote("vote_non_member"))
+        ],
+        "the vote of the peer that left is charged to nobody, the other to its sender"
+    );
+}
+
+/// A peer that leaves: its claim goes (it cannot answer while gone), a
+/// request outstanding to it is given up at once and another peer asked,
+/// without demoting it; a guest's demotion goes with it (the next guest in
+/// its index is another node), a member's stays (a genesis peer's index is
+/// its own). Fails before: nothing was asked until the request timed out,
+/// five seconds later, and the peer was demoted for it.
+#[test]
+fn a_peer_that_leaves_is_not_waited_for() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+    let mut out = c.on_claim(0, 3, true, t);
+    out.extend(c.on_claim(2, 3, true, t));
+    assert_eq!(requests(&out), vec![(0, 1)]);
+    assert_eq!(c.heard_from(), 2);
+    let out = c.on_peer_left(0, t);
+    assert_eq!(
+        requests(&out),
+        vec![(2, 1)],
+        "asked the other member at once"
+    );
+    assert!(!c.is_demoted(0));
+    assert_eq!(c.heard_from(), 1, "its claim is gone");
+    drive_catch_up(&mut c, 2, &chain, &out, t);
+    assert_eq!(c.tip().window, 3);
+    // Demoted: a guest and a member, each claiming what it never sends.
+    let (_, _, mut d) = one();
+    let mut out = d.on_claim(7, 9, false, t);
+    out.extend(d.on_claim(3, 9, true, t));
+    let mut tt = t;
+    for _ in 0..40 {
+        tt += Duration::from_secs(1);
+        d.on_tick(tt);
+    }
+    assert!(d.is_demoted(3) && d.is_demoted(7));
+    d.on_peer_left(7, tt);
+    d.on_peer_left(3, tt);
+    assert!(!d.is_demoted(7), "a guest's demotion went with it");
+    assert!(d.is_demoted(3), "a member's demotion stays with its index");
 }

@@ -12,6 +12,7 @@
 //! stops with [`NodeError::BackendPanicked`].
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use super::state::NodeState;
 use super::transport::{Incoming, Transport};
 use super::{Node, NodeError};
 use crate::chain::{Action, Batch, Cemented, Chain, Rules};
+use crate::consensus::active::NodeId;
 use crate::consensus::agreement::Timeout;
 use crate::lograte::LogRate;
 use crate::messages::{self, Message, MSG_CEMENTS, MSG_PROPOSALS};
@@ -177,6 +179,11 @@ struct Runner {
     snapshots: super::fastsync::Serving,
     /// Which consensus messages went to which peers (SPEC 10.6).
     relay: Relay,
+    /// The node each peer index was last heard from (over the network):
+    /// when another node's message comes through an index, or its
+    /// connection closes, the chain forgets who held it
+    /// ([`Chain::on_peer_left`]). Bounded by the transport's slots.
+    holders: HashMap<u16, NodeId>,
     /// The (window, round) this node last proposed in (logged once each).
     last_proposed: Option<(u64, u32)>,
     /// Lines that peers cause (rejections, malformed messages): at most
@@ -260,6 +267,7 @@ pub(super) async fn run(
         last_write_try: Instant::now(),
         snapshots,
         relay: Relay::default(),
+        holders: HashMap::new(),
         log_rate: LogRate::per_minute(),
         last_proposed: None,
     };
@@ -291,8 +299,9 @@ pub(super) async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                if let crate::net::LinkEvent::Up(l) = ev {
-                    r.relay.forget(l.peer.0);
+                match ev {
+                    crate::net::LinkEvent::Up(l) => r.relay.forget(l.peer.0),
+                    crate::net::LinkEvent::Down(l) => r.link_down(l.peer.0, l.node_id)?,
                 }
             }
             Some(m) = inbound.recv() => r.on_incoming(m)?,
@@ -881,8 +890,32 @@ impl Runner {
         }
     }
 
+    /// `peer`'s connection to `node` closed (a late event, after another
+    /// node's messages came through that index, changes nothing: that
+    /// node left the index then).
+    fn link_down(&mut self, peer: u16, node: NodeId) -> Result<(), NodeError> {
+        if self.holders.get(&peer).is_some_and(|h| *h != node) {
+            return Ok(());
+        }
+        self.holders.remove(&peer);
+        let a = self.chain.on_peer_left(peer, Instant::now());
+        self.exec(a)
+    }
+
     fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let now = Instant::now();
+        if let Some(f) = &m.from {
+            if self
+                .holders
+                .insert(m.peer, f.node_id)
+                .is_some_and(|h| h != f.node_id)
+            {
+                // Another node holds this index now: what the one before
+                // sent is not charged to it.
+                let a = self.chain.on_peer_left(m.peer, now);
+                self.exec(a)?;
+            }
+        }
         // Relayed kinds: every copy still goes to the chain (a resend is
         // how a node that dropped the first one, behind or restarting,
         // gets it; the chain drops duplicates by key before any
