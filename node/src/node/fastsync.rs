@@ -315,7 +315,7 @@ pub async fn before_run(
     let resume = match staging.target() {
         Some(m) if m.window > tip => Some(Resume {
             manifest: m.clone(),
-            held: staging.held().map_err(store_err)?,
+            held: staging.held_chunks().map_err(store_err)?,
             proposal: staging.proposal().map_err(store_err)?.is_some(),
         }),
         _ => None,
@@ -353,7 +353,7 @@ pub async fn before_run(
     // dialing: asking it now would only fail); in-process every peer is.
     let tracks_links = transport.link_events().is_some();
     let connected = |p: u16| !tracks_links || transport.link(p).is_some();
-    let mut actions = Vec::new();
+    let mut actions = sync.begin();
     for &p in &peers {
         if connected(p) {
             actions.extend(sync.peer_up(p, Instant::now()));

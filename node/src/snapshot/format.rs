@@ -225,6 +225,40 @@ pub struct Chunk {
     pub proof: Vec<Hash32>,
 }
 
+/// The tags (first key byte) of a chunk's first and last entries: where
+/// it lies in the state's key order (`None`: no entries). What the member
+/// check needs of a chunk verified before a restart (its entries are
+/// staged, not kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkEnds {
+    pub first: Option<u8>,
+    pub last: Option<u8>,
+}
+
+impl ChunkEnds {
+    /// As staged with a chunk's marker: `[0]` for no entries, else `[1,
+    /// first, last]` (a marker written by a build before this one is
+    /// empty: ends unknown).
+    pub fn encode(&self) -> Vec<u8> {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => vec![1, f, l],
+            _ => vec![0],
+        }
+    }
+
+    /// `None` when `b` is no encoding of ends (an older marker).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        match b {
+            [0] => Some(ChunkEnds::default()),
+            [1, f, l] => Some(ChunkEnds {
+                first: Some(*f),
+                last: Some(*l),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Appends one entry in the chunk layout.
 pub fn encode_entry(w: &mut Writer, key: &[u8], value: &[u8]) {
     w.u16(key.len() as u16).bytes(key);
@@ -237,6 +271,15 @@ pub fn entry_fits(key: &[u8], value: &[u8]) -> bool {
 }
 
 impl Chunk {
+    /// Its first and last entries' tags.
+    pub fn ends(&self) -> ChunkEnds {
+        let tag = |e: Option<&Entry>| e.and_then(|(k, _)| k.first().copied());
+        ChunkEnds {
+            first: tag(self.entries.first()),
+            last: tag(self.entries.last()),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Writer::default();
         body.u32(self.entries.len() as u32);

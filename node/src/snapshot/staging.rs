@@ -26,7 +26,7 @@ use crate::proposal::Proposal;
 use crate::storage::StoreError;
 
 use super::certificate::Trust;
-use super::format::{root_from_chunks, Chunk, Manifest, CHUNK_SIZE};
+use super::format::{root_from_chunks, Chunk, ChunkEnds, Manifest, CHUNK_SIZE};
 
 const KEY_TARGET: &[u8] = b"target";
 const KEY_PROPOSAL: &[u8] = b"proposal";
@@ -52,6 +52,14 @@ pub(crate) fn reason(e: &StoreError) -> String {
         StoreError::Db { why, .. } | StoreError::Corrupt { why, .. } => why.clone(),
         e => e.to_string(),
     }
+}
+
+/// A chunk staged: its index and, when its marker says, its ends (what the
+/// member check needs of it after a restart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldChunk {
+    pub index: u64,
+    pub ends: Option<ChunkEnds>,
 }
 
 /// The staging database.
@@ -214,22 +222,31 @@ impl Staging {
         Ok(())
     }
 
-    /// The indexes of the chunks in, ascending.
+    /// The chunks of the target in (their markers), in index order.
     pub fn held(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.held_chunks()?.into_iter().map(|h| h.index).collect())
+    }
+
+    /// The chunks of the target in, in index order, each with its ends
+    /// (unknown for a marker an older build wrote).
+    pub fn held_chunks(&self) -> Result<Vec<HeldChunk>, StoreError> {
         let mut out = Vec::new();
         let from = chunk_key(0);
         for item in self
             .db
             .iterator(IteratorMode::From(&from, rocksdb::Direction::Forward))
         {
-            let (k, _) = item.map_err(|e| self.err(e))?;
+            let (k, v) = item.map_err(|e| self.err(e))?;
             if k.first() != Some(&CHUNK) {
                 break;
             }
             let i: [u8; 8] = k[1..]
                 .try_into()
                 .map_err(|_| self.corrupt("a chunk marker key"))?;
-            out.push(u64::from_be_bytes(i));
+            out.push(HeldChunk {
+                index: u64::from_be_bytes(i),
+                ends: ChunkEnds::decode(&v),
+            });
         }
         Ok(out)
     }
@@ -249,7 +266,7 @@ impl Staging {
             key.extend_from_slice(k);
             batch.put(&key, v);
         }
-        batch.put(chunk_key(c.index), []);
+        batch.put(chunk_key(c.index), c.ends().encode());
         self.write(batch)
     }
 
@@ -487,6 +504,13 @@ pub(crate) mod tests {
         let mut s = Staging::open(dir.path()).unwrap();
         assert_eq!(s.target(), Some(&f.manifest));
         assert_eq!(s.held().unwrap(), vec![0, 2]);
+        // Each with its ends, for the member check of a resume; a marker
+        // an older build wrote (empty) has none.
+        let ends: Vec<_> = s.held_chunks().unwrap().iter().map(|h| h.ends).collect();
+        assert_eq!(ends, vec![Some(f.chunk(0).ends()), Some(f.chunk(2).ends())]);
+        assert!(ends[0].is_some_and(|e| e.first.is_some() && e.last.is_some()));
+        s.db.put(chunk_key(1), []).unwrap();
+        assert_eq!(s.held_chunks().unwrap()[1].ends, None);
         s.put_chunk(&f.chunk(1)).unwrap();
         assert!(!s.complete().unwrap(), "no proposal yet");
         s.put_proposal(&f.proposal).unwrap();

@@ -50,10 +50,13 @@
 //!   check that they are the set the certificates lead to after w
 //!   (`Staging::untrusted`), long before the rest is in. If not,
 //!   [`FastSync::members_refused`] drops the target, demotes its source
-//!   (`certificate_missing`) and takes the next sender or candidate. After
-//!   a resume (whose chunks' keys the machine never saw) the check is made
-//!   once every chunk is in, before installing (the runtime checks again
-//!   there in any case).
+//!   (`certificate_missing`) and takes the next sender or candidate. A
+//!   resume goes on from the ends staged with each chunk held (its first
+//!   and last tags): when those already hold every member entry the check
+//!   is made first ([`FastSync::begin`]), else the chunks are fetched from
+//!   the top down as before; chunks staged by an older build, whose ends
+//!   are unknown, leave the check to the end, before installing (the
+//!   runtime checks again there in any case).
 //! - Fetch: stage the accepted manifest (dropping anything staged for
 //!   another snapshot), ask for the window's proposal (checked against the
 //!   header's hash), and ask for chunks from every usable peer in
@@ -80,7 +83,7 @@
 //!   served) and, if the best snapshot is another one, says so
 //!   ([`Action::Note`]) and starts on it.
 //! - Resume: built from what staging holds ([`Resume`]), the machine asks
-//!   only for the chunks not in.
+//!   only for the chunks not in, after the member check when it is due.
 //! - Done: every chunk and the proposal in: [`Action::Install`] (or
 //!   [`FastSync::members_refused`], above).
 //! - Giving up ([`FastSync::exhausted`]): only once a discovery round
@@ -98,8 +101,9 @@ use crate::messages::Message;
 use crate::proposal::Proposal;
 
 use super::certificate::{follow, Certificate, Trust};
-use super::format::{Chunk, Manifest, SnapshotError};
+use super::format::{Chunk, ChunkEnds, Manifest, SnapshotError};
 use super::messages::SyncMessage;
+use super::staging::HeldChunk;
 
 pub type PeerIndex = u16;
 
@@ -136,7 +140,8 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Resume {
     pub manifest: Manifest,
-    pub held: Vec<u64>,
+    /// The chunks in ([`super::staging::Staging::held_chunks`]).
+    pub held: Vec<HeldChunk>,
     pub proposal: bool,
 }
 
@@ -258,7 +263,8 @@ struct Peer {
 /// last key.
 #[derive(Debug, Default)]
 struct Members {
-    /// The check was asked for (or cannot be made early: a resume).
+    /// The check was asked for (or cannot be made early: a resume from
+    /// chunks whose ends an older build did not stage).
     checked: bool,
     /// Chunks verified in this run (until checked).
     known: BTreeSet<u64>,
@@ -270,20 +276,18 @@ struct Members {
 }
 
 impl Members {
-    /// Notes verified chunk `c` of `chunks`; true once every member entry
-    /// is in verified chunks (`from ..= to` all known).
-    fn note(&mut self, c: &Chunk, chunks: u64) -> bool {
+    /// Notes verified chunk `index` of `chunks`, with its ends; true once
+    /// every member entry is in verified chunks (`from ..= to` all known).
+    fn note(&mut self, index: u64, ends: ChunkEnds, chunks: u64) -> bool {
         if self.checked {
             return false;
         }
-        let tag = |e: Option<&(Vec<u8>, Vec<u8>)>| e.and_then(|(k, _)| k.first().copied());
-        let (first, last) = (tag(c.entries.first()), tag(c.entries.last()));
-        self.known.insert(c.index);
-        if c.index == 0 || first.is_some_and(|f| f < MEMBER_TAG) {
-            self.from = self.from.max(Some(c.index));
+        self.known.insert(index);
+        if index == 0 || ends.first.is_some_and(|f| f < MEMBER_TAG) {
+            self.from = self.from.max(Some(index));
         }
-        if c.index + 1 == chunks || last.is_some_and(|l| l > MEMBER_TAG) {
-            self.to = Some(self.to.map_or(c.index, |t| t.min(c.index)));
+        if index + 1 == chunks || ends.last.is_some_and(|l| l > MEMBER_TAG) {
+            self.to = Some(self.to.map_or(index, |t| t.min(index)));
         }
         let (Some(from), Some(to)) = (self.from, self.to) else {
             return false;
@@ -317,18 +321,34 @@ struct Target {
 }
 
 impl Target {
-    fn new(manifest: Manifest, source: Option<PeerIndex>, held: &[u64], proposal: bool) -> Self {
+    /// A target with the chunks `held` in (a resume), and whether those
+    /// already hold every member entry (then the member check is due).
+    fn new(
+        manifest: Manifest,
+        source: Option<PeerIndex>,
+        held: &[HeldChunk],
+        proposal: bool,
+    ) -> (Self, bool) {
         let n = manifest.chunks();
         let mut have = vec![false; n as usize];
         let mut count = 0;
-        for &i in held {
+        let mut members = Members::default();
+        let mut members_in = false;
+        for h in held {
+            let i = h.index;
             if i < n && !have[i as usize] {
                 have[i as usize] = true;
                 count += 1;
+                match h.ends {
+                    Some(ends) => members_in |= members.note(i, ends, n),
+                    // Staged by an older build: checked once all are in.
+                    None => members.checked = true,
+                }
             }
         }
+
         let todo = (0..n).filter(|i| !have[*i as usize]).collect();
-        Target {
+        let t = Target {
             manifest,
             source,
             have,
@@ -339,12 +359,9 @@ impl Target {
             proposal,
             proposal_asked: None,
             proposal_tried: BTreeSet::new(),
-            // Chunks held from before were never seen: checked at the end.
-            members: Members {
-                checked: count > 0,
-                ..Members::default()
-            },
-        }
+            members,
+        };
+        (t, members_in)
     }
 
     /// The next chunk to ask for: from the top down while the members are
@@ -378,6 +395,9 @@ pub struct FastSync {
     stale: u64,
     /// The start, or the last chunk verified.
     progress_at: Instant,
+    /// A resume's chunks hold every member entry: the check is due before
+    /// anything is fetched ([`FastSync::begin`]).
+    check_due: bool,
 }
 
 impl FastSync {
@@ -398,12 +418,28 @@ impl FastSync {
             rejected: BTreeMap::new(),
             stale: 0,
             progress_at: now,
+            check_due: false,
         };
         if let Some(r) = resume.filter(|r| r.manifest.window > s.cfg.above) {
-            s.target = Some(Target::new(r.manifest, None, &r.held, r.proposal));
+            let (t, members_in) = Target::new(r.manifest, None, &r.held, r.proposal);
+            s.target = Some(t);
+            s.check_due = members_in;
             s.phase = Phase::Fetch;
         }
         s
+    }
+
+    /// What to do first, before any peer is asked: after a resume whose
+    /// chunks already hold every member entry, the member check
+    /// ([`Action::CheckMembers`]), so that a snapshot that leaves a change
+    /// of the set out is refused before the rest is fetched. Once.
+    pub fn begin(&mut self) -> Vec<Action> {
+        match self.target_window() {
+            Some(window) if std::mem::take(&mut self.check_due) => {
+                vec![Action::CheckMembers { window }]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Rejections so far, by reason.
@@ -882,7 +918,7 @@ impl FastSync {
                 )));
             }
             out.push(Action::Stage(Box::new(m.clone()), Box::new(trust)));
-            self.target = Some(Target::new(m, Some(peer), &[], false));
+            self.target = Some(Target::new(m, Some(peer), &[], false).0);
         }
         for p in self.peers.values_mut() {
             p.not_serving = false;
@@ -942,7 +978,7 @@ impl FastSync {
                 t.held += 1;
                 t.todo.remove(&index);
                 t.confirmed = true;
-                let members_in = t.members.note(&chunk, t.manifest.chunks());
+                let members_in = t.members.note(index, chunk.ends(), t.manifest.chunks());
                 let window = t.manifest.window;
                 // The entry count is right: the chunks that failed before
                 // were bad.

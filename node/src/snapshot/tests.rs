@@ -62,7 +62,7 @@ fn drive(
     kill_after: Option<usize>,
 ) -> (Vec<u64>, bool) {
     let now = Instant::now();
-    let mut q: VecDeque<(PeerIndex, Action)> = VecDeque::new();
+    let mut q: VecDeque<(PeerIndex, Action)> = s.begin().into_iter().map(|a| (1, a)).collect();
     for p in [1, 2] {
         q.extend(s.peer_up(p, now).into_iter().map(|a| (p, a)));
     }
@@ -175,7 +175,7 @@ fn snapshot_sync_end_to_end(accounts: u64) {
     let mut staging = Staging::open(&staging_dir).unwrap();
     let resume = Resume {
         manifest: staging.target().unwrap().clone(),
-        held: staging.held().unwrap(),
+        held: staging.held_chunks().unwrap(),
         proposal: staging.proposal().unwrap().is_some(),
     };
     let mut s = FastSync::new(config(&g, 0), Some(resume), Instant::now());

@@ -161,7 +161,9 @@ impl Sim {
     /// kill). Returns false when killed.
     fn start(&mut self, s: &mut FastSync, now: Instant) -> bool {
         let ids: Vec<PeerIndex> = self.peers.keys().copied().collect();
-        let mut q = VecDeque::new();
+        // As the runtime does: the machine's first actions (the member
+        // check of a resume), then every peer up.
+        let mut q: VecDeque<(PeerIndex, Action)> = s.begin().into_iter().map(|a| (0, a)).collect();
         for p in ids {
             q.extend(s.peer_up(p, now).into_iter().map(|a| (p, a)));
         }
@@ -594,8 +596,8 @@ fn a_killed_sync_resumes_without_fetching_verified_chunks_again() {
         assert_eq!(first.len(), 4);
     } // the machine and the staging handle are gone
     let staging = Staging::open(dir.path()).unwrap();
-    let held = staging.held().unwrap();
-    assert_eq!(held.iter().copied().collect::<BTreeSet<_>>(), first);
+    let held = staging.held_chunks().unwrap();
+    assert_eq!(held.iter().map(|h| h.index).collect::<BTreeSet<_>>(), first);
     let resume = Resume {
         manifest: staging.target().unwrap().clone(),
         held,
@@ -640,7 +642,7 @@ fn a_pruned_snapshot_is_replaced_by_the_newer_one_and_the_node_says_so() {
     let staging = Staging::open(dir.path()).unwrap();
     let resume = Resume {
         manifest: staging.target().unwrap().clone(),
-        held: staging.held().unwrap(),
+        held: staging.held_chunks().unwrap(),
         proposal: false,
     };
     drop(staging);
@@ -1162,4 +1164,74 @@ fn a_member_refusal_after_the_machine_moved_on_still_drops_the_target() {
     );
     // A refusal for a window that is not the target changes nothing.
     assert!(s.members_refused(7, "again".into(), now).is_empty());
+}
+
+/// A sync killed once the member chunks of a snapshot that leaves a change
+/// of the set out were staged, before their check ran, then resumed: the
+/// check is made first, from the ends staged with each chunk, and the
+/// snapshot refused before anything more is fetched. Fails before: a
+/// resume left the check to the end, so every other chunk was fetched
+/// first and the refusal came at the install.
+#[test]
+fn a_resumed_sync_checks_the_members_before_fetching_the_rest() {
+    use crate::snapshot::certificate::tests::certificate;
+    use crate::snapshot::format::tests::snapshot_of;
+    let (g, set, k) = overlapping();
+    let c3 = certificate(&set, 3, &[&k[0], &k[1], &k[2]]);
+    let f = snapshot_of(N, 7, &set, &[&k[0], &k[1], &k[2], &k[4]]);
+    let n = f.manifest.chunks();
+    let mut forged = f.manifest.clone();
+    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
+    let liar = || {
+        let mut p = honest(&f);
+        p.manifest = Some(forged.encode());
+        p
+    };
+    let mut good = honest(&f);
+    good.certificates = vec![c3.encode()];
+    let cfg = Config {
+        genesis_set: g,
+        ..config(&f)
+    };
+    // Chunks come from the top down: how many hold every member entry.
+    let mut m = Members::default();
+    let upto = (0..n)
+        .rev()
+        .position(|i| m.note(i, f.chunk(i).ends(), n))
+        .unwrap()
+        + 1;
+    assert!(upto < n as usize / 2, "{upto} of {n} chunks");
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    {
+        let mut sync = FastSync::new(cfg.clone(), None, now);
+        let mut sim = Sim::new(dir.path(), vec![liar()]);
+        sim.kill_after = Some(upto);
+        assert!(!sim.start(&mut sync, now), "killed");
+        assert!(sim.log.refused.is_empty(), "killed before the check");
+    }
+    let staging = Staging::open(dir.path()).unwrap();
+    let resume = Resume {
+        manifest: staging.target().unwrap().clone(),
+        held: staging.held_chunks().unwrap(),
+        proposal: staging.proposal().unwrap().is_some(),
+    };
+    drop(staging);
+    let mut sync = FastSync::new(cfg, Some(resume), now);
+    let mut sim = Sim::new(dir.path(), vec![liar(), good]);
+    sim.start(&mut sync, now);
+    assert_eq!(
+        sim.log.refused_after[0], 0,
+        "refused after {} chunk requests",
+        sim.log.refused_after[0]
+    );
+    // The resume did not know whose snapshot it was: the liar's offer is
+    // refused once more (early too), and its sender blamed then.
+    assert_eq!(sim.log.refused.len(), 2);
+    assert_eq!(sim.log.demoted, vec![(1, "certificate_missing")]);
+    assert_eq!(sync.rejected().get("certificate_missing"), Some(&2));
+    assert_eq!(sim.log.installed, Some(7));
+    assert_eq!(sim.log.trust.unwrap().certificates, vec![c3]);
+    let staged: Vec<_> = sim.staging.entries().map(|e| e.unwrap()).collect();
+    assert_eq!(staged, f.entries);
 }
