@@ -490,6 +490,8 @@ pub struct Rules {
     pub d: u64,
     pub checkpoints: u32,
     pub network_id: [u8; 32],
+    /// The genesis set: its members hold peer indexes `0..len` (the
+    /// transport's, in genesis order).
     pub set: ActiveSet,
     pub quorum: Quorum,
     pub emission: Emission,
@@ -550,6 +552,9 @@ struct Claim {
     rate: Option<f64>,
     strikes: u32,
     demoted_until: Option<Instant>,
+    /// A genesis peer that left ([`Chain::on_peer_left`]): no claim until
+    /// its next Tip, its record (strikes, rate, demotion) kept.
+    gone: bool,
 }
 
 fn sig_prefix(sig: &[u8]) -> [u8; 16] {
@@ -1107,13 +1112,15 @@ impl Chain {
             .fold(self.tip.window, u64::max)
     }
     fn standing(&self) -> impl Iterator<Item = &Claim> {
-        self.claims.values().filter(|c| c.demoted_until.is_none())
+        self.claims
+            .values()
+            .filter(|c| c.demoted_until.is_none() && !c.gone)
     }
-    /// How many genesis peers and members have sent a Tip (guests' do not
-    /// count: the start waits for the peers that can tell a proposer that
-    /// lost its data that it is behind).
+    /// How many genesis peers and members have sent a Tip and not left
+    /// since (guests' do not count: the start waits for the peers that can
+    /// tell a proposer that lost its data that it is behind).
     pub fn heard_from(&self) -> usize {
-        self.claims.values().filter(|c| c.member).count()
+        self.claims.values().filter(|c| c.member && !c.gone).count()
     }
     pub fn is_demoted(&self, peer: PeerIndex) -> bool {
         self.claims
@@ -1227,17 +1234,17 @@ impl Chain {
     /// The node that held `peer`'s index left it (its connection closed,
     /// or another node's took the index): what it sent is no longer held
     /// against whoever holds the index next.
-    /// - Messages it sent that are held (for the next window, or waiting
-    ///   to be verified) keep no sender: judged later, they are charged to
-    ///   nobody.
+    /// - Messages it sent that are held for the next window, and the
+    ///   catch-up proposals it sent that wait for verification, keep no
+    ///   sender: judged later, they are charged to nobody.
+    /// - A request outstanding to it counts as unanswered now (demoted as
+    ///   at [`REQUEST_TIMEOUT`], so leaving is no way out of a demotion),
+    ///   and catch-up asks another peer at once rather than 5 s later.
     /// - Its claim goes (it cannot answer while gone; it sends a Tip again
-    ///   when back), except a member's while demoted: a genesis peer's
-    ///   index is its own, so the back-off holds across its reconnects. A
-    ///   guest's demotion goes with it: the next guest in that index is
-    ///   another node.
-    /// - A request outstanding to it is given up without demotion (as
-    ///   fast-sync passes over a sender that goes down), and catch-up asks
-    ///   another peer now rather than after [`REQUEST_TIMEOUT`].
+    ///   when back). A genesis peer's index is its own (the genesis
+    ///   order), so its record stays: strikes, rate and demotion hold
+    ///   across its reconnects. Any other index is taken next by whoever
+    ///   connects: its record goes.
     pub fn on_peer_left(&mut self, peer: PeerIndex, now: Instant) -> Vec<Action> {
         self.clock = now;
         let mut out = Vec::new();
@@ -1251,15 +1258,17 @@ impl Chain {
                 *from = None;
             }
         }
-        if self
-            .claims
-            .get(&peer)
-            .is_some_and(|c| !(c.member && c.demoted_until.is_some()))
-        {
-            self.claims.remove(&peer);
-        }
         if self.requested.is_some_and(|r| r.peer == peer) {
             self.requested = None;
+            self.demote(peer, now);
+        }
+        if usize::from(peer) < self.rules.set.len() {
+            if let Some(c) = self.claims.get_mut(&peer) {
+                c.window = 0;
+                c.gone = true;
+            }
+        } else {
+            self.claims.remove(&peer);
         }
         self.next_work(now, &mut out);
         out
@@ -1273,6 +1282,7 @@ impl Chain {
                 c.demoted_until = None;
                 c.window = window;
                 c.member = member;
+                c.gone = false;
             }
         }
     }
@@ -3481,7 +3491,7 @@ impl Chain {
         };
         self.claims
             .iter()
-            .filter(|(_, c)| c.demoted_until.is_none() && c.window >= from)
+            .filter(|(_, c)| c.demoted_until.is_none() && !c.gone && c.window >= from)
             .max_by_key(|&(p, c)| (c.member, !slow(c), c.window, std::cmp::Reverse(*p)))
             .map(|(p, c)| (*p, c.window))
     }

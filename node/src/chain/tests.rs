@@ -3241,12 +3241,12 @@ fn a_held_message_is_not_charged_to_the_next_holder_of_its_index() {
     );
 }
 
-/// A peer that leaves: its claim goes (it cannot answer while gone), a
-/// request outstanding to it is given up at once and another peer asked,
-/// without demoting it; a guest's demotion goes with it (the next guest in
-/// its index is another node), a member's stays (a genesis peer's index is
-/// its own). Fails before: nothing was asked until the request timed out,
-/// five seconds later, and the peer was demoted for it.
+/// A peer that leaves: its claim goes (it cannot answer while gone), and a
+/// request outstanding to it counts as unanswered at once: demoted, and
+/// another peer asked now. A guest's record goes with it (the next guest in
+/// its index is another node); a genesis peer's stays, demotion included,
+/// so leaving is no way out of one. Fails before: nothing was asked until
+/// the request timed out, five seconds later.
 #[test]
 fn a_peer_that_leaves_is_not_waited_for() {
     let (g, k, mut c) = one();
@@ -3254,19 +3254,26 @@ fn a_peer_that_leaves_is_not_waited_for() {
     let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
     let mut out = c.on_claim(0, 3, true, t);
     out.extend(c.on_claim(2, 3, true, t));
+    out.extend(c.on_claim(3, 3, true, t));
     assert_eq!(requests(&out), vec![(0, 1)]);
-    assert_eq!(c.heard_from(), 2);
+    assert_eq!(c.heard_from(), 3);
     let out = c.on_peer_left(0, t);
-    assert_eq!(
-        requests(&out),
-        vec![(2, 1)],
-        "asked the other member at once"
+    assert_eq!(requests(&out), vec![(2, 1)], "asked another member at once");
+    assert!(
+        c.is_demoted(0),
+        "leaving with a request outstanding is no answer"
     );
-    assert!(!c.is_demoted(0));
-    assert_eq!(c.heard_from(), 1, "its claim is gone");
+    assert_eq!(c.heard_from(), 2, "its claim is gone");
+    // Gone without a request outstanding: not demoted, back with its Tip.
+    assert!(requests(&c.on_peer_left(3, t)).is_empty());
+    assert!(!c.is_demoted(3));
+    assert_eq!(c.heard_from(), 1);
+    c.on_claim(3, 3, true, t);
+    assert_eq!(c.heard_from(), 2);
     drive_catch_up(&mut c, 2, &chain, &out, t);
     assert_eq!(c.tip().window, 3);
-    // Demoted: a guest and a member, each claiming what it never sends.
+    // Demoted: a guest and a genesis peer, each claiming what it never
+    // sends.
     let (_, _, mut d) = one();
     let mut out = d.on_claim(7, 9, false, t);
     out.extend(d.on_claim(3, 9, true, t));
@@ -3278,6 +3285,9 @@ fn a_peer_that_leaves_is_not_waited_for() {
     assert!(d.is_demoted(3) && d.is_demoted(7));
     d.on_peer_left(7, tt);
     d.on_peer_left(3, tt);
-    assert!(!d.is_demoted(7), "a guest's demotion went with it");
-    assert!(d.is_demoted(3), "a member's demotion stays with its index");
+    assert!(!d.is_demoted(7), "a guest's record went with it");
+    assert!(
+        d.is_demoted(3),
+        "a genesis peer's demotion stays with its index"
+    );
 }

@@ -890,11 +890,14 @@ impl Runner {
         }
     }
 
-    /// `peer`'s connection to `node` closed (a late event, after another
-    /// node's messages came through that index, changes nothing: that
-    /// node left the index then).
+    /// `peer`'s connection to `node` closed. A late event changes nothing:
+    /// after another node's messages came through that index (that node
+    /// left it then), or once the same node is connected there again
+    /// (link events and messages come on separate channels).
     fn link_down(&mut self, peer: u16, node: NodeId) -> Result<(), NodeError> {
-        if self.holders.get(&peer).is_some_and(|h| *h != node) {
+        if self.holders.get(&peer).is_some_and(|h| *h != node)
+            || self.transport.link(peer).is_some_and(|l| l.node_id == node)
+        {
             return Ok(());
         }
         self.holders.remove(&peer);
