@@ -353,7 +353,16 @@ pub async fn before_run(
     // dialing: asking it now would only fail); in-process every peer is.
     let tracks_links = transport.link_events().is_some();
     let connected = |p: u16| !tracks_links || transport.link(p).is_some();
-    let mut actions = sync.begin();
+    // The member check of a resume first, before any peer is asked: a
+    // snapshot refused here gets no chunk request.
+    let mut actions = Vec::new();
+    for a in sync.begin() {
+        if let Action::CheckMembers { window } = a {
+            let mut q = std::collections::VecDeque::new();
+            refuse_untrusted(&mut staging, &mut sync, &mut q, window, Instant::now())?;
+            actions.extend(q);
+        }
+    }
     for &p in &peers {
         if connected(p) {
             actions.extend(sync.peer_up(p, Instant::now()));

@@ -162,8 +162,12 @@ impl Sim {
     fn start(&mut self, s: &mut FastSync, now: Instant) -> bool {
         let ids: Vec<PeerIndex> = self.peers.keys().copied().collect();
         // As the runtime does: the machine's first actions (the member
-        // check of a resume), then every peer up.
-        let mut q: VecDeque<(PeerIndex, Action)> = s.begin().into_iter().map(|a| (0, a)).collect();
+        // check of a resume) carried out before any peer is up.
+        let first: VecDeque<(PeerIndex, Action)> = s.begin().into_iter().map(|a| (0, a)).collect();
+        if !first.is_empty() && !self.run(s, first, now) {
+            return false;
+        }
+        let mut q = VecDeque::new();
         for p in ids {
             q.extend(s.peer_up(p, now).into_iter().map(|a| (p, a)));
         }
@@ -845,6 +849,48 @@ fn overlapping() -> (ActiveSet, ActiveSet, Vec<crate::keys::NodeKeys>) {
     (g, s, k)
 }
 
+/// A change of the set left out: a snapshot of `entries` entries at window
+/// 7 of the set S that G became at window 3 ([`overlapping`]), served by a
+/// liar (the real manifest, its Cement rebuilt from G's precommits only: G
+/// alone is a quorum of G; no certificates) and by an honest server (with
+/// the certificate of 3).
+struct LeftOut {
+    f: Fixture,
+    liar: PeerSim,
+    good: PeerSim,
+    /// The genesis set G.
+    cfg: Config,
+    /// S, the set after 3.
+    set: ActiveSet,
+    c3: Certificate,
+}
+
+fn left_out(entries: u64) -> LeftOut {
+    use crate::snapshot::certificate::tests::certificate;
+    use crate::snapshot::format::tests::snapshot_of;
+    let (g, set, k) = overlapping();
+    let c3 = certificate(&set, 3, &[&k[0], &k[1], &k[2]]);
+    let f = snapshot_of(entries, 7, &set, &[&k[0], &k[1], &k[2], &k[4]]);
+    let mut forged = f.manifest.clone();
+    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
+    let mut liar = honest(&f);
+    liar.manifest = Some(forged.encode());
+    let mut good = honest(&f);
+    good.certificates = vec![c3.encode()];
+    let cfg = Config {
+        genesis_set: g,
+        ..config(&f)
+    };
+    LeftOut {
+        f,
+        liar,
+        good,
+        cfg,
+        set,
+        c3,
+    }
+}
+
 /// A hostile server answers discovery with the real newest manifest of
 /// window 7 but its Cement rebuilt from G's precommits only (J's dropped:
 /// G alone is a quorum of G) and serves no certificates, leaving out the
@@ -856,21 +902,14 @@ fn overlapping() -> (ActiveSet, ActiveSet, Vec<crate::keys::NodeKeys>) {
 /// honest server's snapshot installs with S and the certificate of 3.
 #[test]
 fn a_certificate_left_out_is_caught_at_install_and_its_server_blamed() {
-    use crate::snapshot::certificate::tests::certificate;
-    use crate::snapshot::format::tests::snapshot_of;
-    let (g, s, k) = overlapping();
-    let c3 = certificate(&s, 3, &[&k[0], &k[1], &k[2]]);
-    let f = snapshot_of(3 * CHUNK_SIZE, 7, &s, &[&k[0], &k[1], &k[2], &k[4]]);
-    let mut forged = f.manifest.clone();
-    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
-    let mut liar = honest(&f);
-    liar.manifest = Some(forged.encode());
-    let mut good = honest(&f);
-    good.certificates = vec![c3.encode()];
-    let cfg = Config {
-        genesis_set: g.clone(),
-        ..config(&f)
-    };
+    let LeftOut {
+        liar,
+        good,
+        cfg,
+        set: s,
+        c3,
+        ..
+    } = left_out(3 * CHUNK_SIZE);
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut sync = FastSync::new(cfg, None, now);
@@ -1084,22 +1123,15 @@ fn the_node_gives_up_only_when_no_candidate_is_left() {
 /// discovery again).
 #[test]
 fn a_certificate_left_out_is_caught_once_the_member_chunks_are_in() {
-    use crate::snapshot::certificate::tests::certificate;
-    use crate::snapshot::format::tests::snapshot_of;
-    let (g, set, k) = overlapping();
-    let c3 = certificate(&set, 3, &[&k[0], &k[1], &k[2]]);
-    let f = snapshot_of(N, 7, &set, &[&k[0], &k[1], &k[2], &k[4]]);
+    let LeftOut {
+        f,
+        liar,
+        good,
+        cfg,
+        c3,
+        ..
+    } = left_out(N);
     assert_eq!(f.manifest.chunks(), 10);
-    let mut forged = f.manifest.clone();
-    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
-    let mut liar = honest(&f);
-    liar.manifest = Some(forged.encode());
-    let mut good = honest(&f);
-    good.certificates = vec![c3.encode()];
-    let cfg = Config {
-        genesis_set: g,
-        ..config(&f)
-    };
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut sync = FastSync::new(cfg, None, now);
@@ -1174,25 +1206,15 @@ fn a_member_refusal_after_the_machine_moved_on_still_drops_the_target() {
 /// first and the refusal came at the install.
 #[test]
 fn a_resumed_sync_checks_the_members_before_fetching_the_rest() {
-    use crate::snapshot::certificate::tests::certificate;
-    use crate::snapshot::format::tests::snapshot_of;
-    let (g, set, k) = overlapping();
-    let c3 = certificate(&set, 3, &[&k[0], &k[1], &k[2]]);
-    let f = snapshot_of(N, 7, &set, &[&k[0], &k[1], &k[2], &k[4]]);
+    let LeftOut {
+        f,
+        liar,
+        good,
+        cfg,
+        c3,
+        ..
+    } = left_out(N);
     let n = f.manifest.chunks();
-    let mut forged = f.manifest.clone();
-    forged.cement = cement(&f.proposal, &[&k[0], &k[1], &k[2]]);
-    let liar = || {
-        let mut p = honest(&f);
-        p.manifest = Some(forged.encode());
-        p
-    };
-    let mut good = honest(&f);
-    good.certificates = vec![c3.encode()];
-    let cfg = Config {
-        genesis_set: g,
-        ..config(&f)
-    };
     // Chunks come from the top down: how many hold every member entry.
     let mut m = Members::default();
     let upto = (0..n)
@@ -1205,7 +1227,7 @@ fn a_resumed_sync_checks_the_members_before_fetching_the_rest() {
     let now = Instant::now();
     {
         let mut sync = FastSync::new(cfg.clone(), None, now);
-        let mut sim = Sim::new(dir.path(), vec![liar()]);
+        let mut sim = Sim::new(dir.path(), vec![liar.clone()]);
         sim.kill_after = Some(upto);
         assert!(!sim.start(&mut sync, now), "killed");
         assert!(sim.log.refused.is_empty(), "killed before the check");
@@ -1218,7 +1240,7 @@ fn a_resumed_sync_checks_the_members_before_fetching_the_rest() {
     };
     drop(staging);
     let mut sync = FastSync::new(cfg, Some(resume), now);
-    let mut sim = Sim::new(dir.path(), vec![liar(), good]);
+    let mut sim = Sim::new(dir.path(), vec![liar, good]);
     sim.start(&mut sync, now);
     assert_eq!(
         sim.log.refused_after[0], 0,
