@@ -266,7 +266,8 @@ struct Members {
     /// The check was asked for (or cannot be made early: a resume from
     /// chunks whose ends an older build did not stage).
     checked: bool,
-    /// Chunks verified in this run (until checked).
+    /// Chunks verified (in this run, or held by a resume with their ends)
+    /// until checked.
     known: BTreeSet<u64>,
     /// The highest chunk verified that no member entry precedes (chunk 0,
     /// or one whose first key sorts before `m`), and the lowest that none
