@@ -114,6 +114,11 @@ pub const BYTES_PACE: f64 = crate::node::serve::BYTES_PER_SEC * 0.8;
 pub const BYTES_PACE_BURST: f64 = crate::node::serve::BYTES_BURST * 0.5;
 /// Most bytes held in proposals waiting for their turn.
 pub const MAX_WAITING_BYTES: usize = 32 << 20;
+/// Most bytes held in Cements above the tip (a guest could otherwise send
+/// real Cements, four per window, for every window to the horizon: 0.6 GB
+/// with 16 members, gigabytes with hundreds). The nearest windows are
+/// kept; the next window's always fits.
+pub const MAX_CEMENT_BYTES: usize = 32 << 20;
 /// Proposals further than this above the tip are not held.
 pub const WAITING_HORIZON: u64 = 4096;
 /// How long a GetProposals may stay unanswered before the peer is demoted.
@@ -908,6 +913,8 @@ pub struct Chain {
     waiting_cements: BTreeMap<u64, Vec<(Hash32, Cement)>>,
     waiting_bytes: usize,
     waiting_budget: usize,
+    /// Bytes `waiting_cements` may hold ([`MAX_CEMENT_BYTES`]).
+    cement_budget: usize,
     /// A verification is running (live or catch-up).
     verifying: bool,
     /// The last window of the catch-up batch being verified, and its
@@ -982,6 +989,7 @@ impl Chain {
             waiting_cements: BTreeMap::new(),
             waiting_bytes: 0,
             waiting_budget: MAX_WAITING_BYTES,
+            cement_budget: MAX_CEMENT_BYTES,
             verifying: false,
             verifying_upto: 0,
             verifying_link: [0; 32],
@@ -1111,6 +1119,16 @@ impl Chain {
             .map(|c| c.window)
             .fold(self.tip.window, u64::max)
     }
+    /// What catch-up has of Cements: the tip, how many of its Cements, and
+    /// those held above it (how many, their hashes folded). Changes
+    /// whenever an answer brings one new, also in place of another.
+    fn cements_held(&self) -> (u64, usize, usize, u64) {
+        let above = self.waiting_cements.values().flatten();
+        let fold = above.clone().fold(0u64, |f, (h, _)| {
+            f ^ u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+        });
+        (self.tip.window, self.bundles.len(), above.count(), fold)
+    }
     fn standing(&self) -> impl Iterator<Item = &Claim> {
         self.claims
             .values()
@@ -1190,15 +1208,24 @@ impl Chain {
                     r.cements = false;
                     self.pace.charge(cs.iter().map(Cement::weight).sum(), now);
                 }
+                // The answer to a request for Cements alone: useful when it
+                // held something new (else the peer is demoted, as for
+                // proposals: an empty answer kept a claim standing and
+                // catch-up asking it again and again).
+                let alone = self
+                    .requested
+                    .is_some_and(|r| r.peer == peer && !r.proposals);
+                let before = alone.then(|| self.cements_held());
                 for c in cs {
                     self.on_cement(Some(peer), c, now, &mut out);
                 }
-                // The answer to a request for Cements alone.
-                if self
-                    .requested
-                    .is_some_and(|r| r.peer == peer && !r.proposals)
-                {
+                if let Some(before) = before {
                     self.requested = None;
+                    if self.cements_held() == before {
+                        self.demote(peer, now);
+                    } else {
+                        self.claims.entry(peer).or_default().strikes = 0;
+                    }
                 }
             }
             Message::Propose(p) => self.on_propose(Some(peer), p, now, &mut out),
@@ -1235,8 +1262,9 @@ impl Chain {
     /// or another node's took the index): what it sent is no longer held
     /// against whoever holds the index next.
     /// - Messages it sent that are held for the next window, and the
-    ///   catch-up proposals it sent that wait for verification, keep no
-    ///   sender: judged later, they are charged to nobody.
+    ///   catch-up proposals and candidate proofs it sent that wait for
+    ///   verification, keep no sender: judged later, they are charged to
+    ///   nobody.
     /// - A request outstanding to it counts as unanswered now (demoted as
     ///   at [`REQUEST_TIMEOUT`], so leaving is no way out of a demotion),
     ///   and catch-up asks another peer at once rather than 5 s later.
@@ -1254,6 +1282,11 @@ impl Chain {
             }
         }
         for (from, _) in self.waiting.values_mut().flatten() {
+            if *from == Some(peer) {
+                *from = None;
+            }
+        }
+        for (from, _) in self.unverified.iter_mut() {
             if *from == Some(peer) {
                 *from = None;
             }
@@ -2580,7 +2613,7 @@ impl Chain {
                 .waiting_cements
                 .get(&c.window)
                 .is_some_and(|cs| cs.iter().any(|(x, _)| *x == h));
-        if c.window > self.tip.window + 1 && self.cement_place(c.window, &h).is_none() {
+        if c.window > self.tip.window + 1 && self.cement_place(&c, &h).is_none() {
             // A copy of one held goes on (a resend reaches newcomers);
             // one with no room was never checked.
             if !held {
@@ -2658,9 +2691,22 @@ impl Chain {
             }
         }
         // Where it goes may have changed while the live window was tried.
-        let Some(place) = self.cement_place(c.window, &h) else {
+        let Some(place) = self.cement_place(&c, &h) else {
             return;
         };
+        if place.is_none() {
+            // Room in bytes: the highest windows held give way.
+            let mut held = self.cement_bytes();
+            while held + c.weight() > self.cement_budget {
+                match self.waiting_cements.last_key_value() {
+                    Some((&top, cs)) if top > c.window => {
+                        held -= cs.iter().map(|(_, x)| x.weight()).sum::<usize>();
+                        self.waiting_cements.remove(&top);
+                    }
+                    _ => break,
+                }
+            }
+        }
         let slot = self.waiting_cements.entry(c.window).or_default();
         match place {
             Some(i) => slot[i] = (h, c),
@@ -2807,12 +2853,16 @@ impl Chain {
             .is_some_and(|s| s.iter().any(|(_, p)| p.header.bundle == bundle.0))
     }
 
-    /// Where a verified Cement of `window` (above the tip) with hash `h`
-    /// goes among those held: `Some(None)` added, `Some(Some(i))` in place
-    /// of entry `i` (the slot is full, a held proposal of the next window
-    /// names `h` as its bundle and none names entry `i`), `None` nowhere
-    /// (held already, or full of Cements as good).
-    fn cement_place(&self, window: u64, h: &Hash32) -> Option<Option<usize>> {
+    /// Where a verified Cement `c` (above the tip) with hash `h` goes
+    /// among those held: `Some(None)` added (in place of the highest
+    /// windows' when [`MAX_CEMENT_BYTES`] are held), `Some(Some(i))` in
+    /// place of entry `i` (the window's slot is full, a held proposal of
+    /// the next window names `h` as its bundle and none names entry `i`),
+    /// `None` nowhere (held already, its slot full of Cements as good, or
+    /// the bytes full of Cements of windows as near; the next window's
+    /// always has room).
+    fn cement_place(&self, c: &Cement, h: &Hash32) -> Option<Option<usize>> {
+        let window = c.window;
         let held = self
             .waiting_cements
             .get(&window)
@@ -2821,6 +2871,16 @@ impl Chain {
             return None;
         }
         if held.len() < MAX_WINDOW_CEMENTS {
+            // Within the bytes, or nearer than what the bytes hold (the
+            // highest windows give way), or the next window's.
+            let full = self.cement_bytes() + c.weight() > self.cement_budget;
+            let nearer = self
+                .waiting_cements
+                .last_key_value()
+                .is_some_and(|(&top, _)| top > window);
+            if full && !nearer && window > self.tip.window + 1 {
+                return None;
+            }
             return Some(None);
         }
         if !self.names_bundle(window + 1, h) {
@@ -2829,6 +2889,16 @@ impl Chain {
         held.iter()
             .position(|(x, _)| !self.names_bundle(window + 1, x))
             .map(Some)
+    }
+
+    /// Bytes of the Cements held above the tip (at most a few thousand:
+    /// summed when one more comes, after the cheaper checks).
+    fn cement_bytes(&self) -> usize {
+        self.waiting_cements
+            .values()
+            .flatten()
+            .map(|(_, c)| c.weight())
+            .sum()
     }
 
     /// The held Cement of `window` with hash `bundle` that names the
@@ -3213,9 +3283,11 @@ impl Chain {
         if self.unverified.len() + self.pool.len() >= MAX_POOLED_PROOFS {
             // Full: a fair share per peer (a flood from one peer keeps at
             // most its share of the queue, not the queue).
+            // One not queued is not judged: not forwarded either (the
+            // relay would carry every such proof across the network).
             let held: Vec<Option<PeerIndex>> = self.unverified.iter().map(|(p, _)| *p).collect();
             let Some(i) = fair_share(&held, peer) else {
-                return;
+                return out.push(Action::Unchecked);
             };
             self.unverified.remove(i);
         }

@@ -2477,13 +2477,19 @@ fn a_flood_of_junk_candidate_proofs_costs_about_one_chain_each() {
 fn one_peer_cannot_fill_the_candidate_queue() {
     let (g, _k, mut c) = one();
     let t = Instant::now();
+    let mut dropped = 0;
     for i in 0..MAX_POOLED_PROOFS + 20 {
-        c.on_message(
-            9,
-            Message::CandidateProof(Box::new(junk_candidate(&g, i as u8))),
-            t,
-        );
+        let proof = junk_candidate(&g, i as u8);
+        let key = proof.key();
+        let out = c.on_message(9, Message::CandidateProof(Box::new(proof)), t);
+        // A proof not queued is not judged, so not forwarded (found by
+        // review on 7 Dec 2026: each went on to every peer).
+        let queued = c.pool.contains_key(&key) || c.unverified.iter().any(|(_, x)| x.key() == key);
+        if !queued && out.is_empty() {
+            dropped += 1;
+        }
     }
+    assert_eq!(dropped, 0, "{dropped} proofs dropped, not marked Unchecked");
     assert!(c.unverified.len() + c.pool.len() >= MAX_POOLED_PROOFS - CANDIDATE_BATCH);
     let honest = junk_candidate(&g, 0xAA);
     let key = honest.key();
@@ -3289,5 +3295,67 @@ fn a_peer_that_leaves_is_not_waited_for() {
     assert!(
         d.is_demoted(3),
         "a genesis peer's demotion stays with its index"
+    );
+}
+
+/// Cements held above the tip are bounded in bytes: any quorum of a
+/// window's relayed precommits makes a valid Cement, so a guest could send
+/// four real ones for every window to the horizon (0.6 GB with 16 members;
+/// found by review on 7 Dec 2026, bounded in count only). The nearest
+/// windows are kept and the next window's always fits. Fails before: all
+/// three held, and the one beyond what the bytes hold was checked.
+#[test]
+fn cements_held_above_the_tip_are_bounded_in_bytes_nearest_first() {
+    let (_g, _k, mut c, chain, t) = one_at_window_3();
+    let send = |c: &mut Chain, w: u64| {
+        let m = Message::Cement(Box::new(chain[w as usize - 1].cement.clone()));
+        c.on_message(2, m, t)
+    };
+    // Held already: the tip's (a bundle the next proposal names).
+    let tip = c.cement_bytes();
+    c.cement_budget = tip + chain[4].cement.weight() + chain[5].cement.weight();
+    send(&mut c, 6);
+    send(&mut c, 5);
+    let held = |c: &Chain| c.waiting_cements.keys().copied().collect::<Vec<_>>();
+    assert_eq!(held(&c), vec![3, 5, 6]);
+    // The next window's fits: the highest gives way.
+    send(&mut c, 4);
+    assert_eq!(held(&c), vec![3, 4, 5]);
+    // Beyond what the bytes hold: dropped before any check, not forwarded.
+    let checks = c.signature_checks;
+    let out = send(&mut c, 6);
+    assert!(out.iter().any(|a| matches!(a, Action::Unchecked)));
+    assert_eq!(held(&c), vec![3, 4, 5]);
+    assert_eq!(c.signature_checks, checks, "checked with no room");
+}
+
+/// A peer asked for Cements alone that answers with nothing new is
+/// demoted, as one answering proposals with nothing new is: an empty
+/// answer cleared the request and kept the claim standing, so catch-up
+/// asked it again at once, for ever (found by review on 7 Dec 2026).
+#[test]
+fn an_empty_answer_to_a_request_for_cements_demotes_the_peer() {
+    let (_g, _k, mut c, chain, t) = one_at_window_3();
+    let ps = chain[3..6].iter().map(|w| w.proposal.clone()).collect();
+    c.on_message(1, Message::Proposals(ps), t);
+    let out = c.on_message(0, claim_of(&chain[..6]), t);
+    let asked = out.iter().any(|a| {
+        matches!(
+            a,
+            Action::Request {
+                peer: 0,
+                proposals: None,
+                cements: Some(_),
+            }
+        )
+    });
+    assert!(asked, "Cements alone asked of peer 0: {out:?}");
+    let out = c.on_message(0, Message::Cements(Vec::new()), t);
+    assert!(c.is_demoted(0), "not demoted");
+    assert!(requests(&out).is_empty());
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Request { peer: 0, .. })),
+        "asked again"
     );
 }
