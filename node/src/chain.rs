@@ -159,6 +159,14 @@ const MAX_FUTURE: usize = 64;
 /// round, signer), so a member's share is bounded by the rounds it may
 /// use (300 members' two votes of the first rounds fit).
 const MAX_PASSED: usize = 4096;
+/// Cements refused by their signatures or form, remembered by hash (the
+/// latest): the same bytes sent again cost no second check of a quorum of
+/// signatures.
+const MAX_REFUSED_CEMENTS: usize = 64;
+/// Conflicting votes remembered per window (so that replaying one costs
+/// no signature check): a member equivocating in every round to
+/// [`MAX_ROUNDS_AHEAD`] fills far less.
+const MAX_CONFLICTING: usize = 1024;
 /// Verified Cements held for one window above the tip. Any quorum of a
 /// window's precommits makes a valid Cement (the precommits are relayed to
 /// everyone), so a window can have many; the next window's proposal names
@@ -726,6 +734,11 @@ struct Live {
     /// any signature check: the same bytes again are a resend, ignored; the
     /// same vote re-signed is counted as `vote_duplicate`).
     votes: HashMap<VoteKey, [u8; 16]>,
+    /// Votes refused as conflicting (an equivocation), with the first bytes
+    /// of their signature: the same bytes again cost no second signature
+    /// check (anyone can replay a member's equivocation). At most
+    /// [`MAX_CONFLICTING`].
+    conflicting: HashMap<VoteKey, [u8; 16]>,
     /// Precommits with their signatures, to assemble a Cement.
     precommits: HashMap<(u32, Hash32), Vec<Vote>>,
     /// Prevotes for a value, with their signatures: the proof of lock a
@@ -913,6 +926,8 @@ pub struct Chain {
     waiting_cements: BTreeMap<u64, Vec<(Hash32, Cement)>>,
     waiting_bytes: usize,
     waiting_budget: usize,
+    /// Cements refused, by hash, with why ([`MAX_REFUSED_CEMENTS`]).
+    refused_cements: VecDeque<(Hash32, &'static str)>,
     /// Bytes `waiting_cements` may hold ([`MAX_CEMENT_BYTES`]).
     cement_budget: usize,
     /// A verification is running (live or catch-up).
@@ -989,6 +1004,7 @@ impl Chain {
             waiting_cements: BTreeMap::new(),
             waiting_bytes: 0,
             waiting_budget: MAX_WAITING_BYTES,
+            refused_cements: VecDeque::new(),
             cement_budget: MAX_CEMENT_BYTES,
             verifying: false,
             verifying_upto: 0,
@@ -1516,6 +1532,7 @@ impl Chain {
             blocked: Vec::new(),
             verifying: None,
             votes: HashMap::new(),
+            conflicting: HashMap::new(),
             precommits: HashMap::new(),
             prevotes: HashMap::new(),
             want_propose: None,
@@ -2538,13 +2555,22 @@ impl Chain {
             }
             return self.reject(peer, k.window, Reject::Vote("vote_duplicate"), out);
         }
+        if live.conflicting.get(&k) == Some(&sig_prefix(&v.signature)) {
+            // An equivocation refused already, sent again.
+            return self.reject(peer, k.window, Reject::Vote("vote_conflicting"), out);
+        }
         self.signature_checks += 1;
         let set = self.live.as_ref().expect("checked").agreement.active_set();
         if v.check(set).is_err() {
             return self.reject(peer, k.window, Reject::Vote("vote_bad_signature"), out);
         }
         let mut more = Vec::new();
+        let prefix = sig_prefix(&v.signature);
         if let Err(kind) = self.count_vote(*v, &mut more) {
+            let live = self.live.as_mut().expect("checked");
+            if kind == "vote_conflicting" && live.conflicting.len() < MAX_CONFLICTING {
+                live.conflicting.insert(k, prefix);
+            }
             self.reject(peer, k.window, Reject::Vote(kind), out);
         }
         self.drive(more, now, out);
@@ -2655,6 +2681,9 @@ impl Chain {
         }
         if held {
             // Checked when it came first.
+        } else if let Some(&(_, kind)) = self.refused_cements.iter().find(|(x, _)| *x == h) {
+            // Refused already, sent again: no second check.
+            return self.reject(peer, c.window, Reject::Cement(kind), out);
         } else if let Err(e) = self.check_cement(&c) {
             // The set may have changed since the tip: a Cement that is
             // wrong only for the set after the tip waits to be fetched
@@ -2664,6 +2693,10 @@ impl Chain {
             {
                 return out.push(Action::Unchecked);
             }
+            if self.refused_cements.len() >= MAX_REFUSED_CEMENTS {
+                self.refused_cements.pop_front();
+            }
+            self.refused_cements.push_back((h, e.kind()));
             return self.reject(peer, c.window, Reject::Cement(e.kind()), out);
         }
         if c.window == self.tip.window {
@@ -3681,6 +3714,7 @@ impl Chain {
         }
         let keep = self.waiting_cements.split_off(&self.tip.window);
         self.waiting_cements = keep;
+        self.refused_cements.clear();
         self.early.retain(|(_, e)| e.window() > self.tip.window);
     }
 

@@ -827,7 +827,8 @@ fn bad_votes_are_rejected_by_reason_and_never_count() {
     send(&mut c, good);
     send(&mut c, vote(&g, &k[2], 1, 0, v));
     // The same signer, another value: an equivocation.
-    send(&mut c, vote(&g, &k[2], 1, 0, None));
+    let equivocation = vote(&g, &k[2], 1, 0, None);
+    send(&mut c, equivocation.clone());
     let r = c.rejected();
     for kind in [
         "vote_bad_signature",
@@ -840,6 +841,15 @@ fn bad_votes_are_rejected_by_reason_and_never_count() {
     ] {
         assert_eq!(r.get(kind), Some(&1), "{kind}: {r:?}");
     }
+    // The equivocation sent again (anyone can replay it): refused again,
+    // with no second signature check (found by review on 7 Dec 2026: each
+    // copy was checked).
+    let checks = c.signature_checks;
+    for _ in 0..5 {
+        send(&mut c, equivocation.clone());
+    }
+    assert_eq!(c.signature_checks, checks, "a replay checked again");
+    assert_eq!(c.rejected().get("vote_conflicting"), Some(&6));
     // Only the one good vote counted: one signer heard in round 0.
     let live = c.live.as_ref().unwrap();
     assert_eq!(live.votes.len(), 1);
@@ -3358,4 +3368,36 @@ fn an_empty_answer_to_a_request_for_cements_demotes_the_peer() {
             .any(|a| matches!(a, Action::Request { peer: 0, .. })),
         "asked again"
     );
+}
+
+/// A Cement refused for its signatures, sent again (a gossiped Cement of
+/// the tip window is checked while fewer than 4 are held): refused again
+/// by its hash, with no second check of its quorum of signatures (found by
+/// review on 7 Dec 2026: each copy cost n - 1 checks).
+#[test]
+fn a_refused_cement_sent_again_is_not_checked_again() {
+    let (_g, _k, mut c, chain, t) = one_at_window_3();
+    let mut forged = chain[2].cement.clone();
+    let last = forged.precommits.len() - 1;
+    forged.precommits[last].1[0] ^= 1;
+    let send = |c: &mut Chain| c.on_message(2, Message::Cement(Box::new(forged.clone())), t);
+    let rejected = |out: &[Action]| {
+        out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Rejected {
+                    reason: Reject::Cement("cement_bad_signature"),
+                    ..
+                }
+            )
+        })
+    };
+    let before = c.signature_checks;
+    assert!(rejected(&send(&mut c)));
+    let checks = c.signature_checks;
+    assert!(checks > before, "checked the first time");
+    for _ in 0..5 {
+        assert!(rejected(&send(&mut c)));
+    }
+    assert_eq!(c.signature_checks, checks, "a copy checked again");
 }
