@@ -1135,15 +1135,18 @@ impl Chain {
             .map(|c| c.window)
             .fold(self.tip.window, u64::max)
     }
-    /// What catch-up has of Cements: the tip, how many of its Cements, and
-    /// those held above it (how many, their hashes folded). Changes
-    /// whenever an answer brings one new, also in place of another.
-    fn cements_held(&self) -> (u64, usize, usize, u64) {
-        let above = self.waiting_cements.values().flatten();
-        let fold = above.clone().fold(0u64, |f, (h, _)| {
-            f ^ u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
-        });
-        (self.tip.window, self.bundles.len(), above.count(), fold)
+    /// Whether `c` is nothing new to catch-up: a window gone by, or a
+    /// Cement held (the tip's bundles, or one waiting above the tip).
+    fn holds_cement(&self, c: &Cement) -> bool {
+        if c.window < self.tip.window {
+            return true;
+        }
+        let h = c.hash();
+        self.bundles.contains(&h)
+            || self
+                .waiting_cements
+                .get(&c.window)
+                .is_some_and(|cs| cs.iter().any(|(x, _)| *x == h))
     }
     fn standing(&self) -> impl Iterator<Item = &Claim> {
         self.claims
@@ -1225,22 +1228,36 @@ impl Chain {
                     self.pace.charge(cs.iter().map(Cement::weight).sum(), now);
                 }
                 // The answer to a request for Cements alone: useful when it
-                // held something new (else the peer is demoted, as for
-                // proposals: an empty answer kept a claim standing and
-                // catch-up asking it again and again).
+                // brings one this node did not hold and does not refuse
+                // (whether it is kept: room, the set it is checked
+                // against, is no doing of the peer's); else the peer is
+                // demoted, as for proposals (an empty answer kept a claim
+                // standing and catch-up asking it again and again).
                 let alone = self
                     .requested
                     .is_some_and(|r| r.peer == peer && !r.proposals);
-                let before = alone.then(|| self.cements_held());
+                let mut useful = false;
                 for c in cs {
+                    let new = alone && !self.holds_cement(&c);
+                    let n = out.len();
                     self.on_cement(Some(peer), c, now, &mut out);
+                    let refused = out[n..].iter().any(|a| {
+                        matches!(
+                            a,
+                            Action::Rejected {
+                                reason: Reject::Cement(_) | Reject::CementConflict { .. },
+                                ..
+                            }
+                        )
+                    });
+                    useful |= new && !refused;
                 }
-                if let Some(before) = before {
+                if alone {
                     self.requested = None;
-                    if self.cements_held() == before {
-                        self.demote(peer, now);
-                    } else {
+                    if useful {
                         self.claims.entry(peer).or_default().strikes = 0;
+                    } else {
+                        self.demote(peer, now);
                     }
                 }
             }
@@ -2639,6 +2656,11 @@ impl Chain {
                 .waiting_cements
                 .get(&c.window)
                 .is_some_and(|cs| cs.iter().any(|(x, _)| *x == h));
+        if let Some(&(_, kind)) = self.refused_cements.iter().find(|(x, _)| *x == h) {
+            // Refused already, sent again: no second check, and no bundle
+            // held makes room for it.
+            return self.reject(peer, c.window, Reject::Cement(kind), out);
+        }
         if c.window > self.tip.window + 1 && self.cement_place(&c, &h).is_none() {
             // A copy of one held goes on (a resend reaches newcomers);
             // one with no room was never checked.
@@ -2681,9 +2703,6 @@ impl Chain {
         }
         if held {
             // Checked when it came first.
-        } else if let Some(&(_, kind)) = self.refused_cements.iter().find(|(x, _)| *x == h) {
-            // Refused already, sent again: no second check.
-            return self.reject(peer, c.window, Reject::Cement(kind), out);
         } else if let Err(e) = self.check_cement(&c) {
             // The set may have changed since the tip: a Cement that is
             // wrong only for the set after the tip waits to be fetched

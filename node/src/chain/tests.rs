@@ -3370,6 +3370,40 @@ fn an_empty_answer_to_a_request_for_cements_demotes_the_peer() {
     );
 }
 
+/// An honest answer to a request for Cements alone is useful even when
+/// this node cannot keep what it brings (no room in the bytes for Cements
+/// above the tip; past a change of the set, Cements it cannot check yet):
+/// the peer is not demoted (found by review of the rule above: it judged
+/// by what was kept, and demoted every honest peer in turn).
+#[test]
+fn an_honest_answer_for_cements_not_kept_does_not_demote() {
+    let (_g, _k, mut c, chain, t) = one_at_window_3();
+    let ps = chain[3..6].iter().map(|w| w.proposal.clone()).collect();
+    c.on_message(1, Message::Proposals(ps), t);
+    // Window 4's Cement held; no room in the bytes for more.
+    c.on_message(1, Message::Cement(Box::new(chain[3].cement.clone())), t);
+    c.cement_budget = c.cement_bytes();
+    let out = c.on_message(0, claim_of(&chain[..6]), t);
+    let Some((from, n)) = out.iter().find_map(|a| match a {
+        Action::Request {
+            peer: 0,
+            proposals: None,
+            cements: Some(r),
+        } => Some(*r),
+        _ => None,
+    }) else {
+        panic!("Cements alone asked of peer 0: {out:?}");
+    };
+    let answer = chain
+        .iter()
+        .filter(|w| (from..from + u64::from(n)).contains(&w.proposal.window()))
+        .map(|w| w.cement.clone())
+        .collect();
+    c.on_message(0, Message::Cements(answer), t);
+    assert!(!c.waiting_cements.contains_key(&5), "no room for 5");
+    assert!(!c.is_demoted(0), "an honest answer demoted");
+}
+
 /// A Cement refused for its signatures, sent again (a gossiped Cement of
 /// the tip window is checked while fewer than 4 are held): refused again
 /// by its hash, with no second check of its quorum of signatures (found by
