@@ -4010,9 +4010,21 @@ impl Chain {
         } else {
             p_from - 1
         };
-        // From the window before: its Cement is the bundle that the first
-        // proposal names.
-        let c_first = c_from.saturating_sub(1).max(1);
+        // From the window before when its Cement (the bundle that the
+        // first proposal names) is not held, or a held proposal names
+        // another: else from the first one missing (with hundreds of
+        // members one Cement fills an answer, and asking for one held again
+        // made no progress).
+        let before = c_from.saturating_sub(1);
+        let c_first = if before >= 1
+            && !self.bundle_missing(c_from)
+            && (self.waiting_cements.contains_key(&before)
+                || (before == self.tip.window && self.bundles.len() > 0))
+        {
+            c_from
+        } else {
+            before.max(1)
+        };
         let c_count = (c_last.saturating_sub(c_first) + 1).min(MAX_REQUEST as u64) as u32;
         self.requested = Some(Requested {
             peer,
