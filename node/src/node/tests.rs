@@ -884,3 +884,74 @@ async fn messages_dropped_unchecked_are_not_forwarded() {
         .count();
     assert_eq!(forwarded, 0, "a vote dropped unchecked was forwarded");
 }
+
+/// A guest's message as the network hands it over: through slot `peer`,
+/// from node `node` on connection `conn`.
+fn from_guest(peer: u16, node: u8, conn: u64, msg: crate::messages::Message) -> Incoming {
+    Incoming {
+        from: Some(crate::net::Sender {
+            peer: crate::net::PeerId(peer),
+            conn,
+            node_id: crate::net::NodeId([node; 32]),
+            remote: format!("127.0.0.{node}:9").parse().unwrap(),
+            member: false,
+        }),
+        ..incoming(peer, msg)
+    }
+}
+
+/// Another node's message through a slot tells the chain that the node
+/// before it left ([`Chain::on_peer_left`]): the catch-up request
+/// outstanding to it is given up and another peer asked at once, not after
+/// the 5 s timeout (the runtime's side of the rule; the chain's is tested
+/// in chain/tests.rs). Fails without the runtime's `holders`: the request
+/// to slot 8 waited for the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_in_a_slot_ends_the_request_to_the_one_before() {
+    use crate::messages::{Message, MSG_GET_PROPOSALS, MSG_VOTE};
+    let Recorded {
+        tx,
+        rec,
+        state,
+        stop_tx,
+        task,
+        tip,
+        ..
+    } = recorded_node().await;
+    let claim = |window: u64| Message::Tip {
+        cemented: crate::storage::Tip {
+            window,
+            t: montana_vdf::Hash32([7; 32]),
+            hash: [8; 32],
+        },
+        applied: window,
+    };
+    let asked = |peer: u16| {
+        rec.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, t, _)| *p == peer && *t == MSG_GET_PROPOSALS)
+            .count()
+    };
+    // Two guests claim windows no member has: the one in slot 7 is asked.
+    tx.send(from_guest(7, 70, 1, claim(tip.window + 3)))
+        .await
+        .unwrap();
+    tx.send(from_guest(8, 80, 2, claim(tip.window + 3)))
+        .await
+        .unwrap();
+    wait_until("the guest in slot 7 asked", || asked(7) == 1).await;
+    assert_eq!(asked(8), 0);
+    // Another node's message through slot 7, then a marker: once the
+    // marker is counted, the message before it was handled.
+    let malformed = || state.lock().unwrap().rejected.get("malformed").copied();
+    tx.send(from_guest(7, 71, 3, claim(tip.window)))
+        .await
+        .unwrap();
+    tx.send(raw(1, MSG_VOTE, vec![0])).await.unwrap();
+    wait_until("the marker was read", || malformed() == Some(1)).await;
+    assert_eq!(asked(8), 1, "slot 8 not asked at once");
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
