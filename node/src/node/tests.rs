@@ -687,6 +687,27 @@ async fn a_verify_backend_that_accepts_everything_is_refused_at_first_use() {
 struct Recorder {
     sent: Mutex<Vec<(u16, u8, Vec<u8>)>>,
     broadcast: Mutex<Vec<(u8, Vec<u8>)>>,
+    /// Where a test sends connection events (set when the node subscribes).
+    link_events: Mutex<Option<tokio::sync::broadcast::Sender<crate::net::LinkEvent>>>,
+}
+
+impl Recorder {
+    /// Tells the node that a connection went down.
+    fn link_down(&self, peer: u16, node: u8) {
+        let link = crate::net::PeerLink {
+            peer: crate::net::PeerId(peer),
+            node_id: crate::net::NodeId([node; 32]),
+            genesis: false,
+            member: false,
+            outbound: false,
+            remote: format!("127.0.0.{node}:9").parse().unwrap(),
+        };
+        let tx = self.link_events.lock().unwrap();
+        tx.as_ref()
+            .expect("the node subscribed to link events")
+            .send(crate::net::LinkEvent::Down(link))
+            .unwrap();
+    }
 }
 
 impl Transport for Recorder {
@@ -708,6 +729,11 @@ impl Transport for Recorder {
                 remote: "127.0.0.1:9".parse().unwrap(),
             })
             .collect()
+    }
+    fn link_events(&self) -> Option<tokio::sync::broadcast::Receiver<crate::net::LinkEvent>> {
+        let (tx, rx) = tokio::sync::broadcast::channel(16);
+        *self.link_events.lock().unwrap() = Some(tx);
+        Some(rx)
     }
 }
 
@@ -952,6 +978,61 @@ async fn another_node_in_a_slot_ends_the_request_to_the_one_before() {
     tx.send(raw(1, MSG_VOTE, vec![0])).await.unwrap();
     wait_until("the marker was read", || malformed() == Some(1)).await;
     assert_eq!(asked(8), 1, "slot 8 not asked at once");
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
+
+/// A connection going down tells the chain its node left
+/// ([`Chain::on_peer_left`]): the catch-up request outstanding to it is
+/// given up and another peer asked at once, not after the 5 s timeout. A
+/// Down for another node than the one last heard through the slot (a late
+/// event for a connection already replaced) changes nothing. Fails without
+/// the runtime's `link_down` (slot 8 was asked only at the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_closes_ends_the_request_to_its_node() {
+    use crate::messages::{Message, MSG_GET_PROPOSALS};
+    let Recorded {
+        tx,
+        rec,
+        stop_tx,
+        task,
+        tip,
+        ..
+    } = recorded_node().await;
+    let claim = Message::Tip {
+        cemented: crate::storage::Tip {
+            window: tip.window + 3,
+            t: montana_vdf::Hash32([7; 32]),
+            hash: [8; 32],
+        },
+        applied: tip.window + 3,
+    };
+    let asked = |peer: u16| {
+        rec.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, t, _)| *p == peer && *t == MSG_GET_PROPOSALS)
+            .count()
+    };
+    tx.send(from_guest(7, 70, 1, claim.clone())).await.unwrap();
+    tx.send(from_guest(8, 80, 2, claim)).await.unwrap();
+    wait_until("the guest in slot 7 asked", || asked(7) == 1).await;
+    let asked_at = std::time::Instant::now();
+    assert_eq!(asked(8), 0);
+    // A late Down for a node that no longer holds slot 7: ignored.
+    rec.link_down(7, 71);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(asked(8), 0, "a Down for another node ended the request");
+    rec.link_down(7, 70);
+    wait_until("slot 8 asked", || asked(8) == 1).await;
+    // The timeout would ask slot 8 5 s after slot 7 was asked (just
+    // before `asked_at`); the Down did it at once (0.5 s of sleep above).
+    assert!(
+        asked_at.elapsed() < crate::chain::REQUEST_TIMEOUT / 2,
+        "slot 8 asked only after {:?}",
+        asked_at.elapsed()
+    );
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 }
