@@ -524,25 +524,29 @@ fn every_follower_rejects_forged_and_corrupted_proposals() {
     // proposals), and every follower must meet both live. With the default
     // proposer timeout (3 windows = 0.15 s) a proposer slowed by a loaded
     // host lost round 0 of window 3 to node2, which then made window 4, and
-    // no bad twin was ever sent; a follower left two windows behind fetched
-    // window 4 cemented and never saw the corrupted twin. So: no failover
-    // here (10 s); node0 starts once the followers are up and connected to
-    // each other, and waits 1 s after each cement before it proposes, time
-    // for a loaded follower to keep up (with 0.3 s, a follower slow to
-    // start on a loaded host still met window 4 only cemented).
-    let plan = small_plan(dir.path(), 4)
+    // no bad twin was ever sent: so no failover here (10 s). And three
+    // nodes, not four: with three the quorum is all of them, so no window
+    // is cemented without every follower's own precommit. node0 proposes
+    // window w only after cementing w - 1, so each follower is then in
+    // window w - 1 or later (it precommitted it) and can reach w only
+    // live: it holds the bad twin, sent first, for window w, and judges it
+    // before any other value of w. With four, a quorum went on without a
+    // follower slowed by a loaded host, which fetched window 4 cemented and
+    // never judged the corrupted twin (a CI run). node0 starts once the
+    // followers are connected to each other, and waits 1 s after each
+    // cement before it proposes.
+    let plan = small_plan(dir.path(), 3)
         .with_proposer_timeout(10.0)
         .unwrap();
     let dirs: Vec<PathBuf> = plan.nodes.iter().map(|n| n.dir.clone()).collect();
     let mut nodes = Nodes(vec![
         Some(start(&plan, 1, &["--last-window", "5"], &[])),
         Some(start(&plan, 2, &["--last-window", "5"], &[])),
-        Some(start(&plan, 3, &["--last-window", "5"], &[])),
     ]);
     wait_until("the followers connected to each other", &plan, 60, || {
         dirs[1..]
             .iter()
-            .all(|d| state(d).is_some_and(|s| s.connected >= 2))
+            .all(|d| state(d).is_some_and(|s| s.connected >= 1))
     });
     nodes.0.push(Some(start(
         &plan,
