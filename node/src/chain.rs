@@ -43,7 +43,11 @@
 //!   names). What waits is held a few per window, and what a peer sends
 //!   unasked cannot crowd out what the chain needs: a proposal a held
 //!   Cement names, or one that links onto what is held, displaces junk; a
-//!   Cement the next proposal names displaces one nothing names.
+//!   Cement the next proposal names displaces one nothing names. A
+//!   proposal whose known maker's signature fails ends its message, and
+//!   one sent unasked demotes its sender, whose unasked proposals go
+//!   unread while it is demoted: a source buys one failed signature check
+//!   per demotion.
 //! - A peer's Tip is a claim, not a fact: each peer's latest claim is kept
 //!   apart, requests go to the peer claiming the most, and a peer whose
 //!   request times out or whose answer does not make the run of linked
@@ -1370,9 +1374,41 @@ impl Chain {
         // longer: a peer answering with proposals that link onto nothing
         // held (junk, for a claim it cannot back) is demoted like one that
         // sends nothing.
+        // A known maker's signature that fails costs a check each and is
+        // no offence (an honest server may hold such a proposal on its
+        // Cement's word): so the first one ends the message, and one in
+        // proposals sent unasked (an honest peer sends none, bar a late
+        // answer) demotes the sender, whose unasked proposals are then
+        // not looked at until the demotion ends. A source gets one failed
+        // check per demotion, however much it sends.
+        if !answering
+            && self
+                .claims
+                .get(&peer)
+                .and_then(|c| c.demoted_until)
+                .is_some_and(|until| now < until)
+        {
+            return;
+        }
         let before = answering.then(|| self.linked_run().0);
         for p in ps {
+            let n = out.len();
             self.admit(Some(peer), p, out);
+            let forged = out[n..].iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Rejected {
+                        reason: Reject::BadMakerSignature,
+                        ..
+                    }
+                )
+            });
+            if forged {
+                if !answering {
+                    self.demote(peer, now);
+                }
+                break;
+            }
         }
         if let Some((before, r)) = before.zip(self.requested) {
             self.requested = None;

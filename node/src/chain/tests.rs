@@ -3439,3 +3439,42 @@ fn a_refused_cement_sent_again_is_not_checked_again() {
     }
     assert_eq!(c.signature_checks, checks, "a copy checked again");
 }
+
+/// Proposals whose known maker's signature fails, sent unasked, cost an
+/// ML-DSA check each (no offence: an honest server may hold such a
+/// proposal on its Cement's word), 20 per message here, as many as a
+/// source cared to send. Now the first one ends the message and demotes
+/// its sender, whose unasked proposals are not looked at while it is
+/// demoted; another source has its own budget, and an answer to a request
+/// stops at its first too.
+#[test]
+fn forged_makers_in_proposals_cost_one_check_per_demotion() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let maker = NodeId::of(k[0].verifying_key());
+    let forged: Vec<Proposal> = (0..20u8)
+        .map(|i| {
+            let mut p = junk_proposal(&g, 1 + u64::from(i % 3), i);
+            p.header.proposer = maker;
+            p
+        })
+        .collect();
+    let checks = |c: &Chain| c.signature_checks();
+    c.on_message(5, Message::Proposals(forged.clone()), t);
+    assert_eq!(checks(&c), 1);
+    assert_eq!(c.rejected().get("bad_signature"), Some(&1));
+    assert!(c.is_demoted(5));
+    c.on_message(5, Message::Proposals(forged.clone()), t);
+    assert_eq!(checks(&c), 1, "checked again while its sender is demoted");
+    c.on_message(6, Message::Proposals(forged.clone()), t);
+    assert_eq!(checks(&c), 2, "another source");
+    let later = t + REQUEST_TIMEOUT + Duration::from_secs(1);
+    c.on_message(5, Message::Proposals(forged.clone()), later);
+    assert_eq!(checks(&c), 3, "the demotion over");
+    // An answer to a request: its first forged maker ends it.
+    let (chain, _) = cemented_chain(&g, &k, 0, 1, |_, _| {});
+    let out = c.on_message(0, claim_of(&chain), later);
+    assert_eq!(requests(&out), vec![(0, 1)]);
+    c.on_message(0, Message::Proposals(forged), later);
+    assert_eq!(checks(&c), 4);
+}
