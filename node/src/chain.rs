@@ -569,6 +569,10 @@ struct Claim {
     rate: Option<f64>,
     strikes: u32,
     demoted_until: Option<Instant>,
+    /// Demoted for a forged maker's signature in proposals it sent
+    /// unasked: its unasked proposals go unread until then (a peer demoted
+    /// for a slow answer still has its late answer read).
+    unread_until: Option<Instant>,
     /// A genesis peer that left ([`Chain::on_peer_left`]): no claim until
     /// its next Tip, its record (strikes, rate, demotion) kept.
     gone: bool,
@@ -1379,13 +1383,15 @@ impl Chain {
         // Cement's word): so the first one ends the message, and one in
         // proposals sent unasked (an honest peer sends none, bar a late
         // answer) demotes the sender, whose unasked proposals are then
-        // not looked at until the demotion ends. A source gets one failed
-        // check per demotion, however much it sends.
+        // not read until that demotion ends. A source gets one failed
+        // check per demotion, however much it sends. (A late answer from
+        // a peer demoted for its slowness is read: it may be what catch-up
+        // needs.)
         if !answering
             && self
                 .claims
                 .get(&peer)
-                .and_then(|c| c.demoted_until)
+                .and_then(|c| c.unread_until)
                 .is_some_and(|until| now < until)
         {
             return;
@@ -1406,6 +1412,8 @@ impl Chain {
             if forged {
                 if !answering {
                     self.demote(peer, now);
+                    let c = self.claims.entry(peer).or_default();
+                    c.unread_until = c.demoted_until;
                 }
                 break;
             }

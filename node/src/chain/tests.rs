@@ -3478,3 +3478,28 @@ fn forged_makers_in_proposals_cost_one_check_per_demotion() {
     c.on_message(0, Message::Proposals(forged), later);
     assert_eq!(checks(&c), 4);
 }
+
+/// A late answer (its request timed out and its peer was demoted for that)
+/// is still read: it may be what catch-up needs, from the one peer that
+/// holds the windows on a slow link. Only a forged maker's signature stops
+/// a peer's unasked proposals being read (the first version of the rule
+/// above dropped every demoted peer's).
+#[test]
+fn a_late_answer_from_a_demoted_peer_is_read() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+    let out = c.on_message(0, claim_of(&chain), t);
+    assert_eq!(requests(&out), vec![(0, 1)]);
+    let late = t + REQUEST_TIMEOUT + Duration::from_secs(1);
+    c.on_tick(late);
+    assert!(c.is_demoted(0));
+    let checks = c.signature_checks();
+    let answer = chain.iter().map(|w| w.proposal.clone()).collect();
+    c.on_message(0, Message::Proposals(answer), late);
+    assert_eq!(
+        c.signature_checks(),
+        checks + 3,
+        "the late answer went unread"
+    );
+}

@@ -19,6 +19,12 @@ struct Cluster {
 }
 
 fn cluster(n: usize, d: u64, k: u64) -> Cluster {
+    cluster_with(n, d, k, None)
+}
+
+/// [`cluster`] with the genesis' proposer timeout, when given (the default:
+/// 3 windows, 0.3 s).
+fn cluster_with(n: usize, d: u64, k: u64, proposer_timeout_secs: Option<f64>) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut peers = Vec::new();
     let mut data = Vec::new();
@@ -38,7 +44,11 @@ fn cluster(n: usize, d: u64, k: u64) -> Cluster {
         });
         data.push(dd);
     }
-    let g = Genesis::new(peers, HashSuite::Sha256, d, k, 0.1).unwrap();
+    let mut consensus = crate::genesis::ConsensusParams::defaults(0.1);
+    if let Some(t) = proposer_timeout_secs {
+        consensus.proposer_timeout_secs = t;
+    }
+    let g = Genesis::new_with(peers, HashSuite::Sha256, d, k, 0.1, consensus).unwrap();
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, g.to_json()).unwrap();
     Cluster {
@@ -177,8 +187,11 @@ async fn followers_reject_forged_and_corrupted_proposals() {
     // without each follower's own precommit, and each meets the bad twins
     // live (with four, a quorum could go on without a follower slowed by a
     // loaded host, which then fetched the window cemented and never judged
-    // the twin: node/tests/devnet.rs, the same test end to end).
-    let c = cluster(3, 100_000, 50);
+    // the twin: node/tests/devnet.rs, the same test end to end). And no
+    // failover (10 s): with the default 0.3 s a slowed node0 could lose
+    // round 0 of window 2 to a follower, which would then make window 3,
+    // and no bad twin would be sent.
+    let c = cluster_with(3, 100_000, 50, Some(10.0));
     let followers: Vec<Running> = (1..3).map(|i| start_with(&c, i, Some(5), vec![])).collect();
     let faults = faults::parse("forge@2,corrupt@3").unwrap();
     let proposer = start_with(&c, 0, Some(5), faults);
