@@ -247,6 +247,12 @@ impl Reject {
     ///   registration's is the candidate's), and a copy is forwarded
     ///   unchecked only when it is the same bytes as one checked; a
     ///   non-member forwards none;
+    /// - a gossiped Cement whose precommits' signatures fail or that is
+    ///   malformed (empty, too many, out of order): a node forwards a
+    ///   Cement only once it passed `check_cement` (a copy of one held or
+    ///   of a tip bundle was checked when it came; one with no room, or
+    ///   wrong only for this node's set, is dropped unforwarded), and a
+    ///   precommit's key is bound to its signer's id;
     /// - in a catch-up answer (GetProposals, GetCements: never relayed,
     ///   built from the server's store of what it cemented, each checked
     ///   before it was stored): a Cement whose precommits do not verify,
@@ -257,9 +263,9 @@ impl Reject {
     /// window is forwarded with only its own signature checked, and a
     /// fetched proposal whose maker the server did not know was stored on
     /// the word of its Cement, which does not cover that signature), a
-    /// gossiped Cement's precommits or form (a Cement with no room is
-    /// forwarded before `check_cement`), a proof's VDF (forwarded before
-    /// it is verified), nor anything that depends on the window, round,
+    /// gossiped Cement's membership or quorum (judged against the set
+    /// this node is at), a proof's VDF (forwarded before it is verified),
+    /// nor anything that depends on the window, round,
     /// tip or active set this node is at.
     pub fn offence(&self, msg_type: u8) -> Option<crate::net::misbehaviour::Offence> {
         use crate::messages::{
@@ -272,13 +278,15 @@ impl Reject {
             | (MSG_VOTE, Reject::Vote("vote_bad_signature"))
             | (MSG_CANDIDATE_PROOF, Reject::Candidate("candidate_bad_signature"))
             | (MSG_REGISTRATION, Reject::Candidate("registration_bad_signature"))
-            | (MSG_CEMENTS, Reject::Cement("cement_bad_signature")) => Some(Offence::BadSignature),
+            | (MSG_CEMENT | MSG_CEMENTS, Reject::Cement("cement_bad_signature")) => {
+                Some(Offence::BadSignature)
+            }
             (MSG_PROPOSE | MSG_BEACON, Reject::WrongNetwork)
             | (MSG_VOTE, Reject::Vote("vote_wrong_network"))
             | (MSG_CEMENT | MSG_CEMENTS, Reject::Cement("cement_wrong_network")) => {
                 Some(Offence::WrongNetwork)
             }
-            (MSG_CEMENTS, Reject::Cement("cement_malformed"))
+            (MSG_CEMENT | MSG_CEMENTS, Reject::Cement("cement_malformed"))
             | (MSG_PROPOSALS, Reject::WrongParams(_))
             | (MSG_PROPOSALS, Reject::Candidate("candidate_too_many")) => Some(Offence::Malformed),
             _ => None,
@@ -2895,14 +2903,53 @@ impl Chain {
     /// this node knows (catch-up checks each again against its own
     /// window's set, and a Cement refused here only for that reason is
     /// fetched again).
+    ///
+    /// A precommit verified here already (the same signer's same bytes in
+    /// a held Cement of this window, round and proposal, or among the live
+    /// window's precommits) is not verified again: anyone can recombine a
+    /// window's relayed precommits, so a Cement of n genuine ones and one
+    /// forged (a new one per message) would otherwise cost n checks each.
     fn check_cement(&mut self, c: &Cement) -> Result<(), crate::consensus::vote::CementError> {
-        self.signature_checks += c.precommits.len() as u64;
         let set = if c.window == self.tip.window {
             &self.tip_set
         } else {
             self.state.active()
         };
-        c.verify(&self.rules.network_id, c.window, set, self.rules.quorum)
+        let same = |x: &&Cement| x.round == c.round && x.proposal == c.proposal;
+        let tip_bundles = (c.window == self.tip.window).then_some(&self.bundles.0);
+        let vouched: Vec<&[(NodeId, Vec<u8>)]> = tip_bundles
+            .into_iter()
+            .flatten()
+            .chain(self.waiting_cements.get(&c.window).into_iter().flatten())
+            .map(|(_, x)| x)
+            .filter(same)
+            .map(|x| &x.precommits[..])
+            .collect();
+        let live = self
+            .live
+            .as_ref()
+            .filter(|l| l.window == c.window)
+            .and_then(|l| l.precommits.get(&(c.round, c.proposal)));
+        let known = |signer: &NodeId, sig: &[u8]| {
+            vouched.iter().any(|ps| {
+                ps.binary_search_by(|(id, _)| id.cmp(signer))
+                    .is_ok_and(|i| ps[i].1 == sig)
+            }) || live.is_some_and(|vs| {
+                vs.iter()
+                    .any(|v| v.key.signer == *signer && v.signature == sig)
+            })
+        };
+        let mut checks = 0;
+        let r = c.verify_except(
+            &self.rules.network_id,
+            c.window,
+            set,
+            self.rules.quorum,
+            known,
+            &mut checks,
+        );
+        self.signature_checks += checks;
+        r
     }
 
     /// What a Cement of the tip window with hash `b` is worth as a bundle,

@@ -2938,6 +2938,18 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
             Reject::Cement("cement_wrong_network"),
             Offence::WrongNetwork,
         ),
+        // A Cement is forwarded only once `check_cement` passed it (its
+        // form, and every precommit's signature: keys are bound to ids).
+        (
+            MSG_CEMENT,
+            Reject::Cement("cement_bad_signature"),
+            Offence::BadSignature,
+        ),
+        (
+            MSG_CEMENT,
+            Reject::Cement("cement_malformed"),
+            Offence::Malformed,
+        ),
         // A member forwards a candidate proof or registration only once
         // checked (a copy only when it is the same bytes as one checked);
         // a non-member forwards none.
@@ -3014,11 +3026,10 @@ fn only_rejections_no_honest_node_forwards_are_offences_of_the_sender() {
         (MSG_VOTE, Reject::Vote("vote_wrong_window")),
         (MSG_VOTE, Reject::Vote("vote_duplicate")),
         (MSG_VOTE, Reject::Vote("vote_conflicting")),
-        // A Cement with no room is forwarded before its precommits are
-        // checked.
-        (MSG_CEMENT, Reject::Cement("cement_bad_signature")),
-        (MSG_CEMENT, Reject::Cement("cement_malformed")),
+        // Membership and quorum are judged against the set this node is
+        // at, which may not be the forwarder's.
         (MSG_CEMENT, Reject::Cement("cement_non_member")),
+        (MSG_CEMENT, Reject::Cement("bundle_short_of_quorum")),
         // A catch-up answer names windows the asker's set may not cover
         // (it checks each again against its own window's set), and an
         // answer's proposal may be stored on its Cement's word alone.
@@ -3502,4 +3513,49 @@ fn a_late_answer_from_a_demoted_peer_is_read() {
         checks + 3,
         "the late answer went unread"
     );
+}
+
+/// Anyone can recombine a window's relayed precommits: a Cement of the
+/// genuine ones with the last one's signature forged, a new forgery per
+/// message (so a new hash, past the refused-Cement memory), cost a check
+/// of every precommit each, and a gossiped Cement's bad signature was no
+/// offence. Now precommits verified already (the same signer's same bytes
+/// in a held Cement of that window, round and proposal) are not verified
+/// again, so each forgery costs one check, and it is an offence: a node
+/// forwards a Cement only once every precommit checked.
+#[test]
+fn forged_variants_of_a_held_cement_cost_one_check_each_and_are_offences() {
+    use crate::messages::MSG_CEMENT;
+    use crate::net::misbehaviour::Offence;
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 3, |_, _| {});
+    let genuine = chain[2].cement.clone();
+    let n = genuine.precommits.len() as u64;
+    c.on_message(7, Message::Cement(Box::new(genuine.clone())), t);
+    assert_eq!(c.signature_checks(), n);
+    let last = genuine.precommits.len() - 1;
+    for i in 0..20u8 {
+        let mut f = genuine.clone();
+        f.precommits[last].1[0] ^= 0x55;
+        f.precommits[last].1[1] = i;
+        let out = c.on_message(7, Message::Cement(Box::new(f)), t);
+        let refused = out.iter().find_map(|a| match a {
+            Action::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        assert_eq!(refused, Some(Reject::Cement("cement_bad_signature")));
+    }
+    assert_eq!(
+        c.signature_checks(),
+        n + 20,
+        "checked again: the genuine precommits"
+    );
+    assert_eq!(
+        Reject::Cement("cement_bad_signature").offence(MSG_CEMENT),
+        Some(Offence::BadSignature)
+    );
+    // The genuine one is still held, and a copy costs nothing.
+    c.on_message(7, Message::Cement(Box::new(genuine)), t);
+    assert_eq!(c.signature_checks(), n + 20);
 }
