@@ -161,13 +161,36 @@ impl LogCapture {
     }
 
     /// Runs `f` with everything logged on this thread captured.
+    ///
+    /// `tracing` caches each callsite's interest for the whole process,
+    /// computed by the first thread to reach it; while exactly one
+    /// dispatcher is registered it asks that thread's default, so a test
+    /// thread with no subscriber hitting a callsite first cached "never"
+    /// and a capture running beside it came back empty (a CI run:
+    /// `select_calibrates_when_missing_then_reuses_the_file`). An anchor
+    /// dispatcher interested in everything, alive for the whole process,
+    /// makes every registration ask all dispatchers; the events are then
+    /// filtered per thread by its own default. The cache is rebuilt once
+    /// the capture is the default, for a callsite cached before the anchor.
     pub fn capture<T>(&self, f: impl FnOnce() -> T) -> T {
+        static ANCHOR: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        ANCHOR.get_or_init(|| {
+            tracing::Dispatch::new(
+                tracing_subscriber::fmt()
+                    .with_writer(std::io::sink)
+                    .with_max_level(tracing::Level::TRACE)
+                    .finish(),
+            )
+        });
         let sub = tracing_subscriber::fmt()
             .with_writer(self.clone())
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        tracing::subscriber::with_default(sub, f)
+        tracing::subscriber::with_default(sub, || {
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        })
     }
 }
 
