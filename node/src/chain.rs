@@ -253,6 +253,9 @@ impl Reject {
     ///   of a tip bundle was checked when it came; one with no room, or
     ///   wrong only for this node's set, is dropped unforwarded), and a
     ///   precommit's key is bound to its signer's id;
+    /// - (judged later, so not here but as [`Action::Offence`]) a gossiped
+    ///   candidate proof whose chain fails: members forward one only once
+    ///   its chain verified;
     /// - in a catch-up answer (GetProposals, GetCements: never relayed,
     ///   built from the server's store of what it cemented, each checked
     ///   before it was stored): a Cement whose precommits do not verify,
@@ -502,10 +505,26 @@ pub enum Action {
         reason: Reject,
     },
     /// The message was dropped before any signature check (a window gone
-    /// by or too far ahead, no room): the node does not forward it (a
-    /// forged but well-formed message would otherwise cross the whole
-    /// network, every node dropping it unchecked and passing it on).
+    /// by or too far ahead, no room), or is held back until checked (a
+    /// gossiped candidate proof waiting for its chain's verification): the
+    /// node does not forward it now (a forged but well-formed message would
+    /// otherwise cross the whole network, every node dropping it unchecked
+    /// and passing it on).
     Unchecked,
+    /// Forward `msg`, held back until checked, to the peers that lack it
+    /// (not back to `from`, the peer it came from): a gossiped candidate
+    /// proof whose chain verified.
+    Forward {
+        from: Option<PeerIndex>,
+        msg: Message,
+    },
+    /// `peer`'s message, judged after it was handled, was an offence of
+    /// its sender (no honest node sends or forwards it): a gossiped
+    /// candidate proof whose chain failed (forwarded only once verified).
+    Offence {
+        peer: PeerIndex,
+        offence: crate::net::misbehaviour::Offence,
+    },
 }
 
 /// The fixed rules from the genesis.
@@ -899,8 +918,9 @@ pub struct Chain {
     /// doubled after a clean one, from 1 to [`CANDIDATE_BATCH`]. A flood of
     /// junk costs about one chain per proof, not a batch per proof.
     candidate_batch: usize,
-    /// Who sent each proof in the verifier now (they go back with it).
-    candidate_from: Vec<Option<PeerIndex>>,
+    /// Who sent each proof in the verifier now, and its (candidate,
+    /// window) (they go back with it).
+    candidate_from: Vec<(Option<PeerIndex>, (NodeId, u64))>,
     /// Gossiped proofs whose chain failed verification, by (window,
     /// candidate): the same proof sent again is dropped before any check
     /// (at most [`MAX_POOLED_PROOFS`], the oldest window's going first,
@@ -1335,7 +1355,8 @@ impl Chain {
                 *from = None;
             }
         }
-        for (from, _) in self.unverified.iter_mut() {
+        let froms = self.unverified.iter_mut().map(|(from, _)| from);
+        for from in froms.chain(self.candidate_from.iter_mut().map(|(from, _)| from)) {
             if *from == Some(peer) {
                 *from = None;
             }
@@ -3393,23 +3414,18 @@ impl Chain {
             return out.push(Action::Unchecked);
         }
         let key = c.key();
-        let held = self
-            .pool
-            .get(&key)
-            .into_iter()
-            .chain(
-                self.unverified
-                    .iter()
-                    .map(|(_, x)| x)
-                    .filter(|x| x.key() == key),
-            )
-            .collect::<Vec<_>>();
-        if held.contains(&&c) {
-            return; // a copy of one checked
+        let verified = self.pool.get(&key);
+        if verified == Some(&c) {
+            return; // a copy of one verified: forwarded
         }
-        if !held.is_empty() {
-            // Another proof of a candidate and window held (signatures are
-            // randomised: re-signed, or forged): not judged, not forwarded.
+        if verified.is_some()
+            || self.unverified.iter().any(|(_, x)| x.key() == key)
+            || self.candidate_from.iter().any(|(_, k)| *k == key)
+        {
+            // A copy of one waiting for its chain's verification (forwarded
+            // once verified), or another proof of a candidate and window
+            // held (signatures are randomised: re-signed, or forged): not
+            // judged, not forwarded now.
             return out.push(Action::Unchecked);
         }
         if c.window.saturating_add(1) < self.tip.window {
@@ -3435,6 +3451,10 @@ impl Chain {
             self.unverified.remove(i);
         }
         self.unverified.push_back((peer, c));
+        // Forwarded once its chain verified ([`Action::Forward`]): a junk
+        // proof costs a chain on the members it was sent to, not on every
+        // member, and its chain failing is its sender's offence.
+        out.push(Action::Unchecked);
         self.verify_candidates(out);
     }
 
@@ -3457,8 +3477,8 @@ impl Chain {
                 Some(t) => {
                     if let Some(chain) = c.proof(self.rules.suite, &self.rules.joining, &t) {
                         chains.push(chain);
+                        from.push((peer, c.key()));
                         proofs.push(c);
-                        from.push(peer);
                     }
                 }
                 None if c.window > self.tip.window => early.push_back((peer, c)),
@@ -3503,8 +3523,14 @@ impl Chain {
         }
         let mut from = std::mem::take(&mut self.candidate_from).into_iter();
         for (i, c) in proofs.into_iter().enumerate() {
-            let peer = from.next().flatten();
+            let peer = from.next().and_then(|(p, _)| p);
             if i < good {
+                // Verified: on to the peers that lack it (held back when
+                // it came).
+                out.push(Action::Forward {
+                    from: peer,
+                    msg: Message::CandidateProof(Box::new(c.clone())),
+                });
                 if self.pool.len() < MAX_POOLED_PROOFS {
                     self.pool.insert(c.key(), c);
                 }
@@ -3515,12 +3541,21 @@ impl Chain {
                     self.bad_proofs.pop_first();
                 }
                 self.bad_proofs.insert((c.window, c.id));
+                // Its sender's offence: a node forwards a proof only once
+                // its chain verified, and the chain's start is T of a
+                // cemented window, the same for every node that knows it.
                 self.reject(
-                    None,
+                    peer,
                     c.window,
                     Reject::Candidate("candidate_bad_proof"),
                     &mut out,
                 );
+                if let Some(peer) = peer {
+                    out.push(Action::Offence {
+                        peer,
+                        offence: crate::net::misbehaviour::Offence::BadProof,
+                    });
+                }
             } else {
                 self.unverified.push_back((peer, c));
             }

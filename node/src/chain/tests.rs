@@ -249,10 +249,14 @@ impl Sim {
                 a @ (Action::Verify(_)
                 | Action::VerifyCandidates { .. }
                 | Action::EvaluateCandidate { .. }) => self.work.push_back((i, a)),
+                // Every node here hears every other: a forward would
+                // bring nothing new (relaying is node::tests' and net's).
                 Action::Applied { .. }
                 | Action::Rejected { .. }
                 | Action::Members(_)
-                | Action::Unchecked => {}
+                | Action::Unchecked
+                | Action::Forward { .. }
+                | Action::Offence { .. } => {}
             }
         }
     }
@@ -2760,6 +2764,8 @@ fn candidate_proofs_registrations_and_tip_cements_not_judged_are_not_forwarded()
     );
 }
 
+/// A gossiped candidate proof is held back until its chain verified, then
+/// forwarded ([`Action::Forward`]); a copy meanwhile is not judged again.
 /// A copy of a candidate proof or registration held here passes without a
 /// second check (and is forwarded) only when it is the same bytes: another
 /// one of the same candidate and window (signatures are randomised:
@@ -2776,6 +2782,8 @@ fn only_identical_copies_of_held_candidate_proofs_and_registrations_pass_uncheck
             .any(|a| matches!(a, Action::Unchecked | Action::Rejected { .. }))
     };
     let unchecked = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Unchecked));
+    let passes_judgement =
+        |out: &[Action]| !out.iter().any(|a| matches!(a, Action::Rejected { .. }));
     let key = NodeKeys::generate().unwrap();
     let kk = g.joining().candidate_k as usize;
     let sign = |salt: u8| {
@@ -2789,7 +2797,21 @@ fn only_identical_copies_of_held_candidate_proofs_and_registrations_pass_uncheck
     };
     let proof = |p: &CandidateProof| Message::CandidateProof(Box::new(p.clone()));
     let first = sign(3);
-    assert!(passes(&c.on_message(0, proof(&first), t)), "checked");
+    // Held back until its chain verified, then forwarded.
+    let out = c.on_message(0, proof(&first), t);
+    assert!(unchecked(&out) && passes_judgement(&out), "held back");
+    let checks = c.signature_checks();
+    assert!(
+        unchecked(&c.on_message(2, proof(&first), t)),
+        "a copy waiting"
+    );
+    assert_eq!(c.signature_checks(), checks, "a copy checked again");
+    let out = c.on_candidates_verified(vec![first.clone()], Ok(VerifyOutcome::Valid), t);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Forward { from: Some(0), msg } if *msg == proof(&first))),
+        "not forwarded once verified"
+    );
     assert!(passes(&c.on_message(2, proof(&first), t)), "the same bytes");
     let mut forged = first.clone();
     forged.signature = sign(4).signature;
@@ -3558,4 +3580,84 @@ fn forged_variants_of_a_held_cement_cost_one_check_each_and_are_offences() {
     // The genuine one is still held, and a copy costs nothing.
     c.on_message(7, Message::Cement(Box::new(genuine)), t);
     assert_eq!(c.signature_checks(), n + 20);
+}
+
+/// A junk candidate proof (any fresh key signs one; no VDF work) was
+/// forwarded before its chain was verified, so one guest's flood cost every
+/// member a chain per proof, and its failure was charged to nobody. Now a
+/// member forwards a proof only once its chain verified, so a chain that
+/// fails is the offence of the peer that sent it (`Action::Offence`), and
+/// a junk proof is not forwarded; a sender that left before the verdict is
+/// charged nothing (its index may be another node's by then).
+#[test]
+fn a_candidate_proof_whose_chain_fails_is_not_forwarded_and_is_its_senders_offence() {
+    let (g, _k, mut c) = one();
+    let t = Instant::now();
+    let kk = g.joining().candidate_k as usize;
+    let junk = |salt: u8| {
+        let key = NodeKeys::generate().unwrap();
+        CandidateProof::sign(
+            &key,
+            g.network_id(),
+            g.hash,
+            0,
+            vec![Hash32([salt; 32]); kk],
+        )
+    };
+    let verify_of = |out: &[Action]| {
+        out.iter().find_map(|a| match a {
+            Action::VerifyCandidates { proofs, .. } => Some(proofs.clone()),
+            _ => None,
+        })
+    };
+    let (a, b) = (junk(1), junk(2));
+    let out = c.on_message(9, Message::CandidateProof(Box::new(a.clone())), t);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Unchecked)),
+        "forwarded unverified"
+    );
+    let proofs = verify_of(&out).expect("verified");
+    let out = c.on_candidates_verified(
+        proofs,
+        Ok(VerifyOutcome::Invalid {
+            first_bad_segment: 0,
+        }),
+        t,
+    );
+    assert!(!out.iter().any(|a| matches!(a, Action::Forward { .. })));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Rejected {
+            peer: Some(9),
+            reason: Reject::Candidate("candidate_bad_proof"),
+            ..
+        }
+    )));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Offence {
+            peer: 9,
+            offence: crate::net::misbehaviour::Offence::BadProof
+        }
+    )));
+    // Its sender gone before the verdict: nobody charged.
+    let out = c.on_message(9, Message::CandidateProof(Box::new(b)), t);
+    let proofs = verify_of(&out).expect("verified");
+    c.on_peer_left(9, t);
+    let out = c.on_candidates_verified(
+        proofs,
+        Ok(VerifyOutcome::Invalid {
+            first_bad_segment: 0,
+        }),
+        t,
+    );
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Rejected {
+            peer: None,
+            reason: Reject::Candidate("candidate_bad_proof"),
+            ..
+        }
+    )));
+    assert!(!out.iter().any(|a| matches!(a, Action::Offence { .. })));
 }

@@ -16,12 +16,14 @@
 //!   key), so no view of the active set makes it valid; a node checks
 //!   it before it forwards;
 //! - [`Offence::WrongNetwork`]: a message naming another network's id,
-//!   over a connection whose handshake proved ours.
+//!   over a connection whose handshake proved ours;
+//! - [`Offence::BadProof`]: a gossiped candidate proof whose chain does
+//!   not verify (members forward one only once its chain verified).
 //!
 //! Which chain rejections are which offence is
 //! [`crate::chain::Reject::offence`]; rejections of messages the node
-//! forwards before the check that failed (a proof's VDF, a candidate proof
-//! or registration at a non-member) never are.
+//! forwards before the check that failed (a proposal's VDF, a candidate
+//! proof or registration at a non-member) never are.
 //!
 //! Scoring is a leaky bucket per key ([`Source`]): each offence adds its
 //! [`Offence::weight`], one point leaks away per [`LEAK_EVERY`]; a key
@@ -73,17 +75,22 @@ pub enum Offence {
     BadSignature,
     /// A message for another network.
     WrongNetwork,
+    /// A gossiped candidate proof whose chain does not verify (a node
+    /// forwards one only once its chain verified; the chain starts at T of
+    /// a cemented window, the same for every node that knows it).
+    BadProof,
 }
 
 impl Offence {
     /// Points added to the peer's score: [`THRESHOLD`] is reached by 10
-    /// malformed messages, 4 bad signatures or 2 messages for another
-    /// network in a burst; at a steady rate below 10 points a minute never.
+    /// malformed messages, 4 bad signatures or bad candidate chains, or 2
+    /// messages for another network in a burst; at a steady rate below 10 points a minute never.
     pub fn weight(self) -> u32 {
         match self {
             Offence::Malformed => 10,
             Offence::BadSignature => 25,
             Offence::WrongNetwork => 50,
+            Offence::BadProof => 25,
         }
     }
 
@@ -93,6 +100,7 @@ impl Offence {
             Offence::Malformed => "malformed",
             Offence::BadSignature => "bad_signature",
             Offence::WrongNetwork => "wrong_network",
+            Offence::BadProof => "bad_proof",
         }
     }
 }

@@ -179,11 +179,12 @@ struct Runner {
     snapshots: super::fastsync::Serving,
     /// Which consensus messages went to which peers (SPEC 10.6).
     relay: Relay,
-    /// The node each peer index was last heard from (over the network):
+    /// The sender (node, connection) each peer index was last heard from
+    /// (over the network), charged for an offence judged later:
     /// when another node's message comes through an index, or its
     /// connection closes, the chain forgets who held it
     /// ([`Chain::on_peer_left`]). Bounded by the transport's slots.
-    holders: HashMap<u16, NodeId>,
+    holders: HashMap<u16, crate::net::Sender>,
     /// The (window, round) this node last proposed in (logged once each).
     last_proposed: Option<(u64, u32)>,
     /// Lines that peers cause (rejections, malformed messages): at most
@@ -481,6 +482,26 @@ impl Runner {
                 }
                 // Read by the relay in `on_incoming`.
                 Action::Unchecked => {}
+                Action::Forward { from, msg } => {
+                    let (t, payload) = (msg.msg_type(), msg.encode());
+                    let connected = self.connected();
+                    let to = match from {
+                        Some(p) => self.relay.accepted(message_id(t, &payload), p, &connected),
+                        None => {
+                            self.relay
+                                .should_forward(message_id(t, &payload), None, &connected)
+                        }
+                    };
+                    self.forward(&to, t, &payload);
+                }
+                Action::Offence { peer, offence } => {
+                    // The sender of the message judged, fixed when it was
+                    // read: the chain forgets a peer's messages when
+                    // another node takes its index (`on_peer_left`).
+                    if let Some(from) = self.holders.get(&peer) {
+                        self.transport.offence(from, offence);
+                    }
+                }
             }
         }
         Ok(())
@@ -895,7 +916,7 @@ impl Runner {
     /// left it then), or once the same node is connected there again
     /// (link events and messages come on separate channels).
     fn link_down(&mut self, peer: u16, node: NodeId) -> Result<(), NodeError> {
-        if self.holders.get(&peer).is_some_and(|h| *h != node)
+        if self.holders.get(&peer).is_some_and(|h| h.node_id != node)
             || self.transport.link(peer).is_some_and(|l| l.node_id == node)
         {
             return Ok(());
@@ -910,8 +931,8 @@ impl Runner {
         if let Some(f) = &m.from {
             if self
                 .holders
-                .insert(m.peer, f.node_id)
-                .is_some_and(|h| h != f.node_id)
+                .insert(m.peer, *f)
+                .is_some_and(|h| h.node_id != f.node_id)
             {
                 // Another node holds this index now: what the one before
                 // sent is not charged to it.

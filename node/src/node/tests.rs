@@ -709,6 +709,8 @@ struct Recorder {
     link_events: Mutex<Option<tokio::sync::broadcast::Sender<crate::net::LinkEvent>>>,
     /// Guests' connections up now, by peer index: the node id's byte.
     guests: Mutex<std::collections::HashMap<u16, u8>>,
+    /// Offences reported: the sender charged, and what for.
+    offences: Mutex<Vec<(crate::net::Sender, crate::net::misbehaviour::Offence)>>,
 }
 
 /// A guest's connection: `node`'s id is 32 bytes of `node`.
@@ -755,6 +757,9 @@ impl Transport for Recorder {
             })
             .collect()
     }
+    fn offence(&self, from: &crate::net::Sender, offence: crate::net::misbehaviour::Offence) {
+        self.offences.lock().unwrap().push((*from, offence));
+    }
     fn link(&self, peer: u16) -> Option<crate::net::PeerLink> {
         let node = *self.guests.lock().unwrap().get(&peer)?;
         Some(guest_link(peer, node))
@@ -776,10 +781,12 @@ struct Recorded {
     task: tokio::task::JoinHandle<Result<NodeState, NodeError>>,
     tip: crate::storage::Tip,
     network_id: [u8; 32],
+    genesis: Genesis,
 }
 
 async fn recorded_node() -> Recorded {
     let c = cluster(3, 100_000, 100);
+    let genesis = Genesis::load(&c.genesis).unwrap();
     let node = Node::open(&config(&c, 0)).unwrap();
     let (tip, network_id) = (node.store.tip(), node.network_id);
     let rec = Arc::new(Recorder::default());
@@ -804,6 +811,7 @@ async fn recorded_node() -> Recorded {
         task,
         tip,
         network_id,
+        genesis,
     }
 }
 
@@ -901,6 +909,7 @@ async fn messages_dropped_unchecked_are_not_forwarded() {
         task,
         tip,
         network_id,
+        ..
     } = recorded_node().await;
     let stranger = crate::keys::NodeKeys::generate().unwrap();
     let forged: Vec<Message> = [tip.window + 50, tip.window + 1000]
@@ -1069,6 +1078,93 @@ async fn a_connection_that_closes_ends_the_request_to_its_node() {
         "slot 8 asked only after {:?}",
         asked_at.elapsed()
     );
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
+
+/// A gossiped candidate proof whose chain fails is not forwarded, and is
+/// charged to the sender that was fixed when it was read (a guest here:
+/// anyone can sign junk proofs with fresh keys, at no VDF cost), once the
+/// verifier judged it: forwarded unverified, one guest's junk cost every
+/// member a chain per proof, and nobody was charged. A good one is
+/// forwarded once verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_candidate_proof_is_not_forwarded_and_charged_to_its_sender() {
+    use crate::consensus::joining::CandidateProof;
+    use crate::messages::{Message, MSG_CANDIDATE_PROOF};
+    let Recorded {
+        tx,
+        rec,
+        stop_tx,
+        task,
+        network_id,
+        genesis,
+        tip,
+        ..
+    } = recorded_node().await;
+    let k = genesis.joining().candidate_k as usize;
+    let key = NodeKeys::generate().unwrap();
+    let junk = CandidateProof::sign(
+        &key,
+        network_id,
+        genesis.hash,
+        0,
+        vec![montana_vdf::Hash32([5; 32]); k],
+    );
+    tx.send(from_guest(
+        7,
+        70,
+        1,
+        Message::CandidateProof(Box::new(junk)),
+    ))
+    .await
+    .unwrap();
+    wait_until("the junk proof charged", || {
+        !rec.offences.lock().unwrap().is_empty()
+    })
+    .await;
+    let charged = rec.offences.lock().unwrap().clone();
+    assert_eq!(charged.len(), 1);
+    assert_eq!(charged[0].0.node_id, crate::net::NodeId([70; 32]));
+    assert_eq!(charged[0].1, crate::net::misbehaviour::Offence::BadProof);
+    let forwarded = |rec: &Recorder| {
+        let sent = rec.sent.lock().unwrap();
+        let broadcast = rec.broadcast.lock().unwrap();
+        sent.iter()
+            .filter(|(_, t, _)| *t == MSG_CANDIDATE_PROOF)
+            .count()
+            + broadcast
+                .iter()
+                .filter(|(t, _)| *t == MSG_CANDIDATE_PROOF)
+                .count()
+    };
+    assert_eq!(forwarded(&rec), 0, "a junk proof forwarded");
+    // A good proof (its chain from T(0)) is forwarded once verified.
+    let honest = NodeKeys::generate().unwrap();
+    let j = genesis.joining();
+    let step = j.candidate_d / j.candidate_k as u64;
+    let mut v = crate::consensus::joining::candidate_start(
+        genesis.hash,
+        &tip.t,
+        &crate::net::NodeId::of(honest.verifying_key()),
+    );
+    let chain: Vec<montana_vdf::Hash32> = (0..j.candidate_k)
+        .map(|_| {
+            v = genesis.hash.iterate(&v, step);
+            v
+        })
+        .collect();
+    let good = CandidateProof::sign(&honest, network_id, genesis.hash, 0, chain);
+    tx.send(from_guest(
+        8,
+        80,
+        2,
+        Message::CandidateProof(Box::new(good)),
+    ))
+    .await
+    .unwrap();
+    wait_until("the good proof forwarded", || forwarded(&rec) > 0).await;
+    assert_eq!(rec.offences.lock().unwrap().len(), 1);
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 }
