@@ -2816,7 +2816,12 @@ impl Chain {
             }
         }
         // Where it goes may have changed while the live window was tried.
+        // No room: checked, but not held, so not forwarded (a copy of one
+        // held goes on).
         let Some(place) = self.cement_place(&c, &h) else {
+            if !held {
+                out.push(Action::Unchecked);
+            }
             return;
         };
         if place.is_none() {
@@ -3522,6 +3527,7 @@ impl Chain {
             };
         }
         let mut from = std::mem::take(&mut self.candidate_from).into_iter();
+        let mut offender = None;
         for (i, c) in proofs.into_iter().enumerate() {
             let peer = from.next().and_then(|(p, _)| p);
             if i < good {
@@ -3542,14 +3548,20 @@ impl Chain {
                 }
                 self.bad_proofs.insert((c.window, c.id));
                 // Its sender's offence: a node forwards a proof only once
-                // its chain verified, and the chain's start is T of a
-                // cemented window, the same for every node that knows it.
+                // its chain verified, and the chain starts at T of its
+                // window, fixed by the VDF (tip - 1, the tip, or the
+                // applied window), the same for every node that knows it;
+                // the verdict is the scalar oracle's (a backend's
+                // rejection is re-checked before it is answered). The
+                // sender's other proofs waiting here go unjudged: no
+                // honest node sends one that fails.
                 self.reject(
                     peer,
                     c.window,
                     Reject::Candidate("candidate_bad_proof"),
                     &mut out,
                 );
+                offender = peer;
                 if let Some(peer) = peer {
                     out.push(Action::Offence {
                         peer,
@@ -3559,6 +3571,9 @@ impl Chain {
             } else {
                 self.unverified.push_back((peer, c));
             }
+        }
+        if let Some(p) = offender {
+            self.unverified.retain(|(from, _)| *from != Some(p));
         }
         self.verify_candidates(&mut out);
         self.next_work(now, &mut out);

@@ -2450,9 +2450,12 @@ fn a_flood_of_junk_candidate_proofs_costs_about_one_chain_each() {
     let t = Instant::now();
     let n = 200;
     let mut pending = None;
+    // Each from another peer (one peer's junk ends at its first verdict:
+    // its other proofs waiting are dropped, see
+    // a_candidate_proof_whose_chain_fails_is_not_forwarded_and_is_its_senders_offence).
     for i in 0..n {
         let out = c.on_message(
-            9,
+            10 + i as PeerIndex,
             Message::CandidateProof(Box::new(junk_candidate(&g, i as u8))),
             t,
         );
@@ -3640,6 +3643,29 @@ fn a_candidate_proof_whose_chain_fails_is_not_forwarded_and_is_its_senders_offen
             offence: crate::net::misbehaviour::Offence::BadProof
         }
     )));
+    // The offender's other proofs waiting are dropped unjudged with the
+    // verdict; another peer's stay.
+    let (x, y, z) = (junk(3), junk(4), junk(5));
+    let out = c.on_message(9, Message::CandidateProof(Box::new(x)), t);
+    let first = verify_of(&out).expect("verified");
+    c.on_message(9, Message::CandidateProof(Box::new(y)), t);
+    c.on_message(6, Message::CandidateProof(Box::new(z.clone())), t);
+    let out = c.on_candidates_verified(
+        first,
+        Ok(VerifyOutcome::Invalid {
+            first_bad_segment: 0,
+        }),
+        t,
+    );
+    let keys = |ps: Option<Vec<CandidateProof>>| {
+        ps.map(|ps| ps.iter().map(|p| p.key()).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        keys(verify_of(&out)),
+        Some(vec![z.key()]),
+        "the offender's next judged"
+    );
+    c.on_candidates_verified(vec![z], Ok(VerifyOutcome::Valid), t);
     // Its sender gone before the verdict: nobody charged.
     let out = c.on_message(9, Message::CandidateProof(Box::new(b)), t);
     let proofs = verify_of(&out).expect("verified");
@@ -3660,4 +3686,28 @@ fn a_candidate_proof_whose_chain_fails_is_not_forwarded_and_is_its_senders_offen
         }
     )));
     assert!(!out.iter().any(|a| matches!(a, Action::Offence { .. })));
+}
+
+/// A Cement of the live window checked but with no room (four held that
+/// the next proposal does not name; anyone can recombine a window's relayed
+/// precommits into more) was forwarded though not held, so each such
+/// Cement crossed the network (found by review). Now it is `Unchecked`.
+#[test]
+fn a_live_windows_cement_with_no_room_is_not_forwarded() {
+    let (g, k, mut c) = one();
+    let t = Instant::now();
+    let (chain, _) = cemented_chain(&g, &k, 0, 1, |_, _| {});
+    let p = &chain[0].proposal;
+    for sub in three_of_four(&g, &k, p) {
+        let out = c.on_message(5, Message::Cement(Box::new(sub)), t);
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::Unchecked | Action::Rejected { .. })));
+    }
+    let all = cement_of(&g, &k, p);
+    let out = c.on_message(5, Message::Cement(Box::new(all)), t);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Unchecked)),
+        "forwarded with no room"
+    );
 }

@@ -77,7 +77,9 @@ pub enum Offence {
     WrongNetwork,
     /// A gossiped candidate proof whose chain does not verify (a node
     /// forwards one only once its chain verified; the chain starts at T of
-    /// a cemented window, the same for every node that knows it).
+    /// its window, fixed by the VDF, the same for every node that knows
+    /// it). Judged after the message was handled: reported by the chain as
+    /// `Action::Offence`, not through `Reject::offence`.
     BadProof,
 }
 
