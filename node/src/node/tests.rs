@@ -964,6 +964,28 @@ fn from_guest(peer: u16, node: u8, conn: u64, msg: crate::messages::Message) -> 
     }
 }
 
+/// A Tip claiming `window` (a made-up T and hash: a claim, not a fact).
+fn tip_claim(window: u64) -> crate::messages::Message {
+    crate::messages::Message::Tip {
+        cemented: crate::storage::Tip {
+            window,
+            t: montana_vdf::Hash32([7; 32]),
+            hash: [8; 32],
+        },
+        applied: window,
+    }
+}
+
+/// How many GetProposals the node sent to `peer`.
+fn proposals_asked(rec: &Recorder, peer: u16) -> usize {
+    rec.sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, t, _)| *p == peer && *t == crate::messages::MSG_GET_PROPOSALS)
+        .count()
+}
+
 /// Another node's message through a slot tells the chain that the node
 /// before it left ([`Chain::on_peer_left`]): the catch-up request
 /// outstanding to it is given up and another peer asked at once, not after
@@ -972,7 +994,7 @@ fn from_guest(peer: u16, node: u8, conn: u64, msg: crate::messages::Message) -> 
 /// to slot 8 waited for the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_node_in_a_slot_ends_the_request_to_the_one_before() {
-    use crate::messages::{Message, MSG_GET_PROPOSALS, MSG_VOTE};
+    use crate::messages::MSG_VOTE;
     let Recorded {
         tx,
         rec,
@@ -982,22 +1004,8 @@ async fn another_node_in_a_slot_ends_the_request_to_the_one_before() {
         tip,
         ..
     } = recorded_node().await;
-    let claim = |window: u64| Message::Tip {
-        cemented: crate::storage::Tip {
-            window,
-            t: montana_vdf::Hash32([7; 32]),
-            hash: [8; 32],
-        },
-        applied: window,
-    };
-    let asked = |peer: u16| {
-        rec.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, t, _)| *p == peer && *t == MSG_GET_PROPOSALS)
-            .count()
-    };
+    let claim = tip_claim;
+    let asked = |peer: u16| proposals_asked(&rec, peer);
     // Two guests claim windows no member has: the one in slot 7 is asked.
     tx.send(from_guest(7, 70, 1, claim(tip.window + 3)))
         .await
@@ -1028,7 +1036,6 @@ async fn another_node_in_a_slot_ends_the_request_to_the_one_before() {
 /// the runtime's `link_down` (slot 8 was asked only at the timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_closes_ends_the_request_to_its_node() {
-    use crate::messages::{Message, MSG_GET_PROPOSALS};
     let Recorded {
         tx,
         rec,
@@ -1037,22 +1044,8 @@ async fn a_connection_that_closes_ends_the_request_to_its_node() {
         tip,
         ..
     } = recorded_node().await;
-    let claim = Message::Tip {
-        cemented: crate::storage::Tip {
-            window: tip.window + 3,
-            t: montana_vdf::Hash32([7; 32]),
-            hash: [8; 32],
-        },
-        applied: tip.window + 3,
-    };
-    let asked = |peer: u16| {
-        rec.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, t, _)| *p == peer && *t == MSG_GET_PROPOSALS)
-            .count()
-    };
+    let claim = tip_claim(tip.window + 3);
+    let asked = |peer: u16| proposals_asked(&rec, peer);
     tx.send(from_guest(7, 70, 1, claim.clone())).await.unwrap();
     tx.send(from_guest(8, 80, 2, claim)).await.unwrap();
     wait_until("the guest in slot 7 asked", || asked(7) == 1).await;
