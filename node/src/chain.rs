@@ -1403,10 +1403,6 @@ impl Chain {
         if answering {
             self.pace.charge(ps.iter().map(weight).sum(), now);
         }
-        // An answer is useful when it makes the run of linked proposals
-        // longer: a peer answering with proposals that link onto nothing
-        // held (junk, for a claim it cannot back) is demoted like one that
-        // sends nothing.
         // A known maker's signature that fails costs a check each and is
         // no offence (an honest server may hold such a proposal on its
         // Cement's word): so the first one ends the message, and one in
@@ -1425,6 +1421,10 @@ impl Chain {
         {
             return;
         }
+        // An answer is useful when it makes the run of linked proposals
+        // longer: a peer answering with proposals that link onto nothing
+        // held (junk, for a claim it cannot back) is demoted like one that
+        // sends nothing.
         let before = answering.then(|| self.linked_run().0);
         for p in ps {
             let n = out.len();
